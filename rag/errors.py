@@ -1,0 +1,77 @@
+"""The error hierarchy. Edges translate these: the CLI to an exit code and one line, the API
+to an HTTP status and a JSON body `{error: {code, message, field}}`."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    code = "rag_error"
+    http_status = 500
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ConfigError(RagError):
+    """A setting or argument has a bad value."""
+
+    code = "invalid_config"
+    http_status = 422
+
+
+class InvalidRequest(RagError):
+    """A request argument is malformed (empty question, bad filter, ...)."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class NotFound(RagError):
+    """An unknown knowledge base, document, job or conversation."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class ParseError(RagError):
+    """A file could not be parsed (corrupt, empty, unsupported, unreadable)."""
+
+    code = "parse_error"
+    http_status = 415
+
+
+class UnsupportedFile(ParseError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class ModelError(RagError):
+    """A model could not be found or loaded."""
+
+    code = "model_error"
+    http_status = 503
+
+
+class EmbeddingMismatch(RagError):
+    """A knowledge base was built with another embedding model or dimension."""
+
+    code = "embedding_mismatch"
+    http_status = 409
+
+
+class LLMError(RagError):
+    """The LLM endpoint is unreachable, timed out or answered with an error."""
+
+    code = "llm_unavailable"
+    http_status = 503
+
+
+class StoreError(RagError):
+    """The vector store or lexical index failed or disagrees with the catalog."""
+
+    code = "store_error"
+    http_status = 503

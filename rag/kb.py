@@ -1,0 +1,189 @@
+"""Knowledge bases: one vector collection + one lexical index + the catalog rows, kept in step.
+
+`KnowledgeBases` opens and creates them and refuses to mix embedding models; `KnowledgeBase`
+writes chunks to both indexes and searches each. Extra vectors (generated questions) have ids
+`<chunk id>#q<n>`; searches map them back to their chunk, keeping its best rank."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rag.catalog import Catalog, KbRecord, check_kb_name
+from rag.errors import EmbeddingMismatch, NotFound
+from rag.protocols import Embedder, LexicalIndex, VectorStore
+from rag.types import Chunk, Filter, ScoredId
+
+log = logging.getLogger(__name__)
+
+EXTRA_SEP = "#"
+
+
+def parent_of(chunk_id: str) -> str:
+    return chunk_id.split(EXTRA_SEP, 1)[0]
+
+
+def collapse_to_parents(items: Sequence[ScoredId]) -> list[ScoredId]:
+    """Map extra-vector hits to their chunk; a chunk keeps its first (best) position."""
+    seen: set[str] = set()
+    out: list[ScoredId] = []
+    for item in items:
+        parent = parent_of(item.chunk_id)
+        if parent not in seen:
+            seen.add(parent)
+            out.append(ScoredId(parent, item.score))
+    return out
+
+
+@dataclass
+class CheckReport:
+    kb: str
+    catalog: int
+    vectors: int
+    lexical: int
+    missing_in_vectors: list[str]
+    missing_in_lexical: list[str]
+    extra_in_vectors: list[str]
+    extra_in_lexical: list[str]
+    pending_documents: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_in_vectors or self.missing_in_lexical or self.extra_in_vectors
+                    or self.extra_in_lexical or self.pending_documents)
+
+
+class KnowledgeBase:
+    def __init__(self, record: KbRecord, store: VectorStore, lexical: LexicalIndex, embedder: Embedder,
+                 catalog: Catalog) -> None:
+        self.record = record
+        self.store = store
+        self.lexical = lexical
+        self.embedder = embedder
+        self.catalog = catalog
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def collection(self) -> str:
+        return self.record.collection
+
+    # writing -----------------------------------------------------------------------------------
+    def write(self, chunks: Sequence[Chunk], vectors: np.ndarray, delete_ids: Sequence[str] = ()) -> None:
+        """Upsert `chunks` with their vectors and delete `delete_ids`, in both indexes.
+        Idempotent: repeating it after a crash gives the same state."""
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
+        if len(chunks):
+            self.store.upsert(self.collection, chunks, vectors)
+        if delete_ids:
+            self.store.delete(self.collection, list(delete_ids))
+        self.lexical.replace(list(delete_ids), list(chunks))
+
+    def delete(self, chunk_ids: Sequence[str]) -> None:
+        if chunk_ids:
+            self.store.delete(self.collection, list(chunk_ids))
+            self.lexical.delete(list(chunk_ids))
+
+    # reading -----------------------------------------------------------------------------------
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.encode_queries(list(texts))
+
+    def search_dense(self, vector: np.ndarray, limit: int, flt: Filter | None = None) -> list[ScoredId]:
+        hits = self.store.search(self.collection, vector, limit, flt)
+        return collapse_to_parents(hits)[:limit]
+
+    def search_bm25(self, query: str, limit: int, flt: Filter | None = None) -> list[ScoredId]:
+        return collapse_to_parents(self.lexical.search(query, limit, flt))[:limit]
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        payloads = self.store.get_payloads(self.collection, list(chunk_ids))
+        return {cid: Chunk.from_payload(p) for cid, p in payloads.items()}
+
+    def count(self) -> int:
+        return self.store.count(self.collection)
+
+    def check(self) -> CheckReport:
+        """Compare the chunk ids of the catalog, the vector store and the lexical index."""
+        expected = self.catalog.all_chunk_ids(self.name)
+        vectors = self.store.ids(self.collection)
+        lexical = self.lexical.ids()
+        pending = [d.source for d in self.catalog.list_docs(self.name) if d.state != "indexed"]
+        return CheckReport(
+            kb=self.name, catalog=len(expected), vectors=len(vectors), lexical=len(lexical),
+            missing_in_vectors=sorted(expected - vectors), missing_in_lexical=sorted(expected - lexical),
+            extra_in_vectors=sorted(vectors - expected), extra_in_lexical=sorted(lexical - expected),
+            pending_documents=pending)
+
+
+class KnowledgeBases:
+    """Opens knowledge bases; the store and embedder are shared, one lexical index per kb."""
+
+    def __init__(self, catalog: Catalog, store: VectorStore, lexical_factory: Callable[[str], LexicalIndex],
+                 embedder: Embedder, collection_options: dict | None = None) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.lexical_factory = lexical_factory
+        self.embedder = embedder
+        self.collection_options = collection_options or {}
+        self._open: dict[str, KnowledgeBase] = {}
+        self._lock = threading.RLock()
+
+    def list(self) -> list[KbRecord]:
+        return self.catalog.list_kbs()
+
+    def exists(self, name: str) -> bool:
+        return self.catalog.get_kb(name) is not None
+
+    def _check_model(self, record: KbRecord) -> None:
+        if record.embed_model != self.embedder.name or record.dim != self.embedder.dim:
+            raise EmbeddingMismatch(
+                f"knowledge base {record.name!r} was built with embedding model {record.embed_model!r} "
+                f"(dim {record.dim}); the configured model is {self.embedder.name!r} (dim {self.embedder.dim}). "
+                f"Set RAG_EMBED_MODEL back, or run `rag reindex --kb {record.name}` to re-embed it", field="kb")
+
+    def open(self, name: str) -> KnowledgeBase:
+        check_kb_name(name)
+        with self._lock:
+            if name in self._open:
+                return self._open[name]
+            record = self.catalog.get_kb(name)
+            if record is None:
+                raise NotFound(f"unknown knowledge base {name!r}", field="kb")
+            self._check_model(record)
+            kb = KnowledgeBase(record, self.store, self.lexical_factory(record.collection), self.embedder,
+                               self.catalog)
+            self._open[name] = kb
+            return kb
+
+    def open_or_create(self, name: str, meta: dict | None = None) -> KnowledgeBase:
+        check_kb_name(name)
+        with self._lock:
+            if self.catalog.get_kb(name) is None:
+                collection = name
+                self.store.ensure_collection(collection, self.embedder.dim, **self.collection_options)
+                self.catalog.create_kb(name, self.embedder.name, self.embedder.dim, collection, meta)
+                log.info("created knowledge base %s (model %s, dim %d)", name, self.embedder.name, self.embedder.dim)
+            return self.open(name)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            record = self.catalog.require_kb(name)
+            kb = self._open.pop(name, None)
+            lexical = kb.lexical if kb else self.lexical_factory(record.collection)
+            lexical.drop()
+            if self.store.collection_exists(record.collection):
+                self.store.drop_collection(record.collection)
+            self.catalog.delete_kb(name)
+
+    def switch_collection(self, name: str, collection: str) -> None:
+        """Point a knowledge base at a re-embedded collection (after `reindex`)."""
+        with self._lock:
+            self.catalog.update_kb(name, embed_model=self.embedder.name, dim=self.embedder.dim, collection=collection)
+            self._open.pop(name, None)

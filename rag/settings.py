@@ -1,0 +1,166 @@
+"""One typed settings object. Environment variables use the `RAG_` prefix
+(`RAG_QDRANT_URL`, `RAG_LLM_BASE_URL`, ...); a `.env` file or a `RAG_CONFIG` file (JSON or
+TOML of the same field names) may also provide them. Bad values fail at start with the value
+in the message. Adapters never see this object: the factory passes them plain arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rag.errors import ConfigError
+
+TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
+
+    # where knowledge bases, catalogs, caches and conversations live
+    data_dir: Path = Field(default_factory=lambda: Path(os.path.expanduser("~/.rag")))
+
+    # vector store: embedded qdrant-edge engine by default; qdrant-client local mode on request;
+    # a Qdrant server when qdrant_url is set
+    qdrant_url: str | None = None
+    qdrant_api_key: str | None = None
+    vector_backend: Literal["auto", "edge", "local", "server"] = "auto"
+    hnsw_m: int = Field(16, ge=4, le=128)
+    hnsw_ef_construct: int = Field(100, ge=8, le=1000)
+    hnsw_ef: int = Field(128, ge=8, le=4096)
+    on_disk_vectors: bool = False
+    on_disk_payload: bool = False
+    scalar_quantization: bool = False
+    shard_number: int = Field(1, ge=1, le=256)
+    replication_factor: int = Field(1, ge=1, le=16)
+    lexical_backend: Literal["auto", "local", "sparse"] = "auto"  # sparse = BM25 as Qdrant sparse vectors
+
+    # embeddings
+    embed_model: str = "auto"  # "auto", a bge name (BAAI/bge-m3, ...), a local path, or a bundled model
+    embed_batch_size: int = Field(32, ge=1, le=4096)
+    embed_device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:0" ...
+    embed_max_length: int = Field(512, ge=16, le=8192)
+
+    # chunking
+    chunker: Literal["recursive", "semantic", "qa"] = "recursive"
+    chunk_size: int = Field(800, ge=50, le=20000)
+    chunk_overlap: int = Field(120, ge=0, le=5000)
+    semantic_percentile: float = Field(90.0, gt=0, lt=100)
+    generate_questions: int = Field(0, ge=0, le=10)
+
+    # retrieval and fusion
+    top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
+    rrf_k: int = Field(60, ge=1)
+    dense_weight: float = Field(1.0, ge=0)
+    bm25_weight: float = Field(1.0, ge=0)
+    original_query_weight: float = Field(1.0, ge=0)
+    bm25_stopwords: bool = True
+    transforms: tuple[str, ...] = ()
+    multi_query_n: int = Field(3, ge=1, le=10)
+
+    # reranking
+    rerank_model: str = "auto"  # "auto" (a local bge-reranker if found), "none", a name or a path
+    rerank_candidates: int = Field(20, ge=1, le=500)
+    rerank_max_length: int = Field(256, ge=16, le=8192)
+    rerank_batch_size: int = Field(16, ge=1, le=1024)
+    rerank_min_score: float = Field(0.05, ge=0, le=1)
+
+    # generation
+    llm_base_url: str | None = None  # an OpenAI-compatible endpoint (vLLM, ...); None = embedded model
+    llm_model: str = "default"
+    llm_api_key: str | None = None
+    llm_timeout: float = Field(120.0, gt=0)
+    llm_context_window: int = Field(4096, ge=512)
+    llm_max_tokens: int = Field(384, ge=16)
+    llm_temperature: float = Field(0.0, ge=0, le=2)
+    llm_threads: int = Field(0, ge=0)  # embedded llama.cpp threads; 0 = all cores
+    llm_gguf_path: Path | None = None  # a local GGUF for the embedded runtime
+    context_top_n: int = Field(5, ge=1, le=50)
+    refuse_min_score: float = Field(0.2, ge=0, le=1)  # best rerank score under this: refuse without the LLM
+    verify_citations: bool = True
+    citation_min_support: float = Field(0.5, ge=0, le=1)
+
+    # API
+    api_admin_key: str | None = None
+    auth_disabled: bool = False
+    cors_origins: tuple[str, ...] = ()
+    max_upload_mb: int = Field(50, ge=1)
+    default_kb: str = "default"
+
+    @field_validator("transforms", mode="before")
+    @classmethod
+    def _split_transforms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(value or ())
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(value or ())
+
+    @field_validator("transforms")
+    @classmethod
+    def _known_transforms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [t for t in value if t not in TRANSFORMS]
+        if unknown:
+            raise ValueError(f"unknown transform(s) {unknown}; choose from {list(TRANSFORMS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        if self.vector_backend == "server" and not self.qdrant_url:
+            raise ValueError("vector_backend 'server' needs qdrant_url (RAG_QDRANT_URL)")
+        return self
+
+    @property
+    def resolved_vector_backend(self) -> str:
+        if self.vector_backend != "auto":
+            return self.vector_backend
+        return "server" if self.qdrant_url else "edge"
+
+    @property
+    def resolved_lexical_backend(self) -> str:
+        if self.lexical_backend != "auto":
+            return self.lexical_backend
+        return "sparse" if self.resolved_vector_backend == "server" else "local"
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved settings without secrets, for reports and `/readyz`."""
+        data = self.model_dump(mode="json")
+        for secret in ("qdrant_api_key", "llm_api_key", "api_admin_key"):
+            if data.get(secret):
+                data[secret] = "***"
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, an optional `RAG_CONFIG` file and overrides.
+
+    Raises ConfigError naming the bad field and value.
+    """
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get("RAG_CONFIG")
+    if config_path:
+        path = Path(config_path)
+        try:
+            raw = path.read_bytes()
+            file_values = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read RAG_CONFIG file {path}: {exc}", field="RAG_CONFIG") from exc
+    values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        raise ConfigError(f"invalid setting {name}={err.get('input')!r}: {err.get('msg')}", field=name) from exc

@@ -1,0 +1,193 @@
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from eval.datasets import (
+    CorpusDoc,
+    GoldAnswer,
+    align_answer,
+    corpus_file_name,
+    doc_id_from_source,
+    load_dataset,
+    offset_check,
+    shipped_datasets,
+    write_corpus_as_files,
+)
+from rag.errors import ConfigError, NotFound
+
+DOC_A = "Alpha title\n\nThe virus spreads by droplets. Incubation lasts 5 days."
+DOC_B = "病毒通过飞沫传播。潜伏期为五天。"
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def make_dataset(root: Path, answers: list[dict] | None = None, qrels: str | None = None) -> Path:
+    folder = root / "mini"
+    folder.mkdir()
+    _write_jsonl(folder / "corpus.jsonl", [
+        {"_id": "a", "title": "Alpha title", "text": DOC_A},
+        {"_id": "b/2", "title": "", "text": DOC_B},
+        {"_id": 7, "text": "numeric id"},
+    ])
+    _write_jsonl(folder / "queries.jsonl", [
+        {"_id": "q1", "text": "How does it spread?"},
+        {"_id": "q2", "text": "潜伏期多长？"},
+        {"_id": "q3", "text": "no judgements"},
+        {"_id": "q4", "text": "only a zero judgement"},
+    ])
+    (folder / "qrels.tsv").write_text(
+        qrels if qrels is not None
+        else "query-id\tcorpus-id\tscore\nq1\ta\t1\nq2\tb/2\t2\nq2\ta\t1\nq4\ta\t0\nq9\ta\t1\n",
+        encoding="utf-8",
+    )
+    if answers is not None:
+        _write_jsonl(folder / "answers.jsonl", answers)
+    return folder
+
+
+def test_load_folder_reads_corpus_queries_and_qrels(tmp_path):
+    ds = load_dataset(str(make_dataset(tmp_path)))
+    assert ds.name == "mini"
+    assert ds.corpus["a"] == CorpusDoc("a", "Alpha title", DOC_A)
+    assert ds.corpus["7"].title == ""  # numeric ids become strings, title optional
+    assert ds.queries["q2"] == "潜伏期多长？"
+    # score <= 0 ignored, unknown query q9 dropped, graded score kept
+    assert ds.qrels == {"q1": {"a": 1}, "q2": {"b/2": 2, "a": 1}}
+    assert ds.answers == {}
+
+
+def test_answers_are_aligned_to_the_text(tmp_path):
+    start = DOC_A.index("droplets")
+    answers = [
+        {"_id": "q1", "doc_id": "a", "answers": [" droplets", "droplets", "5 days"],
+         "answer_starts": [start - 1, start, 0]},
+        {"_id": "q2", "doc_id": "b/2", "answers": ["五天", "完全不在文中"], "answer_starts": [-1, -1]},
+    ]
+    ds = load_dataset(str(make_dataset(tmp_path, answers)))
+    # leading space stripped, duplicate removed, wrong offset re-located to the real occurrence
+    assert ds.answers["q1"] == [GoldAnswer("droplets", start, "a"), GoldAnswer("5 days", DOC_A.index("5 days"), "a")]
+    # a -1 offset is located in the text when the answer occurs there, else becomes None
+    assert ds.answers["q2"] == [GoldAnswer("五天", DOC_B.index("五天"), "b/2"), GoldAnswer("完全不在文中", None, "b/2")]
+
+
+def test_answers_without_doc_id_need_a_single_relevant_doc(tmp_path):
+    answers = [{"_id": "q2", "answers": ["五天"], "answer_starts": [-1]}]
+    with pytest.raises(ConfigError, match=r"answers.jsonl:1: no doc_id"):
+        load_dataset(str(make_dataset(tmp_path, answers)))
+
+
+def test_answers_infer_doc_and_locate_missing_offsets(tmp_path):
+    answers = [{"_id": "q1", "answers": ["Incubation lasts 5 days", "not in the text"], "answer_starts": [-1, 3]}]
+    ds = load_dataset(str(make_dataset(tmp_path, answers)))
+    assert ds.answers["q1"] == [
+        GoldAnswer("Incubation lasts 5 days", DOC_A.index("Incubation"), "a"),
+        GoldAnswer("not in the text", None, "a"),
+    ]
+    assert offset_check(ds) == {"total": 2, "exact": 1, "mismatch": 0, "no_offset": 1}
+
+
+def test_raw_offsets_are_kept_without_alignment(tmp_path):
+    answers = [{"_id": "q1", "doc_id": "a", "answers": ["droplets", "x"], "answer_starts": [3, -1]}]
+    ds = load_dataset(str(make_dataset(tmp_path, answers)), align_offsets=False)
+    assert ds.answers["q1"] == [GoldAnswer("droplets", 3, "a"), GoldAnswer("x", None, "a")]
+    assert offset_check(ds) == {"total": 2, "exact": 0, "mismatch": 1, "no_offset": 1}
+
+
+def test_align_answer_prefers_the_occurrence_nearest_the_given_offset():
+    text = "ab x ab x ab"
+    assert align_answer(text, "ab", 9) == ("ab", 10)
+    assert align_answer(text, "ab", None) == ("ab", 0)
+    assert align_answer(text, "  ", 0) == ("", None)
+    assert align_answer(text, "zz", 0) == ("zz", None)
+
+
+def test_sample_is_reproducible_and_only_judged_queries(tmp_path):
+    ds = load_dataset(str(make_dataset(tmp_path)))
+    assert ds.sample(None, seed=1) == ["q1", "q2"]
+    assert ds.sample(10, seed=1) == ["q1", "q2"]
+    assert ds.sample(0, seed=1) == []
+    one = ds.sample(1, seed=3)
+    assert one == ds.sample(1, seed=3) and one[0] in {"q1", "q2"}
+    with pytest.raises(ConfigError):
+        ds.sample(-1, seed=0)
+
+
+def test_sample_draws_from_sorted_ids(tmp_path):
+    ds = load_dataset(str(make_dataset(tmp_path)))
+    ds.queries = {f"q{i}": "x" for i in range(50)}
+    ds.qrels = {f"q{i}": {"a": 1} for i in reversed(range(50))}
+    assert ds.sample(5, seed=42) == random.Random(42).sample(sorted(ds.qrels), 5)
+
+
+def test_missing_folder_and_files_are_not_found(tmp_path):
+    with pytest.raises(NotFound, match="neither a shipped dataset"):
+        load_dataset(str(tmp_path / "nope"))
+    folder = make_dataset(tmp_path)
+    (folder / "qrels.tsv").unlink()
+    with pytest.raises(NotFound, match="qrels.tsv"):
+        load_dataset(str(folder))
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("corpus.jsonl", '{"_id": "a", "text": "x"}\n{not json\n', r"corpus.jsonl:2: invalid JSON"),
+        ("corpus.jsonl", '{"_id": "a"}\n', r"corpus.jsonl:1: field 'text'"),
+        ("corpus.jsonl", '{"_id": "a", "text": "x"}\n{"_id": "a", "text": "y"}\n', r"corpus.jsonl:2: duplicate"),
+        ("queries.jsonl", '["q1", "text"]\n', r"queries.jsonl:1: expected a JSON object"),
+        ("qrels.tsv", "query-id\tcorpus-id\tscore\nq1 a 1\n", r"qrels.tsv:2: expected 3"),
+        ("qrels.tsv", "q1\ta\thigh\n", r"qrels.tsv:1: score 'high'"),
+        ("answers.jsonl", '{"_id": "q1", "doc_id": "zz", "answers": ["x"]}\n', r"answers.jsonl:1: unknown document"),
+        ("answers.jsonl", '{"_id": "q1", "doc_id": "a", "answers": ["x"], "answer_starts": [1, 2]}\n', "as long as"),
+    ],
+)
+def test_malformed_files_name_file_and_line(tmp_path, file, content, message):
+    folder = make_dataset(tmp_path)
+    (folder / file).write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_dataset(str(folder))
+
+
+def test_write_corpus_as_files_keeps_exact_text(tmp_path):
+    answers = [{"_id": "q1", "doc_id": "a", "answers": ["droplets"], "answer_starts": [DOC_A.index("droplets")]}]
+    ds = load_dataset(str(make_dataset(tmp_path, answers)))
+    ds.corpus["blank"] = CorpusDoc("blank", "t", "  \n")
+    out = tmp_path / "files"
+    paths = write_corpus_as_files(ds, out)
+    assert sorted(p.name for p in paths) == ["7.txt", "a.txt", "b%2F2.txt"]  # blank skipped
+    assert (out / "a.txt").read_bytes() == DOC_A.encode("utf-8")  # no title line added
+    for path in paths:
+        doc = ds.corpus[doc_id_from_source(str(path))]
+        assert path.read_text(encoding="utf-8") == doc.text
+    gold = ds.answers["q1"][0]
+    assert (out / "a.txt").read_text(encoding="utf-8")[gold.start : gold.end] == "droplets"
+
+    mtime = (out / "a.txt").stat().st_mtime_ns
+    assert write_corpus_as_files(ds, out, doc_ids=["a", "a"]) == [out / "a.txt"]
+    assert (out / "a.txt").stat().st_mtime_ns == mtime  # unchanged file not rewritten
+    with pytest.raises(NotFound):
+        write_corpus_as_files(ds, out, doc_ids=["missing"])
+
+
+def test_file_names_round_trip_for_odd_ids():
+    for doc_id in ["DEV_0", "630", "a/b c", ".hidden", "中文", "50%"]:
+        name = corpus_file_name(doc_id)
+        assert "/" not in name and not name.startswith(".")
+        assert doc_id_from_source(f"sub\\dir/{name}") == doc_id
+
+
+def test_shipped_datasets_load_and_offsets_match():
+    assert {"covidqa", "cmrc2018"} <= set(shipped_datasets())
+    covid = load_dataset("covidqa")
+    assert (len(covid.corpus), len(covid.queries), len(covid.qrels)) == (98, 1380, 1380)
+    assert offset_check(covid) == {"total": 1380, "exact": 1380, "mismatch": 0, "no_offset": 0}
+    cmrc = load_dataset("cmrc2018")
+    assert (len(cmrc.corpus), len(cmrc.queries), len(cmrc.qrels)) == (848, 3219, 3219)
+    check = offset_check(cmrc)
+    assert check["mismatch"] == 0 and check["exact"] / check["total"] > 0.95
+    # every question keeps at least one locatable gold answer
+    assert all(any(g.start is not None for g in golds) for golds in cmrc.answers.values())
