@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_threads: int = Field(0, ge=0)  # embedded llama.cpp threads; 0 = all cores
     llm_gguf_path: Path | None = None  # a local GGUF for the embedded runtime
+    # a transformers model directory run in-process (on the GPU when present) when llm_base_url is unset
+    llm_local_model: Path | None = None
+    llm_device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # for llm_local_model
     context_top_n: int = Field(5, ge=1, le=50)
     refuse_min_score: float = Field(0.2, ge=0, le=1)  # best rerank score under this: refuse without the LLM
     verify_citations: bool = True

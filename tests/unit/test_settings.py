@@ -1,0 +1,150 @@
+"""Configuration parsing for the server / scale-out options: every one read from its `RAG_*`
+environment variable (and from a RAG_CONFIG file), the derived backends, and bad values failing
+at start with the value in the message."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ConfigError
+from rag.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No RAG_* variable, RAG_CONFIG or .env file from the machine running the tests."""
+    for key in list(os.environ):
+        if key.startswith("RAG_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    return monkeypatch
+
+
+def test_defaults_are_embedded():
+    s = load_settings()
+    assert s.qdrant_url is None
+    assert s.resolved_vector_backend == "edge"
+    assert s.resolved_lexical_backend == "local"
+    assert (s.hnsw_m, s.hnsw_ef_construct, s.hnsw_ef) == (16, 100, 128)
+    assert (s.on_disk_vectors, s.on_disk_payload, s.scalar_quantization) == (False, False, False)
+    assert (s.shard_number, s.replication_factor) == (1, 1)
+    assert s.llm_base_url is None and s.llm_local_model is None and s.llm_device == "auto"
+
+
+def test_qdrant_url_switches_to_server_and_sparse_bm25(clean_env):
+    clean_env.setenv("RAG_QDRANT_URL", "http://qdrant:6333")
+    clean_env.setenv("RAG_QDRANT_API_KEY", "s3cret")
+    s = load_settings()
+    assert s.qdrant_url == "http://qdrant:6333"
+    assert s.resolved_vector_backend == "server"
+    assert s.resolved_lexical_backend == "sparse"  # replicas share BM25 through Qdrant
+    assert s.public_dict()["qdrant_api_key"] == "***"
+    assert "s3cret" not in json.dumps(s.public_dict())
+
+
+@pytest.mark.parametrize(("backend", "lexical", "expected"), [
+    ("auto", "auto", ("server", "sparse")),
+    ("server", "local", ("server", "local")),
+    ("local", "auto", ("local", "local")),
+    ("local", "sparse", ("local", "sparse")),
+    ("edge", "auto", ("edge", "local")),
+])
+def test_explicit_backends(clean_env, backend, lexical, expected):
+    clean_env.setenv("RAG_QDRANT_URL", "http://localhost:6333")
+    clean_env.setenv("RAG_VECTOR_BACKEND", backend)
+    clean_env.setenv("RAG_LEXICAL_BACKEND", lexical)
+    s = load_settings()
+    assert (s.resolved_vector_backend, s.resolved_lexical_backend) == expected
+
+
+def test_server_backend_needs_a_url(clean_env):
+    clean_env.setenv("RAG_VECTOR_BACKEND", "server")
+    with pytest.raises(ConfigError, match="RAG_QDRANT_URL"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("env", "value", "field", "expected"), [
+    ("RAG_HNSW_M", "32", "hnsw_m", 32),
+    ("RAG_HNSW_EF_CONSTRUCT", "400", "hnsw_ef_construct", 400),
+    ("RAG_HNSW_EF", "256", "hnsw_ef", 256),
+    ("RAG_ON_DISK_VECTORS", "true", "on_disk_vectors", True),
+    ("RAG_ON_DISK_VECTORS", "0", "on_disk_vectors", False),
+    ("RAG_ON_DISK_PAYLOAD", "yes", "on_disk_payload", True),
+    ("RAG_SCALAR_QUANTIZATION", "1", "scalar_quantization", True),
+    ("RAG_SHARD_NUMBER", "6", "shard_number", 6),
+    ("RAG_REPLICATION_FACTOR", "2", "replication_factor", 2),
+    ("RAG_LEXICAL_BACKEND", "sparse", "lexical_backend", "sparse"),
+    ("RAG_LLM_BASE_URL", "http://vllm:8000/v1", "llm_base_url", "http://vllm:8000/v1"),
+    ("RAG_LLM_MODEL", "Qwen/Qwen2.5-7B-Instruct", "llm_model", "Qwen/Qwen2.5-7B-Instruct"),
+    ("RAG_LLM_LOCAL_MODEL", "/models/qwen2.5-7b", "llm_local_model", Path("/models/qwen2.5-7b")),
+    ("RAG_LLM_DEVICE", "cuda:1", "llm_device", "cuda:1"),
+    ("RAG_EMBED_DEVICE", "cuda", "embed_device", "cuda"),
+    ("RAG_EMBED_BATCH_SIZE", "256", "embed_batch_size", 256),
+    ("RAG_RERANK_BATCH_SIZE", "64", "rerank_batch_size", 64),
+])
+def test_each_server_option_is_read_from_the_environment(clean_env, env, value, field, expected):
+    clean_env.setenv(env, value)
+    assert getattr(load_settings(), field) == expected
+
+
+@pytest.mark.parametrize(("env", "value"), [
+    ("RAG_HNSW_M", "2"),
+    ("RAG_HNSW_M", "many"),
+    ("RAG_HNSW_EF_CONSTRUCT", "5000"),
+    ("RAG_HNSW_EF", "4"),
+    ("RAG_ON_DISK_VECTORS", "maybe"),
+    ("RAG_ON_DISK_PAYLOAD", "sometimes"),
+    ("RAG_SCALAR_QUANTIZATION", "int3"),
+    ("RAG_SHARD_NUMBER", "0"),
+    ("RAG_SHARD_NUMBER", "1000"),
+    ("RAG_REPLICATION_FACTOR", "-1"),
+    ("RAG_REPLICATION_FACTOR", "two"),
+    ("RAG_VECTOR_BACKEND", "milvus"),
+    ("RAG_LEXICAL_BACKEND", "elastic"),
+    ("RAG_LLM_DEVICE", "gpu"),
+    ("RAG_LLM_TIMEOUT", "0"),
+])
+def test_bad_values_fail_with_the_value_in_the_message(clean_env, env, value):
+    clean_env.setenv(env, value)
+    field = env.removeprefix("RAG_").lower()
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert repr(value) in str(info.value)
+    assert info.value.field == field
+
+
+def test_options_from_a_config_file_and_overrides(clean_env, tmp_path):
+    config = tmp_path / "rag.toml"
+    config.write_text('qdrant_url = "http://qdrant-node1:6333"\nshard_number = 3\nreplication_factor = 2\n'
+                      'scalar_quantization = true\nhnsw_ef = 64\n')
+    clean_env.setenv("RAG_CONFIG", str(config))
+    s = load_settings(hnsw_ef=96)
+    assert s.qdrant_url == "http://qdrant-node1:6333"
+    assert (s.shard_number, s.replication_factor, s.scalar_quantization) == (3, 2, True)
+    assert s.hnsw_ef == 96  # an explicit override wins over the file
+    config.write_text("shard_number = 'lots'\n")
+    with pytest.raises(ConfigError, match="'lots'"):
+        load_settings()
+
+
+def test_settings_object_rejects_unknown_backend_directly():
+    with pytest.raises(ValueError, match="milvus"):
+        Settings(vector_backend="milvus")
+
+
+@pytest.mark.xfail(strict=True, reason="factory.collection_options() passes HNSW / on-disk / quantization / shard "
+                   "options to ensure_collection, which takes only `sparse` (they are QdrantClientStore constructor "
+                   "options): reported to the lead; remove this marker once the wiring agrees")
+def test_server_collection_options_fit_the_store(clean_env):
+    from rag.adapters.qdrant_store import QdrantClientStore
+    from rag.factory import Services
+
+    clean_env.setenv("RAG_QDRANT_URL", "http://qdrant:6333")
+    options = Services(load_settings()).collection_options()
+    inspect.signature(QdrantClientStore.ensure_collection).bind(object(), "kb", 384, **options)
