@@ -1,0 +1,254 @@
+"""Folder and file ingestion: parse -> chunk -> embed -> write, incremental and crash-safe.
+
+For each document: skip it when its bytes, chunker settings and tags are unchanged; otherwise
+mark it pending in the catalog with the chunk ids about to be written, embed, upsert into the
+vector store and the lexical index, delete the ids it no longer has, and mark it indexed. A run
+that was killed leaves pending rows; the next run re-ingests those documents (or removes them
+when their file is gone), so no document stays half-indexed."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.chunkers import Chunker
+from ingest.parse import SUPPORTED_SUFFIXES, parse_file
+from rag.catalog import DocRecord
+from rag.errors import ParseError, RagError
+from rag.ids import chunk_id_for, doc_id_for, sha256_hex
+from rag.kb import EXTRA_SEP, KnowledgeBase
+from rag.types import Chunk, ParsedDocument
+
+log = logging.getLogger(__name__)
+
+IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass
+class FileResult:
+    source: str
+    status: str  # "indexed" | "updated" | "unchanged" | "skipped" | "removed"
+    reason: str = ""
+    chunks_added: int = 0
+    chunks_removed: int = 0
+
+
+@dataclass
+class IngestReport:
+    kb: str
+    model: str
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for f in self.files if f.status in statuses)
+
+    @property
+    def chunks_added(self) -> int:
+        return sum(f.chunks_added for f in self.files)
+
+    @property
+    def chunks_removed(self) -> int:
+        return sum(f.chunks_removed for f in self.files)
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "skipped"]
+
+    def as_dict(self) -> dict:
+        return {"kb": self.kb, "model": self.model, "seconds": round(self.seconds, 3),
+                "embed_seconds": round(self.embed_seconds, 3),
+                "indexed": self.count("indexed", "updated"), "unchanged": self.count("unchanged"),
+                "removed": self.count("removed"), "skipped": len(self.skipped),
+                "chunks_added": self.chunks_added, "chunks_removed": self.chunks_removed,
+                "files": [f.__dict__ for f in self.files]}
+
+
+@dataclass
+class _Prepared:
+    record: DocRecord
+    chunks: list[Chunk]
+    old_ids: set[str]
+    status: str
+
+
+ProgressFn = Callable[[str, int, int], None]  # (source, files done, chunks done)
+
+
+def scan_folder(root: Path) -> list[Path]:
+    """Supported files under `root`, sorted, hidden files and folders skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or name in IGNORED_NAMES:
+                continue
+            found.append(Path(dirpath) / name)
+    return found
+
+
+class Ingestor:
+    def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
+                 question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None) -> None:
+        self.kb = kb
+        self.chunker = chunker
+        self.tags = dict(sorted((tags or {}).items()))
+        self.question_writer = question_writer
+        self.batch_chunks = batch_chunks
+        self.progress = progress
+        self.signature = f"{chunker.signature}|q{question_writer.n if question_writer else 0}"
+
+    # public ------------------------------------------------------------------------------------
+    def ingest_folder(self, root: Path, prune: bool = True) -> IngestReport:
+        root = root.resolve()
+        if not root.is_dir():
+            raise ParseError(f"not a folder: {root}", field="path")
+        paths = scan_folder(root)
+        return self._run(root, paths, prune=prune)
+
+    def ingest_files(self, root: Path, paths: Sequence[Path]) -> IngestReport:
+        """Ingest some files whose sources are their paths relative to `root` (no pruning)."""
+        return self._run(root.resolve(), [p.resolve() for p in paths], prune=False)
+
+    def remove_source(self, source: str) -> FileResult:
+        record = self.kb.catalog.find_doc_by_source(self.kb.name, source)
+        if record is None:
+            raise RagError(f"no document {source!r} in knowledge base {self.kb.name!r}")
+        return self._remove(record, "removed on request")
+
+    # internals ---------------------------------------------------------------------------------
+    def _run(self, root: Path, paths: list[Path], prune: bool) -> IngestReport:
+        started = time.perf_counter()
+        report = IngestReport(self.kb.name, self.kb.embedder.name)
+        catalog = self.kb.catalog
+        wanted = {self._source(root, p): (p, root) for p in paths}
+        # documents a killed run left half-done: redo them when their file is still there
+        for doc in catalog.list_docs(self.kb.name):
+            if doc.state == "indexed":
+                continue
+            origin_path = Path(doc.origin) / doc.source
+            if doc.state == "pending" and origin_path.is_file():
+                wanted.setdefault(doc.source, (origin_path, Path(doc.origin)))
+            else:
+                report.files.append(self._remove(doc, "interrupted earlier and its file is gone"))
+        if prune:
+            for doc in catalog.list_docs(self.kb.name, state="indexed"):
+                if Path(doc.origin) == root and doc.source not in wanted:
+                    report.files.append(self._remove(doc, "no longer in the folder"))
+        batch: list[_Prepared] = []
+        for source, (path, origin) in wanted.items():
+            prepared = self._prepare(path, source, origin, report)
+            if prepared is None:
+                continue
+            batch.append(prepared)
+            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                self._flush(batch, report)
+                batch = []
+        self._flush(batch, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    @staticmethod
+    def _source(root: Path, path: Path) -> str:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError as exc:
+            raise ParseError(f"{path} is not inside {root}", field="path") from exc
+
+    def _prepare(self, path: Path, source: str, origin: Path, report: IngestReport) -> _Prepared | None:
+        catalog = self.kb.catalog
+        old = catalog.find_doc_by_source(self.kb.name, source)
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            report.files.append(FileResult(source, "skipped", f"unsupported file type '{path.suffix or path.name}'"))
+            return None
+        try:
+            data = path.read_bytes()
+            stat = path.stat()
+        except OSError as exc:
+            report.files.append(FileResult(source, "skipped", f"unreadable: {exc.strerror or exc}"))
+            return None
+        content_hash = sha256_hex(data)
+        if (old is not None and old.state == "indexed" and old.content_hash == content_hash
+                and old.chunker == self.signature and old.tags == self.tags):
+            report.files.append(FileResult(source, "unchanged"))
+            self._tick(source, report)
+            return None
+        try:
+            parsed = parse_file(path)
+            spans = self.chunker.split(parsed)
+        except ParseError as exc:
+            report.files.append(FileResult(source, "skipped", exc.message))
+            log.warning("skipped %s: %s", source, exc.message)
+            return None
+        if not spans:
+            report.files.append(FileResult(source, "skipped", "no text to index"))
+            return None
+        record = DocRecord(self.kb.name, doc_id_for(self.kb.name, source), source, str(origin), content_hash, stat.st_mtime,
+                           stat.st_size, parsed.title, str(parsed.metadata.get("format", path.suffix.lower())),
+                           self.tags, self.signature, "pending", [], [], time.time())
+        chunks = self._chunks(record, parsed, spans)
+        old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
+        status = "updated" if old is not None and old.state == "indexed" else "indexed"
+        return _Prepared(record, chunks, old_ids, status)
+
+    def _chunks(self, record: DocRecord, parsed: ParsedDocument, spans) -> list[Chunk]:
+        chunks = []
+        for span in spans:
+            cid = chunk_id_for(self.kb.name, record.source, span.start, span.end, span.text)
+            chunks.append(Chunk(id=cid, kb=self.kb.name, doc_id=record.doc_id, source=record.source, text=span.text,
+                                start=span.start, end=span.end, title=parsed.title, section_path=span.section_path,
+                                page=span.page, kind=span.kind, embed_text=span.embed_text,
+                                doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags))
+        if self.question_writer is not None:
+            extra = []
+            for chunk, questions in zip(chunks, self.question_writer.generate([c.text for c in chunks])):
+                for i, question in enumerate(questions):
+                    extra.append(Chunk(id=f"{chunk.id}{EXTRA_SEP}q{i}", kb=chunk.kb, doc_id=chunk.doc_id,
+                                       source=chunk.source, text=chunk.text, start=chunk.start, end=chunk.end,
+                                       title=chunk.title, section_path=chunk.section_path, page=chunk.page,
+                                       kind="question", embed_text=question, doc_hash=chunk.doc_hash,
+                                       mtime=chunk.mtime, tags=chunk.tags, parent_id=chunk.id))
+            chunks.extend(extra)
+        return chunks
+
+    def _flush(self, batch: list[_Prepared], report: IngestReport) -> None:
+        if not batch:
+            return
+        catalog = self.kb.catalog
+        for item in batch:
+            catalog.mark_pending(item.record, [c.id for c in item.chunks])
+        texts = [c.match_text for item in batch for c in item.chunks]
+        t0 = time.perf_counter()
+        vectors = self.kb.embedder.encode_corpus(texts)
+        report.embed_seconds += time.perf_counter() - t0
+        offset = 0
+        for item in batch:
+            n = len(item.chunks)
+            new_ids = [c.id for c in item.chunks]
+            delete_ids = sorted(item.old_ids - set(new_ids))
+            self.kb.write(item.chunks, vectors[offset : offset + n], delete_ids)
+            offset += n
+            catalog.mark_indexed(item.record, new_ids)
+            report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids)))
+            self._tick(item.record.source, report)
+
+    def _remove(self, doc: DocRecord, reason: str) -> FileResult:
+        catalog = self.kb.catalog
+        catalog.mark_deleting(doc.kb, doc.doc_id)
+        ids = sorted(set(doc.chunk_ids) | set(doc.pending_ids))
+        self.kb.delete(ids)
+        catalog.remove_doc(doc.kb, doc.doc_id)
+        return FileResult(doc.source, "removed", reason, 0, len(doc.chunk_ids))
+
+    def _tick(self, source: str, report: IngestReport) -> None:
+        if self.progress is not None:
+            self.progress(source, len(report.files), report.chunks_added)
+
+
+def iter_supported(paths: Iterable[Path]) -> list[Path]:
+    return [p for p in paths if p.suffix.lower() in SUPPORTED_SUFFIXES]
