@@ -1,0 +1,202 @@
+"""`rag ingest`, `rag docs`, `rag rm`, `rag kbs`, `rag check`, `rag reindex`, `rag drop`."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import typer
+
+from cli.main import app, fail, handle_errors
+from ingest.service import build_ingestor, kb_write_lock, reindex
+from rag.errors import InvalidRequest
+from rag.factory import build_services
+from rag.settings import load_settings
+
+
+def parse_tags(tags: list[str]) -> dict[str, str]:
+    out = {}
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise InvalidRequest(f"invalid --tag {tag!r}: use key=value", field="tag")
+        out[key.strip()] = value.strip()
+    return out
+
+
+class _Progress:
+    """A tqdm bar over files with files/s and chunks/s."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="file", dynamic_ncols=True, file=__import__("sys").stderr)
+        self.started = time.perf_counter()
+        self.done = 0
+
+    def __call__(self, source: str, files_done: int, chunks_done: int) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-6)
+        self.bar.update(max(files_done - self.done, 0))
+        self.done = files_done
+        self.bar.set_postfix_str(f"{chunks_done / elapsed:.1f} chunks/s  {source[-40:]}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+@app.command()
+@handle_errors
+def ingest(
+    path: Path = typer.Argument(..., help="A folder (synced: new, changed and removed files) or a single file."),
+    kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name [default: default]."),
+    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa [default: recursive]."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk."),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap."),
+    percentile: float = typer.Option(None, "--semantic-percentile", help="Semantic split threshold percentile."),
+    generate_questions: int = typer.Option(None, "--generate-questions", help="LLM questions per chunk (0 = off)."),
+    tag: list[str] = typer.Option([], "--tag", help="key=value tag on every chunk (repeatable)."),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Index a folder of documents (incremental: unchanged files are not re-embedded)."""
+    if not path.exists():
+        fail(f"path does not exist: {path}", 2)
+    settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+                             semantic_percentile=percentile, generate_questions=generate_questions)
+    services = build_services(settings)
+    kb = kb or settings.default_kb
+    tags = parse_tags(tag)
+    typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+    ingestor = build_ingestor(services, kb, tags=tags)
+    files = [path] if path.is_file() else None
+    progress = None if quiet or as_json else _Progress(total=len(files) if files else _count_files(path))
+    ingestor.progress = progress
+    try:
+        with kb_write_lock(services, kb, wait=False):
+            report = (ingestor.ingest_files(path.parent, files) if files
+                      else ingestor.ingest_folder(path, prune=prune))
+    finally:
+        if progress:
+            progress.close()
+        services.close()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        _print_summary(report)
+    nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
+    if nothing:
+        fail(f"nothing could be ingested from {path}", 1)
+
+
+def _count_files(path: Path) -> int:
+    from ingest.runner import scan_folder
+
+    return len(scan_folder(path))
+
+
+def _print_summary(report) -> None:
+    indexed = report.count("indexed", "updated")
+    unchanged = report.count("unchanged")
+    typer.echo(f"knowledge base: {report.kb}   model: {report.model}")
+    typer.echo(f"files indexed: {indexed}   unchanged: {unchanged}   removed: {report.count('removed')}   "
+               f"skipped: {len(report.skipped)}")
+    typer.echo(f"chunks added: {report.chunks_added}   removed: {report.chunks_removed}   "
+               f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s)")
+    if indexed == 0 and report.count("removed") == 0 and unchanged:
+        typer.echo("nothing changed: no file needed embedding")
+    for f in report.files:
+        if f.status == "removed":
+            typer.echo(f"  removed  {f.source}: {f.reason}")
+    for f in report.skipped:
+        typer.echo(f"  skipped  {f.source}: {f.reason}")
+
+
+@app.command()
+@handle_errors
+def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the documents of a knowledge base."""
+    services = build_services(load_settings())
+    kb = kb or services.settings.default_kb
+    services.catalog.require_kb(kb)
+    rows = [{"doc_id": d.doc_id, "source": d.source, "chunks": len(d.chunk_ids), "bytes": d.size, "state": d.state,
+             "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"), "tags": d.tags}
+            for d in services.catalog.list_docs(kb)]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    typer.echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
+    for r in rows:
+        flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
+        typer.echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {r['source']}{flag}")
+    typer.echo(f"{len(rows)} document(s)")
+
+
+@app.command()
+@handle_errors
+def rm(path: str = typer.Argument(..., help="The document's source path as `rag docs` shows it."),
+       kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
+    """Remove one document from a knowledge base."""
+    services = build_services(load_settings())
+    ingestor = build_ingestor(services, kb or services.settings.default_kb)
+    with kb_write_lock(services, ingestor.kb.name, wait=False):
+        result = ingestor.remove_source(path)
+    typer.echo(f"removed {result.source} ({result.chunks_removed} chunks)")
+
+
+@app.command()
+@handle_errors
+def kbs(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List knowledge bases."""
+    services = build_services(load_settings())
+    rows = [{"name": r.name, "embed_model": r.embed_model, "dim": r.dim, "collection": r.collection,
+             **services.catalog.kb_stats(r.name)} for r in services.catalog.list_kbs()]
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
+                   f"(dim {r['dim']})")
+    if not rows:
+        typer.echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
+
+
+@app.command()
+@handle_errors
+def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
+    """Verify that the catalog, the vector store and BM25 hold the same chunk ids."""
+    services = build_services(load_settings())
+    report = services.kbs.open(kb or services.settings.default_kb).check()
+    typer.echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
+    for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
+                  "pending_documents"):
+        values = getattr(report, label)
+        if values:
+            typer.echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
+    if not report.ok:
+        fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
+    typer.echo("ok: stores agree")
+
+
+@app.command("reindex")
+@handle_errors
+def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
+    """Re-embed a knowledge base with the configured model into a new collection, then switch to it."""
+    services = build_services(load_settings())
+    typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+    n, collection = reindex(services, kb or services.settings.default_kb)
+    typer.echo(f"re-embedded {n} chunks into collection {collection}")
+
+
+@app.command()
+@handle_errors
+def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Delete a knowledge base and its indexes."""
+    if not yes:
+        typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
+    services = build_services(load_settings())
+    services.kbs.drop(kb)
+    typer.echo(f"dropped {kb}")

@@ -1,0 +1,96 @@
+"""`rag ingest / docs / kbs / rm / check / reindex` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
+    monkeypatch.delenv("RAG_DEFAULT_KB", raising=False)
+    docs = tmp_path / "docs"
+    shutil.copytree(EXAMPLES, docs)
+    return docs
+
+
+def run(*args):
+    result = CliRunner().invoke(app, list(args))
+    return result
+
+
+def test_ingest_summary_and_unchanged_rerun(env):
+    result = run("ingest", str(env), "--kb", "handbook", "--tag", "team=hr", "-q")
+    assert result.exit_code == 0, result.output
+    assert "files indexed: 4" in result.output
+    assert "hash bag-of-words test embedder" in result.output  # the model in use is named
+    again = run("ingest", str(env), "--kb", "handbook", "--tag", "team=hr", "-q")
+    assert again.exit_code == 0
+    assert "unchanged: 4" in again.output and "nothing changed" in again.output
+
+
+def test_ingest_json_docs_kbs_check_rm(env):
+    result = run("ingest", str(env), "--kb", "hb", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["indexed"] == 4 and summary["chunks_added"] >= 4
+    listed = json.loads(run("docs", "--kb", "hb", "--json").stdout)
+    assert sorted(d["source"] for d in listed) == sorted(p.name for p in env.iterdir())
+    assert all(d["chunks"] > 0 for d in listed)
+    kbs = json.loads(run("kbs", "--json").stdout)
+    assert kbs[0]["name"] == "hb" and kbs[0]["documents"] == 4
+    assert run("check", "--kb", "hb").exit_code == 0
+    removed = run("rm", "faq.csv", "--kb", "hb")
+    assert removed.exit_code == 0 and "removed faq.csv" in removed.output
+    assert len(json.loads(run("docs", "--kb", "hb", "--json").stdout)) == 3
+    assert run("check", "--kb", "hb").exit_code == 0
+
+
+def test_qa_chunker_imports_spreadsheet_rows(env):
+    result = run("ingest", str(env), "--kb", "qa", "--chunker", "qa", "--json")
+    assert result.exit_code == 0, result.output
+    listed = {d["source"]: d for d in json.loads(run("docs", "--kb", "qa", "--json").stdout)}
+    assert listed["faq.csv"]["chunks"] == 4
+
+
+def test_bad_arguments_give_one_line_and_nonzero_exit(env, tmp_path):
+    missing = run("ingest", str(tmp_path / "nope"), "--kb", "x")
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    bad_kb = run("ingest", str(env), "--kb", "bad name!")
+    assert bad_kb.exit_code == 2 and "invalid knowledge base name" in bad_kb.output
+    bad_chunker = run("ingest", str(env), "--kb", "x", "--chunker", "magic")
+    assert bad_chunker.exit_code == 2 and "chunker" in bad_chunker.output
+    bad_tag = run("ingest", str(env), "--kb", "x", "--tag", "novalue")
+    assert bad_tag.exit_code == 2 and "--tag" in bad_tag.output
+    unknown = run("docs", "--kb", "ghost")
+    assert unknown.exit_code == 2 and "unknown knowledge base" in unknown.output
+    for result in (missing, bad_kb, bad_chunker, bad_tag, unknown):
+        assert "Traceback" not in result.output
+
+
+def test_nothing_ingestible_exits_nonzero(tmp_path, env):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.xyz").write_text("x")
+    result = run("ingest", str(junk), "--kb", "j", "-q")
+    assert result.exit_code == 1 and "nothing could be ingested" in result.output
+    assert "unsupported" in result.output
+
+
+def test_reindex_switches_to_new_model(env, monkeypatch):
+    assert run("ingest", str(env), "--kb", "r", "-q").exit_code == 0
+    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
+    result = run("reindex", "--kb", "r")
+    assert result.exit_code == 0, result.output
+    assert "re-embedded" in result.output and "r__v2" in result.output
+    assert run("check", "--kb", "r").exit_code == 0
