@@ -1,0 +1,24 @@
+"""The generation model behind the `LLM` protocol: an OpenAI-compatible endpoint when a base URL
+is configured, else the embedded llama.cpp model. Implementations live in `llm_openai`,
+`llm_embedded` and (for tests) `llm_fake`; all import their runtime lazily."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rag.adapters.llm_embedded import BUNDLED_LLM_NAME, EmbeddedLlamaLLM
+from rag.adapters.llm_fake import ScriptedLLM
+from rag.adapters.llm_openai import OpenAICompatLLM
+from rag.protocols import LLM
+
+__all__ = ["BUNDLED_LLM_NAME", "EmbeddedLlamaLLM", "OpenAICompatLLM", "ScriptedLLM", "make_llm"]
+
+
+def make_llm(base_url: str | None = None, model: str = "default", api_key: str | None = None,
+             timeout: float = 120.0, gguf_path: Path | str | None = None, n_ctx: int = 4096,
+             threads: int = 0, *, model_dir: Path | None = None) -> LLM:
+    """`base_url` set -> OpenAICompatLLM; otherwise EmbeddedLlamaLLM on `gguf_path`, or on the
+    bundled model joined into `model_dir` (default ~/.rag/models). Nothing loads here."""
+    if base_url and base_url.strip():
+        return OpenAICompatLLM(base_url, model=model, api_key=api_key, timeout=timeout)
+    return EmbeddedLlamaLLM(gguf_path=gguf_path, n_ctx=n_ctx, n_threads=threads, cache_dir=model_dir)

