@@ -1,0 +1,185 @@
+"""API keys: the admin key comes from the environment (`RAG_API_ADMIN_KEY`); other keys are created
+through `/v1/keys` (or `rag keys create`) and stored as SHA-256 hashes in SQLite
+(`<data_dir>/api_keys.sqlite`); the plain key is shown once, at creation.
+
+Each key lists the knowledge bases it may read and those it may write (`"*"` = all); writing
+implies reading. The admin key may do everything, including managing keys. With
+`RAG_AUTH_DISABLED=true` every request acts as the admin (for local use; logged loudly)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from api.errors import Forbidden, Unauthorized
+from rag.errors import InvalidRequest, NotFound
+
+KEY_PREFIX = "rag-"
+_KB_OR_STAR = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    read_kbs TEXT NOT NULL,
+    write_kbs TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def check_kb_list(values: Sequence[str], field_name: str) -> tuple[str, ...]:
+    out = []
+    for value in values:
+        if not isinstance(value, str) or not _KB_OR_STAR.match(value):
+            raise InvalidRequest(f"{field_name}: {value!r} is neither '*' nor a knowledge base name", field=field_name)
+        out.append(value)
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may touch."""
+
+    key_id: str
+    name: str
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    admin: bool = False
+
+    def can_write(self, kb: str) -> bool:
+        return self.admin or "*" in self.write or kb in self.write
+
+    def can_read(self, kb: str) -> bool:
+        return self.can_write(kb) or "*" in self.read or kb in self.read
+
+    def require_read(self, kb: str) -> None:
+        if not self.can_read(kb):
+            raise Forbidden(f"this API key may not read knowledge base {kb!r}", field="kb")
+
+    def require_write(self, kb: str) -> None:
+        if not self.can_write(kb):
+            raise Forbidden(f"this API key may not write knowledge base {kb!r}", field="kb")
+
+    def require_admin(self) -> None:
+        if not self.admin:
+            raise Forbidden("only the admin key (RAG_API_ADMIN_KEY) may manage API keys")
+
+
+ADMIN = Principal("admin", "admin (RAG_API_ADMIN_KEY)", ("*",), ("*",), admin=True)
+ANONYMOUS = Principal("anonymous", "anonymous (RAG_AUTH_DISABLED=true)", ("*",), ("*",), admin=True)
+
+
+@dataclass
+class KeyRecord:
+    id: str
+    name: str
+    prefix: str
+    read: list[str]
+    write: list[str]
+    created_at: float
+    secret: str | None = field(default=None, repr=False)  # only right after creation
+
+    def principal(self) -> Principal:
+        return Principal(self.id, self.name, tuple(self.read), tuple(self.write))
+
+
+class ApiKeyStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> KeyRecord:
+        return KeyRecord(row["id"], row["name"], row["prefix"], json.loads(row["read_kbs"]),
+                         json.loads(row["write_kbs"]), row["created_at"])
+
+    def create(self, name: str, read: Sequence[str] = (), write: Sequence[str] = ()) -> KeyRecord:
+        """A new key; the returned record carries the plain secret (never stored)."""
+        name = (name or "").strip()
+        if not name or len(name) > 200:
+            raise InvalidRequest("a key needs a name of 1-200 characters", field="name")
+        read_kbs, write_kbs = check_kb_list(read, "read"), check_kb_list(write, "write")
+        if not read_kbs and not write_kbs:
+            raise InvalidRequest("a key must be allowed to read or write at least one knowledge base "
+                                 "(use '*' for all)", field="read")
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        record = KeyRecord("key_" + secrets.token_hex(6), name, secret[:10], list(read_kbs), list(write_kbs),
+                           time.time(), secret)
+        with self._lock:
+            self._conn.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)",
+                               (record.id, record.name, hash_key(secret), record.prefix, json.dumps(record.read),
+                                json.dumps(record.write), record.created_at))
+        return record
+
+    def list(self) -> list[KeyRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
+        return [self._record(r) for r in rows]
+
+    def get(self, key_id: str) -> KeyRecord:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE id=?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown API key id {key_id!r}", field="key_id")
+        return self._record(row)
+
+    def revoke(self, key_id: str) -> None:
+        with self._lock:
+            deleted = self._conn.execute("DELETE FROM api_keys WHERE id=?", (key_id,)).rowcount
+        if not deleted:
+            raise NotFound(f"unknown API key id {key_id!r}", field="key_id")
+
+    def lookup(self, secret: str) -> KeyRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM api_keys WHERE hash=?", (hash_key(secret),)).fetchone()
+        return self._record(row) if row else None
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0])
+
+
+class Authenticator:
+    """Turns the request's credentials into a Principal, or raises Unauthorized."""
+
+    def __init__(self, store: ApiKeyStore, admin_key: str | None, disabled: bool) -> None:
+        self.store = store
+        self.admin_key = admin_key or None
+        self.disabled = disabled
+
+    def authenticate(self, bearer: str | None, header_key: str | None) -> Principal:
+        if self.disabled:
+            return ANONYMOUS
+        secret = (bearer or header_key or "").strip()
+        if not secret:
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`")
+        if self.admin_key and hmac.compare_digest(secret.encode(), self.admin_key.encode()):
+            return ADMIN
+        record = self.store.lookup(secret)
+        if record is None:
+            raise Unauthorized("unknown or revoked API key")
+        return record.principal()

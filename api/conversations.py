@@ -1,0 +1,173 @@
+"""Server-side chat history for `/v1/chat`, in SQLite (`<data_dir>/conversations.sqlite`).
+
+A conversation belongs to the API key that started it; other keys see it as unknown (404), the
+admin sees all. A turn (the user message and the assistant's answer with its citations and
+sources) is written in one transaction once the answer is complete, so a failed or interrupted
+generation leaves no half turn behind and can simply be asked again."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rag.errors import InvalidRequest, NotFound
+
+CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    kb TEXT NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL,
+    PRIMARY KEY (conversation_id, seq)
+);
+CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated_at);
+"""
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+    created_at: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Conversation:
+    id: str
+    owner: str
+    kb: str
+    title: str
+    created_at: float
+    updated_at: float
+    messages: list[Message] = field(default_factory=list)
+
+
+def new_conversation_id() -> str:
+    return "conv_" + uuid.uuid4().hex
+
+
+def check_conversation_id(conversation_id: str) -> str:
+    if not isinstance(conversation_id, str) or not CONVERSATION_ID_RE.match(conversation_id):
+        raise InvalidRequest(f"invalid conversation id {conversation_id!r}: use 1-64 letters, digits, '_' or '-'",
+                             field="conversation_id")
+    return conversation_id
+
+
+class ConversationStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _row(self, conversation_id: str) -> sqlite3.Row | None:
+        return self._conn.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+
+    @staticmethod
+    def _visible(row: sqlite3.Row | None, owner: str, admin: bool) -> bool:
+        return row is not None and (admin or row["owner"] == owner)
+
+    def get(self, conversation_id: str, owner: str, admin: bool = False, *, last: int | None = None) -> Conversation:
+        """The conversation with its messages (only the `last` ones when given). NotFound for an
+        unknown id or one started by another key."""
+        check_conversation_id(conversation_id)
+        with self._lock:
+            row = self._row(conversation_id)
+            if not self._visible(row, owner, admin):
+                raise NotFound(f"unknown conversation {conversation_id!r}", field="conversation_id")
+            query = "SELECT * FROM messages WHERE conversation_id=? ORDER BY seq"
+            rows = self._conn.execute(query, (conversation_id,)).fetchall()
+        if last is not None:
+            rows = rows[-last:] if last > 0 else []
+        messages = [Message(r["role"], r["content"], r["created_at"], json.loads(r["meta"])) for r in rows]
+        return Conversation(row["id"], row["owner"], row["kb"], row["title"], row["created_at"], row["updated_at"],
+                            messages)
+
+    def exists_for(self, conversation_id: str, owner: str, admin: bool = False) -> bool:
+        """True if visible to this caller; NotFound when it exists but belongs to another key."""
+        check_conversation_id(conversation_id)
+        with self._lock:
+            row = self._row(conversation_id)
+        if row is None:
+            return False
+        if not self._visible(row, owner, admin):
+            raise NotFound(f"unknown conversation {conversation_id!r}", field="conversation_id")
+        return True
+
+    def history(self, conversation_id: str, owner: str, admin: bool = False, last: int = 20) -> list[dict[str, str]]:
+        """The last messages as pipeline history; [] for a conversation that does not exist yet."""
+        if not self.exists_for(conversation_id, owner, admin):
+            return []
+        conv = self.get(conversation_id, owner, admin, last=last)
+        return [{"role": m.role, "content": m.content} for m in conv.messages]
+
+    def add_turn(self, conversation_id: str, owner: str, kb: str, question: str, answer: str,
+                 meta: dict[str, Any] | None = None) -> None:
+        """Append a user message and the assistant's answer, creating the conversation if needed."""
+        check_conversation_id(conversation_id)
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._row(conversation_id)
+                if row is None:
+                    self._conn.execute("INSERT INTO conversations VALUES (?,?,?,?,?,?)",
+                                       (conversation_id, owner, kb, question.strip()[:120], now, now))
+                else:
+                    self._conn.execute("UPDATE conversations SET updated_at=?, kb=? WHERE id=?",
+                                       (now, kb, conversation_id))
+                seq = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id=?",
+                                         (conversation_id,)).fetchone()[0]
+                self._conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)",
+                                   (conversation_id, seq + 1, "user", question, json.dumps({"kb": kb}), now))
+                self._conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)",
+                                   (conversation_id, seq + 2, "assistant", answer,
+                                    json.dumps(meta or {}, ensure_ascii=False), now))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def list(self, owner: str, admin: bool = False, limit: int = 50, offset: int = 0) -> list[Conversation]:
+        query, args = "SELECT * FROM conversations", []
+        if not admin:
+            query, args = query + " WHERE owner=?", [owner]
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY updated_at DESC LIMIT ? OFFSET ?",
+                                      [*args, limit, offset]).fetchall()
+        return [Conversation(r["id"], r["owner"], r["kb"], r["title"], r["created_at"], r["updated_at"]) for r in rows]
+
+    def delete(self, conversation_id: str, owner: str, admin: bool = False) -> None:
+        check_conversation_id(conversation_id)
+        with self._lock:
+            row = self._row(conversation_id)
+            if not self._visible(row, owner, admin):
+                raise NotFound(f"unknown conversation {conversation_id!r}", field="conversation_id")
+            self._conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))

@@ -1,0 +1,243 @@
+"""Background ingest jobs for uploads: a small thread pool, one writer per knowledge base
+(`kb_write_lock`, shared with the CLI), status and per-file results kept in SQLite
+(`<data_dir>/jobs.sqlite`) so `GET /v1/jobs/{id}` still answers after a restart.
+
+Statuses: queued -> running -> succeeded | partial (some files skipped) | failed. A job the server
+stopped in the middle of is reported as failed on the next start; the catalog's pending rows make
+the next ingest of that knowledge base finish its documents."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from api.uploads import kb_upload_dir, remove_tree
+from ingest.runner import IngestReport
+from ingest.service import build_ingestor, kb_write_lock
+from rag.errors import NotFound, RagError
+from rag.factory import Services
+from rag.ids import sha256_hex
+
+log = logging.getLogger(__name__)
+FINAL = ("succeeded", "partial", "failed")
+OK_STATUSES = ("indexed", "updated", "unchanged")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    kb TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class Job:
+    id: str
+    kb: str
+    owner: str
+    status: str
+    created_at: float
+    files: list[dict[str, Any]]
+    tags: dict[str, str] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, int] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def errors(self) -> list[dict[str, str]]:
+        return [{"file": f["filename"], "reason": f.get("reason") or f["status"]} for f in self.files
+                if f["status"] not in OK_STATUSES + ("queued",)]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("owner")
+        data["errors"] = self.errors
+        return data
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(8)
+
+
+class JobManager:
+    def __init__(self, services: Services, db_path: Path, *, workers: int = 2,
+                 on_finish: Callable[[Job], None] | None = None) -> None:
+        self.services = services
+        self.on_finish = on_finish
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}  # jobs of this process that are not finished
+        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.executescript(_SCHEMA)
+        self._fail_interrupted()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
+
+    # public --------------------------------------------------------------------------------------
+    def submit(self, job: Job, staged: dict[str, Path]) -> Job:
+        """Queue `job`; `staged` maps each file name to its staged copy (removed when the job ends)."""
+        job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_done": 0}
+        with self._lock:
+            self._jobs[job.id] = job
+            self._save(job)
+        self._pool.submit(self._run, job, staged)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        with self._lock:
+            if job_id in self._jobs:
+                return Job(**asdict(self._jobs[job_id]))
+            row = self._conn.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"unknown job {job_id!r}", field="job_id")
+        return Job(**json.loads(row[0]))
+
+    def list(self, kbs: Callable[[str], bool], limit: int = 50) -> list[Job]:
+        with self._lock:
+            rows = self._conn.execute("SELECT data FROM jobs ORDER BY created_at DESC LIMIT ?",
+                                      (limit * 4,)).fetchall()
+        jobs = [Job(**json.loads(r[0])) for r in rows]
+        return [j for j in jobs if kbs(j.kb)][:limit]
+
+    def active(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> Job:
+        """Poll until the job has finished (tests, the CLI); returns its final state."""
+        deadline = time.monotonic() + timeout
+        while (job := self.get(job_id)).status not in FINAL:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+            time.sleep(0.02)
+        return job
+
+    def close(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            self._conn.close()
+
+    # internals -----------------------------------------------------------------------------------
+    def _save(self, job: Job) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)",
+                           (job.id, job.kb, job.owner, job.status, job.created_at,
+                            json.dumps(asdict(job), ensure_ascii=False)))
+
+    def _update(self, job: Job, **changes: Any) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(job, key, value)
+            self._save(job)
+            if job.status in FINAL:
+                self._jobs.pop(job.id, None)
+
+    def _fail_interrupted(self) -> None:
+        rows = self._conn.execute("SELECT data FROM jobs WHERE status IN ('queued', 'running')").fetchall()
+        for (data,) in rows:
+            job = Job(**json.loads(data))
+            job.status, job.finished_at = "failed", time.time()
+            job.error = "the server stopped before this job finished; upload the files again"
+            self._save(job)
+
+    def _run(self, job: Job, staged: dict[str, Path]) -> None:
+        staging = next(iter(staged.values())).parent if staged else None
+        try:
+            with kb_write_lock(self.services, job.kb):
+                if not self.services.kbs.exists(job.kb):
+                    raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
+                self._update(job, status="running", started_at=time.time())
+                report = self._ingest(job, staged)
+            self._finish(job, report)
+        except RagError as exc:
+            log.warning("ingest job %s failed: %s", job.id, exc.message)
+            self._update(job, status="failed", error=exc.message, finished_at=time.time())
+        except Exception as exc:  # a crash must land in the job record, not vanish inside the pool
+            log.exception("ingest job %s crashed", job.id)
+            self._update(job, status="failed", error=f"internal error: {type(exc).__name__}: {exc}",
+                         finished_at=time.time())
+        finally:
+            if staging is not None:
+                remove_tree(staging)
+            if self.on_finish is not None:
+                self.on_finish(job)
+
+    def _ingest(self, job: Job, staged: dict[str, Path]) -> IngestReport:
+        upload_dir = kb_upload_dir(self.services.data_dir, job.kb)
+        upload_dir.mkdir(parents=True, exist_ok=True)
+        backups: dict[str, Path] = {}
+        targets: list[Path] = []
+        for name, path in staged.items():
+            target = upload_dir / name
+            if target.exists():
+                backups[name] = upload_dir / f".{name}.{job.id}.bak"
+                os.replace(target, backups[name])
+            os.replace(path, target)
+            targets.append(target)
+        last_save = [0.0]
+
+        def progress(source: str, files_done: int, chunks_done: int) -> None:
+            job.progress.update(files_done=min(files_done, len(job.files)), chunks_done=chunks_done)
+            if time.monotonic() - last_save[0] > 0.5:
+                last_save[0] = time.monotonic()
+                self._update(job)
+
+        try:
+            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress)
+            return ingestor.ingest_files(upload_dir, targets)
+        finally:
+            for name in staged:
+                self._settle(job.kb, upload_dir / name, backups.get(name))
+
+    def _settle(self, kb: str, target: Path, backup: Path | None) -> None:
+        """Keep the uploaded file if the catalog indexed exactly its bytes; otherwise put the previous
+        version back (or remove the file), so the uploads folder always matches the index."""
+        record = self.services.catalog.find_doc_by_source(kb, target.name)
+        try:
+            kept = (record is not None and record.state == "indexed" and target.exists()
+                    and record.content_hash == sha256_hex(target.read_bytes()))
+        except OSError:
+            kept = False
+        if kept:
+            if backup is not None:
+                backup.unlink(missing_ok=True)
+        elif backup is not None:
+            os.replace(backup, target)
+        else:
+            target.unlink(missing_ok=True)
+
+    def _finish(self, job: Job, report: IngestReport) -> None:
+        by_source = {f.source: f for f in report.files}
+        catalog = self.services.catalog
+        files = []
+        for entry in job.files:
+            result = by_source.get(entry["filename"])
+            record = catalog.find_doc_by_source(job.kb, entry["filename"])
+            status = result.status if result else "skipped"
+            reason = result.reason if result else "not processed"
+            files.append({**entry, "status": status, "reason": reason,
+                          "chunks_added": result.chunks_added if result else 0,
+                          "chunks_removed": result.chunks_removed if result else 0,
+                          "doc_id": record.doc_id if record is not None and status in OK_STATUSES else None})
+        ok = sum(1 for f in files if f["status"] in OK_STATUSES)
+        status = "succeeded" if ok == len(files) else "partial" if ok else "failed"
+        summary = {k: v for k, v in report.as_dict().items() if k != "files"}
+        summary["other_changes"] = [f.__dict__ for f in report.files if f.source not in {e["filename"] for e in files}]
+        progress = {**job.progress, "files_done": len(files), "chunks_done": report.chunks_added}
+        reasons = "; ".join(f"{f['filename']}: {f['reason']}" for f in files)
+        error = None if ok else f"no file could be indexed: {reasons}"
+        self._update(job, status=status, files=files, summary=summary, progress=progress, error=error,
+                     finished_at=time.time())

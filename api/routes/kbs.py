@@ -1,0 +1,167 @@
+"""Knowledge bases, their documents, uploads and ingest jobs.
+
+Uploads are checked (type -> 415, size -> 413, names -> 422) and staged before the 202 answer; the
+ingest job then runs in the background with the same code and incremental rules as `rag ingest`."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile
+
+from api.deps import ApiState, Caller, State
+from api.errors import Conflict
+from api.jobs import Job, new_job_id
+from api.schemas import (KB_PATTERN, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut)
+from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, parse_tags, remove_tree,
+                         sanitize_filename, save_stream, staging_dir, too_large)
+from ingest.service import build_ingestor, kb_write_lock
+from rag.catalog import KbRecord
+from rag.errors import InvalidRequest, NotFound, StoreError
+
+router = APIRouter(prefix="/v1", tags=["knowledge bases"])
+KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
+
+
+def _kb_out(state: ApiState, record: KbRecord) -> KbOut:
+    stats = state.services.catalog.kb_stats(record.name)
+    meta = record.meta if isinstance(record.meta, dict) else {}
+    return KbOut(name=record.name, embed_model=record.embed_model, dim=record.dim, created_at=record.created_at,
+                 description=str(meta.get("description", "")), **stats)
+
+
+@contextmanager
+def _busy_is_conflict(state: ApiState, kb: str):
+    """The knowledge base's write lock without waiting: 409 while an ingest job writes it."""
+    try:
+        with kb_write_lock(state.services, kb, wait=False):
+            yield
+    except StoreError as exc:
+        if "being written" not in exc.message:
+            raise
+        raise Conflict(f"{exc.message}; retry when its ingest job has finished", field="kb") from exc
+
+
+@router.get("/kbs", response_model=list[KbOut])
+def list_kbs(state: State, caller: Caller) -> Any:
+    """The knowledge bases this key may read, with document and chunk counts."""
+    return [_kb_out(state, r) for r in state.services.kbs.list() if caller.can_read(r.name)]
+
+
+@router.post("/kbs", response_model=KbOut, status_code=201)
+def create_kb(body: KbCreate, state: State, caller: Caller) -> Any:
+    """Create an empty knowledge base with the configured embedding model (409 if it exists)."""
+    caller.require_write(body.name)
+    kbs = state.services.kbs
+    if kbs.exists(body.name):
+        raise Conflict(f"knowledge base {body.name!r} exists already", field="name")
+    meta = {"description": body.description} if body.description else None
+    return _kb_out(state, kbs.open_or_create(body.name, meta).record)
+
+
+@router.get("/kbs/{kb}", response_model=KbOut)
+def get_kb(kb: KbName, state: State, caller: Caller) -> Any:
+    caller.require_read(kb)
+    return _kb_out(state, state.services.catalog.require_kb(kb))
+
+
+@router.delete("/kbs/{kb}", status_code=204)
+def delete_kb(kb: KbName, state: State, caller: Caller) -> Response:
+    """Drop the knowledge base: its vectors, lexical index, catalog rows and uploaded files."""
+    caller.require_write(kb)
+    state.services.catalog.require_kb(kb)
+    with _busy_is_conflict(state, kb):
+        state.services.kbs.drop(kb)
+        remove_tree(kb_upload_dir(state.services.data_dir, kb))
+    return Response(status_code=204)
+
+
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])
+def list_documents(kb: KbName, state: State, caller: Caller, limit: int = Query(1000, ge=1, le=10000),
+                   offset: int = Query(0, ge=0, le=10_000_000)) -> Any:
+    caller.require_read(kb)
+    state.services.catalog.require_kb(kb)
+    upload_dir = str(kb_upload_dir(state.services.data_dir, kb).resolve())
+    docs = state.services.catalog.list_docs(kb)[offset: offset + limit]
+    return [DocumentOut(doc_id=d.doc_id, source=d.source, title=d.title, format=d.format, size=d.size, mtime=d.mtime,
+                        state=d.state, chunks=len(d.chunk_ids), tags=d.tags, ingested_at=d.ingested_at,
+                        uploaded=d.origin == upload_dir) for d in docs]
+
+
+@router.delete("/kbs/{kb}/documents/{doc_id}", response_model=DocumentDeleted)
+def delete_document(kb: KbName, doc_id: str, state: State, caller: Caller) -> Any:
+    """Remove a document's chunks from both indexes and the catalog (and its uploaded file)."""
+    caller.require_write(kb)
+    catalog = state.services.catalog
+    catalog.require_kb(kb)
+    with _busy_is_conflict(state, kb):
+        doc = catalog.get_doc(kb, doc_id)
+        if doc is None:
+            raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb!r}", field="doc_id")
+        result = build_ingestor(state.services, kb).remove_source(doc.source)
+        upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
+        if doc.origin == str(upload_dir):
+            (upload_dir / doc.source).unlink(missing_ok=True)
+    return DocumentDeleted(doc_id=doc_id, source=doc.source, chunks_removed=result.chunks_removed)
+
+
+@router.post("/kbs/{kb}/documents", response_model=JobAccepted, status_code=202,
+             responses={413: {"description": "A file is over RAG_MAX_UPLOAD_MB"},
+                        415: {"description": "Unsupported file type"}})
+def upload_documents(kb: KbName, state: State, caller: Caller, response: Response,
+                     files: Annotated[list[UploadFile], File(description="One or many files (field `files`)")],
+                     tags: Annotated[list[str], Form(description="key=value tags for every file")] = []) -> Any:
+    """Upload documents and ingest them in a background job: 202 with the job id; poll
+    `GET /v1/jobs/{job_id}`. A name already in the knowledge base replaces that document (only
+    re-indexed when its bytes changed). At most 32 files per request."""
+    caller.require_write(kb)
+    state.services.catalog.require_kb(kb)
+    if len(files) > MAX_FILES_PER_UPLOAD:
+        raise InvalidRequest(f"{len(files)} files in one request; the limit is {MAX_FILES_PER_UPLOAD}", field="files")
+    tag_map = parse_tags(tags)
+    limit_mb = state.settings.max_upload_mb
+    names: list[str] = []
+    for upload in files:
+        name = sanitize_filename(upload.filename)
+        check_type(name)
+        if upload.size is not None and upload.size > limit_mb * MIB:
+            raise too_large(name, limit_mb)
+        if name in names:
+            raise InvalidRequest(f"the file name {name!r} appears twice in this upload", field="files")
+        names.append(name)
+    job_id = new_job_id()
+    staging = staging_dir(state.services.data_dir, job_id)
+    staged: dict[str, Path] = {}
+    try:
+        for upload, name in zip(files, names):
+            upload.file.seek(0)
+            save_stream(upload.file, staging / name, limit_mb * MIB, name, limit_mb)
+            staged[name] = staging / name
+    except BaseException:
+        remove_tree(staging)
+        raise
+    entries = [{"filename": n, "size": p.stat().st_size, "status": "queued"} for n, p in staged.items()]
+    job = Job(job_id, kb, caller.key_id, "queued", time.time(), entries, tags=tag_map)
+    state.jobs.submit(job, staged)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return JobAccepted(job_id=job_id, kb=kb, status="queued", status_url=f"/v1/jobs/{job_id}",
+                       files=[{"filename": e["filename"], "size": e["size"]} for e in entries])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
+def get_job(job_id: str, state: State, caller: Caller) -> Any:
+    """Status, progress and per-file results of an ingest job."""
+    job = state.jobs.get(job_id)
+    caller.require_read(job.kb)
+    return job.as_dict()
+
+
+@router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
+def list_jobs(state: State, caller: Caller, kb: str | None = Query(None, pattern=KB_PATTERN),
+              limit: int = Query(50, ge=1, le=500)) -> Any:
+    """Recent ingest jobs of the knowledge bases this key may read, newest first."""
+    return [j.as_dict() for j in state.jobs.list(lambda name: caller.can_read(name) and (kb is None or name == kb),
+                                                 limit)]

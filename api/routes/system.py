@@ -1,0 +1,79 @@
+"""Probes, metrics and the chat page: `/healthz` (liveness), `/readyz` (models loaded, store
+reachable; 503 until then), `/metrics` (Prometheus text), `/` (a small chat page). These need no
+API key; `/readyz` shows no secrets."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+
+from api.deps import State
+from rag.errors import RagError
+
+router = APIRouter(tags=["system"])
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+def _store_check(state: Any) -> dict[str, Any]:
+    services = state.services
+    backend = services.settings.resolved_vector_backend
+    try:
+        records = services.kbs.list()
+        for record in records[:1]:
+            services.store.collection_exists(record.collection)
+        return {"ok": True, "backend": backend, "knowledge_bases": len(records)}
+    except (RagError, sqlite3.Error, OSError) as exc:
+        return {"ok": False, "backend": backend, "error": getattr(exc, "message", str(exc))}
+    except Exception as exc:  # a probe reports any client failure (connection refused, timeout, ...) as not ready
+        log.warning("readiness: store check failed: %s", exc)
+        return {"ok": False, "backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready: models loading or store unreachable"}})
+def readyz(state: State) -> JSONResponse:
+    """Readiness: the embedding model is loaded and the store answers; also which embedding
+    model, whether reranking is on, and the LLM endpoint."""
+    services, settings = state.services, state.settings
+    if not state.warm_up_started:
+        state.warm_up()
+    store = _store_check(state)
+    resolution = services.__dict__.get("embedder_resolution")
+    embedder = {"ok": state.warmed_up, "loaded": state.warmed_up, "configured": settings.embed_model,
+                "model": resolution.embedder.name if resolution else None,
+                "resolution": getattr(resolution, "reason", None)}
+    if state.warmup_error:
+        embedder["error"] = state.warmup_error
+    reranker = services.__dict__.get("reranker")
+    rerank = {"enabled": reranker is not None, "model": getattr(reranker, "name", None),
+              "configured": settings.rerank_model}
+    llm: dict[str, Any] = {"endpoint": settings.llm_base_url or "embedded (llama.cpp)", "model": settings.llm_model}
+    if "llm" in services.__dict__:
+        llm["info"] = services.llm.info()
+    ready = store["ok"] and state.warmed_up
+    body = {"status": "ready" if ready else "not_ready", "checks": {"store": store, "embedder": embedder},
+            "reranking": rerank, "llm": llm, "auth": "disabled" if state.auth.disabled else "enabled",
+            "default_kb": settings.default_kb, "jobs_active": state.jobs.active()}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(state: State) -> PlainTextResponse:
+    """Prometheus metrics (text format 0.0.4)."""
+    return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/", include_in_schema=False)
+def chat_page() -> FileResponse:
+    return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")

@@ -1,0 +1,237 @@
+"""Request and response bodies. Responses carry the shapes of `rag.generation.answer_to_dict`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+CONV_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+FilterValue = str | int | float | list[str | int | float]
+Filters = dict[str, FilterValue] | list[str]
+
+_FILTERS_DOC = ("Metadata filter. An object `{\"source\": \"a.pdf\" | [\"a.pdf\", \"b.md\"], \"doc_id\": ..., "
+                "\"team\": \"hr\" (any other key is a tag), \"mtime_from\": \"2024-01-01\" | unix seconds, "
+                "\"mtime_to\": ...}` or a list of `key=value` strings. All given conditions must match.")
+_TRANSFORMS_DOC = "Query transforms: rewrite, multi_query, hyde, step_back, sub_question (default from settings)."
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(max_length=100_000)
+
+
+class RetrievalOptions(BaseModel):
+    kb: str | None = Field(None, pattern=KB_PATTERN, description="Knowledge base (default: RAG_DEFAULT_KB).")
+    filters: Filters | None = Field(None, description=_FILTERS_DOC)
+    top_k: int | None = Field(None, ge=1, le=1000, description="Candidates per list and query variant.")
+    limit: int | None = Field(None, ge=1, le=50, description="Sources kept after fusion/reranking.")
+    transforms: list[str] | None = Field(None, max_length=5, description=_TRANSFORMS_DOC)
+    rerank: bool | None = Field(None, description="Cross-encoder reranking (default: on when a model is present).")
+    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
+                                           "done (or error).")
+    generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")
+    include_hits: bool = Field(False, description="Add the ranked hits with their provenance (debugging).")
+    retrieval_on_error: bool = Field(False, description="When the LLM is unreachable (503), include the retrieval "
+                                                        "results in the error body.")
+
+
+class QueryRequest(RetrievalOptions):
+    question: str = Field(min_length=1, max_length=4000)
+    history: list[Turn] | None = Field(None, max_length=100, description="Earlier turns (stateless chat).")
+
+
+class ChatRequest(RetrievalOptions):
+    message: str = Field(min_length=1, max_length=4000)
+    conversation_id: str | None = Field(None, pattern=CONV_PATTERN, description="Continue this conversation; "
+                                        "omitted: a new one (its id is in the response). An unknown id starts a "
+                                        "conversation with that id.")
+
+
+class SourceOut(BaseModel):
+    number: int
+    chunk_id: str
+    doc_id: str
+    document: str
+    title: str
+    section_path: list[str]
+    section: str
+    page: int | None
+    start: int
+    end: int
+    snippet: str
+    text: str
+    score: float
+    rerank_score: float | None = None
+    cited: bool | None = None
+
+
+class CitationOut(BaseModel):
+    number: int
+    source_number: int
+    chunk_id: str
+    sentence: str
+    sentence_start: int
+    sentence_end: int
+    support: float | None = None
+    supported: bool | None = None
+    document: str | None = None
+    title: str | None = None
+    section: str | None = None
+    page: int | None = None
+    start: int | None = None
+    end: int | None = None
+    snippet: str | None = None
+
+
+class QueryResponse(BaseModel):
+    kb: str
+    question: str
+    answer: str
+    refused: bool
+    citations: list[CitationOut]
+    sources: list[SourceOut]
+    timings: dict[str, float]
+    standalone_question: str | None = None
+    query_variants: list[dict[str, Any]] = []
+    rerank_enabled: bool
+    model: str
+    info: dict[str, Any] = {}
+    hits: list[dict[str, Any]] | None = None
+
+
+class ChatResponse(QueryResponse):
+    conversation_id: str
+
+
+class MessageOut(BaseModel):
+    role: str
+    content: str
+    created_at: float
+    citations: list[dict[str, Any]] | None = None
+    sources: list[dict[str, Any]] | None = None
+    refused: bool | None = None
+    kb: str | None = None
+
+
+class ConversationOut(BaseModel):
+    id: str
+    kb: str
+    title: str
+    created_at: float
+    updated_at: float
+    messages: list[MessageOut] | None = None
+
+
+class KbCreate(BaseModel):
+    name: str = Field(pattern=KB_PATTERN)
+    description: str = Field("", max_length=2000)
+
+
+class KbOut(BaseModel):
+    name: str
+    embed_model: str
+    dim: int
+    created_at: float
+    description: str = ""
+    documents: int
+    chunks: int
+    bytes: int
+
+
+class DocumentOut(BaseModel):
+    doc_id: str
+    source: str
+    title: str
+    format: str
+    size: int
+    mtime: float
+    state: str
+    chunks: int
+    tags: dict[str, str]
+    ingested_at: float
+    uploaded: bool
+
+
+class DocumentDeleted(BaseModel):
+    doc_id: str
+    source: str
+    chunks_removed: int
+
+
+class JobOut(BaseModel):
+    id: str
+    kb: str
+    status: Literal["queued", "running", "succeeded", "partial", "failed"]
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: dict[str, int]
+    files: list[dict[str, Any]]
+    errors: list[dict[str, str]]
+    tags: dict[str, str] = {}
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    kb: str
+    status: str
+    status_url: str
+    files: list[dict[str, Any]]
+
+
+class KeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    read: list[str] = Field(default_factory=list, description="Knowledge bases this key may query ('*' = all).")
+    write: list[str] = Field(default_factory=list, description="Knowledge bases it may change (implies read).")
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    read: list[str]
+    write: list[str]
+    created_at: float
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The secret. Shown only now: store it; the server keeps only its hash.")
+
+
+# -- OpenAI-compatible ----------------------------------------------------------------------------
+
+class OpenAIMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The OpenAI chat completions body; `model` names the knowledge base ("default" or "rag" = the
+    configured default). Unknown OpenAI parameters are accepted and ignored. The optional extra
+    `rag` object takes retrieval options (filters, top_k, limit, transforms, rerank, mode) and
+    `append_sources` (add a "Sources:" list to the message text, for UIs that show only text)."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field("default", max_length=200)
+    messages: list[OpenAIMessage] = Field(min_length=1, max_length=200)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    rag: dict[str, Any] | None = None
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rag"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]

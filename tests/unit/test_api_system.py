@@ -1,0 +1,159 @@
+"""Probes, metrics, CORS, the chat page, generic HTTP errors, and the small helpers behind them
+(file name sanitising, tags, the Prometheus text format, the streaming body limit)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.errors import install_error_handlers
+from api.metrics import Metrics
+from api.uploads import BodyLimitMiddleware, parse_tags, sanitize_filename
+from rag.errors import InvalidRequest, ModelError
+from tests.unit.api_helpers import ADMIN, make_app, make_services
+from tests.unit.kb_fixtures import KB
+
+
+def _wait_ready(client: TestClient) -> dict:
+    for _ in range(200):
+        r = client.get("/readyz")
+        if r.status_code == 200 or r.json()["checks"]["embedder"].get("error"):
+            return r
+    raise AssertionError("never ready")
+
+
+def test_health_and_readiness(tmp_path):
+    app, _ = make_app(tmp_path)
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        r = _wait_ready(client)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ready" and body["checks"]["store"] == {"ok": True, "backend": "local",
+                                                                    "knowledge_bases": 1}
+    assert body["checks"]["embedder"]["model"] == "hash-bow-64" and body["checks"]["embedder"]["loaded"] is True
+    assert body["reranking"]["enabled"] is False and body["llm"]["endpoint"].startswith("embedded")
+    assert body["auth"] == "enabled" and ADMIN["Authorization"].split()[1] not in r.text
+
+
+class BrokenEmbedder:
+    name, dim = "broken", 64
+
+    def encode_queries(self, texts):
+        raise ModelError("model files missing")
+
+    encode_corpus = encode_queries
+
+
+def test_readiness_fails_when_the_model_cannot_load(tmp_path):
+    services = make_services(tmp_path)
+    services.embedder_override = BrokenEmbedder()
+    services.__dict__.pop("embedder_resolution", None)
+    with TestClient(create_app(services)) as client:
+        r = _wait_ready(client)
+    assert r.status_code == 503 and r.json()["status"] == "not_ready"
+    assert r.json()["checks"]["embedder"]["error"] == "model files missing"
+
+
+def test_metrics_count_requests_errors_and_stages(tmp_path):
+    app, _ = make_app(tmp_path)
+    with TestClient(app) as client:
+        client.post("/v1/query", json={"question": "warranty?", "kb": KB}, headers=ADMIN)
+        client.post("/v1/query", json={"question": "warranty?", "kb": "missing"}, headers=ADMIN)
+        client.post("/v1/query", json={"question": "warranty?"})
+        r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    assert 'rag_http_requests_total{method="POST",route="/v1/query",status="200"} 1' in text
+    assert 'rag_http_requests_total{method="POST",route="/v1/query",status="404"} 1' in text
+    assert 'rag_errors_total{code="not_found"} 1' in text and 'rag_errors_total{code="unauthorized"} 1' in text
+    assert 'rag_stage_duration_seconds_count{stage="generate"} 1' in text
+    assert 'rag_http_request_duration_seconds_bucket{method="POST",route="/v1/query",le="+Inf"} 3' in text
+    assert "# TYPE rag_ingest_jobs_active gauge" in text and "rag_ingest_jobs_active 0" in text
+
+
+def test_histogram_and_counter_text_format():
+    metrics = Metrics()
+    metrics.stages.observe(0.003, "embed")
+    metrics.stages.observe(0.2, "embed")
+    metrics.requests.inc("GET", '/x"y', "200")
+    text = metrics.render()
+    assert 'rag_stage_duration_seconds_bucket{stage="embed",le="0.001"} 0' in text
+    assert 'rag_stage_duration_seconds_bucket{stage="embed",le="0.005"} 1' in text
+    assert 'rag_stage_duration_seconds_bucket{stage="embed",le="0.25"} 2' in text
+    assert 'rag_stage_duration_seconds_bucket{stage="embed",le="+Inf"} 2' in text
+    assert 'rag_stage_duration_seconds_count{stage="embed"} 2' in text
+    assert 'route="/x\\"y"' in text
+
+
+def test_cors_allows_the_configured_origin_only(tmp_path):
+    app, _ = make_app(tmp_path, cors_origins="http://chat.example.com")
+    with TestClient(app) as client:
+        pre = client.options("/v1/query", headers={"Origin": "http://chat.example.com",
+                                                   "Access-Control-Request-Method": "POST",
+                                                   "Access-Control-Request-Headers": "authorization,content-type"})
+        other = client.options("/v1/query", headers={"Origin": "http://evil.example.com",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "http://chat.example.com"
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_chat_page_and_generic_errors(tmp_path):
+    app, _ = make_app(tmp_path)
+    with TestClient(app) as client:
+        page = client.get("/")
+        missing = client.get("/v1/nothing-here", headers=ADMIN)
+        wrong_method = client.put("/v1/query", headers=ADMIN)
+        schema = client.get("/openapi.json").json()
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'fetch("/v1/chat"' in page.text and "readEvents" in page.text and 'a.cite' in page.text
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
+    paths = set(schema["paths"])
+    assert {"/v1/query", "/v1/chat", "/v1/chat/completions", "/v1/models", "/v1/kbs", "/v1/kbs/{kb}/documents",
+            "/v1/kbs/{kb}/documents/{doc_id}", "/v1/jobs/{job_id}", "/v1/conversations/{conversation_id}",
+            "/v1/keys", "/healthz", "/readyz", "/metrics"} <= paths
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(schema["components"]["securitySchemes"])
+
+
+@pytest.mark.parametrize("raw,clean", [("report.pdf", "report.pdf"), ("../../etc/passwd.txt", "passwd.txt"),
+                                       ("C:\\Users\\me\\notes.md", "notes.md"), (".env.txt", "env.txt"),
+                                       ("a<b>:c?.txt", "a_b__c_.txt"), ("员工休假制度.md", "员工休假制度.md"),
+                                       ("x" * 300 + ".md", "x" * 197 + ".md")])
+def test_sanitize_filename(raw, clean):
+    assert sanitize_filename(raw) == clean
+
+
+@pytest.mark.parametrize("raw", ["", "..", "/", "...", None])
+def test_unusable_file_names(raw):
+    with pytest.raises(InvalidRequest):
+        sanitize_filename(raw)
+
+
+def test_parse_tags():
+    assert parse_tags(["team=hr", "lang=en, year=2024"]) == {"team": "hr", "lang": "en", "year": "2024"}
+    with pytest.raises(InvalidRequest):
+        parse_tags(["team"])
+
+
+def test_body_limit_counts_streamed_bodies_without_content_length():
+    inner = FastAPI()
+    install_error_handlers(inner)
+
+    @inner.post("/echo")
+    async def echo(request: Request) -> dict:
+        return {"size": len(await request.body())}
+
+    inner.add_middleware(BodyLimitMiddleware, limit_for=lambda scope: 1000)
+
+    def chunks(n):
+        for _ in range(n):
+            yield b"x" * 100
+
+    with TestClient(inner) as client:
+        small = client.post("/echo", content=chunks(5))
+        big = client.post("/echo", content=chunks(20))
+    assert small.status_code == 200 and small.json() == {"size": 500}
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
