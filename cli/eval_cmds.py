@@ -1,0 +1,61 @@
+"""`rag eval`: offline retrieval and answer evaluation on a shipped or local BEIR dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cli.ingest_cmds import _Progress
+from cli.main import app, handle_errors
+from eval.ablations import parse_compare, parse_config, valid_config_help
+from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
+from rag.factory import build_services
+from rag.settings import load_settings
+
+DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rerank"
+
+
+@app.command("eval")
+@handle_errors
+def eval_cmd(
+    dataset: str = typer.Argument(..., help="covidqa | cmrc2018 | a folder in BEIR layout (corpus.jsonl, "
+                                            "queries.jsonl, qrels.tsv, optional answers.jsonl)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Evaluate a reproducible sample of N queries."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit sample."),
+    compare: str = typer.Option(DEFAULT_COMPARE, "--compare",
+                                help=f"Comma-separated configurations: {valid_config_help()}."),
+    answers: bool = typer.Option(False, "--answers", help="Also generate answers and score them (slow on CPU)."),
+    answer_config: str = typer.Option(None, "--answer-config",
+                                      help="Configuration used for --answers [default: the pipeline's defaults]."),
+    judge: bool = typer.Option(False, "--judge", help="With --answers: LLM-judge faithfulness and relevance."),
+    out: Path = typer.Option(None, "--out", help="Output folder [default: runs/eval-<dataset>-<timestamp>]."),
+    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa [default: settings]."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk [default: settings]."),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap [default: settings]."),
+    kb_prefix: str = typer.Option("eval", "--kb-prefix", help="Prefix of the evaluation knowledge base's name."),
+    level: str = typer.Option("auto", "--level", help=f"Level of the main table: {' | '.join(LEVELS)} "
+                                                      "(auto: answer-chunk level when the dataset has answers)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset."""
+    spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
+                    judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
+                    out_dir=out, kb_prefix=kb_prefix, level=level)
+    settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+    services = build_services(settings)
+    try:
+        typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+        if answers:
+            typer.echo("--answers: generating one answer per query; with the embedded CPU LLM this takes several "
+                       "seconds per query", err=True)
+        result = run_eval(services, spec, show_progress=not quiet,
+                          ingest_progress=None if quiet else (lambda total: _Progress(total)))
+    finally:
+        services.close()
+    typer.echo(ingest_summary(result.ingest))
+    if result.ingest.count("indexed", "updated") == 0:
+        typer.echo("knowledge base up to date: nothing was embedded")
+    for heading, table in result.tables.items():
+        typer.echo(f"\n## {heading}\n\n{table}")
+    typer.echo(f"\nreport: {result.report_path}")

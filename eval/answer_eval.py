@@ -1,0 +1,130 @@
+"""Answer quality for `rag eval --answers`: generate an answer per sampled query with the real
+pipeline and score it against the gold answers (exact match, F1, contains-gold), check its
+citations (does a cited source hold a gold answer span), count refusals, and optionally ask
+the configured LLM to judge faithfulness and answer relevance with the prompts in
+`eval/prompts/`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eval.ablations import ChunkLocator, EvalConfig
+from eval.datasets import Dataset
+from eval.metrics import CitedSpan, answer_contains_gold, citation_correct, exact_match, f1_score, latency_summary
+from eval.prompts import format_sources, parse_judge_output, render_prompt
+from rag.citations import strip_markers
+from rag.types import Answer
+
+log = logging.getLogger(__name__)
+
+JUDGE_MAX_TOKENS = 200
+
+
+@dataclass
+class AnswerResult:
+    config: str
+    n: int
+    aggregate: dict[str, float | None]
+    latency: dict[str, dict[str, float]]
+    per_query: list[dict[str, Any]] = field(default_factory=list)
+    judge_failures: int = 0  # judge replies without a parsable score
+
+    def table_row(self) -> dict[str, Any]:
+        total = self.latency.get("total", {})
+        return {"name": self.config, "n": self.n, **self.aggregate,
+                "p50 s": total.get("p50", 0.0), "p95 s": total.get("p95", 0.0)}
+
+
+def cited_spans(answer: Answer, locator: ChunkLocator) -> list[CitedSpan]:
+    """The sources the answer's citations point at, located in the evaluation corpus."""
+    by_number = {s.number: s for s in answer.sources}
+    numbers = dict.fromkeys(c.source_number for c in answer.citations)
+    return [locator.span(by_number[n].source, by_number[n].start, by_number[n].end, by_number[n].text)
+            for n in numbers if n in by_number]
+
+
+def judge(llm, prompt_name: str, **values: str) -> float | None:
+    """One LLM-judge score in 0..1, or None when the reply holds no parsable score."""
+    reply = llm.chat([{"role": "user", "content": render_prompt(prompt_name, **values)}],
+                     max_tokens=JUDGE_MAX_TOKENS, temperature=0.0)
+    try:
+        return parse_judge_output(reply)[0]
+    except ValueError:
+        log.warning("judge %s: unparsable reply %r", prompt_name, reply[:120])
+        return None
+
+
+def evaluate_answers(
+    pipeline,
+    kb: str,
+    dataset: Dataset,
+    qids: Sequence[str],
+    config: EvalConfig | None,
+    locator: ChunkLocator,
+    *,
+    judge_llm=None,
+    progress: Callable[[int], None] | None = None,
+) -> AnswerResult:
+    """Answer every sampled query that has gold answers with `pipeline.answer` (with the
+    configuration's mode, rerank and transforms, or the pipeline's defaults when `config` is
+    None) and score it. Refused answers score 0 on em/f1/contains; citation correctness and
+    the judge scores are averaged over the answered (not refused) queries only."""
+    kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
+                                        "transforms": config.transforms}
+    rows, timings, failures = [], [], 0
+    for qid in qids:
+        golds = dataset.answers.get(qid)
+        if not golds:
+            if progress is not None:
+                progress(1)
+            continue
+        question = dataset.queries[qid]
+        started = time.perf_counter()
+        answer = pipeline.answer(question, kb, **kwargs)
+        timing = {**dict(answer.timings or {}), "total": time.perf_counter() - started}
+        gold_texts = list(dict.fromkeys(g.text for g in golds))
+        prediction = "" if answer.refused else strip_markers(answer.answer)
+        row: dict[str, Any] = {
+            "qid": qid, "question": question, "gold": gold_texts, "answer": answer.answer,
+            "refused": answer.refused, "em": exact_match(prediction, gold_texts),
+            "f1": f1_score(prediction, gold_texts), "contains": answer_contains_gold(prediction, gold_texts),
+            "citation_correct": None if answer.refused else float(citation_correct(cited_spans(answer, locator),
+                                                                                    golds)),
+            "cited": sorted({c.source_number for c in answer.citations}),
+            "sources": [{"number": s.number, "doc_id": locator.doc_id(s.source), "start": s.start, "end": s.end}
+                        for s in answer.sources],
+        }
+        if judge_llm is not None and not answer.refused:
+            started = time.perf_counter()
+            sources = format_sources([s.text for s in answer.sources])
+            row["faithfulness"] = judge(judge_llm, "faithfulness", question=question, answer=answer.answer,
+                                        sources=sources)
+            row["answer_relevance"] = judge(judge_llm, "answer_relevance", question=question, answer=answer.answer)
+            failures += (row["faithfulness"] is None) + (row["answer_relevance"] is None)
+            timing["judge"] = time.perf_counter() - started
+        row["timings"] = timing
+        rows.append(row)
+        timings.append(timing)
+        if progress is not None:
+            progress(1)
+    name = config.name if config is not None else "pipeline defaults"
+    return AnswerResult(name, len(rows), _aggregate(rows, judged=judge_llm is not None), latency_summary(timings),
+                        rows, failures)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _aggregate(rows: Sequence[dict[str, Any]], judged: bool) -> dict[str, float | None]:
+    out = {key: _mean([r[key] for r in rows]) for key in ("em", "f1", "contains", "citation_correct")}
+    out["refusal_rate"] = _mean([1.0 if r["refused"] else 0.0 for r in rows])
+    if judged:
+        for key in ("faithfulness", "answer_relevance"):
+            out[key] = _mean([r.get(key) for r in rows])
+    return out

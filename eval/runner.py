@@ -1,0 +1,264 @@
+"""`rag eval`: ingest a dataset's corpus into its own knowledge base (cached and incremental),
+run a reproducible query sample through the real pipeline for each ablation configuration,
+score retrieval at document and answer-chunk level, optionally generate and score answers,
+and write the report (Markdown, PNG chart, settings.json, per-query JSON Lines)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eval.ablations import EVAL_DEPTH, ChunkLocator, ConfigResult, EvalConfig, score_config
+from eval.answer_eval import AnswerResult, evaluate_answers
+from eval.datasets import Dataset, load_dataset, write_corpus_as_files
+from eval.report import markdown_table, write_jsonl, write_report
+from ingest.runner import IngestReport
+from ingest.service import build_ingestor, kb_write_lock
+from rag.errors import ConfigError, EmbeddingMismatch, RagError
+from rag.factory import Services
+from rag.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+LEVELS = ("auto", "doc", "answer")
+METRICS = ("hit@1", "hit@3", "hit@5", "hit@10", "mrr@10", "ndcg@10", "recall@5", "recall@10")
+PER_QUERY_FILE = "per_query.jsonl"
+ANSWERS_FILE = "answers.jsonl"
+
+
+@dataclass
+class EvalSpec:
+    dataset: str  # a shipped dataset name or a BEIR-layout folder
+    configs: list[EvalConfig]
+    limit: int | None = None
+    seed: int = 0
+    answers: bool = False
+    judge: bool = False
+    answer_config: EvalConfig | None = None  # None: the pipeline's own defaults
+    out_dir: Path | None = None  # default runs/eval-<dataset>-<timestamp>
+    kb_prefix: str = "eval"
+    level: str = "auto"  # the level of the main table and chart: auto = answer-chunk when answers exist
+
+
+@dataclass
+class EvalResult:
+    dataset: Dataset
+    kb: str
+    qids: list[str]
+    ingest: IngestReport
+    results: list[ConfigResult]
+    answers: AnswerResult | None
+    out_dir: Path
+    report_path: Path
+    tables: dict[str, str] = field(default_factory=dict)  # heading -> Markdown table
+
+
+def eval_kb_name(prefix: str, dataset_name: str, settings) -> str:
+    """`eval-<dataset>-<chunker>-<size>-<overlap>`, reduced to the characters a kb name allows."""
+    name = f"{prefix}-{dataset_name}-{settings.chunker}-{settings.chunk_size}-{settings.chunk_overlap}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:64]
+
+
+def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=None) -> IngestReport:
+    """Write the corpus as files under `<data_dir>/eval/<dataset>/files` and ingest that folder
+    into `kb` with the configured chunker; unchanged files are not embedded again.
+    `progress_factory(n_files)` may return an ingest progress callback (closed afterwards)."""
+    folder = services.data_dir / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.name) / "files"
+    paths = write_corpus_as_files(dataset, folder)
+    try:
+        ingestor = build_ingestor(services, kb)
+    except EmbeddingMismatch as exc:
+        raise EmbeddingMismatch(f"{exc.message}. For an evaluation, use another --kb-prefix (or `rag drop --kb "
+                                f"{kb}`) to build a separate knowledge base for this model", field="kb") from exc
+    progress = progress_factory(len(paths)) if progress_factory is not None else None
+    ingestor.progress = progress
+    try:
+        with kb_write_lock(services, kb, wait=False):
+            report = ingestor.ingest_folder(folder, prune=True)
+    finally:
+        if hasattr(progress, "close"):
+            progress.close()
+    log.info("%s", ingest_summary(report))
+    return report
+
+
+def ingest_summary(report: IngestReport) -> str:
+    return (f"ingest {report.kb}: {report.count('indexed', 'updated')} files embedded, "
+            f"{report.count('unchanged')} unchanged, {report.count('removed')} removed, "
+            f"{len(report.skipped)} skipped; {report.chunks_added} chunks added in {report.seconds:.1f} s "
+            f"(embedding {report.embed_seconds:.1f} s)")
+
+
+def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, ingest_progress=None,
+             pipeline: Pipeline | None = None) -> EvalResult:
+    """Prepare the knowledge base, score every configuration on the sample, optionally
+    generate and score answers, and write the report into `spec.out_dir`. `ingest_progress`
+    is a factory `(n_files) -> progress callback` for the ingest step."""
+    if spec.level not in LEVELS:
+        raise ConfigError(f"unknown level {spec.level!r}; choose from {', '.join(LEVELS)}", field="level")
+    if spec.judge and not spec.answers:
+        raise ConfigError("--judge needs --answers (it judges the generated answers)", field="judge")
+    dataset = load_dataset(spec.dataset)
+    if spec.answers and not dataset.answers:
+        raise ConfigError(f"dataset {dataset.name} has no answers.jsonl: --answers cannot be scored", field="answers")
+    main_level(spec.level, dataset)  # fail before any work when the level is not available
+    qids = dataset.sample(spec.limit, spec.seed)
+    if not qids:
+        raise ConfigError(f"dataset {dataset.name} has no query with relevance judgements", field="dataset")
+    kb = eval_kb_name(spec.kb_prefix, dataset.name, services.settings)
+    ingest = prepare_kb(services, dataset, kb, progress_factory=ingest_progress)
+    pipeline = pipeline if pipeline is not None else Pipeline(services)
+    locator = ChunkLocator(dataset)
+
+    def retrieve(question: str, config: EvalConfig):
+        return pipeline.retrieve(question, kb, mode=config.mode, rerank=config.rerank,
+                                 transforms=config.transforms, limit=EVAL_DEPTH)
+
+    results = []
+    for config in spec.configs:
+        with _bar(len(qids), config.name, show_progress) as bar:
+            results.append(score_config(config, dataset, qids, retrieve, locator, progress=bar.update))
+    answers = None
+    if spec.answers:
+        with _bar(len(qids), "answers", show_progress) as bar:
+            answers = evaluate_answers(pipeline, kb, dataset, qids, spec.answer_config, locator,
+                                       judge_llm=services.llm if spec.judge else None, progress=bar.update)
+    out_dir = Path(spec.out_dir) if spec.out_dir else Path("runs") / (
+        f"eval-{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = EvalResult(dataset, kb, qids, ingest, results, answers, out_dir, out_dir / "report.md")
+    _write_outputs(services, spec, result)
+    return result
+
+
+# -- tables and files ------------------------------------------------------------------------
+
+
+def main_level(spec_level: str, dataset: Dataset) -> str:
+    if spec_level == "auto":
+        return "answer" if dataset.answers else "doc"
+    if spec_level == "answer" and not dataset.answers:
+        raise ConfigError(f"dataset {dataset.name} has no answers: answer-chunk level is not available", field="level")
+    return spec_level
+
+
+def rerank_state(result: ConfigResult) -> str:
+    if not result.config.rerank:
+        return "-"
+    return "on" if result.rerank_enabled else "OFF (no reranker model)"
+
+
+def retrieval_rows(results: Sequence[ConfigResult], level: str) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        metrics = (r.doc if level == "doc" else r.answer) or {"n": 0, "aggregate": {}}
+        total = r.latency.get("total", {})
+        rows.append({"name": r.config.name, "rerank": rerank_state(r), "n": metrics["n"],
+                     **{m: metrics["aggregate"].get(m) for m in METRICS},
+                     "p50 ms": total.get("p50", 0.0) * 1000, "p95 ms": total.get("p95", 0.0) * 1000})
+    return rows
+
+
+def latency_rows(results: Sequence[ConfigResult]) -> list[dict[str, Any]]:
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"name": r.config.name}
+        for stage, summary in r.latency.items():
+            if summary["p95"] <= 0.0:  # a stage this configuration never ran
+                continue
+            row[f"{stage} p50 ms"] = summary["p50"] * 1000
+            row[f"{stage} p95 ms"] = summary["p95"] * 1000
+        rows.append(row)
+    return rows
+
+
+def _write_outputs(services: Services, spec: EvalSpec, result: EvalResult) -> None:
+    dataset, level = result.dataset, main_level(spec.level, result.dataset)
+    level_name = {"doc": "document level", "answer": "answer-chunk level"}
+    main_rows = retrieval_rows(result.results, level)
+    tables = {f"Retrieval, {level_name[level]}": markdown_table(main_rows)}
+    for other in ("doc", "answer"):
+        if other != level and (other == "doc" or dataset.answers):
+            tables[f"Retrieval, {level_name[other]}"] = markdown_table(retrieval_rows(result.results, other))
+    tables["Latency per stage"] = markdown_table(latency_rows(result.results))
+    if result.answers is not None:
+        tables["Answers"] = markdown_table([result.answers.table_row()])
+    result.tables = tables
+    notes = _notes(result)
+    extra = {heading: body for heading, body in list(tables.items())[1:]}
+    extra["Notes"] = "\n".join(f"- {n}" for n in notes)
+    title = f"{dataset.name}: retrieval, {level_name[level]} ({len(result.qids)} queries)"
+    write_report(result.out_dir, title, main_rows, _settings_record(services, spec, result, level),
+                 extra_sections=extra, chart_columns=list(METRICS))
+    write_jsonl(result.out_dir / PER_QUERY_FILE, (row for r in result.results for row in r.per_query))
+    if result.answers is not None:
+        write_jsonl(result.out_dir / ANSWERS_FILE, result.answers.per_query)
+
+
+def _notes(result: EvalResult) -> list[str]:
+    notes = [f"sample: {len(result.qids)} of {len(result.dataset.queries)} queries; knowledge base "
+             f"{result.kb}; {ingest_summary(result.ingest)}",
+             f"metrics over the top {EVAL_DEPTH} retrieved chunks; document level dedupes chunks to their "
+             "documents; answer-chunk level counts a chunk that holds a gold answer span"]
+    located = Counter()
+    for r in result.results:
+        located.update(r.offsets)
+    if located:
+        notes.append(f"retrieved chunks located in the corpus text: {located['exact']} by their own offsets, "
+                     f"{located['realigned']} found again after the parser normalised whitespace, "
+                     f"{located['text']} not located (their answer spans matched by normalised text)")
+    for r in result.results:
+        if r.config.rerank and not r.rerank_enabled:
+            notes.append(f"{r.config.name}: reranking was requested but no reranker model is available, so it "
+                         "ran WITHOUT reranking")
+    return notes
+
+
+def _settings_record(services: Services, spec: EvalSpec, result: EvalResult, level: str) -> dict[str, Any]:
+    models: dict[str, Any] = {"embedder": services.embedder.name,
+                              "embedder_resolution": services.embedder_resolution.reason}
+    if any(c.rerank for c in spec.configs) or spec.answers:
+        models["reranker"] = _reranker_name(services)
+    if spec.answers:
+        models["llm"] = getattr(services.llm, "name", None)
+    return {"settings": services.settings.public_dict(), "models": models,
+            "dataset": {"name": result.dataset.name, "path": str(result.dataset.path),
+                        "documents": len(result.dataset.corpus), "queries": len(result.dataset.queries)},
+            "sample": {"limit": spec.limit, "seed": spec.seed, "n": len(result.qids), "qids": result.qids},
+            "configs": [c.__dict__ for c in spec.configs], "level": level, "depth": EVAL_DEPTH,
+            "answer_config": spec.answer_config.name if spec.answer_config else "pipeline defaults",
+            "judge": spec.judge, "kb": result.kb,
+            "ingest": {k: v for k, v in result.ingest.as_dict().items() if k != "files"}}
+
+
+def _reranker_name(services: Services) -> str | None:
+    try:
+        reranker = services.reranker
+    except RagError as exc:
+        return f"unavailable: {exc.message}"
+    return getattr(reranker, "name", None) if reranker is not None else None
+
+
+class _bar:
+    """A tqdm progress bar on stderr (or a silent counter)."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm(total=total, desc=desc, unit="q", file=sys.stderr, disable=not enabled,
+                          dynamic_ncols=True, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self._tqdm.update(n)
+
+    def __enter__(self) -> _bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tqdm.close()
