@@ -138,9 +138,6 @@ def test_settings_object_rejects_unknown_backend_directly():
         Settings(vector_backend="milvus")
 
 
-@pytest.mark.xfail(strict=True, reason="factory.collection_options() passes HNSW / on-disk / quantization / shard "
-                   "options to ensure_collection, which takes only `sparse` (they are QdrantClientStore constructor "
-                   "options): reported to the lead; remove this marker once the wiring agrees")
 def test_server_collection_options_fit_the_store(clean_env):
     from rag.adapters.qdrant_store import QdrantClientStore
     from rag.factory import Services
