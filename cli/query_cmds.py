@@ -113,7 +113,8 @@ def _print_footer(data: dict[str, Any], show_text: bool) -> None:
     if data["refused"]:
         reason = {"no_hits": "no matching chunks", "low_rerank_score": "best rerank score under refuse_min_score",
                   "model_refused": "the model found no answer in the sources",
-                  "empty_model_answer": "the model returned an empty answer"}.get(info.get("refusal_reason", ""), "")
+                  "empty_model_answer": "the model returned an empty answer",
+                  "unsupported_answer": "no source supports what the model wrote"}.get(info.get("refusal_reason", ""), "")
         typer.echo(f"\n(refused: {reason})" if reason else "", err=True)
     by_source: dict[int, list[dict[str, Any]]] = {}
     for c in data["citations"]:
@@ -127,7 +128,8 @@ def _print_footer(data: dict[str, Any], show_text: bool) -> None:
         status = ""
         if checked:
             ok = sum(1 for c in checked if c["supported"])
-            status = f"  [{ok}/{len(checked)} citation(s) verified]"
+            attributed = sum(1 for c in cites if c.get("origin") == "attributed")
+            status = f"  [{ok}/{len(checked)} citation(s) verified" + (f", {attributed} attributed]" if attributed else "]")
         elif not cites:
             status = "  [not cited]"
         typer.echo(f"  [{s['number']}] {_where(s)}{status}")

@@ -64,13 +64,20 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
 
 
 def build_messages(question: str, sources: Sequence[Source], lang: str) -> list[dict[str, str]]:
-    """System rules + one user message with the numbered sources and the question."""
+    """System rules, one worked example (a user turn and the model's cited answer), then the
+    user turn with the numbered sources and the question."""
     blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in sources)
-    user = (f"{prompts.SOURCES_HEADER.get(lang, 'Sources:')}\n\n{blocks}\n\n"
-            f"{prompts.QUESTION_LABEL.get(lang, 'Question:')} {question.strip()}\n\n"
-            f"{prompts.ANSWER_CUE.get(lang, prompts.ANSWER_CUE['en'])}")
+    example = prompts.ANSWER_EXAMPLE.get(lang, prompts.ANSWER_EXAMPLE["en"])
+    example_sources, example_question, example_answer = example
     return [{"role": "system", "content": prompts.ANSWER_SYSTEM.get(lang, prompts.ANSWER_SYSTEM["en"])},
-            {"role": "user", "content": user}]
+            {"role": "user", "content": _user_turn(example_sources, example_question, lang)},
+            {"role": "assistant", "content": example_answer},
+            {"role": "user", "content": _user_turn(blocks, question, lang)}]
+
+
+def _user_turn(blocks: str, question: str, lang: str) -> str:
+    return (f"{prompts.SOURCES_HEADER.get(lang, 'Sources:')}\n\n{blocks}\n\n"
+            f"{prompts.QUESTION_LABEL.get(lang, 'Question:')} {question.strip()}")
 
 
 def _as_chunk(source: Source) -> Chunk:
@@ -170,7 +177,8 @@ def citation_to_dict(citation: Citation, sources: Sequence[Source]) -> dict[str,
     data: dict[str, Any] = {"number": citation.number, "source_number": citation.source_number,
                             "chunk_id": citation.chunk_id, "sentence": citation.sentence,
                             "sentence_start": citation.sentence_start, "sentence_end": citation.sentence_end,
-                            "support": citation.support, "supported": citation.supported}
+                            "support": citation.support, "supported": citation.supported,
+                            "origin": citation.origin}
     source = next((s for s in sources if s.number == citation.source_number), None)
     if source is not None:
         data.update(document=source.source, title=source.title, section=" > ".join(source.section_path),

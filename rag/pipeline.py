@@ -4,7 +4,11 @@ rerank -> refuse or generate with numbered sources -> citations -> verification.
 Refusal: with reranking on, the best rerank score under `refuse_min_score` (or no hit left after
 the `rerank_min_score` cut) answers the refusal sentence in the question's language without
 calling the LLM. With reranking off, fused RRF scores say nothing about relevance on an
-absolute scale, so only an empty result refuses; the prompt still tells the model to refuse."""
+absolute scale, so only an empty result refuses; the prompt still tells the model to refuse.
+After generation every claim of the answer is checked against the sources (model citations
+verified, uncited claims attributed); an answer none of whose claims any source supports is
+replaced by the refusal (`refuse_unsupported`). When streaming, the tokens have gone out by
+then: the `done` event carries the final answer and says so."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag import prompts
-from rag.citations import CitationVerifier, MarkerFilter, clean_answer, extract_citations, uncited_sentences
+from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
+                           uncited_sentences)
 from rag.errors import InvalidRequest, RagError
 from rag.factory import Services
 from rag.generation import (PackedContext, answer_to_dict, build_messages, citation_to_dict, context_budget,
@@ -237,11 +242,22 @@ class Pipeline:
             return
         ans.citations = extract_citations(text, packed.sources)
         ans.info["uncited_sentences"] = len(uncited_sentences(text))
-        if self.settings.verify_citations and ans.citations:
-            t = time.perf_counter()
-            verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        if not self.settings.verify_citations:
+            return
+        t = time.perf_counter()
+        verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        if ans.citations:
             ans.info["verification"] = verifier.verify(ans.citations, packed.sources)
-            ans.timings["verify"] = time.perf_counter() - t
+        added, grounding = attribute(text, ans.citations, packed.sources, verifier)
+        ans.citations = sorted([*ans.citations, *added], key=lambda c: (c.sentence_start, c.origin != "model"))
+        ans.info["grounding"] = grounding
+        ans.timings["verify"] = time.perf_counter() - t
+        if self.settings.refuse_unsupported and grounding["claims"] and not grounding["supported_claims"]:
+            # not one statement of the answer is backed by a source: an invented answer
+            ans.refused, ans.citations = True, []
+            ans.info["refusal_reason"] = "unsupported_answer"
+            ans.info["unsupported_answer"] = text
+            ans.answer = prompts.refusal(lang)
 
     @staticmethod
     def _done(ans: Answer, started: float) -> Answer:

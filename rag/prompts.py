@@ -16,31 +16,41 @@ def refusal(lang: str) -> str:
 
 # -- answering -------------------------------------------------------------------------------
 
+# Small models (the bundled 0.5B) echo a bare "[1]" when the rules show one alone, and cite far
+# more reliably after one worked example; the example is sent as a previous chat turn.
 ANSWER_SYSTEM = {
     "en": (
-        "You answer questions using only the numbered sources given by the user.\n"
-        "Rules:\n"
-        "1. Use only facts stated in the sources. Never add outside knowledge.\n"
-        "2. After each sentence, cite the source numbers it comes from in square brackets, like [1] or [1][2].\n"
-        "3. Answer in English, briefly and directly.\n"
-        "4. If the sources do not contain the answer, reply exactly: " + REFUSAL["en"]
+        "You are a helpful assistant. Answer the user's question in full sentences, using only facts stated "
+        "in the numbered sources. Never add outside knowledge. Put the number of the source at the end of "
+        "each sentence in square brackets, for example: The battery lasts two hours [2]. Answer in English, "
+        "briefly and directly. If the sources do not contain the answer, reply exactly: " + REFUSAL["en"]
     ),
     "zh": (
-        "你只根据用户给出的编号资料回答问题。\n"
-        "规则：\n"
-        "1. 只使用资料中写明的事实，不要添加资料以外的知识。\n"
-        "2. 每句话后面用方括号标注它所依据的资料编号，例如 [1] 或 [1][2]。\n"
-        "3. 用中文回答，简洁直接。\n"
-        "4. 如果资料中没有答案，只回答：" + REFUSAL["zh"]
+        "你是一个乐于助人的助手。只根据编号资料中写明的事实，用完整的中文句子回答用户的问题，不要添加资料以外的知识。"
+        "在每句话末尾的方括号里写上资料编号，例如：电池可以使用两小时 [2]。回答简洁直接。"
+        "如果资料中没有答案，只回答：" + REFUSAL["zh"]
+    ),
+}
+
+# (sources, question, answer) of the worked example shown before the real question
+ANSWER_EXAMPLE = {
+    "en": (
+        "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
+        "public holidays.\n\n[2] Office guide · Parking\nStaff can park in the underground garage. Visitors "
+        "must register at the reception.",
+        "Where can visitors park?",
+        "Visitors must register at the reception; staff park in the underground garage [2].",
+    ),
+    "zh": (
+        "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
+        "[2] 办公室指南 · 停车\n员工可以把车停在地下车库。访客必须在前台登记。",
+        "访客在哪里停车？",
+        "访客需要先在前台登记，员工可以停在地下车库 [2]。",
     ),
 }
 
 SOURCES_HEADER = {"en": "Sources:", "zh": "资料："}
 QUESTION_LABEL = {"en": "Question:", "zh": "问题："}
-ANSWER_CUE = {
-    "en": "Answer using only the sources above and cite them like [1].",
-    "zh": "请只根据以上资料回答，并像 [1] 这样标注出处。",
-}
 PAGE_LABEL = {"en": "page {page}", "zh": "第 {page} 页"}
 
 

@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     llm_device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # for llm_local_model
     context_top_n: int = Field(5, ge=1, le=50)
     refuse_min_score: float = Field(0.2, ge=0, le=1)  # best rerank score under this: refuse without the LLM
-    verify_citations: bool = True
+    verify_citations: bool = True  # score citations, attribute uncited claims to supporting sources
+    refuse_unsupported: bool = True  # replace an answer that no source supports by the refusal
     citation_min_support: float = Field(0.5, ge=0, le=1)
 
     # API

@@ -227,6 +227,9 @@ class Citation:
     chunk_id: str
     support: float | None = None  # 0..1 similarity of the sentence to the cited chunk
     supported: bool | None = None
+    # "model": the model wrote the marker; "attributed": the model cited nothing that supports
+    # the sentence and the verifier found this source supporting it
+    origin: str = "model"
 
 
 @dataclass

@@ -20,7 +20,7 @@ def _key(client: TestClient, name: str, read=("*",)) -> dict[str, str]:
 
 def test_follow_up_is_condensed_with_the_stored_history(tmp_path):
     def answer(messages):
-        return ("The warranty lasts two years [1]." if "warranty" in messages[1]["content"].split("Question:")[-1]
+        return ("The warranty lasts two years [1]." if "warranty" in messages[-1]["content"].split("Question:")[-1]
                 else "The battery lasts about ten hours [1].")
 
     llm = ScriptedLLM(router(answer=answer, condense="How long does the Acme X200 battery last?"))

@@ -36,14 +36,20 @@ def test_prompt_numbers_sources_with_heading_and_page():
     packed = pack_context(hits, budget=1000, max_sources=5)
     messages = build_messages("How long is the warranty?", packed.sources, "en")
     assert messages[0] == {"role": "system", "content": prompts.ANSWER_SYSTEM["en"]}
-    user = messages[1]["content"]
+    # one worked example (a user turn and a cited answer) before the real question
+    example_sources, example_question, example_answer = prompts.ANSWER_EXAMPLE["en"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert example_sources in messages[1]["content"] and example_question in messages[1]["content"]
+    assert messages[2]["content"] == example_answer and "[2]" in example_answer
+    user = messages[3]["content"]
     assert "[1] Doc · Warranty · page 12\nThe warranty lasts two years." in user
     assert "[2] 员工休假制度 · 年假\n员工每年享有十五天带薪年假。" in user
     assert user.index("[1]") < user.index("[2]") < user.index("Question: How long is the warranty?")
-    assert prompts.REFUSAL["en"] in messages[0]["content"] and "[1]" in messages[0]["content"]
+    assert prompts.REFUSAL["en"] in messages[0]["content"] and "[2]" in messages[0]["content"]
     zh = build_messages("年假有几天？", packed.sources, "zh")
-    assert zh[0]["content"] == prompts.ANSWER_SYSTEM["zh"] and "问题： 年假有几天？" in zh[1]["content"]
-    assert prompts.REFUSAL["zh"] in zh[0]["content"] and "用中文回答" in zh[0]["content"]
+    assert zh[0]["content"] == prompts.ANSWER_SYSTEM["zh"] and "问题： 年假有几天？" in zh[3]["content"]
+    assert prompts.REFUSAL["zh"] in zh[0]["content"] and "中文" in zh[0]["content"]
+    assert "访客" in zh[1]["content"] and zh[2]["content"] == prompts.ANSWER_EXAMPLE["zh"][2]
 
 
 def test_heading_falls_back_to_file_name():

@@ -31,7 +31,7 @@ def test_answer_with_citations_mapped_and_verified(tmp_path):
     assert all(c.supported for c in answer.citations) and answer.info["verification"]["supported"] == 3
     assert answer.sources[0].chunk_id == "warranty" and answer.sources[0].page == 12
     # every returned source is exactly one the model was shown, under the same number
-    prompt = llm.last_messages[1]["content"]
+    prompt = llm.last_messages[-1]["content"]
     for s in answer.sources:
         assert f"[{s.number}] {s.title}" in prompt and s.text in prompt
     assert f"[{len(answer.sources) + 1}]" not in prompt
@@ -45,6 +45,50 @@ def test_answer_language_follows_the_question(tmp_path):
     assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM["zh"]
     assert answer.sources[0].chunk_id == "leave" and answer.citations[0].supported
     assert answer.info["language"] == "zh"
+
+
+def test_uncited_claims_are_attributed_to_the_source_that_supports_them(tmp_path):
+    # small models often write a correct answer with no marker, or a wrong number
+    llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts two years from the date of purchase. "
+                                    "A full charge of the battery takes ninety minutes [1]."))
+    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("How long is the Acme X200 warranty?", KB)
+    assert not answer.refused
+    by_sentence = {(c.sentence[:20], c.origin): c for c in answer.citations}
+    warranty = by_sentence[("The Acme X200 warran", "attributed")]
+    assert warranty.chunk_id == "warranty" and warranty.supported and warranty.number == 1
+    wrong = by_sentence[("A full charge of the", "model")]  # the model's [1] is the warranty: unsupported
+    assert wrong.chunk_id == "warranty" and wrong.supported is False
+    battery = by_sentence[("A full charge of the", "attributed")]
+    assert battery.chunk_id == "battery" and battery.supported
+    assert answer.info["grounding"] == {"claims": 2, "supported_claims": 2, "attributed": 2}
+    data = answer_to_dict(answer)
+    assert {c["origin"] for c in data["citations"]} == {"model", "attributed"}
+    # the answer text is what the model wrote: attributed citations live in the citation list
+    assert answer.answer.startswith("The Acme X200 warranty lasts two years from the date of purchase. A full")
+
+
+def test_an_answer_no_source_supports_is_replaced_by_the_refusal(tmp_path):
+    invented = "The capital of France is Paris, a city on the river Seine [1]."
+    llm = ScriptedLLM(router(answer=invented))
+    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("What is the capital of France?", KB)
+    assert answer.refused and answer.answer == prompts.REFUSAL["en"] and answer.citations == []
+    assert answer.info["refusal_reason"] == "unsupported_answer"
+    assert answer.info["unsupported_answer"] == invented
+    assert answer.info["grounding"]["claims"] == 1 and answer.info["grounding"]["supported_claims"] == 0
+
+    kept = Pipeline(build_services(tmp_path / "off", llm=ScriptedLLM(router(answer=invented)),
+                                   refuse_unsupported=False)).answer("What is the capital of France?", KB)
+    assert not kept.refused and kept.answer == invented and kept.citations[0].supported is False
+
+
+def test_streaming_ends_with_the_refusal_when_no_source_supports_the_answer(tmp_path):
+    llm = ScriptedLLM(router(answer="The capital of France is Paris, a city on the river Seine."))
+    events = list(Pipeline(build_services(tmp_path, llm=llm)).stream("What is the capital of France?", KB))
+    streamed = "".join(e["text"] for e in events if e["type"] == "token")
+    assert streamed.startswith("The capital of France is Paris")  # the tokens went out as they came
+    done = events[-1]
+    assert done["type"] == "done" and done["answer"]["refused"] and done["answer"]["answer"] == prompts.REFUSAL["en"]
+    assert done["answer"]["info"]["refusal_reason"] == "unsupported_answer"
 
 
 @pytest.mark.parametrize("question,expected", [("What is the boiling point of mercury?", prompts.REFUSAL["en"]),
