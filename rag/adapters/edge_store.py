@@ -307,6 +307,22 @@ class EdgeStore:
             entry.lock.release()
         return out
 
+    def get_vectors(self, name: str, chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Dense vectors of the given chunks (those that exist), keyed by chunk id: for copying a
+        collection without re-embedding (benchmarks, migrations)."""
+        ids = list(dict.fromkeys(chunk_ids))
+        out: dict[str, np.ndarray] = {}
+        entry = self._open(name)
+        try:
+            for start in range(0, len(ids), self.batch_size):
+                records = entry.shard.retrieve([point_uuid(c) for c in ids[start:start + self.batch_size]], True, True)
+                for r in records:
+                    vector = r.vector.get("", next(iter(r.vector.values()))) if isinstance(r.vector, dict) else r.vector
+                    out[r.payload["chunk_id"]] = np.asarray(vector, dtype=np.float32)
+        finally:
+            entry.lock.release()
+        return out
+
     def count(self, name: str) -> int:
         import qdrant_edge as qe
 

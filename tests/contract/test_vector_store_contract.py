@@ -285,6 +285,21 @@ def test_sparse_bm25_vectors(store):
 # EdgeStore only ---------------------------------------------------------------------------
 
 
+def test_edge_returns_stored_vectors(tmp_path, embedder):
+    chunks = make_chunks()
+    vectors = embedder.encode_corpus([c.match_text for c in chunks])
+    store = EdgeStore(tmp_path / "edge")
+    try:
+        store.ensure_collection(KB, DIM)
+        store.upsert(KB, chunks, vectors)
+        got = store.get_vectors(KB, [chunks[2].id, chunks[0].id, "missing"])
+    finally:
+        store.close()
+    assert set(got) == {chunks[0].id, chunks[2].id}
+    np.testing.assert_allclose(got[chunks[2].id], vectors[2], atol=1e-6)
+    np.testing.assert_allclose(got[chunks[0].id], vectors[0], atol=1e-6)
+
+
 def test_edge_hnsw_build_and_recall(tmp_path):
     n, dim = 3000, 32
     centers = random_unit(30, dim, 8)
