@@ -61,7 +61,7 @@ def ask(
         elif no_generate:
             _print_hits(data)
         else:
-            typer.echo(data["answer"])
+            typer.echo(data["answer_with_citations"])
             _print_footer(data, sources)
     finally:
         services.close()
@@ -85,6 +85,8 @@ def _stream(pipeline: Pipeline, question: str, kwargs: dict[str, Any], as_json: 
             done = event["answer"]
     if done is not None and not as_json:
         typer.echo("")
+        if done["info"].get("refusal_reason") == "unsupported_answer":  # streamed, then found unsupported
+            typer.echo(done["answer"])
         _print_footer(done, show_text)
 
 

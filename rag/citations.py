@@ -327,3 +327,19 @@ def attribute(answer: str, citations: Sequence[Citation], sources: Sequence[Sour
     info = {"claims": len(found), "supported_claims": len(supported_at & {(s.start, s.end) for s in found})
             + len(added), "attributed": len(added)}
     return added, info
+
+
+def mark_attributed(answer: str, citations: Sequence[Citation]) -> str:
+    """The answer with a `[n]` marker for every attributed citation, at the end of its sentence
+    (before the final full stop, after the model's own markers), for display."""
+    text = answer
+    for citation in sorted((c for c in citations if c.origin == "attributed"), key=lambda c: -c.sentence_end):
+        if f"[{citation.source_number}]" in text[citation.sentence_start:citation.sentence_end]:
+            continue
+        at = citation.sentence_end
+        while at > 0 and text[at - 1].isspace():
+            at -= 1
+        if at > 0 and text[at - 1] in ".!?。！？":
+            at -= 1
+        text = f"{text[:at]} [{citation.source_number}]{text[at:]}"
+    return text

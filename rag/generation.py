@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag import prompts
+from rag.citations import mark_attributed
 from rag.errors import ConfigError
 from rag.text import split_sentences
 from rag.types import Answer, Chunk, Citation, Hit, Source
@@ -198,6 +199,8 @@ def hit_to_dict(hit: Hit) -> dict[str, Any]:
 def answer_to_dict(answer: Answer) -> dict[str, Any]:
     """Everything in an Answer as plain JSON types; timings in seconds."""
     return {"question": answer.question, "answer": answer.answer, "refused": answer.refused,
+            # the answer with markers added for the claims the verifier attributed (for display)
+            "answer_with_citations": mark_attributed(answer.answer, answer.citations),
             "standalone_question": answer.standalone_question, "query_variants": list(answer.query_variants),
             "sources": [source_to_dict(s, answer.citations) for s in answer.sources],
             "citations": [citation_to_dict(c, answer.sources) for c in answer.citations],

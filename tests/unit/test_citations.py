@@ -10,7 +10,7 @@ import pytest
 from rag.citations import (CitationVerifier, MarkerFilter, answer_sentences, clean_answer, extract_citations,
                            marker_numbers, strip_markers, uncited_sentences)
 from rag.testing import HashEmbedder
-from rag.types import Source
+from rag.types import Citation, Source
 
 
 def source(number: int, text: str, chunk_id: str | None = None) -> Source:
@@ -120,3 +120,17 @@ def test_lexical_only_verification_without_an_embedder():
     info = CitationVerifier(None).verify(citations, sources)
     assert info["method"] == "lexical"
     assert [c.supported for c in citations] == [True, False]
+
+
+def test_attributed_citations_are_marked_for_display():
+    from rag.citations import mark_attributed
+
+    text = "The warranty lasts two years. It covers defects [1]. 年假有十天。"
+    first = text.index("It")
+    zh = text.index("年")
+    citations = [Citation(2, "The warranty lasts two years.", 0, 29, 2, "w", origin="attributed"),
+                 Citation(1, "It covers defects", first, zh - 1, 1, "d"),  # the model's own marker
+                 Citation(1, "It covers defects", first, zh - 1, 1, "d", origin="attributed"),
+                 Citation(3, "年假有十天。", zh, len(text), 3, "l", origin="attributed")]
+    assert mark_attributed(text, citations) == "The warranty lasts two years [2]. It covers defects [1]. 年假有十天 [3]。"
+    assert mark_attributed(text, citations[1:2]) == text  # nothing attributed: unchanged
