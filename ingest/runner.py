@@ -92,16 +92,32 @@ def scan_folder(root: Path) -> list[Path]:
     return found
 
 
+def with_header(title: str, span) -> str | None:
+    """What a plain text chunk is matched by: its document title and section path, then its
+    text ("contextual chunk header"), so that a passage deep in a paper or a manual still carries
+    what it is about. Q&A spans keep their question; a header already at the start of the text
+    is not repeated. None when there is nothing to add."""
+    if span.kind != "text" or span.embed_text is not None:
+        return span.embed_text
+    parts = [p.strip() for p in (title, *span.section_path) if p and p.strip()]
+    head = span.text.lstrip()[:200]
+    parts = [p for i, p in enumerate(parts) if p not in parts[:i] and not head.startswith(p)]
+    return "\n".join([" > ".join(parts), span.text]) if parts else None
+
+
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
-                 question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None) -> None:
+                 question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
+                 headers: bool = False) -> None:
         self.kb = kb
         self.chunker = chunker
+        self.headers = headers
         self.tags = dict(sorted((tags or {}).items()))
         self.question_writer = question_writer
         self.batch_chunks = batch_chunks
         self.progress = progress
-        self.signature = f"{chunker.signature}|q{question_writer.n if question_writer else 0}"
+        questions = question_writer.n if question_writer else 0
+        self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
 
     # public ------------------------------------------------------------------------------------
     def ingest_folder(self, root: Path, prune: bool = True) -> IngestReport:
@@ -202,7 +218,8 @@ class Ingestor:
             cid = chunk_id_for(self.kb.name, record.source, span.start, span.end, span.text)
             chunks.append(Chunk(id=cid, kb=self.kb.name, doc_id=record.doc_id, source=record.source, text=span.text,
                                 start=span.start, end=span.end, title=parsed.title, section_path=span.section_path,
-                                page=span.page, kind=span.kind, embed_text=span.embed_text,
+                                page=span.page, kind=span.kind,
+                                embed_text=with_header(parsed.title, span) if self.headers else span.embed_text,
                                 doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags))
         if self.question_writer is not None:
             extra = []

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(120, ge=0, le=5000)
     semantic_percentile: float = Field(90.0, gt=0, lt=100)
     generate_questions: int = Field(0, ge=0, le=10)
+    chunk_headers: bool = True  # embed and BM25-index each chunk with its document title and section path
 
     # retrieval and fusion
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant

@@ -49,10 +49,15 @@ _Row = tuple[str, list[str], str, str, list[str], float]  # chunk_id, tokens, so
 
 
 def chunk_tokens(chunk: Chunk, stopwords: bool = True) -> list[str]:
-    """What BM25 matches: the chunk text, plus the embedded text when it differs (a Q&A question)."""
+    """What BM25 matches: the chunk text, plus the embedded text when it differs (a Q&A question);
+    an embedded text that is the chunk text under a header (title, section) is taken whole, so
+    the text's words count once."""
+    embed = chunk.embed_text
+    if embed is not None and embed != chunk.text and embed.endswith(chunk.text):
+        return tokenize(embed, stopwords=stopwords)
     tokens = tokenize(chunk.text, stopwords=stopwords)
-    if chunk.embed_text is not None and chunk.embed_text != chunk.text:
-        tokens += tokenize(chunk.embed_text, stopwords=stopwords)
+    if embed is not None and embed != chunk.text:
+        tokens += tokenize(embed, stopwords=stopwords)
     return tokens
 
 

@@ -166,3 +166,38 @@ def test_kill_9_mid_ingest_then_next_run_finishes_the_job(tmp_path):
     assert check.ok, check
     assert len(services.catalog.list_docs("kb1", state="indexed")) == 6
     assert check.vectors == check.lexical == check.catalog
+
+
+def test_chunks_are_matched_with_their_title_and_section(tmp_path):
+    from ingest.runner import with_header
+    from rag.adapters.bm25 import chunk_tokens
+    from rag.types import ChunkSpan as Span
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "manual.md").write_text("# Acme X200 Manual\n\n## Battery\n\nThe battery lasts two hours. "
+                                    + "Charging takes four hours. " * 30, encoding="utf-8")
+    services = _services(tmp_path / "data", chunk_size=200, chunk_overlap=20)
+    build_ingestor(services, "kb").ingest_folder(docs)
+    kb = services.kbs.open("kb")
+    chunks = list(kb.get_chunks(sorted(kb.store.ids(kb.collection))).values())
+    later = [c for c in chunks if not c.text.lstrip().startswith(("Acme", "Battery"))]
+    assert later, [c.text[:30] for c in chunks]
+    for chunk in later:  # the header is matched, the text shown and cited stays the document's
+        assert chunk.embed_text == f"Acme X200 Manual > Battery\n{chunk.text}"
+        assert "Acme" not in chunk.text
+        tokens = chunk_tokens(chunk)
+        assert tokens.count("acme") == 1 and tokens.count("charging") == chunk.text.lower().count("charging")
+    assert kb.search_bm25("acme manual", 50)[0].chunk_id in {c.id for c in chunks}
+    assert len(kb.search_bm25("acme manual", 50)) == len(chunks)  # every chunk carries the title
+    services.close()
+
+    # headers off: nothing added; Q&A spans keep their question; no repetition of a leading header
+    off = _services(tmp_path / "data-off", chunk_size=200, chunk_overlap=20, chunk_headers=False)
+    build_ingestor(off, "kb").ingest_folder(docs)
+    kb = off.kbs.open("kb")
+    assert all(c.embed_text is None for c in kb.get_chunks(sorted(kb.store.ids(kb.collection))).values())
+    off.close()
+    assert with_header("T", Span(0, 5, "Q: a?", kind="qa", embed_text="a?")) == "a?"
+    assert with_header("Title", Span(0, 12, "Title\n\nBody.", section_path=("Title",))) is None
+    assert with_header("", Span(0, 5, "Body.")) is None
