@@ -22,6 +22,7 @@ from pathlib import Path
 
 from api.errors import Forbidden, Unauthorized
 from rag.errors import InvalidRequest, NotFound
+from rag.sqlite import connect
 
 KEY_PREFIX = "rag-"
 _KB_OR_STAR = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
@@ -100,13 +101,9 @@ class KeyRecord:
 
 class ApiKeyStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect(path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:

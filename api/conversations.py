@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import InvalidRequest, NotFound
+from rag.sqlite import connect
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _SCHEMA = """
@@ -74,14 +75,9 @@ def check_conversation_id(conversation_id: str) -> str:
 
 class ConversationStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect(path, _SCHEMA, pragmas=("foreign_keys=ON",))
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from ingest.service import build_ingestor, kb_write_lock
 from rag.errors import NotFound, RagError
 from rag.factory import Services
 from rag.ids import sha256_hex
+from rag.sqlite import connect
 
 log = logging.getLogger(__name__)
 FINAL = ("succeeded", "partial", "failed")
@@ -81,9 +81,7 @@ class JobManager:
         self.on_finish = on_finish
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}  # jobs of this process that are not finished
-        self._conn = sqlite3.connect(str(db_path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
+        self._conn = connect(db_path, _SCHEMA, rows=False)
         self._fail_interrupted()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
 
