@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -157,10 +158,25 @@ class KnowledgeBases:
             if record is None:
                 raise NotFound(f"unknown knowledge base {name!r}", field="kb")
             self._check_model(record)
-            kb = KnowledgeBase(record, self.store, self.lexical_factory(record.collection), self.embedder,
-                               self.catalog)
+            lexical = self.lexical_factory(record.collection)
+            if getattr(lexical, "stale", False):
+                self._rebuild_lexical(record, lexical)
+            kb = KnowledgeBase(record, self.store, lexical, self.embedder, self.catalog)
             self._open[name] = kb
             return kb
+
+    def _rebuild_lexical(self, record: KbRecord, lexical, batch: int = 1024) -> None:
+        """Re-tokenise a BM25 index written by an older tokenizer from the chunk texts that the
+        vector store holds (nothing is re-parsed or re-embedded)."""
+        started = time.perf_counter()
+        ids = sorted(self.store.ids(record.collection))
+        chunks = []
+        for i in range(0, len(ids), batch):
+            payloads = self.store.get_payloads(record.collection, ids[i:i + batch])
+            chunks.extend(Chunk.from_payload(p) for p in payloads.values())
+        lexical.rebuild(chunks)
+        log.warning("BM25 index of knowledge base %s was built by an older tokenizer: rebuilt from its %d stored "
+                    "chunks in %.1f s", record.name, len(chunks), time.perf_counter() - started)
 
     def open_or_create(self, name: str, meta: dict | None = None) -> KnowledgeBase:
         check_kb_name(name)

@@ -35,7 +35,7 @@ import numpy as np
 from scipy import sparse
 
 from rag.errors import ConfigError
-from rag.text import tokenize
+from rag.text import TOKENIZER, tokenize
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,11 @@ class LocalBM25Index:
         for key, value in wanted.items():
             if key in stored and stored[key] != value:
                 raise ConfigError(f"BM25 index at {self.path} was built with {key}={stored[key]}, not {value}")
+        # an index written by another tokenizer (indexes from before it was recorded have none)
+        # keeps working on its old tokens until `rebuild` re-tokenises the chunk texts
+        self.stale = bool(stored) and stored.get("tokenizer") != TOKENIZER
+        if not stored:
+            wanted["tokenizer"] = TOKENIZER
         self._db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", list(wanted.items()))
 
     def _reset(self) -> None:
@@ -167,6 +172,16 @@ class LocalBM25Index:
         with self.transaction():
             self._db.executemany("DELETE FROM chunks WHERE chunk_id = ?", [(c,) for c in ids])
             self._pending.append(("delete", ids))
+
+    def rebuild(self, chunks: Sequence[Chunk]) -> None:
+        """Replace the whole index by `chunks` tokenised with this version's tokenizer, in one
+        transaction (a crash leaves the old index, still marked stale)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM chunks")
+            self._pending.append(("delete", list(self._slot)))
+            self.add(chunks)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('tokenizer', ?)", (TOKENIZER,))
+        self.stale = False
 
     def replace(self, delete_ids: Sequence[str], add_chunks: Sequence[Chunk]) -> None:
         """Delete some chunks and add others atomically (a re-ingested document)."""

@@ -16,6 +16,10 @@ from rag.errors import ConfigError
 from rag.types import Chunk, Filter
 
 
+def _chunk(cid: str, text: str) -> Chunk:
+    return Chunk(id=cid, kb="kb", doc_id=f"doc-{cid}", source=f"{cid}.txt", text=text, start=0, end=len(text))
+
+
 def payload(i: int = 0) -> dict:
     return {"source": f"s{i}", "doc_id": f"d{i}", "tags": [], "mtime": 0.0}
 
@@ -87,9 +91,9 @@ def test_tokens_are_stored_and_not_retokenized(tmp_path: Path):
     ix.close()
     with sqlite3.connect(tmp_path / "bm25.sqlite") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        db.execute("UPDATE chunks SET tokens = 'planted'")
+        db.execute("UPDATE chunks SET tokens = 'plant'")
     reopened = LocalBM25Index(tmp_path)
-    assert [h.chunk_id for h in reopened.search("planted", 3)] == ["c"]
+    assert [h.chunk_id for h in reopened.search("plant", 3)] == ["c"]
     assert reopened.search("hello", 3) == []
     reopened.close()
 
@@ -139,3 +143,46 @@ def test_sparse_helpers():
     assert weights[term_id("b")] == pytest.approx(1 * 2.2 / (1 + 1.2))
     q_idx, q_val = sparse_query(["a", "a", "c"])
     assert dict(zip(q_idx, q_val)) == {term_id("a"): 2.0, term_id("c"): 1.0}
+
+
+def test_english_words_are_stemmed_for_matching():
+    ix = LocalBM25Index(None)
+    ix.add([_chunk("a", "Infections spread quickly among the infected patients."),
+            _chunk("b", "The vaccine trial enrolled volunteers.")])
+    assert [h.chunk_id for h in ix.search("infection", 5)] == ["a"]
+    assert [h.chunk_id for h in ix.search("vaccines trials", 5)] == ["b"]
+
+
+def test_an_index_from_an_older_tokenizer_is_rebuilt_from_the_stored_chunks(tmp_path):
+    from rag.adapters.edge_store import EdgeStore
+    from rag.catalog import Catalog
+    from rag.kb import KnowledgeBases
+    from rag.testing import HashEmbedder
+
+    embedder = HashEmbedder(dim=32)
+    catalog = Catalog(tmp_path / "catalog.sqlite")
+    store = EdgeStore(tmp_path / "edge")
+    factory = lambda collection: LocalBM25Index(tmp_path / "bm25" / collection)  # noqa: E731
+    kbs = KnowledgeBases(catalog, store, factory, embedder)
+    kb = kbs.open_or_create("kb")
+    chunks = [_chunk("a", "Infections spread quickly."), _chunk("b", "Vaccines were tested.")]
+    kb.write(chunks, embedder.encode_corpus([c.text for c in chunks]))
+    kb.lexical.close()
+    # make it look like an index written before stemming: unstemmed tokens, no tokenizer recorded
+    db = sqlite3.connect(tmp_path / "bm25" / "kb" / "bm25.sqlite")
+    db.execute("UPDATE chunks SET tokens = 'infections spread quickly' WHERE chunk_id = 'a'")
+    db.execute("DELETE FROM meta WHERE key = 'tokenizer'")
+    db.commit()
+    db.close()
+    old = LocalBM25Index(tmp_path / "bm25" / "kb")
+    assert old.stale and old.search("infection", 5) == []
+    old.close()
+
+    reopened = KnowledgeBases(catalog, store, factory, embedder).open("kb")  # rebuilds on open
+    assert not reopened.lexical.stale
+    assert [h.chunk_id for h in reopened.search_bm25("infection", 5)] == ["a"]
+    assert reopened.lexical.ids() == store.ids(reopened.collection) == {"a", "b"}
+    again = LocalBM25Index(tmp_path / "bm25" / "kb")
+    assert not again.stale and again.count() == 2
+    again.close()
+    store.close()

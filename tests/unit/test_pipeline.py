@@ -66,7 +66,7 @@ def test_uncited_claims_are_attributed_to_the_source_that_supports_them(tmp_path
     # the answer text is what the model wrote: attributed citations live in the citation list
     assert answer.answer.startswith("The Acme X200 warranty lasts two years from the date of purchase. A full")
     assert data["answer_with_citations"] == ("The Acme X200 warranty lasts two years from the date of purchase [1]. "
-                                             "A full charge of the battery takes ninety minutes [1] [2].")
+                                             f"A full charge of the battery takes ninety minutes [1] [{battery.number}].")
 
 
 def test_an_answer_no_source_supports_is_replaced_by_the_refusal(tmp_path):
