@@ -178,7 +178,7 @@ def test_chunks_are_matched_with_their_title_and_section(tmp_path):
     docs.mkdir()
     (docs / "manual.md").write_text("# Acme X200 Manual\n\n## Battery\n\nThe battery lasts two hours. "
                                     + "Charging takes four hours. " * 30, encoding="utf-8")
-    services = _services(tmp_path / "data", chunk_size=200, chunk_overlap=20)
+    services = _services(tmp_path / "data", chunk_size=200, chunk_overlap=20, chunk_headers=True)
     build_ingestor(services, "kb").ingest_folder(docs)
     kb = services.kbs.open("kb")
     chunks = list(kb.get_chunks(sorted(kb.store.ids(kb.collection))).values())
@@ -193,8 +193,8 @@ def test_chunks_are_matched_with_their_title_and_section(tmp_path):
     assert len(kb.search_bm25("acme manual", 50)) == len(chunks)  # every chunk carries the title
     services.close()
 
-    # headers off: nothing added; Q&A spans keep their question; no repetition of a leading header
-    off = _services(tmp_path / "data-off", chunk_size=200, chunk_overlap=20, chunk_headers=False)
+    # headers off (the default): nothing added; Q&A spans keep their question; no repeated header
+    off = _services(tmp_path / "data-off", chunk_size=200, chunk_overlap=20)
     build_ingestor(off, "kb").ingest_folder(docs)
     kb = off.kbs.open("kb")
     assert all(c.embed_text is None for c in kb.get_chunks(sorted(kb.store.ids(kb.collection))).values())
