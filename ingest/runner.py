@@ -21,7 +21,7 @@ from rag.catalog import DocRecord
 from rag.errors import ParseError, RagError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
 from rag.kb import EXTRA_SEP, KnowledgeBase
-from rag.types import Chunk, ParsedDocument
+from rag.types import Chunk, ChunkSpan, ParsedDocument
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def scan_folder(root: Path) -> list[Path]:
     return found
 
 
-def with_header(title: str, span) -> str | None:
+def with_header(title: str, span: ChunkSpan) -> str | None:
     """What a plain text chunk is matched by: its document title and section path, then its
     text ("contextual chunk header"), so that a passage deep in a paper or a manual still carries
     what it is about. Q&A spans keep their question; a header already at the start of the text

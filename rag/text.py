@@ -3,8 +3,9 @@ Snowball-stemmed words for English), language detection and sentence splitting w
 offsets.
 
 `TOKENIZER` names the tokenisation: persisted indexes record it and are rebuilt when it changes.
-Stemming ("infections", "infected" -> "infect") was measured on COVID-QA (300 questions,
-answer-chunk level): BM25 MRR@10 0.550 -> 0.577, hit@1 0.457 -> 0.487."""
+Stemming ("infections", "infected" -> "infect") was measured on COVID-QA (1,380 questions,
+answer-chunk level): BM25 MRR@10 0.571 -> 0.580 with 800-character chunks, 0.579 -> 0.595 with
+1,000; hit@10 +0.02 in both."""
 
 from __future__ import annotations
 
