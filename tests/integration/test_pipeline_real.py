@@ -24,6 +24,7 @@ def pipeline(tmp_path_factory):
     services.close()
 
 
+@pytest.mark.ci  # the README's main job end to end with the bundled models (~2 min on 2 cores)
 def test_english_question_gets_a_cited_answer(pipeline):
     answer = pipeline.answer("How long is the Acme X200 warranty?", KB)
     assert not answer.refused, answer.answer
