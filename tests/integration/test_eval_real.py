@@ -86,7 +86,8 @@ def test_covidqa_subset_answers_with_the_embedded_llm(tmp_path):
     finally:
         services.close()
     answers = result.answers
-    assert answers is not None and answers.n == 4
+    in_subset = sum(1 for rel in full.qrels.values() if set(rel) & set(shortest))  # 3 questions on these two papers
+    assert answers is not None and answers.n == min(4, in_subset)
     assert all(0.0 <= (v or 0.0) <= 1.0 for v in answers.aggregate.values())
     assert all(r["answer"].strip() for r in answers.per_query)
     # the retrieval over two short papers finds the answer chunk for most questions
