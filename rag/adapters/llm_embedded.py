@@ -10,7 +10,6 @@ to it in-process only and give that port a random API key so nothing else on the
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import queue
 import secrets
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.adapters.llm_runtime import package_version, runtime_info
 from rag.errors import LLMError, ModelError
 from rag.models import BUNDLED_GGUF_NAME, default_models_dir, resolve_bundled_gguf
 
@@ -100,22 +100,14 @@ class EmbeddedLlamaLLM:
         return f"{self.gguf_path.stem} (embedded llama.cpp)"
 
     def info(self) -> dict[str, Any]:
-        try:
-            version = importlib.metadata.version("xllamacpp")
-        except importlib.metadata.PackageNotFoundError:
-            version = "not installed"
         loaded = _loaded.get(self._key())
         path = self.gguf_path or self.cache_dir / BUNDLED_GGUF_NAME
-        data: dict[str, Any] = {"runtime": f"llama.cpp (xllamacpp {version}), in-process", "name": self.name,
-                                "path": str(path), "n_ctx": self.n_ctx, "threads": self.n_threads or "auto",
-                                "loaded": loaded is not None}
+        data: dict[str, Any] = {"runtime": f"llama.cpp (xllamacpp {package_version('xllamacpp')}), in-process",
+                                "name": self.name, "path": str(path), "n_ctx": self.n_ctx,
+                                "threads": self.n_threads or "auto"}
         if self.gguf_path is None:
             data["model"] = BUNDLED_LLM_DESCRIPTION
-        if loaded is not None:
-            data["load_s"] = round(loaded.load_s, 2)
-        if self.last_timings:
-            data["last_timings"] = dict(self.last_timings)
-        return data
+        return runtime_info(data, loaded.load_s if loaded is not None else None, self.last_timings)
 
     def warm_up(self) -> None:
         """Join (bundled model) and load the model now rather than at the first request."""

@@ -11,7 +11,6 @@ stops generation at the next token. For serving many users at once, use vLLM ins
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.adapters.device import resolve_device
+from rag.adapters.llm_runtime import package_version, runtime_info
 from rag.errors import ConfigError, LLMError, ModelError
 
 log = logging.getLogger(__name__)
@@ -121,20 +121,12 @@ class TransformersLLM:
         return f"{self.model_path.name} (transformers)"
 
     def info(self) -> dict[str, Any]:
-        try:
-            version = importlib.metadata.version("transformers")
-        except importlib.metadata.PackageNotFoundError:
-            version = "not installed"
         loaded = next((v for k, v in _loaded.items() if k[0] == str(self.model_path.resolve())), None)
-        data: dict[str, Any] = {"runtime": f"transformers {version}, in-process", "name": self.name,
-                                "path": str(self.model_path), "device": loaded.device if loaded else self.device_spec,
-                                "dtype": loaded.dtype if loaded else self.dtype_spec, "n_ctx": self.n_ctx,
-                                "loaded": loaded is not None}
-        if loaded is not None:
-            data["load_s"] = round(loaded.load_s, 2)
-        if self.last_timings:
-            data["last_timings"] = dict(self.last_timings)
-        return data
+        data: dict[str, Any] = {"runtime": f"transformers {package_version('transformers')}, in-process",
+                                "name": self.name, "path": str(self.model_path),
+                                "device": loaded.device if loaded else self.device_spec,
+                                "dtype": loaded.dtype if loaded else self.dtype_spec, "n_ctx": self.n_ctx}
+        return runtime_info(data, loaded.load_s if loaded is not None else None, self.last_timings)
 
     def warm_up(self) -> None:
         self._model()
