@@ -18,22 +18,10 @@ from api.errors import error_body
 from api.schemas import RetrievalOptions
 from rag.errors import LLMError, RagError
 from rag.pipeline import Pipeline, answer_to_dict, parse_filter
+from rag.retrieval import filter_pairs
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-
-
-def filter_pairs(filters: dict[str, Any] | list[str] | None) -> list[str]:
-    """`{"source": ["a", "b"], "team": "hr"}` -> ["source=a", "source=b", "team=hr"]."""
-    if not filters:
-        return []
-    if isinstance(filters, list):
-        return [str(f) for f in filters]
-    pairs = []
-    for key, value in filters.items():
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append(f"{key}={item}")
-    return pairs
 
 
 def pipeline_kwargs(options: RetrievalOptions | dict[str, Any], history: list[dict[str, str]] | None) -> dict[str, Any]:

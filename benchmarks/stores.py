@@ -1,6 +1,7 @@
 """Measure the vector stores (EdgeStore, QdrantClientStore local) and the BM25 engines
 (rank-bm25, bm25s, LocalBM25Index, Qdrant Edge sparse vectors) on synthetic data.
 
+    pip install -e ".[bench]"   # rank-bm25 and bm25s
     python -m benchmarks.stores --n 10000 100000 --dim 384   (from the repository root)
 
 Vectors: clustered random unit vectors (N/100 centres, x = centre + 0.6 * gaussian / sqrt(dim)),

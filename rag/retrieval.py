@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -102,6 +102,20 @@ _LIST_KEYS = {"source": "sources", "sources": "sources", "doc_id": "doc_ids", "d
 _TIME_KEYS = {"mtime_from": "mtime_from", "date_from": "mtime_from", "from": "mtime_from", "after": "mtime_from",
               "mtime_to": "mtime_to", "date_to": "mtime_to", "to": "mtime_to", "before": "mtime_to"}
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def filter_pairs(filters: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    """The API's filter shapes as `key=value` strings for `parse_filter`:
+    `{"source": ["a", "b"], "team": "hr"}` -> ["source=a", "source=b", "team=hr"]; a list passes."""
+    if not filters:
+        return []
+    if not isinstance(filters, Mapping):
+        return [str(f) for f in filters]
+    pairs = []
+    for key, value in filters.items():
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append(f"{key}={item}")
+    return pairs
 
 
 def parse_filter(pairs: Sequence[str]) -> Filter:
