@@ -26,7 +26,7 @@ from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
-from api.routes import kbs, keys, openai_compat, query, system
+from api.routes import console, kbs, keys, openai_compat, query, system
 from api.uploads import BodyLimitMiddleware, body_limit
 from rag.factory import Services, build_services
 from rag.pipeline import Pipeline
@@ -82,7 +82,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
                               "citations. Authenticate with `Authorization: Bearer <API key>` or `X-API-Key`.")
     app.state.api = state
     install_error_handlers(app)
-    for router in (query.router, openai_compat.router, kbs.router, keys.router, system.router):
+    for router in (query.router, openai_compat.router, kbs.router, keys.router, console.router, system.router,
+                   console.page_router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings.max_upload_mb))
     if settings.cors_origins:

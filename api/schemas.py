@@ -235,3 +235,45 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+class ChunkOut(BaseModel):
+    chunk_id: str
+    text: str
+    start: int
+    end: int
+    section_path: list[str]
+    page: int | None
+    kind: str
+    embed_text: str | None = None
+    questions: list[str] = []
+
+
+class DocumentChunks(BaseModel):
+    kb: str
+    doc_id: str
+    source: str
+    title: str
+    state: str
+    chunks: list[ChunkOut]
+    missing: int = Field(0, description="Chunk ids the catalog lists but the vector store does not hold")
+
+
+class DocumentText(BaseModel):
+    kb: str
+    doc_id: str
+    source: str
+    title: str
+    format: str
+    text: str
+
+
+class SystemInfo(BaseModel):
+    settings: dict[str, Any]
+    embedder: dict[str, Any]
+    reranker: dict[str, Any]
+    llm: dict[str, Any]
+    vector_backend: str
+    lexical_backend: str
+    ready: bool
+    admin: bool
