@@ -3,9 +3,13 @@
 Reports throughput, latency p50/p95/p99, the error count (must be 0) and the server-side stage
 times of the answered queries.
 
-    python benchmarks/api_load.py [--clients 8] [--duration 60] [--embed-model e5]
-        [--dataset covidqa] [--limit-docs 15] [--rerank-model PATH|minilm-random|none]
+    python benchmarks/api_load.py [--clients 1 4 8 16] [--duration 60] [--embed-model e5]
+        [--batching off,on] [--dataset covidqa] [--limit-docs 15] [--rerank-model PATH|minilm-random|none]
         [--url http://host:8000 --key KEY --kb NAME] [--out result.json]
+
+`--batching off,on` serves the same knowledge base once with micro-batching off and once on
+(`RAG_BATCH_QUERIES`), in this order, and loads each with every client count, so the ratio of
+the two paths comes from one run on one machine.
 
 Without --url it builds a knowledge base from a shipped evaluation corpus in a temporary folder
 and serves it with uvicorn on 127.0.0.1 in a separate process (as `rag serve` does). No reranker is bundled: `minilm-random` (the default)
@@ -97,7 +101,7 @@ def serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_ready(base: str, proc: subprocess.Popen | None, timeout: float = 600) -> dict[str, Any]:
+def wait_ready(base: str, proc: subprocess.Popen | None, key: str = "", timeout: float = 600) -> dict[str, Any]:
     import httpx
 
     deadline = time.monotonic() + timeout
@@ -105,7 +109,7 @@ def wait_ready(base: str, proc: subprocess.Popen | None, timeout: float = 600) -
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode}")
         try:
-            ready = httpx.get(f"{base}/readyz", timeout=30).json()
+            ready = httpx.get(f"{base}/readyz", headers={"X-API-Key": key} if key else {}, timeout=30).json()
             if ready.get("status") == "ready" or ready["checks"]["embedder"].get("error"):
                 return ready
         except httpx.HTTPError:
@@ -162,11 +166,43 @@ def run_phase(base: str, key: str, kb: str, questions: list[str], clients: int, 
             "server_stage_ms_mean": {s: round(statistics.fmean(v) * 1000, 2) for s, v in stage_times.items() if v}}
 
 
+def load_server(base: str, key: str, ready: dict[str, Any], args: argparse.Namespace,
+                questions: list[str]) -> dict[str, Any]:
+    """Every phase at every client count against one server."""
+    out: dict[str, Any] = {"reranker": ready.get("reranking")}
+    for phase in [p.strip() for p in args.phases.split(",") if p.strip()]:
+        rerank = phase == "rerank"
+        if rerank and not (ready.get("reranking") or {}).get("enabled"):
+            out[phase] = {"skipped": "no reranker on the server"}
+            continue
+        out[phase] = {}
+        for clients in args.clients:
+            run_phase(base, key, args.kb, questions, clients, min(5.0, args.duration), rerank)  # warm-up
+            out[phase][str(clients)] = run_phase(base, key, args.kb, questions, clients, args.duration, rerank)
+            print(f"{phase} x{clients}: {json.dumps(out[phase][str(clients)])}", file=sys.stderr)
+    return out
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = ["| batching | phase | clients | req/s | p50 ms | p95 ms | p99 ms | errors | server embed ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, run in result["runs"].items():
+        for phase, rows in run.items():
+            if phase == "reranker" or "skipped" in rows:
+                continue
+            for clients, r in rows.items():
+                lat = r["latency_ms"]
+                lines.append(f"| {mode} | {phase} | {clients} | {r['throughput_rps']} | {lat['p50']} | {lat['p95']} | "
+                             f"{lat['p99']} | {r['errors']} | {r['server_stage_ms_mean'].get('embed', '')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--duration", type=float, default=60.0, help="Seconds per phase.")
+    parser.add_argument("--clients", type=int, nargs="+", default=[8])
+    parser.add_argument("--duration", type=float, default=60.0, help="Seconds per phase and client count.")
     parser.add_argument("--embed-model", default="e5", help="RAG_EMBED_MODEL value (e5, minilm, hash, a path).")
+    parser.add_argument("--batching", default="on", help="Comma list of off, on: one server each, in this order.")
     parser.add_argument("--dataset", default="covidqa")
     parser.add_argument("--limit-docs", type=int, default=15)
     parser.add_argument("--kb", default="bench")
@@ -178,34 +214,30 @@ def main() -> None:
     parser.add_argument("--question", action="append", help="Questions for --url (repeatable).")
     parser.add_argument("--out", type=Path, help="Also write the result JSON here.")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.batching.split(",") if m.strip()]
+    if not modes or any(m not in ("on", "off") for m in modes):
+        parser.error("--batching takes a comma list of on, off")
 
-    result: dict[str, Any] = {"clients": args.clients, "duration_per_phase_s": args.duration}
+    result: dict[str, Any] = {"clients": args.clients, "duration_per_phase_s": args.duration, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        proc = None
         if args.url:
             base, key, questions = args.url.rstrip("/"), args.key or "", args.question or ["What is this about?"]
+            result["runs"]["server"] = load_server(base, key, wait_ready(base, None, key), args, questions)
         else:
             env, questions, facts = build_kb(args, Path(tmp))
             result.update(facts)
             key = env["RAG_API_ADMIN_KEY"]
-            proc, base = serve(env)
-        try:
-            ready = wait_ready(base, proc)
-            result["reranker"] = ready.get("reranking")
-            for phase in [p.strip() for p in args.phases.split(",") if p.strip()]:
-                rerank = phase == "rerank"
-                if rerank and not (ready.get("reranking") or {}).get("enabled"):
-                    result[phase] = {"skipped": "no reranker on the server"}
-                    continue
-                run_phase(base, key, args.kb, questions, args.clients, min(5.0, args.duration), rerank)  # warm-up
-                result[phase] = run_phase(base, key, args.kb, questions, args.clients, args.duration, rerank)
-                print(f"{phase}: {json.dumps(result[phase])}", file=sys.stderr)
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+            for mode in modes:
+                proc, base = serve({**env, "RAG_BATCH_QUERIES": "true" if mode == "on" else "false"})
+                try:
+                    result["runs"][mode] = load_server(base, key, wait_ready(base, proc, key), args, questions)
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
     print(json.dumps(result, indent=2))
+    print(table(result))
     if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2))
 
 

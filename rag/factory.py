@@ -45,9 +45,17 @@ class Services:
         return resolve_embedder(s.embed_model, batch_size=s.embed_batch_size, device=s.embed_device,
                                 max_length=s.embed_max_length)
 
-    @property
+    @cached_property
     def embedder(self):
-        return self.embedder_resolution.embedder
+        """The resolved embedder; with `batch_queries` (the default) concurrent query embeddings
+        share one model call (`rag.batching`)."""
+        inner = self.embedder_resolution.embedder
+        s = self.settings
+        if not s.batch_queries:
+            return inner
+        from rag.batching import BatchingEmbedder
+
+        return BatchingEmbedder(inner, max_items=s.batch_max_queries, max_wait=s.batch_wait_ms / 1000)
 
     @cached_property
     def store(self):
@@ -95,8 +103,13 @@ class Services:
         from rag.adapters.rerankers import resolve_reranker
 
         s = self.settings
-        return resolve_reranker(s.rerank_model, max_length=s.rerank_max_length, batch_size=s.rerank_batch_size,
-                                device=s.embed_device)
+        reranker = resolve_reranker(s.rerank_model, max_length=s.rerank_max_length, batch_size=s.rerank_batch_size,
+                                    device=s.embed_device)
+        if reranker is None or not s.batch_queries:
+            return reranker
+        from rag.batching import BatchingReranker
+
+        return BatchingReranker(reranker, max_items=s.batch_max_pairs, max_wait=s.batch_wait_ms / 1000)
 
     @cached_property
     def llm(self):

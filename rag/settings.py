@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     rerank_batch_size: int = Field(16, ge=1, le=1024)
     rerank_min_score: float = Field(0.05, ge=0, le=1)
 
+    # micro-batching: concurrent queries share one embedding call and one reranking call
+    batch_queries: bool = True
+    batch_max_queries: int = Field(64, ge=1, le=4096)  # query texts per embedding call
+    batch_max_pairs: int = Field(256, ge=1, le=65536)  # (query, passage) pairs per reranking call
+    batch_wait_ms: float = Field(0.0, ge=0, le=1000)  # wait for company when the model is idle (0: never)
+
     # generation
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint (vLLM, ...); None = embedded model
     llm_model: str = "default"

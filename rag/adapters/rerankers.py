@@ -110,14 +110,18 @@ class _LazyReranker(ABC):
             log.info("loaded reranker %s on %s", self.model_ref, device)
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
-        if not passages:
+        return self.score_pairs([(query, p) for p in passages])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Scores in 0..1 for (query, passage) pairs of possibly different queries, in order (what
+        `rag.batching.BatchingReranker` uses to score concurrent queries together)."""
+        if not pairs:
             return []
-        pairs = [[query, p] for p in passages]
         with self._lock:
             self._ensure_loaded()
-            scores = self._scores(pairs)
-        if len(scores) != len(passages):
-            raise ModelError(f"reranker {self.name} returned {len(scores)} scores for {len(passages)} passages")
+            scores = self._scores([[q, p] for q, p in pairs])
+        if len(scores) != len(pairs):
+            raise ModelError(f"reranker {self.name} returned {len(scores)} scores for {len(pairs)} pairs")
         return [min(1.0, max(0.0, float(s))) for s in scores]
 
 

@@ -109,7 +109,7 @@ def test_pipeline_provenance_and_scores(tmp_path):
     assert {"original", "multi_query:1", "multi_query:2"} <= variants
     assert {p.list_name for p in top.provenance} == {"dense", "bm25"}
     assert [v["label"] for v in result.variants] == ["original", "multi_query:1", "multi_query:2"]
-    assert services.embedder.calls[-1] == 3  # one batch for the three dense variants
+    assert services.embedder_resolution.embedder.calls[-1] == 3  # one batch for the three dense variants
     assert len(result.hits) == 3
     for stage in ("condense", "transform", "embed", "dense", "bm25", "fusion", "rerank"):
         assert stage in result.timings
