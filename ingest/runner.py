@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.chunkers import Chunker
-from ingest.parse import SUPPORTED_SUFFIXES, parse_file
+from ingest.parse import SUPPORTED_SUFFIXES, parse_file, unsupported_reason
 from rag.catalog import DocRecord
 from rag.errors import ParseError, RagError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -180,7 +180,7 @@ class Ingestor:
         catalog = self.kb.catalog
         old = catalog.find_doc_by_source(self.kb.name, source)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            report.files.append(FileResult(source, "skipped", f"unsupported file type '{path.suffix or path.name}'"))
+            report.files.append(FileResult(source, "skipped", unsupported_reason(path)))
             return None
         try:
             data = path.read_bytes()
