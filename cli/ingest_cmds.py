@@ -58,7 +58,8 @@ class _Progress:
 def ingest(
     path: Path = typer.Argument(..., help="A folder (synced: new, changed and removed files) or a single file."),
     kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name [default: default]."),
-    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa [default: recursive]."),
+    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa (= recursive: Q&A rows are "
+                                "one chunk each with any chunker) [default: recursive]."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk."),
     chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap."),
     percentile: float = typer.Option(None, "--semantic-percentile", help="Semantic split threshold percentile."),
