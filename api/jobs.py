@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from api.uploads import kb_upload_dir, remove_tree
-from ingest.runner import IngestReport
+from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor, kb_write_lock
 from rag.errors import NotFound, RagError
 from rag.factory import Services
@@ -88,7 +88,8 @@ class JobManager:
     # public --------------------------------------------------------------------------------------
     def submit(self, job: Job, staged: dict[str, Path]) -> Job:
         """Queue `job`; `staged` maps each file name to its staged copy (removed when the job ends)."""
-        job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_done": 0}
+        job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_known": 0, "chunks_embedded": 0,
+                        "chunks_done": 0}
         with self._lock:
             self._jobs[job.id] = job
             self._save(job)
@@ -187,8 +188,9 @@ class JobManager:
             targets.append(target)
         last_save = [0.0]
 
-        def progress(source: str, files_done: int, chunks_done: int) -> None:
-            job.progress.update(files_done=min(files_done, len(job.files)), chunks_done=chunks_done)
+        def progress(step: IngestProgress) -> None:
+            job.progress.update(files_done=min(step.files_done, len(job.files)), chunks_known=step.chunks_known,
+                                chunks_embedded=step.chunks_embedded, chunks_done=step.chunks_written)
             if time.monotonic() - last_save[0] > 0.5:
                 last_save[0] = time.monotonic()
                 self._update(job)

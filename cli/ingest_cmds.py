@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cli.main import app, fail, handle_errors
+from ingest.runner import IngestProgress
 from ingest.service import build_ingestor, kb_write_lock, reindex
 from rag.errors import InvalidRequest
 from rag.factory import build_services
@@ -27,7 +28,8 @@ def parse_tags(tags: list[str]) -> dict[str, str]:
 
 
 class _Progress:
-    """A tqdm bar over files with files/s and chunks/s."""
+    """A tqdm bar over files, with chunks embedded of chunks known so far and chunks/s in its
+    postfix: it moves after every embedding sub-batch, also while one large file embeds."""
 
     def __init__(self, total: int) -> None:
         from tqdm import tqdm
@@ -36,11 +38,16 @@ class _Progress:
         self.started = time.perf_counter()
         self.done = 0
 
-    def __call__(self, source: str, files_done: int, chunks_done: int) -> None:
+    def __call__(self, step: IngestProgress) -> None:
         elapsed = max(time.perf_counter() - self.started, 1e-6)
-        self.bar.update(max(files_done - self.done, 0))
-        self.done = files_done
-        self.bar.set_postfix_str(f"{chunks_done / elapsed:.1f} chunks/s  {source[-40:]}")
+        self.bar.update(max(step.files_done - self.done, 0))
+        self.done = step.files_done
+        self.bar.set_postfix_str(self.postfix(step, elapsed))
+
+    @staticmethod
+    def postfix(step: IngestProgress, elapsed: float) -> str:
+        return (f"chunks {step.chunks_embedded}/{step.chunks_known} embedded  "
+                f"{step.chunks_embedded / max(elapsed, 1e-6):.1f} chunks/s  {step.source[-40:]}")
 
     def close(self) -> None:
         self.bar.close()
@@ -51,7 +58,8 @@ class _Progress:
 def ingest(
     path: Path = typer.Argument(..., help="A folder (synced: new, changed and removed files) or a single file."),
     kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name [default: default]."),
-    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa [default: recursive]."),
+    chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa (= recursive: Q&A rows are "
+                                "one chunk each with any chunker) [default: recursive]."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk."),
     chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap."),
     percentile: float = typer.Option(None, "--semantic-percentile", help="Semantic split threshold percentile."),

@@ -65,4 +65,9 @@ def _register() -> None:
                 raise
 
 
-_register()
+if __name__ == "__main__":  # `python -m cli.main`: run the imported module's app (this copy registers nothing)
+    import importlib
+
+    importlib.import_module("cli.main").app()
+else:
+    _register()

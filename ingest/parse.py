@@ -20,9 +20,13 @@ from rag.types import ParsedDocument
 log = logging.getLogger(__name__)
 
 _TEXT_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".csv": "csv",
-                 ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
+                 ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx"}
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_TEXT_FORMATS) | frozenset(_BINARY_FORMATS)
+# formats we cannot read but whose users deserve to know what to do
+_LEGACY_HINTS = {".doc": "legacy binary Word format: save it as .docx",
+                 ".xls": "legacy binary Excel format: save it as .xlsx",
+                 ".ppt": "legacy binary PowerPoint format: not supported"}
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
@@ -32,8 +36,8 @@ def parse_file(path: Path) -> ParsedDocument:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise UnsupportedFile(f"unsupported file type '{suffix or path.name}' "
-                              f"(supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})", field="path")
+        raise UnsupportedFile(f"{unsupported_reason(path)} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})",
+                              field="path")
     data = _read(path)
     if not data:
         raise ParseError("empty file", field="path")
@@ -50,6 +54,13 @@ def parse_file(path: Path) -> ParsedDocument:
     log.debug("parsed %s (%s) in %.3f s: %d blocks, %d QA pairs", path.name, doc.metadata.get("format"),
               time.perf_counter() - started, len(doc.blocks), len(doc.qa_pairs))
     return doc
+
+
+def unsupported_reason(path: Path) -> str:
+    """Why a file with an unsupported suffix is skipped, with a hint for legacy Office files."""
+    suffix = path.suffix.lower()
+    hint = _LEGACY_HINTS.get(suffix)
+    return f"unsupported file type '{suffix or path.name}'" + (f" ({hint})" if hint else "")
 
 
 def _read(path: Path) -> bytes:

@@ -15,8 +15,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ingest.chunkers import Chunker
-from ingest.parse import SUPPORTED_SUFFIXES, parse_file
+from ingest.parse import SUPPORTED_SUFFIXES, parse_file, unsupported_reason
 from rag.catalog import DocRecord
 from rag.errors import ParseError, RagError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -77,7 +79,19 @@ class _Prepared:
     status: str
 
 
-ProgressFn = Callable[[str, int, int], None]  # (source, files done, chunks done)
+@dataclass(frozen=True)
+class IngestProgress:
+    """What a progress callback receives: after each file is parsed, skipped or written, and after
+    each embedding sub-batch, so a large file shows movement while it embeds."""
+
+    source: str  # the file last worked on
+    files_done: int  # files with a result (indexed, unchanged, skipped, removed)
+    chunks_known: int  # chunks of the files parsed so far in this run
+    chunks_embedded: int  # of those, chunks embedded so far
+    chunks_written: int  # chunks written to the stores (the files that are done)
+
+
+ProgressFn = Callable[[IngestProgress], None]
 
 
 def scan_folder(root: Path) -> list[Path]:
@@ -108,14 +122,16 @@ def with_header(title: str, span: ChunkSpan) -> str | None:
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
-                 headers: bool = False) -> None:
+                 headers: bool = False, embed_batch: int = 32) -> None:
         self.kb = kb
         self.chunker = chunker
         self.headers = headers
         self.tags = dict(sorted((tags or {}).items()))
         self.question_writer = question_writer
         self.batch_chunks = batch_chunks
+        self.embed_batch = max(1, embed_batch)  # texts per encode_corpus call (one progress tick each)
         self.progress = progress
+        self._known = self._embedded = 0
         questions = question_writer.n if question_writer else 0
         self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
 
@@ -140,6 +156,7 @@ class Ingestor:
     # internals ---------------------------------------------------------------------------------
     def _run(self, root: Path, paths: list[Path], prune: bool) -> IngestReport:
         started = time.perf_counter()
+        self._known = self._embedded = 0
         report = IngestReport(self.kb.name, self.kb.embedder.name)
         catalog = self.kb.catalog
         wanted = {self._source(root, p): (p, root) for p in paths}
@@ -160,7 +177,10 @@ class Ingestor:
         for source, (path, origin) in wanted.items():
             prepared = self._prepare(path, source, origin, report)
             if prepared is None:
+                self._tick(source, report)
                 continue
+            self._known += len(prepared.chunks)
+            self._tick(source, report)
             batch.append(prepared)
             if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
                 self._flush(batch, report)
@@ -180,7 +200,7 @@ class Ingestor:
         catalog = self.kb.catalog
         old = catalog.find_doc_by_source(self.kb.name, source)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            report.files.append(FileResult(source, "skipped", f"unsupported file type '{path.suffix or path.name}'"))
+            report.files.append(FileResult(source, "skipped", unsupported_reason(path)))
             return None
         try:
             data = path.read_bytes()
@@ -192,7 +212,6 @@ class Ingestor:
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
                 and old.chunker == self.signature and old.tags == self.tags):
             report.files.append(FileResult(source, "unchanged"))
-            self._tick(source, report)
             return None
         try:
             parsed = parse_file(path)
@@ -239,10 +258,7 @@ class Ingestor:
         catalog = self.kb.catalog
         for item in batch:
             catalog.mark_pending(item.record, [c.id for c in item.chunks])
-        texts = [c.match_text for item in batch for c in item.chunks]
-        t0 = time.perf_counter()
-        vectors = self.kb.embedder.encode_corpus(texts)
-        report.embed_seconds += time.perf_counter() - t0
+        vectors = self._embed([(item.record.source, c.match_text) for item in batch for c in item.chunks], report)
         offset = 0
         for item in batch:
             n = len(item.chunks)
@@ -254,6 +270,18 @@ class Ingestor:
             report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids)))
             self._tick(item.record.source, report)
 
+    def _embed(self, items: list[tuple[str, str]], report: IngestReport) -> np.ndarray:
+        """Embed (source, text) pairs in sub-batches of `embed_batch`, ticking after each."""
+        parts = []
+        for i in range(0, len(items), self.embed_batch):
+            part = items[i : i + self.embed_batch]
+            t0 = time.perf_counter()
+            parts.append(np.asarray(self.kb.embedder.encode_corpus([text for _, text in part]), dtype=np.float32))
+            report.embed_seconds += time.perf_counter() - t0
+            self._embedded += len(part)
+            self._tick(part[-1][0], report)
+        return np.concatenate(parts)
+
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
         catalog = self.kb.catalog
         catalog.mark_deleting(doc.kb, doc.doc_id)
@@ -264,7 +292,8 @@ class Ingestor:
 
     def _tick(self, source: str, report: IngestReport) -> None:
         if self.progress is not None:
-            self.progress(source, len(report.files), report.chunks_added)
+            self.progress(IngestProgress(source, len(report.files), self._known, self._embedded,
+                                         report.chunks_added))
 
 
 def iter_supported(paths: Iterable[Path]) -> list[Path]:

@@ -49,7 +49,8 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     writer = QuestionWriter(services.llm, n=s.generate_questions) if s.generate_questions else None
     knowledge_base = services.kbs.open_or_create(kb)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
-                    batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers)
+                    batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
+                    embed_batch=s.embed_batch_size)
 
 
 def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:

@@ -1,24 +1,38 @@
-"""Q&A chunking: one chunk per question/answer pair. The reader gets "Q: ...\nA: ..." and the
-question alone is embedded and matched; the rest of the document (blocks outside every pair)
-and documents without pairs go through the fallback chunker."""
+"""Q&A pairs first, whatever the chunker: one chunk per question/answer pair (a table row with
+question/answer columns, a JSON record with question/answer keys). The reader gets
+"Q: ...\nA: ..." and the question alone is embedded and matched; the rest of the document
+(blocks outside every pair) and documents without pairs go through the wrapped chunker.
+`make_chunker` wraps every chunker in it, so a Q&A sheet is never merged into blob chunks."""
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import accumulate
+from typing import Protocol
 
 from ingest.chunkers.base import doc_blocks
-from ingest.chunkers.recursive import RecursiveChunker
-from rag.types import ChunkSpan, ParsedDocument
+from rag.types import Block, ChunkSpan, ParsedDocument
+
+
+class BlockChunker(Protocol):
+    """A chunker that can also chunk a subset of a document's blocks."""
+
+    @property
+    def signature(self) -> str: ...
+
+    def split(self, doc: ParsedDocument) -> list[ChunkSpan]: ...
+
+    def split_blocks(self, doc: ParsedDocument, blocks: Sequence[Block]) -> list[ChunkSpan]: ...
 
 
 class QAChunker:
-    def __init__(self, fallback: RecursiveChunker) -> None:
+    def __init__(self, fallback: BlockChunker) -> None:
         self.fallback = fallback
 
     @property
     def signature(self) -> str:
-        return f"qa:v1:{self.fallback.signature}"
+        return f"qa:v2:{self.fallback.signature}"
 
     def split(self, doc: ParsedDocument) -> list[ChunkSpan]:
         if not doc.qa_pairs:

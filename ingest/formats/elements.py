@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.formats.builder import DocBuilder, row_text
+from ingest.formats.office import refuse_ole
+from ingest.formats.tables import qa_columns
 from rag.errors import ModelError, ParseError
 from rag.types import ParsedDocument
 
@@ -139,6 +141,7 @@ def parse_docx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
     from docx.opc.exceptions import PackageNotFoundError
     from unstructured.partition.docx import partition_docx
 
+    refuse_ole(data, fmt)
     try:
         elements = partition_docx(file=io.BytesIO(data), languages=_NO_LANG_DETECT)
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:
@@ -184,8 +187,12 @@ def _add_table(builder: DocBuilder, element: Any) -> None:
         builder.end_table()
         return
     header = rows[0] if len(rows) > 1 else None
+    qa = qa_columns(header) if header else None
     for cells in rows[1:] if header else rows:
-        builder.add(row_text(header, cells), "table_row")
+        block = builder.add(row_text(header, cells), "table_row")
+        if block is not None and qa is not None:
+            q, a = qa
+            builder.add_qa(cells[q] if q < len(cells) else "", cells[a] if a < len(cells) else "", block)
     builder.end_table()
 
 

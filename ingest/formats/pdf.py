@@ -35,8 +35,8 @@ def parse_pdf(data: bytes, fmt: str, stem: str) -> ParsedDocument:
         if reader.is_encrypted:
             _decrypt(reader)
         pages = list(reader.pages)
-    except DependencyError as exc:
-        raise ParseError(f"encrypted PDF: {exc}") from exc
+    except DependencyError as exc:  # cryptography (a dependency) missing from this install
+        raise ParseError(f"encrypted PDF: cannot decrypt it here: {exc}") from exc
     except (PyPdfError, ValueError, KeyError, TypeError) as exc:
         raise ParseError(f"corrupt PDF: {type(exc).__name__}: {exc}") from exc
 
@@ -61,7 +61,8 @@ def parse_pdf(data: bytes, fmt: str, stem: str) -> ParsedDocument:
 
 
 def _decrypt(reader) -> None:  # noqa: ANN001 - pypdf.PdfReader
-    """Many PDFs are encrypted with an empty user password (permissions only)."""
+    """Many PDFs are encrypted with an empty user password (an owner password restricts copying
+    or printing only): they open with "". AES needs the `cryptography` package."""
     from pypdf.errors import PyPdfError
 
     try:
@@ -69,7 +70,7 @@ def _decrypt(reader) -> None:  # noqa: ANN001 - pypdf.PdfReader
     except (PyPdfError, NotImplementedError) as exc:
         raise ParseError(f"encrypted PDF: {exc}") from exc
     if not result:
-        raise ParseError("encrypted PDF: a password is required to read it")
+        raise ParseError("encrypted: the PDF needs a password to open")
 
 
 def _metadata_title(reader) -> str | None:  # noqa: ANN001

@@ -1,29 +1,41 @@
 """CSV, TSV and XLSX. Tabular files are read with the stdlib csv module and openpyxl rather
 than unstructured's partition_csv/partition_xlsx, which collapse a table into one element (its
-HTML would have to be parsed back into rows). The first non-empty row is the header; every
-other row becomes one self-describing `table_row` block, and question/answer columns also
-become `QAPair`s."""
+HTML would have to be parsed back into rows). The first non-empty row is the header, unless the
+table opens with title rows (mostly empty, like "Stanley Cups,,") before a row that looks like
+a header: those become a heading. Every other row becomes one self-describing `table_row`
+block, and question/answer columns also become `QAPair`s."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import io
+import re
+import unicodedata
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from ingest.formats.builder import DocBuilder, row_text
+from ingest.formats.office import refuse_ole
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
-QUESTION_KEYS = frozenset({"question", "questions", "q", "query", "问题", "问", "提问"})
-ANSWER_KEYS = frozenset({"answer", "answers", "a", "response", "答案", "答", "回答"})
+QUESTION_KEYS = frozenset({"question", "questions", "q", "query", "queries", "faq", "faqs", "问题", "问", "提问",
+                           "标准问题", "常见问题", "问句", "用户问题", "相似问题"})
+ANSWER_KEYS = frozenset({"answer", "answers", "a", "response", "responses", "reply", "答案", "答", "回答", "标准答案",
+                         "解答", "答复", "回复"})
 _DELIMITERS = (",", ";", "\t", "|")
+_MAX_TITLE_ROWS = 5
+_NUMBER_RE = re.compile(r"^(?=.*\d)[-+]?[\d.,\s%/:$€£¥-]+$")  # numbers, amounts, dates
 
 
 def normalize_key(name: object) -> str:
-    return str(name or "").strip().rstrip(":：").strip().lower()
+    """Header or key name for matching: NFKC (full-width forms), trimmed, lower case, without a
+    trailing colon or question mark."""
+    key = unicodedata.normalize("NFKC", str(name or "")).strip().lower()
+    return key.rstrip(":?").strip()
 
 
 def qa_columns(header: Sequence[object]) -> tuple[int, int] | None:
@@ -39,7 +51,9 @@ def qa_columns(header: Sequence[object]) -> tuple[int, int] | None:
 def parse_delimited(text: str, fmt: str, encoding: str, stem: str, delimiter: str | None = None) -> ParsedDocument:
     text = text.replace("\x00", "")
     if delimiter is None:
-        first_line = next((line for line in text.splitlines() if line.strip()), "")
+        # the first line that has a delimiter at all (a title line may have none)
+        lines = [line for line in text.splitlines()[:50] if line.strip()][:_MAX_TITLE_ROWS + 1]
+        first_line = next((line for line in lines if any(d in line for d in _DELIMITERS)), "")
         delimiter = max(_DELIMITERS, key=lambda d: (first_line.count(d), d == ","))
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
@@ -55,6 +69,7 @@ def parse_xlsx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    refuse_ole(data, fmt)
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError) as exc:
@@ -66,14 +81,15 @@ def parse_xlsx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
         for sheet in sheets:
             rows = [[cell_text(v) for v in row] for row in sheet.iter_rows(values_only=True)]
             builder.reset_sections((sheet.title,))
-            add_rows(builder, rows)
+            add_rows(builder, rows, depth=1)
     finally:
         workbook.close()
     return builder.build(stem)
 
 
-def add_rows(builder: DocBuilder, rows: Sequence[Sequence[Any]]) -> None:
-    """Header + one block per data row; a table with a single row has no header."""
+def add_rows(builder: DocBuilder, rows: Sequence[Sequence[Any]], depth: int = 0) -> None:
+    """Title rows as a heading at `depth`, then the header and one block per data row; a table
+    with a single row has no header."""
     rows = [[str(c) if c is not None else "" for c in row] for row in rows]
     rows = [row for row in rows if any(c.strip() for c in row)]
     if not rows:
@@ -82,14 +98,43 @@ def add_rows(builder: DocBuilder, rows: Sequence[Sequence[Any]]) -> None:
         builder.add(row_text(None, rows[0]), "table_row")
         builder.end_table()
         return
-    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[0])]
+    first = header_index(rows)
+    for i, title_row in enumerate(rows[:first]):
+        title = " ".join(c.strip() for c in title_row if c.strip())
+        if i == 0:
+            builder.heading(title, depth)
+        else:
+            builder.add(title, "text")
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[first])]
     qa = qa_columns(header)
-    for row in rows[1:]:
+    for row in rows[first + 1 :]:
         block = builder.add(row_text(header, row), "table_row")
         if block is not None and qa is not None:
             q, a = qa
             builder.add_qa(row[q] if q < len(row) else "", row[a] if a < len(row) else "", block)
     builder.end_table()
+
+
+def header_index(rows: Sequence[Sequence[str]]) -> int:
+    """Where the header is: 0, unless the table opens with up to five mostly empty rows (at most
+    half the table's typical number of filled cells) followed by a row that looks like a header
+    (distinct, non-numeric cells) with at least one data row after it."""
+    counts = [sum(1 for c in row if c.strip()) for row in rows]
+    by_count = Counter(counts[1:])
+    width = max(by_count, key=lambda n: (by_count[n], n))  # the most common row width, ties: wider
+    if width < 2:
+        return 0
+    for i, count in enumerate(counts[: min(_MAX_TITLE_ROWS + 1, len(rows) - 1)]):
+        if 2 * count > width:  # the first row that is not mostly empty
+            return i if i and looks_like_header(rows[i]) else 0
+    return 0
+
+
+def looks_like_header(row: Sequence[str]) -> bool:
+    cells = [c.strip() for c in row if c.strip()]
+    names = {c.lower() for c in cells}
+    return (len(names) == len(cells) and all(len(c) <= 100 for c in cells)
+            and not any(_NUMBER_RE.match(c) for c in cells))
 
 
 def cell_text(value: Any) -> str:

@@ -280,3 +280,61 @@ def write_all(folder: Path) -> dict[str, Path]:
         "xlsx": write_xlsx(folder), "json_qa": write_json_qa(folder), "json": write_json_records(folder),
         "jsonl_qa": write_jsonl_qa(folder), "jsonl": write_jsonl_records(folder),
     }
+
+
+# ---- files a real mixed folder holds (issue 10) ---------------------------------------------------
+def write_owner_password_pdf(folder: Path, name: str = "protected.pdf", user_password: str = "") -> Path:
+    """A copy-protected PDF: AES-256 with an owner password; the user password is empty unless
+    given (then it needs a password to open)."""
+    from pypdf import PdfReader, PdfWriter
+
+    source = write_pdf(folder, f"plain-for-{name}")
+    writer = PdfWriter()
+    for page in PdfReader(source).pages:
+        writer.add_page(page)
+    writer.encrypt(user_password=user_password, owner_password="x", algorithm="AES-256")
+    path = folder / name
+    with path.open("wb") as handle:
+        writer.write(handle)
+    source.unlink()
+    return path
+
+
+def write_encrypted_office(folder: Path, name: str = "locked.xlsx", password: str = "pw") -> Path:
+    """A password-protected .xlsx or .docx as Office writes it (an OLE file with EncryptionInfo
+    and EncryptedPackage streams), made by msoffcrypto-tool from a plain file."""
+    from msoffcrypto.format.ooxml import OOXMLFile
+
+    plain = (write_xlsx if name.endswith(".xlsx") else write_docx)(folder, f"plain-{name}")
+    path = folder / name
+    with plain.open("rb") as source, path.open("wb") as target:
+        OOXMLFile(source).encrypt(password, target)
+    plain.unlink()
+    return path
+
+
+def write_legacy_ole(folder: Path, name: str = "old.xlsx") -> Path:
+    """An OLE compound file without encryption streams (what a legacy .xls/.doc is): an encrypted
+    file whose two stream names are changed in its directory (UTF-16 names, same length)."""
+    path = write_encrypted_office(folder, name)
+    data = path.read_bytes()
+    for old, new in (("EncryptionInfo", "WorkbookStream"), ("EncryptedPackage", "SummaryStreamXYZ")):
+        data = data.replace(old.encode("utf-16-le"), new.encode("utf-16-le"))
+    path.write_bytes(data)
+    return path
+
+
+def write_ndjson(folder: Path, name: str = "events.ndjson") -> Path:
+    path = folder / name
+    lines = [json.dumps({"text": "The X200 battery was replaced under warranty.", "ticket": 1}),
+             json.dumps({"text": "A Y300 screen arrived cracked.", "ticket": 2})]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_title_row_csv(folder: Path, name: str = "cups.csv") -> Path:
+    """A CSV whose first line is a title row, then the real header."""
+    path = folder / name
+    path.write_text("Stanley Cups,,\nTeam,Location,Stanley Cups\nBlues,STL,1\nFlyers,PHI,2\nMaple Leafs,TOR,13\n",
+                    encoding="utf-8")
+    return path

@@ -84,6 +84,7 @@ def test_upload_then_query_round_trip(client, app_services):
     assert job["status"] == "succeeded", job
     assert [f["status"] for f in job["files"]] == ["indexed"] * 4 and job["errors"] == []
     assert job["progress"]["files_done"] == 4 and all(f["doc_id"] for f in job["files"])
+    assert job["progress"]["chunks_embedded"] == job["progress"]["chunks_known"] == job["progress"]["chunks_done"] > 0
     docs = client.get("/v1/kbs/zephyr/documents", headers=ADMIN).json()
     assert {d["source"] for d in docs} == {"manual.md", "hours.txt", "returns.docx", "faq.html"}
     assert all(d["uploaded"] and d["state"] == "indexed" and d["tags"] == {"team": "support"} for d in docs)

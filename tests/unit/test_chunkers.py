@@ -208,11 +208,13 @@ def test_qa_chunker_without_pairs_uses_fallback() -> None:
 
 # ---- factory -----------------------------------------------------------------------------------
 def test_make_chunker() -> None:
-    recursive = make_chunker("recursive", size=500, overlap=50)
-    assert isinstance(recursive, RecursiveChunker) and isinstance(recursive, Chunker)
-    assert isinstance(make_chunker("QA", size=500, overlap=50), QAChunker)
+    recursive = make_chunker("recursive", size=500, overlap=50)  # every chunker keeps Q&A pairs whole
+    assert isinstance(recursive, QAChunker) and isinstance(recursive, Chunker)
+    assert isinstance(recursive.fallback, RecursiveChunker) and recursive.fallback.size == 500
+    assert make_chunker("QA", size=500, overlap=50).signature == recursive.signature
     semantic = make_chunker("semantic", size=500, overlap=50, embedder=HashEmbedder(), percentile=85.0)
-    assert isinstance(semantic, SemanticChunker) and semantic.max_size == 500 and semantic.percentile == 85.0
+    assert isinstance(semantic, QAChunker) and isinstance(semantic.fallback, SemanticChunker)
+    assert semantic.fallback.max_size == 500 and semantic.fallback.percentile == 85.0
     signatures = {recursive.signature, make_chunker("recursive", size=500, overlap=60).signature, semantic.signature}
     assert len(signatures) == 3
 

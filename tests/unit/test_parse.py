@@ -49,7 +49,7 @@ def block_with(doc: ParsedDocument, needle: str):
 
 def test_supported_suffixes() -> None:
     assert {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".tsv", ".xlsx", ".json",
-            ".jsonl"} == SUPPORTED_SUFFIXES
+            ".jsonl", ".ndjson"} == SUPPORTED_SUFFIXES
 
 
 # ---- text formats ------------------------------------------------------------------------------
@@ -301,7 +301,7 @@ def test_pdf_without_text_layer(tmp_path: Path) -> None:
 
 
 def test_encrypted_pdf(tmp_path: Path) -> None:
-    with pytest.raises(ParseError, match="encrypted PDF"):
+    with pytest.raises(ParseError, match="encrypted: the PDF needs a password"):
         parse_file(ff.write_encrypted_pdf(tmp_path))
 
 
