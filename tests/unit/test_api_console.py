@@ -59,9 +59,10 @@ def test_chunks_in_order_point_into_the_parsed_text(client):
 def test_qa_rows_show_their_kind_and_question(client):
     doc = _doc(client, "faq.csv")
     rows = client.get(f"/v1/kbs/kettle/documents/{doc['doc_id']}/chunks", headers=ADMIN).json()["chunks"]
-    assert rows
-    if any(r["kind"] == "qa" for r in rows):  # Q&A sheets become one chunk per row (issue 10)
-        assert all(r["embed_text"] for r in rows if r["kind"] == "qa")
+    # a Q&A sheet becomes one chunk per row with the default chunker, matched by its question
+    assert [r["kind"] for r in rows] == ["qa", "qa"]
+    assert [r["embed_text"] for r in rows] == ["How long is the warranty?", "Can I descale with vinegar?"]
+    assert "Three years." in rows[0]["text"]
 
 
 def test_text_of_a_changed_file_is_a_conflict_and_unknown_ids_404(client, tmp_path):
