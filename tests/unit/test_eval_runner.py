@@ -190,7 +190,7 @@ def test_limit_and_seed_give_a_reproducible_sample(dataset_dir, tmp_path):
     assert a.qids == b.qids and len(a.qids) == 3
     assert [r["qid"] for r in a.results[0].per_query] == a.qids
     saved = json.loads((tmp_path / "out" / "settings.json").read_text())
-    assert saved["sample"] == {"limit": 3, "seed": 7, "n": 3, "qids": a.qids}
+    assert saved["sample"] == {"limit": 3, "seed": 7, "split": "all", "n": 3, "qids": a.qids}
     others = {tuple(evaluate(tmp_path, spec(dataset_dir, tmp_path, limit=3, seed=s)).qids) for s in range(5)}
     assert len(others) > 1, "different seeds should draw different samples"
 
