@@ -6,6 +6,7 @@ import pytest
 
 from eval.datasets import (
     CorpusDoc,
+    CorpusFolder,
     GoldAnswer,
     align_answer,
     corpus_file_name,
@@ -13,6 +14,7 @@ from eval.datasets import (
     load_dataset,
     offset_check,
     shipped_datasets,
+    split_ids,
     write_corpus_as_files,
 )
 from rag.errors import ConfigError, NotFound
@@ -200,3 +202,118 @@ def test_shipped_datasets_load_and_offsets_match():
     assert check["mismatch"] == 0 and check["exact"] / check["total"] > 0.95
     # every question keeps at least one locatable gold answer
     assert all(any(g.start is not None for g in golds) for golds in cmrc.answers.values())
+
+
+# -- any BEIR folder: skipped queries, graded and multi-positive qrels, answers without doc_id ---
+
+NEWS = {
+    "n1": "The RCEP trade pact was signed by China, Japan and South Korea among fifteen countries.",
+    "n2": "Signatories of RCEP include Australia and New Zealand; the pact covers 2.2 billion people.",
+    "n3": "A hard negative: RCEP talks stalled in 2019 when India withdrew.",
+    "n4": "Unrelated passage about the weather in Oslo.",
+}
+
+
+def make_beir(root: Path, queries: list[dict], qrels: str, answers: list[dict] | None = None,
+              qrels_name: str = "qrels.tsv") -> Path:
+    folder = root / "news"
+    folder.mkdir()
+    _write_jsonl(folder / "corpus.jsonl", [{"_id": k, "title": "", "text": v} for k, v in NEWS.items()])
+    _write_jsonl(folder / "queries.jsonl", queries)
+    (folder / qrels_name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / qrels_name).write_text(qrels, encoding="utf-8")
+    if answers is not None:
+        _write_jsonl(folder / "answers.jsonl", answers)
+    return folder
+
+
+def test_unevaluable_queries_are_skipped_with_their_reason(tmp_path):
+    queries = [{"_id": "ok", "text": "Who signed RCEP?"}, {"_id": "empty", "text": "  "},
+               {"_id": "dup", "text": "first text"}, {"_id": "dup", "text": "another text"},
+               {"_id": "same", "text": "repeated"}, {"_id": "same", "text": "repeated"},
+               {"_id": "gone", "text": "points at missing passages"}, {"_id": "neg", "text": "only negatives"},
+               {"_id": "nojudge", "text": "never judged"}, {"_id": 12, "text": "numeric id"}]
+    qrels = ("query-id\tcorpus-id\tscore\nok\tn1\t2\nok\tn2\t1\nok\tn3\t0\nempty\tn1\t1\ndup\tn1\t1\n"
+             "same\tn2\t1\ngone\tmissing-1\t1\ngone\tmissing-2\t2\nneg\tn3\t0\n12\tn4\t1\nghost\tn1\t1\n")
+    ds = load_dataset(str(make_beir(tmp_path, queries, qrels)))
+    assert ds.evaluable() == ["12", "ok", "same"]
+    assert ds.skipped_queries == {"empty": "empty text", "dup": "duplicate id with different texts",
+                                  "gone": "its relevant passages are missing from the corpus",
+                                  "neg": "no passage judged relevant", "nojudge": "no relevance judgements"}
+    assert ds.qrels["ok"] == {"n1": 2, "n2": 1}  # graded, several positives
+    assert ds.judged_negatives == {"ok": {"n3": 0}, "neg": {"n3": 0}}  # kept for robustness evaluations
+    assert any("repeated query row" in row for row in ds.issues.rows)
+    assert ds.issues.counts["qrels.tsv: judgements of a query not in queries.jsonl"] == 1  # ghost
+    assert ds.issues.counts["qrels.tsv: judgements of a passage not in corpus.jsonl"] == 2
+    assert ds.sample(None) == ["12", "ok", "same"]
+
+
+def test_qrels_from_beir_split_folder_and_trec_format(tmp_path):
+    queries = [{"_id": "q1", "text": "Who signed RCEP?"}, {"_id": "q2", "text": "Who left?"}]
+    folder = make_beir(tmp_path, queries, "q1\tn1\t1\n", qrels_name="qrels/test.tsv")
+    (folder / "qrels" / "dev.tsv").write_text("q2 0 n3 1\nq1 Q0 n2 3\n", encoding="utf-8")  # TREC columns
+    assert load_dataset(str(folder)).qrels == {"q1": {"n1": 1}}  # default: qrels.tsv, else qrels/test.tsv
+    dev = load_dataset(str(folder), qrels_split="dev")
+    assert dev.qrels == {"q2": {"n3": 1}, "q1": {"n2": 3}} and dev.qrels_file == folder / "qrels" / "dev.tsv"
+    with pytest.raises(NotFound, match=r"no qrels/train.tsv \(qrels splits there: dev, test\)"):
+        load_dataset(str(folder), qrels_split="train")
+    (folder / "qrels.tsv").write_text("q2\tn4\t1\n", encoding="utf-8")
+    assert load_dataset(str(folder)).qrels == {"q2": {"n4": 1}}  # qrels.tsv wins when both exist
+
+
+def test_answers_without_doc_id_are_located_in_every_relevant_passage(tmp_path):
+    queries = [{"_id": "q1", "text": "Which countries signed RCEP?"}, {"_id": "q2", "text": "How many people?"},
+               {"_id": "q3", "text": "Who withdrew?"}]
+    qrels = "q1\tn1\t1\nq1\tn2\t1\nq2\tn1\t1\nq2\tn2\t1\nq3\tn1\t1\nq3\tn3\t0\n"
+    answers = [{"_id": "q1", "answers": ["RCEP"], "all_of": [["China", "中国"], "Japan", ["Australia"]]},
+               {"_id": "q2", "answers": ["2.2  BILLION people"]},
+               {"_id": "q3", "answers": ["India"]},  # only in the judged-negative passage
+               {"_id": "nobody", "answers": ["x"]}]
+    ds = load_dataset(str(make_beir(tmp_path, queries, qrels, answers)))
+    assert ds.answers["q1"] == [GoldAnswer("RCEP", NEWS["n1"].index("RCEP"), "n1"),
+                                GoldAnswer("RCEP", NEWS["n2"].index("RCEP"), "n2")]
+    assert ds.answer_keys["q1"].all_of == (("China", "中国"), ("Japan",), ("Australia",))
+    # not verbatim in the text, but present after normalisation: matched by text, no offset
+    assert ds.answers["q2"] == [GoldAnswer("2.2  BILLION people", None, "n2")]
+    assert "q3" not in ds.answers and ds.doc_level_only == ["q3"]
+    assert ds.answer_keys["q3"].answers == ("India",)
+    assert any("answers of a query that is not evaluated" in row for row in ds.issues.rows)
+
+
+def test_streaming_keeps_only_the_texts_scoring_needs(tmp_path):
+    queries = [{"_id": "q1", "text": "Who signed RCEP?"}]
+    answers = [{"_id": "q1", "doc_id": "n4", "answers": ["Oslo"]}]
+    folder = make_beir(tmp_path, queries, "q1\tn1\t1\nq1\tn3\t0\n", answers)
+    seen = []
+    ds = load_dataset(str(folder), keep_text="judged", on_passage=seen.append)
+    assert [d.id for d in seen] == ["n1", "n2", "n3", "n4"]  # every passage streamed once
+    assert sorted(ds.corpus) == ["n1", "n4"]  # relevant, or named by an answer
+    assert ds.doc_ids == {"n1", "n2", "n3", "n4"}
+    writer = CorpusFolder(tmp_path / "files")
+    (tmp_path / "files" / "stale.txt").write_text("old passage")
+    for doc in seen:
+        writer.write(doc)
+    assert writer.prune() == 1 and sorted(p.name for p in (tmp_path / "files").iterdir()) == [
+        "n1.txt", "n2.txt", "n3.txt", "n4.txt"]
+
+
+def test_split_halves_are_reproducible_disjoint_and_complete():
+    ids = [f"q{i}" for i in range(101)]
+    dev, test = split_ids(ids, "dev", seed=3), split_ids(ids, "test", seed=3)
+    assert dev == split_ids(reversed(ids), "dev", seed=3)  # independent of the input order
+    assert not set(dev) & set(test) and sorted(dev + test) == sorted(ids)
+    assert (len(dev), len(test)) == (50, 51)
+    assert split_ids(ids, "all", seed=3) == sorted(ids)
+    assert split_ids(ids, "dev", seed=4) != dev
+    with pytest.raises(ConfigError, match="unknown split 'train'"):
+        split_ids(ids, "train")
+
+
+def test_sample_applies_the_split_before_the_limit(tmp_path):
+    queries = [{"_id": f"q{i}", "text": f"question {i}"} for i in range(20)]
+    qrels = "".join(f"q{i}\tn1\t1\n" for i in range(20))
+    ds = load_dataset(str(make_beir(tmp_path, queries, qrels)))
+    test = ds.sample(None, seed=5, split="test")
+    assert test == split_ids(ds.evaluable(), "test", seed=5) and len(test) == 10
+    limited = ds.sample(4, seed=5, split="test")
+    assert set(limited) <= set(test) and limited == ds.sample(4, seed=5, split="test")
