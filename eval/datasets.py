@@ -388,8 +388,15 @@ class CorpusFolder:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = progress
-        self.paths: list[Path] = []
+        self.names: list[str] = []  # file names written (names, not Paths: a 100k corpus stays small)
         self.blank = 0
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.folder / name for name in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
 
     def write(self, doc: CorpusDoc) -> Path | None:
         """Write exactly the passage text (no title line), UTF-8 without newline translation,
@@ -402,18 +409,19 @@ class CorpusFolder:
             self.blank += 1
             log.debug("skipping passage %s: blank text", doc.id)
             return None
-        path = self.folder / corpus_file_name(doc.id)
+        name = corpus_file_name(doc.id)
+        path = self.folder / name
         data = doc.text.encode("utf-8")
         if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             path.write_bytes(data)
-        self.paths.append(path)
+        self.names.append(name)
         return path
 
     __call__ = write
 
     def prune(self) -> int:
         """Delete `.txt` files this writer did not write; returns how many."""
-        keep = {p.name for p in self.paths}
+        keep = set(self.names)
         stale = [p for p in self.folder.glob("*.txt") if p.name not in keep]
         for path in stale:
             path.unlink()

@@ -90,7 +90,7 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
         written = CorpusFolder(corpus_folder(services, dataset.name))
         for doc in dataset.corpus.values():
             written.write(doc)
-    folder, paths = written.folder, written.paths
+    folder = written.folder
     if written.prune():
         log.info("removed the files of passages no longer in %s", dataset.name)
     try:
@@ -98,7 +98,7 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
     except EmbeddingMismatch as exc:
         raise EmbeddingMismatch(f"{exc.message}. For an evaluation, use another --kb-prefix (or `rag drop --kb "
                                 f"{kb}`) to build a separate knowledge base for this model", field="kb") from exc
-    progress = progress_factory(len(paths)) if progress_factory is not None else None
+    progress = progress_factory(len(written)) if progress_factory is not None else None
     ingestor.progress = progress
     try:
         with kb_write_lock(services, kb, wait=False):
