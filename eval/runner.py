@@ -237,6 +237,15 @@ def _reason_counts(dataset: Dataset) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in counts.most_common()) or "none"
 
 
+def _relative(path: Path | None, root: Path) -> str:
+    if path is None:
+        return "-"
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as fh:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
@@ -288,7 +297,7 @@ def _notes(result: EvalResult) -> list[str]:
     dataset = result.dataset
     notes = [f"sample: {len(result.qids)} of {len(dataset.evaluable())} evaluable queries (split "
              f"{result.split}); knowledge base {result.kb}; {ingest_summary(result.ingest)}",
-             f"judgements from {dataset.qrels_file.name if dataset.qrels_file else '-'}; {len(dataset.doc_ids)} "
+             f"judgements from {_relative(dataset.qrels_file, dataset.path)}; {len(dataset.doc_ids)} "
              f"passages; nDCG@10 at document level uses the graded judgements as gains",
              f"metrics over the top {EVAL_DEPTH} retrieved chunks; document level dedupes chunks to their "
              "documents; answer-chunk level counts a chunk that holds a gold answer span (without a doc_id: in any "
@@ -304,8 +313,8 @@ def _notes(result: EvalResult) -> list[str]:
                      f"({in_sample} in the sample): no gold answer occurs in the text of a relevant passage")
     if dataset.issues.total:
         counts = "; ".join(f"{n} × {what}" for what, n in dataset.issues.counts.most_common())
-        notes.append(f"{dataset.issues.total} file rows skipped or ignored: {counts} (first {len(dataset.issues.rows)} "
-                     f"listed in {SKIPPED_FILE})")
+        notes.append(f"file rows skipped or ignored: {dataset.issues.total} ({counts}; the first "
+                     f"{len(dataset.issues.rows)} listed in {SKIPPED_FILE})")
     located = Counter()
     for r in result.results:
         located.update(r.offsets)

@@ -351,7 +351,7 @@ def test_beir_folder_with_graded_multi_positive_qrels_and_unevaluable_queries(tm
         m1["retrieved"][i - 1]["doc_id"] == "d1" for i in m1["answer_chunk_ranks"])
     report = (tmp_path / "out" / "report.md").read_text()
     assert "3 queries skipped (not evaluable)" in report and "dup, empty, lost" in report
-    assert "judgements from test.tsv" in report
+    assert "judgements from qrels/test.tsv" in report
     skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
     assert {r["qid"] for r in skipped if r["kind"] == "query"} == {"empty", "dup", "lost"}
     saved = json.loads((tmp_path / "out" / "settings.json").read_text())
