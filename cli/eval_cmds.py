@@ -30,7 +30,7 @@ def eval_cmd(
                                                      "disjoint halves of the evaluable queries for a --seed "
                                                      "(ordered by SHA-256 of '<seed>:<query id>')."),
     qrels_split: str = typer.Option(None, "--qrels-split", help="Read the judgements from qrels/<NAME>.tsv "
-                                                                "(BEIR) [default: qrels.tsv, else qrels/test.tsv]."),
+                                                                "(BEIR); default: qrels.tsv, else qrels/test.tsv."),
     compare: str = typer.Option(DEFAULT_COMPARE, "--compare",
                                 help=f"Comma-separated configurations: {valid_config_help()}. Each one after "
                                      "the first is compared to the first: paired bootstrap 95% interval of the "

@@ -65,4 +65,9 @@ def _register() -> None:
                 raise
 
 
-_register()
+if __name__ == "__main__":  # `python -m cli.main`: run the `cli.main` module the commands register on
+    from cli.main import app as _app
+
+    _app()
+else:
+    _register()
