@@ -417,3 +417,15 @@ def test_cli_eval_split_and_qrels_split(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "b" / "settings.json").read_text())["sample"]["qids"] == ["m2"]
     bad = CliRunner().invoke(app, [*base, "--qrels-split", "train"])
     assert bad.exit_code != 0 and "qrels/train.tsv" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_passage_removed_from_the_corpus_leaves_the_knowledge_base(dataset_dir, tmp_path):
+    first = evaluate(tmp_path, spec(dataset_dir, tmp_path))
+    assert first.ingest.count("indexed") == 5
+    corpus = dataset_dir / "corpus.jsonl"
+    corpus.write_text("".join(line + "\n" for line in corpus.read_text().splitlines() if '"d5"' not in line))
+    second = evaluate(tmp_path, spec(dataset_dir, tmp_path))
+    assert second.ingest.count("removed") == 1 and second.ingest.count("unchanged") == 4
+    files = tmp_path / "data" / "eval" / "tiny" / "files"
+    assert sorted(p.name for p in files.iterdir()) == ["d1.txt", "d2.txt", "d3.txt", "d4.txt"]
+    assert second.dataset.skipped_queries == {"q5": "its relevant passages are missing from the corpus"}
