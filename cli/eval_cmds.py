@@ -9,6 +9,7 @@ import typer
 from cli.ingest_cmds import _Progress
 from cli.main import app, handle_errors
 from eval.ablations import parse_compare, parse_config, valid_config_help
+from eval.datasets import SPLITS
 from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
 from rag.factory import build_services
 from rag.settings import load_settings
@@ -20,11 +21,20 @@ DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rerank"
 @handle_errors
 def eval_cmd(
     dataset: str = typer.Argument(..., help="covidqa | cmrc2018 | a folder in BEIR layout (corpus.jsonl, "
-                                            "queries.jsonl, qrels.tsv, optional answers.jsonl)."),
+                                            "queries.jsonl, qrels.tsv or qrels/<split>.tsv, optional "
+                                            "answers.jsonl)."),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate a reproducible sample of N queries."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --limit sample."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --split halves, the --limit sample and the "
+                                               "bootstrap."),
+    split: str = typer.Option("all", "--split", help=f"Query half: {' | '.join(SPLITS)}. dev and test are fixed, "
+                                                     "disjoint halves of the evaluable queries for a --seed "
+                                                     "(ordered by SHA-256 of '<seed>:<query id>')."),
+    qrels_split: str = typer.Option(None, "--qrels-split", help="Read the judgements from qrels/<NAME>.tsv "
+                                                                "(BEIR); default: qrels.tsv, else qrels/test.tsv."),
     compare: str = typer.Option(DEFAULT_COMPARE, "--compare",
-                                help=f"Comma-separated configurations: {valid_config_help()}."),
+                                help=f"Comma-separated configurations: {valid_config_help()}. Each one after "
+                                     "the first is compared to the first: paired bootstrap 95% interval of the "
+                                     "difference on MRR@10 and nDCG@10, wins/ties/losses per query."),
     answers: bool = typer.Option(False, "--answers", help="Also generate answers and score them (slow on CPU)."),
     answer_config: str = typer.Option(None, "--answer-config",
                                       help="Configuration used for --answers [default: the pipeline's defaults]."),
@@ -38,10 +48,13 @@ def eval_cmd(
                                                       "(auto: answer-chunk level when the dataset has answers)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset."""
+    """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.
+
+    Queries that cannot be evaluated (empty text, no judgements, a duplicate id, judgements of
+    missing passages) and unusable file rows are skipped, counted and listed in the report."""
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
                     judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
-                    out_dir=out, kb_prefix=kb_prefix, level=level)
+                    out_dir=out, kb_prefix=kb_prefix, level=level, split=split, qrels_split=qrels_split)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     services = build_services(settings)
     try:

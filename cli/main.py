@@ -65,9 +65,9 @@ def _register() -> None:
                 raise
 
 
-if __name__ == "__main__":  # `python -m cli.main`: run the imported module's app (this copy registers nothing)
-    import importlib
+if __name__ == "__main__":  # `python -m cli.main`: run the `cli.main` module the commands register on
+    from cli.main import app as _app
 
-    importlib.import_module("cli.main").app()
+    _app()
 else:
     _register()

@@ -99,13 +99,17 @@ class ChunkLocator:
         return doc_id_from_source(source)
 
     def locate(self, source: str, start: int, end: int, text: str) -> tuple[CitedSpan, str]:
-        """(span in corpus coordinates, how): how is "exact", "realigned" or "text" (offsets
-        unknown: None)."""
+        """(span in corpus coordinates, how): how is "exact", "realigned", "text" (offsets
+        unknown: None) or "unjudged" (a passage whose text was not kept because no query
+        judges it relevant: its offsets are taken as given)."""
         key = (source, start, end, text)
         if key not in self._cache:
             doc_id = self.doc_id(source)
             doc = self.dataset.corpus.get(doc_id)
-            if doc is not None and doc.text[start:end] == text:
+            if doc is None and doc_id in self.dataset.doc_ids:
+                # a passage no query judges relevant, whose text is not kept: it holds no gold span
+                found = CitedSpan(doc_id, start, end, text), "unjudged"
+            elif doc is not None and doc.text[start:end] == text:
                 found = CitedSpan(doc_id, start, end, text), "exact"
             else:
                 where = _realign(doc.text, text, start, self.REALIGN_WINDOW) if doc is not None else None
@@ -143,8 +147,9 @@ def score_config(
     progress: Callable[[int], None] | None = None,
 ) -> ConfigResult:
     """Run every sampled query through `retrieve` and score the top EVAL_DEPTH chunks at
-    document level and (for queries with gold answers) at answer-chunk level."""
-    doc_rankings, doc_counts, ans_rankings, rows, timings = [], [], [], [], []
+    document level (graded: nDCG uses the qrels grades as gains) and, for queries with located
+    gold answer spans, at answer-chunk level."""
+    doc_rankings, doc_counts, doc_ideals, ans_rankings, rows, timings = [], [], [], [], [], []
     rerank_seen = False
     for qid in qids:
         question = dataset.queries[qid]
@@ -155,8 +160,9 @@ def score_config(
         hits: list[Hit] = list(result.hits)[:EVAL_DEPTH]
         relevant = dataset.qrels.get(qid, {})
         docs = dedupe_docs(locator.doc_id(h.chunk.source) for h in hits)
-        doc_rankings.append([relevant.get(d, 0) > 0 for d in docs])
+        doc_rankings.append([float(relevant.get(d, 0)) for d in docs])  # graded gains for nDCG
         doc_counts.append(len(relevant))
+        doc_ideals.append([float(g) for g in relevant.values()])
         gold = dataset.answers.get(qid)
         answer_flags = [locator.contains(h.chunk, gold) for h in hits] if gold else None
         if answer_flags is not None:
@@ -165,7 +171,7 @@ def score_config(
         rows.append(_query_row(config, qid, question, relevant, hits, locator, answer_flags, timings[-1]))
         if progress is not None:
             progress(1)
-    doc = retrieval_metrics(doc_rankings, doc_counts)
+    doc = retrieval_metrics(doc_rankings, doc_counts, ideal_gains=doc_ideals)
     answer = retrieval_metrics(ans_rankings, [1] * len(ans_rankings)) if dataset.answers else None
     doc_iter = iter(doc["per_query"])
     ans_iter = iter(answer["per_query"]) if answer else iter(())
@@ -185,6 +191,7 @@ def _query_row(config: EvalConfig, qid: str, question: str, relevant: dict[str, 
         retrieved.append({"rank": rank, "chunk_id": chunk.id, "doc_id": span.doc_id, "start": span.start,
                           "end": span.end, "located": how, "score": hit.score, "rerank_score": hit.rerank_score,
                           "relevant_doc": relevant.get(span.doc_id, 0) > 0,
+                          "grade": relevant.get(span.doc_id, 0),
                           "answer_chunk": answer_flags[rank - 1] if answer_flags is not None else None})
     return {"config": config.name, "qid": qid, "question": question, "relevant_docs": sorted(relevant),
             "retrieved": retrieved,

@@ -1,5 +1,5 @@
 """Answer quality for `rag eval --answers`: generate an answer per sampled query with the real
-pipeline and score it against the gold answers (exact match, F1, contains-gold), check its
+pipeline and score it against the gold answers (accuracy, exact match, F1, contains-gold), check its
 citations (does a cited source hold a gold answer span), count refusals, and optionally ask
 the configured LLM to judge faithfulness and answer relevance with the prompts in
 `eval/prompts/`."""
@@ -14,7 +14,15 @@ from typing import Any
 
 from eval.ablations import ChunkLocator, EvalConfig
 from eval.datasets import Dataset
-from eval.metrics import CitedSpan, answer_contains_gold, citation_correct, exact_match, f1_score, latency_summary
+from eval.metrics import (
+    CitedSpan,
+    answer_accuracy,
+    answer_contains_gold,
+    citation_correct,
+    exact_match,
+    f1_score,
+    latency_summary,
+)
 from eval.prompts import format_sources, parse_judge_output, render_prompt
 from rag.citations import strip_markers
 from rag.types import Answer
@@ -71,29 +79,37 @@ def evaluate_answers(
 ) -> AnswerResult:
     """Answer every sampled query that has gold answers with `pipeline.answer` (with the
     configuration's mode, rerank and transforms, or the pipeline's defaults when `config` is
-    None) and score it. Refused answers score 0 on em/f1/contains; citation correctness and
-    the judge scores are averaged over the answered (not refused) queries only."""
+    None) and score it: `accuracy` (every `all_of` part, else any alternative answer, stated
+    in the answer; see `answer_accuracy`), and EM/F1/contains against the alternative answers
+    (None for a query that has only `all_of` parts). Refused answers score 0; citation
+    correctness (over queries whose answers were located in a passage) and the judge scores
+    are averaged over the answered (not refused) queries only."""
     kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
                                         "transforms": config.transforms}
     rows, timings, failures = [], [], 0
     for qid in qids:
-        golds = dataset.answers.get(qid)
-        if not golds:
+        key = dataset.answer_keys.get(qid)
+        if key is None:
             if progress is not None:
                 progress(1)
             continue
+        golds = dataset.answers.get(qid, [])
         question = dataset.queries[qid]
         started = time.perf_counter()
         answer = pipeline.answer(question, kb, **kwargs)
         timing = {**dict(answer.timings or {}), "total": time.perf_counter() - started}
-        gold_texts = list(dict.fromkeys(g.text for g in golds))
+        gold_texts = list(key.answers)
         prediction = "" if answer.refused else strip_markers(answer.answer)
+        has_texts = bool(gold_texts)
         row: dict[str, Any] = {
-            "qid": qid, "question": question, "gold": gold_texts, "answer": answer.answer,
-            "refused": answer.refused, "em": exact_match(prediction, gold_texts),
-            "f1": f1_score(prediction, gold_texts), "contains": answer_contains_gold(prediction, gold_texts),
-            "citation_correct": None if answer.refused else float(citation_correct(cited_spans(answer, locator),
-                                                                                    golds)),
+            "qid": qid, "question": question, "gold": gold_texts, "all_of": [list(p) for p in key.all_of],
+            "answer": answer.answer, "refused": answer.refused,
+            "accuracy": answer_accuracy(prediction, gold_texts, key.all_of),
+            "em": exact_match(prediction, gold_texts) if has_texts else None,
+            "f1": f1_score(prediction, gold_texts) if has_texts else None,
+            "contains": answer_contains_gold(prediction, gold_texts) if has_texts else None,
+            "citation_correct": None if answer.refused or not golds
+            else float(citation_correct(cited_spans(answer, locator), golds)),
             "cited": sorted({c.source_number for c in answer.citations}),
             "sources": [{"number": s.number, "doc_id": locator.doc_id(s.source), "start": s.start, "end": s.end}
                         for s in answer.sources],
@@ -122,7 +138,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _aggregate(rows: Sequence[dict[str, Any]], judged: bool) -> dict[str, float | None]:
-    out = {key: _mean([r[key] for r in rows]) for key in ("em", "f1", "contains", "citation_correct")}
+    out = {key: _mean([r[key] for r in rows]) for key in ("accuracy", "em", "f1", "contains", "citation_correct")}
     out["refusal_rate"] = _mean([1.0 if r["refused"] else 0.0 for r in rows])
     if judged:
         for key in ("faithfulness", "answer_relevance"):

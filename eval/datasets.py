@@ -1,28 +1,40 @@
-"""Evaluation datasets in BEIR layout: `corpus.jsonl`, `queries.jsonl`, `qrels.tsv` and an
-optional `answers.jsonl` (gold answer spans with character offsets into the corpus text).
+"""Evaluation datasets in BEIR layout: `corpus.jsonl` (`_id`, optional `title`, `text`),
+`queries.jsonl`, graded relevance judgements in `qrels.tsv` or BEIR's `qrels/<split>.tsv`, and
+an optional `answers.jsonl` (gold answers, optionally with their document and offsets).
 
 Two datasets ship with the project (`covidqa`, `cmrc2018`, under `eval/data/`); any other
-folder in the same layout can be loaded by path.
+folder in the same layout can be loaded by path. Rows and queries that cannot be used are
+skipped and recorded (`Dataset.issues`, `Dataset.skipped_queries`), never fatal.
+
+The corpus is streamed: `load_dataset(..., on_passage=...)` hands every passage to a callback
+(which writes it as a file for ingestion) and, with `keep_text="judged"`, keeps in memory only
+the texts that scoring needs (passages judged relevant or named by an answer).
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import random
-from collections.abc import Iterable, Iterator
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 from urllib.parse import quote, unquote
 
+from eval.dataset_readers import AnswerRow, Issues, as_id, read_answers, read_jsonl, read_qrels, read_queries
 from rag.errors import ConfigError, NotFound
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
-REQUIRED_FILES = ("corpus.jsonl", "queries.jsonl", "qrels.tsv")
+REQUIRED_FILES = ("corpus.jsonl", "queries.jsonl")
+QRELS_FILE = "qrels.tsv"
+QRELS_DIR = "qrels"
+DEFAULT_QRELS_SPLIT = "test"
 ANSWERS_FILE = "answers.jsonl"
+SPLITS = ("all", "dev", "test")
+KEEP_TEXT = ("all", "judged")
 
 
 @dataclass(frozen=True)
@@ -34,8 +46,9 @@ class CorpusDoc:
 
 @dataclass(frozen=True)
 class GoldAnswer:
-    """A gold answer; `start` is its character offset in `corpus[doc_id].text`, or None when
-    the answer text cannot be located there (then matching falls back to text containment)."""
+    """A gold answer located in one document; `start` is its character offset in
+    `corpus[doc_id].text`, or None when only its normalised text occurs there (then matching
+    falls back to text containment)."""
 
     text: str
     start: int | None
@@ -46,24 +59,64 @@ class GoldAnswer:
         return None if self.start is None else self.start + len(self.text)
 
 
+@dataclass(frozen=True)
+class AnswerKey:
+    """What a generated answer must state: every part of `all_of` (in one of its alternative
+    forms) when given, else any one of the alternative `answers`."""
+
+    answers: tuple[str, ...] = ()
+    all_of: tuple[tuple[str, ...], ...] = ()
+
+
 @dataclass
 class Dataset:
     name: str
     path: Path
-    corpus: dict[str, CorpusDoc]
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]  # qid -> {doc_id: relevance > 0}
-    answers: dict[str, list[GoldAnswer]] = field(default_factory=dict)
+    corpus: dict[str, CorpusDoc]  # the passages whose text is kept (all, or those scoring needs)
+    queries: dict[str, str]  # every query with a non-empty text
+    qrels: dict[str, dict[str, int | float]]  # evaluable qid -> {doc_id: grade > 0}
+    answers: dict[str, list[GoldAnswer]] = field(default_factory=dict)  # located gold spans
+    answer_keys: dict[str, AnswerKey] = field(default_factory=dict)  # gold answers per query
+    judged_negatives: dict[str, dict[str, int | float]] = field(default_factory=dict)  # grade <= 0
+    doc_ids: set[str] = field(default_factory=set)  # every passage id of corpus.jsonl
+    skipped_queries: dict[str, str] = field(default_factory=dict)  # qid -> why it is not evaluated
+    doc_level_only: list[str] = field(default_factory=list)  # answers not found in any relevant passage
+    issues: Issues = field(default_factory=Issues)
+    qrels_file: Path | None = None
 
-    def sample(self, limit: int | None, seed: int = 0) -> list[str]:
-        """Query ids that have relevance judgements: all of them (sorted) when `limit` is None
-        or not smaller than their number, else `limit` ids drawn reproducibly with `seed`."""
+    def __post_init__(self) -> None:
+        if not self.doc_ids:
+            self.doc_ids = set(self.corpus)
+
+    def evaluable(self) -> list[str]:
+        """Sorted ids of the queries that have a text and at least one relevant passage."""
+        return sorted(qid for qid in self.queries if self.qrels.get(qid))
+
+    def sample(self, limit: int | None, seed: int = 0, split: str = "all") -> list[str]:
+        """Evaluable query ids of `split` (see `split_ids`): all of them (sorted) when `limit`
+        is None or not smaller than their number, else `limit` ids drawn reproducibly with
+        `seed`."""
         if limit is not None and limit < 0:
             raise ConfigError(f"sample limit must be >= 0, got {limit}", field="limit")
-        ids = sorted(qid for qid in self.queries if self.qrels.get(qid))
+        ids = split_ids(self.evaluable(), split, seed)
         if limit is None or limit >= len(ids):
             return ids
         return random.Random(seed).sample(ids, limit)
+
+
+def split_ids(qids: Iterable[str], split: str, seed: int = 0) -> list[str]:
+    """The dev or test half of `qids` (or all of them), sorted. The ids are ordered by
+    SHA-256 of `"<seed>:<id>"`; the first half (rounded down) is dev, the rest test. The split
+    depends only on the seed and the ids themselves: the same on every machine and Python
+    version, and the two halves are disjoint and cover every id."""
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}", field="split")
+    ids = sorted(set(qids))
+    if split == "all":
+        return ids
+    ordered = sorted(ids, key=lambda q: hashlib.sha256(f"{seed}:{q}".encode()).hexdigest())
+    half = len(ordered) // 2
+    return sorted(ordered[:half] if split == "dev" else ordered[half:])
 
 
 def shipped_datasets() -> list[str]:
@@ -86,30 +139,174 @@ def resolve_dataset_path(name_or_path: str) -> Path:
     return path
 
 
-def load_dataset(name_or_path: str, *, align_offsets: bool = True) -> Dataset:
+def qrels_path(folder: Path, split: str | None = None) -> Path:
+    """The judgements file: `qrels/<split>.tsv` when a split is named, else `qrels.tsv`, else
+    BEIR's `qrels/test.tsv`."""
+    if split is not None:
+        path = folder / QRELS_DIR / f"{split}.tsv"
+        if path.is_file():
+            return path
+        available = sorted(p.stem for p in (folder / QRELS_DIR).glob("*.tsv")) if (folder / QRELS_DIR).is_dir() else []
+        raise NotFound(f"dataset folder {folder} has no {QRELS_DIR}/{split}.tsv (qrels splits there: "
+                       f"{', '.join(available) or 'none'})", field="qrels_split")
+    for path in (folder / QRELS_FILE, folder / QRELS_DIR / f"{DEFAULT_QRELS_SPLIT}.tsv"):
+        if path.is_file():
+            return path
+    raise NotFound(f"dataset folder {folder} has no {QRELS_FILE} nor {QRELS_DIR}/{DEFAULT_QRELS_SPLIT}.tsv",
+                   field="dataset")
+
+
+def load_dataset(
+    name_or_path: str,
+    *,
+    align_offsets: bool = True,
+    qrels_split: str | None = None,
+    keep_text: str = "all",
+    on_passage: Callable[[CorpusDoc], None] | None = None,
+) -> Dataset:
     """Load a shipped dataset by name ("covidqa", "cmrc2018") or a BEIR-layout folder by path.
+
+    Queries, judgements and answers are read first, then the corpus is streamed once: each
+    passage goes to `on_passage` (when given) and its text is kept in `Dataset.corpus` for
+    `keep_text="all"`, or only when a query judges it relevant or an answer names it for
+    `keep_text="judged"` (what the metrics and the ChunkLocator need).
 
     With `align_offsets` (the default) gold answers are stripped of surrounding whitespace and
     their offsets re-located in the document text when the given one does not point at the
     answer (see `align_answer`); with it off they are kept as written (a negative offset
     still becomes None).
     """
+    if keep_text not in KEEP_TEXT:
+        raise ValueError(f"keep_text must be one of {KEEP_TEXT}, got {keep_text!r}")
     path = resolve_dataset_path(name_or_path)
     for name in REQUIRED_FILES:
         if not (path / name).is_file():
             raise NotFound(f"dataset folder {path} has no {name}", field="dataset")
-    corpus = _load_corpus(path / "corpus.jsonl")
-    queries = _load_queries(path / "queries.jsonl")
-    qrels = _load_qrels(path / "qrels.tsv", queries, corpus)
-    answers: dict[str, list[GoldAnswer]] = {}
-    if (path / ANSWERS_FILE).is_file():
-        answers = _load_answers(path / ANSWERS_FILE, corpus, qrels, align_offsets)
-    dataset = Dataset(path.name, path, corpus, queries, qrels, answers)
+    qrels_file = qrels_path(path, qrels_split)
+    issues = Issues()
+    queries, skipped = read_queries(path / "queries.jsonl", issues)
+    judgements = read_qrels(qrels_file, issues)
+    answer_rows = read_answers(path / ANSWERS_FILE, issues) if (path / ANSWERS_FILE).is_file() else []
+    wanted = {d for qid, judged in judgements.items() if qid in queries for d, g in judged.items() if g > 0}
+    wanted.update(row.doc_id for row in answer_rows if row.doc_id is not None)
+    corpus: dict[str, CorpusDoc] = {}
+    doc_ids: set[str] = set()
+    for doc in _stream_corpus(path / "corpus.jsonl", issues, doc_ids):
+        if on_passage is not None:
+            on_passage(doc)
+        if keep_text == "all" or doc.id in wanted:
+            corpus[doc.id] = doc
+    dataset = Dataset(path.name, path, corpus, queries, {}, doc_ids=doc_ids, skipped_queries=skipped,
+                      issues=issues, qrels_file=qrels_file)
+    _judge(dataset, judgements)
+    _attach_answers(dataset, answer_rows, align_offsets, path / ANSWERS_FILE)
     log.info(
-        "loaded dataset %s: %d documents, %d queries, %d with qrels, %d with answers",
-        dataset.name, len(corpus), len(queries), len(qrels), len(answers),
+        "loaded dataset %s: %d passages, %d queries, %d evaluable, %d with answers, %d skipped, %d rows skipped",
+        dataset.name, len(doc_ids), len(queries.keys() | skipped.keys()), len(dataset.qrels), len(dataset.answer_keys),
+        len(dataset.skipped_queries), issues.total,
     )
     return dataset
+
+
+def _stream_corpus(path: Path, issues: Issues, doc_ids: set[str]) -> Iterator[CorpusDoc]:
+    """Each usable passage once (a repeated id keeps the first), adding its id to `doc_ids`."""
+    for lineno, row in read_jsonl(path, issues):
+        doc_id = as_id(row.get("_id"))
+        text = row.get("text")
+        if doc_id is None:
+            issues.skip(path, lineno, "missing or invalid _id")
+        elif not isinstance(text, str):
+            issues.skip(path, lineno, "missing text", f"passage {doc_id!r}")
+        elif doc_id in doc_ids:
+            issues.skip(path, lineno, "duplicate passage id, the first is kept", repr(doc_id))
+        else:
+            doc_ids.add(doc_id)
+            title = row.get("title")
+            yield CorpusDoc(doc_id, title if isinstance(title, str) else "" if title is None else str(title), text)
+
+
+def _judge(dataset: Dataset, judgements: dict[str, dict[str, int | float]]) -> None:
+    """Split the judgements into relevant (grade > 0) and judged not relevant (grade <= 0)
+    passages of known queries; record the queries that cannot be evaluated."""
+    unknown_query = unknown_passage = 0
+    for qid, judged in judgements.items():
+        if qid not in dataset.queries:
+            unknown_query += qid not in dataset.skipped_queries
+            continue
+        known = {d: g for d, g in judged.items() if d in dataset.doc_ids}
+        unknown_passage += len(judged) - len(known)
+        relevant = {d: g for d, g in known.items() if g > 0}
+        negatives = {d: g for d, g in known.items() if g <= 0}
+        if negatives:
+            dataset.judged_negatives[qid] = negatives
+        if relevant:
+            dataset.qrels[qid] = relevant
+        elif any(g > 0 for g in judged.values()):
+            dataset.skipped_queries[qid] = "its relevant passages are missing from the corpus"
+        else:
+            dataset.skipped_queries[qid] = "no passage judged relevant"
+    for qid in dataset.queries:
+        if qid not in judgements:
+            dataset.skipped_queries[qid] = "no relevance judgements"
+    name = dataset.qrels_file.name if dataset.qrels_file else QRELS_FILE
+    if unknown_query:
+        dataset.issues.counts[f"{name}: judgements of a query not in queries.jsonl"] += unknown_query
+    if unknown_passage:
+        dataset.issues.counts[f"{name}: judgements of a passage not in corpus.jsonl"] += unknown_passage
+    if unknown_query or unknown_passage:
+        log.warning("%s: ignored judgements of %d unknown queries and %d unknown passages", name, unknown_query,
+                    unknown_passage)
+
+
+def _attach_answers(dataset: Dataset, rows: Sequence[AnswerRow], align: bool, path: Path) -> None:
+    """Gold answer keys per evaluable query, and their spans located in the query's relevant
+    passages (or the passage a row names). A query none of whose answers occurs in any such
+    passage is scored at document level only (`doc_level_only`)."""
+    squashed: dict[str, str] = {}
+    for row in rows:
+        if row.qid not in dataset.qrels:
+            reason = dataset.skipped_queries.get(row.qid, "not in queries.jsonl")
+            dataset.issues.skip(path, row.lineno, "answers of a query that is not evaluated", reason)
+            continue
+        if row.doc_id is not None and row.doc_id not in dataset.doc_ids:
+            dataset.issues.skip(path, row.lineno, "unknown document", repr(row.doc_id))
+            continue
+        key = dataset.answer_keys.get(row.qid, AnswerKey())
+        dataset.answer_keys[row.qid] = AnswerKey(tuple(dict.fromkeys(key.answers + row.answers)),
+                                                 key.all_of + row.all_of)
+        relevant = dataset.qrels[row.qid]
+        docs = [row.doc_id] if row.doc_id is not None else list(relevant)
+        golds = dataset.answers.setdefault(row.qid, [])
+        for text, start in zip(row.answers, row.starts):
+            for doc_id in docs:
+                gold = _locate(dataset.corpus[doc_id].text, text, start if len(docs) == 1 else None, doc_id,
+                               align, squashed)
+                if gold is not None and gold not in golds:  # annotators often repeat the same span
+                    golds.append(gold)
+    for qid in list(dataset.answers):
+        if not dataset.answers[qid]:
+            del dataset.answers[qid]
+    dataset.doc_level_only = sorted(q for q in dataset.answer_keys if q not in dataset.answers)
+
+
+def _locate(doc_text: str, text: str, start: int | None, doc_id: str, align: bool,
+            squashed: dict[str, str]) -> GoldAnswer | None:
+    if not align:
+        return GoldAnswer(text, start, doc_id)
+    text, start = align_answer(doc_text, text, start)
+    if not text:
+        return None
+    if start is not None:
+        return GoldAnswer(text, start, doc_id)
+    if doc_id not in squashed:
+        squashed[doc_id] = squash(doc_text)
+    return GoldAnswer(text, None, doc_id) if squash(text) in squashed[doc_id] else None
+
+
+def squash(text: str) -> str:
+    """NFKC, lowercase, whitespace collapsed: the form chunk text and answers are compared in
+    when offsets are unknown."""
+    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
 
 
 def align_answer(text: str, answer: str, start: int | None) -> tuple[str, int | None]:
@@ -169,30 +366,69 @@ def doc_id_from_source(source: str) -> str:
 def write_corpus_as_files(
     dataset: Dataset, folder: Path, doc_ids: Iterable[str] | None = None
 ) -> list[Path]:
-    """Write each corpus document (or only `doc_ids`) as `<doc_id>.txt` holding exactly its
-    text (no title line), UTF-8 without newline translation, so character offsets of gold
-    answers stay valid after ingestion. Files already holding the same bytes are left
-    untouched (their modification time too). Documents with blank text are skipped."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write each kept corpus document (or only `doc_ids`) as `<doc_id>.txt` holding exactly
+    its text (see `CorpusFolder.write`). Documents with blank text are skipped."""
+    writer = CorpusFolder(folder)
     wanted = list(dataset.corpus) if doc_ids is None else list(dict.fromkeys(doc_ids))
-    paths: list[Path] = []
     for doc_id in wanted:
         doc = dataset.corpus.get(doc_id)
         if doc is None:
             raise NotFound(f"document {doc_id!r} is not in dataset {dataset.name}", field="doc_ids")
+        writer.write(doc)
+    return writer.paths
+
+
+class CorpusFolder:
+    """Writes streamed passages into a folder, one `<doc_id>.txt` each (see `write`), for
+    ingestion; `prune()` then deletes the `.txt` files of passages no longer in the corpus, so
+    the folder (and the knowledge base synced from it) mirrors the dataset. Only file paths are
+    kept, never the texts."""
+
+    def __init__(self, folder: Path, progress: Callable[[int], None] | None = None) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.names: list[str] = []  # file names written (names, not Paths: a 100k corpus stays small)
+        self.blank = 0
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.folder / name for name in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def write(self, doc: CorpusDoc) -> Path | None:
+        """Write exactly the passage text (no title line), UTF-8 without newline translation,
+        so character offsets of gold answers stay valid after ingestion. A file already
+        holding the same bytes is left untouched (its modification time too); a passage with
+        blank text is skipped (None)."""
+        if self.progress is not None:
+            self.progress(1)
         if not doc.text.strip():
-            log.warning("skipping document %s of %s: blank text", doc_id, dataset.name)
-            continue
-        path = folder / corpus_file_name(doc_id)
+            self.blank += 1
+            log.debug("skipping passage %s: blank text", doc.id)
+            return None
+        name = corpus_file_name(doc.id)
+        path = self.folder / name
         data = doc.text.encode("utf-8")
-        if not (path.is_file() and path.read_bytes() == data):
+        if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             path.write_bytes(data)
-        paths.append(path)
-    return paths
+        self.names.append(name)
+        return path
+
+    __call__ = write
+
+    def prune(self) -> int:
+        """Delete `.txt` files this writer did not write; returns how many."""
+        keep = set(self.names)
+        stale = [p for p in self.folder.glob("*.txt") if p.name not in keep]
+        for path in stale:
+            path.unlink()
+        return len(stale)
 
 
-# -- readers ---------------------------------------------------------------------------------
+# -- helpers ---------------------------------------------------------------------------------
 
 
 def _find_all(text: str, needle: str) -> Iterator[int]:
@@ -200,116 +436,3 @@ def _find_all(text: str, needle: str) -> Iterator[int]:
     while i >= 0:
         yield i
         i = text.find(needle, i + 1)
-
-
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise ConfigError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, row
-
-
-def _field(row: dict[str, Any], key: str, path: Path, lineno: int, kind: type = str) -> Any:
-    value = row.get(key)
-    if kind is str and isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, kind):
-        raise ConfigError(f"{path}:{lineno}: field {key!r} missing or not a {kind.__name__}")
-    return value
-
-
-def _load_corpus(path: Path) -> dict[str, CorpusDoc]:
-    corpus: dict[str, CorpusDoc] = {}
-    for lineno, row in _jsonl(path):
-        doc_id = _field(row, "_id", path, lineno)
-        if doc_id in corpus:
-            raise ConfigError(f"{path}:{lineno}: duplicate document id {doc_id!r}")
-        title = row.get("title") or ""
-        corpus[doc_id] = CorpusDoc(doc_id, str(title), _field(row, "text", path, lineno))
-    return corpus
-
-
-def _load_queries(path: Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
-    for lineno, row in _jsonl(path):
-        qid = _field(row, "_id", path, lineno)
-        if qid in queries:
-            raise ConfigError(f"{path}:{lineno}: duplicate query id {qid!r}")
-        queries[qid] = _field(row, "text", path, lineno)
-    return queries
-
-
-def _load_qrels(path: Path, queries: dict[str, str], corpus: dict[str, CorpusDoc]) -> dict[str, dict[str, int]]:
-    qrels: dict[str, dict[str, int]] = {}
-    dropped = 0
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\r\n").split("\t")
-            if lineno == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) != 3:
-                raise ConfigError(f"{path}:{lineno}: expected 3 tab-separated columns, got {len(parts)}")
-            qid, doc_id, score_text = (p.strip() for p in parts)
-            try:
-                score = int(float(score_text))
-            except ValueError as exc:
-                raise ConfigError(f"{path}:{lineno}: score {score_text!r} is not a number") from exc
-            if score <= 0:
-                continue
-            if qid not in queries or doc_id not in corpus:
-                dropped += 1
-                continue
-            qrels.setdefault(qid, {})[doc_id] = score
-    if dropped:
-        log.warning("%s: dropped %d judgements naming an unknown query or document", path, dropped)
-    return qrels
-
-
-def _load_answers(
-    path: Path,
-    corpus: dict[str, CorpusDoc],
-    qrels: dict[str, dict[str, int]],
-    align: bool,
-) -> dict[str, list[GoldAnswer]]:
-    answers: dict[str, list[GoldAnswer]] = {}
-    for lineno, row in _jsonl(path):
-        qid = _field(row, "_id", path, lineno)
-        doc_id = row.get("doc_id")
-        if doc_id is None and len(qrels.get(qid, {})) == 1:
-            doc_id = next(iter(qrels[qid]))
-        if doc_id is None:
-            raise ConfigError(f"{path}:{lineno}: no doc_id and the query has not exactly one relevant document")
-        doc_id = str(doc_id)
-        if doc_id not in corpus:
-            raise ConfigError(f"{path}:{lineno}: unknown document {doc_id!r}")
-        texts = row.get("answers")
-        starts = row.get("answer_starts")
-        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-            raise ConfigError(f"{path}:{lineno}: 'answers' must be a list of strings")
-        if starts is None:
-            starts = [None] * len(texts)
-        if not isinstance(starts, list) or len(starts) != len(texts):
-            raise ConfigError(f"{path}:{lineno}: 'answer_starts' must be a list as long as 'answers'")
-        if not all(s is None or (isinstance(s, int) and not isinstance(s, bool)) for s in starts):
-            raise ConfigError(f"{path}:{lineno}: 'answer_starts' must hold integers or null")
-        doc_text = corpus[doc_id].text
-        golds: list[GoldAnswer] = []
-        for text, start in zip(texts, starts):
-            if align:
-                text, start = align_answer(doc_text, text, start)
-            elif start is not None and start < 0:
-                start = None
-            gold = GoldAnswer(text, start, doc_id)
-            if text.strip() and gold not in golds:  # annotators often repeat the same span
-                golds.append(gold)
-        answers.setdefault(qid, []).extend(golds)
-    return answers

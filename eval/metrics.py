@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from eval.datasets import GoldAnswer
+from eval.datasets import GoldAnswer, squash
 from rag.text import detect_language
 
 Gain = bool | float
@@ -159,8 +159,7 @@ def citation_correct(cited: Iterable[CitedSpan], gold: Sequence[GoldAnswer]) -> 
     return any(chunk_contains_answer(c.doc_id, c.start, c.end, c.text, gold) for c in cited)
 
 
-def _squash(text: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
+_squash = squash
 
 
 # -- answer quality --------------------------------------------------------------------------
@@ -248,6 +247,103 @@ def refusal_rate(refused: Iterable[bool]) -> float:
     """Share of answers that were refusals (0.0 for no answers)."""
     flags = list(refused)
     return sum(1 for f in flags if f) / len(flags) if flags else 0.0
+
+
+# -- accuracy (containment of every required part) ------------------------------------------
+
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def containment_form(text: str) -> str:
+    """The text as compared by `answer_accuracy`: NFKC (full-width letters, digits and
+    punctuation become half-width), lowercase, thousands separators dropped from numbers
+    (1,313,851 -> 1313851), punctuation turned into spaces, whitespace collapsed, and no space
+    left next to a CJK character (Chinese is written without spaces)."""
+    text = _THOUSANDS.sub("", unicodedata.normalize("NFKC", text).lower())
+    words = "".join(" " if _is_punct(ch) else ch for ch in text).split()
+    out = ""
+    for word in words:
+        if out and not (_CJK_CHAR.match(out[-1]) or _CJK_CHAR.match(word[0])):
+            out += " "
+        out += word
+    return out
+
+
+def _is_word_char(ch: str) -> bool:
+    return ch.isalnum() and not _CJK_CHAR.match(ch)
+
+
+def text_contains(prediction_form: str, gold: str) -> bool:
+    """True when `gold` (raw text) occurs in `prediction_form` (a `containment_form`) on word
+    boundaries: a gold answer that starts or ends with a letter or digit does not match inside a
+    longer word or number ("10" is not in "100"); CJK characters need no boundary."""
+    needle = containment_form(gold)
+    if not needle:
+        return False
+    i = prediction_form.find(needle)
+    while i >= 0:
+        before = prediction_form[i - 1] if i > 0 else ""
+        after = prediction_form[i + len(needle)] if i + len(needle) < len(prediction_form) else ""
+        if not (before and _is_word_char(before) and _is_word_char(needle[0])) and not (
+                after and _is_word_char(after) and _is_word_char(needle[-1])):
+            return True
+        i = prediction_form.find(needle, i + 1)
+    return False
+
+
+def answer_accuracy(prediction: str, answers: Sequence[str], all_of: Sequence[Sequence[str]] = ()) -> float:
+    """1.0 when the prediction states the gold answer: with `all_of` (parts, each a list of
+    alternative forms) every part must appear in one of its forms; otherwise any one of the
+    alternative `answers` must appear. Matching is containment after `containment_form`, in
+    English and Chinese alike."""
+    form = containment_form(prediction)
+    if all_of:
+        return 1.0 if all(any(text_contains(form, alt) for alt in part) for part in all_of) else 0.0
+    return 1.0 if any(text_contains(form, a) for a in answers) else 0.0
+
+
+# -- paired comparison -----------------------------------------------------------------------
+
+TIE_TOLERANCE = 1e-9
+
+
+def paired_bootstrap(
+    baseline: Sequence[float],
+    other: Sequence[float],
+    *,
+    resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, float | int]:
+    """Paired bootstrap of the mean per-query difference `other - baseline` (the same queries,
+    in the same order): the queries are resampled with replacement `resamples` times with a
+    seeded generator, and the interval is the percentile interval of the resampled means.
+    Returns `{"n", "mean", "low", "high", "wins", "ties", "losses"}`; wins/ties/losses count the
+    queries where `other` scores higher / the same (within 1e-9) / lower."""
+    a = np.asarray(baseline, dtype=float)
+    b = np.asarray(other, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired scores must be two lists of equal length, got {a.shape} and {b.shape}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    diff = b - a
+    n = len(diff)
+    wins = int(np.sum(diff > TIE_TOLERANCE))
+    losses = int(np.sum(diff < -TIE_TOLERANCE))
+    if n == 0:
+        return {"n": 0, "mean": 0.0, "low": 0.0, "high": 0.0, "wins": 0, "ties": 0, "losses": 0}
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    batch = max(1, 2_000_000 // n)  # bounded memory: at most ~2M indices at a time
+    for start in range(0, resamples, batch):
+        size = min(batch, resamples - start)
+        means[start : start + size] = diff[rng.integers(0, n, size=(size, n))].mean(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return {"n": n, "mean": float(diff.mean()), "low": float(low), "high": float(high),
+            "wins": wins, "ties": n - wins - losses, "losses": losses}
 
 
 # -- latency ---------------------------------------------------------------------------------

@@ -2,22 +2,26 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from eval.datasets import GoldAnswer
 from eval.metrics import (
     CitedSpan,
+    answer_accuracy,
     answer_contains_gold,
     answer_metrics,
     answer_tokens,
     chunk_contains_answer,
     citation_correct,
+    containment_form,
     dedupe_docs,
     exact_match,
     f1_score,
     hit_at_k,
     latency_summary,
     ndcg_at_k,
+    paired_bootstrap,
     rank_by_score,
     recall_at_k,
     reciprocal_rank,
@@ -201,3 +205,61 @@ def test_latency_summary_linear_percentiles():
     # [2, 4]: p50 = 3, p95 = 2 + 0.95 * 2 = 3.9
     assert summary["generate"] == {"p50": 3.0, "p95": pytest.approx(3.9), "mean": 3.0}
     assert latency_summary([]) == {}
+
+
+# -- accuracy ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prediction", "answers", "all_of", "expected"),
+    [
+        ("The outbreak infected 1,313,851 people.", ["1313851"], (), 1.0),  # thousands separators
+        ("共有1313851人感染。", ["1,313,851"], (), 1.0),
+        ("共有１，３１３，８５１人", ["1313851"], (), 1.0),  # full-width digits and comma
+        ("答案是：北京 大学。", ["北京大学"], (), 1.0),  # punctuation and spaces ignored in Chinese
+        ("ＡＢＣ公司", ["abc公司"], (), 1.0),  # full-width letters, case
+        ("about 100 cases", ["10"], (), 0.0),  # numbers match whole
+        ("10, 20 and 30 cases", ["10"], (), 1.0),
+        ("Mount Etna!", ["etna", "vesuvius"], (), 1.0),  # any alternative
+        ("It is in Sicily.", ["etna"], (), 0.0),
+        ("China, Japan and Australia", [], [["China", "中国"], ["Japan"], ["Australia"]], 1.0),
+        ("中国、日本和澳大利亚", [], [["China", "中国"], ["日本", "Japan"], ["澳大利亚"]], 1.0),
+        ("China and Japan", ["China"], [["China"], ["Japan"], ["Australia"]], 0.0),  # all_of wins over answers
+        ("131万人", [], [["1313851", "131万"]], 1.0),
+        ("", ["x"], (), 0.0),
+    ],
+)
+def test_answer_accuracy(prediction, answers, all_of, expected):
+    assert answer_accuracy(prediction, answers, all_of) == expected
+
+
+def test_containment_form():
+    assert containment_form("Hello,  World! 1,000,000") == "hello world 1000000"
+    assert containment_form("北京 大学， 2020年") == "北京大学2020年"
+    assert containment_form("1,5 and 2020,2021") == "1 5 and 2020 2021"  # not thousands groups
+
+
+# -- paired bootstrap ------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_contains_the_true_difference():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 1, 400)
+    other = np.clip(base + 0.1 + rng.normal(0, 0.15, 400), -5, 5)  # true mean difference 0.1
+    stats = paired_bootstrap(base, other, resamples=5000, seed=7)
+    assert stats["low"] < 0.1 < stats["high"] and stats["low"] > 0.0
+    assert stats["high"] - stats["low"] < 0.06
+    assert stats["mean"] == pytest.approx(float(np.mean(other - base)))
+    assert stats["wins"] + stats["ties"] + stats["losses"] == stats["n"] == 400
+    assert paired_bootstrap(base, other, resamples=5000, seed=7) == stats  # seeded: reproducible
+
+
+def test_bootstrap_of_identical_configs_is_zero_and_counts_ties():
+    scores = [0.0, 1.0, 0.5, 0.25, 1.0]
+    assert paired_bootstrap(scores, scores) == {"n": 5, "mean": 0.0, "low": 0.0, "high": 0.0, "wins": 0,
+                                                "ties": 5, "losses": 0}
+    stats = paired_bootstrap([1.0, 0.0, 0.5], [0.0, 1.0, 0.5], resamples=100)
+    assert (stats["wins"], stats["ties"], stats["losses"]) == (1, 1, 1)
+    assert paired_bootstrap([], [])["n"] == 0
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [1.0, 0.0])

@@ -190,7 +190,7 @@ def test_limit_and_seed_give_a_reproducible_sample(dataset_dir, tmp_path):
     assert a.qids == b.qids and len(a.qids) == 3
     assert [r["qid"] for r in a.results[0].per_query] == a.qids
     saved = json.loads((tmp_path / "out" / "settings.json").read_text())
-    assert saved["sample"] == {"limit": 3, "seed": 7, "n": 3, "qids": a.qids}
+    assert saved["sample"] == {"limit": 3, "seed": 7, "split": "all", "n": 3, "qids": a.qids}
     others = {tuple(evaluate(tmp_path, spec(dataset_dir, tmp_path, limit=3, seed=s)).qids) for s in range(5)}
     assert len(others) > 1, "different seeds should draw different samples"
 
@@ -296,3 +296,136 @@ def test_cli_eval_prints_tables_and_reuses_the_knowledge_base(dataset_dir, tmp_p
     assert "Traceback" not in bad.output
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "neither a shipped dataset" in missing.output
+
+
+# -- any BEIR folder: multi-positive graded qrels, answers without doc_id, skipped queries ------
+
+MULTI_QUERIES = [
+    {"_id": "m1", "text": "aspirin dose"}, {"_id": "m2", "text": "Which light does chlorophyll absorb?"},
+    {"_id": "m3", "text": "penguins Antarctica volcano Sicily"}, {"_id": "empty", "text": ""},
+    {"_id": "dup", "text": "Eiffel Tower"}, {"_id": "dup", "text": "Paris tower"},
+    {"_id": "lost", "text": "Mount Etna"},
+]
+# m1: two relevant documents of different grades (d1 holds the answer, d4 is a weaker positive)
+MULTI_QRELS = ("query-id\tcorpus-id\tscore\nm1\td1\t2\nm1\td4\t1\nm2\td4\t1\nm2\td2\t0\n"
+               "m3\td2\t1\nm3\td5\t3\nempty\td1\t1\ndup\td3\t1\nlost\tgone\t1\n")
+MULTI_ANSWERS = [
+    {"_id": "m1", "answers": ["500 mg"]},  # no doc_id: found in d1 only
+    {"_id": "m2", "answers": ["blue and red light"]},  # single relevant document: inferred
+    {"_id": "m3", "answers": ["Antarctica"], "all_of": [["Antarctica", "南极"], ["Etna", "Mount Etna"]]},
+]
+
+
+def write_multi_dataset(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text(lines({"_id": k, "text": v} for k, v in DOCS.items()))
+    (root / "queries.jsonl").write_text(lines(MULTI_QUERIES))
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text(MULTI_QRELS)
+    (root / "answers.jsonl").write_text(lines(MULTI_ANSWERS))
+    return root
+
+
+def test_beir_folder_with_graded_multi_positive_qrels_and_unevaluable_queries(tmp_path):
+    from eval.metrics import ndcg_at_k
+
+    root = write_multi_dataset(tmp_path / "multi")
+    result = evaluate(tmp_path, spec(root, tmp_path, "bm25,hybrid"))
+    assert result.qids == ["m1", "m2", "m3"]
+    assert result.dataset.skipped_queries == {"empty": "empty text", "dup": "duplicate id with different texts",
+                                              "lost": "its relevant passages are missing from the corpus"}
+    bm25 = result.results[0]
+    grades = {"m1": {"d1": 2, "d4": 1}, "m2": {"d4": 1}, "m3": {"d2": 1, "d5": 3}}
+    graded_differs = False
+    for row in bm25.per_query:
+        docs = list(dict.fromkeys(h["doc_id"] for h in row["retrieved"]))
+        judged = grades[row["qid"]]
+        expected = ndcg_at_k([judged.get(d, 0) for d in docs], len(judged), 10, list(judged.values()))
+        assert row["doc_metrics"]["ndcg@10"] == pytest.approx(expected)
+        binary = ndcg_at_k([d in judged for d in docs], len(judged), 10)
+        graded_differs = graded_differs or abs(binary - expected) > 1e-6
+    assert graded_differs, "the dataset must tell graded nDCG from binary nDCG"
+    # answers without doc_id: the answer chunk of m1 is the chunk of d1 holding "500 mg"
+    m1 = next(r for r in bm25.per_query if r["qid"] == "m1")
+    assert m1["answer_chunk_ranks"] and all(
+        m1["retrieved"][i - 1]["doc_id"] == "d1" for i in m1["answer_chunk_ranks"])
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "3 queries skipped (not evaluable)" in report and "dup, empty, lost" in report
+    assert "judgements from qrels/test.tsv" in report
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped.jsonl").read_text().splitlines()]
+    assert {r["qid"] for r in skipped if r["kind"] == "query"} == {"empty", "dup", "lost"}
+    saved = json.loads((tmp_path / "out" / "settings.json").read_text())
+    assert saved["dataset"]["skipped_queries"]["empty text"] == 1 and saved["dataset"]["evaluable"] == 3
+    assert saved["dataset"]["qrels_file"].endswith("qrels/test.tsv")
+    heading = next(h for h in result.tables if h.startswith("Paired differences to bm25"))
+    table = result.tables[heading]
+    assert "| hybrid |" in table and "mrr@10 95% CI" in table and "ndcg@10 W/T/L" in table
+
+
+def test_comparison_of_a_config_with_itself_is_a_zero_interval(dataset_dir, tmp_path):
+    from eval.runner import comparison_rows
+
+    result = evaluate(tmp_path, spec(dataset_dir, tmp_path, "bm25"))
+    (row,) = comparison_rows([result.results[0], result.results[0]], "answer", resamples=200)
+    assert row["Δ mrr@10"] == 0.0 and row["mrr@10 95% CI"] == "[+0.000, +0.000]"
+    assert row["mrr@10 W/T/L"] == "0/6/0" and row["ndcg@10 W/T/L"] == "0/6/0" and row["n"] == 6
+
+
+def test_split_halves_partition_the_evaluable_queries(dataset_dir, tmp_path):
+    dev = evaluate(tmp_path, spec(dataset_dir, tmp_path, split="dev", seed=2)).qids
+    test = evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2)).qids
+    assert not set(dev) & set(test) and sorted(dev + test) == [f"q{i}" for i in range(1, 7)]
+    assert evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2)).qids == test
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["sample"]["split"] == "test"
+    with pytest.raises(ConfigError, match="unknown split"):
+        evaluate(tmp_path, spec(dataset_dir, tmp_path, split="train"))
+
+
+def multi_answers(messages) -> str:
+    content = messages[-1]["content"]
+    if "Question: aspirin dose" in content:
+        return "Take 500 MG."
+    if "chlorophyll" in content:
+        return "It absorbs green light."
+    return "Penguins live in 南极; the volcano is Mount Etna."
+
+
+def test_answers_report_accuracy_with_all_of_and_answers_without_doc_id(tmp_path):
+    root = write_multi_dataset(tmp_path / "multi")
+    result = evaluate(tmp_path, spec(root, tmp_path, "hybrid", answers=True, answer_config=parse_config("hybrid")),
+                      llm=ScriptedLLM(multi_answers))
+    rows = {r["qid"]: r for r in result.answers.per_query}
+    assert {q: r["accuracy"] for q, r in rows.items()} == {"m1": 1.0, "m2": 0.0, "m3": 1.0}
+    assert rows["m1"]["em"] == 0.0 and rows["m1"]["contains"] == 1.0
+    assert result.answers.aggregate["accuracy"] == pytest.approx(2 / 3)
+    assert "accuracy" in result.tables["Answers"]
+
+
+def test_cli_eval_split_and_qrels_split(tmp_path, monkeypatch):
+    root = write_multi_dataset(tmp_path / "multi")
+    (root / "qrels" / "dev.tsv").write_text("m2\td4\t1\n")
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
+    monkeypatch.setenv("RAG_RERANK_MODEL", "none")
+    base = ["eval", str(root), "--chunk-size", "80", "--chunk-overlap", "0", "-q"]
+    out = CliRunner().invoke(app, [*base, "--compare", "bm25,dense", "--split", "all", "--out", str(tmp_path / "a")])
+    assert out.exit_code == 0, out.output
+    assert "## Paired differences to bm25" in out.stdout and "| dense |" in out.stdout
+    assert "3 queries skipped" in (tmp_path / "a" / "report.md").read_text()
+    dev = CliRunner().invoke(app, [*base, "--compare", "bm25", "--qrels-split", "dev", "--out", str(tmp_path / "b")])
+    assert dev.exit_code == 0, dev.output
+    assert json.loads((tmp_path / "b" / "settings.json").read_text())["sample"]["qids"] == ["m2"]
+    bad = CliRunner().invoke(app, [*base, "--qrels-split", "train"])
+    assert bad.exit_code != 0 and "qrels/train.tsv" in bad.output and "Traceback" not in bad.output
+
+
+def test_a_passage_removed_from_the_corpus_leaves_the_knowledge_base(dataset_dir, tmp_path):
+    first = evaluate(tmp_path, spec(dataset_dir, tmp_path))
+    assert first.ingest.count("indexed") == 5
+    corpus = dataset_dir / "corpus.jsonl"
+    corpus.write_text("".join(line + "\n" for line in corpus.read_text().splitlines() if '"d5"' not in line))
+    second = evaluate(tmp_path, spec(dataset_dir, tmp_path))
+    assert second.ingest.count("removed") == 1 and second.ingest.count("unchanged") == 4
+    files = tmp_path / "data" / "eval" / "tiny" / "files"
+    assert sorted(p.name for p in files.iterdir()) == ["d1.txt", "d2.txt", "d3.txt", "d4.txt"]
+    assert second.dataset.skipped_queries == {"q5": "its relevant passages are missing from the corpus"}
