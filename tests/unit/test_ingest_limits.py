@@ -313,3 +313,21 @@ def test_api_uploads_over_max_file_mb_are_skipped_with_a_reason(tmp_path):
             time.sleep(0.05)
     assert job["status"] == "partial"
     assert job["errors"] == [{"file": "big.txt", "reason": "file too large: 1.4 MB, over RAG_MAX_FILE_MB=1"}]
+
+
+def test_the_ascii_fast_path_of_clean_text_matches_the_general_one():
+    import random
+    import unicodedata
+
+    from ingest.formats import builder
+
+    def general(text: str) -> str:
+        text = builder._CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+        text = builder._ANY_WS_RE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+        return builder._CJK_GAP_RE.sub("", text)
+
+    rng = random.Random(3)
+    alphabet = [chr(i) for i in range(128)]
+    for _ in range(5000):
+        text = "".join(rng.choice(alphabet if rng.random() < 0.3 else "ab \t\n\r") for _ in range(rng.randint(0, 30)))
+        assert builder.clean_text(text) == general(text), repr(text)
