@@ -136,3 +136,12 @@ def test_ingest_summary_notes_replaced_bytes(env):
     result = run("ingest", str(env), "--kb", "notes", "-q")
     assert result.exit_code == 0, result.output
     assert "note     damaged.txt: decoded as UTF-8, 2 invalid byte(s) replaced" in result.output
+
+
+def test_retrieved_sources_are_printed_escaped(env, monkeypatch):
+    monkeypatch.setenv("RAG_RERANK_MODEL", "none")
+    (env / "kettle\x1b[2J.txt").write_text("The Zephyr kettle boils water in two minutes. " * 10, encoding="utf-8")
+    assert run("ingest", str(env), "--kb", "esc2", "-q").exit_code == 0
+    result = run("ask", "How fast does the Zephyr kettle boil water?", "--kb", "esc2", "--no-generate")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "kettle\\u001b[2J.txt" in result.output
