@@ -165,8 +165,9 @@ class JobManager:
             log.warning("ingest job %s failed: %s", job.id, exc.message)
             self._update(job, status="failed", error=exc.message, finished_at=time.time())
         except Exception as exc:  # a crash must land in the job record, not vanish inside the pool
-            log.exception("ingest job %s crashed", job.id)
-            self._update(job, status="failed", error=f"internal error: {type(exc).__name__}: {exc}",
+            # the client gets a short reason; the exception (it may name paths or objects) stays in the log
+            log.exception("ingest job %s crashed: %s: %s", job.id, type(exc).__name__, exc)
+            self._update(job, status="failed", error="internal error while indexing; the server log has the details",
                          finished_at=time.time())
         finally:
             if staging is not None:
@@ -231,6 +232,7 @@ class JobManager:
             files.append({**entry, "status": status, "reason": reason,
                           "chunks_added": result.chunks_added if result else 0,
                           "chunks_removed": result.chunks_removed if result else 0,
+                          "note": result.note if result else "",
                           "doc_id": record.doc_id if record is not None and status in OK_STATUSES else None})
         ok = sum(1 for f in files if f["status"] in OK_STATUSES)
         status = "succeeded" if ok == len(files) else "partial" if ok else "failed"

@@ -8,6 +8,7 @@ import typer
 
 from cli.ingest_cmds import _Progress
 from cli.main import app, handle_errors
+from cli.output import echo
 from eval.ablations import parse_compare, parse_config, valid_config_help
 from eval.datasets import SPLITS
 from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
@@ -58,17 +59,17 @@ def eval_cmd(
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     services = build_services(settings)
     try:
-        typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+        echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
         if answers:
-            typer.echo("--answers: generating one answer per query; with the embedded CPU LLM this takes several "
+            echo("--answers: generating one answer per query; with the embedded CPU LLM this takes several "
                        "seconds per query", err=True)
         result = run_eval(services, spec, show_progress=not quiet,
                           ingest_progress=None if quiet else (lambda total: _Progress(total)))
     finally:
         services.close()
-    typer.echo(ingest_summary(result.ingest))
+    echo(ingest_summary(result.ingest))
     if result.ingest.count("indexed", "updated") == 0:
-        typer.echo("knowledge base up to date: nothing was embedded")
+        echo("knowledge base up to date: nothing was embedded")
     for heading, table in result.tables.items():
-        typer.echo(f"\n## {heading}\n\n{table}")
-    typer.echo(f"\nreport: {result.report_path}")
+        echo(f"\n## {heading}\n\n{table}")
+    echo(f"\nreport: {result.report_path}")

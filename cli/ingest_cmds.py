@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from cli.main import app, fail, handle_errors
+from cli.output import echo, name
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor, kb_write_lock, reindex
 from rag.errors import InvalidRequest
@@ -47,7 +48,7 @@ class _Progress:
     @staticmethod
     def postfix(step: IngestProgress, elapsed: float) -> str:
         return (f"chunks {step.chunks_embedded}/{step.chunks_known} embedded  "
-                f"{step.chunks_embedded / max(elapsed, 1e-6):.1f} chunks/s  {step.source[-40:]}")
+                f"{step.chunks_embedded / max(elapsed, 1e-6):.1f} chunks/s  {name(step.source[-40:])}")
 
     def close(self) -> None:
         self.bar.close()
@@ -66,6 +67,8 @@ def ingest(
     generate_questions: int = typer.Option(None, "--generate-questions", help="LLM questions per chunk (0 = off)."),
     tag: list[str] = typer.Option([], "--tag", help="key=value tag on every chunk (repeatable)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
+    follow_links: bool = typer.Option(False, "--follow-links",
+                                      help="Also index symbolic links that point outside the folder."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -77,21 +80,22 @@ def ingest(
     services = build_services(settings)
     kb = kb or settings.default_kb
     tags = parse_tags(tag)
-    typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+    echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
     ingestor = build_ingestor(services, kb, tags=tags)
     files = [path] if path.is_file() else None
-    progress = None if quiet or as_json else _Progress(total=len(files) if files else _count_files(path))
+    progress = None if quiet or as_json else _Progress(
+        total=len(files) if files else _count_files(path, follow_links))
     ingestor.progress = progress
     try:
         with kb_write_lock(services, kb, wait=False):
             report = (ingestor.ingest_files(path.parent, files) if files
-                      else ingestor.ingest_folder(path, prune=prune))
+                      else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
     finally:
         if progress:
             progress.close()
         services.close()
     if as_json:
-        typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
+        echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
         _print_summary(report)
     nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
@@ -99,27 +103,30 @@ def ingest(
         fail(f"nothing could be ingested from {path}", 1)
 
 
-def _count_files(path: Path) -> int:
+def _count_files(path: Path, follow_links: bool) -> int:
     from ingest.runner import scan_folder
 
-    return len(scan_folder(path))
+    return len(scan_folder(path, follow_links).files)
 
 
 def _print_summary(report) -> None:
     indexed = report.count("indexed", "updated")
     unchanged = report.count("unchanged")
-    typer.echo(f"knowledge base: {report.kb}   model: {report.model}")
-    typer.echo(f"files indexed: {indexed}   unchanged: {unchanged}   removed: {report.count('removed')}   "
+    echo(f"knowledge base: {report.kb}   model: {report.model}")
+    echo(f"files indexed: {indexed}   unchanged: {unchanged}   removed: {report.count('removed')}   "
                f"skipped: {len(report.skipped)}")
-    typer.echo(f"chunks added: {report.chunks_added}   removed: {report.chunks_removed}   "
+    echo(f"chunks added: {report.chunks_added}   removed: {report.chunks_removed}   "
                f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s)")
     if indexed == 0 and report.count("removed") == 0 and unchanged:
-        typer.echo("nothing changed: no file needed embedding")
+        echo("nothing changed: no file needed embedding")
     for f in report.files:
         if f.status == "removed":
-            typer.echo(f"  removed  {f.source}: {f.reason}")
+            echo(f"  removed  {name(f.source)}: {name(f.reason)}")
     for f in report.skipped:
-        typer.echo(f"  skipped  {f.source}: {f.reason}")
+        echo(f"  skipped  {name(f.source)}: {name(f.reason)}")
+    for f in report.files:
+        if f.note:
+            echo(f"  note     {name(f.source)}: {name(f.note)}")
 
 
 @app.command()
@@ -134,13 +141,13 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
              "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"), "tags": d.tags}
             for d in services.catalog.list_docs(kb)]
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    typer.echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
+    echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
     for r in rows:
         flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
-        typer.echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {r['source']}{flag}")
-    typer.echo(f"{len(rows)} document(s)")
+        echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
+    echo(f"{len(rows)} document(s)")
 
 
 @app.command()
@@ -152,7 +159,7 @@ def rm(path: str = typer.Argument(..., help="The document's source path as `rag 
     ingestor = build_ingestor(services, kb or services.settings.default_kb)
     with kb_write_lock(services, ingestor.kb.name, wait=False):
         result = ingestor.remove_source(path)
-    typer.echo(f"removed {result.source} ({result.chunks_removed} chunks)")
+    echo(f"removed {name(result.source)} ({result.chunks_removed} chunks)")
 
 
 @app.command()
@@ -163,13 +170,13 @@ def kbs(as_json: bool = typer.Option(False, "--json")) -> None:
     rows = [{"name": r.name, "embed_model": r.embed_model, "dim": r.dim, "collection": r.collection,
              **services.catalog.kb_stats(r.name)} for r in services.catalog.list_kbs()]
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
+        echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
                    f"(dim {r['dim']})")
     if not rows:
-        typer.echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
+        echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
 
 
 @app.command()
@@ -178,15 +185,15 @@ def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None
     """Verify that the catalog, the vector store and BM25 hold the same chunk ids."""
     services = build_services(load_settings())
     report = services.kbs.open(kb or services.settings.default_kb).check()
-    typer.echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
+    echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
     for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
                   "pending_documents"):
         values = getattr(report, label)
         if values:
-            typer.echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
+            echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
     if not report.ok:
         fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
-    typer.echo("ok: stores agree")
+    echo("ok: stores agree")
 
 
 @app.command("reindex")
@@ -194,9 +201,9 @@ def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None
 def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
     """Re-embed a knowledge base with the configured model into a new collection, then switch to it."""
     services = build_services(load_settings())
-    typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+    echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
     n, collection = reindex(services, kb or services.settings.default_kb)
-    typer.echo(f"re-embedded {n} chunks into collection {collection}")
+    echo(f"re-embedded {n} chunks into collection {collection}")
 
 
 @app.command()
@@ -207,4 +214,4 @@ def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "-
         typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
     services = build_services(load_settings())
     services.kbs.drop(kb)
-    typer.echo(f"dropped {kb}")
+    echo(f"dropped {kb}")

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from cli.output import echo
 from rag.errors import ConfigError, InvalidRequest, NotFound, RagError
 
 app = typer.Typer(help="Self-hosted RAG question answering over your documents.", no_args_is_help=True,
@@ -20,7 +21,7 @@ app = typer.Typer(help="Self-hosted RAG question answering over your documents."
 
 
 def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from cli.main import app, fail, handle_errors
+from cli.output import echo, name, term_safe
 from rag.errors import InvalidRequest, LLMError
 from rag.factory import build_services
 from rag.pipeline import Pipeline, answer_to_dict, parse_filter
@@ -57,11 +58,11 @@ def ask(
             fail(f"{exc.message} ({NO_GENERATE_HINT})", 1)
         data = answer_to_dict(answer)
         if as_json:
-            typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+            echo(json.dumps(data, ensure_ascii=False, indent=2))
         elif no_generate:
             _print_hits(data)
         else:
-            typer.echo(data["answer_with_citations"])
+            echo(data["answer_with_citations"])
             _print_footer(data, sources)
     finally:
         services.close()
@@ -72,21 +73,21 @@ def _stream(pipeline: Pipeline, question: str, kwargs: dict[str, Any], as_json: 
     done: dict[str, Any] | None = None
     for event in pipeline.stream(question, **kwargs):
         if as_json:
-            typer.echo(json.dumps(event, ensure_ascii=False))
+            echo(json.dumps(event, ensure_ascii=False))
         elif event["type"] == "token":
-            sys.stdout.write(event["text"])
+            sys.stdout.write(term_safe(event["text"]))
             sys.stdout.flush()
         if event["type"] == "error":
             if not as_json:
-                typer.echo("")
+                echo("")
             hint = f" ({NO_GENERATE_HINT})" if event["code"] == LLMError.code else ""
             fail(f"{event['message']}{hint}", 1)
         if event["type"] == "done":
             done = event["answer"]
     if done is not None and not as_json:
-        typer.echo("")
+        echo("")
         if done["info"].get("refusal_reason") == "unsupported_answer":  # streamed, then found unsupported
-            typer.echo(done["answer"])
+            echo(done["answer"])
         _print_footer(done, show_text)
 
 
@@ -101,9 +102,9 @@ def _read_history(path: Path) -> list[dict]:
 
 
 def _where(item: dict[str, Any]) -> str:
-    parts = [item["document"]]
+    parts = [name(item["document"])]
     if item.get("section"):
-        parts.append(item["section"])
+        parts.append(name(item["section"]))
     if item.get("page") is not None:
         parts.append(f"page {item['page']}")
     parts.append(f"chars {item['start']}-{item['end']}")
@@ -117,13 +118,13 @@ def _print_footer(data: dict[str, Any], show_text: bool) -> None:
                   "model_refused": "the model found no answer in the sources",
                   "empty_model_answer": "the model returned an empty answer",
                   "unsupported_answer": "no source supports what the model wrote"}.get(info.get("refusal_reason", ""), "")
-        typer.echo(f"\n(refused: {reason})" if reason else "", err=True)
+        echo(f"\n(refused: {reason})" if reason else "", err=True)
     by_source: dict[int, list[dict[str, Any]]] = {}
     for c in data["citations"]:
         by_source.setdefault(c["source_number"], []).append(c)
     shown = [s for s in data["sources"] if show_text or s.get("cited")]
     if shown:
-        typer.echo("\nSources:")
+        echo("\nSources:")
     for s in shown:
         cites = by_source.get(s["number"], [])
         checked = [c for c in cites if c["supported"] is not None]
@@ -134,24 +135,24 @@ def _print_footer(data: dict[str, Any], show_text: bool) -> None:
             status = f"  [{ok}/{len(checked)} citation(s) verified" + (f", {attributed} attributed]" if attributed else "]")
         elif not cites:
             status = "  [not cited]"
-        typer.echo(f"  [{s['number']}] {_where(s)}{status}")
+        echo(f"  [{s['number']}] {_where(s)}{status}")
         if show_text:
-            typer.echo("      " + s["text"].replace("\n", "\n      "))
+            echo("      " + s["text"].replace("\n", "\n      "))
     unsupported = [c for c in data["citations"] if c["supported"] is False]
     for c in unsupported:
-        typer.echo(f"  unverified: \"{c['sentence']}\" -> [{c['source_number']}] (support {c['support']:.2f})")
+        echo(f"  unverified: \"{c['sentence']}\" -> [{c['source_number']}] (support {c['support']:.2f})")
     _print_status(data)
 
 
 def _print_hits(data: dict[str, Any]) -> None:
     if data["refused"] and not data["hits"]:
-        typer.echo("no matching chunks")
+        echo("no matching chunks")
     for i, h in enumerate(data["hits"], 1):
         rerank = f" rerank {h['rerank_score']:.3f}" if h["rerank_score"] is not None else ""
         found = ", ".join(f"{p['list']}:{p['variant']}#{p['rank']}" for p in h["provenance"])
-        typer.echo(f"[{i}] {_where(h)}  rrf {h['score']:.4f}{rerank}  ({found})")
+        echo(f"[{i}] {_where(h)}  rrf {h['score']:.4f}{rerank}  ({found})")
         text = " ".join(h["text"].split())
-        typer.echo(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
+        echo(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
     _print_status(data)
 
 
@@ -165,6 +166,6 @@ def _print_status(data: dict[str, Any]) -> None:
         line += f" · generation {t['generate']:.1f} s"
     if data["model"]:
         line += f" · model {data['model']}"
-    typer.echo(line, err=True)
+    echo(line, err=True)
     for warning in info.get("warnings", []):
-        typer.echo(f"warning: {warning}", err=True)
+        echo(f"warning: {warning}", err=True)

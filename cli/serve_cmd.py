@@ -8,6 +8,7 @@ import json
 import typer
 
 from cli.main import app, handle_errors
+from cli.output import echo
 from rag.settings import load_settings
 
 keys_app = typer.Typer(help="Manage API keys for the REST API (stored as SHA-256 hashes).", no_args_is_help=True)
@@ -28,7 +29,7 @@ def serve(
     import uvicorn
 
     settings = load_settings()  # bad settings fail here, with the value in the message
-    typer.echo(f"serving on http://{host}:{port}  (data: {settings.data_dir}, docs: http://{host}:{port}/docs)",
+    echo(f"serving on http://{host}:{port}  (data: {settings.data_dir}, docs: http://{host}:{port}/docs)",
                err=True)
     if workers > 1:
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
@@ -58,7 +59,7 @@ def keys_create(
         record = store.create(name, read, write)
     finally:
         store.close()
-    typer.echo(f"{record.secret}\n(id {record.id}; read {record.read or '-'}; write {record.write or '-'}; "
+    echo(f"{record.secret}\n(id {record.id}; read {record.read or '-'}; write {record.write or '-'}; "
                "store it now: it cannot be shown again)")
 
 
@@ -71,10 +72,10 @@ def keys_list(as_json: bool = typer.Option(False, "--json", help="JSON output.")
     finally:
         store.close()
     if as_json:
-        typer.echo(json.dumps([{k: v for k, v in r.__dict__.items() if k != "secret"} for r in records], indent=2))
+        echo(json.dumps([{k: v for k, v in r.__dict__.items() if k != "secret"} for r in records], indent=2))
         return
     for r in records:
-        typer.echo(f"{r.id}  {r.prefix}…  {r.name}  read={','.join(r.read) or '-'}  write={','.join(r.write) or '-'}")
+        echo(f"{r.id}  {r.prefix}…  {r.name}  read={','.join(r.read) or '-'}  write={','.join(r.write) or '-'}")
 
 
 @keys_app.command("revoke")
@@ -85,4 +86,4 @@ def keys_revoke(key_id: str = typer.Argument(..., help="The key id (see `rag key
         store.revoke(key_id)
     finally:
         store.close()
-    typer.echo(f"revoked {key_id}")
+    echo(f"revoked {key_id}")

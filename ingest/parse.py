@@ -1,7 +1,10 @@
-"""`parse_file(path) -> ParsedDocument` for every supported format.
+"""`parse_file(path)` / `parse_bytes(data, suffix, name)` -> `ParsedDocument` for every supported format.
 
-Text formats are decoded first (UTF-8 with or without BOM, UTF-16, GB18030/GBK, then a
-charset-normalizer guess) and handed to unstructured's element-aware partitioners as text; PDF
+Files over `RAG_MAX_FILE_MB` are refused, and zip containers (DOCX, XLSX) are checked for
+decompression bombs first (ingest/limits.py). Text formats are decoded first (UTF-8 with or without
+BOM, UTF-16, mostly-UTF-8 with a few bad bytes replaced, GB18030/GBK, then a charset-normalizer
+guess) and handed to unstructured's element-aware partitioners as text (large plain text and
+Markdown to the linear parser in formats/plain.py); PDF
 goes through pypdf page by page; tables and JSON are read row by row / record by record. Every
 failure leaves as `ParseError` (or `UnsupportedFile`) with a one-line human reason."""
 
@@ -13,7 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ingest.formats.encoding import decode_bytes
+from ingest.formats.encoding import decode_text
+from ingest.limits import ParseLimits, check_file_size, check_zip
 from rag.errors import ParseError, RagError, UnsupportedFile
 from rag.types import ParsedDocument
 
@@ -22,6 +26,7 @@ log = logging.getLogger(__name__)
 _TEXT_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".csv": "csv",
                  ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx"}
+_ZIP_FORMATS = frozenset({".docx", ".xlsx"})  # checked by check_zip before any parser opens them
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_TEXT_FORMATS) | frozenset(_BINARY_FORMATS)
 # formats we cannot read but whose users deserve to know what to do
 _LEGACY_HINTS = {".doc": "legacy binary Word format: save it as .docx",
@@ -30,28 +35,46 @@ _LEGACY_HINTS = {".doc": "legacy binary Word format: save it as .docx",
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def parse_file(path: Path) -> ParsedDocument:
+def parse_file(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse one file. `metadata["format"]` is the format name ("txt", "md", "html", "pdf",
     "docx", "csv", "tsv", "xlsx", "json", "jsonl"); PDFs add "pages", text formats "encoding"."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise UnsupportedFile(f"{unsupported_reason(path)} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})",
-                              field="path")
-    data = _read(path)
+    limits = limits or ParseLimits()
+    _check_suffix(path.suffix.lower(), path.name)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = 0  # _read names the problem
+    check_file_size(size, limits)
+    return parse_bytes(_read(path), path.suffix, path.name, limits)
+
+
+def parse_bytes(data: bytes, suffix: str, name: str, limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse the bytes of a file called `name` (its title falls back to the name's stem)."""
+    limits = limits or ParseLimits()
+    suffix = suffix.lower()
+    _check_suffix(suffix, name)
+    check_file_size(len(data), limits)
     if not data:
         raise ParseError("empty file", field="path")
     started = time.perf_counter()
+    if suffix in _ZIP_FORMATS:
+        from ingest.formats.office import refuse_ole
+
+        refuse_ole(data, suffix.lstrip("."))  # a password-protected or legacy file is no zip at all
+        check_zip(data, limits, suffix.lstrip(".").upper())
     try:
-        doc = _dispatch(suffix, data, path.stem)
+        doc = _dispatch(suffix, data, Path(name).stem, limits)
     except RagError:
         raise
     except Exception as exc:  # the one boundary that turns a parser crash into a ParseError
-        log.exception("parser crashed on %s", path)
-        raise ParseError(f"cannot parse {path.name}: {type(exc).__name__}: {exc}", field="path") from exc
-    if not doc.text.strip():
+        # the client gets a short reason; the exception (whose repr may name internal objects) is logged
+        log.exception("parser crashed on %s", name)
+        raise ParseError(f"cannot parse this {suffix.lstrip('.').upper()} file ({type(exc).__name__})",
+                         field="path") from exc
+    if not doc.text or doc.text.isspace():
         raise ParseError("no extractable text", field="path")
-    log.debug("parsed %s (%s) in %.3f s: %d blocks, %d QA pairs", path.name, doc.metadata.get("format"),
+    log.debug("parsed %s (%s) in %.3f s: %d blocks, %d QA pairs", name, doc.metadata.get("format"),
               time.perf_counter() - started, len(doc.blocks), len(doc.qa_pairs))
     return doc
 
@@ -61,6 +84,12 @@ def unsupported_reason(path: Path) -> str:
     suffix = path.suffix.lower()
     hint = _LEGACY_HINTS.get(suffix)
     return f"unsupported file type '{suffix or path.name}'" + (f" ({hint})" if hint else "")
+
+
+def _check_suffix(suffix: str, name: str) -> None:
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise UnsupportedFile(f"{unsupported_reason(Path(name))} (supported: {', '.join(sorted(SUPPORTED_SUFFIXES))})",
+                              field="path")
 
 
 def _read(path: Path) -> bytes:
@@ -76,7 +105,7 @@ def _read(path: Path) -> bytes:
         raise ParseError(f"unreadable file: {exc.strerror or exc}", field="path") from exc
 
 
-def _dispatch(suffix: str, data: bytes, stem: str) -> ParsedDocument:
+def _dispatch(suffix: str, data: bytes, stem: str, limits: ParseLimits) -> ParsedDocument:
     if suffix in _BINARY_FORMATS:
         fmt = _BINARY_FORMATS[suffix]
         return _binary_parser(fmt)(data, fmt, stem)
@@ -85,10 +114,18 @@ def _dispatch(suffix: str, data: bytes, stem: str) -> ParsedDocument:
     if fmt == "html":
         match = _META_CHARSET_RE.search(data[:4096])
         declared = match.group(1).decode("ascii") if match else None
-    text, encoding = decode_bytes(data, declared)
-    if not text.strip():
+    decoded = decode_text(data, declared)
+    if not decoded.text or decoded.text.isspace():
         raise ParseError("empty file (only whitespace)", field="path")
-    return _text_parser(fmt)(text, fmt, encoding, stem)
+    if fmt in ("txt", "md") and len(data) > limits.large_text_bytes:
+        from ingest.formats.plain import parse_large_text
+
+        doc = parse_large_text(decoded.text, fmt, decoded.encoding, stem)
+    else:
+        doc = _text_parser(fmt)(decoded.text, fmt, decoded.encoding, stem)
+    if decoded.replaced:
+        doc.metadata["note"] = f"decoded as UTF-8, {decoded.replaced} invalid byte(s) replaced"
+    return doc
 
 
 TextParser = Callable[[str, str, str, str], ParsedDocument]

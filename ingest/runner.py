@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunkers import Chunker
-from ingest.parse import SUPPORTED_SUFFIXES, parse_file, unsupported_reason
+from ingest.limits import ParseLimits, check_file_size
+from ingest.parse import SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
 from rag.catalog import DocRecord
 from rag.errors import ParseError, RagError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -37,6 +38,7 @@ class FileResult:
     reason: str = ""
     chunks_added: int = 0
     chunks_removed: int = 0
+    note: str = ""  # something the user should know about an indexed file ("3 invalid bytes replaced")
 
 
 @dataclass
@@ -77,6 +79,7 @@ class _Prepared:
     chunks: list[Chunk]
     old_ids: set[str]
     status: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,57 @@ class IngestProgress:
 ProgressFn = Callable[[IngestProgress], None]
 
 
-def scan_folder(root: Path) -> list[Path]:
-    """Supported files under `root`, sorted, hidden files and folders skipped."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+@dataclass
+class FolderScan:
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason): links not followed
+
+
+def scan_folder(root: Path, follow_links: bool = False) -> FolderScan:
+    """Files under `root`, sorted, hidden files and folders skipped. Symbolic links (to files or
+    folders) that resolve outside `root` are skipped and reported unless `follow_links`; links
+    inside are followed; a folder link back into the folders above it (a cycle) is never entered."""
+    root = Path(root).resolve()
+    scan = FolderScan()
+    chains: dict[str, frozenset[Path]] = {str(root): frozenset({root})}  # walked folder -> real folders above
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        chain = chains.pop(dirpath, frozenset({here.resolve()}))
+        kept = []
+        for name in sorted(d for d in dirnames if not d.startswith(".")):
+            path = here / name
+            real = _link_target(path, root, follow_links, scan, "folder")
+            if real is None:
+                continue
+            if real in chain:
+                scan.skipped.append((path, "symbolic link to a folder above it (a cycle): not followed"))
+                continue
+            chains[str(path)] = chain | {real}
+            kept.append(name)
+        dirnames[:] = kept
         for name in sorted(filenames):
             if name.startswith(".") or name in IGNORED_NAMES:
                 continue
-            found.append(Path(dirpath) / name)
-    return found
+            path = here / name
+            if _link_target(path, root, follow_links, scan, "file") is not None:
+                scan.files.append(path)
+    return scan
+
+
+def _link_target(path: Path, root: Path, follow_links: bool, scan: FolderScan, kind: str) -> Path | None:
+    """The real path of `path`, or None (and a reason in `scan.skipped`) when it is a link that must
+    not be followed."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        scan.skipped.append((path, "broken or looping symbolic link"))
+        return None
+    if path.is_symlink() and not follow_links and not real.is_relative_to(root):
+        log.warning("not following %s: it links to %s, outside %s", path, real, root)
+        scan.skipped.append((path, f"symbolic link to a {kind} outside the folder "
+                                   "(use --follow-links to index it)"))
+        return None
+    return real
 
 
 def with_header(title: str, span: ChunkSpan) -> str | None:
@@ -122,8 +166,9 @@ def with_header(title: str, span: ChunkSpan) -> str | None:
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
-                 headers: bool = False, embed_batch: int = 32) -> None:
+                 headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None) -> None:
         self.kb = kb
+        self.limits = limits or ParseLimits()
         self.chunker = chunker
         self.headers = headers
         self.tags = dict(sorted((tags or {}).items()))
@@ -136,12 +181,13 @@ class Ingestor:
         self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
 
     # public ------------------------------------------------------------------------------------
-    def ingest_folder(self, root: Path, prune: bool = True) -> IngestReport:
+    def ingest_folder(self, root: Path, prune: bool = True, follow_links: bool = False) -> IngestReport:
         root = root.resolve()
         if not root.is_dir():
             raise ParseError(f"not a folder: {root}", field="path")
-        paths = scan_folder(root)
-        return self._run(root, paths, prune=prune)
+        scan = scan_folder(root, follow_links=follow_links)
+        skipped = [FileResult(self._source(root, p), "skipped", reason) for p, reason in scan.skipped]
+        return self._run(root, scan.files, prune=prune, skipped=skipped)
 
     def ingest_files(self, root: Path, paths: Sequence[Path]) -> IngestReport:
         """Ingest some files whose sources are their paths relative to `root` (no pruning)."""
@@ -154,10 +200,11 @@ class Ingestor:
         return self._remove(record, "removed on request")
 
     # internals ---------------------------------------------------------------------------------
-    def _run(self, root: Path, paths: list[Path], prune: bool) -> IngestReport:
+    def _run(self, root: Path, paths: list[Path], prune: bool, skipped: Sequence[FileResult] = ()) -> IngestReport:
         started = time.perf_counter()
         self._known = self._embedded = 0
         report = IngestReport(self.kb.name, self.kb.embedder.name)
+        report.files.extend(skipped)
         catalog = self.kb.catalog
         wanted = {self._source(root, p): (p, root) for p in paths}
         # documents a killed run left half-done: redo them when their file is still there
@@ -203,10 +250,16 @@ class Ingestor:
             report.files.append(FileResult(source, "skipped", unsupported_reason(path)))
             return None
         try:
-            data = path.read_bytes()
             stat = path.stat()
+            check_file_size(stat.st_size, self.limits)
+            data = path.read_bytes()  # read once: hashed here, parsed from memory below
         except OSError as exc:
-            report.files.append(FileResult(source, "skipped", f"unreadable: {exc.strerror or exc}"))
+            report.files.append(FileResult(source, "skipped", f"unreadable: {exc.strerror or 'I/O error'}"))
+            log.warning("cannot read %s: %s", path, exc)
+            return None
+        except ParseError as exc:
+            report.files.append(FileResult(source, "skipped", exc.message))
+            log.warning("skipped %s: %s", source, exc.message)
             return None
         content_hash = sha256_hex(data)
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
@@ -214,7 +267,8 @@ class Ingestor:
             report.files.append(FileResult(source, "unchanged"))
             return None
         try:
-            parsed = parse_file(path)
+            parsed = parse_bytes(data, path.suffix, path.name, self.limits)
+            del data
             spans = self.chunker.split(parsed)
         except ParseError as exc:
             report.files.append(FileResult(source, "skipped", exc.message))
@@ -229,7 +283,7 @@ class Ingestor:
         chunks = self._chunks(record, parsed, spans)
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
         status = "updated" if old is not None and old.state == "indexed" else "indexed"
-        return _Prepared(record, chunks, old_ids, status)
+        return _Prepared(record, chunks, old_ids, status, str(parsed.metadata.get("note", "")))
 
     def _chunks(self, record: DocRecord, parsed: ParsedDocument, spans) -> list[Chunk]:
         chunks = []
@@ -267,7 +321,7 @@ class Ingestor:
             self.kb.write(item.chunks, vectors[offset : offset + n], delete_ids)
             offset += n
             catalog.mark_indexed(item.record, new_ids)
-            report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids)))
+            report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids), item.note))
             self._tick(item.record.source, report)
 
     def _embed(self, items: list[tuple[str, str]], report: IngestReport) -> np.ndarray:

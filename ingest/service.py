@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ingest.chunkers import make_chunker
+from ingest.limits import ParseLimits
 from ingest.questions import QuestionWriter
 from ingest.runner import Ingestor
 from rag.errors import StoreError
@@ -48,9 +49,11 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
                            percentile=s.semantic_percentile)
     writer = QuestionWriter(services.llm, n=s.generate_questions) if s.generate_questions else None
     knowledge_base = services.kbs.open_or_create(kb)
+    limits = ParseLimits(max_file_mb=s.max_file_mb, max_unzipped_mb=s.max_unzipped_mb,
+                         max_zip_ratio=s.max_zip_ratio, max_image_pixels=s.max_image_pixels)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
-                    embed_batch=s.embed_batch_size)
+                    embed_batch=s.embed_batch_size, limits=limits)
 
 
 def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     auth_disabled: bool = False
     cors_origins: tuple[str, ...] = ()
     max_upload_mb: int = Field(50, ge=1)
+    # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
+    max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
+    max_unzipped_mb: float = Field(200.0, gt=0)  # DOCX/XLSX: what one member and all members may unpack to
+    max_zip_ratio: float = Field(100.0, gt=1)  # DOCX/XLSX: uncompressed/compressed size of a member over 1 MB
+    max_image_pixels: int = Field(50_000_000, ge=1)  # images (OCR): width x height
     default_kb: str = "default"
 
     @field_validator("transforms", mode="before")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a large file has hundreds of thousands of blocks
 class Block:
     """One element of a parsed document (title, paragraph, table row, list item...)."""
 

@@ -17,12 +17,16 @@ _SPACES_RE = re.compile(r"[^\S\n]+")  # whitespace runs without newlines (incl. 
 _BLANK_LINES_RE = re.compile(r"\n\s*\n\s*(?:\n\s*)*")
 _ANY_WS_RE = re.compile(r"\s+")
 _CJK_GAP_RE = re.compile(f"(?<=[{_CJK}]) (?=[{_CJK}])")
+# ASCII control characters dropped as _CONTROL_RE drops them; a carriage return separates words
+_ASCII_CONTROLS = {c: None for c in [*range(0x09), *range(0x0B, 0x20), 0x7F]} | {0x0D: " "}
 
 
 def clean_text(text: str, *, keep_lines: bool = False) -> str:
     """Remove control characters and normalise whitespace. Prose collapses to one line;
     `keep_lines` (code, records) keeps line structure but drops blank lines and trailing
     spaces. Spaces between two CJK characters (left by line wrapping) are removed."""
+    if not keep_lines and text.isascii():  # fast path (table cells, prose): same result, no regexes
+        return " ".join(text.translate(_ASCII_CONTROLS).split())
     text = _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = unicodedata.normalize("NFC", text)
     if keep_lines:

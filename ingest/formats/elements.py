@@ -145,7 +145,10 @@ def parse_docx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
     try:
         elements = partition_docx(file=io.BytesIO(data), languages=_NO_LANG_DETECT)
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:
-        raise ParseError(f"corrupt DOCX: {type(exc).__name__}: {exc}") from exc
+        # the library's message can hold reprs of internal objects ("<_io.BytesIO object at 0x..>"):
+        # the reason stays short, the detail goes to the log
+        log.info("%s: corrupt DOCX: %s: %s", stem, type(exc).__name__, exc)
+        raise ParseError("corrupt DOCX: not a readable Word document") from exc
     builder = DocBuilder(fmt)
     _add_elements(builder, elements)
     return builder.build(stem)

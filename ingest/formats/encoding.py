@@ -1,10 +1,13 @@
-"""Decoding text files whose encoding is not declared: BOMs, UTF-8, GB18030 (a superset of
-GBK/GB2312), UTF-16 without BOM, then charset-normalizer's best guess."""
+"""Decoding text files whose encoding is not declared: BOMs, UTF-8, UTF-8 with a few invalid bytes
+replaced, GB18030 (a superset of GBK/GB2312), UTF-16 without BOM, then charset-normalizer's best
+guess."""
 
 from __future__ import annotations
 
 import codecs
 import logging
+import re
+from typing import NamedTuple
 
 from rag.errors import ParseError
 
@@ -18,11 +21,69 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16-be"),
 )
 _PREFERRED_ON_TIE = ("cp1252", "iso8859_1", "iso8859_15")
+# mostly-UTF-8 text: at most this share of its bytes invalid, and more valid non-ASCII characters
+# than invalid bytes (real UTF-8 evidence; an ASCII file with a stray cp1252 byte is guessed)
+MAX_INVALID_UTF8_RATIO = 0.01
+_ESCAPED_RE = re.compile("[\udc80-\udcff]")
+_NON_ASCII_RE = re.compile("[^\x00-\x7f\udc80-\udcff]")
+
+
+class Decoded(NamedTuple):
+    text: str
+    encoding: str
+    replaced: int = 0  # invalid bytes replaced by U+FFFD
 
 
 def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
-    """Return `(text, encoding)`. `declared` (an HTML meta charset) is tried after the BOM
-    and UTF-16 checks. Raises ParseError when no encoding fits."""
+    """Return `(text, encoding)`; see `decode_text`."""
+    decoded = decode_text(data, declared)
+    return decoded.text, decoded.encoding
+
+
+def decode_text(data: bytes, declared: str | None = None) -> Decoded:
+    """`declared` (an HTML meta charset) is tried after the BOM and UTF-16 checks. Raises
+    ParseError when no encoding fits."""
+    if data.isascii() or not _has_invalid_utf8(data):
+        return Decoded(*_decode(data, declared))
+    return _decode_damaged(data, declared)
+
+
+def _has_invalid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _decode_damaged(data: bytes, declared: str | None) -> Decoded:
+    """Not valid UTF-8: BOMs, UTF-16 and a working declared charset win; then UTF-8 with
+    replacement when the damage is small; then the other detectors."""
+    lenient = data.decode("utf-8", errors="surrogateescape")
+    invalid = len(_ESCAPED_RE.findall(lenient))
+    mostly_utf8 = (invalid <= MAX_INVALID_UTF8_RATIO * len(data)
+                   and len(_NON_ASCII_RE.findall(lenient)) >= invalid)
+    if not mostly_utf8 or any(data.startswith(bom) for bom, _ in _BOMS) or _utf16_without_bom(data):
+        try:
+            return Decoded(*_decode(data, declared))
+        except ParseError:
+            if invalid > MAX_INVALID_UTF8_RATIO * len(data):
+                raise
+    elif declared and _decodes(data, declared) and codecs.lookup(declared).name != "utf-8":
+        return Decoded(data.decode(declared), codecs.lookup(declared).name)
+    log.info("decoded as UTF-8 with %d invalid byte(s) replaced", invalid)
+    return Decoded(_ESCAPED_RE.sub("\ufffd", lenient), "utf-8", invalid)
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except (LookupError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def _decode(data: bytes, declared: str | None = None) -> tuple[str, str]:
     for bom, name in _BOMS:
         if data.startswith(bom):
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import logging
 import re
 import unicodedata
 import zipfile
@@ -73,7 +74,8 @@ def parse_xlsx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError) as exc:
-        raise ParseError(f"corrupt XLSX: {type(exc).__name__}: {exc}") from exc
+        logging.getLogger(__name__).info("%s: corrupt XLSX: %s: %s", stem, type(exc).__name__, exc)
+        raise ParseError("corrupt XLSX: not a readable Excel workbook") from exc
     builder = DocBuilder(fmt)
     try:
         sheets = workbook.worksheets

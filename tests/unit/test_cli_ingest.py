@@ -94,3 +94,54 @@ def test_reindex_switches_to_new_model(env, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "re-embedded" in result.output and "r__v2" in result.output
     assert run("check", "--kb", "r").exit_code == 0
+
+
+def test_names_and_reasons_from_data_are_printed_escaped(env):
+    evil = "evil\x1b[2J\x9b31m.txt"
+    (env / evil).write_text("The escape sequence file talks about kettles. " * 10, encoding="utf-8")
+    (env / "bad\x1b]0;pwned\x07.pdf").write_bytes(b"%PDF-1.4 not really")
+    result = run("ingest", str(env), "--kb", "esc", "-q")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output and "\x9b" not in result.output
+    assert "skipped  bad\\u001b]0;pwned\\u0007.pdf: " in result.output
+    listing = run("docs", "--kb", "esc")
+    assert "\x1b" not in listing.output and "evil\\u001b[2J\\u009b31m.txt" in listing.output
+    as_json = run("docs", "--kb", "esc", "--json")
+    assert evil in [d["source"] for d in json.loads(as_json.stdout)]  # JSON stays exact
+
+
+def test_term_safe_keeps_newlines_and_tabs_only_where_meant():
+    from cli.output import name, term_safe
+
+    assert term_safe("a\tb\nc\rd\x1b[0m\u202e") == "a\tb\nc\\u000dd\\u001b[0m\\u202e"
+    assert name("a\nb\tc") == "a\\u000ab\\u0009c"
+    assert json.loads(term_safe(json.dumps({"k": "x\x9by"}, ensure_ascii=False))) == {"k": "x\x9by"}
+
+
+def test_links_outside_are_reported_and_follow_links_indexes_them(env, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("root:x:0:0 the outside secret line. " * 10, encoding="utf-8")
+    (env / "passwd.txt").symlink_to(outside)
+    result = run("ingest", str(env), "--kb", "links", "-q")
+    assert result.exit_code == 0, result.output
+    assert "skipped  passwd.txt: symbolic link to a file outside the folder (use --follow-links" in result.output
+    assert "passwd.txt" not in run("docs", "--kb", "links").output
+    followed = run("ingest", str(env), "--kb", "links", "-q", "--follow-links")
+    assert followed.exit_code == 0 and "files indexed: 1" in followed.output
+    assert "passwd.txt" in run("docs", "--kb", "links").output
+
+
+def test_ingest_summary_notes_replaced_bytes(env):
+    (env / "damaged.txt").write_bytes("Größe des Kessels: 1,7 Liter. ".encode() * 20 + b"\xff\xfe")
+    result = run("ingest", str(env), "--kb", "notes", "-q")
+    assert result.exit_code == 0, result.output
+    assert "note     damaged.txt: decoded as UTF-8, 2 invalid byte(s) replaced" in result.output
+
+
+def test_retrieved_sources_are_printed_escaped(env, monkeypatch):
+    monkeypatch.setenv("RAG_RERANK_MODEL", "none")
+    (env / "kettle\x1b[2J.txt").write_text("The Zephyr kettle boils water in two minutes. " * 10, encoding="utf-8")
+    assert run("ingest", str(env), "--kb", "esc2", "-q").exit_code == 0
+    result = run("ask", "How fast does the Zephyr kettle boil water?", "--kb", "esc2", "--no-generate")
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "kettle\\u001b[2J.txt" in result.output

@@ -324,17 +324,20 @@ def test_invalid_json(tmp_path: Path, name: str, content: str, reason: str) -> N
         parse_file(path)
 
 
-def test_parser_crash_becomes_parse_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parser_crash_becomes_a_short_parse_error_and_the_detail_is_logged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import ingest.parse as parse_module
 
     def crash(fmt: str):
         def parser(*args: object) -> ParsedDocument:
-            raise RuntimeError("boom inside a library")
+            raise RuntimeError(f"boom inside a library on {args[0]!r:.40} <_io.BytesIO object at 0x7f00>")
         return parser
 
     monkeypatch.setattr(parse_module, "_binary_parser", crash)
-    with pytest.raises(ParseError, match="RuntimeError: boom inside a library"):
+    with caplog.at_level("ERROR", logger="ingest.parse"), pytest.raises(ParseError) as info:
         parse_file(ff.write_pdf(tmp_path))
+    assert info.value.message == "cannot parse this PDF file (RuntimeError)"  # no repr, no library text
+    assert "boom inside a library" in caplog.text and "<_io.BytesIO" in caplog.text
 
 
 # ---- offline -----------------------------------------------------------------------------------
