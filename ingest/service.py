@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from ingest.chunkers import make_chunker
 from ingest.questions import QuestionWriter
 from ingest.runner import Ingestor
-from rag.errors import StoreError
+from rag.errors import Busy
 from rag.factory import Services
 from rag.types import Chunk
 
@@ -27,7 +27,7 @@ def kb_write_lock(services: Services, kb: str, wait: bool = True) -> Iterator[No
     with _guard:
         tlock = _thread_locks.setdefault(kb, threading.Lock())
     if not tlock.acquire(blocking=wait):
-        raise StoreError(f"knowledge base {kb!r} is being written by another job", field="kb")
+        raise Busy(f"knowledge base {kb!r} is being written by another job", field="kb")
     try:
         lock_dir = services.data_dir / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ def kb_write_lock(services: Services, kb: str, wait: bool = True) -> Iterator[No
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError as exc:
-                raise StoreError(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
+                raise Busy(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
             yield
     finally:
         tlock.release()
@@ -62,7 +62,7 @@ def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
     embedder = services.embedder
     version = int(record.meta.get("version", 1)) + 1 if isinstance(record.meta, dict) else 2
     new_collection = f"{kb}__v{version}"
-    while store.collection_exists(new_collection):
+    while store.collection_exists(new_collection) or catalog.collection_owner(new_collection) is not None:
         version += 1
         new_collection = f"{kb}__v{version}"
     ids = sorted(store.ids(record.collection))

@@ -53,10 +53,24 @@ CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source);
 """
 
 
+# `<kb>__v<n>` names the collection a re-embedded knowledge base moves to (`rag reindex`): no new
+# knowledge base may contain it, so that no knowledge base's default collection is another's
+COLLECTION_SEP = "__"
+
+
 def check_kb_name(name: str) -> str:
     if not isinstance(name, str) or not KB_NAME_RE.match(name):
         raise InvalidRequest(f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_', '-' or '.'",
                              field="kb")
+    return name
+
+
+def check_new_kb_name(name: str) -> str:
+    """A name a new knowledge base may take: `check_kb_name` and no `__` (existing ones keep theirs)."""
+    check_kb_name(name)
+    if COLLECTION_SEP in name:
+        raise InvalidRequest(f"invalid knowledge base name {name!r}: '{COLLECTION_SEP}' is reserved for the "
+                             "collections of re-embedded knowledge bases", field="kb")
     return name
 
 
@@ -112,9 +126,10 @@ class Catalog:
 
     # knowledge bases -------------------------------------------------------------------------
     def create_kb(self, name: str, embed_model: str, dim: int, collection: str, meta: dict | None = None) -> KbRecord:
-        check_kb_name(name)
+        check_new_kb_name(name)
         rec = KbRecord(name, embed_model, dim, collection, time.time(), meta or {})
         with self.transaction() as conn:
+            self._refuse_shared_collection(conn, name, collection)
             conn.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)",
                          (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
         return rec
@@ -138,8 +153,22 @@ class Catalog:
             names = [r["name"] for r in self._conn.execute("SELECT name FROM kbs ORDER BY name")]
         return [rec for rec in (self.get_kb(n) for n in names) if rec is not None]
 
+    def collection_owner(self, collection: str) -> str | None:
+        """The knowledge base whose vectors live in `collection`, if any."""
+        with self._lock:
+            row = self._conn.execute("SELECT name FROM kbs WHERE collection=?", (collection,)).fetchone()
+        return row["name"] if row else None
+
+    @staticmethod
+    def _refuse_shared_collection(conn: sqlite3.Connection, name: str, collection: str) -> None:
+        row = conn.execute("SELECT name FROM kbs WHERE collection=? AND name<>?", (collection, name)).fetchone()
+        if row is not None:
+            raise InvalidRequest(f"collection {collection!r} belongs to knowledge base {row['name']!r}; a collection "
+                                 f"holds exactly one knowledge base, so {name!r} cannot use it", field="kb")
+
     def update_kb(self, name: str, *, embed_model: str, dim: int, collection: str) -> None:
         with self.transaction() as conn:
+            self._refuse_shared_collection(conn, name, collection)
             conn.execute("UPDATE kbs SET embed_model=?, dim=?, collection=? WHERE name=?",
                          (embed_model, dim, collection, name))
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.catalog import Catalog, KbRecord, check_kb_name
-from rag.errors import EmbeddingMismatch, NotFound
+from rag.catalog import Catalog, KbRecord, check_kb_name, check_new_kb_name
+from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound
 from rag.protocols import Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
 
@@ -182,7 +182,12 @@ class KnowledgeBases:
         check_kb_name(name)
         with self._lock:
             if self.catalog.get_kb(name) is None:
+                check_new_kb_name(name)
                 collection = name
+                owner = self.catalog.collection_owner(collection)
+                if owner is not None:  # a knowledge base created before `__` was reserved, re-embedded into it
+                    raise InvalidRequest(f"cannot create knowledge base {name!r}: its collection belongs to "
+                                         f"knowledge base {owner!r}", field="kb")
                 self.store.ensure_collection(collection, self.embedder.dim, **self.collection_options)
                 self.catalog.create_kb(name, self.embedder.name, self.embedder.dim, collection, meta)
                 log.info("created knowledge base %s (model %s, dim %d)", name, self.embedder.name, self.embedder.dim)
