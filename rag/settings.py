@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # API
     api_admin_key: SecretStr | None = None
     auth_disabled: bool = False
+    public_metrics: bool = False  # /metrics without an API key (else it needs one, like /readyz details)
     cors_origins: tuple[str, ...] = ()
     max_upload_mb: int = Field(50, ge=1)
     default_kb: str = "default"
