@@ -202,7 +202,9 @@ def test_jobs_are_listed_and_survive_a_restart(client, app_services, tmp_path):
     manager.close()
     restarted = JobManager(app_services[1], db)
     try:
-        stale = restarted.get("job_stale")
+        stale = restarted.wait("job_stale")
     finally:
         restarted.close()
-    assert stale.status == "failed" and "server stopped" in stale.error
+    # resumed at restart; its file was neither staged nor in place any more: said so, per file
+    assert stale.status == "failed" and "server stopped" in stale.recovery
+    assert "lost when the server stopped" in stale.files[0]["reason"]
