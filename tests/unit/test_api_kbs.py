@@ -72,6 +72,8 @@ def test_kb_lifecycle(client):
     assert client.delete("/v1/kbs/manuals", headers=ADMIN).status_code == 404
     bad = client.post("/v1/kbs", json={"name": "no spaces"}, headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "name"
+    reserved = client.post("/v1/kbs", json={"name": "manuals__v2"}, headers=ADMIN)
+    assert reserved.status_code == 422 and "reserved" in reserved.json()["error"]["message"]
 
 
 def test_upload_then_query_round_trip(client, app_services):

@@ -102,3 +102,54 @@ def test_two_ingests_creating_the_same_new_kb_at_once(env, tmp_path):
             assert "being written by another" in err
     check = run("check", "--kb", "fresh")
     assert check.exit_code == 0, check.output
+
+
+def test_two_api_requests_creating_the_same_kb_at_once(tmp_path):
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from tests.unit.api_helpers import ADMIN, make_app
+
+    app, services = make_app(tmp_path)
+    codes: list[int] = []
+    with TestClient(app) as client:
+        barrier = threading.Barrier(4)
+
+        def create() -> None:
+            barrier.wait()
+            codes.append(client.post("/v1/kbs", json={"name": "fresh"}, headers=ADMIN).status_code)
+
+        threads = [threading.Thread(target=create) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(codes)[0] == 201 and codes.count(201) == 1 and set(codes) <= {201, 409}, codes
+    assert services.kbs.open("fresh").check().ok
+
+
+def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
+    """Leftovers of jobs that are finished (or unknown): the staging folder is removed; a backup
+    whose replacement the catalog indexed is dropped, one whose replacement it did not is put back."""
+    from api.jobs import JobManager
+    from api.uploads import kb_upload_dir, staging_dir
+    from ingest.service import build_ingestor
+    from tests.unit.api_helpers import make_services
+
+    services = make_services(tmp_path)
+    data = services.data_dir
+    upload_dir = kb_upload_dir(data, "handbook")
+    upload_dir.mkdir(parents=True)
+    (upload_dir / "kept.txt").write_text("The new kept text about kettles. " * 5, encoding="utf-8")
+    build_ingestor(services, "handbook").ingest_files(upload_dir, [upload_dir / "kept.txt"])
+    (upload_dir / ".kept.txt.job_00000000000000aa.bak").write_text("old kept", encoding="utf-8")
+    (upload_dir / "restored.txt").write_text("never indexed new bytes", encoding="utf-8")
+    (upload_dir / ".restored.txt.job_00000000000000aa.bak").write_text("previous bytes", encoding="utf-8")
+    orphan = staging_dir(data, "job_00000000000000aa")
+    orphan.mkdir(parents=True)
+    (orphan / "x.txt").write_text("staged", encoding="utf-8")
+    JobManager(services, data / "jobs.sqlite").close()
+    assert not orphan.exists()
+    assert sorted(p.name for p in upload_dir.iterdir()) == ["kept.txt", "restored.txt"]
+    assert (upload_dir / "restored.txt").read_text(encoding="utf-8") == "previous bytes"
