@@ -161,20 +161,18 @@ class JobManager:
         """Queue every job a stopped server left unfinished (ahead of any new job), then clean the
         staging folders and backups that no job will finish."""
         rows = self._conn.execute("SELECT data FROM jobs WHERE status IN (?, ?, ?)", UNFINISHED).fetchall()
-        resumed: set[str] = set()
-        for (data,) in rows:
-            job = Job(**json.loads(data))
-            previous = job.status
+        jobs = [Job(**json.loads(data)) for (data,) in rows]
+        for job in jobs:
+            log.warning("ingest job %s (%s) was %s when the server stopped: resuming it", job.id, job.kb, job.status)
+            job.recovery = f"the server stopped while this job was {job.status}; resumed at restart"
             job.status = "interrupted"
-            job.recovery = f"the server stopped while this job was {previous}; resumed at restart"
             job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_done": 0}
             with self._lock:
                 self._jobs[job.id] = job
                 self._save(job)
-            resumed.add(job.id)
-            log.warning("ingest job %s (%s) was %s when the server stopped: resuming it", job.id, job.kb, previous)
+        self._clean_uploads(keep={job.id for job in jobs})  # before any job runs: no race on a file
+        for job in jobs:
             self._pool.submit(self._run, job)
-        self._clean_uploads(keep=resumed)
 
     def _clean_uploads(self, keep: set[str]) -> None:
         root = uploads_root(self.services.data_dir)

@@ -248,17 +248,20 @@ class Catalog:
         return [self._doc(r) for r in rows]
 
     def mark_pending(self, doc: DocRecord, pending_ids: Sequence[str]) -> None:
-        """Record the intent to write `pending_ids` for this document (keeps its old chunk ids)."""
+        """Record the intent to write `pending_ids` for this document. Its live chunk ids stay those of
+        the version being replaced, so the live set does not change (a document half-removed earlier
+        has none: its old ids join the pending ones, deleted with them)."""
         old = self.get_doc(doc.kb, doc.doc_id)
-        chunk_ids = old.chunk_ids if old else []
-        pending = sorted(set(pending_ids) | set(old.pending_ids if old else []))
+        live_old = old is not None and old.state in ("indexed", "pending")
+        chunk_ids = old.chunk_ids if old is not None and live_old else []
+        dead_old = set(old.chunk_ids) if old is not None and not live_old else set()
+        pending = sorted(set(pending_ids) | set(old.pending_ids if old else []) | dead_old)
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (doc.kb, doc.doc_id, doc.source, doc.origin, old.content_hash if old else "", doc.mtime, doc.size, doc.title,
                  doc.format, json.dumps(doc.tags), doc.chunker, "pending", json.dumps(chunk_ids),
                  json.dumps(pending), time.time()))
-            self._bump(conn, doc.kb)
 
     def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str], garbage: Sequence[str] = ()) -> None:
         """The swap: `chunk_ids` become the document's live ids in one transaction; `garbage` (old
