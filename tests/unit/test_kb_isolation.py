@@ -153,3 +153,27 @@ def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
     assert not orphan.exists()
     assert sorted(p.name for p in upload_dir.iterdir()) == ["kept.txt", "restored.txt"]
     assert (upload_dir / "restored.txt").read_text(encoding="utf-8") == "previous bytes"
+
+
+@pytest.mark.parametrize("command", [["ingest", "{docs}", "--kb", "busy", "-q"], ["rm", "faq.csv", "--kb", "busy"],
+                                     ["reindex", "--kb", "busy"], ["drop", "--kb", "busy", "--yes"]])
+def test_writes_to_a_busy_kb_exit_75(env, command):
+    from ingest.service import kb_write_lock
+    from rag.factory import build_services
+    from rag.settings import load_settings
+
+    assert run("ingest", str(env), "--kb", "busy", "-q").exit_code == 0
+    services = build_services(load_settings())
+    try:
+        with kb_write_lock(services, "busy"):
+            result = run(*[part.format(docs=env) for part in command])
+    finally:
+        services.close()
+    assert result.exit_code == 75 and "being written" in result.output, result.output
+    assert run("check", "--kb", "busy").exit_code == 0
+
+
+def test_rm_on_an_unknown_kb_does_not_create_it(env):
+    result = run("rm", "faq.csv", "--kb", "typo")
+    assert result.exit_code == 2 and "unknown knowledge base 'typo'" in result.output
+    assert json.loads(run("kbs", "--json").stdout) == []
