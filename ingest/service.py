@@ -53,8 +53,8 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
 
 
 def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
-    """Re-embed every chunk of `kb` with the configured model into a new collection (chunk texts are
-    read back from the old collection, nothing is re-parsed), then switch the knowledge base to it
+    """Re-embed every live chunk of `kb` with the configured model into a new collection (chunk texts
+    are read back from the old collection, nothing is re-parsed), then switch the knowledge base to it
     and drop the old collection. Queries keep working on the old collection until the switch."""
     catalog = services.catalog
     record = catalog.require_kb(kb)
@@ -65,7 +65,8 @@ def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
     while store.collection_exists(new_collection) or catalog.collection_owner(new_collection) is not None:
         version += 1
         new_collection = f"{kb}__v{version}"
-    ids = sorted(store.ids(record.collection))
+    _, live = catalog.live_chunk_ids(kb)
+    ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
     store.ensure_collection(new_collection, embedder.dim, **services.collection_options())
     lexical = services.lexical_factory(new_collection)
     for i in range(0, len(ids), batch):
