@@ -61,7 +61,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     jobs = JobManager(services, data_dir / "jobs.sqlite", on_finish=lambda job: metrics.jobs.inc(job.status))
     metrics.jobs_active.read = jobs.active
     state = ApiState(services=services, settings=settings, pipeline=Pipeline(services),
-                     auth=Authenticator(key_store, settings.api_admin_key, settings.auth_disabled),
+                     auth=Authenticator(key_store, Settings.secret(settings.api_admin_key), settings.auth_disabled),
                      conversations=ConversationStore(data_dir / "conversations.sqlite"), jobs=jobs, metrics=metrics)
     _announce_auth(settings, key_store.count())
 

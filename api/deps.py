@@ -82,6 +82,18 @@ def get_principal(state: State, bearer: Annotated[HTTPAuthorizationCredentials |
 Caller = Annotated[Principal, Depends(get_principal)]
 
 
+def get_optional_principal(state: State,
+                           bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+                           header_key: Annotated[str | None, Depends(_header)]) -> Principal | None:
+    """The caller when credentials were sent (or auth is off), None without any: probes send none."""
+    if not state.auth.disabled and not ((bearer.credentials if bearer else "") or header_key or "").strip():
+        return None
+    return state.auth.authenticate(bearer.credentials if bearer else None, header_key)
+
+
+MaybeCaller = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
 def get_admin(caller: Caller) -> Principal:
     caller.require_admin()
     return caller

@@ -2,15 +2,21 @@
 (`kb_write_lock`, shared with the CLI), status and per-file results kept in SQLite
 (`<data_dir>/jobs.sqlite`) so `GET /v1/jobs/{id}` still answers after a restart.
 
-Statuses: queued -> running -> succeeded | partial (some files skipped) | failed. A job the server
-stopped in the middle of is reported as failed on the next start; the catalog's pending rows make
-the next ingest of that knowledge base finish its documents."""
+Statuses: queued -> running -> succeeded | partial (some files skipped) | failed.
+
+A job the server stopped in the middle of (killed, crashed) is finished on the next start: it is
+marked `interrupted`, then resumed in the pool before any new job: files still staged are moved in,
+files already indexed with their uploaded bytes are reported as such ("indexed before the server
+stopped"), the others are ingested, and failures put the previous version back, as in a normal job.
+The job record says so (`recovery`). Staging folders and `.bak` copies no job will finish are cleaned
+up at start: a backup is dropped when the catalog indexed the file that replaced it, else restored."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 import secrets
 import threading
 import time
@@ -20,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.uploads import kb_upload_dir, remove_tree
+from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor, kb_write_lock
 from rag.errors import NotFound, RagError
@@ -30,7 +36,10 @@ from rag.sqlite import connect
 
 log = logging.getLogger(__name__)
 FINAL = ("succeeded", "partial", "failed")
+UNFINISHED = ("queued", "running", "interrupted")
 OK_STATUSES = ("indexed", "updated", "unchanged")
+BACKUP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<job>job_[0-9a-f]+)\.bak$")
+INDEXED_BEFORE = "indexed before the server stopped"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
@@ -57,6 +66,7 @@ class Job:
     progress: dict[str, int] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
     error: str | None = None
+    recovery: str | None = None  # what a restart found and did, for a job the server stopped in
 
     @property
     def errors(self) -> list[dict[str, str]]:
@@ -82,18 +92,22 @@ class JobManager:
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}  # jobs of this process that are not finished
         self._conn = connect(db_path, _SCHEMA, rows=False)
-        self._fail_interrupted()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
+        self._recover_interrupted()
 
     # public --------------------------------------------------------------------------------------
     def submit(self, job: Job, staged: dict[str, Path]) -> Job:
-        """Queue `job`; `staged` maps each file name to its staged copy (removed when the job ends)."""
+        """Queue `job`; `staged` maps each file name to its staged copy, in `staging_dir(job.id)`
+        (the folder is removed when the job ends)."""
+        folder = staging_dir(self.services.data_dir, job.id)
+        if any(path.parent != folder for path in staged.values()):
+            raise ValueError(f"staged files of {job.id} must be in {folder}")
         job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_known": 0, "chunks_embedded": 0,
                         "chunks_done": 0}
         with self._lock:
             self._jobs[job.id] = job
             self._save(job)
-        self._pool.submit(self._run, job, staged)
+        self._pool.submit(self._run, job)
         return job
 
     def get(self, job_id: str) -> Job:
@@ -144,23 +158,50 @@ class JobManager:
             if job.status in FINAL:
                 self._jobs.pop(job.id, None)
 
-    def _fail_interrupted(self) -> None:
-        rows = self._conn.execute("SELECT data FROM jobs WHERE status IN ('queued', 'running')").fetchall()
-        for (data,) in rows:
-            job = Job(**json.loads(data))
-            job.status, job.finished_at = "failed", time.time()
-            job.error = "the server stopped before this job finished; upload the files again"
-            self._save(job)
+    def _recover_interrupted(self) -> None:
+        """Queue every job a stopped server left unfinished (ahead of any new job), then clean the
+        staging folders and backups that no job will finish."""
+        rows = self._conn.execute("SELECT data FROM jobs WHERE status IN (?, ?, ?)", UNFINISHED).fetchall()
+        jobs = [Job(**json.loads(data)) for (data,) in rows]
+        for job in jobs:
+            log.warning("ingest job %s (%s) was %s when the server stopped: resuming it", job.id, job.kb, job.status)
+            job.recovery = f"the server stopped while this job was {job.status}; resumed at restart"
+            job.status = "interrupted"
+            job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_done": 0}
+            with self._lock:
+                self._jobs[job.id] = job
+                self._save(job)
+        self._clean_uploads(keep={job.id for job in jobs})  # before any job runs: no race on a file
+        for job in jobs:
+            self._pool.submit(self._run, job)
 
-    def _run(self, job: Job, staged: dict[str, Path]) -> None:
-        staging = next(iter(staged.values())).parent if staged else None
+    def _clean_uploads(self, keep: set[str]) -> None:
+        root = uploads_root(self.services.data_dir)
+        if not root.is_dir():
+            return
+        staging_root = root / ".staging"
+        for folder in sorted(staging_root.iterdir()) if staging_root.is_dir() else []:
+            if folder.name not in keep:
+                log.warning("removing the staging folder of a finished or unknown job: %s", folder.name)
+                remove_tree(folder)
+        for kb_dir in sorted(p for p in root.iterdir() if p.is_dir() and p != staging_root):
+            for backup in sorted(kb_dir.glob(".*.bak")):
+                match = BACKUP_RE.match(backup.name)
+                if match is None or match["job"] in keep:
+                    continue
+                log.warning("settling the backup %s left by job %s", backup.name, match["job"])
+                self._settle(kb_dir.name, kb_dir / match["name"], backup)
+
+    def _run(self, job: Job) -> None:
+        """Run a job, or resume one the server stopped in (its files may be staged, in place, or both)."""
+        staging = staging_dir(self.services.data_dir, job.id)
         try:
             with kb_write_lock(self.services, job.kb):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
-                self._update(job, status="running", started_at=time.time())
-                report = self._ingest(job, staged)
-            self._finish(job, report)
+                self._update(job, status="running", started_at=job.started_at or time.time())
+                report, before = self._ingest(job, staging)
+            self._finish(job, report, before)
         except RagError as exc:
             log.warning("ingest job %s failed: %s", job.id, exc.message)
             self._update(job, status="failed", error=exc.message, finished_at=time.time())
@@ -170,23 +211,30 @@ class JobManager:
             self._update(job, status="failed", error="internal error while indexing; the server log has the details",
                          finished_at=time.time())
         finally:
-            if staging is not None:
-                remove_tree(staging)
+            remove_tree(staging)
             if self.on_finish is not None:
                 self.on_finish(job)
 
-    def _ingest(self, job: Job, staged: dict[str, Path]) -> IngestReport:
+    def _ingest(self, job: Job, staging: Path) -> tuple[IngestReport, set[str]]:
+        """Move the staged files in (the previous version of each kept as a backup) and ingest them.
+        Idempotent, so that a resumed job redoes only what is left. Returns the report and the files
+        the catalog held indexed with their uploaded bytes before this run (a resumed job's)."""
         upload_dir = kb_upload_dir(self.services.data_dir, job.kb)
         upload_dir.mkdir(parents=True, exist_ok=True)
+        names = [entry["filename"] for entry in job.files]
         backups: dict[str, Path] = {}
         targets: list[Path] = []
-        for name, path in staged.items():
-            target = upload_dir / name
+        for name in names:
+            target, backup, staged = upload_dir / name, upload_dir / f".{name}.{job.id}.bak", staging / name
+            if staged.exists():
+                if target.exists() and not backup.exists():
+                    os.replace(target, backup)
+                os.replace(staged, target)
+            if backup.exists():
+                backups[name] = backup
             if target.exists():
-                backups[name] = upload_dir / f".{name}.{job.id}.bak"
-                os.replace(target, backups[name])
-            os.replace(path, target)
-            targets.append(target)
+                targets.append(target)
+        before = {t.name for t in targets if job.recovery and self._indexed_as_is(job.kb, t)}
         last_save = [0.0]
 
         def progress(step: IngestProgress) -> None:
@@ -198,21 +246,24 @@ class JobManager:
 
         try:
             ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress)
-            return ingestor.ingest_files(upload_dir, targets)
+            return ingestor.ingest_files(upload_dir, targets), before
         finally:
-            for name in staged:
+            for name in names:
                 self._settle(job.kb, upload_dir / name, backups.get(name))
+
+    def _indexed_as_is(self, kb: str, target: Path) -> bool:
+        """The catalog holds `target` indexed with exactly its bytes."""
+        record = self.services.catalog.find_doc_by_source(kb, target.name)
+        try:
+            return (record is not None and record.state == "indexed" and target.exists()
+                    and record.content_hash == sha256_hex(target.read_bytes()))
+        except OSError:
+            return False
 
     def _settle(self, kb: str, target: Path, backup: Path | None) -> None:
         """Keep the uploaded file if the catalog indexed exactly its bytes; otherwise put the previous
         version back (or remove the file), so the uploads folder always matches the index."""
-        record = self.services.catalog.find_doc_by_source(kb, target.name)
-        try:
-            kept = (record is not None and record.state == "indexed" and target.exists()
-                    and record.content_hash == sha256_hex(target.read_bytes()))
-        except OSError:
-            kept = False
-        if kept:
+        if self._indexed_as_is(kb, target):
             if backup is not None:
                 backup.unlink(missing_ok=True)
         elif backup is not None:
@@ -220,7 +271,7 @@ class JobManager:
         else:
             target.unlink(missing_ok=True)
 
-    def _finish(self, job: Job, report: IngestReport) -> None:
+    def _finish(self, job: Job, report: IngestReport, before: set[str] = frozenset()) -> None:
         by_source = {f.source: f for f in report.files}
         catalog = self.services.catalog
         files = []
@@ -229,6 +280,10 @@ class JobManager:
             record = catalog.find_doc_by_source(job.kb, entry["filename"])
             status = result.status if result else "skipped"
             reason = result.reason if result else "not processed"
+            if entry["filename"] in before and status == "unchanged":
+                status, reason = "indexed", INDEXED_BEFORE
+            elif job.recovery and not result:
+                reason = "its uploaded copy was lost when the server stopped; upload it again"
             files.append({**entry, "status": status, "reason": reason,
                           "chunks_added": result.chunks_added if result else 0,
                           "chunks_removed": result.chunks_removed if result else 0,
@@ -241,5 +296,10 @@ class JobManager:
         progress = {**job.progress, "files_done": len(files), "chunks_done": report.chunks_added}
         reasons = "; ".join(f"{f['filename']}: {f['reason']}" for f in files)
         error = None if ok else f"no file could be indexed: {reasons}"
+        if job.recovery:
+            resumed = sum(1 for f in files if f["status"] in OK_STATUSES and f["reason"] != INDEXED_BEFORE)
+            job.recovery = (f"the server stopped during this job; at restart {len(before)} file(s) were found indexed "
+                            f"and {resumed} were indexed by the resumed job"
+                            + (f", {len(files) - ok} could not be" if ok < len(files) else ""))
         self._update(job, status=status, files=files, summary=summary, progress=progress, error=error,
                      finished_at=time.time())

@@ -164,7 +164,7 @@ class DocumentDeleted(BaseModel):
 class JobOut(BaseModel):
     id: str
     kb: str
-    status: Literal["queued", "running", "succeeded", "partial", "failed"]
+    status: Literal["queued", "running", "interrupted", "succeeded", "partial", "failed"]
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -174,6 +174,7 @@ class JobOut(BaseModel):
     tags: dict[str, str] = {}
     summary: dict[str, Any] | None = None
     error: str | None = None
+    recovery: str | None = None  # set when the server stopped during the job and resumed it at restart
 
 
 class JobAccepted(BaseModel):

@@ -105,7 +105,7 @@ def build_scaled_kb(source: Services, kb: str, target: Services, n: int, seed: i
             jitter = vector + rng.normal(0, 0.02, vector.shape).astype(np.float32)
             batch.append((clone, jitter / np.linalg.norm(jitter)))
         if batch:
-            scaled.write([c for c, _ in batch], np.stack([v for _, v in batch]))
+            scaled.write_documents([c for c, _ in batch], np.stack([v for _, v in batch]))
             batch = []
     optimize = getattr(scaled.store, "optimize", None)
     if optimize is not None:

@@ -81,13 +81,14 @@ def ingest(
     kb = kb or settings.default_kb
     tags = parse_tags(tag)
     echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
-    ingestor = build_ingestor(services, kb, tags=tags)
     files = [path] if path.is_file() else None
-    progress = None if quiet or as_json else _Progress(
-        total=len(files) if files else _count_files(path, follow_links))
-    ingestor.progress = progress
+    progress = None
     try:
-        with kb_write_lock(services, kb, wait=False):
+        with kb_write_lock(services, kb, wait=False):  # taken before the knowledge base may be created
+            ingestor = build_ingestor(services, kb, tags=tags)
+            progress = None if quiet or as_json else _Progress(
+                total=len(files) if files else _count_files(path, follow_links))
+            ingestor.progress = progress
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
     finally:
@@ -156,9 +157,10 @@ def rm(path: str = typer.Argument(..., help="The document's source path as `rag 
        kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
     """Remove one document from a knowledge base."""
     services = build_services(load_settings())
-    ingestor = build_ingestor(services, kb or services.settings.default_kb)
-    with kb_write_lock(services, ingestor.kb.name, wait=False):
-        result = ingestor.remove_source(path)
+    kb = kb or services.settings.default_kb
+    services.catalog.require_kb(kb)  # never creates the knowledge base
+    with kb_write_lock(services, kb, wait=False):
+        result = build_ingestor(services, kb).remove_source(path)
     echo(f"removed {name(result.source)} ({result.chunks_removed} chunks)")
 
 
@@ -202,7 +204,9 @@ def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -
     """Re-embed a knowledge base with the configured model into a new collection, then switch to it."""
     services = build_services(load_settings())
     echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
-    n, collection = reindex(services, kb or services.settings.default_kb)
+    kb = kb or services.settings.default_kb
+    with kb_write_lock(services, kb, wait=False):
+        n, collection = reindex(services, kb)
     echo(f"re-embedded {n} chunks into collection {collection}")
 
 
@@ -213,5 +217,6 @@ def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "-
     if not yes:
         typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
     services = build_services(load_settings())
-    services.kbs.drop(kb)
-    echo(f"dropped {kb}")
+    with kb_write_lock(services, kb, wait=False):
+        services.kbs.drop(kb)
+    echo(f"dropped {name(kb)}")

@@ -1,6 +1,7 @@
 """`rag` command line: thin commands that call into rag/, ingest/, api/ and eval/.
 
-Errors the service raises on purpose print one line and exit 2 (bad arguments) or 1."""
+Errors the service raises on purpose print one line and exit 2 (bad arguments), 75 (the knowledge
+base is being written by another job: retry later, EX_TEMPFAIL) or 1."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any
 import typer
 
 from cli.output import echo
-from rag.errors import ConfigError, InvalidRequest, NotFound, RagError
+from rag.errors import Busy, ConfigError, InvalidRequest, NotFound, RagError
 
 app = typer.Typer(help="Self-hosted RAG question answering over your documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -34,6 +35,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ConfigError, InvalidRequest, NotFound) as exc:
             fail(exc.message, 2)
+        except Busy as exc:
+            fail(exc.message, 75)
         except RagError as exc:
             fail(exc.message, 1)
         except KeyboardInterrupt:

@@ -2,9 +2,11 @@
 
 For each document: skip it when its bytes, chunker settings and tags are unchanged; otherwise
 mark it pending in the catalog with the chunk ids about to be written, embed, upsert into the
-vector store and the lexical index, delete the ids it no longer has, and mark it indexed. A run
-that was killed leaves pending rows; the next run re-ingests those documents (or removes them
-when their file is gone), so no document stays half-indexed."""
+vector store and the lexical index, mark it indexed (the catalog swaps its live chunk ids: queries
+saw the old version until here, the new one from here), then delete the ids it no longer has. A
+run that was killed leaves pending rows; the next run re-ingests those documents (or removes them
+when their file is gone) and deletes old chunks a swap left behind, so no document stays
+half-indexed, and queries never see a half-written one (`rag.kb` filters hits to live ids)."""
 
 from __future__ import annotations
 
@@ -207,6 +209,9 @@ class Ingestor:
         report.files.extend(skipped)
         catalog = self.kb.catalog
         wanted = {self._source(root, p): (p, root) for p in paths}
+        for doc in catalog.docs_with_garbage(self.kb.name):  # swapped, old chunks not yet deleted
+            self.kb.delete(sorted(set(doc.pending_ids) - set(doc.chunk_ids)))
+            catalog.clear_garbage(doc.kb, doc.doc_id)
         # documents a killed run left half-done: redo them when their file is still there
         for doc in catalog.list_docs(self.kb.name):
             if doc.state == "indexed":
@@ -318,9 +323,11 @@ class Ingestor:
             n = len(item.chunks)
             new_ids = [c.id for c in item.chunks]
             delete_ids = sorted(item.old_ids - set(new_ids))
-            self.kb.write(item.chunks, vectors[offset : offset + n], delete_ids)
+            self.kb.write(item.chunks, vectors[offset : offset + n])  # new version written, not yet live
             offset += n
-            catalog.mark_indexed(item.record, new_ids)
+            catalog.mark_indexed(item.record, new_ids, garbage=delete_ids)  # the swap
+            self.kb.delete(delete_ids)
+            catalog.clear_garbage(item.record.kb, item.record.doc_id)
             report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids), item.note))
             self._tick(item.record.source, report)
 

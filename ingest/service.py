@@ -13,7 +13,7 @@ from ingest.chunkers import make_chunker
 from ingest.limits import ParseLimits
 from ingest.questions import QuestionWriter
 from ingest.runner import Ingestor
-from rag.errors import StoreError
+from rag.errors import Busy
 from rag.factory import Services
 from rag.types import Chunk
 
@@ -28,7 +28,7 @@ def kb_write_lock(services: Services, kb: str, wait: bool = True) -> Iterator[No
     with _guard:
         tlock = _thread_locks.setdefault(kb, threading.Lock())
     if not tlock.acquire(blocking=wait):
-        raise StoreError(f"knowledge base {kb!r} is being written by another job", field="kb")
+        raise Busy(f"knowledge base {kb!r} is being written by another job", field="kb")
     try:
         lock_dir = services.data_dir / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
@@ -36,7 +36,7 @@ def kb_write_lock(services: Services, kb: str, wait: bool = True) -> Iterator[No
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError as exc:
-                raise StoreError(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
+                raise Busy(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
             yield
     finally:
         tlock.release()
@@ -57,8 +57,8 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
 
 
 def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
-    """Re-embed every chunk of `kb` with the configured model into a new collection (chunk texts are
-    read back from the old collection, nothing is re-parsed), then switch the knowledge base to it
+    """Re-embed every live chunk of `kb` with the configured model into a new collection (chunk texts
+    are read back from the old collection, nothing is re-parsed), then switch the knowledge base to it
     and drop the old collection. Queries keep working on the old collection until the switch."""
     catalog = services.catalog
     record = catalog.require_kb(kb)
@@ -66,10 +66,11 @@ def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
     embedder = services.embedder
     version = int(record.meta.get("version", 1)) + 1 if isinstance(record.meta, dict) else 2
     new_collection = f"{kb}__v{version}"
-    while store.collection_exists(new_collection):
+    while store.collection_exists(new_collection) or catalog.collection_owner(new_collection) is not None:
         version += 1
         new_collection = f"{kb}__v{version}"
-    ids = sorted(store.ids(record.collection))
+    _, live = catalog.live_chunk_ids(kb)
+    ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
     store.ensure_collection(new_collection, embedder.dim, **services.collection_options())
     lexical = services.lexical_factory(new_collection)
     for i in range(0, len(ids), batch):

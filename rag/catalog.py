@@ -3,7 +3,14 @@ with which content hash and which chunk ids. SQLite in WAL mode; every change is
 
 A document being (re)indexed is first marked `pending` with the chunk ids it is about to write,
 so that after a crash the next run can finish the job and remove whatever a half-done attempt
-left in the stores (`ingest.runner` does the recovery)."""
+left in the stores (`ingest.runner` does the recovery).
+
+The catalog is also the source of truth for which chunks queries may see (`live_chunk_ids`): the
+`chunk_ids` of indexed documents, and of pending ones their OLD chunk ids (the version being
+replaced stays visible until the new one is complete). `mark_indexed` swaps a document's live ids
+in one transaction and records the old ids still in the stores as garbage (`pending_ids` of an
+indexed row) until `clear_garbage` says they were deleted. Every change of the live set bumps the
+knowledge base's generation, so readers in any process can cache the set."""
 
 from __future__ import annotations
 
@@ -50,13 +57,31 @@ CREATE TABLE IF NOT EXISTS documents (
     PRIMARY KEY (kb, doc_id)
 );
 CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source);
+CREATE TABLE IF NOT EXISTS generations (
+    kb TEXT PRIMARY KEY,
+    gen INTEGER NOT NULL
+);
 """
+
+
+# `<kb>__v<n>` names the collection a re-embedded knowledge base moves to (`rag reindex`): no new
+# knowledge base may contain it, so that no knowledge base's default collection is another's
+COLLECTION_SEP = "__"
 
 
 def check_kb_name(name: str) -> str:
     if not isinstance(name, str) or not KB_NAME_RE.match(name):
         raise InvalidRequest(f"invalid knowledge base name {name!r}: use 1-64 letters, digits, '_', '-' or '.'",
                              field="kb")
+    return name
+
+
+def check_new_kb_name(name: str) -> str:
+    """A name a new knowledge base may take: `check_kb_name` and no `__` (existing ones keep theirs)."""
+    check_kb_name(name)
+    if COLLECTION_SEP in name:
+        raise InvalidRequest(f"invalid knowledge base name {name!r}: '{COLLECTION_SEP}' is reserved for the "
+                             "collections of re-embedded knowledge bases", field="kb")
     return name
 
 
@@ -84,8 +109,8 @@ class DocRecord:
     tags: dict[str, str]
     chunker: str
     state: str  # "indexed" | "pending" | "deleting"
-    chunk_ids: list[str]
-    pending_ids: list[str]
+    chunk_ids: list[str]  # the live ids (for a pending document: those of the version being replaced)
+    pending_ids: list[str]  # pending: ids being written; indexed: old ids not yet deleted (garbage)
     ingested_at: float
 
 
@@ -112,9 +137,10 @@ class Catalog:
 
     # knowledge bases -------------------------------------------------------------------------
     def create_kb(self, name: str, embed_model: str, dim: int, collection: str, meta: dict | None = None) -> KbRecord:
-        check_kb_name(name)
+        check_new_kb_name(name)
         rec = KbRecord(name, embed_model, dim, collection, time.time(), meta or {})
         with self.transaction() as conn:
+            self._refuse_shared_collection(conn, name, collection)
             conn.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)",
                          (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
         return rec
@@ -138,8 +164,22 @@ class Catalog:
             names = [r["name"] for r in self._conn.execute("SELECT name FROM kbs ORDER BY name")]
         return [rec for rec in (self.get_kb(n) for n in names) if rec is not None]
 
+    def collection_owner(self, collection: str) -> str | None:
+        """The knowledge base whose vectors live in `collection`, if any."""
+        with self._lock:
+            row = self._conn.execute("SELECT name FROM kbs WHERE collection=?", (collection,)).fetchone()
+        return row["name"] if row else None
+
+    @staticmethod
+    def _refuse_shared_collection(conn: sqlite3.Connection, name: str, collection: str) -> None:
+        row = conn.execute("SELECT name FROM kbs WHERE collection=? AND name<>?", (collection, name)).fetchone()
+        if row is not None:
+            raise InvalidRequest(f"collection {collection!r} belongs to knowledge base {row['name']!r}; a collection "
+                                 f"holds exactly one knowledge base, so {name!r} cannot use it", field="kb")
+
     def update_kb(self, name: str, *, embed_model: str, dim: int, collection: str) -> None:
         with self.transaction() as conn:
+            self._refuse_shared_collection(conn, name, collection)
             conn.execute("UPDATE kbs SET embed_model=?, dim=?, collection=? WHERE name=?",
                          (embed_model, dim, collection, name))
 
@@ -147,6 +187,33 @@ class Catalog:
         with self.transaction() as conn:
             conn.execute("DELETE FROM documents WHERE kb=?", (name,))
             conn.execute("DELETE FROM kbs WHERE name=?", (name,))
+            self._bump(conn, name)
+
+    # the live set ----------------------------------------------------------------------------
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, kb: str) -> None:
+        conn.execute("INSERT INTO generations VALUES (?, 1) ON CONFLICT(kb) DO UPDATE SET gen = gen + 1", (kb,))
+
+    def generation(self, kb: str) -> int:
+        """A number that changes whenever the live chunk ids of `kb` may have changed (any process)."""
+        with self._lock:
+            row = self._conn.execute("SELECT gen FROM generations WHERE kb=?", (kb,)).fetchone()
+        return int(row["gen"]) if row else 0
+
+    def live_chunk_ids(self, kb: str) -> tuple[int, frozenset[str]]:
+        """(generation, the chunk ids queries may see), read in one snapshot."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                row = self._conn.execute("SELECT gen FROM generations WHERE kb=?", (kb,)).fetchone()
+                rows = self._conn.execute(
+                    "SELECT chunk_ids FROM documents WHERE kb=? AND state IN ('indexed', 'pending')", (kb,)).fetchall()
+            finally:
+                self._conn.execute("COMMIT")
+        ids: set[str] = set()
+        for r in rows:
+            ids.update(json.loads(r["chunk_ids"]))
+        return (int(row["gen"]) if row else 0), frozenset(ids)
 
     def kb_stats(self, name: str) -> dict[str, int]:
         with self._lock:
@@ -181,10 +248,14 @@ class Catalog:
         return [self._doc(r) for r in rows]
 
     def mark_pending(self, doc: DocRecord, pending_ids: Sequence[str]) -> None:
-        """Record the intent to write `pending_ids` for this document (keeps its old chunk ids)."""
+        """Record the intent to write `pending_ids` for this document. Its live chunk ids stay those of
+        the version being replaced, so the live set does not change (a document half-removed earlier
+        has none: its old ids join the pending ones, deleted with them)."""
         old = self.get_doc(doc.kb, doc.doc_id)
-        chunk_ids = old.chunk_ids if old else []
-        pending = sorted(set(pending_ids) | set(old.pending_ids if old else []))
+        live_old = old is not None and old.state in ("indexed", "pending")
+        chunk_ids = old.chunk_ids if old is not None and live_old else []
+        dead_old = set(old.chunk_ids) if old is not None and not live_old else set()
+        pending = sorted(set(pending_ids) | set(old.pending_ids if old else []) | dead_old)
         with self.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -192,20 +263,43 @@ class Catalog:
                  doc.format, json.dumps(doc.tags), doc.chunker, "pending", json.dumps(chunk_ids),
                  json.dumps(pending), time.time()))
 
-    def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str]) -> None:
+    def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str], garbage: Sequence[str] = ()) -> None:
+        """The swap: `chunk_ids` become the document's live ids in one transaction; `garbage` (old
+        ids still in the stores, deleted next) stays recorded until `clear_garbage`."""
+        self.mark_many_indexed([(doc, chunk_ids, garbage)])
+
+    def mark_many_indexed(self, items: Sequence[tuple[DocRecord, Sequence[str], Sequence[str]]]) -> None:
+        """`mark_indexed` for many documents in one transaction."""
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (doc.kb, doc.doc_id, doc.source, doc.origin, doc.content_hash, doc.mtime, doc.size, doc.title, doc.format,
-                 json.dumps(doc.tags), doc.chunker, "indexed", json.dumps(list(chunk_ids)), "[]", time.time()))
+            for doc, chunk_ids, garbage in items:
+                conn.execute(
+                    "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (doc.kb, doc.doc_id, doc.source, doc.origin, doc.content_hash, doc.mtime, doc.size, doc.title,
+                     doc.format, json.dumps(doc.tags), doc.chunker, "indexed", json.dumps(list(chunk_ids)),
+                     json.dumps(sorted(set(garbage) - set(chunk_ids))), time.time()))
+                self._bump(conn, doc.kb)
+
+    def clear_garbage(self, kb: str, doc_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE documents SET pending_ids='[]' WHERE kb=? AND doc_id=? AND state='indexed'",
+                         (kb, doc_id))
+
+    def docs_with_garbage(self, kb: str) -> list[DocRecord]:
+        """Indexed documents whose old chunks a killed run swapped out but did not delete."""
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM documents WHERE kb=? AND state='indexed' AND pending_ids<>'[]'",
+                                      (kb,)).fetchall()
+        return [self._doc(r) for r in rows]
 
     def mark_deleting(self, kb: str, doc_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("UPDATE documents SET state='deleting' WHERE kb=? AND doc_id=?", (kb, doc_id))
+            self._bump(conn, kb)
 
     def remove_doc(self, kb: str, doc_id: str) -> None:
         with self.transaction() as conn:
             conn.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
+            self._bump(conn, kb)
 
     def all_chunk_ids(self, kb: str) -> set[str]:
         """The chunk ids the catalog says are indexed (pending documents count with their old ids)."""

@@ -70,6 +70,13 @@ class LLMError(RagError):
     http_status = 503
 
 
+class Busy(RagError):
+    """A knowledge base is being written by another job or process; retry when it has finished."""
+
+    code = "busy"
+    http_status = 409
+
+
 class StoreError(RagError):
     """The vector store or lexical index failed or disagrees with the catalog."""
 

@@ -70,7 +70,7 @@ class Services:
 
         if backend == "local":
             return QdrantClientStore.local(self.data_dir / "vectors-qdrant")
-        return QdrantClientStore.server(s.qdrant_url, api_key=s.qdrant_api_key, hnsw_ef=s.hnsw_ef)
+        return QdrantClientStore.server(s.qdrant_url, api_key=Settings.secret(s.qdrant_api_key), hnsw_ef=s.hnsw_ef)
 
     def collection_options(self) -> dict[str, Any]:
         s = self.settings
@@ -118,7 +118,7 @@ class Services:
         from rag.adapters.llm import make_llm
 
         s = self.settings
-        return make_llm(s.llm_base_url, s.llm_model, s.llm_api_key, s.llm_timeout, s.llm_gguf_path,
+        return make_llm(s.llm_base_url, s.llm_model, Settings.secret(s.llm_api_key), s.llm_timeout, s.llm_gguf_path,
                         s.llm_context_window, s.llm_threads)
 
     def close(self) -> None:

@@ -2,7 +2,12 @@
 
 `KnowledgeBases` opens and creates them and refuses to mix embedding models; `KnowledgeBase`
 writes chunks to both indexes and searches each. Extra vectors (generated questions) have ids
-`<chunk id>#q<n>`; searches map them back to their chunk, keeping its best rank."""
+`<chunk id>#q<n>`; searches map them back to their chunk, keeping its best rank.
+
+Searches return only live chunks: those the catalog lists for indexed documents (and the old
+version of a document being replaced), never a half-written document or both versions of one.
+The live set is cached per knowledge base and reloaded when the catalog's generation moves (a
+write in any process); searches over-fetch when dead ids take places in a result list."""
 
 from __future__ import annotations
 
@@ -14,14 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag.catalog import Catalog, KbRecord, check_kb_name
-from rag.errors import EmbeddingMismatch, NotFound
+from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
+from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound
 from rag.protocols import Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
 
 EXTRA_SEP = "#"
+OVERFETCH = 4  # each retry asks the index for this many times more hits
+MAX_OVERFETCH = 64  # at most this many times `limit`
 
 
 def parent_of(chunk_id: str) -> str:
@@ -66,6 +73,7 @@ class KnowledgeBase:
         self.lexical = lexical
         self.embedder = embedder
         self.catalog = catalog
+        self._live: tuple[int, frozenset[str]] | None = None
 
     @property
     def name(self) -> str:
@@ -92,16 +100,50 @@ class KnowledgeBase:
             self.store.delete(self.collection, list(chunk_ids))
             self.lexical.delete(list(chunk_ids))
 
+    def write_documents(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, origin: str = "") -> None:
+        """Write chunks brought by the caller (tools, benchmarks, tests) and record each of their
+        documents as indexed in the catalog, so that searches see them (not incremental: a document
+        written again replaces its record, not its old chunks)."""
+        self.write(chunks, vectors)
+        by_doc: dict[str, list[Chunk]] = {}
+        for chunk in chunks:
+            by_doc.setdefault(chunk.doc_id, []).append(chunk)
+        records = []
+        for doc_id, members in by_doc.items():
+            old = self.catalog.get_doc(self.name, doc_id)
+            ids = list(dict.fromkeys([*(old.chunk_ids if old else []), *(c.id for c in members)]))
+            first = members[0]
+            records.append((DocRecord(self.name, doc_id, first.source, origin, first.doc_hash or "", first.mtime or 0.0,
+                                      0, first.title, "", dict(first.tags), "given", "indexed", ids, [], time.time()),
+                            ids, ()))
+        self.catalog.mark_many_indexed(records)
+
     # reading -----------------------------------------------------------------------------------
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.embedder.encode_queries(list(texts))
 
+    def live_ids(self) -> frozenset[str]:
+        """The chunk ids queries may see (cached until the catalog's generation changes)."""
+        cached = self._live
+        if cached is None or cached[0] != self.catalog.generation(self.name):
+            cached = self._live = self.catalog.live_chunk_ids(self.name)
+        return cached[1]
+
+    def _live_search(self, search: Callable[[int], list[ScoredId]], limit: int) -> list[ScoredId]:
+        live = self.live_ids()
+        fetch = limit
+        while True:
+            hits = search(fetch)
+            kept = collapse_to_parents([h for h in hits if h.chunk_id in live])
+            if len(kept) >= limit or len(hits) < fetch or fetch >= limit * MAX_OVERFETCH:
+                return kept[:limit]
+            fetch = min(fetch * OVERFETCH, limit * MAX_OVERFETCH)
+
     def search_dense(self, vector: np.ndarray, limit: int, flt: Filter | None = None) -> list[ScoredId]:
-        hits = self.store.search(self.collection, vector, limit, flt)
-        return collapse_to_parents(hits)[:limit]
+        return self._live_search(lambda n: self.store.search(self.collection, vector, n, flt), limit)
 
     def search_bm25(self, query: str, limit: int, flt: Filter | None = None) -> list[ScoredId]:
-        return collapse_to_parents(self.lexical.search(query, limit, flt))[:limit]
+        return self._live_search(lambda n: self.lexical.search(query, n, flt), limit)
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
         payloads = self.store.get_payloads(self.collection, list(chunk_ids))
@@ -182,7 +224,12 @@ class KnowledgeBases:
         check_kb_name(name)
         with self._lock:
             if self.catalog.get_kb(name) is None:
+                check_new_kb_name(name)
                 collection = name
+                owner = self.catalog.collection_owner(collection)
+                if owner is not None:  # a knowledge base created before `__` was reserved, re-embedded into it
+                    raise InvalidRequest(f"cannot create knowledge base {name!r}: its collection belongs to "
+                                         f"knowledge base {owner!r}", field="kb")
                 self.store.ensure_collection(collection, self.embedder.dim, **self.collection_options)
                 self.catalog.create_kb(name, self.embedder.name, self.embedder.dim, collection, meta)
                 log.info("created knowledge base %s (model %s, dim %d)", name, self.embedder.name, self.embedder.dim)

@@ -11,12 +11,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rag.errors import ConfigError
 
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
+# fields typed SecretStr: masked in repr, model_dump and every error message
+SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
 
 
 class Settings(BaseSettings):
@@ -28,7 +30,7 @@ class Settings(BaseSettings):
     # vector store: embedded qdrant-edge engine by default; qdrant-client local mode on request;
     # a Qdrant server when qdrant_url is set
     qdrant_url: str | None = None
-    qdrant_api_key: str | None = None
+    qdrant_api_key: SecretStr | None = None
     vector_backend: Literal["auto", "edge", "local", "server"] = "auto"
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construct: int = Field(100, ge=8, le=1000)
@@ -83,7 +85,7 @@ class Settings(BaseSettings):
     # generation
     llm_base_url: str | None = None  # an OpenAI-compatible endpoint (vLLM, ...); None = embedded model
     llm_model: str = "default"
-    llm_api_key: str | None = None
+    llm_api_key: SecretStr | None = None
     llm_timeout: float = Field(120.0, gt=0)
     llm_context_window: int = Field(4096, ge=512)
     llm_max_tokens: int = Field(384, ge=16)
@@ -100,8 +102,9 @@ class Settings(BaseSettings):
     citation_min_support: float = Field(0.5, ge=0, le=1)
 
     # API
-    api_admin_key: str | None = None
+    api_admin_key: SecretStr | None = None
     auth_disabled: bool = False
+    public_metrics: bool = False  # /metrics without an API key (else it needs one, like /readyz details)
     cors_origins: tuple[str, ...] = ()
     max_upload_mb: int = Field(50, ge=1)
     # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
@@ -156,10 +159,15 @@ class Settings(BaseSettings):
     def public_dict(self) -> dict[str, Any]:
         """The resolved settings without secrets, for reports and `/readyz`."""
         data = self.model_dump(mode="json")
-        for secret in ("qdrant_api_key", "llm_api_key", "api_admin_key"):
+        for secret in SECRET_FIELDS:
             if data.get(secret):
                 data[secret] = "***"
         return data
+
+    @staticmethod
+    def secret(value: SecretStr | None) -> str | None:
+        """The plain value of a secret field (None when unset or empty), for the factory and the edges."""
+        return (value.get_secret_value() or None) if value is not None else None
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -180,6 +188,22 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        name = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-        raise ConfigError(f"invalid setting {name}={err.get('input')!r}: {err.get('msg')}", field=name) from exc
+        message, name = _describe(exc)
+        raise ConfigError(message, field=name) from None
+
+
+def _describe(exc: ValidationError) -> tuple[str, str]:
+    """One line naming the bad field and its value, never a secret: a field-level error shows its
+    input unless the field is a secret; a model-level error (no location; its input is every
+    setting, secrets included) gives only its message, which names the fields involved."""
+    err = exc.errors(include_url=False)[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    msg = str(err.get("msg", "invalid value"))
+    if not loc:
+        return f"invalid settings: {msg}", "settings"
+    name = ".".join(loc)
+    if loc[0] in SECRET_FIELDS:
+        return f"invalid setting {name}: {msg}", name
+    value = err.get("input")
+    shown = value if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    return f"invalid setting {name}={shown!r}: {msg}", name

@@ -19,8 +19,8 @@ from api.schemas import (KB_PATTERN, DocumentDeleted, DocumentOut, JobAccepted, 
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, parse_tags, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
 from ingest.service import build_ingestor, kb_write_lock
-from rag.catalog import KbRecord
-from rag.errors import InvalidRequest, NotFound, StoreError
+from rag.catalog import KbRecord, check_new_kb_name
+from rag.errors import Busy, InvalidRequest, NotFound
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
 KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
@@ -39,9 +39,7 @@ def _busy_is_conflict(state: ApiState, kb: str):
     try:
         with kb_write_lock(state.services, kb, wait=False):
             yield
-    except StoreError as exc:
-        if "being written" not in exc.message:
-            raise
+    except Busy as exc:
         raise Conflict(f"{exc.message}; retry when its ingest job has finished", field="kb") from exc
 
 
@@ -58,8 +56,15 @@ def create_kb(body: KbCreate, state: State, caller: Caller) -> Any:
     kbs = state.services.kbs
     if kbs.exists(body.name):
         raise Conflict(f"knowledge base {body.name!r} exists already", field="name")
+    try:
+        check_new_kb_name(body.name)
+    except InvalidRequest as exc:
+        raise InvalidRequest(exc.message, field="name") from None
     meta = {"description": body.description} if body.description else None
-    return _kb_out(state, kbs.open_or_create(body.name, meta).record)
+    with _busy_is_conflict(state, body.name):  # created under its write lock, like an ingest creates it
+        if kbs.exists(body.name):
+            raise Conflict(f"knowledge base {body.name!r} exists already", field="name")
+        return _kb_out(state, kbs.open_or_create(body.name, meta).record)
 
 
 @router.get("/kbs/{kb}", response_model=KbOut)

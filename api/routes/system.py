@@ -1,6 +1,9 @@
 """Probes, metrics and the chat page: `/healthz` (liveness), `/readyz` (models loaded, store
-reachable; 503 until then), `/metrics` (Prometheus text), `/` (a small chat page). These need no
-API key; `/readyz` shows no secrets."""
+reachable; 503 until then), `/metrics` (Prometheus text), `/` (a small chat page).
+
+The probes need no API key, but without one (when authentication is on) they answer their status
+only: models, endpoints and knowledge-base counts need a valid key. `/metrics` needs a key unless
+`RAG_PUBLIC_METRICS=true`. Nothing here shows a secret."""
 
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
-from api.deps import State
+from api.deps import MaybeCaller, State
+from api.errors import Unauthorized
 from rag.errors import RagError
 
 router = APIRouter(tags=["system"])
@@ -42,9 +46,9 @@ def _store_check(state: Any) -> dict[str, Any]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: models loading or store unreachable"}})
-def readyz(state: State) -> JSONResponse:
-    """Readiness: the embedding model is loaded and the store answers; also which embedding
-    model, whether reranking is on, and the LLM endpoint."""
+def readyz(state: State, caller: MaybeCaller) -> JSONResponse:
+    """Readiness: the embedding model is loaded and the store answers; with an API key also which
+    embedding model, whether reranking is on, the LLM endpoint and the knowledge-base count."""
     services, settings = state.services, state.settings
     if not state.warm_up_started:
         state.warm_up()
@@ -62,15 +66,20 @@ def readyz(state: State) -> JSONResponse:
     if "llm" in services.__dict__:
         llm["info"] = services.llm.info()
     ready = store["ok"] and state.warmed_up
+    status = 200 if ready else 503
+    if caller is None:
+        return JSONResponse({"status": "ready" if ready else "not_ready"}, status_code=status)
     body = {"status": "ready" if ready else "not_ready", "checks": {"store": store, "embedder": embedder},
             "reranking": rerank, "llm": llm, "auth": "disabled" if state.auth.disabled else "enabled",
             "default_kb": settings.default_kb, "jobs_active": state.jobs.active()}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(state: State) -> PlainTextResponse:
-    """Prometheus metrics (text format 0.0.4)."""
+def metrics(state: State, caller: MaybeCaller) -> PlainTextResponse:
+    """Prometheus metrics (text format 0.0.4). Needs an API key unless RAG_PUBLIC_METRICS=true."""
+    if caller is None and not state.settings.public_metrics:
+        raise Unauthorized("/metrics needs an API key (`Authorization: Bearer <key>`), or set RAG_PUBLIC_METRICS=true")
     return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

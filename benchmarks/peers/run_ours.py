@@ -61,7 +61,7 @@ def ingest(kb, rows: list[dict[str, Any]]) -> None:
                     end=r["end"]) for r in rows]
     for i in range(0, len(chunks), WRITE_BATCH):
         batch = chunks[i : i + WRITE_BATCH]
-        kb.write(batch, kb.embedder.encode_corpus([c.match_text for c in batch]))
+        kb.write_documents(batch, kb.embedder.encode_corpus([c.match_text for c in batch]))
 
 
 def pipeline_retriever(services, top_k: int, stages: dict[str, list[float]]):

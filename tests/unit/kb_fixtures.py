@@ -72,7 +72,7 @@ def build_services(tmp_path: Path, *, backend: str = "local", llm: Any = None, r
         services.__dict__["store"] = QdrantClientStore.memory()  # cached_property override: no disk
     kb = services.kbs.open_or_create(KB)
     chunks = list(chunks if chunks is not None else make_chunks())
-    kb.write(chunks, services.embedder.encode_corpus([c.match_text for c in chunks]))
+    kb.write_documents(chunks, services.embedder.encode_corpus([c.match_text for c in chunks]))
     return services
 
 

@@ -72,6 +72,8 @@ def test_kb_lifecycle(client):
     assert client.delete("/v1/kbs/manuals", headers=ADMIN).status_code == 404
     bad = client.post("/v1/kbs", json={"name": "no spaces"}, headers=ADMIN)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "name"
+    reserved = client.post("/v1/kbs", json={"name": "manuals__v2"}, headers=ADMIN)
+    assert reserved.status_code == 422 and "reserved" in reserved.json()["error"]["message"]
 
 
 def test_upload_then_query_round_trip(client, app_services):
@@ -203,7 +205,9 @@ def test_jobs_are_listed_and_survive_a_restart(client, app_services, tmp_path):
     manager.close()
     restarted = JobManager(app_services[1], db)
     try:
-        stale = restarted.get("job_stale")
+        stale = restarted.wait("job_stale")
     finally:
         restarted.close()
-    assert stale.status == "failed" and "server stopped" in stale.error
+    # resumed at restart; its file was neither staged nor in place any more: said so, per file
+    assert stale.status == "failed" and "server stopped" in stale.recovery
+    assert "lost when the server stopped" in stale.files[0]["reason"]

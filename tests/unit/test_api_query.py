@@ -80,7 +80,7 @@ def test_stream_ends_with_an_error_event_when_generation_fails(tmp_path):
     app, _ = make_app(tmp_path, llm=llm)
     with TestClient(app) as client:
         r = client.post("/v1/query", json={"question": QUESTION, "stream": True}, headers=ADMIN)
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=ADMIN).text
     events = parse_sse(r.text)
     assert r.status_code == 200 and events[-1][0] == "error"
     assert events[-1][1]["code"] == "llm_unavailable" and "unreachable" in events[-1][1]["message"]

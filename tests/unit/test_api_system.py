@@ -18,7 +18,7 @@ from tests.unit.kb_fixtures import KB
 
 def _wait_ready(client: TestClient) -> dict:
     for _ in range(200):
-        r = client.get("/readyz")
+        r = client.get("/readyz", headers=ADMIN)
         if r.status_code == 200 or r.json()["checks"]["embedder"].get("error"):
             return r
     raise AssertionError("never ready")
@@ -36,6 +36,29 @@ def test_health_and_readiness(tmp_path):
     assert body["checks"]["embedder"]["model"] == "hash-bow-64" and body["checks"]["embedder"]["loaded"] is True
     assert body["reranking"]["enabled"] is False and body["llm"]["endpoint"].startswith("embedded")
     assert body["auth"] == "enabled" and ADMIN["Authorization"].split()[1] not in r.text
+
+
+def test_probes_without_a_key_give_status_only(tmp_path):
+    app, _ = make_app(tmp_path)
+    with TestClient(app) as client:
+        _wait_ready(client)
+        assert client.get("/healthz").json() == {"status": "ok"}
+        r = client.get("/readyz")
+        assert r.status_code == 200 and r.json() == {"status": "ready"}  # probes keep working
+        assert "hash-bow" not in r.text and "knowledge_bases" not in r.text
+        detailed = client.get("/readyz", headers=ADMIN)
+        assert detailed.json()["checks"]["store"]["knowledge_bases"] == 1
+        assert client.get("/readyz", headers={"X-API-Key": "rag-wrong"}).status_code == 401
+        denied = client.get("/metrics")
+        assert denied.status_code == 401 and "RAG_PUBLIC_METRICS" in denied.json()["error"]["message"]
+        assert client.get("/metrics", headers=ADMIN).status_code == 200
+
+
+def test_public_metrics_setting(tmp_path):
+    app, _ = make_app(tmp_path, public_metrics=True)
+    with TestClient(app) as client:
+        r = client.get("/metrics")
+    assert r.status_code == 200 and "rag_http_requests_total" in r.text
 
 
 class BrokenEmbedder:
@@ -64,7 +87,7 @@ def test_metrics_count_requests_errors_and_stages(tmp_path):
         client.post("/v1/query", json={"question": "warranty?", "kb": KB}, headers=ADMIN)
         client.post("/v1/query", json={"question": "warranty?", "kb": "missing"}, headers=ADMIN)
         client.post("/v1/query", json={"question": "warranty?"})
-        r = client.get("/metrics")
+        r = client.get("/metrics", headers=ADMIN)
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = r.text
     assert 'rag_http_requests_total{method="POST",route="/v1/query",status="200"} 1' in text

@@ -166,7 +166,7 @@ def test_an_index_from_an_older_tokenizer_is_rebuilt_from_the_stored_chunks(tmp_
     kbs = KnowledgeBases(catalog, store, factory, embedder)
     kb = kbs.open_or_create("kb")
     chunks = [_chunk("a", "Infections spread quickly."), _chunk("b", "Vaccines were tested.")]
-    kb.write(chunks, embedder.encode_corpus([c.text for c in chunks]))
+    kb.write_documents(chunks, embedder.encode_corpus([c.text for c in chunks]))
     kb.lexical.close()
     # make it look like an index written before stemming: unstemmed tokens, no tokenizer recorded
     db = sqlite3.connect(tmp_path / "bm25" / "kb" / "bm25.sqlite")

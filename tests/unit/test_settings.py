@@ -145,3 +145,57 @@ def test_server_collection_options_fit_the_store(clean_env):
     clean_env.setenv("RAG_QDRANT_URL", "http://qdrant:6333")
     options = Services(load_settings()).collection_options()
     inspect.signature(QdrantClientStore.ensure_collection).bind(object(), "kb", 384, **options)
+
+
+ADMIN_SECRET = "adm-Zq81-never-printed"
+LLM_SECRET = "llm-Xy77-never-printed"
+
+
+def test_a_model_level_error_names_the_fields_not_the_secrets(clean_env, capsys):
+    """The issue's command: `RAG_CHUNK_OVERLAP=200 RAG_CHUNK_SIZE=100 RAG_API_ADMIN_KEY=… RAG_LLM_API_KEY=…
+    rag kbs` used to print the whole settings input, both keys included, to stderr."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    for name, value in {"RAG_CHUNK_OVERLAP": "200", "RAG_CHUNK_SIZE": "100", "RAG_API_ADMIN_KEY": ADMIN_SECRET,
+                        "RAG_LLM_API_KEY": LLM_SECRET, "RAG_QDRANT_API_KEY": "qd-secret-77"}.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "chunk_overlap" in info.value.message and "chunk_size" in info.value.message
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # no ValidationError dump in tracebacks
+    result = CliRunner().invoke(app, ["kbs"])
+    output = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert result.exit_code != 0 and "chunk_overlap" in output
+    for secret in (ADMIN_SECRET, LLM_SECRET, "qd-secret-77"):
+        assert secret not in output and secret not in str(info.value)
+
+
+def test_a_bad_secret_value_is_not_echoed(clean_env):
+    clean_env.setenv("RAG_CONFIG", str(Path.cwd() / "bad.json"))
+    Path("bad.json").write_text(json.dumps({"llm_api_key": {"nested": LLM_SECRET}}))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert info.value.field == "llm_api_key" and LLM_SECRET not in str(info.value)
+
+
+def test_secret_fields_are_masked_everywhere(clean_env):
+    clean_env.setenv("RAG_API_ADMIN_KEY", ADMIN_SECRET)
+    clean_env.setenv("RAG_LLM_API_KEY", LLM_SECRET)
+    s = load_settings()
+    for text in (repr(s), str(s), json.dumps(s.public_dict()), s.model_dump_json()):
+        assert ADMIN_SECRET not in text and LLM_SECRET not in text
+    assert s.public_dict()["api_admin_key"] == "***"
+    assert Settings.secret(s.api_admin_key) == ADMIN_SECRET and Settings.secret(s.qdrant_api_key) is None
+
+
+def test_the_factory_passes_the_plain_secret_to_the_adapters(clean_env, monkeypatch):
+    from rag.adapters import llm as llm_module
+    from rag.factory import Services
+
+    seen = {}
+    monkeypatch.setattr(llm_module, "make_llm", lambda *args, **kw: seen.setdefault("args", args))
+    clean_env.setenv("RAG_LLM_API_KEY", LLM_SECRET)
+    Services(load_settings()).llm  # noqa: B018
+    assert LLM_SECRET in seen["args"]
