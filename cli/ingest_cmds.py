@@ -42,6 +42,10 @@ class _Progress:
         self.done = files_done
         self.bar.set_postfix_str(f"{chunks_done / elapsed:.1f} chunks/s  {source[-40:]}")
 
+    def page(self, name: str, page: int, pages: int) -> None:
+        """A long scan shows its OCR progress page by page."""
+        self.bar.set_postfix_str(f"OCR page {page}/{pages}  {name[-40:]}")
+
     def close(self) -> None:
         self.bar.close()
 
@@ -58,6 +62,7 @@ def ingest(
     generate_questions: int = typer.Option(None, "--generate-questions", help="LLM questions per chunk (0 = off)."),
     tag: list[str] = typer.Option([], "--tag", help="key=value tag on every chunk (repeatable)."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
+    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images [default: RAG_OCR, auto]."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -65,15 +70,16 @@ def ingest(
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                             semantic_percentile=percentile, generate_questions=generate_questions)
+                             semantic_percentile=percentile, generate_questions=generate_questions,
+                             ocr=None if ocr is None else ("auto" if ocr else "off"))
     services = build_services(settings)
     kb = kb or settings.default_kb
     tags = parse_tags(tag)
     typer.echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
-    ingestor = build_ingestor(services, kb, tags=tags)
     files = [path] if path.is_file() else None
     progress = None if quiet or as_json else _Progress(total=len(files) if files else _count_files(path))
-    ingestor.progress = progress
+    ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
+                              page_progress=progress.page if progress else None)
     try:
         with kb_write_lock(services, kb, wait=False):
             report = (ingestor.ingest_files(path.parent, files) if files
@@ -104,12 +110,16 @@ def _print_summary(report) -> None:
     typer.echo(f"files indexed: {indexed}   unchanged: {unchanged}   removed: {report.count('removed')}   "
                f"skipped: {len(report.skipped)}")
     typer.echo(f"chunks added: {report.chunks_added}   removed: {report.chunks_removed}   "
-               f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s)")
+               f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s"
+               + (f", OCR {report.ocr_seconds:.1f}s)" if report.ocr_seconds else ")"))
     if indexed == 0 and report.count("removed") == 0 and unchanged:
         typer.echo("nothing changed: no file needed embedding")
     for f in report.files:
         if f.status == "removed":
             typer.echo(f"  removed  {f.source}: {f.reason}")
+    for f in report.files:
+        if f.status in ("indexed", "updated") and f.reason:
+            typer.echo(f"  partial  {f.source}: {f.reason}")
     for f in report.skipped:
         typer.echo(f"  skipped  {f.source}: {f.reason}")
 

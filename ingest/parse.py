@@ -7,6 +7,7 @@ failure leaves as `ParseError` (or `UnsupportedFile`) with a one-line human reas
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingest.formats.encoding import decode_bytes
+from ingest.formats.images import IMAGE_FORMATS
+from ingest.formats.ocr import DEFAULT_OCR, OcrOptions
 from rag.errors import ParseError, RagError, UnsupportedFile
 from rag.types import ParsedDocument
 
@@ -21,14 +24,16 @@ log = logging.getLogger(__name__)
 
 _TEXT_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".csv": "csv",
                  ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl"}
-_BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx"}
+_BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx", **IMAGE_FORMATS}
+OCR_SUFFIXES: frozenset[str] = frozenset({".pdf", *IMAGE_FORMATS})  # what the OCR setting can change
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_TEXT_FORMATS) | frozenset(_BINARY_FORMATS)
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def parse_file(path: Path) -> ParsedDocument:
+def parse_file(path: Path, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     """Parse one file. `metadata["format"]` is the format name ("txt", "md", "html", "pdf",
-    "docx", "csv", "tsv", "xlsx", "json", "jsonl"); PDFs add "pages", text formats "encoding"."""
+    "docx", "csv", "tsv", "xlsx", "json", "jsonl", "png", "jpeg", "tiff", "bmp", "webp"); PDFs
+    add "pages", text formats "encoding"; OCR'd documents "ocr_pages", "ocr_spans", "ocr_seconds"."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -39,7 +44,7 @@ def parse_file(path: Path) -> ParsedDocument:
         raise ParseError("empty file", field="path")
     started = time.perf_counter()
     try:
-        doc = _dispatch(suffix, data, path.stem)
+        doc = _dispatch(suffix, data, path.stem, ocr)
     except RagError:
         raise
     except Exception as exc:  # the one boundary that turns a parser crash into a ParseError
@@ -65,10 +70,10 @@ def _read(path: Path) -> bytes:
         raise ParseError(f"unreadable file: {exc.strerror or exc}", field="path") from exc
 
 
-def _dispatch(suffix: str, data: bytes, stem: str) -> ParsedDocument:
+def _dispatch(suffix: str, data: bytes, stem: str, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     if suffix in _BINARY_FORMATS:
         fmt = _BINARY_FORMATS[suffix]
-        return _binary_parser(fmt)(data, fmt, stem)
+        return _binary_parser(fmt, ocr)(data, fmt, stem)
     fmt = _TEXT_FORMATS[suffix]
     declared = None
     if fmt == "html":
@@ -100,11 +105,15 @@ def _text_parser(fmt: str) -> TextParser:
     return {"txt": elements.parse_text, "md": elements.parse_markdown, "html": elements.parse_html}[fmt]
 
 
-def _binary_parser(fmt: str) -> BinaryParser:
+def _binary_parser(fmt: str, ocr: OcrOptions = DEFAULT_OCR) -> BinaryParser:
     if fmt == "pdf":
         from ingest.formats.pdf import parse_pdf
 
-        return parse_pdf
+        return functools.partial(parse_pdf, ocr=ocr)
+    if fmt in IMAGE_FORMATS.values():
+        from ingest.formats.images import parse_image
+
+        return functools.partial(parse_image, ocr=ocr)
     if fmt == "xlsx":
         from ingest.formats.tables import parse_xlsx
 
