@@ -122,8 +122,6 @@ class Ingestor:
         self.progress = progress
         questions = question_writer.n if question_writer else 0
         self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
-        # PDFs and images parsed with OCR off are re-read when it is turned back on (and the reverse)
-        self._ocr_signature = self.signature + ("" if ocr.enabled else "|ocr-off")
 
     # public ------------------------------------------------------------------------------------
     def ingest_folder(self, root: Path, prune: bool = True) -> IngestReport:
@@ -195,7 +193,9 @@ class Ingestor:
             report.files.append(FileResult(source, "skipped", f"unreadable: {exc.strerror or exc}"))
             return None
         content_hash = sha256_hex(data)
-        signature = self._ocr_signature if path.suffix.lower() in OCR_SUFFIXES else self.signature
+        # PDFs and images parsed with OCR off are re-read when it is turned back on (and the reverse)
+        ocr_off = path.suffix.lower() in OCR_SUFFIXES and not self.ocr.enabled
+        signature = self.signature + ("|ocr-off" if ocr_off else "")
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
                 and old.chunker == signature and old.tags == self.tags):
             report.files.append(FileResult(source, "unchanged"))

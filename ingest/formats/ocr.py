@@ -226,8 +226,10 @@ class OcrRecorder:
         self.skipped.append(f"page {label}: {reason}")
 
     def finish(self) -> None:
+        """Record the OCR metadata (nothing when no page needed OCR)."""
         meta = self.builder.metadata
-        meta["ocr_seconds"] = round(self.seconds, 3)
+        if self.ocr_pages or self.skipped:
+            meta["ocr_seconds"] = round(self.seconds, 3)
         if self.ocr_pages:
             meta["ocr_pages"] = self.ocr_pages
             meta["ocr_spans"] = self.spans

@@ -49,7 +49,7 @@ def block_with(doc: ParsedDocument, needle: str):
 
 def test_supported_suffixes() -> None:
     assert {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".tsv", ".xlsx", ".json",
-            ".jsonl"} == SUPPORTED_SUFFIXES
+            ".jsonl", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"} == SUPPORTED_SUFFIXES
 
 
 # ---- text formats ------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_invalid_json(tmp_path: Path, name: str, content: str, reason: str) -> N
 def test_parser_crash_becomes_parse_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ingest.parse as parse_module
 
-    def crash(fmt: str):
+    def crash(fmt: str, *options: object):
         def parser(*args: object) -> ParsedDocument:
             raise RuntimeError("boom inside a library")
         return parser
