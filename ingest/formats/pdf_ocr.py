@@ -42,7 +42,7 @@ class PdfScans:
             objects = list(page.get_objects())
             if chars < NO_TEXT_CHARS:
                 return bool(objects)  # an empty page has nothing to read
-            return largest_image_share(page, objects) >= SCAN_IMAGE_AREA
+            return largest_image(page, objects)[0] >= SCAN_IMAGE_AREA
         finally:
             page.close()
 
@@ -56,7 +56,11 @@ class PdfScans:
             return
         try:
             width, height = page.get_size()
-            scale = min(self.options.dpi / 72, self.options.max_side / max(width, height, 1.0))
+            dpi = float(self.options.dpi)
+            share, native = largest_image(page, list(page.get_objects()))
+            if share >= SCAN_IMAGE_AREA and native:
+                dpi = min(dpi, max(native, 72.0))  # no resampling of a low-resolution scan: fit_image upscales it
+            scale = min(dpi / 72, self.options.max_side / max(width, height, 1.0))
             image = page.render(scale=scale).to_pil()
             image.info["dpi"] = (scale * 72, scale * 72)
         except pdfium.PdfiumError as exc:
@@ -86,18 +90,26 @@ class PdfScans:
             return None
 
 
-def largest_image_share(page: Any, objects: list[Any]) -> float:
-    """The share of the page area covered by its largest image object (0..1)."""
+def largest_image(page: Any, objects: list[Any]) -> tuple[float, float | None]:
+    """The share of the page area covered by its largest image object (0..1), and that image's
+    resolution in dots per inch as placed on the page (None when there is no image)."""
+    import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
     left, bottom, right, top = page.get_bbox()
     area = max((right - left) * (top - bottom), 1e-6)
-    best = 0.0
+    best, native = 0.0, None
     for obj in objects:
         if obj.type != pdfium_c.FPDF_PAGEOBJ_IMAGE:
             continue
         x0, y0, x1, y1 = obj.get_bounds()
         w = max(0.0, min(x1, right) - max(x0, left))
         h = max(0.0, min(y1, top) - max(y0, bottom))
-        best = max(best, w * h / area)
-    return best
+        if w * h / area > best:
+            best = w * h / area
+            try:
+                px_width, _ = obj.get_px_size()
+                native = px_width / max((x1 - x0) / 72, 1e-6)
+            except pdfium.PdfiumError:
+                native = None
+    return best, native

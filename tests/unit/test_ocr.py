@@ -146,9 +146,31 @@ def test_image_only_pdf_is_ocred_page_by_page(tmp_path: Path) -> None:
     assert doc.metadata["pages"] == 2 and doc.metadata["ocr_pages"] == [1, 2]
     assert sorted({b.page for b in doc.blocks}) == [1, 2]
     assert len(engine.calls) == 2
-    # rendered from the page size at the requested dpi (the scan was saved at 150 dpi)
+    # a 150-dpi scan is rendered at its own resolution (not resampled to 200 dpi), then upscaled 2x
     width, height = engine.calls[0]
-    assert abs(width - 1240 / 150 * 200) < 3 and abs(height - 1754 / 150 * 200) < 3
+    assert abs(width - 2 * 1240) < 4 and abs(height - 2 * 1754) < 4
+
+
+def test_vector_page_without_text_renders_at_the_requested_dpi(tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()  # A4, text drawn as shapes only: no text layer, no image
+    pdf.add_page()
+    for row in range(10):
+        pdf.rect(20, 20 + 8 * row, 150, 4, style="F")
+    path = tmp_path / "outlines.pdf"
+    pdf.output(str(path))
+    engine = of.ScriptedEngine()
+    parse_file(path, options(engine, dpi=250))
+    width, height = engine.calls[0]
+    assert abs(width - 210 / 25.4 * 250) < 3 and abs(height - 297 / 25.4 * 250) < 3
+
+
+def test_fix_digits_repairs_o_between_digits_only() -> None:
+    from ingest.formats.ocr import fix_digits
+
+    assert fix_digits("Acme X2o0, model 1O5, room 3o") == "Acme X200, model 105, room 3o"
+    assert fix_digits("two orders") == "two orders"
 
 
 def test_text_pages_are_never_ocred_and_scanned_pages_are(tmp_path: Path) -> None:
