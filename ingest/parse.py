@@ -2,7 +2,8 @@
 
 Text formats are decoded first (UTF-8 with or without BOM, UTF-16, GB18030/GBK, then a
 charset-normalizer guess) and handed to unstructured's element-aware partitioners as text; PDF
-goes through pypdf page by page; tables and JSON are read row by row / record by record. Every
+goes through pypdf page by page (scanned pages and image files through OCR, ingest/formats/ocr.py);
+tables and JSON are read row by row / record by record. Every
 failure leaves as `ParseError` (or `UnsupportedFile`) with a one-line human reason."""
 
 from __future__ import annotations

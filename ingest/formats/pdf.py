@@ -1,17 +1,22 @@
 """PDF text through pypdf, page by page (unstructured's partition_pdf needs
 unstructured-inference). Each page's lines are regrouped into paragraphs, headings and list
-items with conservative layout heuristics; page numbers are 1-based."""
+items with conservative layout heuristics; page numbers are 1-based. Pages without a text layer
+are OCR'd (ingest/formats/pdf_ocr.py) unless OCR is off."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from ingest.formats.builder import DocBuilder
 from ingest.formats.ocr import DEFAULT_OCR, OcrOptions
 from rag.errors import ParseError
 from rag.types import ParsedDocument
+
+if TYPE_CHECKING:
+    from ingest.formats.pdf_ocr import PdfScans
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,8 @@ def parse_pdf(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions = DEFAULT_OCR
     return builder.build(stem)
 
 
-def scans_for(data: bytes, ocr: OcrOptions, stem: str, pages: int, builder: DocBuilder):  # noqa: ANN201
+def scans_for(data: bytes, ocr: OcrOptions, stem: str, pages: int, builder: DocBuilder) -> PdfScans | None:
+    """What OCRs the scanned pages (ingest/formats/pdf_ocr.py), or None when OCR is off."""
     if not ocr.enabled:
         return None
     from ingest.formats.pdf_ocr import PdfScans
