@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from ingest.formats.ocr import OcrLine
+from ingest.formats.ocr_layout import OcrLine
 
 
 class ScriptedEngine:

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from ingest.formats.images import parse_image
-from ingest.formats.ocr import OcrLine, OcrOptions, chunk_ocr, column_split, fit_image, layout_text
+from ingest.formats.ocr import OcrOptions, chunk_ocr, fit_image
+from ingest.formats.ocr_layout import OcrLine, column_split, layout_text
 from ingest.formats.pdf import parse_pdf
 from ingest.parse import parse_file
 from ingest.service import build_ingestor
@@ -285,3 +286,16 @@ def test_settings_and_page_progress(tmp_path: Path) -> None:
     of.write_image_pdf(docs, "long-scan.pdf", pages=3)
     ingestor.ingest_folder(docs)
     assert pages == [("long-scan", 1, 3), ("long-scan", 2, 3), ("long-scan", 3, 3)]
+
+
+def test_engine_is_shared_by_threads_and_loads_only_when_a_page_needs_it(monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import ingest.formats.ocr as ocr_module
+
+    monkeypatch.setattr(ocr_module, "_shared", None)
+    with ThreadPoolExecutor(8) as pool:
+        engines = list(pool.map(lambda _: ocr_module.shared_engine(), range(32)))
+    assert len({id(e) for e in engines}) == 1
+    assert engines[0]._ocr is None  # nothing loaded until the first page
+    assert OcrOptions().get_engine() is engines[0]
