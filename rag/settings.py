@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # "off": images are skipped and scanned pages dropped. Pages render at ocr_dpi, are downscaled to
     # ocr_max_side pixels; images over ocr_max_pixels are refused before decoding (decompression bombs)
     ocr: Literal["auto", "off"] = "auto"
-    ocr_dpi: int = Field(200, ge=72, le=600)
+    ocr_dpi: int = Field(300, ge=72, le=600)
     ocr_max_side: int = Field(4000, ge=500, le=20000)
     ocr_max_pixels: int = Field(89_478_485, ge=1_000_000)
 

@@ -44,8 +44,9 @@ def parse_image(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions) -> ParsedD
             try:
                 image.seek(index)
                 check_pixels(image.width, image.height, ocr.max_pixels)
-                if image.format == "JPEG":
-                    image.draft("RGB", (ocr.max_side, ocr.max_side))  # decode at a reduced scale
+                scale = ocr.max_side / max(image.width, image.height)
+                if image.format == "JPEG" and scale < 1:  # decode at a reduced scale (1/2, 1/4, 1/8)
+                    image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
                 image.load()
                 frame = ImageOps.exif_transpose(image) if index == 0 else image
             except ParseError as exc:

@@ -143,11 +143,11 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path, size, lim
 # ---- PDF pages ---------------------------------------------------------------------------------------
 def test_image_only_pdf_is_ocred_page_by_page(tmp_path: Path) -> None:
     engine = of.ScriptedEngine()
-    doc = parse_file(of.write_image_pdf(tmp_path, pages=2), options(engine, dpi=200))
+    doc = parse_file(of.write_image_pdf(tmp_path, pages=2), options(engine))
     assert doc.metadata["pages"] == 2 and doc.metadata["ocr_pages"] == [1, 2]
     assert sorted({b.page for b in doc.blocks}) == [1, 2]
     assert len(engine.calls) == 2
-    # a 150-dpi scan is rendered at its own resolution (not resampled to 200 dpi), then upscaled 2x
+    # a 150-dpi scan is rendered at its own resolution (not resampled to 300 dpi), then upscaled 2x
     width, height = engine.calls[0]
     assert abs(width - 2 * 1240) < 4 and abs(height - 2 * 1754) < 4
 
@@ -162,9 +162,12 @@ def test_vector_page_without_text_renders_at_the_requested_dpi(tmp_path: Path) -
     path = tmp_path / "outlines.pdf"
     pdf.output(str(path))
     engine = of.ScriptedEngine()
-    parse_file(path, options(engine, dpi=250))
+    parse_file(path, options(engine, dpi=300))
     width, height = engine.calls[0]
-    assert abs(width - 210 / 25.4 * 250) < 3 and abs(height - 297 / 25.4 * 250) < 3
+    assert abs(width - 210 / 25.4 * 300) < 3 and abs(height - 297 / 25.4 * 300) < 3
+    parse_file(path, options(engine, dpi=150))  # under 300 dpi: rendered at 150, then upscaled 2x
+    width, height = engine.calls[1]
+    assert abs(width - 210 / 25.4 * 300) < 4 and abs(height - 297 / 25.4 * 300) < 4
 
 
 def test_fix_digits_repairs_o_between_digits_only() -> None:
