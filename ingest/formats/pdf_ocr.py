@@ -1,7 +1,8 @@
 """The scanned pages of a PDF: which pages need OCR, and rendering them with PDFium (pypdfium2,
 its own engine inside the wheel; no poppler). A page is OCR'd when it has no text layer (and
 draws something), or when one image covers most of it and it has almost no text (a scan with a
-stamped header). Pages with a real text layer are never OCR'd."""
+stamped header or page number). Pages with a real text layer are never OCR'd, nor is a page with
+a few words and no big image (a title page, a diagram with labels)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from ingest.formats.ocr import OcrOptions, OcrRecorder
 
 log = logging.getLogger(__name__)
 
-NO_TEXT_CHARS = 16  # fewer visible characters than this: no text layer
 SCAN_TEXT_CHARS = 200  # "almost no text" on a page mostly covered by one image
 SCAN_IMAGE_AREA = 0.5  # share of the page one image must cover to count as a scan
 
@@ -40,8 +40,8 @@ class PdfScans:
             return False
         try:
             objects = list(page.get_objects())
-            if chars < NO_TEXT_CHARS:
-                return bool(objects)  # an empty page has nothing to read
+            if chars == 0:
+                return bool(objects)  # no text layer; an empty page has nothing to read
             return largest_image(page, objects)[0] >= SCAN_IMAGE_AREA
         finally:
             page.close()

@@ -302,3 +302,18 @@ def test_engine_is_shared_by_threads_and_loads_only_when_a_page_needs_it(monkeyp
     assert len({id(e) for e in engines}) == 1
     assert engines[0]._ocr is None  # nothing loaded until the first page
     assert OcrOptions().get_engine() is engines[0]
+
+
+def test_a_short_text_page_without_a_big_image_is_not_ocred(tmp_path: Path) -> None:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=28)
+    pdf.cell(0, 20, "Part II")  # a title page: a few characters of real text
+    pdf.rect(20, 60, 150, 2, style="F")
+    path = tmp_path / "title-page.pdf"
+    pdf.output(str(path))
+    engine = of.ScriptedEngine()
+    doc = parse_file(path, options(engine))
+    assert engine.calls == [] and doc.text == "Part II"
