@@ -28,12 +28,14 @@ COPY eval ./eval
 COPY cli ./cli
 # the constraint keeps the torch installed above whatever the dependencies ask for
 RUN PIP_CONSTRAINT=/opt/torch-constraint.txt pip install . \
- && python -c "import torch; print('torch', torch.__version__, 'cuda build:', torch.version.cuda)"
+ && python -c "import torch; print('torch', torch.__version__, 'cuda build:', torch.version.cuda)" \
+ && python -c "import rapidocr_onnxruntime, pypdfium2; print('OCR models bundled')"
 
 FROM ${PYTHON_IMAGE} AS runtime
-# libgomp1: llama.cpp (xllamacpp, the embedded LLM) links the system OpenMP runtime
+# libgomp1: llama.cpp (xllamacpp, the embedded LLM) links the system OpenMP runtime;
+# libgl1, libglib2.0-0: opencv-python (pulled by rapidocr-onnxruntime, the OCR engine) links them
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 \
+ && apt-get install -y --no-install-recommends libgomp1 libgl1 libglib2.0-0 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 rag \
  && mkdir -p /data /models \

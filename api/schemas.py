@@ -65,6 +65,8 @@ class SourceOut(BaseModel):
     text: str
     score: float
     rerank_score: float | None = None
+    ocr: bool = False  # the text was recognised from a scanned page or an image
+    ocr_confidence: float | None = None
     cited: bool | None = None
 
 

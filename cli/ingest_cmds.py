@@ -50,6 +50,10 @@ class _Progress:
         return (f"chunks {step.chunks_embedded}/{step.chunks_known} embedded  "
                 f"{step.chunks_embedded / max(elapsed, 1e-6):.1f} chunks/s  {name(step.source[-40:])}")
 
+    def page(self, name: str, page: int, pages: int) -> None:
+        """A long scan shows its OCR progress page by page."""
+        self.bar.set_postfix_str(f"OCR page {page}/{pages}  {name[-40:]}")
+
     def close(self) -> None:
         self.bar.close()
 
@@ -69,6 +73,7 @@ def ingest(
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
     follow_links: bool = typer.Option(False, "--follow-links",
                                       help="Also index symbolic links that point outside the folder."),
+    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images [default: RAG_OCR, auto]."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -76,7 +81,8 @@ def ingest(
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                             semantic_percentile=percentile, generate_questions=generate_questions)
+                             semantic_percentile=percentile, generate_questions=generate_questions,
+                             ocr=None if ocr is None else ("auto" if ocr else "off"))
     services = build_services(settings)
     kb = kb or settings.default_kb
     tags = parse_tags(tag)
@@ -85,10 +91,10 @@ def ingest(
     progress = None
     try:
         with kb_write_lock(services, kb, wait=False):  # taken before the knowledge base may be created
-            ingestor = build_ingestor(services, kb, tags=tags)
             progress = None if quiet or as_json else _Progress(
                 total=len(files) if files else _count_files(path, follow_links))
-            ingestor.progress = progress
+            ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
+                                      page_progress=progress.page if progress else None)
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
     finally:
@@ -117,12 +123,16 @@ def _print_summary(report) -> None:
     echo(f"files indexed: {indexed}   unchanged: {unchanged}   removed: {report.count('removed')}   "
                f"skipped: {len(report.skipped)}")
     echo(f"chunks added: {report.chunks_added}   removed: {report.chunks_removed}   "
-               f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s)")
+         f"time: {report.seconds:.1f}s (embedding {report.embed_seconds:.1f}s"
+         + (f", OCR {report.ocr_seconds:.1f}s)" if report.ocr_seconds else ")"))
     if indexed == 0 and report.count("removed") == 0 and unchanged:
         echo("nothing changed: no file needed embedding")
     for f in report.files:
         if f.status == "removed":
             echo(f"  removed  {name(f.source)}: {name(f.reason)}")
+    for f in report.files:
+        if f.status in ("indexed", "updated") and f.reason:
+            echo(f"  partial  {name(f.source)}: {name(f.reason)}")
     for f in report.skipped:
         echo(f"  skipped  {name(f.source)}: {name(f.reason)}")
     for f in report.files:

@@ -21,7 +21,6 @@ class ParseLimits:
     max_file_mb: float = 100.0  # RAG_MAX_FILE_MB
     max_unzipped_mb: float = 200.0  # RAG_MAX_UNZIPPED_MB: per member and in all
     max_zip_ratio: float = 100.0  # RAG_MAX_ZIP_RATIO: uncompressed / compressed size of a member
-    max_image_pixels: int = 50_000_000  # RAG_MAX_IMAGE_PIXELS
     # plain text and Markdown over this go through the linear paragraph splitter instead of
     # unstructured's partitioners (which run spaCy on every paragraph: ~13 s per MB)
     large_text_mb: float = 1.0
@@ -90,10 +89,3 @@ def _check_member(name: str, size: int, compressed: int, limits: ParseLimits) ->
     if size > _RATIO_GRACE_BYTES and size > limits.max_zip_ratio * max(compressed, 1):
         raise ParseError(f"zip member {name!r} is compressed {size / max(compressed, 1):.0f}:1, over "
                          f"RAG_MAX_ZIP_RATIO={limits.max_zip_ratio:g} (a decompression bomb?)", field="path")
-
-
-def check_image_pixels(width: int, height: int, limits: ParseLimits) -> None:
-    """For image parsers (OCR): refuse an image before decoding its pixels."""
-    if width * height > limits.max_image_pixels:
-        raise ParseError(f"image too large: {width}x{height} pixels, over "
-                         f"RAG_MAX_IMAGE_PIXELS={limits.max_image_pixels}", field="path")

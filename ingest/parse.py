@@ -5,11 +5,13 @@ decompression bombs first (ingest/limits.py). Text formats are decoded first (UT
 BOM, UTF-16, mostly-UTF-8 with a few bad bytes replaced, GB18030/GBK, then a charset-normalizer
 guess) and handed to unstructured's element-aware partitioners as text (large plain text and
 Markdown to the linear parser in formats/plain.py); PDF
-goes through pypdf page by page; tables and JSON are read row by row / record by record. Every
+goes through pypdf page by page (scanned pages and image files through OCR, ingest/formats/ocr.py);
+tables and JSON are read row by row / record by record. Every
 failure leaves as `ParseError` (or `UnsupportedFile`) with a one-line human reason."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ingest.formats.encoding import decode_text
+from ingest.formats.images import IMAGE_FORMATS
+from ingest.formats.ocr import DEFAULT_OCR, OcrOptions
 from ingest.limits import ParseLimits, check_file_size, check_zip
 from rag.errors import ParseError, RagError, UnsupportedFile
 from rag.types import ParsedDocument
@@ -25,7 +29,8 @@ log = logging.getLogger(__name__)
 
 _TEXT_FORMATS = {".txt": "txt", ".md": "md", ".markdown": "md", ".html": "html", ".htm": "html", ".csv": "csv",
                  ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx"}
+_BINARY_FORMATS = {".pdf": "pdf", ".docx": "docx", ".xlsx": "xlsx", **IMAGE_FORMATS}
+OCR_SUFFIXES: frozenset[str] = frozenset({".pdf", *IMAGE_FORMATS})  # what the OCR setting can change
 _ZIP_FORMATS = frozenset({".docx", ".xlsx"})  # checked by check_zip before any parser opens them
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset(_TEXT_FORMATS) | frozenset(_BINARY_FORMATS)
 # formats we cannot read but whose users deserve to know what to do
@@ -35,9 +40,10 @@ _LEGACY_HINTS = {".doc": "legacy binary Word format: save it as .docx",
 _META_CHARSET_RE = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 
 
-def parse_file(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
+def parse_file(path: Path, limits: ParseLimits | None = None, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     """Parse one file. `metadata["format"]` is the format name ("txt", "md", "html", "pdf",
-    "docx", "csv", "tsv", "xlsx", "json", "jsonl"); PDFs add "pages", text formats "encoding"."""
+    "docx", "csv", "tsv", "xlsx", "json", "jsonl", "png", "jpeg", "tiff", "bmp", "webp"); PDFs
+    add "pages", text formats "encoding"; OCR'd documents "ocr_pages", "ocr_spans", "ocr_seconds"."""
     path = Path(path)
     limits = limits or ParseLimits()
     _check_suffix(path.suffix.lower(), path.name)
@@ -46,10 +52,11 @@ def parse_file(path: Path, limits: ParseLimits | None = None) -> ParsedDocument:
     except OSError:
         size = 0  # _read names the problem
     check_file_size(size, limits)
-    return parse_bytes(_read(path), path.suffix, path.name, limits)
+    return parse_bytes(_read(path), path.suffix, path.name, limits, ocr)
 
 
-def parse_bytes(data: bytes, suffix: str, name: str, limits: ParseLimits | None = None) -> ParsedDocument:
+def parse_bytes(data: bytes, suffix: str, name: str, limits: ParseLimits | None = None,
+                ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     """Parse the bytes of a file called `name` (its title falls back to the name's stem)."""
     limits = limits or ParseLimits()
     suffix = suffix.lower()
@@ -64,7 +71,7 @@ def parse_bytes(data: bytes, suffix: str, name: str, limits: ParseLimits | None 
         refuse_ole(data, suffix.lstrip("."))  # a password-protected or legacy file is no zip at all
         check_zip(data, limits, suffix.lstrip(".").upper())
     try:
-        doc = _dispatch(suffix, data, Path(name).stem, limits)
+        doc = _dispatch(suffix, data, Path(name).stem, limits, ocr)
     except RagError:
         raise
     except Exception as exc:  # the one boundary that turns a parser crash into a ParseError
@@ -105,10 +112,11 @@ def _read(path: Path) -> bytes:
         raise ParseError(f"unreadable file: {exc.strerror or exc}", field="path") from exc
 
 
-def _dispatch(suffix: str, data: bytes, stem: str, limits: ParseLimits) -> ParsedDocument:
+def _dispatch(suffix: str, data: bytes, stem: str, limits: ParseLimits,
+              ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     if suffix in _BINARY_FORMATS:
         fmt = _BINARY_FORMATS[suffix]
-        return _binary_parser(fmt)(data, fmt, stem)
+        return _binary_parser(fmt, ocr)(data, fmt, stem)
     fmt = _TEXT_FORMATS[suffix]
     declared = None
     if fmt == "html":
@@ -148,11 +156,15 @@ def _text_parser(fmt: str) -> TextParser:
     return {"txt": elements.parse_text, "md": elements.parse_markdown, "html": elements.parse_html}[fmt]
 
 
-def _binary_parser(fmt: str) -> BinaryParser:
+def _binary_parser(fmt: str, ocr: OcrOptions = DEFAULT_OCR) -> BinaryParser:
     if fmt == "pdf":
         from ingest.formats.pdf import parse_pdf
 
-        return parse_pdf
+        return functools.partial(parse_pdf, ocr=ocr)
+    if fmt in IMAGE_FORMATS.values():
+        from ingest.formats.images import parse_image
+
+        return functools.partial(parse_image, ocr=ocr)
     if fmt == "xlsx":
         from ingest.formats.tables import parse_xlsx
 

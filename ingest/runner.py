@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ingest.chunkers import Chunker
+from ingest.formats.ocr import DEFAULT_OCR, OcrOptions, chunk_ocr
 from ingest.limits import ParseLimits, check_file_size
-from ingest.parse import SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
+from ingest.parse import OCR_SUFFIXES, SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
 from rag.catalog import DocRecord
 from rag.errors import ParseError, RagError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -50,6 +51,7 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
     embed_seconds: float = 0.0
+    ocr_seconds: float = 0.0
 
     def count(self, *statuses: str) -> int:
         return sum(1 for f in self.files if f.status in statuses)
@@ -68,7 +70,7 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return {"kb": self.kb, "model": self.model, "seconds": round(self.seconds, 3),
-                "embed_seconds": round(self.embed_seconds, 3),
+                "embed_seconds": round(self.embed_seconds, 3), "ocr_seconds": round(self.ocr_seconds, 3),
                 "indexed": self.count("indexed", "updated"), "unchanged": self.count("unchanged"),
                 "removed": self.count("removed"), "skipped": len(self.skipped),
                 "chunks_added": self.chunks_added, "chunks_removed": self.chunks_removed,
@@ -81,7 +83,8 @@ class _Prepared:
     chunks: list[Chunk]
     old_ids: set[str]
     status: str
-    note: str = ""
+    note: str = ""  # something the user should know ("3 invalid bytes replaced")
+    partial: str = ""  # what of an indexed file was left out (the scanned pages that gave no text)
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,11 @@ def with_header(title: str, span: ChunkSpan) -> str | None:
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
-                 headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None) -> None:
+                 headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None,
+                 ocr: OcrOptions = DEFAULT_OCR) -> None:
         self.kb = kb
         self.limits = limits or ParseLimits()
+        self.ocr = ocr
         self.chunker = chunker
         self.headers = headers
         self.tags = dict(sorted((tags or {}).items()))
@@ -267,13 +272,17 @@ class Ingestor:
             log.warning("skipped %s: %s", source, exc.message)
             return None
         content_hash = sha256_hex(data)
+        # PDFs and images parsed with OCR off are re-read when it is turned back on (and the reverse)
+        ocr_off = path.suffix.lower() in OCR_SUFFIXES and not self.ocr.enabled
+        signature = self.signature + ("|ocr-off" if ocr_off else "")
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
-                and old.chunker == self.signature and old.tags == self.tags):
+                and old.chunker == signature and old.tags == self.tags):
             report.files.append(FileResult(source, "unchanged"))
             return None
         try:
-            parsed = parse_bytes(data, path.suffix, path.name, self.limits)
+            parsed = parse_bytes(data, path.suffix, path.name, self.limits, self.ocr)
             del data
+            report.ocr_seconds += float(parsed.metadata.get("ocr_seconds") or 0.0)
             spans = self.chunker.split(parsed)
         except ParseError as exc:
             report.files.append(FileResult(source, "skipped", exc.message))
@@ -284,21 +293,24 @@ class Ingestor:
             return None
         record = DocRecord(self.kb.name, doc_id_for(self.kb.name, source), source, str(origin), content_hash, stat.st_mtime,
                            stat.st_size, parsed.title, str(parsed.metadata.get("format", path.suffix.lower())),
-                           self.tags, self.signature, "pending", [], [], time.time())
+                           self.tags, signature, "pending", [], [], time.time())
         chunks = self._chunks(record, parsed, spans)
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
         status = "updated" if old is not None and old.state == "indexed" else "indexed"
-        return _Prepared(record, chunks, old_ids, status, str(parsed.metadata.get("note", "")))
+        return _Prepared(record, chunks, old_ids, status, str(parsed.metadata.get("note", "")),
+                         "; ".join(parsed.metadata.get("ocr_skipped") or ()))
 
     def _chunks(self, record: DocRecord, parsed: ParsedDocument, spans) -> list[Chunk]:
         chunks = []
         for span in spans:
             cid = chunk_id_for(self.kb.name, record.source, span.start, span.end, span.text)
+            ocr, ocr_confidence = chunk_ocr(parsed.metadata, span.start, span.end)
             chunks.append(Chunk(id=cid, kb=self.kb.name, doc_id=record.doc_id, source=record.source, text=span.text,
                                 start=span.start, end=span.end, title=parsed.title, section_path=span.section_path,
                                 page=span.page, kind=span.kind,
                                 embed_text=with_header(parsed.title, span) if self.headers else span.embed_text,
-                                doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags))
+                                doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags, ocr=ocr,
+                                ocr_confidence=ocr_confidence))
         if self.question_writer is not None:
             extra = []
             for chunk, questions in zip(chunks, self.question_writer.generate([c.text for c in chunks])):
@@ -307,7 +319,8 @@ class Ingestor:
                                        source=chunk.source, text=chunk.text, start=chunk.start, end=chunk.end,
                                        title=chunk.title, section_path=chunk.section_path, page=chunk.page,
                                        kind="question", embed_text=question, doc_hash=chunk.doc_hash,
-                                       mtime=chunk.mtime, tags=chunk.tags, parent_id=chunk.id))
+                                       mtime=chunk.mtime, tags=chunk.tags, parent_id=chunk.id, ocr=chunk.ocr,
+                                       ocr_confidence=chunk.ocr_confidence))
             chunks.extend(extra)
         return chunks
 
@@ -328,7 +341,8 @@ class Ingestor:
             catalog.mark_indexed(item.record, new_ids, garbage=delete_ids)  # the swap
             self.kb.delete(delete_ids)
             catalog.clear_garbage(item.record.kb, item.record.doc_id)
-            report.files.append(FileResult(item.record.source, item.status, "", n, len(delete_ids), item.note))
+            report.files.append(FileResult(item.record.source, item.status, item.partial, n, len(delete_ids),
+                                           item.note))
             self._tick(item.record.source, report)
 
     def _embed(self, items: list[tuple[str, str]], report: IngestReport) -> np.ndarray:

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from ingest.chunkers import make_chunker
+from ingest.formats.ocr import OcrOptions
 from ingest.limits import ParseLimits
 from ingest.questions import QuestionWriter
 from ingest.runner import Ingestor
 from rag.errors import Busy
 from rag.factory import Services
+from rag.settings import Settings
 from rag.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,13 @@ def kb_write_lock(services: Services, kb: str, wait: bool = True) -> Iterator[No
         tlock.release()
 
 
-def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None) -> Ingestor:
+def ocr_options(settings: Settings, page_progress=None) -> OcrOptions:
+    return OcrOptions(enabled=settings.ocr == "auto", dpi=settings.ocr_dpi, max_side=settings.ocr_max_side,
+                      max_pixels=settings.ocr_max_pixels, progress=page_progress)
+
+
+def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None,
+                   page_progress=None) -> Ingestor:
     s = services.settings
     embedder = services.embedder if s.chunker == "semantic" else None
     chunker = make_chunker(s.chunker, size=s.chunk_size, overlap=s.chunk_overlap, embedder=embedder,
@@ -50,10 +58,10 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     writer = QuestionWriter(services.llm, n=s.generate_questions) if s.generate_questions else None
     knowledge_base = services.kbs.open_or_create(kb)
     limits = ParseLimits(max_file_mb=s.max_file_mb, max_unzipped_mb=s.max_unzipped_mb,
-                         max_zip_ratio=s.max_zip_ratio, max_image_pixels=s.max_image_pixels)
+                         max_zip_ratio=s.max_zip_ratio)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
-                    embed_batch=s.embed_batch_size, limits=limits)
+                    embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress))
 
 
 def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:

@@ -56,7 +56,7 @@ def to_source(number: int, hit: Hit, text: str | None = None) -> Source:
         end = chunk.start + len(text.rstrip())  # trimmed: the span shrinks with the text
     return Source(number=number, chunk_id=chunk.id, doc_id=chunk.doc_id, source=chunk.source, title=chunk.title,
                   section_path=chunk.section_path, page=chunk.page, start=chunk.start, end=end, text=text,
-                  score=hit.score, rerank_score=hit.rerank_score)
+                  score=hit.score, rerank_score=hit.rerank_score, ocr=chunk.ocr, ocr_confidence=chunk.ocr_confidence)
 
 
 def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
@@ -168,7 +168,7 @@ def source_to_dict(source: Source, citations: Sequence[Citation] | None = None) 
             "document": source.source, "title": source.title, "section_path": list(source.section_path),
             "section": " > ".join(source.section_path), "page": source.page, "start": source.start,
             "end": source.end, "snippet": snippet(source.text), "text": source.text, "score": source.score,
-            "rerank_score": source.rerank_score}
+            "rerank_score": source.rerank_score, "ocr": source.ocr, "ocr_confidence": source.ocr_confidence}
     if citations is not None:
         data["cited"] = any(c.source_number == source.number for c in citations)
     return data
@@ -192,6 +192,7 @@ def hit_to_dict(hit: Hit) -> dict[str, Any]:
     return {"chunk_id": c.id, "doc_id": c.doc_id, "document": c.source, "title": c.title,
             "section_path": list(c.section_path), "page": c.page, "start": c.start, "end": c.end,
             "kind": c.kind, "tags": dict(c.tags), "text": c.text, "score": hit.score, "rerank_score": hit.rerank_score,
+            "ocr": c.ocr, "ocr_confidence": c.ocr_confidence,
             "provenance": [{"list": p.list_name, "variant": p.variant, "rank": p.rank, "score": p.score}
                            for p in hit.provenance]}
 

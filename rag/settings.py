@@ -59,6 +59,15 @@ class Settings(BaseSettings):
     # (0.525 with, 0.538 without, 278 questions on 25 papers); try it on corpora of short sections
     chunk_headers: bool = False
 
+    # OCR of scanned PDF pages and image files with the bundled PP-OCRv4 models (Chinese + English).
+    # "auto": a PDF page is OCR'd when it has no text layer (or is one big image with almost no text);
+    # "off": images are skipped and scanned pages dropped. Pages render at ocr_dpi, are downscaled to
+    # ocr_max_side pixels; images over ocr_max_pixels are refused before decoding (decompression bombs)
+    ocr: Literal["auto", "off"] = "auto"
+    ocr_dpi: int = Field(300, ge=72, le=600)
+    ocr_max_side: int = Field(4000, ge=500, le=20000)
+    ocr_max_pixels: int = Field(89_478_485, ge=1_000_000)
+
     # retrieval and fusion
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
     rrf_k: int = Field(60, ge=1)
@@ -111,7 +120,6 @@ class Settings(BaseSettings):
     max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
     max_unzipped_mb: float = Field(200.0, gt=0)  # DOCX/XLSX: what one member and all members may unpack to
     max_zip_ratio: float = Field(100.0, gt=1)  # DOCX/XLSX: uncompressed/compressed size of a member over 1 MB
-    max_image_pixels: int = Field(50_000_000, ge=1)  # images (OCR): width x height
     default_kb: str = "default"
 
     @field_validator("transforms", mode="before")

@@ -84,6 +84,8 @@ class Chunk:
     mtime: float = 0.0
     tags: dict[str, str] = field(default_factory=dict)
     parent_id: str | None = None  # generated-question vectors point back to their chunk
+    ocr: bool = False  # the text was recognised from a page image
+    ocr_confidence: float | None = None  # mean OCR recognition confidence (0..1) of that text
 
     @property
     def match_text(self) -> str:
@@ -107,6 +109,8 @@ class Chunk:
             "mtime": self.mtime,
             "tags": [f"{k}={v}" for k, v in sorted(self.tags.items())],
             "parent_id": self.parent_id,
+            "ocr": self.ocr,
+            "ocr_confidence": self.ocr_confidence,
         }
 
     @classmethod
@@ -129,6 +133,8 @@ class Chunk:
             mtime=float(payload.get("mtime") or 0.0),
             tags=tags,
             parent_id=payload.get("parent_id"),
+            ocr=bool(payload.get("ocr")),
+            ocr_confidence=payload.get("ocr_confidence"),
         )
 
 
@@ -213,6 +219,8 @@ class Source:
     text: str
     score: float
     rerank_score: float | None = None
+    ocr: bool = False
+    ocr_confidence: float | None = None
 
 
 @dataclass

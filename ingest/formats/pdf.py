@@ -1,16 +1,22 @@
 """PDF text through pypdf, page by page (unstructured's partition_pdf needs
 unstructured-inference). Each page's lines are regrouped into paragraphs, headings and list
-items with conservative layout heuristics; page numbers are 1-based."""
+items with conservative layout heuristics; page numbers are 1-based. Pages without a text layer
+are OCR'd (ingest/formats/pdf_ocr.py) unless OCR is off."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+from typing import TYPE_CHECKING
 
 from ingest.formats.builder import DocBuilder
+from ingest.formats.ocr import DEFAULT_OCR, OcrOptions
 from rag.errors import ParseError
 from rag.types import ParsedDocument
+
+if TYPE_CHECKING:
+    from ingest.formats.pdf_ocr import PdfScans
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +32,7 @@ _HYPHEN_END_RE = re.compile(r"[a-z]{2}-$")
 _HAS_LETTER_RE = re.compile(r"[^\W\d_]")
 
 
-def parse_pdf(data: bytes, fmt: str, stem: str) -> ParsedDocument:
+def parse_pdf(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PyPdfError
 
@@ -42,22 +48,46 @@ def parse_pdf(data: bytes, fmt: str, stem: str) -> ParsedDocument:
 
     builder = DocBuilder(fmt)
     builder.metadata["pages"] = len(pages)
+    scans = scans_for(data, ocr, stem, len(pages), builder)
     for number, page in enumerate(pages, start=1):
         try:
             text = page.extract_text() or ""
         except (PyPdfError, ValueError, KeyError, TypeError) as exc:
             log.warning("%s: cannot extract text from page %d: %s: %s", stem, number, type(exc).__name__, exc)
+            text = ""
+        if scans is not None and scans.wants(number, text):
+            scans.add(number)
             continue
         for kind, para, depth in page_paragraphs(text):
             if kind == "title":
                 builder.heading(para, depth, page=number)
             else:
                 builder.add(para, kind, page=number)
+    if scans is not None:
+        scans.finish()
     if builder.is_empty:
-        raise ParseError("no extractable text: the PDF has no text layer (scanned pages need OCR, which is not enabled)")
+        raise ParseError(no_text_reason(builder.metadata, ocr))
     if builder.title is None:
         builder.title = _metadata_title(reader)
     return builder.build(stem)
+
+
+def scans_for(data: bytes, ocr: OcrOptions, stem: str, pages: int, builder: DocBuilder) -> PdfScans | None:
+    """What OCRs the scanned pages (ingest/formats/pdf_ocr.py), or None when OCR is off."""
+    if not ocr.enabled:
+        return None
+    from ingest.formats.pdf_ocr import PdfScans
+
+    return PdfScans(data, ocr, stem, pages, builder)
+
+
+def no_text_reason(metadata: dict, ocr: OcrOptions) -> str:
+    if not ocr.enabled:
+        return "no extractable text: the PDF has no text layer (scanned pages need OCR, which is off: RAG_OCR=off)"
+    skipped = metadata.get("ocr_skipped")
+    if skipped:
+        return f"no extractable text: no text layer, and OCR found none ({'; '.join(skipped[:3])})"
+    return "no extractable text: the PDF has no text layer and nothing to OCR"
 
 
 def _decrypt(reader) -> None:  # noqa: ANN001 - pypdf.PdfReader

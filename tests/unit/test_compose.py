@@ -132,6 +132,8 @@ def test_dockerfile_installs_the_torch_variant_first():
     assert '"--port", "8080"' in text
     for package in ("rag", "ingest", "api", "eval", "cli"):  # everything pyproject packages
         assert f"COPY {package} ./{package}" in text
+    runtime = text[text.index("AS runtime"):]
+    assert "libgl1" in runtime and "libglib2.0-0" in runtime  # what opencv-python (OCR) links
 
 
 def test_dockerignore_keeps_the_context_small():

@@ -15,7 +15,7 @@ import pytest
 
 from ingest.chunkers import make_chunker
 from ingest.formats.encoding import decode_text
-from ingest.limits import MIB, ParseLimits, check_image_pixels, check_zip
+from ingest.limits import MIB, ParseLimits, check_zip
 from ingest.parse import parse_bytes, parse_file
 from ingest.runner import scan_folder
 from ingest.service import build_ingestor
@@ -109,12 +109,6 @@ def test_real_office_files_pass_the_zip_checks(tmp_path):
     for path in (ff.write_docx(tmp_path), ff.write_xlsx(tmp_path)):
         check_zip(path.read_bytes(), ParseLimits())
         assert parse_file(path).text
-
-
-def test_image_pixel_guard():
-    check_image_pixels(4000, 3000, ParseLimits(max_image_pixels=12_000_000))
-    with pytest.raises(ParseError, match=r"40000x40000 pixels, over RAG_MAX_IMAGE_PIXELS=50000000"):
-        check_image_pixels(40_000, 40_000, ParseLimits())
 
 
 # ---- file size, one read -----------------------------------------------------------------------

@@ -49,7 +49,7 @@ def block_with(doc: ParsedDocument, needle: str):
 
 def test_supported_suffixes() -> None:
     assert {".txt", ".md", ".markdown", ".html", ".htm", ".pdf", ".docx", ".csv", ".tsv", ".xlsx", ".json",
-            ".jsonl", ".ndjson"} == SUPPORTED_SUFFIXES
+            ".jsonl", ".ndjson", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"} == SUPPORTED_SUFFIXES
 
 
 # ---- text formats ------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_parser_crash_becomes_a_short_parse_error_and_the_detail_is_logged(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     import ingest.parse as parse_module
 
-    def crash(fmt: str):
+    def crash(fmt: str, *options: object):
         def parser(*args: object) -> ParsedDocument:
             raise RuntimeError(f"boom inside a library on {args[0]!r:.40} <_io.BytesIO object at 0x7f00>")
         return parser
