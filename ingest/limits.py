@@ -1,5 +1,5 @@
 """Bounds on what one file may cost to parse: its size, what a zip container (DOCX, XLSX) unpacks
-to, and how many pixels an image has. Every check raises `ParseError` with a reason that names the
+to. Every check raises `ParseError` with a reason that names the
 setting, so the file is skipped and the rest of the folder is indexed."""
 
 from __future__ import annotations

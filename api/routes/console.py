@@ -62,11 +62,13 @@ def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller) -> An
 @router.get("/kbs/{kb}/documents/{doc_id}/text", response_model=DocumentText,
             responses={409: {"description": "The file changed or is gone since it was indexed"}})
 def document_text(kb: KbName, doc_id: str, state: State, caller: Caller) -> Any:
-    """The document's parsed text, the one chunk offsets point into: the stored file parsed again,
-    after checking it still has the bytes that were indexed (409 when it changed or is gone)."""
+    """The document's parsed text, the one chunk offsets point into: the stored file parsed again
+    with the ingest's OCR settings, after checking it still has the bytes that were indexed (409
+    when it changed or is gone). A scanned document is OCR'd again, which takes seconds a page."""
     caller.require_read(kb)
     doc = _document(state, kb, doc_id)
-    from ingest.parse import parse_file
+    from ingest.parse import parse_bytes
+    from ingest.service import ocr_options
 
     path = Path(doc.origin) / doc.source
     try:
@@ -76,7 +78,7 @@ def document_text(kb: KbName, doc_id: str, state: State, caller: Caller) -> Any:
     if sha256_hex(data) != doc.content_hash:
         raise Conflict(f"{doc.source!r} changed since it was indexed: re-ingest it to see its text", field="doc_id")
     try:
-        parsed = parse_file(path)
+        parsed = parse_bytes(data, path.suffix, path.name, ocr=ocr_options(state.settings))
     except ParseError as exc:
         raise Conflict(f"{doc.source!r} cannot be parsed again: {exc.message}", field="doc_id") from exc
     return DocumentText(kb=kb, doc_id=doc.doc_id, source=doc.source, title=parsed.title, text=parsed.text,

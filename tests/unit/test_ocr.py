@@ -94,7 +94,7 @@ def test_fit_image_puts_transparency_on_white_and_stretches_16_bit() -> None:
                                        ("scan.bmp", "bmp"), ("scan.webp", "webp"), ("scan.tif", "tiff")])
 def test_image_files_are_ocred(tmp_path: Path, name: str, fmt: str) -> None:
     engine = of.ScriptedEngine(of.paragraph_lines(["Warranty", "The pump warranty lasts two years."]))
-    doc = parse_file(of.write_image(tmp_path, name), options(engine))
+    doc = parse_file(of.write_image(tmp_path, name), ocr=options(engine))
     assert doc.metadata["format"] == fmt
     assert "The pump warranty lasts two years." in doc.text
     assert doc.metadata["ocr_pages"] == [1] and doc.metadata["ocr_seconds"] >= 0
@@ -104,7 +104,7 @@ def test_image_files_are_ocred(tmp_path: Path, name: str, fmt: str) -> None:
 
 
 def test_multipage_tiff_keeps_page_numbers_and_reports_a_blank_page(tmp_path: Path) -> None:
-    doc = parse_file(of.write_multipage_tiff(tmp_path, blanks=(2,)), options())
+    doc = parse_file(of.write_multipage_tiff(tmp_path, blanks=(2,)), ocr=options())
     assert doc.metadata["pages"] == 3 and doc.metadata["ocr_pages"] == [1, 3]
     assert sorted({b.page for b in doc.blocks}) == [1, 3]
     assert doc.metadata["ocr_skipped"] == ["page 2: OCR found no text"]
@@ -112,20 +112,20 @@ def test_multipage_tiff_keeps_page_numbers_and_reports_a_blank_page(tmp_path: Pa
 
 def test_images_need_ocr(tmp_path: Path) -> None:
     with pytest.raises(ParseError, match="need OCR, which is off"):
-        parse_file(of.write_image(tmp_path, "scan.png"), OcrOptions(enabled=False))
+        parse_file(of.write_image(tmp_path, "scan.png"), ocr=OcrOptions(enabled=False))
 
 
 def test_corrupt_and_blank_images_are_refused_with_a_reason(tmp_path: Path) -> None:
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50)
     with pytest.raises(ParseError, match="corrupt"):
-        parse_file(broken, options())
+        parse_file(broken, ocr=options())
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(of.jpeg_bytes(of.scan_image())[:600])
     with pytest.raises(ParseError, match="corrupt"):
-        parse_file(truncated, options())
+        parse_file(truncated, ocr=options())
     with pytest.raises(ParseError, match="no text found by OCR"):
-        parse_file(of.write_image(tmp_path, "blank.png", of.scan_image(blank=True)), options())
+        parse_file(of.write_image(tmp_path, "blank.png", of.scan_image(blank=True)), ocr=options())
 
 
 @pytest.mark.parametrize("size, limit, message", [((30_000, 30_000), 89_478_485, "too large"),
@@ -143,7 +143,7 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path: Path, size, lim
 # ---- PDF pages ---------------------------------------------------------------------------------------
 def test_image_only_pdf_is_ocred_page_by_page(tmp_path: Path) -> None:
     engine = of.ScriptedEngine()
-    doc = parse_file(of.write_image_pdf(tmp_path, pages=2), options(engine))
+    doc = parse_file(of.write_image_pdf(tmp_path, pages=2), ocr=options(engine))
     assert doc.metadata["pages"] == 2 and doc.metadata["ocr_pages"] == [1, 2]
     assert sorted({b.page for b in doc.blocks}) == [1, 2]
     assert len(engine.calls) == 2
@@ -162,10 +162,10 @@ def test_vector_page_without_text_renders_at_the_requested_dpi(tmp_path: Path) -
     path = tmp_path / "outlines.pdf"
     pdf.output(str(path))
     engine = of.ScriptedEngine()
-    parse_file(path, options(engine, dpi=300))
+    parse_file(path, ocr=options(engine, dpi=300))
     width, height = engine.calls[0]
     assert abs(width - 210 / 25.4 * 300) < 3 and abs(height - 297 / 25.4 * 300) < 3
-    parse_file(path, options(engine, dpi=150))  # under 300 dpi: rendered at 150, then upscaled 2x
+    parse_file(path, ocr=options(engine, dpi=150))  # under 300 dpi: rendered at 150, then upscaled 2x
     width, height = engine.calls[1]
     assert abs(width - 210 / 25.4 * 300) < 4 and abs(height - 297 / 25.4 * 300) < 4
 
@@ -180,7 +180,7 @@ def test_fix_digits_repairs_o_between_digits_only() -> None:
 def test_text_pages_are_never_ocred_and_scanned_pages_are(tmp_path: Path) -> None:
     for caption in (False, True):
         engine = of.ScriptedEngine()
-        doc = parse_file(of.write_mixed_pdf(tmp_path, f"mixed-{caption}.pdf", caption=caption), options(engine))
+        doc = parse_file(of.write_mixed_pdf(tmp_path, f"mixed-{caption}.pdf", caption=caption), ocr=options(engine))
         assert len(engine.calls) == 1, "only the scanned page is OCR'd"
         assert doc.metadata["ocr_pages"] == [2]
         text_blocks = [b for b in doc.blocks if b.page == 1]
@@ -198,8 +198,8 @@ def test_pages_render_no_larger_than_max_side(tmp_path: Path) -> None:
 
 def test_scanned_pdf_with_ocr_off_says_so(tmp_path: Path) -> None:
     with pytest.raises(ParseError, match="RAG_OCR=off"):
-        parse_file(of.write_image_pdf(tmp_path), OcrOptions(enabled=False))
-    doc = parse_file(of.write_mixed_pdf(tmp_path), OcrOptions(enabled=False))
+        parse_file(of.write_image_pdf(tmp_path), ocr=OcrOptions(enabled=False))
+    doc = parse_file(of.write_mixed_pdf(tmp_path), ocr=OcrOptions(enabled=False))
     assert {b.page for b in doc.blocks} == {1} and "ocr_pages" not in doc.metadata
 
 
@@ -207,7 +207,7 @@ def test_scanned_pdf_page_without_text_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "blank-scan.pdf"
     of.scan_image(blank=True).save(path, "PDF", resolution=150)
     with pytest.raises(ParseError, match="OCR found none"):
-        parse_file(path, options())
+        parse_file(path, ocr=options())
 
 
 # ---- ingest ------------------------------------------------------------------------------------------
@@ -315,5 +315,5 @@ def test_a_short_text_page_without_a_big_image_is_not_ocred(tmp_path: Path) -> N
     path = tmp_path / "title-page.pdf"
     pdf.output(str(path))
     engine = of.ScriptedEngine()
-    doc = parse_file(path, options(engine))
+    doc = parse_file(path, ocr=options(engine))
     assert engine.calls == [] and doc.text == "Part II"
