@@ -74,7 +74,7 @@ def evaluate_answers(
     None) and score it. Refused answers score 0 on em/f1/contains; citation correctness and
     the judge scores are averaged over the answered (not refused) queries only."""
     kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
-                                        "transforms": config.transforms}
+                                        "transforms": config.transforms, "fusion": config.fusion}
     rows, timings, failures = [], [], 0
     for qid in qids:
         golds = dataset.answers.get(qid)

@@ -1,9 +1,18 @@
-"""Reciprocal Rank Fusion: score(d) = sum over lists of weight / (k + rank(d)), rank from 1."""
+"""Reciprocal Rank Fusion: score(d) = sum over lists of weight / (k + rank(d)), rank from 1.
+
+With `confidence_weights` the weight of each list is also scaled per query by how sure that
+list is of its own top hit: the standardised margin of its top score over the rest of its
+head (a score-based query performance predictor in the spirit of Zhou & Croft's WIG and
+Shtok et al.'s NQC). A list whose top scores are flat (it cannot tell its candidates apart,
+e.g. BM25 over same-topic passages, or a weak embedder on a specialised vocabulary) then
+gives way to the list that singles out a hit; when both are equally sure, plain RRF remains.
+Measured in `benchmarks/fusion.py` (docs/benchmarks.md, "Fusion")."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rag.types import ListHit, ScoredId
 
@@ -48,3 +57,42 @@ def rrf(lists: Sequence[RankedList], k: int = 60, limit: int | None = None) -> l
             best_rank[item.chunk_id] = min(best_rank.get(item.chunk_id, rank), rank)
     ordered = sorted(fused.values(), key=lambda f: (-f.score, best_rank[f.chunk_id], f.chunk_id))
     return ordered[:limit] if limit is not None else ordered
+
+
+def list_confidence(scores: Sequence[float], depth: int = 10) -> float | None:
+    """How far the top score of a list stands out from the rest of its first `depth` scores, in
+    standard deviations: (s1 - mean(s2..sn)) / std(s2..sn). Invariant to the scale and offset of
+    the scores, so cosine similarities and BM25 scores compare. 0.0 when the head is flat;
+    None when the list has fewer than 3 scores (too short to judge)."""
+    head = [float(s) for s in scores[:depth]]
+    if len(head) < 3:
+        return None
+    rest = head[1:]
+    mean = sum(rest) / len(rest)
+    std = math.sqrt(sum((x - mean) ** 2 for x in rest) / len(rest))
+    if std <= 1e-12 * max(1.0, abs(mean)):
+        return 0.0 if head[0] - mean <= 1e-12 * max(1.0, abs(mean)) else math.inf
+    return max(0.0, (head[0] - mean) / std)
+
+
+def confidence_weights(lists: Sequence[RankedList], depth: int = 10, power: float = 4.0) -> list[RankedList]:
+    """The lists with each weight multiplied by (confidence / the best confidence) ** power
+    (`list_confidence` over `depth` scores), so the most confident list keeps its weight and a
+    less confident one is damped. A list too short to judge keeps its weight; when no list has
+    a positive confidence, all weights stay as they are."""
+    if power < 0 or depth < 3:
+        raise ValueError(f"confidence weighting needs power >= 0 and depth >= 3, got {power}, {depth}")
+    conf = [list_confidence([i.score for i in ranked.items], depth) for ranked in lists]
+    known = [c for c in conf if c is not None]
+    best = max(known, default=0.0)
+    if best <= 0.0:
+        return list(lists)
+    out = []
+    for ranked, c in zip(lists, conf):
+        if c is None:
+            out.append(ranked)
+        elif math.isinf(best):
+            out.append(replace(ranked, weight=ranked.weight * (1.0 if math.isinf(c) else 0.0)))
+        else:
+            out.append(replace(ranked, weight=ranked.weight * (c / best) ** power))
+    return out
