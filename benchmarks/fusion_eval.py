@@ -12,25 +12,27 @@ import numpy as np
 from benchmarks.fusion import (METRICS, Data, Query, Ranker, bootstrap, evaluate_ranker, plain_rrf, single,
                                split)
 from rag.fusion import RankedList, confidence_weights, rrf
+from rag.settings import Settings
 from rag.types import ScoredId
 
 
-def adaptive(top_k: int = 30, depth: int = 10, power: float = 4.0, dense_w: float = 1.0) -> Ranker:
+def adaptive(top_k: int = 30, depth: int = 10, power: float = 4.0, agreement: int = 0,
+             dense_w: float = 1.0) -> Ranker:
     """RRF with per-query confidence weights (`rag.fusion.confidence_weights`)."""
     def rank(data: Data, q: Query) -> list[str]:
         lists = [RankedList("dense", "original", q.dense[:top_k], dense_w),
                  RankedList("bm25", "original", q.bm25[:top_k], 1.0)]
-        return [f.chunk_id for f in rrf(confidence_weights(lists, depth, power))]
+        return [f.chunk_id for f in rrf(confidence_weights(lists, depth, power, agreement))]
     return rank
 
 
-def with_doc_list(top_k: int, depth: int, power: float, doc_w: float) -> Ranker:
+def with_doc_list(top_k: int, depth: int, power: float, agreement: int, doc_w: float) -> Ranker:
     """Adaptive RRF plus document-level evidence: documents ranked by their best fused chunk,
     and every chunk also earns doc_w / (60 + its document's rank) (a third RRF list in which
     the chunks of one document share their document's rank)."""
     def rank(data: Data, q: Query) -> list[str]:
         lists = [RankedList("dense", "original", q.dense[:top_k]), RankedList("bm25", "original", q.bm25[:top_k])]
-        fused = {f.chunk_id: f.score for f in rrf(confidence_weights(lists, depth, power))}
+        fused = {f.chunk_id: f.score for f in rrf(confidence_weights(lists, depth, power, agreement))}
         doc_rank: dict[str, int] = {}
         for cid in sorted(fused, key=lambda c: (-fused[c], c)):
             doc_rank.setdefault(data.chunk_doc.get(cid, cid), len(doc_rank) + 1)
@@ -53,18 +55,26 @@ def variants() -> list[Variant]:
     for tk in (10, 20, 50, 100):
         out.append(Variant(f"rrf top_k {tk}", "deeper or shallower lists", plain_rrf(top_k=tk)))
     for wd in (0.25, 0.5, 2.0, 4.0):
-        out.append(Variant(f"rrf dense weight {wd}", "fixed list weights", plain_rrf(dense_w=wd)))
-    for tk in (30, 50, 100):
-        for depth in (5, 10, 20):
-            for power in (1.0, 2.0, 4.0, 8.0):
-                out.append(Variant(f"confidence top_k {tk} depth {depth} power {power:g}",
-                                   "confidence weights", adaptive(tk, depth, power)))
-    for wd in (0.5, 2.0):
-        out.append(Variant(f"confidence + dense weight {wd}", "confidence + fixed weights",
-                           adaptive(30, 10, 4.0, dense_w=wd)))
+        out.append(Variant(f"rrf dense weight {wd:g}", "fixed list weights", plain_rrf(dense_w=wd)))
+    for depth in (10, 30):
+        for power in (2.0, 4.0, 8.0, 16.0):
+            out.append(Variant(f"confidence depth {depth} power {power:g}", "confidence weights",
+                               adaptive(30, depth, power)))
+    for depth in (10, 30):
+        for power in (4.0, 8.0, 16.0, 32.0):
+            for agree in (5, 10, 20):
+                out.append(Variant(f"confidence depth {depth} power {power:g} agreement {agree}",
+                                   "confidence x disagreement", adaptive(30, depth, power, agree)))
+    for tk in (50, 100):
+        for power in (8.0, 16.0):
+            out.append(Variant(f"confidence depth 30 power {power:g} agreement 10, top_k {tk}",
+                               "confidence x disagreement, deeper lists", adaptive(tk, 30, power, 10)))
+    for wd in (0.5, 1.5, 2.0):
+        out.append(Variant(f"confidence depth 30 power 16 agreement 10 + dense weight {wd:g}",
+                           "confidence x disagreement + fixed weights", adaptive(30, 30, 16.0, 10, dense_w=wd)))
     for dw in (0.25, 0.5, 1.0):
-        out.append(Variant(f"confidence + document list weight {dw}", "document-level evidence",
-                           with_doc_list(30, 10, 4.0, dw)))
+        out.append(Variant(f"confidence depth 30 power 16 agreement 10 + document list {dw:g}",
+                           "document-level evidence", with_doc_list(30, 30, 16.0, 10, dw)))
     return out
 
 
@@ -76,9 +86,21 @@ def _margins(scores: dict[str, dict[str, dict[str, float]]], name: str) -> list[
     return out
 
 
-def run_evaluation(datas: Sequence[Data], seed: int, default: str | None = None) -> str:
-    """Markdown: dev selection per lever, then test tables per dataset."""
+def settings_default() -> str:
+    """The grid name of the fusion the settings default to (`rag.settings.Settings`)."""
+    fields = Settings.model_fields
+    assert fields["fusion"].default == "confidence" and fields["top_k"].default == 30
+    return (f"confidence depth {fields['fusion_depth'].default} power {fields['fusion_power'].default:g} "
+            f"agreement {fields['fusion_agreement_depth'].default}")
+
+
+def run_evaluation(datas: Sequence[Data], seed: int) -> str:
+    """Markdown: dev selection per lever, then test tables per dataset for the settings default
+    (the row every interval is computed against) and the best setting of each lever."""
     vs = variants()
+    default = settings_default()
+    if default not in {v.name for v in vs}:
+        vs.append(Variant(default, "settings default", adaptive(30, *_parse_default(default))))
     halves = {d.name: split([q.qid for q in d.queries], seed) for d in datas}
     dev: dict[str, dict[str, dict[str, float]]] = {}
     test: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -93,7 +115,8 @@ def run_evaluation(datas: Sequence[Data], seed: int, default: str | None = None)
     for v in vs:
         if v.lever != "baseline" and (v.lever not in best_of or key[v.name] > key[best_of[v.lever]]):
             best_of[v.lever] = v.name
-    chosen = default or max((n for n in key if n not in ("bm25", "dense")), key=lambda n: key[n])
+    picked = max((n for n in key if n not in ("bm25", "dense")), key=lambda n: key[n])
+    chosen = default
     sizes = ", ".join(f"{d.name}: {len(halves[d.name][0])} dev / {len(halves[d.name][1])} test" for d in datas)
     lines = [f"Queries split in halves with seed {seed}; {sizes}.",
              "", "### Dev halves: best of each lever (worst and mean margin over the better single list, "
@@ -101,7 +124,8 @@ def run_evaluation(datas: Sequence[Data], seed: int, default: str | None = None)
              "| lever | best setting on dev | worst margin | mean margin |", "|---|---|---:|---:|"]
     for lever, name in best_of.items():
         lines.append(f"| {lever} | {name} | {key[name][0]:+.4f} | {key[name][1]:+.4f} |")
-    lines += ["", f"Chosen on dev (best worst-case margin): **{chosen}**", ""]
+    lines += ["", f"Best worst-case margin on dev: **{picked}**; the settings default: **{default}**"
+              f"{' (the same)' if picked == default else ''}.", ""]
     rows = ["bm25", "dense", "rrf (old default: top_k 30, equal weights)", chosen,
             *[n for n in best_of.values() if n != chosen]]
     for d in datas:
@@ -124,6 +148,11 @@ def run_evaluation(datas: Sequence[Data], seed: int, default: str | None = None)
                          f"{cells[0]} | {cells[1]} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _parse_default(name: str) -> tuple[int, float, int]:
+    words = name.split()
+    return int(words[2]), float(words[4]), int(words[6])
 
 
 __all__ = ["ScoredId", "run_evaluation", "variants"]

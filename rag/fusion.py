@@ -75,24 +75,44 @@ def list_confidence(scores: Sequence[float], depth: int = 10) -> float | None:
     return max(0.0, (head[0] - mean) / std)
 
 
-def confidence_weights(lists: Sequence[RankedList], depth: int = 10, power: float = 4.0) -> list[RankedList]:
-    """The lists with each weight multiplied by (confidence / the best confidence) ** power
+def top_overlap(a: RankedList, b: RankedList, depth: int = 10) -> float:
+    """Share of the first `depth` chunks two lists have in common, over the shorter head (0..1)."""
+    head_a = {i.chunk_id for i in a.items[:depth]}
+    head_b = {i.chunk_id for i in b.items[:depth]}
+    shorter = min(len(head_a), len(head_b))
+    return len(head_a & head_b) / shorter if shorter else 0.0
+
+
+def confidence_weights(lists: Sequence[RankedList], depth: int = 10, power: float = 4.0,
+                       agreement_depth: int = 0) -> list[RankedList]:
+    """The lists with each weight multiplied by (confidence / the best confidence) ** p
     (`list_confidence` over `depth` scores), so the most confident list keeps its weight and a
-    less confident one is damped. A list too short to judge keeps its weight; when no list has
-    a positive confidence, all weights stay as they are."""
-    if power < 0 or depth < 3:
-        raise ValueError(f"confidence weighting needs power >= 0 and depth >= 3, got {power}, {depth}")
+    less confident one is damped. p = `power`, or with `agreement_depth` > 0
+    p = power * (1 - overlap), the overlap (`top_overlap`) of the list's first `agreement_depth`
+    chunks with the most confident list's: a list that agrees with the most confident one is
+    left as it is (plain RRF), one that disagrees gives way by its confidence; a list with a flat
+    head (confidence 0) gets weight 0. A list too short to judge keeps its weight; when no list
+    has a positive confidence, all weights stay as they are."""
+    if power < 0 or depth < 3 or agreement_depth < 0:
+        raise ValueError(f"confidence weighting needs power >= 0, depth >= 3 and agreement_depth >= 0, "
+                         f"got {power}, {depth}, {agreement_depth}")
     conf = [list_confidence([i.score for i in ranked.items], depth) for ranked in lists]
     known = [c for c in conf if c is not None]
     best = max(known, default=0.0)
     if best <= 0.0:
         return list(lists)
+    leader = lists[conf.index(best)]
     out = []
     for ranked, c in zip(lists, conf):
-        if c is None:
+        if c is None or ranked is leader:
             out.append(ranked)
+            continue
+        exponent = power * (1.0 - top_overlap(ranked, leader, agreement_depth)) if agreement_depth else power
+        if c == 0.0:
+            factor = 0.0  # a flat head says nothing about order, whatever it shares with the leader
         elif math.isinf(best):
-            out.append(replace(ranked, weight=ranked.weight * (1.0 if math.isinf(c) else 0.0)))
+            factor = 1.0 if math.isinf(c) else 0.0 ** exponent
         else:
-            out.append(replace(ranked, weight=ranked.weight * (c / best) ** power))
+            factor = (c / best) ** exponent
+        out.append(replace(ranked, weight=ranked.weight * factor))
     return out

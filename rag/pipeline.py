@@ -94,7 +94,7 @@ class Pipeline:
         fusion = s.fusion if fusion is None else fusion
         retriever = HybridRetriever(knowledge, top_k=top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
                                     bm25_weight=s.bm25_weight, fusion=fusion, fusion_depth=s.fusion_depth,
-                                    fusion_power=s.fusion_power)
+                                    fusion_power=s.fusion_power, fusion_agreement_depth=s.fusion_agreement_depth)
         fused = retriever.search(variants, mode=mode, flt=flt, timings=timings)
         reranker, rerank_info = self._reranker(rerank)
         t = time.perf_counter()

@@ -43,8 +43,8 @@ class SearchableKB(Protocol):
 
 class HybridRetriever:
     def __init__(self, kb: SearchableKB, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
-                 bm25_weight: float = 1.0, fusion: str = "confidence", fusion_depth: int = 10,
-                 fusion_power: float = 4.0) -> None:
+                 bm25_weight: float = 1.0, fusion: str = "confidence", fusion_depth: int = 30,
+                 fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
         if top_k < 1:
             raise InvalidRequest(f"top_k must be >= 1, got {top_k}", field="top_k")
         if fusion not in FUSIONS:
@@ -54,6 +54,7 @@ class HybridRetriever:
         self.rrf_k = rrf_k
         self.weights = {"dense": dense_weight, "bm25": bm25_weight}
         self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
+        self.fusion_agreement_depth = fusion_agreement_depth
 
     def search(self, variants: Sequence[Variant], *, mode: str = "hybrid", flt: Filter | None = None,
                timings: dict[str, float] | None = None) -> list[Fused]:
@@ -101,8 +102,9 @@ class HybridRetriever:
             by_variant.setdefault(ranked.variant, []).append(i)
         out = list(lists)
         for idx in by_variant.values():
-            for i, ranked in zip(idx, confidence_weights([lists[i] for i in idx], self.fusion_depth,
-                                                         self.fusion_power)):
+            group = [lists[i] for i in idx]
+            weighted = confidence_weights(group, self.fusion_depth, self.fusion_power, self.fusion_agreement_depth)
+            for i, ranked in zip(idx, weighted):
                 out[i] = ranked
         return out
 

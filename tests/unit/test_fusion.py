@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from rag.fusion import RankedList, confidence_weights, list_confidence, rrf
+from rag.fusion import RankedList, confidence_weights, list_confidence, rrf, top_overlap
 from rag.retrieval import HybridRetriever
 from rag.transforms import Variant
 from rag.types import ScoredId
@@ -78,11 +78,37 @@ def test_short_lists_keep_their_weight_and_no_confidence_changes_nothing():
     assert [r.weight for r in confidence_weights([standout, graded])] == [1.0, 0.0]
 
 
+def test_top_overlap_counts_shared_head_chunks_over_the_shorter_head():
+    a = ranked("dense", [("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5)])
+    b = ranked("bm25", [("c", 9.0), ("x", 8.0), ("a", 7.0)])
+    assert top_overlap(a, b, depth=4) == pytest.approx(2 / 3)
+    assert top_overlap(a, b, depth=1) == 0.0
+    assert top_overlap(a, ranked("bm25", []), depth=4) == 0.0
+
+
+def test_agreeing_lists_keep_their_weights_and_disagreeing_ones_give_way():
+    sure = ranked("dense", [("a", 10.0), ("b", 2.0), ("c", 1.0), ("d", 0.0)])
+    c_sure = list_confidence([10.0, 2.0, 1.0, 0.0])
+    same_head = ranked("bm25", [("b", 4.0), ("a", 3.5), ("d", 3.0), ("c", 2.5)])
+    c_unsure = list_confidence([4.0, 3.5, 3.0, 2.5])
+    assert [r.weight for r in confidence_weights([sure, same_head], power=8.0, agreement_depth=4)] == [1.0, 1.0]
+    half = ranked("bm25", [("b", 4.0), ("a", 3.5), ("x", 3.0), ("y", 2.5)])
+    weights = [r.weight for r in confidence_weights([sure, half], power=8.0, agreement_depth=4)]
+    assert weights == pytest.approx([1.0, (c_unsure / c_sure) ** 4.0])  # half the head shared: half the power
+    other = ranked("bm25", [("w", 4.0), ("x", 3.5), ("y", 3.0), ("z", 2.5)])
+    weights = [r.weight for r in confidence_weights([sure, other], power=8.0, agreement_depth=4)]
+    assert weights == pytest.approx([1.0, (c_unsure / c_sure) ** 8.0])
+    flat = ranked("bm25", [("b", 1.0), ("a", 1.0), ("d", 1.0), ("c", 1.0)])  # same chunks, no order
+    assert [r.weight for r in confidence_weights([sure, flat], power=8.0, agreement_depth=4)] == [1.0, 0.0]
+
+
 def test_bad_parameters():
     with pytest.raises(ValueError):
         confidence_weights([], power=-1.0)
     with pytest.raises(ValueError):
         confidence_weights([], depth=2)
+    with pytest.raises(ValueError):
+        confidence_weights([], agreement_depth=-1)
 
 
 class FlatBM25KB:
