@@ -8,10 +8,14 @@ import math
 import numpy as np
 import pytest
 
+from eval.ablations import EvalConfig, parse_config
+from rag.errors import ConfigError, InvalidRequest
 from rag.fusion import RankedList, confidence_weights, list_confidence, rrf, top_overlap
+from rag.pipeline import Pipeline
 from rag.retrieval import HybridRetriever
 from rag.transforms import Variant
 from rag.types import ScoredId
+from tests.unit.kb_fixtures import KB, build_services
 
 
 def ranked(name: str, pairs: list[tuple[str, float]], weight: float = 1.0, variant: str = "original") -> RankedList:
@@ -145,3 +149,23 @@ def test_confidence_is_weighed_within_each_query_variant():
     weighted = retriever._confidence_weighted(lists)
     # the flat BM25 list loses to its own variant's dense list; the lone list of another variant keeps its weight
     assert [r.weight for r in weighted] == [1.0, 0.0, 1.0]
+
+
+def test_pipeline_reports_its_fusion_and_rrf_can_be_asked_for(tmp_path):
+    services = build_services(tmp_path)
+    pipeline = Pipeline(services)
+    assert pipeline.retrieve("how long is the warranty", KB, limit=3).info["fusion"] == "confidence"
+    plain = pipeline.retrieve("how long is the warranty", KB, limit=3, fusion="rrf")
+    assert plain.info["fusion"] == "rrf"
+    assert plain.hits[0].score == pytest.approx(sum(1 / (60 + p.rank) for p in plain.hits[0].provenance))
+    with pytest.raises(InvalidRequest) as err:
+        pipeline.retrieve("how long is the warranty", KB, fusion="magic")
+    assert err.value.field == "fusion"
+
+
+def test_eval_configs_name_their_fusion():
+    assert parse_config("hybrid") == EvalConfig("hybrid", "hybrid", fusion="confidence")
+    assert parse_config("hybrid+rrf") == EvalConfig("hybrid+rrf", "hybrid", fusion="rrf")
+    assert parse_config("hybrid+rerank+rrf").rerank
+    with pytest.raises(ConfigError):
+        parse_config("hybrid+rrf+confidence")
