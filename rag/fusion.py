@@ -1,11 +1,12 @@
 """Reciprocal Rank Fusion: score(d) = sum over lists of weight / (k + rank(d)), rank from 1.
 
-With `confidence_weights` the weight of each list is also scaled per query by how sure that
-list is of its own top hit: the standardised margin of its top score over the rest of its
-head (a score-based query performance predictor in the spirit of Zhou & Croft's WIG and
-Shtok et al.'s NQC). A list whose top scores are flat (it cannot tell its candidates apart,
-e.g. BM25 over same-topic passages, or a weak embedder on a specialised vocabulary) then
-gives way to the list that singles out a hit; when both are equally sure, plain RRF remains.
+With `confidence_weights` (the default fusion, `fusion = "confidence"`) the weight of each list
+is also scaled per query by how sure that list is of its own top hit: the standardised margin of
+its top score over the rest of its head, a score-based query performance predictor in the spirit
+of WIG (Zhou & Croft, 2007) and NQC (Shtok et al., 2012), used the way DAT (Hsu & Tzeng, 2025)
+uses an LLM's verdict on each list's top hit. A list whose head is flat (it cannot tell its
+candidates apart: BM25 over same-topic passages, a weak embedder on a specialised vocabulary)
+and that disagrees with a surer list gives way to it; lists that agree fuse as plain RRF.
 Measured in `benchmarks/fusion.py` (docs/benchmarks.md, "Fusion")."""
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def rrf(lists: Sequence[RankedList], k: int = 60, limit: int | None = None) -> l
     return ordered[:limit] if limit is not None else ordered
 
 
-def list_confidence(scores: Sequence[float], depth: int = 10) -> float | None:
+def list_confidence(scores: Sequence[float], depth: int = 30) -> float | None:
     """How far the top score of a list stands out from the rest of its first `depth` scores, in
     standard deviations: (s1 - mean(s2..sn)) / std(s2..sn). Invariant to the scale and offset of
     the scores, so cosine similarities and BM25 scores compare. 0.0 when the head is flat;
@@ -83,8 +84,8 @@ def top_overlap(a: RankedList, b: RankedList, depth: int = 10) -> float:
     return len(head_a & head_b) / shorter if shorter else 0.0
 
 
-def confidence_weights(lists: Sequence[RankedList], depth: int = 10, power: float = 4.0,
-                       agreement_depth: int = 0) -> list[RankedList]:
+def confidence_weights(lists: Sequence[RankedList], depth: int = 30, power: float = 16.0,
+                       agreement_depth: int = 10) -> list[RankedList]:
     """The lists with each weight multiplied by (confidence / the best confidence) ** p
     (`list_confidence` over `depth` scores), so the most confident list keeps its weight and a
     less confident one is damped. p = `power`, or with `agreement_depth` > 0

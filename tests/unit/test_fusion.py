@@ -58,11 +58,11 @@ def test_weights_follow_the_confidence_ratio_to_the_power():
     sure = ranked("dense", [("a", 10.0), ("b", 2.0), ("c", 1.0), ("d", 0.0)], weight=2.0)
     unsure = ranked("bm25", [("b", 4.0), ("a", 3.5), ("c", 3.0), ("d", 2.5)])
     c_sure, c_unsure = list_confidence([10.0, 2.0, 1.0, 0.0]), list_confidence([4.0, 3.5, 3.0, 2.5])
-    weighted = confidence_weights([sure, unsure], power=2.0)
+    weighted = confidence_weights([sure, unsure], power=2.0, agreement_depth=0)
     assert weighted[0].weight == pytest.approx(2.0)  # the most confident list keeps its weight
     assert weighted[1].weight == pytest.approx((c_unsure / c_sure) ** 2)
     assert [r.items for r in weighted] == [sure.items, unsure.items]
-    assert [r.weight for r in confidence_weights([sure, unsure], power=0.0)] == [2.0, 1.0]
+    assert [r.weight for r in confidence_weights([sure, unsure], power=0.0, agreement_depth=0)] == [2.0, 1.0]
 
 
 def test_equally_confident_lists_fuse_as_plain_rrf():
@@ -79,7 +79,9 @@ def test_short_lists_keep_their_weight_and_no_confidence_changes_nothing():
     assert [r.weight for r in confidence_weights([short, flat])] == [0.5, 1.0]
     standout = ranked("dense", [("a", 5.0), ("b", 1.0), ("c", 1.0)])
     graded = ranked("bm25", [("b", 3.0), ("c", 2.0), ("a", 1.0)])
-    assert [r.weight for r in confidence_weights([standout, graded])] == [1.0, 0.0]
+    assert [r.weight for r in confidence_weights([standout, graded], agreement_depth=0)] == [1.0, 0.0]
+    # the same three chunks at the top of both: full agreement, so the graded list keeps its weight
+    assert [r.weight for r in confidence_weights([standout, graded], agreement_depth=3)] == [1.0, 1.0]
 
 
 def test_top_overlap_counts_shared_head_chunks_over_the_shorter_head():
