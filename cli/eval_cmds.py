@@ -15,7 +15,7 @@ from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
 from rag.factory import build_services
 from rag.settings import load_settings
 
-DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rerank"
+DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rrf,hybrid+rerank"
 
 
 @app.command("eval")

@@ -2,9 +2,10 @@
 configuration over a query sample.
 
 A configuration name is a retrieval mode (`bm25`, `dense`, `hybrid`) optionally followed by
-`+rerank` and/or `+<transform>` (`+multi_query`, `+hyde`, ...), e.g. `hybrid+rerank+multi_query`.
-Every configuration states all three choices explicitly, so the settings' defaults never leak
-into an ablation row.
+`+rerank`, `+<transform>` (`+multi_query`, `+hyde`, ...) and/or a fusion (`+rrf`: plain weighted
+RRF; `+confidence`, the default: confidence-weighted RRF), e.g. `hybrid+rerank+multi_query`,
+`hybrid+rrf`. Every configuration states all its choices explicitly, so the settings' defaults
+never leak into an ablation row.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from eval.datasets import Dataset, GoldAnswer, doc_id_from_source
 from eval.metrics import CitedSpan, chunk_contains_answer, dedupe_docs, latency_summary, retrieval_metrics
 from rag.errors import ConfigError
+from rag.retrieval import FUSIONS
 from rag.settings import TRANSFORMS
 from rag.types import Chunk, Hit
 
@@ -34,29 +36,34 @@ class EvalConfig:
     mode: str
     rerank: bool = False
     transforms: tuple[str, ...] = ()
+    fusion: str = FUSIONS[0]
 
 
 def valid_config_help() -> str:
-    extras = ", ".join(f"+{x}" for x in (RERANK, *TRANSFORMS))
+    extras = ", ".join(f"+{x}" for x in (RERANK, *TRANSFORMS, *FUSIONS))
     return f"{', '.join(MODES)}, each optionally followed by any of {extras} (e.g. hybrid+rerank+multi_query)"
 
 
 def parse_config(name: str) -> EvalConfig:
-    """`hybrid+rerank+hyde` -> EvalConfig(mode="hybrid", rerank=True, transforms=("hyde",))."""
+    """`hybrid+rerank+hyde` -> EvalConfig(mode="hybrid", rerank=True, transforms=("hyde",));
+    `hybrid+rrf` -> EvalConfig(mode="hybrid", fusion="rrf")."""
     parts = [p.strip().lower() for p in name.strip().split("+")]
     if not parts or parts[0] not in MODES or any(not p for p in parts):
         raise ConfigError(f"unknown evaluation config {name!r}; valid: {valid_config_help()}", field="compare")
     rerank = False
     transforms: list[str] = []
+    fusion: str | None = None
     for part in parts[1:]:
         if part == RERANK and not rerank:
             rerank = True
+        elif part in FUSIONS and fusion is None:
+            fusion = part
         elif part in TRANSFORMS and part not in transforms:
             transforms.append(part)
         else:
             raise ConfigError(f"unknown or repeated part {part!r} in evaluation config {name!r}; "
                               f"valid: {valid_config_help()}", field="compare")
-    return EvalConfig("+".join(parts), parts[0], rerank, tuple(transforms))
+    return EvalConfig("+".join(parts), parts[0], rerank, tuple(transforms), fusion or FUSIONS[0])
 
 
 def parse_compare(spec: str | Sequence[str] | None) -> list[EvalConfig]:

@@ -85,7 +85,7 @@ def evaluate_answers(
     correctness (over queries whose answers were located in a passage) and the judge scores
     are averaged over the answered (not refused) queries only."""
     kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
-                                        "transforms": config.transforms}
+                                        "transforms": config.transforms, "fusion": config.fusion}
     rows, timings, failures = [], [], 0
     for qid in qids:
         key = dataset.answer_keys.get(qid)

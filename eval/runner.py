@@ -148,7 +148,7 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
 
     def retrieve(question: str, config: EvalConfig):
         return pipeline.retrieve(question, kb, mode=config.mode, rerank=config.rerank,
-                                 transforms=config.transforms, limit=EVAL_DEPTH)
+                                 transforms=config.transforms, limit=EVAL_DEPTH, fusion=config.fusion)
 
     results = []
     for config in spec.configs:

@@ -64,8 +64,10 @@ class Pipeline:
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
-                 history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None) -> RetrievalResult:
-        """Ranked hits for a question (at most `limit`, default `context_top_n`)."""
+                 history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None,
+                 fusion: str | None = None) -> RetrievalResult:
+        """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
+        overrides the `fusion` setting ("confidence" or "rrf")."""
         s = self.settings
         started = time.perf_counter()
         question = check_question(question)
@@ -89,8 +91,10 @@ class Pipeline:
                                       mode=mode)
         timings["transform"] = time.perf_counter() - t
 
+        fusion = s.fusion if fusion is None else fusion
         retriever = HybridRetriever(knowledge, top_k=top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
-                                    bm25_weight=s.bm25_weight)
+                                    bm25_weight=s.bm25_weight, fusion=fusion, fusion_depth=s.fusion_depth,
+                                    fusion_power=s.fusion_power, fusion_agreement_depth=s.fusion_agreement_depth)
         fused = retriever.search(variants, mode=mode, flt=flt, timings=timings)
         reranker, rerank_info = self._reranker(rerank)
         t = time.perf_counter()
@@ -111,7 +115,7 @@ class Pipeline:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
         timings["retrieval_total"] = time.perf_counter() - started
-        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k,
+        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k, "fusion": fusion,
                 "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
                 "warnings": tlog.warnings, "rerank": {"enabled": reranker is not None, **rerank_info}}
         return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,

@@ -3,7 +3,9 @@ the same metadata filter on both), fused by Reciprocal Rank Fusion with provenan
 
 All dense variants are embedded in one batch. A variant's lists are weighted by the list weight
 (`dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
-original question); lists whose weight is 0 are not searched at all."""
+original question); lists whose weight is 0 are not searched at all. With `fusion="confidence"`
+(the default) the two lists of each variant are also weighted by their confidence for this query
+(`rag.fusion.confidence_weights`): the list that singles out its top hit leads."""
 
 from __future__ import annotations
 
@@ -17,13 +19,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.errors import InvalidRequest
-from rag.fusion import Fused, RankedList, rrf
+from rag.fusion import Fused, RankedList, confidence_weights, rrf
 from rag.transforms import Variant
 from rag.types import Chunk, Filter, Hit, ScoredId
 
 log = logging.getLogger(__name__)
 
 MODES = ("hybrid", "dense", "bm25")
+FUSIONS = ("confidence", "rrf")
 
 
 class SearchableKB(Protocol):
@@ -40,13 +43,18 @@ class SearchableKB(Protocol):
 
 class HybridRetriever:
     def __init__(self, kb: SearchableKB, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
-                 bm25_weight: float = 1.0) -> None:
+                 bm25_weight: float = 1.0, fusion: str = "confidence", fusion_depth: int = 30,
+                 fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
         if top_k < 1:
             raise InvalidRequest(f"top_k must be >= 1, got {top_k}", field="top_k")
+        if fusion not in FUSIONS:
+            raise InvalidRequest(f"unknown fusion {fusion!r}; choose from {list(FUSIONS)}", field="fusion")
         self.kb = kb
         self.top_k = top_k
         self.rrf_k = rrf_k
         self.weights = {"dense": dense_weight, "bm25": bm25_weight}
+        self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
+        self.fusion_agreement_depth = fusion_agreement_depth
 
     def search(self, variants: Sequence[Variant], *, mode: str = "hybrid", flt: Filter | None = None,
                timings: dict[str, float] | None = None) -> list[Fused]:
@@ -80,10 +88,25 @@ class HybridRetriever:
         timings["bm25"] = time.perf_counter() - started
 
         started = time.perf_counter()
+        if self.fusion == "confidence":
+            lists = self._confidence_weighted(lists)
         fused = rrf(lists, k=self.rrf_k)
         timings["fusion"] = time.perf_counter() - started
         log.debug("retrieval: %d lists, %d fused hits", len(lists), len(fused))
         return fused
+
+    def _confidence_weighted(self, lists: list[RankedList]) -> list[RankedList]:
+        """Each variant's lists weighted by their confidence against each other (order kept)."""
+        by_variant: dict[str, list[int]] = {}
+        for i, ranked in enumerate(lists):
+            by_variant.setdefault(ranked.variant, []).append(i)
+        out = list(lists)
+        for idx in by_variant.values():
+            group = [lists[i] for i in idx]
+            weighted = confidence_weights(group, self.fusion_depth, self.fusion_power, self.fusion_agreement_depth)
+            for i, ranked in zip(idx, weighted):
+                out[i] = ranked
+        return out
 
     def hits(self, fused: Sequence[Fused]) -> list[Hit]:
         """Load the chunks of fused entries, keeping their order; entries whose chunk vanished

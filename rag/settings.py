@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     # retrieval and fusion
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
     rrf_k: int = Field(60, ge=1)
+    # "confidence": RRF whose list weights are scaled per query by how clearly each list singles
+    # out its top hit (standardised margin of its top score over its first `fusion_depth` scores),
+    # damped more the less the list agrees with the most confident one: weight x (confidence /
+    # best confidence) ** (fusion_power x (1 - overlap of the top `fusion_agreement_depth`));
+    # rag.fusion.confidence_weights. Without a reranker the fused list is the final ranking, and
+    # equal-weight RRF ("rrf") ranked below its better list on most sets (BM25 on COVID-QA, dense
+    # on news QA with hard negatives); this rule, chosen on dev halves, matched or beat the better
+    # list on every test half of benchmarks/fusion.py (docs/benchmarks.md, "Fusion").
+    fusion: Literal["confidence", "rrf"] = "confidence"
+    fusion_depth: int = Field(30, ge=3, le=1000)
+    fusion_power: float = Field(16.0, ge=0, le=256)
+    fusion_agreement_depth: int = Field(10, ge=0, le=1000)  # 0: damp by confidence alone
     dense_weight: float = Field(1.0, ge=0)
     bm25_weight: float = Field(1.0, ge=0)
     original_query_weight: float = Field(1.0, ge=0)
