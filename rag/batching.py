@@ -150,7 +150,7 @@ class BatchingEmbedder:
         return np.stack(rows).astype(np.float32, copy=False)
 
     def warm_up(self) -> None:
-        self.inner.encode_queries(["warm-up"])
+        self.inner.warm_up()
 
 
 class BatchingReranker:

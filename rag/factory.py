@@ -12,6 +12,7 @@ from typing import Any
 
 from rag.catalog import Catalog
 from rag.kb import KnowledgeBases
+from rag.protocols import CollectionOptions
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,17 @@ class Services:
             return QdrantClientStore.local(self.data_dir / "vectors-qdrant")
         return QdrantClientStore.server(s.qdrant_url, api_key=Settings.secret(s.qdrant_api_key), hnsw_ef=s.hnsw_ef)
 
-    def collection_options(self) -> dict[str, Any]:
+    def collection_options(self) -> CollectionOptions:
+        """How new collections are created: the server's options from settings (the embedded
+        engines take theirs at construction), sparse vectors when BM25 lives in Qdrant."""
         s = self.settings
+        sparse = s.resolved_lexical_backend == "sparse"
         if s.resolved_vector_backend != "server":
-            return {}
-        return {"hnsw_m": s.hnsw_m, "hnsw_ef_construct": s.hnsw_ef_construct, "on_disk_vectors": s.on_disk_vectors,
-                "on_disk_payload": s.on_disk_payload, "scalar_quantization": s.scalar_quantization,
-                "shard_number": s.shard_number, "replication_factor": s.replication_factor,
-                "sparse": s.resolved_lexical_backend == "sparse"}
+            return CollectionOptions(sparse=sparse)
+        return CollectionOptions(sparse=sparse, hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
+                                 on_disk_vectors=s.on_disk_vectors, on_disk_payload=s.on_disk_payload,
+                                 scalar_quantization=s.scalar_quantization, shard_number=s.shard_number,
+                                 replication_factor=s.replication_factor)
 
     def lexical_factory(self, collection: str):
         s = self.settings

@@ -17,7 +17,7 @@ from rag.adapters.qdrant_store import QdrantClientStore
 from rag.adapters.sparse_lexical import QdrantSparseIndex, server_rrf
 from rag.errors import ConfigError, StoreError
 from rag.fusion import RankedList, rrf
-from rag.protocols import LexicalIndex
+from rag.protocols import CollectionOptions, LexicalIndex
 from rag.testing import HashEmbedder
 from rag.types import Chunk, Filter
 
@@ -65,7 +65,7 @@ def store():
 
 def build(store: QdrantClientStore, chunks: list[Chunk], name: str = "kb", **kw) -> QdrantSparseIndex:
     embedder = HashEmbedder(DIM)
-    store.ensure_collection(name, DIM, sparse=True)
+    store.ensure_collection(name, DIM, CollectionOptions(sparse=True))
     store.upsert(name, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
     index = QdrantSparseIndex(store, name, **kw)
     index.add(chunks)
