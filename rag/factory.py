@@ -12,6 +12,7 @@ from typing import Any
 
 from rag.catalog import Catalog
 from rag.kb import KnowledgeBases
+from rag.models import ModelLocator
 from rag.protocols import CollectionOptions
 from rag.settings import Settings
 
@@ -35,6 +36,11 @@ class Services:
         return Catalog(self.data_dir / "catalog.sqlite")
 
     @cached_property
+    def model_locator(self) -> ModelLocator:
+        """Where every model kind is looked up: `models_dirs`, ~/.rag/models, the hub cache."""
+        return ModelLocator.from_dirs(self.settings.models_dirs)
+
+    @cached_property
     def embedder_resolution(self):
         if self.embedder_override is not None:
             from rag.adapters.embedders import Resolution
@@ -44,7 +50,7 @@ class Services:
 
         s = self.settings
         return resolve_embedder(s.embed_model, batch_size=s.embed_batch_size, device=s.embed_device,
-                                max_length=s.embed_max_length)
+                                max_length=s.embed_max_length, locator=self.model_locator)
 
     @cached_property
     def embedder(self):
@@ -108,7 +114,7 @@ class Services:
 
         s = self.settings
         reranker = resolve_reranker(s.rerank_model, max_length=s.rerank_max_length, batch_size=s.rerank_batch_size,
-                                    device=s.embed_device)
+                                    device=s.embed_device, locator=self.model_locator)
         if reranker is None or not s.batch_queries:
             return reranker
         from rag.batching import BatchingReranker
