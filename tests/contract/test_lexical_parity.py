@@ -234,10 +234,19 @@ def test_collection_without_sparse_vectors_is_refused(store):
         sparse.add(corpus(1))
 
 
-def test_needs_a_qdrant_client_store():
+def test_needs_a_qdrant_client_store(tmp_path):
+    from rag.adapters.edge_store import EdgeStore
+    from rag.protocols import SparseVectorStore
+
     with pytest.raises(ConfigError, match="RAG_LEXICAL_BACKEND=local"):
         QdrantSparseIndex(object(), "kb")
+    edge = EdgeStore(tmp_path / "edge")
+    assert not isinstance(edge, SparseVectorStore)  # no qdrant-client API to write sparse vectors through
+    with pytest.raises(ConfigError, match="got EdgeStore"):
+        QdrantSparseIndex(edge, "kb")
+    edge.close()
     store = QdrantClientStore.memory()
+    assert isinstance(store, SparseVectorStore)
     with pytest.raises(ConfigError, match="avg_len"):
         QdrantSparseIndex(store, "kb", avg_len=0)
     store.close()
