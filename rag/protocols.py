@@ -138,6 +138,14 @@ class Reranker(Protocol):
 
 
 @runtime_checkable
+class PairReranker(Reranker, Protocol):
+    """A reranker that also scores (query, passage) pairs of different queries in one call, what
+    `rag.batching.BatchingReranker` needs to score concurrent queries together."""
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
+
+
+@runtime_checkable
 class LLM(Protocol):
     """A chat model behind an OpenAI-compatible interface."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.protocols import Reranker
+from rag.protocols import PairReranker, Reranker
 from tests.unit.kb_fixtures import OverlapReranker, TableReranker
 
 QUERY = "How long is the warranty?"
@@ -86,6 +86,14 @@ def test_scores_in_zero_one_in_order(reranker):
     assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores)
     assert reranker.score(QUERY, PASSAGES) == pytest.approx(scores, abs=1e-6)  # deterministic
     assert reranker.score(QUERY, PASSAGES[1:2]) == pytest.approx(scores[1:2], abs=1e-5)  # batch independent
+
+
+def test_the_real_adapters_score_pairs_of_several_queries(reranker):
+    if not isinstance(reranker, PairReranker):
+        pytest.skip("scores one query at a time (the batching wrapper needs score_pairs)")
+    pairs = [(QUERY, PASSAGES[0]), ("Can I return it?", PASSAGES[1])]
+    assert reranker.score_pairs(pairs) == pytest.approx([reranker.score(q, [p])[0] for q, p in pairs], abs=1e-5)
+    assert reranker.score_pairs([]) == []
 
 
 def test_empty_list(reranker):
