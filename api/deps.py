@@ -23,6 +23,8 @@ from rag.settings import Settings
 
 log = logging.getLogger(__name__)
 
+WARM_STAGES = ("embedder", "reranker", "llm")  # what `warm_up` loads, in order
+
 
 @dataclass
 class ApiState:
@@ -34,27 +36,52 @@ class ApiState:
     jobs: JobManager
     metrics: Metrics
     warmup_error: str | None = None
-    warmed_up: bool = False
+    warmup_failed: str | None = None  # the stage whose loading failed ("embedder", "reranker", "llm")
+    warmed_up: bool = False  # every stage below is loaded
     warm_up_started: bool = False  # a background warm-up runs (else /readyz warms up itself)
+    loaded: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(WARM_STAGES, False))
     _warm_lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def _stage(self, name: str):
+        """The stage to load: the embedder, the reranker (None when reranking is off), the LLM."""
+        return {"embedder": lambda: self.services.embedder, "reranker": lambda: self.services.reranker,
+                "llm": lambda: self.services.llm}[name]()
+
     def warm_up(self) -> None:
-        """Load the embedding model and resolve the reranker (once), so the first query does not pay
-        for it; a failure is kept for /readyz instead of stopping the server."""
-        with self._warm_lock:
-            if self.warmed_up or self.warmup_error:
-                return
-            try:
-                self.services.embedder.encode_queries(["warm-up"])
-                self.services.reranker  # noqa: B018  (resolves the model; it loads on first use)
-                self.warmed_up = True
-                log.info("models ready: embedder %s", self.services.embedder.name)
-            except RagError as exc:
-                self.warmup_error = exc.message
-                log.error("embedding model failed to load: %s", exc.message)
-            except Exception as exc:  # surfaced by /readyz instead of killing the server
-                self.warmup_error = f"{type(exc).__name__}: {exc}"
-                log.exception("embedding model failed to load")
+        """Load the embedding model, the reranker and the LLM (in this order; each once), so the first
+        query does not pay for them and `/readyz` says ready only when all are loaded. A failure is
+        kept for /readyz (naming the stage) instead of stopping the server; a later call (the next
+        /readyz) tries the stages not loaded yet again, so an LLM endpoint that comes up after the
+        API makes it ready. Returns at once while another thread is loading."""
+        if self.warmed_up or not self._warm_lock.acquire(blocking=False):
+            return
+        try:
+            for name in WARM_STAGES:
+                if self.loaded[name]:
+                    continue
+                try:
+                    stage = self._stage(name)
+                    if stage is not None:
+                        stage.warm_up()
+                except RagError as exc:
+                    self._failed(name, exc.message)
+                    return
+                except Exception as exc:  # surfaced by /readyz instead of killing the server
+                    self._failed(name, f"{type(exc).__name__}: {exc}", exc)
+                    return
+                self.loaded[name] = True
+            self.warmup_error = self.warmup_failed = None
+            self.warmed_up = True
+            log.info("models ready: embedder %s, reranker %s, llm %s", self.services.embedder.name,
+                     self.services.reranker.name if self.services.reranker is not None else "off",
+                     self.services.llm.name)
+        finally:
+            self._warm_lock.release()
+
+    def _failed(self, stage: str, message: str, exc: BaseException | None = None) -> None:
+        if (stage, message) != (self.warmup_failed, self.warmup_error):  # log a repeated failure once
+            log.error("%s failed to load: %s", stage, message, exc_info=exc)
+        self.warmup_error, self.warmup_failed = message, stage
 
 
 def get_state(request: Request) -> ApiState:

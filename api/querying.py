@@ -17,8 +17,9 @@ from api.deps import ApiState
 from api.errors import error_body
 from api.schemas import RetrievalOptions
 from rag.errors import LLMError, RagError
-from rag.pipeline import Pipeline, answer_to_dict, parse_filter
-from rag.retrieval import filter_pairs
+from rag.pipeline import Pipeline
+from rag.retrieval import filter_pairs, parse_filter
+from rag.serialize import answer_to_dict
 
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -1,4 +1,4 @@
-"""Request and response bodies. Responses carry the shapes of `rag.generation.answer_to_dict`."""
+"""Request and response bodies. Responses carry the shapes of `rag.serialize.answer_to_dict`."""
 
 from __future__ import annotations
 

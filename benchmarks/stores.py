@@ -28,6 +28,7 @@ import numpy as np
 from rag.adapters.bm25 import LocalBM25Index
 from rag.adapters.edge_store import EdgeStore
 from rag.adapters.qdrant_store import QdrantClientStore, sparse_document, sparse_query
+from rag.protocols import CollectionOptions
 from rag.text import tokenize
 from rag.types import Chunk, Filter
 
@@ -276,7 +277,7 @@ def bench_bm25(n: int, texts: list[str], root: Path, n_queries: int, rng: np.ran
         log.info("%s done", label)
 
     store = EdgeStore(root / "edge-sparse")
-    store.ensure_collection(KB, 4, sparse=True)
+    store.ensure_collection(KB, 4, CollectionOptions(sparse=True))
     avg = float(np.mean([len(d) for d in docs]))
     dummy = np.tile(np.array([[1, 0, 0, 0]], dtype=np.float32), (1024, 1))
     row = {"engine": "qdrant-edge sparse + IDF", "n": n}

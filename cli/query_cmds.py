@@ -13,7 +13,9 @@ from cli.main import app, fail, handle_errors
 from cli.output import echo, name, term_safe
 from rag.errors import InvalidRequest, LLMError
 from rag.factory import build_services
-from rag.pipeline import Pipeline, answer_to_dict, parse_filter
+from rag.pipeline import Pipeline
+from rag.retrieval import parse_filter
+from rag.serialize import answer_to_dict
 from rag.settings import load_settings
 
 NO_GENERATE_HINT = "retrieval-only results are still available with --no-generate"

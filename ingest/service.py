@@ -79,7 +79,7 @@ def reindex(services: Services, kb: str, batch: int = 256) -> tuple[int, str]:
         new_collection = f"{kb}__v{version}"
     _, live = catalog.live_chunk_ids(kb)
     ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
-    store.ensure_collection(new_collection, embedder.dim, **services.collection_options())
+    store.ensure_collection(new_collection, embedder.dim, services.collection_options())
     lexical = services.lexical_factory(new_collection)
     for i in range(0, len(ids), batch):
         payloads = store.get_payloads(record.collection, ids[i : i + batch])

@@ -171,7 +171,7 @@ class LocalBackend:
     pipeline: Any
 
     def retrieve(self, question: str, request: RetrievalRequest) -> list[dict[str, Any]]:
-        from rag.generation import hit_to_dict
+        from rag.serialize import hit_to_dict
         from rag.retrieval import filter_pairs, parse_filter
 
         kb = request.kb or self.pipeline.settings.default_kb

@@ -17,6 +17,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from rag.protocols import Embedder, PairReranker
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -123,7 +125,7 @@ class BatchingEmbedder:
     """An Embedder whose `encode_queries` calls from concurrent requests share one model call;
     `encode_corpus` (ingest, already batched) goes straight through."""
 
-    def __init__(self, inner: Any, *, max_items: int = 64, max_wait: float = 0.0) -> None:
+    def __init__(self, inner: Embedder, *, max_items: int = 64, max_wait: float = 0.0) -> None:
         self.inner = inner
         self._batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
             lambda texts: list(inner.encode_queries(texts)), max_items=max_items, max_wait=max_wait)
@@ -150,14 +152,14 @@ class BatchingEmbedder:
         return np.stack(rows).astype(np.float32, copy=False)
 
     def warm_up(self) -> None:
-        self.inner.encode_queries(["warm-up"])
+        self.inner.warm_up()
 
 
 class BatchingReranker:
     """A Reranker whose `score` calls from concurrent queries are scored as one list of pairs
     (`inner.score_pairs`)."""
 
-    def __init__(self, inner: Any, *, max_items: int = 128, max_wait: float = 0.0) -> None:
+    def __init__(self, inner: PairReranker, *, max_items: int = 128, max_wait: float = 0.0) -> None:
         self.inner = inner
         self._batcher: MicroBatcher[tuple[str, str], float] = MicroBatcher(
             inner.score_pairs, max_items=max_items, max_wait=max_wait)

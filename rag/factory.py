@@ -12,6 +12,8 @@ from typing import Any
 
 from rag.catalog import Catalog
 from rag.kb import KnowledgeBases
+from rag.models import ModelLocator
+from rag.protocols import CollectionOptions
 from rag.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ class Services:
         return Catalog(self.data_dir / "catalog.sqlite")
 
     @cached_property
+    def model_locator(self) -> ModelLocator:
+        """Where every model kind is looked up: `models_dirs`, ~/.rag/models, the hub cache."""
+        return ModelLocator.from_dirs(self.settings.models_dirs)
+
+    @cached_property
     def embedder_resolution(self):
         if self.embedder_override is not None:
             from rag.adapters.embedders import Resolution
@@ -43,7 +50,7 @@ class Services:
 
         s = self.settings
         return resolve_embedder(s.embed_model, batch_size=s.embed_batch_size, device=s.embed_device,
-                                max_length=s.embed_max_length)
+                                max_length=s.embed_max_length, locator=self.model_locator)
 
     @cached_property
     def embedder(self):
@@ -72,14 +79,17 @@ class Services:
             return QdrantClientStore.local(self.data_dir / "vectors-qdrant")
         return QdrantClientStore.server(s.qdrant_url, api_key=Settings.secret(s.qdrant_api_key), hnsw_ef=s.hnsw_ef)
 
-    def collection_options(self) -> dict[str, Any]:
+    def collection_options(self) -> CollectionOptions:
+        """How new collections are created: the server's options from settings (the embedded
+        engines take theirs at construction), sparse vectors when BM25 lives in Qdrant."""
         s = self.settings
+        sparse = s.resolved_lexical_backend == "sparse"
         if s.resolved_vector_backend != "server":
-            return {}
-        return {"hnsw_m": s.hnsw_m, "hnsw_ef_construct": s.hnsw_ef_construct, "on_disk_vectors": s.on_disk_vectors,
-                "on_disk_payload": s.on_disk_payload, "scalar_quantization": s.scalar_quantization,
-                "shard_number": s.shard_number, "replication_factor": s.replication_factor,
-                "sparse": s.resolved_lexical_backend == "sparse"}
+            return CollectionOptions(sparse=sparse)
+        return CollectionOptions(sparse=sparse, hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
+                                 on_disk_vectors=s.on_disk_vectors, on_disk_payload=s.on_disk_payload,
+                                 scalar_quantization=s.scalar_quantization, shard_number=s.shard_number,
+                                 replication_factor=s.replication_factor)
 
     def lexical_factory(self, collection: str):
         s = self.settings
@@ -104,7 +114,7 @@ class Services:
 
         s = self.settings
         reranker = resolve_reranker(s.rerank_model, max_length=s.rerank_max_length, batch_size=s.rerank_batch_size,
-                                    device=s.embed_device)
+                                    device=s.embed_device, locator=self.model_locator)
         if reranker is None or not s.batch_queries:
             return reranker
         from rag.batching import BatchingReranker

@@ -21,7 +21,7 @@ import numpy as np
 
 from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound
-from rag.protocols import Embedder, LexicalIndex, VectorStore
+from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
@@ -169,12 +169,12 @@ class KnowledgeBases:
     """Opens knowledge bases; the store and embedder are shared, one lexical index per kb."""
 
     def __init__(self, catalog: Catalog, store: VectorStore, lexical_factory: Callable[[str], LexicalIndex],
-                 embedder: Embedder, collection_options: dict | None = None) -> None:
+                 embedder: Embedder, collection_options: CollectionOptions | None = None) -> None:
         self.catalog = catalog
         self.store = store
         self.lexical_factory = lexical_factory
         self.embedder = embedder
-        self.collection_options = collection_options or {}
+        self.collection_options = collection_options or CollectionOptions()
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.RLock()
 
@@ -185,10 +185,16 @@ class KnowledgeBases:
         return self.catalog.get_kb(name) is not None
 
     def _check_model(self, record: KbRecord) -> None:
-        if record.embed_model != self.embedder.name or record.dim != self.embedder.dim:
+        """The configured model must be the one the knowledge base was built with. Reads the
+        embedder's name and dimension only: neither loads the model (`Embedder.dim` comes from
+        the model's files), so opening a knowledge base to check or remove documents stays cheap."""
+        name = self.embedder.name
+        dim = self.embedder.dim if record.embed_model == name else None
+        if record.embed_model != name or record.dim != dim:
+            shown = f" (dim {dim})" if dim is not None else ""
             raise EmbeddingMismatch(
                 f"knowledge base {record.name!r} was built with embedding model {record.embed_model!r} "
-                f"(dim {record.dim}); the configured model is {self.embedder.name!r} (dim {self.embedder.dim}). "
+                f"(dim {record.dim}); the configured model is {name!r}{shown}. "
                 f"Set RAG_EMBED_MODEL back, or run `rag reindex --kb {record.name}` to re-embed it", field="kb")
 
     def open(self, name: str) -> KnowledgeBase:
@@ -201,13 +207,13 @@ class KnowledgeBases:
                 raise NotFound(f"unknown knowledge base {name!r}", field="kb")
             self._check_model(record)
             lexical = self.lexical_factory(record.collection)
-            if getattr(lexical, "stale", False):
+            if lexical.stale:
                 self._rebuild_lexical(record, lexical)
             kb = KnowledgeBase(record, self.store, lexical, self.embedder, self.catalog)
             self._open[name] = kb
             return kb
 
-    def _rebuild_lexical(self, record: KbRecord, lexical, batch: int = 1024) -> None:
+    def _rebuild_lexical(self, record: KbRecord, lexical: LexicalIndex, batch: int = 1024) -> None:
         """Re-tokenise a BM25 index written by an older tokenizer from the chunk texts that the
         vector store holds (nothing is re-parsed or re-embedded)."""
         started = time.perf_counter()
@@ -230,7 +236,7 @@ class KnowledgeBases:
                 if owner is not None:  # a knowledge base created before `__` was reserved, re-embedded into it
                     raise InvalidRequest(f"cannot create knowledge base {name!r}: its collection belongs to "
                                          f"knowledge base {owner!r}", field="kb")
-                self.store.ensure_collection(collection, self.embedder.dim, **self.collection_options)
+                self.store.ensure_collection(collection, self.embedder.dim, self.collection_options)
                 self.catalog.create_kb(name, self.embedder.name, self.embedder.dim, collection, meta)
                 log.info("created knowledge base %s (model %s, dim %d)", name, self.embedder.name, self.embedder.dim)
             return self.open(name)

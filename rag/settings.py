@@ -9,10 +9,10 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 
@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     shard_number: int = Field(1, ge=1, le=256)
     replication_factor: int = Field(1, ge=1, le=16)
     lexical_backend: Literal["auto", "local", "sparse"] = "auto"  # sparse = BM25 as Qdrant sparse vectors
+
+    # folders holding models by name (embedders and rerankers alike), searched before ~/.rag/models
+    # and the Hugging Face cache; RAG_MODELS_DIR (or RAG_MODELS_DIRS): a path list, os.pathsep separated
+    models_dirs: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (), validation_alias=AliasChoices("models_dirs", "RAG_MODELS_DIRS", "RAG_MODELS_DIR"))
 
     # embeddings
     embed_model: str = "auto"  # "auto", a bge name (BAAI/bge-m3, ...), a local path, or a bundled model
@@ -140,6 +145,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         return tuple(value or ())
+
+    @field_validator("models_dirs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: Any) -> Any:
+        if isinstance(value, (str, Path)):
+            value = [v.strip() for v in str(value).split(os.pathsep) if v.strip()]
+        return tuple(Path(os.path.expanduser(str(v))) for v in value or ())
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -50,3 +50,6 @@ class HashEmbedder:
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_corpus(texts)
+
+    def warm_up(self) -> None:
+        """Nothing to load."""

@@ -93,7 +93,7 @@ class QueryTransformer:
         self.temperature = temperature
 
     def _model(self) -> LLM:
-        return self._llm if hasattr(self._llm, "chat") else self._llm()  # type: ignore[operator,return-value]
+        return self._llm() if callable(self._llm) else self._llm  # a model object is not callable
 
     def _ask(self, name: str, msgs: list[dict[str, str]], max_tokens: int, log_: TransformLog) -> str | None:
         """One LLM call; None (and a warning) when the model fails."""

@@ -47,29 +47,33 @@ def _store_check(state: Any) -> dict[str, Any]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready: models loading or store unreachable"}})
 def readyz(state: State, caller: MaybeCaller) -> JSONResponse:
-    """Readiness: the embedding model is loaded and the store answers; with an API key also which
-    embedding model, whether reranking is on, the LLM endpoint and the knowledge-base count."""
+    """Readiness: the embedding model, the reranker (when on) and the LLM are loaded and the store
+    answers; with an API key also which models, the LLM endpoint and the knowledge-base count."""
     services, settings = state.services, state.settings
-    if not state.warm_up_started:
+    if not state.warm_up_started or state.warmup_error:  # no background warm-up, or try a failed stage again
         state.warm_up()
     store = _store_check(state)
     resolution = services.__dict__.get("embedder_resolution")
-    embedder = {"ok": state.warmed_up, "loaded": state.warmed_up, "configured": settings.embed_model,
+    embedder = {"ok": state.loaded["embedder"], "loaded": state.loaded["embedder"], "configured": settings.embed_model,
                 "model": resolution.embedder.name if resolution else None,
-                "resolution": getattr(resolution, "reason", None)}
-    if state.warmup_error:
-        embedder["error"] = state.warmup_error
+                "resolution": resolution.reason if resolution else None}
     reranker = services.__dict__.get("reranker")
-    rerank = {"enabled": reranker is not None, "model": getattr(reranker, "name", None),
-              "configured": settings.rerank_model}
-    llm: dict[str, Any] = {"endpoint": settings.llm_base_url or "embedded (llama.cpp)", "model": settings.llm_model}
+    rerank = {"enabled": reranker is not None, "model": reranker.name if reranker is not None else None,
+              "configured": settings.rerank_model, "loaded": state.loaded["reranker"]}
+    llm: dict[str, Any] = {"endpoint": settings.llm_base_url or "embedded (llama.cpp)", "model": settings.llm_model,
+                           "loaded": state.loaded["llm"]}
     if "llm" in services.__dict__:
         llm["info"] = services.llm.info()
     ready = store["ok"] and state.warmed_up
     status = 200 if ready else 503
     if caller is None:
         return JSONResponse({"status": "ready" if ready else "not_ready"}, status_code=status)
-    body = {"status": "ready" if ready else "not_ready", "checks": {"store": store, "embedder": embedder},
+    checks = {"store": store, "embedder": embedder,
+              "reranker": {"ok": state.loaded["reranker"], "enabled": reranker is not None},
+              "llm": {"ok": state.loaded["llm"]}}
+    if state.warmup_error:
+        checks[state.warmup_failed or "embedder"]["error"] = state.warmup_error
+    body = {"status": "ready" if ready else "not_ready", "checks": checks,
             "reranking": rerank, "llm": llm, "auth": "disabled" if state.auth.disabled else "enabled",
             "default_kb": settings.default_kb, "jobs_active": state.jobs.active()}
     return JSONResponse(body, status_code=status)

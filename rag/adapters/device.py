@@ -9,15 +9,22 @@ from rag.errors import ConfigError
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
 
+def check_device(spec: str = "auto") -> str:
+    """The device spec normalised ("auto", "cpu", "cuda", "cuda:N", "mps"), without importing torch:
+    what model resolution checks before anything loads. Raises ConfigError for an unknown value."""
+    value = (spec or "auto").strip().lower()
+    if value != "auto" and not _DEVICE.match(value):
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps", field="device")
+    return value
+
+
 def resolve_device(spec: str = "auto") -> str:
     """"auto" -> "cuda" when torch sees a GPU, else "cpu"; "cpu", "cuda", "cuda:N" and "mps"
     are checked and returned as given. Raises ConfigError for unknown values or a GPU that
     torch cannot see."""
-    value = (spec or "auto").strip().lower()
+    value = check_device(spec)
     if value == "cpu":
         return "cpu"
-    if value != "auto" and not _DEVICE.match(value):
-        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps", field="device")
     import torch
 
     if value == "auto":

@@ -21,7 +21,7 @@ import re
 import shutil
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from rag.adapters.filters import FLOAT_FIELDS, KEYWORD_FIELDS, to_edge
 from rag.adapters.qdrant_store import SPARSE_NAME, check_batch
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
 from rag.ids import point_uuid
+from rag.protocols import CollectionOptions
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
@@ -116,16 +117,13 @@ class EdgeStore:
         log.info("opened edge shard %s (dim=%d, points=%d)", directory, dim, shard.info().points_count)
         return entry
 
-    def _config(self, dim: int, sparse: bool, options: dict[str, Any]) -> Any:
+    def _config(self, dim: int, sparse: bool, options: CollectionOptions) -> Any:
         import qdrant_edge as qe
 
         opt = {"hnsw_m": self.hnsw_m, "hnsw_ef_construct": self.hnsw_ef_construct,
                "on_disk_vectors": self.on_disk_vectors, "on_disk_payload": self.on_disk_payload,
                "scalar_quantization": self.scalar_quantization}
-        unknown = set(options) - set(opt) - {"shard_number", "replication_factor"}  # one shard, no replicas
-        if unknown:
-            raise ValueError(f"unknown collection options {sorted(unknown)}")
-        opt.update({k: v for k, v in options.items() if v is not None and k in opt})
+        opt.update({k: v for k, v in asdict(options).items() if k in opt and v is not None})
         quant = None
         if opt["scalar_quantization"]:
             quant = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, always_ram=True)
@@ -153,11 +151,14 @@ class EdgeStore:
         if missing:
             entry.shard.flush()
 
-    def ensure_collection(self, name: str, dim: int, *, sparse: bool = False, **options: Any) -> None:
+    def ensure_collection(self, name: str, dim: int, options: CollectionOptions | None = None) -> None:
         """Create the shard (cosine, payload indexes) or check the existing one's dimension.
-        `options` override the store's collection options, with `QdrantClientStore`'s names."""
+        `options` override the store's collection options where they are not None (one shard and
+        no replicas: `shard_number` and `replication_factor` do not apply)."""
         from qdrant_edge import EdgeShard
 
+        options = options or CollectionOptions()
+        sparse = options.sparse
         with self._lock:
             if self.collection_exists(name):
                 entry = self._entry(name)

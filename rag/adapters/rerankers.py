@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rag.adapters.device import resolve_device
+from rag.adapters.device import check_device, resolve_device
 from rag.errors import ConfigError, ModelError
-from rag.models import find_local_model, has_weights, hf_hub_cache_dirs, model_search_dirs
+from rag.models import ModelLocator, has_weights
 
 log = logging.getLogger(__name__)
 
@@ -199,32 +199,27 @@ def _adapter_for(path: Path, max_length: int, batch_size: int, device: str, back
     return FlagRerankerAdapter(path, max_length=max_length, batch_size=batch_size, device=device, name=name)
 
 
-def _places(search_dirs: Sequence[Path] | None, hub_dirs: Sequence[Path] | None) -> str:
-    dirs = list(search_dirs if search_dirs is not None else model_search_dirs())
-    dirs += list(hub_dirs if hub_dirs is not None else hf_hub_cache_dirs())
-    return ", ".join(str(d) for d in dirs)
-
-
 def resolve_reranker(spec: str = "auto", max_length: int = 256, batch_size: int = 16, device: str = "auto", *,
-                     backend: str = "auto", search_dirs: Sequence[Path] | None = None,
-                     hub_dirs: Sequence[Path] | None = None) -> _LazyReranker | None:
+                     backend: str = "auto", locator: ModelLocator | None = None) -> _LazyReranker | None:
     """The reranker for a setting value, without loading it and without any network call.
 
-    "none"/"off"/"" -> None. "auto" -> the first of AUTO_RERANKERS found in `search_dirs` (default
-    RAG_MODELS_DIR, ~/.rag/models) or the Hugging Face cache, else None (one INFO line). A path or
+    "none"/"off"/"" -> None. "auto" -> the first of AUTO_RERANKERS that `locator` finds (default:
+    RAG_MODELS_DIR, ~/.rag/models and the Hugging Face cache), else None (one INFO line). A path or
     a name ("BAAI/bge-reranker-v2-m3", "bge-reranker-base") -> that model or ModelError.
     `backend` ("auto", "flag", "cross-encoder") picks the library; see `_adapter_for`.
     """
     key = (spec or "").strip()
     if key.lower() in ("", "none", "off", "false", "0"):
         return None
+    check_device(device)
+    locator = locator or ModelLocator.from_dirs()
     if key.lower() == "auto":
         for short in AUTO_RERANKERS:
-            path = find_local_model(short, org="BAAI", search_dirs=search_dirs, hub_dirs=hub_dirs)
+            path = locator.find(short, default_org="BAAI")
             if path is not None:
                 log.info("reranker: %s found locally at %s", short, path)
                 return _adapter_for(path, max_length, batch_size, device, backend, name=f"BAAI/{short}")
-        log.info("no reranker model found locally (looked in %s); reranking is off", _places(search_dirs, hub_dirs))
+        log.info("no reranker model found locally (looked in %s); reranking is off", locator.places())
         return None
     path = Path(key).expanduser()
     if path.exists():
@@ -232,9 +227,9 @@ def resolve_reranker(spec: str = "auto", max_length: int = 256, batch_size: int 
             raise ModelError(f"reranker path {path} has no config.json with model weights")
         return _adapter_for(path, max_length, batch_size, device, backend)
     org, _, short = key.rpartition("/")
-    found = find_local_model(short, org=org or None, search_dirs=search_dirs, hub_dirs=hub_dirs)
+    found = locator.find(key)
     if found is None:
-        raise ModelError(f"reranker model {key!r} not found locally (looked in {_places(search_dirs, hub_dirs)}); "
+        raise ModelError(f"reranker model {key!r} not found locally (looked in {locator.places()}); "
                          f"download it (e.g. `huggingface-cli download {key if org else 'BAAI/' + short}`) or give a "
                          "local path, or set the reranker to 'none'")
     return _adapter_for(found, max_length, batch_size, device, backend, name=key)

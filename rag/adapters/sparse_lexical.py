@@ -2,7 +2,7 @@
 same lexical index, so replicas keep no local state and any of them can answer or ingest.
 
 Each point of a knowledge base's collection carries, next to its dense vector, a sparse vector
-named `bm25` (the collection is created with `ensure_collection(..., sparse=True)`, which gives it
+named `bm25` (the collection is created with `CollectionOptions(sparse=True)`, which gives it
 Qdrant's IDF modifier). Term ids are a stable 31-bit hash of the `rag.text.tokenize` tokens
 (`qdrant_store.term_id`); the tokens are exactly those `LocalBM25Index` indexes (`chunk_tokens`).
 
@@ -43,6 +43,7 @@ from rag.adapters.qdrant_store import DEFAULT_AVG_LEN, SPARSE_NAME, sparse_docum
 from rag.errors import ConfigError, StoreError
 from rag.fusion import Fused
 from rag.ids import point_uuid
+from rag.protocols import SparseVectorStore
 from rag.text import tokenize
 from rag.types import Chunk, Filter, ListHit, ScoredId
 
@@ -55,9 +56,9 @@ class QdrantSparseIndex:
     """`LexicalIndex` over the `bm25` sparse vectors of one collection of a `QdrantClientStore`.
     `k1` and `b` default to `LocalBM25Index`'s so that both rank alike."""
 
-    def __init__(self, store: Any, collection: str, stopwords: bool = True, *, k1: float = 1.5, b: float = 0.75,
+    def __init__(self, store: SparseVectorStore, collection: str, stopwords: bool = True, *, k1: float = 1.5, b: float = 0.75,
                  avg_len: float | None = None, batch_size: int = 256) -> None:
-        if not (hasattr(store, "client") and hasattr(store, "search_sparse")):
+        if not isinstance(store, SparseVectorStore):
             raise ConfigError(f"lexical backend 'sparse' needs a qdrant-client store (local or server), "
                               f"got {type(store).__name__}; set RAG_LEXICAL_BACKEND=local", field="lexical_backend")
         if k1 < 0 or not 0.0 <= b <= 1.0 or (avg_len is not None and avg_len <= 0):
@@ -83,7 +84,7 @@ class QdrantSparseIndex:
         """The store's guard (its lock in local mode, API errors as StoreError), plus local mode's
         KeyError for a point that does not exist."""
         try:
-            with self.store._call(what):
+            with self.store.guard(what):
                 yield
         except KeyError as exc:
             raise StoreError(f"qdrant {what} on {self.collection!r}: no point {exc.args[0]!s}; the dense "
@@ -197,6 +198,17 @@ class QdrantSparseIndex:
                 self.client.update_collection(self.collection, metadata={AVG_LEN_KEY: None})
             self._avg = None
         log.info("dropped the sparse BM25 vectors of collection %s", self.collection)
+
+    def rebuild(self, chunks: Sequence[Chunk]) -> None:
+        """Write the sparse vectors of `chunks` afresh (the average length is estimated again
+        unless `avg_len` was given); the points must already hold their dense vectors."""
+        self.drop()
+        self.add(chunks)
+
+    @property
+    def stale(self) -> bool:
+        """Never: the weights carry no tokenizer version (`rag reindex` re-creates them)."""
+        return False
 
     # reads ---------------------------------------------------------------------------------
 

@@ -1,4 +1,7 @@
-"""One contract for every LexicalIndex: LocalBM25Index in memory and on disk."""
+"""One contract for every LexicalIndex: LocalBM25Index in memory and on disk, and QdrantSparseIndex
+(BM25 as Qdrant sparse vectors) over qdrant-client's in-memory and on-disk local mode. Qdrant Edge
+is not a `SparseVectorStore` (it has no qdrant-client API): `QdrantSparseIndex` refuses it, and
+edge knowledge bases use `LocalBM25Index`."""
 
 from __future__ import annotations
 
@@ -8,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from rag.adapters.bm25 import LocalBM25Index
-from rag.protocols import LexicalIndex
+from rag.adapters.qdrant_store import QdrantClientStore
+from rag.adapters.sparse_lexical import QdrantSparseIndex
+from rag.protocols import CollectionOptions, LexicalIndex
+from rag.testing import HashEmbedder
 from rag.text import tokenize
 from rag.types import Chunk, Filter
 
@@ -23,10 +29,43 @@ TEXTS = [
     "电池续航时间为十二小时。",
 ]
 
+_STORES: dict[tuple[str, Path], QdrantClientStore] = {}  # one store per test: a path store opens once
+_EMBEDDER = HashEmbedder(16)
+
+
+class DenseFirstSparseIndex(QdrantSparseIndex):
+    """`QdrantSparseIndex` driven the way `KnowledgeBase.write` drives it: the dense points are
+    upserted before their sparse vectors are set."""
+
+    def add(self, chunks):
+        if chunks:
+            self.store.upsert(self.collection, list(chunks), _EMBEDDER.encode_corpus([c.match_text for c in chunks]))
+        super().add(chunks)
+
+
+def _sparse(kind: str, path: Path) -> QdrantSparseIndex:
+    key = (kind, path)
+    if key not in _STORES:
+        _STORES[key] = QdrantClientStore.memory() if kind == "memory" else QdrantClientStore.local(str(path / "q"))
+    store = _STORES[key]
+    store.ensure_collection("kb", _EMBEDDER.dim, CollectionOptions(sparse=True))
+    return DenseFirstSparseIndex(store, "kb")
+
+
 FACTORIES: dict[str, Callable[[Path], LexicalIndex]] = {
     "memory": lambda p: LocalBM25Index(None),
     "disk": lambda p: LocalBM25Index(p / "bm25"),
+    "sparse_memory": lambda p: _sparse("memory", p),
+    "sparse_local": lambda p: _sparse("local", p),
 }
+SPARSE = ("sparse_memory", "sparse_local")
+
+
+@pytest.fixture(autouse=True)
+def _close_stores():
+    yield
+    while _STORES:
+        _STORES.popitem()[1].close()
 
 
 def make_chunks(texts: list[str] = TEXTS, prefix: str = "c") -> list[Chunk]:
@@ -54,6 +93,16 @@ def ids_of(hits) -> list[str]:
 
 def test_implements_protocol(index):
     assert isinstance(index, LexicalIndex)
+    assert index.stale is False
+
+
+def test_rebuild_replaces_everything(index):
+    fresh = make_chunks(["rebuilt text about zebras", "another rebuilt battery line"], prefix="r")
+    index.rebuild(fresh)
+    assert index.ids() == {"r0", "r1"}
+    assert ids_of(index.search("battery", 5)) == ["r1"]
+    assert index.search("warranty", 5) == []
+    assert index.stale is False
 
 
 def test_search_ranks_matching_chunks(index):
@@ -123,10 +172,15 @@ def test_filters_match_filter_semantics(kind, tmp_path, flt):
         ix.close()
 
 
-def test_replace_is_atomic(index):
+def test_replace_is_atomic(kind, index):
     new = make_chunks(["fresh text about gadgets"], prefix="n")
     index.replace(["c0", "c4"], new)
     assert index.ids() == ({f"c{i}" for i in range(len(TEXTS))} - {"c0", "c4"}) | {"n0"}
+    assert ids_of(index.search("gadgets", 3)) == ["n0"]
+    if kind in SPARSE:  # no transactions in Qdrant: replace is idempotent instead
+        index.replace(["c0", "c4"], new)
+        assert index.ids() == ({f"c{i}" for i in range(len(TEXTS))} - {"c0", "c4"}) | {"n0"}
+        return
     with pytest.raises(RuntimeError):
         with index.transaction():
             index.delete(["c1"])

@@ -17,7 +17,7 @@ from rag.adapters.qdrant_store import QdrantClientStore
 from rag.adapters.sparse_lexical import QdrantSparseIndex, server_rrf
 from rag.errors import ConfigError, StoreError
 from rag.fusion import RankedList, rrf
-from rag.protocols import LexicalIndex
+from rag.protocols import CollectionOptions, LexicalIndex
 from rag.testing import HashEmbedder
 from rag.types import Chunk, Filter
 
@@ -65,7 +65,7 @@ def store():
 
 def build(store: QdrantClientStore, chunks: list[Chunk], name: str = "kb", **kw) -> QdrantSparseIndex:
     embedder = HashEmbedder(DIM)
-    store.ensure_collection(name, DIM, sparse=True)
+    store.ensure_collection(name, DIM, CollectionOptions(sparse=True))
     store.upsert(name, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
     index = QdrantSparseIndex(store, name, **kw)
     index.add(chunks)
@@ -234,10 +234,19 @@ def test_collection_without_sparse_vectors_is_refused(store):
         sparse.add(corpus(1))
 
 
-def test_needs_a_qdrant_client_store():
+def test_needs_a_qdrant_client_store(tmp_path):
+    from rag.adapters.edge_store import EdgeStore
+    from rag.protocols import SparseVectorStore
+
     with pytest.raises(ConfigError, match="RAG_LEXICAL_BACKEND=local"):
         QdrantSparseIndex(object(), "kb")
+    edge = EdgeStore(tmp_path / "edge")
+    assert not isinstance(edge, SparseVectorStore)  # no qdrant-client API to write sparse vectors through
+    with pytest.raises(ConfigError, match="got EdgeStore"):
+        QdrantSparseIndex(edge, "kb")
+    edge.close()
     store = QdrantClientStore.memory()
+    assert isinstance(store, SparseVectorStore)
     with pytest.raises(ConfigError, match="avg_len"):
         QdrantSparseIndex(store, "kb", avg_len=0)
     store.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from rag.pipeline import Pipeline, answer_to_dict
+from rag.pipeline import Pipeline
+from rag.serialize import answer_to_dict
 from tests.unit.kb_fixtures import KB, build_services
 
 pytestmark = pytest.mark.slow

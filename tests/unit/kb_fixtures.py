@@ -87,6 +87,9 @@ class OverlapReranker:
     def name(self) -> str:
         return self._name
 
+    def warm_up(self) -> None:
+        """Nothing to load."""
+
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         self.calls.append((query, list(passages)))
         words = set(tokenize(query))
@@ -104,6 +107,9 @@ class TableReranker:
     @property
     def name(self) -> str:
         return "table-reranker"
+
+    def warm_up(self) -> None:
+        """Nothing to load."""
 
     def score(self, query: str, passages: Sequence[str]) -> list[float]:
         self.calls.append((query, list(passages)))

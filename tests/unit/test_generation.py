@@ -9,8 +9,9 @@ import pytest
 
 from rag import prompts
 from rag.errors import ConfigError
-from rag.generation import (answer_to_dict, build_messages, context_budget, estimate_tokens, heading, pack_context,
-                            snippet, source_block, sources_from_hits)
+from rag.generation import (build_messages, context_budget, estimate_tokens, heading, pack_context, source_block,
+                            sources_from_hits)
+from rag.serialize import answer_to_dict, snippet
 from rag.text import split_sentences
 from rag.types import Answer, Chunk, Citation, Hit, ListHit
 

@@ -18,7 +18,8 @@ import pytest
 
 import rag.models as models
 from rag.adapters import llm_embedded
-from rag.adapters.llm import EmbeddedLlamaLLM, OpenAICompatLLM, ScriptedLLM, make_llm
+from rag.adapters.llm import EmbeddedLlamaLLM, OpenAICompatLLM, make_llm
+from rag.adapters.llm_fake import ScriptedLLM
 from rag.adapters.llm_fake import split_deltas
 from rag.errors import LLMError, ModelError
 from rag.protocols import LLM

