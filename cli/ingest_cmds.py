@@ -14,7 +14,7 @@ from cli.output import echo, name
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor, kb_write_lock, reindex
 from rag.errors import InvalidRequest
-from rag.factory import build_services
+from rag.factory import build_services, open_services
 from rag.settings import load_settings
 
 
@@ -145,20 +145,21 @@ def _print_summary(report) -> None:
 def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """List the documents of a knowledge base."""
-    services = build_services(load_settings())
-    kb = kb or services.settings.default_kb
-    services.catalog.require_kb(kb)
-    rows = [{"doc_id": d.doc_id, "source": d.source, "chunks": len(d.chunk_ids), "bytes": d.size, "state": d.state,
-             "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"), "tags": d.tags}
-            for d in services.catalog.list_docs(kb)]
-    if as_json:
-        echo(json.dumps(rows, ensure_ascii=False, indent=2))
-        return
-    echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
-    for r in rows:
-        flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
-        echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
-    echo(f"{len(rows)} document(s)")
+    with open_services() as services:
+        kb = kb or services.settings.default_kb
+        services.catalog.require_kb(kb)
+        rows = [{"doc_id": d.doc_id, "source": d.source, "chunks": len(d.chunk_ids), "bytes": d.size,
+                 "state": d.state, "tags": d.tags,
+                 "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds")}
+                for d in services.catalog.list_docs(kb)]
+        if as_json:
+            echo(json.dumps(rows, ensure_ascii=False, indent=2))
+            return
+        echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
+        for r in rows:
+            flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
+            echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
+        echo(f"{len(rows)} document(s)")
 
 
 @app.command()
@@ -166,58 +167,58 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
 def rm(path: str = typer.Argument(..., help="The document's source path as `rag docs` shows it."),
        kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
     """Remove one document from a knowledge base."""
-    services = build_services(load_settings())
-    kb = kb or services.settings.default_kb
-    services.catalog.require_kb(kb)  # never creates the knowledge base
-    with kb_write_lock(services, kb, wait=False):
-        result = build_ingestor(services, kb).remove_source(path)
-    echo(f"removed {name(result.source)} ({result.chunks_removed} chunks)")
+    with open_services() as services:
+        kb = kb or services.settings.default_kb
+        services.catalog.require_kb(kb)  # never creates the knowledge base
+        with kb_write_lock(services, kb, wait=False):
+            result = build_ingestor(services, kb).remove_source(path)
+        echo(f"removed {name(result.source)} ({result.chunks_removed} chunks)")
 
 
 @app.command()
 @handle_errors
 def kbs(as_json: bool = typer.Option(False, "--json")) -> None:
     """List knowledge bases."""
-    services = build_services(load_settings())
-    rows = [{"name": r.name, "embed_model": r.embed_model, "dim": r.dim, "collection": r.collection,
-             **services.catalog.kb_stats(r.name)} for r in services.catalog.list_kbs()]
-    if as_json:
-        echo(json.dumps(rows, ensure_ascii=False, indent=2))
-        return
-    for r in rows:
-        echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
-                   f"(dim {r['dim']})")
-    if not rows:
-        echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
+    with open_services() as services:
+        rows = [{"name": r.name, "embed_model": r.embed_model, "dim": r.dim, "collection": r.collection,
+                 **services.catalog.kb_stats(r.name)} for r in services.catalog.list_kbs()]
+        if as_json:
+            echo(json.dumps(rows, ensure_ascii=False, indent=2))
+            return
+        for r in rows:
+            echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
+                       f"(dim {r['dim']})")
+        if not rows:
+            echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
 
 
 @app.command()
 @handle_errors
 def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
     """Verify that the catalog, the vector store and BM25 hold the same chunk ids."""
-    services = build_services(load_settings())
-    report = services.kbs.open(kb or services.settings.default_kb).check()
-    echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
-    for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
-                  "pending_documents"):
-        values = getattr(report, label)
-        if values:
-            echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
-    if not report.ok:
-        fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
-    echo("ok: stores agree")
+    with open_services() as services:
+        report = services.kbs.open(kb or services.settings.default_kb).check()
+        echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
+        for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
+                      "pending_documents"):
+            values = getattr(report, label)
+            if values:
+                echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
+        if not report.ok:
+            fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
+        echo("ok: stores agree")
 
 
 @app.command("reindex")
 @handle_errors
 def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
     """Re-embed a knowledge base with the configured model into a new collection, then switch to it."""
-    services = build_services(load_settings())
-    echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
-    kb = kb or services.settings.default_kb
-    with kb_write_lock(services, kb, wait=False):
-        n, collection = reindex(services, kb)
-    echo(f"re-embedded {n} chunks into collection {collection}")
+    with open_services() as services:
+        echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
+        kb = kb or services.settings.default_kb
+        with kb_write_lock(services, kb, wait=False):
+            n, collection = reindex(services, kb)
+        echo(f"re-embedded {n} chunks into collection {collection}")
 
 
 @app.command()
@@ -226,7 +227,7 @@ def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "-
     """Delete a knowledge base and its indexes."""
     if not yes:
         typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
-    services = build_services(load_settings())
-    with kb_write_lock(services, kb, wait=False):
-        services.kbs.drop(kb)
-    echo(f"dropped {name(kb)}")
+    with open_services() as services:
+        with kb_write_lock(services, kb, wait=False):
+            services.kbs.drop(kb)
+        echo(f"dropped {name(kb)}")

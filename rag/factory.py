@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,7 +16,7 @@ from rag.catalog import Catalog
 from rag.kb import KnowledgeBases
 from rag.models import ModelLocator
 from rag.protocols import CollectionOptions
-from rag.settings import Settings
+from rag.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,17 @@ class Services:
             self.store.close()
         if "catalog" in self.__dict__:
             self.catalog.close()
+
+
+@contextmanager
+def open_services(settings: Settings | None = None, **overrides: Any) -> Iterator[Services]:
+    """`build_services` for one command: the stores and the catalog are closed on the way out, so the
+    next command (in this process or another) can open them at once."""
+    services = build_services(settings if settings is not None else load_settings(), **overrides)
+    try:
+        yield services
+    finally:
+        services.close()
 
 
 def build_services(settings: Settings, **overrides: Any) -> Services:
