@@ -21,6 +21,21 @@ TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
 
 
+def _comma_list(value: Any) -> Any:
+    """A list setting from the environment: `a,b` or a JSON list `["a", "b"]`."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                pass
+            else:
+                return tuple(value) if isinstance(value, list) else value
+        value = [v.strip() for v in text.split(",") if v.strip()]
+    return tuple(value or ())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RAG_", env_file=".env", extra="ignore")
 
@@ -92,7 +107,7 @@ class Settings(BaseSettings):
     bm25_weight: float = Field(1.0, ge=0)
     original_query_weight: float = Field(1.0, ge=0)
     bm25_stopwords: bool = True
-    transforms: tuple[str, ...] = ()
+    transforms: Annotated[tuple[str, ...], NoDecode] = ()  # RAG_TRANSFORMS=rewrite,hyde (comma list)
     multi_query_n: int = Field(3, ge=1, le=10)
 
     # reranking
@@ -131,7 +146,7 @@ class Settings(BaseSettings):
     api_admin_key: SecretStr | None = None
     auth_disabled: bool = False
     public_metrics: bool = False  # /metrics without an API key (else it needs one, like /readyz details)
-    cors_origins: tuple[str, ...] = ()
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma list
     max_upload_mb: int = Field(50, ge=1)
     # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
     max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
@@ -142,9 +157,7 @@ class Settings(BaseSettings):
     @field_validator("transforms", mode="before")
     @classmethod
     def _split_transforms(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return tuple(value or ())
+        return _comma_list(value)
 
     @field_validator("models_dirs", mode="before")
     @classmethod
@@ -156,9 +169,7 @@ class Settings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        return tuple(value or ())
+        return _comma_list(value)
 
     @field_validator("transforms")
     @classmethod

@@ -200,3 +200,12 @@ def test_the_factory_passes_the_plain_secret_to_the_adapters(clean_env, monkeypa
     clean_env.setenv("RAG_LLM_API_KEY", LLM_SECRET)
     Services(load_settings()).llm  # noqa: B018
     assert LLM_SECRET in seen["args"]
+
+
+@pytest.mark.parametrize("value", ["rewrite,hyde", '["rewrite", "hyde"]', " rewrite , hyde "])
+def test_list_settings_from_the_environment_as_comma_or_json_lists(monkeypatch, value):
+    monkeypatch.setenv("RAG_TRANSFORMS", value)
+    monkeypatch.setenv("RAG_CORS_ORIGINS", "http://a.example,http://b.example")
+    settings = load_settings()
+    assert settings.transforms == ("rewrite", "hyde")
+    assert settings.cors_origins == ("http://a.example", "http://b.example")
