@@ -108,9 +108,14 @@ def read_counterfactuals(dataset: Dataset) -> dict[str, Counterfactual]:
     return out
 
 
-def contains_any(text: str, answers: Sequence[str]) -> bool:
+def contains_any(text: str, answers: Sequence[str], whole_words: bool = True) -> bool:
+    """Whether the text states one of the answers (`text_contains`, on word boundaries), or with
+    `whole_words=False` holds one anywhere (noise is excluded on this stricter test: a gold span
+    annotated mid-word, "he case was ...", still keeps "The case was ..." out of the noise)."""
     form = containment_form(text)
-    return any(text_contains(form, a) for a in answers)
+    if whole_words:
+        return any(text_contains(form, a) for a in answers)
+    return any(containment_form(a) and containment_form(a) in form for a in answers)
 
 
 def shuffled(passages: Sequence[Passage], *parts: object) -> list[Passage]:
@@ -275,7 +280,7 @@ class ContextBuilder:
         out: list[Passage] = []
         seen: set[str] = set()
         for passage, origin in candidates:
-            if passage.doc_id in excluded or passage.doc_id in seen or contains_any(passage.text, golds):
+            if passage.doc_id in excluded or passage.doc_id in seen or contains_any(passage.text, golds, False):
                 continue
             seen.add(passage.doc_id)
             out.append(passage.as_kind("noise", origin))
