@@ -59,9 +59,8 @@ class Passage:
         return f"{self.doc_id}@{self.start}"
 
     def hit(self) -> Hit:
-        source = corpus_file_name(self.doc_id) if self.kind != "counterfactual" else f"{self.doc_id}.txt"
-        chunk = Chunk(id=f"{self.kind}:{self.id}", kb="", doc_id=self.doc_id, source=source, text=self.text,
-                      start=self.start, end=self.end, title=self.title)
+        chunk = Chunk(id=f"{self.kind}:{self.id}", kb="", doc_id=self.doc_id, source=corpus_file_name(self.doc_id),
+                      text=self.text, start=self.start, end=self.end, title=self.title)
         return Hit(chunk, score=1.0)
 
     def as_kind(self, kind: str, origin: str = "") -> Passage:
@@ -74,7 +73,7 @@ class Passage:
 
 @dataclass(frozen=True)
 class Counterfactual:
-    doc_id: str  # the corpus passage it names, or "counterfactual-<qid>" for an inline passage
+    doc_id: str  # the corpus passage it names, or "doc-<hash>" for an inline passage
     text: str
     answers: tuple[str, ...]  # the false answers the passage states
 
@@ -104,7 +103,9 @@ def read_counterfactuals(dataset: Dataset) -> dict[str, Counterfactual]:
         elif not isinstance(text, str) or not text.strip():
             dataset.issues.skip(path, lineno, "'counterfactual' needs a 'passage' text or the 'doc_id' of a passage")
         else:
-            out[qid] = Counterfactual(doc_id or f"counterfactual-{qid}", text.strip(), tuple(a.strip() for a in answers))
+            # an inline passage gets a neutral id: its file name is the heading the model sees
+            inline = "doc-" + hashlib.sha256(f"{qid}:{text}".encode()).hexdigest()[:10]
+            out[qid] = Counterfactual(doc_id or inline, text.strip(), tuple(a.strip() for a in answers))
     return out
 
 
@@ -270,7 +271,8 @@ class ContextBuilder:
         cf = self.counterfactuals.get(qid)
         excluded = relevant | ({cf.doc_id} if cf else set())
         golds = self._gold_texts(qid)
-        judged = sorted(d for d in self.dataset.judged_negatives.get(qid, {}) if d in self._by_doc and d not in excluded)
+        judged = sorted(d for d in self.dataset.judged_negatives.get(qid, {})
+                        if d in self._by_doc and d not in excluded)
         candidates: list[tuple[Passage, str]] = []
         if judged:
             ranked = self._ranked(qid, Filter(doc_ids=tuple(judged)))

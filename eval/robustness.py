@@ -82,12 +82,11 @@ def trials(builder: ContextBuilder, qid: str, *, k: int, ratios: Sequence[float]
     positives = builder.positives(qid)
     pool = builder.noise(qid, k)
     out: list[Trial] = []
-    for ratio in ratios:
+    if not positives:
+        skipped.setdefault("noise", {})[qid] = "no positive passage"
+    for ratio in ratios if positives else ():
         n_noise = round(ratio * k)
         chosen = positives[: k - n_noise] + pool[:n_noise]
-        if not positives:
-            skipped.setdefault("noise", {})[qid] = "no positive passage"
-            break
         out.append(Trial("noise", shuffled(chosen, seed, qid, "noise", ratio), ratio, n_noise))
     if pool:
         out.append(Trial("rejection", shuffled(pool, seed, qid, "rejection"), wanted_noise=k))

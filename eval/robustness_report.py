@@ -177,7 +177,8 @@ def counterfactual_rows(rows: Sequence[dict]) -> list[dict[str, Any]]:
     if not group:
         return []
     return [{"name": "gold + counterfactual", "n": len(group), "accuracy": _mean(r["accuracy"] for r in group),
-             "misled": _mean(r["misled"] for r in group), "noticed conflict": _mean(r["noticed_conflict"] for r in group),
+             "misled": _mean(r["misled"] for r in group),
+             "noticed conflict": _mean(r["noticed_conflict"] for r in group),
              "refusal_rate": _mean(r["refused"] for r in group)}]
 
 

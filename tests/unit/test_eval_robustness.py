@@ -41,7 +41,8 @@ QUERIES = {"q1": "What is the adult dose of aspirin?", "q2": "Which countries do
 QRELS = [("q1", "dose", 1), ("q1", "bayer", 0), ("q1", "ibu", 0), ("q2", "north", 1), ("q2", "south", 1),
          *[("q3", f"sky{i}", 1) for i in range(1, 6)]]
 ANSWERS = [{"_id": "q1", "doc_id": "dose", "answers": ["500 mg"],
-            "counterfactual": {"passage": "The adult dose of aspirin is 900 mg every four hours.", "answers": ["900 mg"]}},
+            "counterfactual": {"passage": "The adult dose of aspirin is 900 mg every four hours.",
+                               "answers": ["900 mg"]}},
            {"_id": "q2", "answers": [], "all_of": [["France"], ["Spain"]]},
            {"_id": "q3", "answers": ["blue"]}]
 
