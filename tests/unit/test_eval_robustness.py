@@ -264,3 +264,20 @@ def _table(markdown: str) -> list[dict[str, str]]:
     lines = [line.strip("|").split("|") for line in markdown.splitlines()]
     header = [c.strip() for c in lines[0]]
     return [dict(zip(header, (c.strip() for c in row))) for row in lines[2:]]
+
+
+def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, tmp_path):
+    """The real post-generation logic runs: with verification on, an answer no source supports
+    becomes the refusal, counted as refused by the verifier."""
+    settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True)
+    svc = build_services(settings, embedder_override=HashEmbedder(dim=64),
+                         llm_override=ScriptedLLM(default="Penguins are purple zebras [1]."))
+    try:
+        result = run_robustness(svc, RobustnessSpec(str(dataset_dir), limit=1, ratios=(0.0,), out_dir=tmp_path / "o"),
+                                show_progress=False)
+    finally:
+        svc.close()
+    (row,) = _table(result.tables["Negative rejection"])
+    assert row["refusal_rate"] == "1.000" and row["verifier refused"] == "1.000" and row["model refused"] == "0.000"
+    rejection = [r for r in result.run.rows if r["test"] == "rejection"]
+    assert all(r["unsupported_answer"] == "Penguins are purple zebras [1]." for r in rejection)
