@@ -11,6 +11,7 @@ from cli.main import app, handle_errors
 from cli.output import echo
 from eval.ablations import parse_compare, parse_config, valid_config_help
 from eval.datasets import SPLITS
+from eval.robustness_report import DEFAULT_K, DEFAULT_PASSAGE_TOKENS, RobustnessSpec, run_robustness
 from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
 from rag.factory import build_services
 from rag.settings import load_settings
@@ -48,11 +49,21 @@ def eval_cmd(
     level: str = typer.Option("auto", "--level", help=f"Level of the main table: {' | '.join(LEVELS)} "
                                                       "(auto: answer-chunk level when the dataset has answers)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    robustness: bool = typer.Option(False, "--robustness", help="Instead of retrieval: answer from controlled "
+                                    "contexts (noise ratios, noise only, partial evidence, counterfactual) with "
+                                    "the real prompt, LLM, citation check and refusal logic (see docs/eval.md)."),
+    k: int = typer.Option(DEFAULT_K, "--k", help="--robustness: passages per context."),
+    ratios: str = typer.Option("0,0.2,0.4,0.6,0.8", "--ratios", help="--robustness: comma-separated noise ratios."),
+    passage_tokens: int = typer.Option(DEFAULT_PASSAGE_TOKENS, "--passage-tokens",
+                                       help="--robustness: estimated tokens per passage window (capped so k fit)."),
 ) -> None:
     """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.
 
     Queries that cannot be evaluated (empty text, no judgements, a duplicate id, judgements of
     missing passages) and unusable file rows are skipped, counted and listed in the report."""
+    if robustness:
+        _robustness(dataset, limit, seed, split, qrels_split, k, ratios, passage_tokens, out, quiet)
+        return
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
                     judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
                     out_dir=out, kb_prefix=kb_prefix, level=level, split=split, qrels_split=qrels_split)
@@ -70,6 +81,26 @@ def eval_cmd(
     echo(ingest_summary(result.ingest))
     if result.ingest.count("indexed", "updated") == 0:
         echo("knowledge base up to date: nothing was embedded")
+    for heading, table in result.tables.items():
+        echo(f"\n## {heading}\n\n{table}")
+    echo(f"\nreport: {result.report_path}")
+
+
+def _robustness(dataset: str, limit, seed: int, split: str, qrels_split, k: int, ratios: str, passage_tokens: int,
+                out, quiet: bool) -> None:
+    try:
+        values = tuple(float(r) for r in ratios.split(",") if r.strip())
+    except ValueError:
+        raise typer.BadParameter(f"--ratios must be comma-separated numbers, got {ratios!r}") from None
+    spec = RobustnessSpec(dataset=dataset, limit=limit, seed=seed, split=split, qrels_split=qrels_split, k=k,
+                          ratios=values, passage_tokens=passage_tokens, out_dir=out)
+    services = build_services(load_settings())
+    try:
+        echo("--robustness: one answer per context (about 7 per question); with the embedded CPU LLM this "
+                   "takes several seconds per answer", err=True)
+        result = run_robustness(services, spec, show_progress=not quiet)
+    finally:
+        services.close()
     for heading, table in result.tables.items():
         echo(f"\n## {heading}\n\n{table}")
     echo(f"\nreport: {result.report_path}")

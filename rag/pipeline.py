@@ -156,6 +156,26 @@ class Pipeline:
         self._finish(ans, text, invalid, packed, llm.name)
         return self._done(ans, started)
 
+    def answer_from_hits(self, question: str, hits: Sequence[Hit], *, lang: str | None = None) -> Answer:
+        """Refuse or generate from the given hits (in that order) instead of retrieved ones: no
+        condensing, transforms or reranking, but the same packing, prompt, citation check and
+        refusal logic as `answer`. `rag eval --robustness` answers over controlled contexts with it."""
+        started = time.perf_counter()
+        question = check_question(question)
+        lang = lang or question_language(question)
+        result = RetrievalResult(question, "", list(hits), question, [], {}, False, {"language": lang})
+        ans, packed = self._prepare(result, True)
+        if packed is None:
+            return self._done(ans, started)
+        llm = self.services.llm
+        t = time.perf_counter()
+        raw = llm.chat(build_messages(question, packed.sources, lang), max_tokens=self.settings.llm_max_tokens,
+                       temperature=self.settings.llm_temperature)
+        ans.timings["generate"] = time.perf_counter() - t
+        text, invalid = clean_answer(raw, len(packed.sources))
+        self._finish(ans, text, invalid, packed, llm.name)
+        return self._done(ans, started)
+
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
         """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
