@@ -30,6 +30,9 @@ class RetrievalOptions(BaseModel):
     transforms: list[str] | None = Field(None, max_length=5, description=_TRANSFORMS_DOC)
     rerank: bool | None = Field(None, description="Cross-encoder reranking (default: on when a model is present).")
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] | None = Field(
+        None, description="How the sources reach the model: stuff (one prompt), map_reduce, refine, map_rerank, or "
+                          "auto (stuff when they fit, else map_reduce). Default: RAG_STRATEGY.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
                                            "done (or error).")
     generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")

@@ -24,11 +24,12 @@ from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answ
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
 from rag.factory import Services
-from rag.generation import (PackedContext, answer_to_dict, build_messages, citation_to_dict, context_budget,
+from rag.generation import (PackedContext, answer_to_dict, citation_to_dict, context_budget,
                             pack_context, source_to_dict, sources_from_hits)
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever, parse_filter
 from rag.settings import TRANSFORMS
+from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
 from rag.types import Answer, Filter, Hit
 
@@ -136,53 +137,82 @@ class Pipeline:
         return reranker, {"model": reranker.name}
 
     # -- answering ---------------------------------------------------------------------------
-    def answer(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Answer:
+    def answer(self, question: str, kb: str, *, generate: bool = True, strategy: str | None = None,
+               **kwargs: Any) -> Answer:
         """Retrieve, then refuse or generate. Raises LLMError when the model cannot answer."""
         started = time.perf_counter()
-        result = self.retrieve(question, kb, **kwargs)
+        strategy = check_strategy(strategy, self.settings.strategy)
+        result = self.retrieve(question, kb, **self._strategy_limit(strategy, kwargs))
         ans, packed = self._prepare(result, generate)
         if packed is None:
             return self._done(ans, started)
         llm = self.services.llm
+        step = self._final_step(ans, result, packed, strategy)
         t = time.perf_counter()
-        raw = llm.chat(build_messages(result.standalone_question, packed.sources, result.language),
-                       max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+        raw = step.text if step.messages is None else llm.chat(
+            step.messages, max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
-        text, invalid = clean_answer(raw, len(packed.sources))
-        self._finish(ans, text, invalid, packed, llm.name)
+        text, invalid = clean_answer(raw, len(step.packed.sources))
+        self._finish(ans, text, invalid, step.packed, llm.name)
         return self._done(ans, started)
+
+    def _strategy_limit(self, strategy: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """map_reduce / refine / map_rerank read more sources than one prompt holds (strategy_sources)."""
+        if strategy in ("map_reduce", "refine", "map_rerank") and kwargs.get("limit") is None:
+            return {**kwargs, "limit": self.settings.strategy_sources}
+        return kwargs
+
+    def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
+        """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
+        s = self.settings
+        name = resolve(strategy, packed)
+        runner = StrategyRunner(self.services.llm, StrategyConfig(s.llm_max_tokens, s.llm_temperature,
+                                                                  s.strategy_group_sources, s.strategy_parallel))
+        t = time.perf_counter()
+        step = runner.final_step(name, result.standalone_question, result.hits, packed, result.language)
+        if name != "stuff":
+            ans.timings["strategy"] = time.perf_counter() - t
+        ans.sources = step.packed.sources
+        ans.info["context"] = step.packed.info()
+        ans.info["strategy"] = {"requested": strategy, **step.info,
+                                "llm_calls": runner.calls + (step.messages is not None)}
+        return step
 
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
         """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
         check_question(question)
+        strategy = check_strategy(kwargs.pop("strategy", None), self.settings.strategy)
         self.services.kbs.open(kb)
-        return self._events(question, kb, generate, kwargs)
+        return self._events(question, kb, generate, self._strategy_limit(strategy, kwargs), strategy)
 
-    def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any]) -> Iterator[dict]:
+    def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any],
+                strategy: str = "auto") -> Iterator[dict]:
         started = time.perf_counter()
+        step: FinalStep | None = None
         try:
             result = self.retrieve(question, kb, **kwargs)
             ans, packed = self._prepare(result, generate)
+            if packed is not None:
+                step = self._final_step(ans, result, packed, strategy)  # the intermediate calls, if any
         except RagError as exc:
             yield {"type": "error", "code": exc.code, "message": exc.message}
             return
-        sources = packed.sources if packed else ans.sources
+        sources = step.packed.sources if step else ans.sources
         yield {"type": "retrieval", "standalone_question": result.standalone_question, "variants": result.variants,
                "rerank_enabled": result.rerank_enabled, "sources": [source_to_dict(s) for s in sources],
                "timings": dict(result.timings)}
-        if packed is None:
+        if step is None:
             if ans.answer:
                 yield {"type": "token", "text": ans.answer}
         else:
-            marker_filter = MarkerFilter(len(packed.sources))
+            marker_filter = MarkerFilter(len(step.packed.sources))
             pieces: list[str] = []
             t = time.perf_counter()
             try:
                 llm = self.services.llm
-                messages = build_messages(result.standalone_question, packed.sources, result.language)
-                with closing(llm.stream(messages, max_tokens=self.settings.llm_max_tokens,
-                                        temperature=self.settings.llm_temperature)) as deltas:
+                with closing(_deltas(llm, step, self.settings.llm_max_tokens,
+                                     self.settings.llm_temperature)) as deltas:
                     for delta in deltas:
                         text = marker_filter.feed(delta)
                         if text:
@@ -198,7 +228,7 @@ class Pipeline:
                 pieces.append(tail)
                 yield {"type": "token", "text": tail}
             ans.timings["generate"] = time.perf_counter() - t
-            self._finish(ans, "".join(pieces), marker_filter.invalid, packed, llm.name)
+            self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
         self._done(ans, started)
         yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
         yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
@@ -263,6 +293,14 @@ class Pipeline:
     def _done(ans: Answer, started: float) -> Answer:
         ans.timings["total"] = time.perf_counter() - started
         return ans
+
+
+def _deltas(llm: Any, step: FinalStep, max_tokens: int, temperature: float) -> Iterator[str]:
+    """The final step as text deltas: the streamed last call, or the text a strategy already chose."""
+    if step.messages is None:
+        yield step.text or ""
+        return
+    yield from llm.stream(step.messages, max_tokens=max_tokens, temperature=temperature)
 
 
 def _is_refusal(text: str) -> bool:
