@@ -33,6 +33,9 @@ class RetrievalOptions(BaseModel):
     strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] | None = Field(
         None, description="How the sources reach the model: stuff (one prompt), map_reduce, refine, map_rerank, or "
                           "auto (stuff when they fit, else map_reduce). Default: RAG_STRATEGY.")
+    collection_questions: bool | None = Field(
+        None, description="Answer questions about the collection itself (how many documents, which files "
+                          "mention X, when was X updated) from the catalog. Default: RAG_COLLECTION_QUESTIONS.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
                                            "done (or error).")
     generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")

@@ -38,6 +38,8 @@ def ask(
     mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25."),
     strategy: str = typer.Option(None, "--strategy", envvar="RAG_STRATEGY", help="auto | stuff | map_reduce | "
                                  "refine | map_rerank [default: auto: stuff when the sources fit, else map_reduce]."),
+    no_collection: bool = typer.Option(False, "--no-collection", help="Never answer from the catalog (questions "
+                                       "such as 'how many documents are there?' go through retrieval)."),
     history: Path = typer.Option(None, "--history", help="JSON file with earlier turns: "
                                  '[{"role": "user"|"assistant", "content": "..."}].'),
 ) -> None:
@@ -49,7 +51,8 @@ def ask(
         pipeline = Pipeline(services)
         kwargs: dict[str, Any] = dict(kb=kb or services.settings.default_kb, flt=flt, top_k=top_k, limit=limit,
                                       transforms=transform or None, rerank=False if no_rerank else None,
-                                      history=turns, mode=mode, generate=not no_generate, strategy=strategy)
+                                      history=turns, mode=mode, generate=not no_generate, strategy=strategy,
+                                      collection_questions=False if no_collection else None)
         if stream and not no_generate:
             _stream(pipeline, question, kwargs, as_json, sources)
             return

@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import prompts
+from rag import collection, prompts
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -138,9 +138,12 @@ class Pipeline:
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, question: str, kb: str, *, generate: bool = True, strategy: str | None = None,
-               **kwargs: Any) -> Answer:
+               collection_questions: bool | None = None, **kwargs: Any) -> Answer:
         """Retrieve, then refuse or generate. Raises LLMError when the model cannot answer."""
         started = time.perf_counter()
+        about = self._about_collection(question, kb, generate, collection_questions, kwargs)
+        if about is not None:
+            return self._done(about, started)
         strategy = check_strategy(strategy, self.settings.strategy)
         result = self.retrieve(question, kb, **self._strategy_limit(strategy, kwargs))
         ans, packed = self._prepare(result, generate)
@@ -155,6 +158,23 @@ class Pipeline:
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
         return self._done(ans, started)
+
+    def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
+                          kwargs: dict[str, Any]) -> Answer | None:
+        """The catalog's answer to a question about the collection itself (rag/collection.py), or None."""
+        if not generate or not (self.settings.collection_questions if wanted is None else wanted):
+            return None
+        found = collection.detect(check_question(question))
+        if found is None:
+            return None
+        lang = question_language(question, kwargs.get("history"))
+        result = collection.answer(self.services.kbs.open(kb), found, lang, kwargs.get("flt"))
+        if result is None:
+            return None
+        return Answer(question=question, answer=result.text, sources=result.sources, citations=result.citations,
+                      standalone_question=question, model="catalog",
+                      info={"language": lang, "generated": False, "collection": result.info,
+                            "filter": _filter_dict(kwargs.get("flt"))})
 
     def _strategy_limit(self, strategy: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """map_reduce / refine / map_rerank read more sources than one prompt holds (strategy_sources)."""
@@ -184,6 +204,9 @@ class Pipeline:
         check_question(question)
         strategy = check_strategy(kwargs.pop("strategy", None), self.settings.strategy)
         self.services.kbs.open(kb)
+        about = self._about_collection(question, kb, generate, kwargs.pop("collection_questions", None), kwargs)
+        if about is not None:
+            return _catalog_events(about)
         return self._events(question, kb, generate, self._strategy_limit(strategy, kwargs), strategy)
 
     def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any],
@@ -293,6 +316,16 @@ class Pipeline:
     def _done(ans: Answer, started: float) -> Answer:
         ans.timings["total"] = time.perf_counter() - started
         return ans
+
+
+def _catalog_events(ans: Answer) -> Iterator[dict]:
+    """The stream of an answer from the catalog: the same events as a generated one."""
+    yield {"type": "retrieval", "standalone_question": ans.standalone_question, "variants": [],
+           "rerank_enabled": False, "sources": [source_to_dict(s) for s in ans.sources], "timings": {}}
+    yield {"type": "token", "text": ans.answer}
+    yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
+    yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
+    yield {"type": "done", "answer": answer_to_dict(ans), "timings": dict(ans.timings)}
 
 
 def _deltas(llm: Any, step: FinalStep, max_tokens: int, temperature: float) -> Iterator[str]:
