@@ -36,6 +36,9 @@ class RetrievalOptions(BaseModel):
     collection_questions: bool | None = Field(
         None, description="Answer questions about the collection itself (how many documents, which files "
                           "mention X, when was X updated) from the catalog. Default: RAG_COLLECTION_QUESTIONS.")
+    prefer_latest: bool | None = Field(
+        None, description="Of several versions of a document (\"policy 2023\", \"policy 2024\"), use the newest "
+                          "found unless the question names another. Default: RAG_PREFER_LATEST_VERSION.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
                                            "done (or error).")
     generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")

@@ -12,6 +12,7 @@ import typer
 from cli.main import app, fail, handle_errors
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor, kb_write_lock, reindex
+from rag import versions
 from rag.errors import InvalidRequest
 from rag.factory import build_services
 from rag.settings import load_settings
@@ -130,8 +131,10 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
     services = build_services(load_settings())
     kb = kb or services.settings.default_kb
     services.catalog.require_kb(kb)
+    families = versions.families(services.kbs.open(kb), services.settings.version_min_overlap)
     rows = [{"doc_id": d.doc_id, "source": d.source, "chunks": len(d.chunk_ids), "bytes": d.size, "state": d.state,
-             "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"), "tags": d.tags}
+             "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"), "tags": d.tags,
+             **_version_fields(families.get(d.doc_id))}
             for d in services.catalog.list_docs(kb)]
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -141,6 +144,20 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
         flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
         typer.echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {r['source']}{flag}")
     typer.echo(f"{len(rows)} document(s)")
+    by_family: dict[str, list[versions.Version]] = {}
+    for v in families.values():
+        by_family.setdefault(v.family, []).append(v)
+    if by_family:
+        typer.echo(f"\n{len(by_family)} version family(ies) (queries use the newest unless a question names another):")
+    for family, members in sorted(by_family.items(), key=lambda f: f[1][0].source):
+        chain = " < ".join(v.source for v in sorted(members, key=lambda v: v.order))
+        typer.echo(f"  {family}: {chain}")
+
+
+def _version_fields(v: versions.Version | None) -> dict:
+    if v is None:
+        return {"version_of": None, "version_order": None, "latest_version": None}
+    return {"version_of": v.family, "version_order": v.order, "version_label": v.label, "latest_version": v.newest}
 
 
 @app.command()

@@ -40,6 +40,8 @@ def ask(
                                  "refine | map_rerank [default: auto: stuff when the sources fit, else map_reduce]."),
     no_collection: bool = typer.Option(False, "--no-collection", help="Never answer from the catalog (questions "
                                        "such as 'how many documents are there?' go through retrieval)."),
+    all_versions: bool = typer.Option(False, "--all-versions", help="Keep every version of a document family "
+                                      "(default: the newest found, or the one the question names)."),
     history: Path = typer.Option(None, "--history", help="JSON file with earlier turns: "
                                  '[{"role": "user"|"assistant", "content": "..."}].'),
 ) -> None:
@@ -52,7 +54,8 @@ def ask(
         kwargs: dict[str, Any] = dict(kb=kb or services.settings.default_kb, flt=flt, top_k=top_k, limit=limit,
                                       transforms=transform or None, rerank=False if no_rerank else None,
                                       history=turns, mode=mode, generate=not no_generate, strategy=strategy,
-                                      collection_questions=False if no_collection else None)
+                                      collection_questions=False if no_collection else None,
+                                      prefer_latest=False if all_versions else None)
         if stream and not no_generate:
             _stream(pipeline, question, kwargs, as_json, sources)
             return

@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import collection, prompts
+from rag import collection, prompts, versions
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -65,7 +65,8 @@ class Pipeline:
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
-                 history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None) -> RetrievalResult:
+                 history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None,
+                 prefer_latest: bool | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`)."""
         s = self.settings
         started = time.perf_counter()
@@ -111,10 +112,16 @@ class Pipeline:
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
+        used_versions: list[dict[str, Any]] = []
+        if s.prefer_latest_version if prefer_latest is None else prefer_latest:
+            hits, used_versions = versions.prefer_latest(hits, versions.families(knowledge, s.version_min_overlap),
+                                                         question)
         timings["retrieval_total"] = time.perf_counter() - started
         info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k,
                 "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
                 "warnings": tlog.warnings, "rerank": {"enabled": reranker is not None, **rerank_info}}
+        if used_versions:
+            info["versions"] = used_versions
         return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,
                                reranker is not None, info)
 
@@ -157,6 +164,7 @@ class Pipeline:
         ans.timings["generate"] = time.perf_counter() - t
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
+        _version_note(ans)
         return self._done(ans, started)
 
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
@@ -252,6 +260,9 @@ class Pipeline:
                 yield {"type": "token", "text": tail}
             ans.timings["generate"] = time.perf_counter() - t
             self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
+            added = _version_note(ans)
+            if added:
+                yield {"type": "token", "text": added}
         self._done(ans, started)
         yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
         yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
@@ -316,6 +327,15 @@ class Pipeline:
     def _done(ans: Answer, started: float) -> Answer:
         ans.timings["total"] = time.perf_counter() - started
         return ans
+
+
+def _version_note(ans: Answer) -> str:
+    """Append which version of a document family the answer used (rag/versions.py); the text added."""
+    if ans.refused or not ans.info.get("versions"):
+        return ""
+    added = " " + versions.note(ans.info["versions"], ans.info.get("language", "en"))
+    ans.answer += added
+    return added
 
 
 def _catalog_events(ans: Answer) -> Iterator[dict]:

@@ -32,7 +32,7 @@ from rag.retrieval import MODES
 router = APIRouter(prefix="/v1", tags=["openai"])
 DEFAULT_MODELS = ("", "default", "rag")
 RAG_OPTIONS = ("filters", "top_k", "limit", "transforms", "rerank", "mode", "strategy",
-               "collection_questions")
+               "collection_questions", "prefer_latest")
 
 
 def _text(message: OpenAIMessage) -> str:
@@ -58,7 +58,7 @@ def _options(body: ChatCompletionRequest) -> dict[str, Any]:
         raise InvalidRequest(f"rag.mode must be one of {list(MODES)}", field="rag.mode")
     for name, kind in (("filters", (dict, list)), ("transforms", list), ("rerank", bool), ("top_k", int),
                        ("limit", int), ("append_sources", bool), ("strategy", str),
-                       ("collection_questions", bool)):
+                       ("collection_questions", bool), ("prefer_latest", bool)):
         if options.get(name) is not None and not isinstance(options[name], kind):
             raise InvalidRequest(f"rag.{name} has the wrong type", field=f"rag.{name}")
     return options
