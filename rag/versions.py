@@ -159,19 +159,17 @@ def families(kb: KnowledgeBase, min_overlap: float = 0.5) -> dict[str, Version]:
 
 def _candidates(kb: KnowledgeBase, docs: list) -> list[tuple[str, str, str, float, str]]:
     """Only documents sharing a name once the marker is removed need their text (read from the store)."""
+    def names(d) -> set[tuple[str, str]]:
+        path = PurePosixPath(d.source)
+        return {(str(path.parent), split_marker(n)[0]) for n in (path.stem, d.title) if n}
+
     keys: dict[tuple[str, str], int] = {}
     for d in docs:
-        path = PurePosixPath(d.source)
-        keys[(str(path.parent), split_marker(path.stem)[0])] = keys.get((str(path.parent), split_marker(path.stem)[0]), 0) + 1
-        if d.title:
-            key = (str(path.parent), split_marker(d.title)[0])
+        for key in names(d):
             keys[key] = keys.get(key, 0) + 1
     out = []
     for d in docs:
-        path = PurePosixPath(d.source)
-        names = [(str(path.parent), split_marker(path.stem)[0])] + ([(str(path.parent), split_marker(d.title)[0])]
-                                                                    if d.title else [])
-        if any(keys.get(k, 0) > 1 for k in names):
+        if any(keys[k] > 1 for k in names(d)):
             chunks = sorted(kb.get_chunks(d.chunk_ids).values(), key=lambda c: c.start)
             out.append((d.doc_id, d.source, d.title, d.mtime, "\n".join(c.text for c in chunks)))
     return out
