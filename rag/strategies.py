@@ -3,7 +3,8 @@
 - stuff: every source in one answer prompt (token-budgeted by `rag.generation.pack_context`);
 - map_reduce: each group of sources (at most `group_sources`, sized to the token budget) gives a
   partial answer in parallel; the partial answers, with their `[n]` markers, are combined by a
-  reduce call (collapsed in rounds when they do not fit one prompt);
+  reduce call (collapsed in rounds when they do not fit one prompt); a single non-refusing
+  partial answer is the answer itself;
 - refine: an answer from the first group, improved with each next group;
 - map_rerank: one answer per source with a self-rated "Score: 0-100"; the best one wins;
 - auto: stuff when the sources fit the budget whole, else map_reduce.
@@ -166,6 +167,8 @@ class StrategyRunner:
         info["map_calls"] = len(groups)
         if not kept:
             return FinalStep(whole, text=prompts.refusal(lang), info=info)
+        if len(kept) == 1:  # one group answered: nothing to combine (and no reduce call to get wrong)
+            return FinalStep(whole, text=kept[0], info={**info, "collapse_rounds": 0})
         rounds = 0
         numbers = {s.number for s in whole.sources}
         while len(kept) > 1 and estimate_tokens(self._partials(kept, lang)) > whole.budget:

@@ -230,3 +230,15 @@ def test_cli_ask_strategy(tmp_path, monkeypatch):
     assert "strategy map_reduce (3 LLM calls)" in result.stderr and "[2]" in result.stdout
     bad = CliRunner().invoke(app, ["ask", QUESTION, "--kb", KB, "--strategy", "magic"])
     assert bad.exit_code == 2 and "unknown strategy" in bad.stderr
+
+
+def test_map_reduce_with_one_answering_group_needs_no_reduce(tmp_path):
+    def one(messages):
+        number, text = blocks(messages)[0]
+        return map_reply(messages) if number == 1 else "I could not find this in the documents."
+
+    llm = ScriptedLLM(router(map=one))
+    answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_reduce", limit=3)
+    assert kinds(llm) == ["map"] * 3 and not answer.refused
+    assert [c.source_number for c in answer.citations if c.origin == "model"] == [1]
+    assert answer.info["strategy"]["partials"] == 1 and answer.info["strategy"]["llm_calls"] == 3
