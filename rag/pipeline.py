@@ -194,8 +194,8 @@ class Pipeline:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         s = self.settings
         name = resolve(strategy, packed)
-        runner = StrategyRunner(self.services.llm, StrategyConfig(s.llm_max_tokens, s.llm_temperature,
-                                                                  s.strategy_group_sources, s.strategy_parallel))
+        config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel)
+        runner = StrategyRunner(lambda: self.services.llm, config)
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, result.hits, packed, result.language)
         if name != "stuff":

@@ -17,7 +17,7 @@ for the last call, or the chosen text for map_rerank), which the pipeline calls 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -120,7 +120,10 @@ def _blocks(sources: Sequence[Source], lang: str) -> str:
 
 
 class StrategyRunner:
-    def __init__(self, llm: LLM, config: StrategyConfig) -> None:
+    """`llm` is a function returning the model, called only when a step needs it (stuff needs none
+    here: the pipeline makes its one call)."""
+
+    def __init__(self, llm: Callable[[], LLM], config: StrategyConfig) -> None:
         self.llm = llm
         self.config = config
         self.calls = 0
@@ -148,7 +151,7 @@ class StrategyRunner:
     # -- steps ---------------------------------------------------------------------------------
     def _chat(self, messages: list[dict[str, str]]) -> str:
         self.calls += 1
-        return self.llm.chat(messages, max_tokens=self.config.max_tokens, temperature=self.config.temperature)
+        return self.llm().chat(messages, max_tokens=self.config.max_tokens, temperature=self.config.temperature)
 
     def _parallel(self, batches: list[list[dict[str, str]]]) -> list[str]:
         if len(batches) <= 1 or self.config.parallel <= 1:
