@@ -87,6 +87,8 @@ def ingest(
         with kb_write_lock(services, kb, wait=False):
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune))
+            # version families are detected now (and again whenever the documents change)
+            families = {v.family for v in versions.families(services.kbs.open(kb), settings.version_min_overlap).values()}
     finally:
         if progress:
             progress.close()
@@ -95,6 +97,8 @@ def ingest(
         typer.echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
         _print_summary(report)
+        if families:
+            typer.echo(f"version families: {len(families)} (see `rag docs --kb {kb}`)")
     nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
     if nothing:
         fail(f"nothing could be ingested from {path}", 1)

@@ -115,7 +115,8 @@ def test_rag_docs_shows_the_families(tmp_path, monkeypatch):
     (docs / "Attendance policy 2024.md").write_text(NEW, encoding="utf-8")
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
-    assert CliRunner().invoke(app, ["ingest", str(docs), "--kb", "hr", "-q"]).exit_code == 0
+    ingested = CliRunner().invoke(app, ["ingest", str(docs), "--kb", "hr", "-q"])
+    assert ingested.exit_code == 0 and "version families: 1" in ingested.output
     result = CliRunner().invoke(app, ["docs", "--kb", "hr"])
     assert result.exit_code == 0, result.output
     assert re.search(r"1 version family\(ies\).*\n  \w+: Attendance policy 2023\.md < Attendance policy 2024\.md",
