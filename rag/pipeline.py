@@ -31,7 +31,7 @@ from rag.retrieval import MODES, HybridRetriever, parse_filter
 from rag.settings import TRANSFORMS
 from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
-from rag.types import Answer, Filter, Hit
+from rag.types import Answer, Filter, Hit, Source
 
 __all__ = ["Pipeline", "RetrievalResult", "answer_to_dict", "parse_filter"]
 
@@ -194,7 +194,9 @@ class Pipeline:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         s = self.settings
         name = resolve(strategy, packed)
-        config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel)
+        grounded = self._grounded if s.verify_citations and s.refuse_unsupported else None
+        config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel,
+                                grounded)
         runner = StrategyRunner(lambda: self.services.llm, config)
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, result.hits, packed, result.language)
@@ -205,6 +207,15 @@ class Pipeline:
         ans.info["strategy"] = {"requested": strategy, **step.info,
                                 "llm_calls": runner.calls + (step.messages is not None)}
         return step
+
+    def _grounded(self, text: str, sources: Sequence[Source]) -> bool:
+        """Whether a source supports at least one claim of an intermediate (map) answer."""
+        verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        citations = extract_citations(text, sources)
+        if citations:
+            verifier.verify(citations, sources)
+        _, grounding = attribute(text, citations, sources, verifier)
+        return not grounding["claims"] or grounding["supported_claims"] > 0
 
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
         """Events: retrieval, token*, sources, citations, done; or error (then nothing more).

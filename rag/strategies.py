@@ -26,6 +26,7 @@ from rag import prompts, strategy_prompts
 from rag.errors import InvalidRequest
 from rag.generation import PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
 from rag.protocols import LLM
+from rag.text import split_sentences
 from rag.types import Hit, Source
 
 MAX_COLLAPSE_ROUNDS = 3
@@ -59,6 +60,9 @@ class StrategyConfig:
     temperature: float
     group_sources: int = 3  # sources per map / refine group
     parallel: int = 4  # concurrent map calls
+    # (partial answer, its group's sources) -> whether any claim of it is supported; partial answers
+    # no source supports are dropped before the reduce step (None: keep every one)
+    grounded: Callable[[str, Sequence[Source]], bool] | None = None
 
 
 @dataclass
@@ -103,6 +107,24 @@ def group_sources(sources: Sequence[Source], budget: int, max_per_group: int, la
 def keep_markers(text: str, allowed: set[int]) -> str:
     """The text without the `[n]` markers whose number is not in `allowed`."""
     return _MARKER.sub(lambda m: m.group(0) if int(m.group(1)) in allowed else "", text).strip()
+
+
+def cite_single(text: str, group: Sequence[Source]) -> str:
+    """A partial answer from a one-source group with no marker at all: every sentence is that
+    source's, so each gets its `[n]` (small models often write none, and the reduce step needs them)."""
+    if len(group) != 1 or _MARKER.search(text) or is_refusal(text):
+        return text
+    number = group[0].number
+    spans = split_sentences(text)
+    if not spans:
+        return text
+    out, pos = [], 0
+    for _, end in spans:
+        sentence = text[pos:end].rstrip()
+        stop = sentence[-1] if sentence and sentence[-1] in ".!?。！？" else ""
+        out.append(f"{sentence[:len(sentence) - len(stop)].rstrip()} [{number}]{stop}")
+        pos = end
+    return " ".join(part.strip() for part in out) + text[pos:]
 
 
 def parse_score(reply: str) -> tuple[str, int]:
@@ -164,9 +186,14 @@ class StrategyRunner:
         template = strategy_prompts.MAP
         replies = self._parallel([prompts.messages(template, lang, sources=_blocks(g, lang), question=question)
                                   for g in groups])
-        partials = [keep_markers(r, {s.number for s in g}) for r, g in zip(replies, groups, strict=True)]
-        kept = [p for p in partials if not is_refusal(p)]
+        partials = [(cite_single(keep_markers(r, {s.number for s in g}), g), g)
+                    for r, g in zip(replies, groups, strict=True)]
+        answered = [(p, g) for p, g in partials if not is_refusal(p)]
+        grounded = self.config.grounded
+        kept = [p for p, g in answered if grounded is None or grounded(p, g)]
         info["partials"] = len(kept)
+        if len(kept) < len(answered):
+            info["unsupported_partials"] = len(answered) - len(kept)
         info["map_calls"] = len(groups)
         if not kept:
             return FinalStep(whole, text=prompts.refusal(lang), info=info)

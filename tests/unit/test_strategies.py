@@ -242,3 +242,26 @@ def test_map_reduce_with_one_answering_group_needs_no_reduce(tmp_path):
     assert kinds(llm) == ["map"] * 3 and not answer.refused
     assert [c.source_number for c in answer.citations if c.origin == "model"] == [1]
     assert answer.info["strategy"]["partials"] == 1 and answer.info["strategy"]["llm_calls"] == 3
+
+
+def test_unsupported_partial_answers_are_dropped_before_the_reduce(tmp_path):
+    def maps(messages):
+        number, text = blocks(messages)[0]
+        # the model writes no marker; source 2's partial answer is invented
+        return first_sentence(text) if number == 1 else "The moon is made of green cheese."
+
+    llm = ScriptedLLM(router(map=maps, reduce=reduce_reply))
+    answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_reduce", limit=3)
+    info = answer.info["strategy"]
+    assert info["unsupported_partials"] == 2 and info["partials"] == 1 and "reduce" not in kinds(llm)
+    assert not answer.refused and [c.source_number for c in answer.citations if c.origin == "model"] == [1]
+
+
+def test_cite_single():
+    from rag.strategies import cite_single
+    from rag.types import Source
+
+    one = [Source(4, "c", "d", "s", "T", (), None, 0, 1, "x", 0.0)]
+    assert cite_single("It lasts two years. It covers defects.", one) == "It lasts two years [4]. It covers defects [4]."
+    assert cite_single("It lasts two years [2].", one) == "It lasts two years [2]."
+    assert cite_single("It lasts.", one * 2) == "It lasts."
