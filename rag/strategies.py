@@ -268,7 +268,7 @@ class StrategyRunner:
             text, score = parse_score(reply)
             # one source was shown: every marker means that source, whatever number the model wrote
             text = _MARKER.sub(f" [{source.number}]", text).strip()
-            if is_refusal(text):
+            if is_refusal(text) or not re.search(r"\w{2}", _MARKER.sub("", text)):  # refused, or no words
                 score = 0
             elif not _MARKER.search(text):
                 text = f"{text} [{source.number}]"

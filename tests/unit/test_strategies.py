@@ -113,6 +113,13 @@ def test_map_rerank_returns_the_best_scored_answer_cited_to_its_source(tmp_path)
     assert "Score" not in answer.answer
 
 
+def test_map_rerank_ignores_an_answer_without_words(tmp_path):
+    llm = ScriptedLLM(router(map_rerank=lambda m: "% [1]\nScore: 95" if blocks(m)[0][0] == 1 else
+                             f"{first_sentence(blocks(m)[0][1])} Score: 40"))
+    answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_rerank", limit=2)
+    assert answer.info["strategy"]["chosen"] == 2 and answer.info["strategy"]["scores"][1] == 0
+
+
 def test_map_rerank_with_no_positive_score_refuses(tmp_path):
     llm = ScriptedLLM(router(map_rerank="I could not find this in the documents. Score: 0"))
     answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_rerank", limit=2)
