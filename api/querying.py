@@ -30,7 +30,8 @@ def pipeline_kwargs(options: RetrievalOptions | dict[str, Any], history: list[di
     get = options.get if isinstance(options, dict) else lambda name, default=None: getattr(options, name, default)
     return {"flt": parse_filter(filter_pairs(get("filters"))), "top_k": get("top_k"), "limit": get("limit"),
             "transforms": get("transforms"), "rerank": get("rerank"), "mode": get("mode") or "hybrid",
-            "history": history or None}
+            "history": history or None, "strategy": get("strategy"),
+            "collection_questions": get("collection_questions"), "prefer_latest": get("prefer_latest")}
 
 
 def answer_payload(data: dict[str, Any], kb: str, include_hits: bool = False) -> dict[str, Any]:

@@ -30,6 +30,15 @@ class RetrievalOptions(BaseModel):
     transforms: list[str] | None = Field(None, max_length=5, description=_TRANSFORMS_DOC)
     rerank: bool | None = Field(None, description="Cross-encoder reranking (default: on when a model is present).")
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] | None = Field(
+        None, description="How the sources reach the model: stuff (one prompt), map_reduce, refine, map_rerank, or "
+                          "auto (stuff when they fit, else map_reduce). Default: RAG_STRATEGY.")
+    collection_questions: bool | None = Field(
+        None, description="Answer questions about the collection itself (how many documents, which files "
+                          "mention X, when was X updated) from the catalog. Default: RAG_COLLECTION_QUESTIONS.")
+    prefer_latest: bool | None = Field(
+        None, description="Of several versions of a document (\"policy 2023\", \"policy 2024\"), use the newest "
+                          "found unless the question names another. Default: RAG_PREFER_LATEST_VERSION.")
     stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
                                            "done (or error).")
     generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")

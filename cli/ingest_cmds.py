@@ -13,6 +13,7 @@ from cli.main import app, fail, handle_errors
 from cli.output import echo, name
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor, kb_write_lock, reindex
+from rag import versions
 from rag.errors import InvalidRequest
 from rag.factory import build_services, open_services
 from rag.settings import load_settings
@@ -97,6 +98,9 @@ def ingest(
                                       page_progress=progress.page if progress else None)
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
+            # version families are detected now (and again whenever the documents change)
+            families = {v.family
+                        for v in versions.families(services.kbs.open(kb), settings.version_min_overlap).values()}
     finally:
         if progress:
             progress.close()
@@ -105,6 +109,8 @@ def ingest(
         echo(json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     else:
         _print_summary(report)
+        if families:
+            echo(f"version families: {len(families)} (see `rag docs --kb {name(kb)}`)")
     nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
     if nothing:
         fail(f"nothing could be ingested from {path}", 1)
@@ -148,18 +154,34 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
     with open_services() as services:
         kb = kb or services.settings.default_kb
         services.catalog.require_kb(kb)
+        families = versions.families(services.kbs.open(kb), services.settings.version_min_overlap)
         rows = [{"doc_id": d.doc_id, "source": d.source, "chunks": len(d.chunk_ids), "bytes": d.size,
                  "state": d.state, "tags": d.tags,
-                 "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds")}
+                 "ingested_at": datetime.fromtimestamp(d.ingested_at).isoformat(timespec="seconds"),
+                 **_version_fields(families.get(d.doc_id))}
                 for d in services.catalog.list_docs(kb)]
-        if as_json:
-            echo(json.dumps(rows, ensure_ascii=False, indent=2))
-            return
-        echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
-        for r in rows:
-            flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
-            echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
-        echo(f"{len(rows)} document(s)")
+    if as_json:
+        echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
+    for r in rows:
+        flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
+        echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
+    echo(f"{len(rows)} document(s)")
+    by_family: dict[str, list[versions.Version]] = {}
+    for v in families.values():
+        by_family.setdefault(v.family, []).append(v)
+    if by_family:
+        echo(f"\n{len(by_family)} version family(ies) (queries use the newest unless a question names another):")
+    for family, members in sorted(by_family.items(), key=lambda f: f[1][0].source):
+        chain = " < ".join(name(v.source) for v in sorted(members, key=lambda v: v.order))
+        echo(f"  {name(family)}: {chain}")
+
+
+def _version_fields(v: versions.Version | None) -> dict:
+    if v is None:
+        return {"version_of": None, "version_order": None, "latest_version": None}
+    return {"version_of": v.family, "version_order": v.order, "version_label": v.label, "latest_version": v.newest}
 
 
 @app.command()

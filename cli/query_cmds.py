@@ -39,6 +39,12 @@ def ask(
     top_k: int = typer.Option(None, "--top-k", help="Candidates per list and query variant [default: 30]."),
     limit: int = typer.Option(None, "--limit", help="Hits kept after fusion/reranking [default: 5]."),
     mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25."),
+    strategy: str = typer.Option(None, "--strategy", envvar="RAG_STRATEGY", help="auto | stuff | map_reduce | "
+                                 "refine | map_rerank [default: auto: stuff when the sources fit, else map_reduce]."),
+    no_collection: bool = typer.Option(False, "--no-collection", help="Never answer from the catalog (questions "
+                                       "such as 'how many documents are there?' go through retrieval)."),
+    all_versions: bool = typer.Option(False, "--all-versions", help="Keep every version of a document family "
+                                      "(default: the newest found, or the one the question names)."),
     history: Path = typer.Option(None, "--history", help="JSON file with earlier turns: "
                                  '[{"role": "user"|"assistant", "content": "..."}].'),
 ) -> None:
@@ -50,7 +56,9 @@ def ask(
         pipeline = Pipeline(services)
         kwargs: dict[str, Any] = dict(kb=kb or services.settings.default_kb, flt=flt, top_k=top_k, limit=limit,
                                       transforms=transform or None, rerank=False if no_rerank else None,
-                                      history=turns, mode=mode, generate=not no_generate)
+                                      history=turns, mode=mode, generate=not no_generate, strategy=strategy,
+                                      collection_questions=False if no_collection else None,
+                                      prefer_latest=False if all_versions else None)
         if stream and not no_generate:
             _stream(pipeline, question, kwargs, as_json, sources)
             return
@@ -168,6 +176,9 @@ def _print_status(data: dict[str, Any]) -> None:
         line += f" · generation {t['generate']:.1f} s"
     if data["model"]:
         line += f" · model {data['model']}"
+    strategy = info.get("strategy") or {}
+    if strategy.get("name") not in (None, "stuff"):
+        line += f" · strategy {strategy['name']} ({strategy.get('llm_calls', 0)} LLM calls)"
     echo(line, err=True)
     for warning in info.get("warnings", []):
         echo(f"warning: {warning}", err=True)

@@ -19,7 +19,7 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import prompts
+from rag import collection, prompts, versions
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -29,8 +29,9 @@ from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
 from rag.settings import TRANSFORMS
+from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
-from rag.types import Answer, Filter, Hit
+from rag.types import Answer, Filter, Hit, Source
 
 __all__ = ["Pipeline", "RetrievalResult"]
 
@@ -65,9 +66,10 @@ class Pipeline:
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
                  history: list[dict] | None = None, mode: str = "hybrid", limit: int | None = None,
-                 fusion: str | None = None) -> RetrievalResult:
+                 fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
-        overrides the `fusion` setting ("confidence" or "rrf")."""
+        overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
+        `prefer_latest_version` setting (only the newest version of a document family)."""
         s = self.settings
         started = time.perf_counter()
         question = check_question(question)
@@ -114,10 +116,16 @@ class Pipeline:
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
+        used_versions: list[dict[str, Any]] = []
+        if s.prefer_latest_version if prefer_latest is None else prefer_latest:
+            hits, used_versions = versions.prefer_latest(hits, versions.families(knowledge, s.version_min_overlap),
+                                                         question)
         timings["retrieval_total"] = time.perf_counter() - started
         info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k, "fusion": fusion,
                 "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
                 "warnings": tlog.warnings, "rerank": {"enabled": reranker is not None, **rerank_info}}
+        if used_versions:
+            info["versions"] = used_versions
         return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,
                                reranker is not None, info)
 
@@ -140,20 +148,27 @@ class Pipeline:
         return reranker, {"model": reranker.name}
 
     # -- answering ---------------------------------------------------------------------------
-    def answer(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Answer:
+    def answer(self, question: str, kb: str, *, generate: bool = True, strategy: str | None = None,
+               collection_questions: bool | None = None, **kwargs: Any) -> Answer:
         """Retrieve, then refuse or generate. Raises LLMError when the model cannot answer."""
         started = time.perf_counter()
-        result = self.retrieve(question, kb, **kwargs)
+        about = self._about_collection(question, kb, generate, collection_questions, kwargs)
+        if about is not None:
+            return self._done(about, started)
+        strategy = check_strategy(strategy, self.settings.strategy)
+        result = self.retrieve(question, kb, **self._strategy_limit(strategy, kwargs))
         ans, packed = self._prepare(result, generate)
         if packed is None:
             return self._done(ans, started)
         llm = self.services.llm
+        step = self._final_step(ans, result, packed, strategy)
         t = time.perf_counter()
-        raw = llm.chat(build_messages(result.standalone_question, packed.sources, result.language),
-                       max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+        raw = step.text if step.messages is None else llm.chat(
+            step.messages, max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
-        text, invalid = clean_answer(raw, len(packed.sources))
-        self._finish(ans, text, invalid, packed, llm.name)
+        text, invalid = clean_answer(raw, len(step.packed.sources))
+        self._finish(ans, text, invalid, step.packed, llm.name)
+        _version_note(ans)
         return self._done(ans, started)
 
     def answer_from_hits(self, question: str, hits: Sequence[Hit], *, lang: str | None = None) -> Answer:
@@ -176,37 +191,94 @@ class Pipeline:
         self._finish(ans, text, invalid, packed, llm.name)
         return self._done(ans, started)
 
+    def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
+                          kwargs: dict[str, Any]) -> Answer | None:
+        """The catalog's answer to a question about the collection itself (rag/collection.py), or None."""
+        if not generate or not (self.settings.collection_questions if wanted is None else wanted):
+            return None
+        found = collection.detect(check_question(question))
+        if found is None:
+            return None
+        lang = question_language(question, kwargs.get("history"))
+        result = collection.answer(self.services.kbs.open(kb), found, lang, kwargs.get("flt"))
+        if result is None:
+            return None
+        return Answer(question=question, answer=result.text, sources=result.sources, citations=result.citations,
+                      standalone_question=question, model="catalog",
+                      info={"language": lang, "generated": False, "collection": result.info,
+                            "filter": _filter_dict(kwargs.get("flt"))})
+
+    def _strategy_limit(self, strategy: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """map_reduce / refine / map_rerank read more sources than one prompt holds (strategy_sources)."""
+        if strategy in ("map_reduce", "refine", "map_rerank") and kwargs.get("limit") is None:
+            return {**kwargs, "limit": self.settings.strategy_sources}
+        return kwargs
+
+    def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
+        """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
+        s = self.settings
+        name = resolve(strategy, packed)
+        grounded = self._grounded if s.verify_citations and s.refuse_unsupported else None
+        config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel,
+                                grounded)
+        runner = StrategyRunner(lambda: self.services.llm, config)
+        t = time.perf_counter()
+        step = runner.final_step(name, result.standalone_question, result.hits, packed, result.language)
+        if name != "stuff":
+            ans.timings["strategy"] = time.perf_counter() - t
+        ans.sources = step.packed.sources
+        ans.info["context"] = step.packed.info()
+        ans.info["strategy"] = {"requested": strategy, **step.info,
+                                "llm_calls": runner.calls + (step.messages is not None)}
+        return step
+
+    def _grounded(self, text: str, sources: Sequence[Source]) -> bool:
+        """Whether a source supports at least one claim of an intermediate (map) answer."""
+        verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        citations = extract_citations(text, sources)
+        if citations:
+            verifier.verify(citations, sources)
+        _, grounding = attribute(text, citations, sources, verifier)
+        return not grounding["claims"] or grounding["supported_claims"] > 0
+
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
         """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
         check_question(question)
+        strategy = check_strategy(kwargs.pop("strategy", None), self.settings.strategy)
         self.services.kbs.open(kb)
-        return self._events(question, kb, generate, kwargs)
+        about = self._about_collection(question, kb, generate, kwargs.pop("collection_questions", None), kwargs)
+        if about is not None:
+            return _catalog_events(about)
+        return self._events(question, kb, generate, self._strategy_limit(strategy, kwargs), strategy)
 
-    def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any]) -> Iterator[dict]:
+    def _events(self, question: str, kb: str, generate: bool, kwargs: dict[str, Any],
+                strategy: str = "auto") -> Iterator[dict]:
         started = time.perf_counter()
+        step: FinalStep | None = None
         try:
             result = self.retrieve(question, kb, **kwargs)
             ans, packed = self._prepare(result, generate)
+            if packed is not None:
+                step = self._final_step(ans, result, packed, strategy)  # the intermediate calls, if any
         except RagError as exc:
             yield {"type": "error", "code": exc.code, "message": exc.message}
             return
-        sources = packed.sources if packed else ans.sources
+        sources = step.packed.sources if step else ans.sources
         yield {"type": "retrieval", "standalone_question": result.standalone_question, "variants": result.variants,
                "rerank_enabled": result.rerank_enabled, "sources": [source_to_dict(s) for s in sources],
                "timings": dict(result.timings)}
-        if packed is None:
+        if step is None:
             if ans.answer:
                 yield {"type": "token", "text": ans.answer}
         else:
-            marker_filter = MarkerFilter(len(packed.sources))
+            marker_filter = MarkerFilter(len(step.packed.sources))
             pieces: list[str] = []
             t = time.perf_counter()
             try:
                 llm = self.services.llm
-                messages = build_messages(result.standalone_question, packed.sources, result.language)
-                with closing(llm.stream(messages, max_tokens=self.settings.llm_max_tokens,
-                                        temperature=self.settings.llm_temperature)) as deltas:
+                with closing(_deltas(llm, step, self.settings.llm_max_tokens,
+                                     self.settings.llm_temperature)) as deltas:
                     for delta in deltas:
                         text = marker_filter.feed(delta)
                         if text:
@@ -222,7 +294,10 @@ class Pipeline:
                 pieces.append(tail)
                 yield {"type": "token", "text": tail}
             ans.timings["generate"] = time.perf_counter() - t
-            self._finish(ans, "".join(pieces), marker_filter.invalid, packed, llm.name)
+            self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
+            added = _version_note(ans)
+            if added:
+                yield {"type": "token", "text": added}
         self._done(ans, started)
         yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
         yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
@@ -287,6 +362,33 @@ class Pipeline:
     def _done(ans: Answer, started: float) -> Answer:
         ans.timings["total"] = time.perf_counter() - started
         return ans
+
+
+def _version_note(ans: Answer) -> str:
+    """Append which version of a document family the answer used (rag/versions.py); the text added."""
+    if ans.refused or not ans.info.get("versions"):
+        return ""
+    added = " " + versions.note(ans.info["versions"], ans.info.get("language", "en"))
+    ans.answer += added
+    return added
+
+
+def _catalog_events(ans: Answer) -> Iterator[dict]:
+    """The stream of an answer from the catalog: the same events as a generated one."""
+    yield {"type": "retrieval", "standalone_question": ans.standalone_question, "variants": [],
+           "rerank_enabled": False, "sources": [source_to_dict(s) for s in ans.sources], "timings": {}}
+    yield {"type": "token", "text": ans.answer}
+    yield {"type": "sources", "sources": [source_to_dict(s, ans.citations) for s in ans.sources]}
+    yield {"type": "citations", "citations": [citation_to_dict(c, ans.sources) for c in ans.citations]}
+    yield {"type": "done", "answer": answer_to_dict(ans), "timings": dict(ans.timings)}
+
+
+def _deltas(llm: Any, step: FinalStep, max_tokens: int, temperature: float) -> Iterator[str]:
+    """The final step as text deltas: the streamed last call, or the text a strategy already chose."""
+    if step.messages is None:
+        yield step.text or ""
+        return
+    yield from llm.stream(step.messages, max_tokens=max_tokens, temperature=temperature)
 
 
 def _is_refusal(text: str) -> bool:

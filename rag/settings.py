@@ -142,6 +142,17 @@ class Settings(BaseSettings):
     refuse_unsupported: bool = True  # replace an answer that no source supports by the refusal
     citation_min_support: float = Field(0.5, ge=0, le=1)
 
+    # answer strategies (rag/strategies.py): auto = stuff when the sources fit one prompt, else map_reduce
+    strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] = "auto"
+    strategy_sources: int = Field(12, ge=1, le=50)  # hits for map_reduce/refine/map_rerank when no limit is given
+    strategy_group_sources: int = Field(3, ge=1, le=50)  # sources per map / refine group (also budget-bound)
+    strategy_parallel: int = Field(4, ge=1, le=32)  # concurrent map calls
+    # questions about the collection itself ("how many documents ...") answered from the catalog
+    collection_questions: bool = True
+    # document versions (rag/versions.py): prefer the newest document of a version family
+    prefer_latest_version: bool = True
+    version_min_overlap: float = Field(0.5, ge=0, le=1)  # shingle Jaccard for two names to be one family
+
     # API
     api_admin_key: SecretStr | None = None
     auth_disabled: bool = False

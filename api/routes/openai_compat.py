@@ -31,7 +31,8 @@ from rag.retrieval import MODES
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 DEFAULT_MODELS = ("", "default", "rag")
-RAG_OPTIONS = ("filters", "top_k", "limit", "transforms", "rerank", "mode")
+RAG_OPTIONS = ("filters", "top_k", "limit", "transforms", "rerank", "mode", "strategy",
+               "collection_questions", "prefer_latest")
 
 
 def _text(message: OpenAIMessage) -> str:
@@ -56,7 +57,8 @@ def _options(body: ChatCompletionRequest) -> dict[str, Any]:
     if options.get("mode", "hybrid") not in MODES:
         raise InvalidRequest(f"rag.mode must be one of {list(MODES)}", field="rag.mode")
     for name, kind in (("filters", (dict, list)), ("transforms", list), ("rerank", bool), ("top_k", int),
-                       ("limit", int), ("append_sources", bool)):
+                       ("limit", int), ("append_sources", bool), ("strategy", str),
+                       ("collection_questions", bool), ("prefer_latest", bool)):
         if options.get(name) is not None and not isinstance(options[name], kind):
             raise InvalidRequest(f"rag.{name} has the wrong type", field=f"rag.{name}")
     return options

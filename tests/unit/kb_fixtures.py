@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rag import prompts
+from rag import prompts, strategy_prompts
 from rag.factory import Services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
@@ -117,11 +117,13 @@ class TableReranker:
 
 
 def kind_of(messages: list[dict[str, str]]) -> str:
-    """Which prompt a chat call used: "answer", "condense", "rewrite", "multi_query", ..."""
+    """Which prompt a chat call used: "answer", "condense", "rewrite", "multi_query", ..., and the
+    strategy steps "map", "reduce", "refine", "map_rerank"."""
     system = messages[0]["content"]
     if system in prompts.ANSWER_SYSTEM.values():
         return "answer"
-    for name, template in [("condense", prompts.CONDENSE), *prompts.TRANSFORM_PROMPTS.items()]:
+    for name, template in [("condense", prompts.CONDENSE), *prompts.TRANSFORM_PROMPTS.items(),
+                           *strategy_prompts.STRATEGY_PROMPTS.items()]:
         if any(system.startswith(sys_text.split("{")[0][:60]) for sys_text, _ in template.values()):
             return name
     raise AssertionError(f"unknown prompt: {system[:80]}")

@@ -123,7 +123,7 @@ def test_generate_false_returns_retrieval_only(tmp_path):
 def test_small_context_window_packs_fewer_sources(tmp_path):
     llm = ScriptedLLM(router(answer="Two years [1]."))
     services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256)
-    answer = Pipeline(services).answer("warranty battery reset passwords", KB, limit=7)
+    answer = Pipeline(services).answer("warranty battery reset passwords", KB, limit=7, strategy="stuff")
     context = answer.info["context"]
     assert context["used_tokens"] <= context["budget_tokens"] < 640 - 256
     assert len(answer.sources) < 7 and context["left_out"] >= 1
