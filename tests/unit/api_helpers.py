@@ -41,6 +41,17 @@ def make_app(tmp_path: Path, *, llm: Any = None, **settings: Any) -> tuple[FastA
     return create_app(services), services
 
 
+def wait_for_job(client, job_id: str, timeout: float = 60) -> dict:
+    """Poll `GET /v1/jobs/{job_id}` (as the admin) until the job has finished or `timeout` seconds
+    passed; returns the last job record (the caller asserts its status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
+        if job["status"] in ("succeeded", "partial", "failed") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
 def parse_sse(text: str) -> list[tuple[str, Any]]:
     """(event, data) pairs of a Server-Sent Events body; data is parsed JSON (or the raw string)."""
     out = []

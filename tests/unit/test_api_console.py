@@ -5,12 +5,11 @@ page itself (served offline, linked with the chat page)."""
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.unit.api_helpers import ADMIN, ADMIN_KEY, make_app
+from tests.unit.api_helpers import ADMIN, ADMIN_KEY, make_app, wait_for_job
 
 MANUAL_MD = ("# Zephyr Kettle Manual\n\n## Warranty\n\nThe Zephyr kettle warranty lasts three years from the date of "
              "purchase. It covers the heating element and the lid hinge.\n\n## Cleaning\n\n"
@@ -27,10 +26,7 @@ def client(tmp_path):
         r = c.post("/v1/kbs/kettle/documents", files=[("files", ("manual.md", MANUAL_MD)),
                                                       ("files", ("faq.csv", FAQ_CSV.encode()))], headers=ADMIN)
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 60
-        while c.get(r.headers["Location"], headers=ADMIN).json()["status"] in ("queued", "running"):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        assert wait_for_job(c, r.json()["job_id"])["status"] == "succeeded"
         yield c
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from api.jobs import Job, JobManager
 from ingest.service import kb_write_lock
 from rag.adapters.llm_fake import ScriptedLLM
-from tests.unit.api_helpers import ADMIN, make_app
+from tests.unit.api_helpers import ADMIN, make_app, wait_for_job
 
 WARRANTY_MD = (b"# Zephyr Kettle Manual\n\n## Warranty\n\nThe Zephyr kettle warranty lasts three years from the "
                b"date of purchase. It covers the heating element and the lid hinge.\n\n## Cleaning\n\nDescale the "
@@ -44,20 +44,11 @@ def client(app_services):
         yield c
 
 
-def _wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
-        if job["status"] in ("succeeded", "partial", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
-
-
 def _upload(client: TestClient, kb: str, files: list[tuple[str, bytes]], **data) -> dict:
     r = client.post(f"/v1/kbs/{kb}/documents", files=[("files", (n, b)) for n, b in files], data=data, headers=ADMIN)
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/jobs/{r.json()['job_id']}"
-    return _wait(client, r.json()["job_id"])
+    return wait_for_job(client, r.json()["job_id"])
 
 
 def test_kb_lifecycle(client):

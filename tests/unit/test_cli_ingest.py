@@ -3,30 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
-import pytest
-from typer.testing import CliRunner
-
-from cli.main import app
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
-    monkeypatch.delenv("RAG_DEFAULT_KB", raising=False)
-    docs = tmp_path / "docs"
-    shutil.copytree(EXAMPLES, docs)
-    return docs
-
-
-def run(*args):
-    result = CliRunner().invoke(app, list(args))
-    return result
+from tests.unit.cli_helpers import env, run  # noqa: F401  (env is a fixture)
 
 
 def test_ingest_summary_and_unchanged_rerun(env):

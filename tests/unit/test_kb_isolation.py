@@ -5,34 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import app
 from rag.catalog import Catalog
 from rag.errors import InvalidRequest
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples" / "docs"
-
-
-@pytest.fixture
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
-    monkeypatch.delenv("RAG_DEFAULT_KB", raising=False)
-    docs = tmp_path / "docs"
-    shutil.copytree(EXAMPLES, docs)
-    return docs
-
-
-def run(*args):
-    return CliRunner().invoke(app, list(args))
+from tests.unit.cli_helpers import ROOT, env, run  # noqa: F401  (env is a fixture)
 
 
 def test_a_reindexed_collection_cannot_be_taken_by_another_kb(env, tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from rag.adapters.llm_fake import ScriptedLLM
 from tests.unit import ocr_fixtures as of
-from tests.unit.api_helpers import ADMIN, make_app
+from tests.unit.api_helpers import ADMIN, make_app, wait_for_job
 
 NOTICE = ["Notice to tenants", "The water supply will be shut off on Friday from nine to noon."]
 
@@ -67,15 +66,6 @@ def test_ocr_setting_is_validated(env, monkeypatch):
     assert result.exit_code == 2 and "ocr" in result.output
 
 
-def _wait(client: TestClient, job_id: str, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}", headers=ADMIN).json()
-        if job["status"] in ("succeeded", "partial", "failed") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.05)
-
-
 def test_image_uploads_are_ocred_and_a_corrupt_one_is_reported(tmp_path, scripted):
     application, _ = make_app(tmp_path, llm=ScriptedLLM(default="The water is off on Friday [1]."))
     png = io.BytesIO()
@@ -86,7 +76,7 @@ def test_image_uploads_are_ocred_and_a_corrupt_one_is_reported(tmp_path, scripte
                         files=[("files", ("notice.png", png.getvalue())),
                                ("files", ("photo.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 broken"))])
         assert r.status_code == 202, r.text
-        job = _wait(client, r.json()["job_id"])
+        job = wait_for_job(client, r.json()["job_id"])
         assert job["status"] == "partial", job
         by_name = {f["filename"]: f for f in job["files"]}
         assert job["summary"]["ocr_seconds"] > 0
