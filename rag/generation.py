@@ -62,13 +62,15 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
     return [to_source(i, h) for i, h in enumerate(hits, 1)]
 
 
-def build_messages(question: str, sources: Sequence[Source], lang: str) -> list[dict[str, str]]:
+def build_messages(question: str, sources: Sequence[Source], lang: str,
+                   style: str = "sentences") -> list[dict[str, str]]:
     """System rules, one worked example (a user turn and the model's cited answer), then the
-    user turn with the numbered sources and the question."""
+    user turn with the numbered sources and the question. `style`: "sentences" (cited full
+    sentences) or "extract" (the short answer, then the source sentence stating it)."""
     blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in sources)
-    example = prompts.ANSWER_EXAMPLE.get(lang, prompts.ANSWER_EXAMPLE["en"])
-    example_sources, example_question, example_answer = example
-    return [{"role": "system", "content": prompts.ANSWER_SYSTEM.get(lang, prompts.ANSWER_SYSTEM["en"])},
+    system, examples = prompts.ANSWER_STYLES[style]
+    example_sources, example_question, example_answer = examples.get(lang, examples["en"])
+    return [{"role": "system", "content": system.get(lang, system["en"])},
             {"role": "user", "content": _user_turn(example_sources, example_question, lang)},
             {"role": "assistant", "content": example_answer},
             {"role": "user", "content": _user_turn(blocks, question, lang)}]
@@ -86,9 +88,9 @@ def _as_chunk(source: Source) -> Chunk:
 
 
 def context_budget(context_window: int, max_tokens: int, question: str, lang: str,
-                   estimate: Callable[[str], int] = estimate_tokens) -> int:
+                   estimate: Callable[[str], int] = estimate_tokens, style: str = "sentences") -> int:
     """Tokens left for the sources. Raises ConfigError when the settings leave no room."""
-    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang)) + SAFETY_MARGIN
+    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang, style)) + SAFETY_MARGIN
     budget = context_window - max_tokens - overhead
     if budget < MIN_SOURCE_TOKENS * 2:
         raise ConfigError(f"llm_context_window ({context_window}) leaves no room for sources after "
@@ -104,6 +106,7 @@ class PackedContext:
     used: int = 0
     trimmed: list[int] = field(default_factory=list)  # numbers of the sources cut at a sentence end
     left_out: int = 0  # hits not given to the model (over max_sources or the budget)
+    hits: list[Hit] = field(default_factory=list)  # what was packed from (question-focused when on)
 
     def info(self) -> dict[str, object]:
         return {"budget_tokens": self.budget, "used_tokens": self.used, "sources": len(self.sources),
@@ -113,7 +116,7 @@ class PackedContext:
 def pack_context(hits: Sequence[Hit], *, budget: int, max_sources: int, lang: str = "en",
                  estimate: Callable[[str], int] = estimate_tokens) -> PackedContext:
     """Number and pack hits (in the given order) into `budget` tokens, at most `max_sources`."""
-    packed = PackedContext([], budget)
+    packed = PackedContext([], budget, hits=list(hits))
     for hit in hits:
         remaining = budget - packed.used
         if len(packed.sources) >= max_sources or remaining < MIN_SOURCE_TOKENS:

@@ -19,12 +19,14 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import collection, prompts, versions
+from rag import collection, focus, prompts, versions
+from rag.answer_check import answer_style, check_answer
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
 from rag.factory import Services
-from rag.generation import PackedContext, build_messages, context_budget, pack_context, sources_from_hits
+from rag.generation import (PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
+                            sources_from_hits)
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
@@ -184,8 +186,8 @@ class Pipeline:
             return self._done(ans, started)
         llm = self.services.llm
         t = time.perf_counter()
-        raw = llm.chat(build_messages(question, packed.sources, lang), max_tokens=self.settings.llm_max_tokens,
-                       temperature=self.settings.llm_temperature)
+        raw = llm.chat(build_messages(question, packed.sources, lang, ans.info["answer_style"]),
+                       max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         text, invalid = clean_answer(raw, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
@@ -220,10 +222,10 @@ class Pipeline:
         name = resolve(strategy, packed)
         grounded = self._grounded if s.verify_citations and s.refuse_unsupported else None
         config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel,
-                                grounded)
+                                grounded, ans.info["answer_style"])
         runner = StrategyRunner(lambda: self.services.llm, config)
         t = time.perf_counter()
-        step = runner.final_step(name, result.standalone_question, result.hits, packed, result.language)
+        step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
         if name != "stuff":
             ans.timings["strategy"] = time.perf_counter() - t
         ans.sources = step.packed.sources
@@ -323,10 +325,16 @@ class Pipeline:
             ans.sources = sources_from_hits(result.hits)
             ans.info["generated"] = False
             return ans, None
-        budget = context_budget(s.llm_context_window, s.llm_max_tokens, result.standalone_question, result.language)
-        packed = pack_context(result.hits, budget=budget, max_sources=s.context_top_n, lang=result.language)
+        question = result.standalone_question
+        style = answer_style(s.answer_style, question)
+        budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language, style=style)
+        hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
+                                              match_years=s.match_years, focus_on=s.context_focus,
+                                              focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
+        packed = pack_context(hits, budget=budget, max_sources=s.context_top_n, lang=result.language)
         ans.sources = packed.sources
-        ans.info["context"] = packed.info()
+        ans.info["context"] = {**packed.info(), **changed}
+        ans.info["answer_style"] = style
         return ans, packed
 
     def _finish(self, ans: Answer, text: str, invalid: list[int], packed: PackedContext, model: str) -> None:
@@ -342,6 +350,7 @@ class Pipeline:
         ans.citations = extract_citations(text, packed.sources)
         ans.info["uncited_sentences"] = len(uncited_sentences(text))
         if not self.settings.verify_citations:
+            self._check(ans, text, packed)
             return
         t = time.perf_counter()
         verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
@@ -353,10 +362,25 @@ class Pipeline:
         ans.timings["verify"] = time.perf_counter() - t
         if self.settings.refuse_unsupported and grounding["claims"] and not grounding["supported_claims"]:
             # not one statement of the answer is backed by a source: an invented answer
-            ans.refused, ans.citations = True, []
-            ans.info["refusal_reason"] = "unsupported_answer"
-            ans.info["unsupported_answer"] = text
-            ans.answer = prompts.refusal(lang)
+            self._refuse(ans, "unsupported_answer", text)
+            return
+        self._check(ans, text, packed)
+
+    def _check(self, ans: Answer, text: str, packed: PackedContext) -> None:
+        """Refuse an answer that does not address the question (rag/answer_check.py)."""
+        if not self.settings.answer_check:
+            return
+        result = check_answer(ans.standalone_question or ans.question, text, packed.sources, ans.citations)
+        ans.info["answer_check"] = result.info()
+        if not result.ok:
+            self._refuse(ans, "off_topic_answer", text)
+
+    @staticmethod
+    def _refuse(ans: Answer, reason: str, text: str) -> None:
+        ans.refused, ans.citations = True, []
+        ans.info["refusal_reason"] = reason
+        ans.info["unsupported_answer"] = text
+        ans.answer = prompts.refusal(ans.info["language"])
 
     @staticmethod
     def _done(ans: Answer, started: float) -> Answer:

@@ -49,6 +49,44 @@ ANSWER_EXAMPLE = {
     ),
 }
 
+# The extraction-first variant (`answer_style`), for questions that ask for a name, date, number or
+# place: the short answer first, then the source's own sentence that states it. Small models copy
+# the wrong sentence less often when they must first name the thing asked for, and the copied
+# sentence keeps the answer checkable against the source.
+ANSWER_SYSTEM_EXTRACT = {
+    "en": (
+        "You answer questions using only the numbered sources. First write the short answer: the few words "
+        "(name, date, number, place or phrase) that answer exactly what is asked, with the number of the source "
+        "in square brackets. Then copy the one sentence of that source that states it, with its number. The "
+        "source must be about exactly what the question asks (the same year, edition, person or thing). Never "
+        "add outside knowledge. Answer in English. If no source states the answer, reply exactly: "
+        + REFUSAL["en"]
+    ),
+    "zh": (
+        "你只根据编号资料回答问题。先写出简短答案：恰好回答所问内容的几个词（人名、时间、数字、地点或短语），"
+        "并在方括号里写上资料编号；然后原样抄写该资料中说明这一点的那一句话，也写上编号。资料必须与问题所问的完全一致"
+        "（同一年份、同一届、同一人或同一事物）。不要添加资料以外的知识。用中文回答。如果资料中没有答案，只回答："
+        + REFUSAL["zh"]
+    ),
+}
+
+ANSWER_EXAMPLE_EXTRACT = {
+    "en": (
+        "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
+        "public holidays.\n\n[2] Office guide · 2023 edition\nIn 2023 the office opened at 9:00 on weekdays.",
+        "When does the office open on weekdays?",
+        "At 8:00 [1]. The office is open from 8:00 to 18:00 on weekdays [1].",
+    ),
+    "zh": (
+        "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
+        "[2] 办公室指南 · 2023 年版\n2023 年办公室工作日 9:00 开门。",
+        "办公室工作日几点开门？",
+        "8:00 [1]。办公室工作日 8:00 至 18:00 开放 [1]。",
+    ),
+}
+
+ANSWER_STYLES = {"sentences": (ANSWER_SYSTEM, ANSWER_EXAMPLE), "extract": (ANSWER_SYSTEM_EXTRACT, ANSWER_EXAMPLE_EXTRACT)}
+
 SOURCES_HEADER = {"en": "Sources:", "zh": "资料："}
 QUESTION_LABEL = {"en": "Question:", "zh": "问题："}
 PAGE_LABEL = {"en": "page {page}", "zh": "第 {page} 页"}

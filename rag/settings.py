@@ -141,6 +141,16 @@ class Settings(BaseSettings):
     verify_citations: bool = True  # score citations, attribute uncited claims to supporting sources
     refuse_unsupported: bool = True  # replace an answer that no source supports by the refusal
     citation_min_support: float = Field(0.5, ge=0, le=1)
+    # what the model reads (rag/focus.py): near-duplicate passages collapsed, passages stating the
+    # question's year/edition first, each passage cut to its sentences around the question's terms
+    context_dedupe: bool = True
+    match_years: bool = True
+    context_focus: bool = True
+    context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
+    # how it is asked: auto = the extraction-first prompt for who/when/where/how-many questions
+    answer_style: Literal["auto", "extract", "sentences"] = "auto"
+    # refuse an answer that does not address the question (rag/answer_check.py)
+    answer_check: bool = True
 
     # answer strategies (rag/strategies.py): auto = stuff when the sources fit one prompt, else map_reduce
     strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] = "auto"

@@ -63,6 +63,7 @@ class StrategyConfig:
     # (partial answer, its group's sources) -> whether any claim of it is supported; partial answers
     # no source supports are dropped before the reduce step (None: keep every one)
     grounded: Callable[[str, Sequence[Source]], bool] | None = None
+    answer_style: str = "sentences"  # the prompt of a one-call answer (rag.generation.build_messages)
 
 
 @dataclass
@@ -154,7 +155,8 @@ class StrategyRunner:
                    lang: str) -> FinalStep:
         """Run the intermediate calls of `strategy` (already resolved, not auto) and return the final step."""
         if strategy == "stuff":
-            return FinalStep(packed, build_messages(question, packed.sources, lang), info={"name": "stuff"})
+            return FinalStep(packed, build_messages(question, packed.sources, lang, self.config.answer_style),
+                             info={"name": "stuff"})
         sources = number_sources(hits, packed.budget, lang)
         whole = PackedContext(sources, packed.budget, used=sum(_cost(s, lang) for s in sources),
                               left_out=len(hits) - len(sources))
@@ -163,7 +165,7 @@ class StrategyRunner:
         groups = group_sources(sources, packed.budget, self.config.group_sources, lang)
         info: dict[str, Any] = {"name": strategy, "groups": [[s.number for s in g] for g in groups]}
         if len(groups) <= 1:  # everything fits one prompt: the strategy is the plain answer call
-            return FinalStep(whole, build_messages(question, sources, lang), info=info)
+            return FinalStep(whole, build_messages(question, sources, lang, self.config.answer_style), info=info)
         if strategy == "map_reduce":
             return self._map_reduce(question, whole, groups, lang, info)
         if strategy == "refine":

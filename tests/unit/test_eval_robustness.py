@@ -77,13 +77,13 @@ def dataset_dir(tmp_path):
     return write_dataset(tmp_path / "tiny")
 
 
-def services(tmp_path, llm=None):
-    settings = Settings(data_dir=tmp_path / "data", verify_citations=False)
+def services(tmp_path, llm=None, **settings):
+    settings = Settings(data_dir=tmp_path / "data", verify_citations=False, **settings)
     return build_services(settings, embedder_override=HashEmbedder(dim=64), llm_override=llm or ScriptedLLM(reply))
 
 
-def run(tmp_path, dataset_dir, llm=None, **kwargs):
-    svc = services(tmp_path, llm)
+def run(tmp_path, dataset_dir, llm=None, settings=None, **kwargs):
+    svc = services(tmp_path, llm, **(settings or {}))
     try:
         return run_robustness(svc, RobustnessSpec(str(dataset_dir), out_dir=tmp_path / "out", **kwargs),
                               show_progress=False)
@@ -213,12 +213,19 @@ def test_run_scores_every_ability_and_writes_the_report_with_the_chart(dataset_d
 
 def test_noise_only_answers_are_counted_as_answered_with_what_they_cited(dataset_dir, tmp_path):
     llm = ScriptedLLM(default="The dose is 100 mg [1].")
-    result = run(tmp_path, dataset_dir, llm=llm, limit=1, seed=0)
+    result = run(tmp_path, dataset_dir, llm=llm, settings={"answer_check": False}, limit=1, seed=0)
     (row,) = _table(result.tables["Negative rejection"])
     assert row["refusal_rate"] == "0.000" and row["answered"] == "1.000"
     assert row["answered with a model citation"] == "1.000"
     rejection = [r for r in result.run.rows if r["test"] == "rejection"]
     assert all(c["kind"] == "noise" for r in rejection for c in r["cited"])
+
+
+def test_the_answer_check_refuses_a_dose_no_noise_passage_states(dataset_dir, tmp_path):
+    llm = ScriptedLLM(default="The dose is 100 mg [1].")
+    result = run(tmp_path, dataset_dir, llm=llm, limit=1, seed=0)
+    rejection = [r for r in result.run.rows if r["test"] == "rejection"]
+    assert rejection and all(r["refused"] and r["refusal_reason"] == "off_topic_answer" for r in rejection)
 
 
 @pytest.mark.parametrize("name", ["covidqa", "cmrc2018"])

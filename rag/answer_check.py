@@ -1,0 +1,129 @@
+"""Does the answer address the question? Checks run after citation verification, which only
+asks whether each sentence is found in a source — a sentence copied from a passage on the
+wrong year, or one that never states what was asked, passes it.
+
+- focus: what the question asks for (`time`, `number`, `person`, `place`, `other`), from its
+  interrogative words in English and Chinese;
+- a `time` question's answer must state a date or time expression, a `number` question's a
+  number (digits or number words);
+- every number the answer states must be written in a source or in the question (no invented
+  figures; "1,313" = "1313", "05" = "5");
+- a question that names a year or an edition must not be answered from sources that state only
+  other years (editions): "Who won in 2019?" answered from the 2018 passage;
+- the answer must say something the question does not (not only restate it).
+A failed check turns the answer into the refusal with `refusal_reason` "off_topic_answer" and
+the check's reason in `info["answer_check"]` (setting `answer_check`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rag.citations import strip_markers
+from rag.focus import figures, mismatch, question_markers
+from rag.text import normalize, tokenize
+from rag.types import Citation, Source
+
+FOCI = ("time", "number", "person", "place", "other")
+
+# order matters: "how many years" asks for a number, "in which year" for a time
+_FOCUS_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("number", re.compile(r"\bhow (many|much|long|old|far|big|large|often|high|tall|fast)\b|\bwhat (percentage|"
+                          r"proportion|fraction|share|number|amount|rate|ratio)\b|\bwhat is the (number|rate|size|"
+                          r"percentage|amount|cost|price|incidence|prevalence)\b")),
+    ("number", re.compile(r"多少|几[个种次年天人名岁位家项条座部本届倍月周期层]|多[大长久高重远]|比例|百分之|几成")),
+    ("time", re.compile(r"\bwhen\b|\b(what|which|in what|in which) (year|date|month|day|decade|century|time)\b|"
+                        r"\bsince when\b|\bhow recently\b")),
+    ("time", re.compile(r"什么时候|何时|哪一?年|哪一?天|几月|几号|什么时间|哪个朝代|何年|哪个时期|哪个年代")),
+    ("person", re.compile(r"\b(who|whom|whose)\b|谁|哪位|什么人")),
+    ("place", re.compile(r"\bwhere\b|\b(which|what) (country|city|state|province|region|place|continent)\b|"
+                         r"哪里|哪儿|什么地方|哪个国家|哪座城市|哪国|在哪|哪个城市|哪个省")),
+)
+
+_MONTHS = ("january february march april may june july august september october november december "
+           "jan feb mar apr jun jul aug sep sept oct nov dec").split()
+_TIME_WORDS = ("century centuries decade decades year years era dynasty period ago today yesterday tomorrow "
+               "morning evening night spring summer autumn fall winter week weeks month months day days monday "
+               "tuesday wednesday thursday friday saturday sunday bc ad hour hours minute minutes").split()
+_NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+                 "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
+                 "hundreds thousand thousands million millions billion billions trillion dozen dozens half quarter "
+                 "third twice double triple single once percent several few").split()
+_EN_TIME_RE = re.compile(r"\b(" + "|".join(_MONTHS + _TIME_WORDS) + r")\b")
+_EN_NUMBER_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
+_ZH_NUMERAL = "零〇一二三四五六七八九十百千万亿两半数几"
+_ZH_TIME_RE = re.compile(f"[{_ZH_NUMERAL}]|[年月日世纪朝代期间时季初末旬]")
+_ZH_NUMBER_RE = re.compile(f"[{_ZH_NUMERAL}]")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    focus: str
+    reason: str | None = None  # why it failed: missing_time, missing_number, number_not_in_sources, ...
+    detail: str = ""
+
+    def info(self) -> dict[str, object]:
+        out: dict[str, object] = {"ok": self.ok, "focus": self.focus}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+def question_focus(question: str) -> str:
+    text = normalize(question)
+    for focus, pattern in _FOCUS_RULES:
+        if pattern.search(text):
+            return focus
+    return "other"
+
+
+def has_time(text: str) -> bool:
+    text = normalize(text)
+    return bool(re.search(r"\d", text) or _EN_TIME_RE.search(text) or _ZH_TIME_RE.search(text))
+
+
+def has_number(text: str) -> bool:
+    text = normalize(text)
+    return bool(re.search(r"\d", text) or _EN_NUMBER_RE.search(text) or _ZH_NUMBER_RE.search(text))
+
+
+def check_answer(question: str, answer: str, sources: Sequence[Source],
+                 citations: Sequence[Citation] = ()) -> CheckResult:
+    """Whether `answer` (markers allowed) addresses `question` given the sources it was written from."""
+    focus = question_focus(question)
+    plain = strip_markers(answer)
+    if focus == "time" and not has_time(plain):
+        return CheckResult(False, focus, "missing_time", "the question asks when; the answer states no date or time")
+    if focus == "number" and not has_number(plain):
+        return CheckResult(False, focus, "missing_number", "the question asks how many; the answer states no number")
+    written = set().union(*(figures(_source_text(s)) for s in sources), figures(question))
+    invented = sorted(figures(plain) - written)
+    if invented:
+        return CheckResult(False, focus, "number_not_in_sources", f"not in any source: {', '.join(invented[:5])}")
+    markers = question_markers(question)
+    if markers:
+        cited = {c.source_number for c in citations}
+        used = [s for s in sources if s.number in cited] or list(sources)
+        if mismatch(markers, " ".join(_source_text(s) for s in used)):
+            wanted = ", ".join(sorted(markers.years | markers.editions))
+            return CheckResult(False, focus, "year_mismatch", f"the cited sources do not state {wanted}")
+    if not set(tokenize(plain)) - set(tokenize(question)):
+        return CheckResult(False, focus, "restates_question", "the answer only repeats the question")
+    return CheckResult(True, focus)
+
+
+def _source_text(source: Source) -> str:
+    page = "" if source.page is None else str(source.page)
+    return " ".join([source.title or "", source.source, *source.section_path, page, source.text])
+
+
+def answer_style(setting: str, question: str) -> str:
+    """The prompt style for a question: `auto` is "extract" when it asks for a name, date, number
+    or place, else "sentences"."""
+    if setting != "auto":
+        return setting
+    return "extract" if question_focus(question) in ("time", "number", "person", "place") else "sentences"

@@ -1,0 +1,103 @@
+"""Does the answer address the question (rag/answer_check.py): focus of the question, a date or
+number where one is asked, no number that no source states, the question's year, not a mere
+restatement; and the pipeline refusing what fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.adapters.llm_fake import ScriptedLLM
+from rag.answer_check import answer_style, check_answer, question_focus
+from rag.pipeline import Pipeline
+from rag.types import Citation, Source
+from tests.unit.kb_fixtures import KB, build_services, router
+
+
+def source(number: int, text: str, title: str = "Doc") -> Source:
+    return Source(number=number, chunk_id=f"c{number}", doc_id=f"d{number}", source=f"s{number}.md", title=title,
+                  section_path=(), page=None, start=0, end=len(text), text=text, score=0.1)
+
+
+def cite(number: int) -> Citation:
+    return Citation(number=number, sentence="x", sentence_start=0, sentence_end=1, source_number=number,
+                    chunk_id=f"c{number}")
+
+
+@pytest.mark.parametrize("question, focus", [
+    ("How many children were infected by HIV-1 in 2008?", "number"),
+    ("What percentage of patients recovered?", "number"),
+    ("When was the virus first identified?", "time"),
+    ("In which year did the outbreak start?", "time"),
+    ("Who is the Maxwell Award winner in 2019?", "person"),
+    ("Where was the first case reported?", "place"),
+    ("What is the main cause of HIV-1 infection in children?", "other"),
+    ("《战国无双3》是由哪两个公司合作开发的？", "other"),
+    ("员工每年有多少天年假？", "number"),
+    ("这座桥是什么时候建成的？", "time"),
+    ("2018年超级碗冠军是谁", "person"),
+    ("印度的首都在哪", "place"),
+])
+def test_question_focus(question, focus):
+    assert question_focus(question) == focus
+
+
+def test_answer_style_auto_extracts_for_factoid_questions():
+    assert answer_style("auto", "When did it open?") == "extract"
+    assert answer_style("auto", "Summarise the leave policy.") == "sentences"
+    assert answer_style("sentences", "When did it open?") == "sentences"
+
+
+def test_a_when_question_needs_a_date_and_a_how_many_question_a_number():
+    sources = [source(1, "The bridge opened in 1932 after six years of work.")]
+    assert check_answer("When did the bridge open?", "In 1932 [1].", sources).ok
+    failed = check_answer("When did the bridge open?", "The bridge opened after work [1].", sources)
+    assert not failed.ok and failed.reason == "missing_time" and failed.focus == "time"
+    assert check_answer("How many years did the work take?", "Six years [1].", sources).ok
+    assert check_answer("这座桥是什么时候建成的？", "1932年 [1]。", [source(1, "大桥于1932年建成。")]).ok
+    assert not check_answer("员工有多少天年假？", "员工享有带薪年假 [1]。", [source(1, "员工享有十五天带薪年假。")]).ok
+
+
+def test_a_number_no_source_states_is_refused():
+    sources = [source(1, "The trial enrolled 1,313 patients in 2020.")]
+    assert check_answer("How many patients were enrolled?", "1313 patients [1].", sources).ok
+    invented = check_answer("How many patients were enrolled?", "About 900 patients [1].", sources)
+    assert not invented.ok and invented.reason == "number_not_in_sources" and "900" in invented.detail
+    assert check_answer("What happened on 2020-03-05?", "Enrolment began on 5 March 2020 [1].",
+                        [source(1, "Enrolment began on 2020-03-05.")]).ok  # "05" and "5" are one figure
+
+
+def test_the_question_year_must_be_stated_by_the_cited_source():
+    sources = [source(1, "The 2018 Maxwell Award went to Tua Tagovailoa."),
+               source(2, "In 2019 the Maxwell Award went to Joe Burrow.")]
+    wrong = check_answer("Who is the Maxwell Award winner in 2019?", "Tua Tagovailoa [1].", sources, [cite(1)])
+    assert not wrong.ok and wrong.reason == "year_mismatch"
+    assert check_answer("Who is the Maxwell Award winner in 2019?", "Joe Burrow [2].", sources, [cite(2)]).ok
+    # a source that states no year at all cannot be wrong about it
+    assert check_answer("Who won in 2019?", "Burrow [1].", [source(1, "Burrow won the award.")], [cite(1)]).ok
+
+
+def test_restating_the_question_is_not_an_answer():
+    failed = check_answer("What is the Wonder Woman 1984 release?", "Wonder Woman 1984 release [1].",
+                          [source(1, "Wonder Woman 1984 release was delayed.")])
+    assert not failed.ok and failed.reason == "restates_question"
+
+
+def test_the_pipeline_refuses_an_answer_that_fails_the_check_and_says_why(tmp_path):
+    llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts five years [1]."))
+    services = build_services(tmp_path, llm=llm)
+    answer = Pipeline(services).answer("How many years does the Acme X200 warranty last?", KB)
+    assert answer.refused and answer.info["refusal_reason"] in ("off_topic_answer", "unsupported_answer")
+    assert answer.citations == [] and "five years" in answer.info["unsupported_answer"]
+
+
+def test_the_check_can_be_switched_off(tmp_path):
+    llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts 9 years from the date of purchase [1]."))
+    # refuse_unsupported off: the citation check alone would refuse this one too
+    on = Pipeline(build_services(tmp_path / "on", llm=llm, refuse_unsupported=False)).answer(
+        "How many years is the X200 warranty?", KB)
+    assert on.refused and on.info["refusal_reason"] == "off_topic_answer"
+    assert on.info["answer_check"] == {"ok": False, "focus": "number", "reason": "number_not_in_sources",
+                                       "detail": "not in any source: 9"}
+    off = Pipeline(build_services(tmp_path / "off", llm=llm, answer_check=False, refuse_unsupported=False)).answer(
+        "How many years is the X200 warranty?", KB)
+    assert not off.refused and "answer_check" not in off.info
