@@ -104,6 +104,12 @@ def evaluate_answers(
         row: dict[str, Any] = {
             "qid": qid, "question": question, "gold": gold_texts, "all_of": [list(p) for p in key.all_of],
             "answer": answer.answer, "refused": answer.refused,
+            "refusal_reason": answer.info.get("refusal_reason"),
+            "answer_check": answer.info.get("answer_check"),
+            # the generated text an after-generation check replaced by the refusal
+            "refused_answer": answer.info.get("unsupported_answer"),
+            "answer_style": answer.info.get("answer_style"),
+            "context_tokens": (answer.info.get("context") or {}).get("used_tokens"),
             "accuracy": answer_accuracy(prediction, gold_texts, key.all_of),
             "em": exact_match(prediction, gold_texts) if has_texts else None,
             "f1": f1_score(prediction, gold_texts) if has_texts else None,
