@@ -14,6 +14,7 @@ from eval.datasets import SPLITS
 from eval.robustness_report import DEFAULT_K, DEFAULT_PASSAGE_TOKENS, RobustnessSpec, run_robustness
 from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
 from rag.factory import build_services
+from rag.strategies import check_strategy
 from rag.settings import load_settings
 
 DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rrf,hybrid+rerank"
@@ -41,6 +42,8 @@ def eval_cmd(
     answer_config: str = typer.Option(None, "--answer-config",
                                       help="Configuration used for --answers [default: the pipeline's defaults]."),
     judge: bool = typer.Option(False, "--judge", help="With --answers: LLM-judge faithfulness and relevance."),
+    strategy: str = typer.Option(None, "--strategy", help="With --answers: the answer strategy (auto, stuff, "
+                                                          "map_reduce, refine, map_rerank) [default: settings]."),
     out: Path = typer.Option(None, "--out", help="Output folder [default: runs/eval-<dataset>-<timestamp>]."),
     chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa [default: settings]."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk [default: settings]."),
@@ -66,6 +69,7 @@ def eval_cmd(
         return
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
                     judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
+                    strategy=check_strategy(strategy, "auto") if strategy else None,
                     out_dir=out, kb_prefix=kb_prefix, level=level, split=split, qrels_split=qrels_split)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     services = build_services(settings)

@@ -76,6 +76,7 @@ def evaluate_answers(
     *,
     judge_llm=None,
     progress: Callable[[int], None] | None = None,
+    strategy: str | None = None,
 ) -> AnswerResult:
     """Answer every sampled query that has gold answers with `pipeline.answer` (with the
     configuration's mode, rerank and transforms, or the pipeline's defaults when `config` is
@@ -86,6 +87,8 @@ def evaluate_answers(
     are averaged over the answered (not refused) queries only."""
     kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
                                         "transforms": config.transforms, "fusion": config.fusion}
+    if strategy is not None:
+        kwargs["strategy"] = strategy
     rows, timings, failures = [], [], 0
     for qid in qids:
         key = dataset.answer_keys.get(qid)
@@ -134,6 +137,8 @@ def evaluate_answers(
         if progress is not None:
             progress(1)
     name = config.name if config is not None else "pipeline defaults"
+    if strategy is not None:
+        name = f"{name} ({strategy})"
     return AnswerResult(name, len(rows), _aggregate(rows, judged=judge_llm is not None), latency_summary(timings),
                         rows, failures)
 

@@ -46,6 +46,7 @@ class EvalSpec:
     answers: bool = False
     judge: bool = False
     answer_config: EvalConfig | None = None  # None: the pipeline's own defaults
+    strategy: str | None = None  # --answers: the answer strategy (None: the `strategy` setting)
     out_dir: Path | None = None  # default runs/eval-<dataset>-<timestamp>
     kb_prefix: str = "eval"
     level: str = "auto"  # the level of the main table and chart: auto = answer-chunk when answers exist
@@ -126,6 +127,8 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
         raise ConfigError(f"unknown level {spec.level!r}; choose from {', '.join(LEVELS)}", field="level")
     if spec.judge and not spec.answers:
         raise ConfigError("--judge needs --answers (it judges the generated answers)", field="judge")
+    if spec.strategy and not spec.answers:
+        raise ConfigError("--strategy needs --answers (it is how the answers are generated)", field="strategy")
     split_ids([], spec.split)  # fail before any work on an unknown split
     path = resolve_dataset_path(spec.dataset)
     written = CorpusFolder(corpus_folder(services, path.name))
@@ -158,7 +161,8 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
     if spec.answers:
         with _bar(len(qids), "answers", show_progress) as bar:
             answers = evaluate_answers(pipeline, kb, dataset, qids, spec.answer_config, locator,
-                                       judge_llm=services.llm if spec.judge else None, progress=bar.update)
+                                       judge_llm=services.llm if spec.judge else None, progress=bar.update,
+                                       strategy=spec.strategy)
     out_dir = Path(spec.out_dir) if spec.out_dir else Path("runs") / (
         f"eval-{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = EvalResult(dataset, kb, qids, ingest, results, answers, out_dir, out_dir / "report.md", split=spec.split)
@@ -345,6 +349,7 @@ def _settings_record(services: Services, spec: EvalSpec, result: EvalResult, lev
                           "baseline": spec.configs[0].name},
             "configs": [c.__dict__ for c in spec.configs], "level": level, "depth": EVAL_DEPTH,
             "answer_config": spec.answer_config.name if spec.answer_config else "pipeline defaults",
+            "strategy": spec.strategy or services.settings.strategy,
             "judge": spec.judge, "kb": result.kb,
             "ingest": {k: v for k, v in result.ingest.as_dict().items() if k != "files"}}
 

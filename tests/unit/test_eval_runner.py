@@ -242,6 +242,17 @@ def test_answer_metrics(dataset_dir, tmp_path):
     assert json.loads((tmp_path / "out" / "settings.json").read_text())["models"]["llm"] == "scripted-llm"
 
 
+def test_answers_with_a_strategy_record_it_and_need_answers(dataset_dir, tmp_path):
+    result = evaluate(tmp_path, spec(dataset_dir, tmp_path, "hybrid", answers=True, strategy="stuff",
+                                     answer_config=parse_config("hybrid")), llm=ScriptedLLM(scripted_answers))
+    assert result.answers.config == "hybrid (stuff)"
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["strategy"] == "stuff"
+    rows = result.answers.per_query
+    assert all("refusal_reason" in r and "answer_check" in r and "context_tokens" in r for r in rows)
+    with pytest.raises(ConfigError, match="--strategy needs --answers"):
+        evaluate(tmp_path, spec(dataset_dir, tmp_path, strategy="refine"))
+
+
 def test_judge_scores_answered_queries_and_counts_unparsable_replies(dataset_dir, tmp_path):
     result = evaluate(tmp_path, spec(dataset_dir, tmp_path, "bm25", answers=True, judge=True),
                       llm=ScriptedLLM(scripted_answers))
