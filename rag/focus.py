@@ -139,11 +139,15 @@ def best_window(text: str, weights: dict[str, float], max_tokens: int,
     _, i, j = best
     if best[0] <= 0:
         return _lead(text, max_tokens, estimate)
-    # fill what is left of the budget with the next sentences (an answer often follows its cue)
+    # fill what is left of the budget with the next sentences (an answer often follows its cue),
+    # then with the ones before
     used = sum(costs[i : j + 1])
     while j + 1 < len(spans) and used + costs[j + 1] <= max_tokens:
         j += 1
         used += costs[j]
+    while i > 0 and used + costs[i - 1] <= max_tokens:
+        i -= 1
+        used += costs[i]
     return spans[i][0], spans[j][1]
 
 
