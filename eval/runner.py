@@ -143,7 +143,7 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
                           f"{_reason_counts(dataset)}", field="dataset")
     kb = eval_kb_name(spec.kb_prefix, dataset.name, services.settings)
     ingest = prepare_kb(services, dataset, kb, progress_factory=ingest_progress, written=written)
-    pipeline = pipeline if pipeline is not None else Pipeline(services)
+    pipeline = pipeline if pipeline is not None else services.pipeline
     locator = ChunkLocator(dataset)
 
     def retrieve(question: str, config: EvalConfig):

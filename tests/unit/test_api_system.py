@@ -74,10 +74,7 @@ class BrokenEmbedder:
 
 
 def test_readiness_fails_when_the_model_cannot_load(tmp_path):
-    services = make_services(tmp_path)
-    services.embedder_override = BrokenEmbedder()
-    for cached in ("embedder_resolution", "embedder"):
-        services.__dict__.pop(cached, None)
+    services = make_services(tmp_path).with_(embedder=BrokenEmbedder())  # the same store, another model
     with TestClient(create_app(services)) as client:
         r = _wait_ready(client)
     assert r.status_code == 503 and r.json()["status"] == "not_ready"
