@@ -174,7 +174,7 @@ class Services:
 
         s = self.settings
         return make_llm(s.llm_base_url, s.llm_model, Settings.secret(s.llm_api_key), s.llm_timeout, s.llm_gguf_path,
-                        s.llm_context_window, s.llm_threads)
+                        s.llm_context_window, s.llm_threads, local_model=s.llm_local_model, device=s.llm_device)
 
     # -- the query pipeline: every stage built once from settings --------------------------------
     @cached_property
