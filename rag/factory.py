@@ -17,7 +17,7 @@ from typing import Any
 
 from rag.catalog import Catalog
 from rag.citations import CitationVerifier
-from rag.kb import KnowledgeBases
+from rag.kb import KnowledgeBases, WriteLocks
 from rag.models import ModelLocator
 from rag.pipeline import Pipeline, PipelineConfig
 from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStore
@@ -149,7 +149,12 @@ class Services:
     @cached_property
     def kbs(self) -> KnowledgeBases:
         return KnowledgeBases(self.catalog, self.store, self.lexical_factory, self.embedder,
-                              self.collection_options())
+                              self.collection_options(), locks=self.write_locks)
+
+    @cached_property
+    def write_locks(self) -> WriteLocks:
+        """The knowledge bases' write locks; taking one opens no store and loads no model."""
+        return WriteLocks(self.data_dir / "locks")
 
     @cached_property
     def reranker(self):
