@@ -51,11 +51,9 @@ class Services:
         self.settings = settings
         given = {"catalog": catalog, "store": store, "embedder": embedder, "reranker": reranker, "llm": llm}
         self._given: dict[str, Any] = {k: v for k, v in given.items() if v is not UNSET}
-        for name in ("catalog", "store", "llm"):
-            if self._given.get(name, UNSET) is None:
-                raise ValueError(f"{name}=None: give a {name} or leave it out to build it from settings")
-        if self._given.get("embedder", UNSET) is None:
-            raise ValueError("embedder=None: give an embedder or leave it out to build it from settings")
+        for name in ("catalog", "store", "embedder", "llm"):  # only the reranker may be None
+            if name in self._given and self._given[name] is None:
+                raise ValueError(f"{name}=None: give one, or leave it out to build it from settings")
 
     def with_(self, **changes: Any) -> Services:
         """A new Services with the same settings (or `settings=...`) and given collaborators, some
