@@ -29,7 +29,6 @@ from api.metrics import Metrics, MetricsMiddleware
 from api.routes import console, kbs, keys, openai_compat, query, system
 from api.uploads import BodyLimitMiddleware, body_limit
 from rag.factory import Services, build_services
-from rag.pipeline import Pipeline
 from rag.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     key_store = ApiKeyStore(data_dir / "api_keys.sqlite")
     jobs = JobManager(services, data_dir / "jobs.sqlite", on_finish=lambda job: metrics.jobs.inc(job.status))
     metrics.jobs_active.read = jobs.active
-    state = ApiState(services=services, settings=settings, pipeline=Pipeline(services),
+    state = ApiState(services=services, settings=settings, pipeline=services.pipeline,
                      auth=Authenticator(key_store, Settings.secret(settings.api_admin_key), settings.auth_disabled),
                      conversations=ConversationStore(data_dir / "conversations.sqlite"), jobs=jobs, metrics=metrics)
     _announce_auth(settings, key_store.count())

@@ -1,5 +1,5 @@
 """Background ingest jobs for uploads: a small thread pool, one writer per knowledge base
-(`kb_write_lock`, shared with the CLI), status and per-file results kept in SQLite
+(`rag.kb.WriteLocks`, shared with the CLI), status and per-file results kept in SQLite
 (`<data_dir>/jobs.sqlite`) so `GET /v1/jobs/{id}` still answers after a restart.
 
 Statuses: queued -> running -> succeeded | partial (some files skipped) | failed.
@@ -28,7 +28,7 @@ from typing import Any
 
 from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
 from ingest.runner import IngestProgress, IngestReport
-from ingest.service import build_ingestor, kb_write_lock
+from ingest.service import build_ingestor
 from rag.errors import NotFound, RagError
 from rag.factory import Services
 from rag.ids import sha256_hex
@@ -196,7 +196,7 @@ class JobManager:
         """Run a job, or resume one the server stopped in (its files may be staged, in place, or both)."""
         staging = staging_dir(self.services.data_dir, job.id)
         try:
-            with kb_write_lock(self.services, job.kb):
+            with self.services.write_locks.hold(job.kb):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
                 self._update(job, status="running", started_at=job.started_at or time.time())

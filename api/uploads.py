@@ -91,20 +91,6 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def parse_tags(values: list[str]) -> dict[str, str]:
-    """`["team=hr", "lang=en,year=2024"]` -> {"team": "hr", "lang": "en", "year": "2024"}."""
-    tags: dict[str, str] = {}
-    for value in values:
-        for item in value.split(","):
-            if not item.strip():
-                continue
-            key, sep, val = item.partition("=")
-            if not sep or not key.strip() or not val.strip():
-                raise InvalidRequest(f"invalid tag {item!r}: use key=value", field="tags")
-            tags[key.strip()] = val.strip()
-    return tags
-
-
 class BodyLimitMiddleware:
     """Refuses request bodies over a per-route limit with 413, before and while they are read (a
     missing or lying Content-Length does not get past it), so an upload cannot fill the disk."""

@@ -22,7 +22,7 @@ from typing import Any
 from eval.ablations import ChunkLocator
 from eval.datasets import Dataset, corpus_file_name, load_dataset, write_corpus_as_files
 from eval.runner import eval_kb_name, prepare_kb
-from ingest.service import build_ingestor, kb_write_lock
+from ingest.service import build_ingestor
 from rag.factory import build_services
 from rag.settings import load_settings
 from rag.text import split_sentences
@@ -145,7 +145,7 @@ def prepare_part(services, dataset: Dataset, kb: str, doc_ids: list[str]):
                 path.unlink()
     write_corpus_as_files(dataset, folder, doc_ids)
     ingestor = build_ingestor(services, kb)
-    with kb_write_lock(services, kb, wait=False):
+    with services.write_locks.hold(kb, wait=False):
         return ingestor.ingest_folder(folder, prune=True)
 
 

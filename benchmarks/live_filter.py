@@ -63,7 +63,7 @@ def main() -> None:
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
         services = build_services(Settings(_env_file=None, data_dir=Path(tmp), vector_backend="edge"),
-                                  embedder_override=HashEmbedder(dim=64))
+                                  embedder=HashEmbedder(dim=64))
         kb = services.kbs.open_or_create("bench")
         started = time.perf_counter()
         batch = 2000

@@ -134,7 +134,7 @@ def main() -> None:
     kb = eval_kb_name("eval", dataset.name, settings)
     report = prepare_kb(services, dataset, kb)
     questions = sample_questions(dataset, args.queries + WARM_UP, args.seed)
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
     chunks = services.kbs.open(kb).count()
     result: dict[str, object] = {"kb": kb, "chunks": chunks, "embedder": services.embedder.name,
                                  "embedded_now": report.chunks_added, "queries": args.queries,
@@ -147,22 +147,24 @@ def main() -> None:
         if reranker_path:
             from rag.adapters.rerankers import resolve_reranker
 
-            services.__dict__["reranker"] = resolve_reranker(reranker_path, max_length=settings.rerank_max_length,
-                                                             batch_size=settings.rerank_batch_size)
+            reranker = resolve_reranker(reranker_path, max_length=settings.rerank_max_length,
+                                        batch_size=settings.rerank_batch_size)
             result["reranker"] = (f"{reranker_path} (untrained head: latency only)" if args.latency_reranker
                                   else reranker_path)
-            settings.__dict__["rerank_min_score"] = 0.0  # keep every candidate: measure the full top-N cost
-            result["with_rerank"] = stage_latency(pipeline, kb, questions, rerank=True,
+            # the same store and models, every candidate kept: measure the full top-N cost
+            ranked = services.with_(settings=settings.model_copy(update={"rerank_min_score": 0.0}),
+                                    reranker=reranker, store=services.store, catalog=services.catalog,
+                                    embedder=services.embedder_resolution.embedder)
+            result["with_rerank"] = stage_latency(ranked.pipeline, kb, questions, rerank=True,
                                                   stages=(*RETRIEVAL_STAGES, "rerank"))
-            services.__dict__["reranker"] = None
         if args.generate:
             result["generation"] = generation_latency(pipeline, kb, questions[WARM_UP:WARM_UP + args.generate])
         if args.scale:
             target = build_services(load_settings(data_dir=Path(tmp) / "scaled", rerank_model="none"),
-                                    embedder_override=services.embedder)
+                                    embedder=services.embedder_resolution.embedder)
             name, build_s = build_scaled_kb(services, kb, target, args.scale, args.seed)
             result["scaled"] = {"chunks": target.kbs.open(name).count(), "build_seconds": round(build_s, 1),
-                                "retrieval_only": stage_latency(Pipeline(target), name, questions, rerank=False,
+                                "retrieval_only": stage_latency(target.pipeline, name, questions, rerank=False,
                                                                 stages=RETRIEVAL_STAGES)}
             target.close()
     services.close()

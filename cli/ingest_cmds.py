@@ -12,21 +12,11 @@ import typer
 from cli.main import app, fail, handle_errors
 from cli.output import echo, name
 from ingest.runner import IngestProgress
-from ingest.service import build_ingestor, kb_write_lock, reindex
+from ingest.service import build_ingestor
 from rag import versions
-from rag.errors import InvalidRequest
 from rag.factory import build_services, open_services
 from rag.settings import load_settings
-
-
-def parse_tags(tags: list[str]) -> dict[str, str]:
-    out = {}
-    for tag in tags:
-        key, sep, value = tag.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise InvalidRequest(f"invalid --tag {tag!r}: use key=value", field="tag")
-        out[key.strip()] = value.strip()
-    return out
+from rag.types import parse_tags
 
 
 class _Progress:
@@ -86,12 +76,12 @@ def ingest(
                              ocr=None if ocr is None else ("auto" if ocr else "off"))
     services = build_services(settings)
     kb = kb or settings.default_kb
-    tags = parse_tags(tag)
+    tags = parse_tags(tag, field="--tag")
     echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
     files = [path] if path.is_file() else None
     progress = None
     try:
-        with kb_write_lock(services, kb, wait=False):  # taken before the knowledge base may be created
+        with services.write_locks.hold(kb, wait=False):  # taken before the knowledge base may be created
             progress = None if quiet or as_json else _Progress(
                 total=len(files) if files else _count_files(path, follow_links))
             ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
@@ -192,9 +182,9 @@ def rm(path: str = typer.Argument(..., help="The document's source path as `rag 
     with open_services() as services:
         kb = kb or services.settings.default_kb
         services.catalog.require_kb(kb)  # never creates the knowledge base
-        with kb_write_lock(services, kb, wait=False):
-            result = build_ingestor(services, kb).remove_source(path)
-        echo(f"removed {name(result.source)} ({result.chunks_removed} chunks)")
+        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
+            doc, chunks_removed = services.kbs.remove(kb, path)
+        echo(f"removed {name(doc.source)} ({chunks_removed} chunks)")
 
 
 @app.command()
@@ -238,8 +228,9 @@ def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -
     with open_services() as services:
         echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
         kb = kb or services.settings.default_kb
-        with kb_write_lock(services, kb, wait=False):
-            n, collection = reindex(services, kb)
+        services.catalog.require_kb(kb)
+        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
+            n, collection = services.kbs.reindex(kb)
         echo(f"re-embedded {n} chunks into collection {collection}")
 
 
@@ -250,6 +241,7 @@ def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "-
     if not yes:
         typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
     with open_services() as services:
-        with kb_write_lock(services, kb, wait=False):
+        services.catalog.require_kb(kb)
+        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
             services.kbs.drop(kb)
         echo(f"dropped {name(kb)}")

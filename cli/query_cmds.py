@@ -53,7 +53,7 @@ def ask(
     turns = _read_history(history) if history else None
     services = build_services(load_settings())
     try:
-        pipeline = Pipeline(services)
+        pipeline = services.pipeline
         kwargs: dict[str, Any] = dict(kb=kb or services.settings.default_kb, flt=flt, top_k=top_k, limit=limit,
                                       transforms=transform or None, rerank=False if no_rerank else None,
                                       history=turns, mode=mode, generate=not no_generate, strategy=strategy,

@@ -78,7 +78,7 @@ def run_robustness(services: Services, spec: RobustnessSpec, *, show_progress: b
     if not qids:
         raise ConfigError(f"dataset {dataset.name} has no question with gold answers in split {spec.split!r}",
                           field="dataset")
-    pipeline = pipeline if pipeline is not None else Pipeline(services)
+    pipeline = pipeline if pipeline is not None else services.pipeline
     tokens = passage_tokens(services.settings, spec.k, spec.passage_tokens)
     from tqdm import tqdm
 

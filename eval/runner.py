@@ -21,7 +21,7 @@ from eval.datasets import SPLITS, CorpusFolder, Dataset, load_dataset, resolve_d
 from eval.metrics import paired_bootstrap
 from eval.report import markdown_table, write_jsonl, write_report
 from ingest.runner import IngestReport
-from ingest.service import build_ingestor, kb_write_lock
+from ingest.service import build_ingestor
 from rag.errors import ConfigError, EmbeddingMismatch, RagError
 from rag.factory import Services
 from rag.pipeline import Pipeline
@@ -102,7 +102,7 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
     progress = progress_factory(len(written)) if progress_factory is not None else None
     ingestor.progress = progress
     try:
-        with kb_write_lock(services, kb, wait=False):
+        with services.write_locks.hold(kb, wait=False):
             report = ingestor.ingest_folder(folder, prune=True)
     finally:
         if hasattr(progress, "close"):
@@ -146,7 +146,7 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
                           f"{_reason_counts(dataset)}", field="dataset")
     kb = eval_kb_name(spec.kb_prefix, dataset.name, services.settings)
     ingest = prepare_kb(services, dataset, kb, progress_factory=ingest_progress, written=written)
-    pipeline = pipeline if pipeline is not None else Pipeline(services)
+    pipeline = pipeline if pipeline is not None else services.pipeline
     locator = ChunkLocator(dataset)
 
     def retrieve(question: str, config: EvalConfig):

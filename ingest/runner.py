@@ -24,7 +24,7 @@ from ingest.formats.ocr import DEFAULT_OCR, OcrOptions, chunk_ocr
 from ingest.limits import ParseLimits, check_file_size
 from ingest.parse import OCR_SUFFIXES, SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
 from rag.catalog import DocRecord
-from rag.errors import ParseError, RagError
+from rag.errors import ParseError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
 from rag.kb import EXTRA_SEP, KnowledgeBase
 from rag.types import Chunk, ChunkSpan, ParsedDocument
@@ -200,12 +200,6 @@ class Ingestor:
         """Ingest some files whose sources are their paths relative to `root` (no pruning)."""
         return self._run(root.resolve(), [p.resolve() for p in paths], prune=False)
 
-    def remove_source(self, source: str) -> FileResult:
-        record = self.kb.catalog.find_doc_by_source(self.kb.name, source)
-        if record is None:
-            raise RagError(f"no document {source!r} in knowledge base {self.kb.name!r}")
-        return self._remove(record, "removed on request")
-
     # internals ---------------------------------------------------------------------------------
     def _run(self, root: Path, paths: list[Path], prune: bool, skipped: Sequence[FileResult] = ()) -> IngestReport:
         started = time.perf_counter()
@@ -358,12 +352,7 @@ class Ingestor:
         return np.concatenate(parts)
 
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
-        catalog = self.kb.catalog
-        catalog.mark_deleting(doc.kb, doc.doc_id)
-        ids = sorted(set(doc.chunk_ids) | set(doc.pending_ids))
-        self.kb.delete(ids)
-        catalog.remove_doc(doc.kb, doc.doc_id)
-        return FileResult(doc.source, "removed", reason, 0, len(doc.chunk_ids))
+        return FileResult(doc.source, "removed", reason, 0, self.kb.remove_document(doc))
 
     def _tick(self, source: str, report: IngestReport) -> None:
         if self.progress is not None:

@@ -166,7 +166,7 @@ def _hits(response: httpx.Response) -> list[dict[str, Any]]:
 
 @dataclass
 class LocalBackend:
-    """The pipeline of this process (`rag.pipeline.Pipeline(services)`)."""
+    """The pipeline of this process (`services.pipeline`, from `rag.factory`)."""
 
     pipeline: Any
 
@@ -174,7 +174,7 @@ class LocalBackend:
         from rag.serialize import hit_to_dict
         from rag.retrieval import filter_pairs, parse_filter
 
-        kb = request.kb or self.pipeline.settings.default_kb
+        kb = request.kb or self.pipeline.config.default_kb
         try:
             flt = parse_filter(filter_pairs(request.filters))
             result = self.pipeline.retrieve(question, kb, flt=flt, top_k=request.top_k, limit=request.limit,

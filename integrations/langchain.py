@@ -8,7 +8,7 @@ Documents.
 Each Document's `page_content` is the chunk text; `metadata` holds source (the document path),
 title, section_path, section, page, start/end (character span in the parsed document), chunk_id,
 doc_id, kind, tags, score (fused RRF score), rerank_score and provenance (list, variant, rank,
-score per ranked list). Give `pipeline=Pipeline(services)` instead of `base_url` to query in
+score per ranked list). Give `pipeline=services.pipeline` instead of `base_url` to query in
 this process. Needs `pip install "rag-service[langchain]"`."""
 
 from __future__ import annotations

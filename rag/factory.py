@@ -1,33 +1,69 @@
-"""The one place that wires adapters from settings. Everything here is lazy: building `Services`
-opens the catalog and the store but loads no model until something needs it."""
+"""The one place that wires adapters and stages from settings. Everything here is lazy: building
+`Services` opens nothing and loads no model; each collaborator is built on first use, once.
+
+Any collaborator may be given instead of built: `Services(settings, embedder=..., store=...)`,
+`build_services(settings, llm=...)`, or `services.with_(reranker=None)` for a copy with some
+replaced. `reranker=None` means "no reranker"; a name left out (or `UNSET`) is built from settings."""
 
 from __future__ import annotations
 
+import enum
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from rag.catalog import Catalog
-from rag.kb import KnowledgeBases
+from rag.citations import CitationVerifier
+from rag.kb import KnowledgeBases, WriteLocks
 from rag.models import ModelLocator
-from rag.protocols import CollectionOptions
+from rag.pipeline import Pipeline, PipelineConfig
+from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStore
+from rag.rerank import RerankStage
+from rag.retrieval import HybridRetriever
 from rag.settings import Settings, load_settings
+from rag.strategies import StrategyConfig
+from rag.transforms import QueryTransformer
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET = _Unset.UNSET  # "build it from settings" (None is a value: no reranker)
+GIVABLE = ("catalog", "store", "embedder", "reranker", "llm")
+
+
 class Services:
-    settings: Settings
-    embedder_override: Any = None  # tests and tools may pass an Embedder instance
-    llm_override: Any = None
-    reranker_override: Any = "unset"
-    _lock: threading.RLock = field(default_factory=threading.RLock)
+    """The collaborators of one process, built from `settings` on first use. `embedder` is the
+    model: it is still wrapped for micro-batching when `batch_queries` is on."""
+
+    def __init__(self, settings: Settings, *, catalog: Catalog | _Unset = UNSET, store: VectorStore | _Unset = UNSET,
+                 embedder: Embedder | _Unset = UNSET, reranker: Reranker | None | _Unset = UNSET,
+                 llm: LLM | _Unset = UNSET) -> None:
+        self.settings = settings
+        given = {"catalog": catalog, "store": store, "embedder": embedder, "reranker": reranker, "llm": llm}
+        self._given: dict[str, Any] = {k: v for k, v in given.items() if v is not UNSET}
+        for name in ("catalog", "store", "embedder", "llm"):  # only the reranker may be None
+            if name in self._given and self._given[name] is None:
+                raise ValueError(f"{name}=None: give one, or leave it out to build it from settings")
+
+    def with_(self, **changes: Any) -> Services:
+        """A new Services with the same settings (or `settings=...`) and given collaborators, some
+        replaced or added (`UNSET` removes one: built from settings again). Nothing built by this
+        one is shared: close it if it opened a store."""
+        settings = changes.pop("settings", self.settings)
+        unknown = set(changes) - set(GIVABLE)
+        if unknown:
+            raise TypeError(f"unknown collaborator(s) {sorted(unknown)}; choose from {list(GIVABLE)}")
+        return Services(settings, **{**self._given, **changes})
 
     @property
     def data_dir(self) -> Path:
@@ -35,6 +71,8 @@ class Services:
 
     @cached_property
     def catalog(self) -> Catalog:
+        if "catalog" in self._given:
+            return self._given["catalog"]
         return Catalog(self.data_dir / "catalog.sqlite")
 
     @cached_property
@@ -44,10 +82,11 @@ class Services:
 
     @cached_property
     def embedder_resolution(self):
-        if self.embedder_override is not None:
+        if "embedder" in self._given:
             from rag.adapters.embedders import Resolution
 
-            return Resolution(self.embedder_override, f"{self.embedder_override.name} (given)")
+            given = self._given["embedder"]
+            return Resolution(given, f"{given.name} (given)")
         from rag.adapters.embedders import resolve_embedder
 
         s = self.settings
@@ -67,7 +106,9 @@ class Services:
         return BatchingEmbedder(inner, max_items=s.batch_max_queries, max_wait=s.batch_wait_ms / 1000)
 
     @cached_property
-    def store(self):
+    def store(self) -> VectorStore:
+        if "store" in self._given:
+            return self._given["store"]
         s = self.settings
         backend = s.resolved_vector_backend
         if backend == "edge":
@@ -106,12 +147,17 @@ class Services:
     @cached_property
     def kbs(self) -> KnowledgeBases:
         return KnowledgeBases(self.catalog, self.store, self.lexical_factory, self.embedder,
-                              self.collection_options())
+                              self.collection_options(), locks=self.write_locks)
+
+    @cached_property
+    def write_locks(self) -> WriteLocks:
+        """The knowledge bases' write locks; taking one opens no store and loads no model."""
+        return WriteLocks(self.data_dir / "locks")
 
     @cached_property
     def reranker(self):
-        if self.reranker_override != "unset":
-            return self.reranker_override
+        if "reranker" in self._given:
+            return self._given["reranker"]
         from rag.adapters.rerankers import resolve_reranker
 
         s = self.settings
@@ -125,32 +171,74 @@ class Services:
 
     @cached_property
     def llm(self):
-        if self.llm_override is not None:
-            return self.llm_override
+        if "llm" in self._given:
+            return self._given["llm"]
         from rag.adapters.llm import make_llm
 
         s = self.settings
         return make_llm(s.llm_base_url, s.llm_model, Settings.secret(s.llm_api_key), s.llm_timeout, s.llm_gguf_path,
-                        s.llm_context_window, s.llm_threads)
+                        s.llm_context_window, s.llm_threads, local_model=s.llm_local_model, device=s.llm_device)
+
+    # -- the query pipeline: every stage built once from settings --------------------------------
+    @cached_property
+    def rerank_stage(self) -> RerankStage | None:
+        """The reranking stage over `reranker` (None without one). Resolving the reranker may raise."""
+        reranker = self.reranker
+        if reranker is None:
+            return None
+        s = self.settings
+        return RerankStage(reranker, candidates=s.rerank_candidates, min_score=s.rerank_min_score)
+
+    @cached_property
+    def citation_verifier(self) -> CitationVerifier:
+        return CitationVerifier(self.embedder, self.settings.citation_min_support)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        """The answering pipeline, wired from settings; it resolves models through this object on
+        first use (nothing loads here)."""
+        s = self.settings
+        return Pipeline(
+            kbs=lambda: self.kbs, llm=lambda: self.llm, rerank=lambda: self.rerank_stage,
+            verifier=lambda: self.citation_verifier,
+            transformer=QueryTransformer(lambda: self.llm, multi_query_n=s.multi_query_n),
+            retriever=HybridRetriever(top_k=s.top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
+                                      bm25_weight=s.bm25_weight, fusion=s.fusion, fusion_depth=s.fusion_depth,
+                                      fusion_power=s.fusion_power, fusion_agreement_depth=s.fusion_agreement_depth),
+            strategy=StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources,
+                                    s.strategy_parallel),
+            config=PipelineConfig(
+                transforms=tuple(s.transforms), context_top_n=s.context_top_n,
+                original_query_weight=s.original_query_weight, prefer_latest_version=s.prefer_latest_version,
+                version_min_overlap=s.version_min_overlap, llm_max_tokens=s.llm_max_tokens,
+                llm_temperature=s.llm_temperature, llm_context_window=s.llm_context_window,
+                refuse_min_score=s.refuse_min_score, verify_citations=s.verify_citations,
+                refuse_unsupported=s.refuse_unsupported, strategy=s.strategy, strategy_sources=s.strategy_sources,
+                collection_questions=s.collection_questions, default_kb=s.default_kb,
+                context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
+                context_focus_tokens=s.context_focus_tokens, answer_style=s.answer_style,
+                answer_check=s.answer_check))
 
     def close(self) -> None:
-        if "store" in self.__dict__:
-            self.store.close()
-        if "catalog" in self.__dict__:
-            self.catalog.close()
+        """Close the store and the catalog this object opened (given ones stay the caller's)."""
+        for name in ("store", "catalog"):
+            if name in self.__dict__ and name not in self._given:
+                self.__dict__[name].close()
 
 
 @contextmanager
-def open_services(settings: Settings | None = None, **overrides: Any) -> Iterator[Services]:
+def open_services(settings: Settings | None = None, **given: Any) -> Iterator[Services]:
     """`build_services` for one command: the stores and the catalog are closed on the way out, so the
     next command (in this process or another) can open them at once."""
-    services = build_services(settings if settings is not None else load_settings(), **overrides)
+    services = build_services(settings if settings is not None else load_settings(), **given)
     try:
         yield services
     finally:
         services.close()
 
 
-def build_services(settings: Settings, **overrides: Any) -> Services:
+def build_services(settings: Settings, **given: Any) -> Services:
+    """Services over `settings`; `given` collaborators (catalog, store, embedder, reranker, llm)
+    are used instead of built."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Services(settings, **overrides)
+    return Services(settings, **given)

@@ -7,20 +7,29 @@ writes chunks to both indexes and searches each. Extra vectors (generated questi
 Searches return only live chunks: those the catalog lists for indexed documents (and the old
 version of a document being replaced), never a half-written document or both versions of one.
 The live set is cached per knowledge base and reloaded when the catalog's generation moves (a
-write in any process); searches over-fetch when dead ids take places in a result list."""
+write in any process); searches over-fetch when dead ids take places in a result list.
+
+Writes: one writer per knowledge base across threads and processes (`WriteLocks`, a thread lock
+plus an `flock` on `<data dir>/locks/<kb>.lock`); a writer that would wait without `wait` gets
+`Busy`. `KnowledgeBases.remove`, `reindex` and `drop` take the lock themselves; ingestion (and
+any caller that writes more than the index) holds `KnowledgeBases.writing(name)` around its work
+and uses the `KnowledgeBase` primitives (`write`, `delete`, `remove_document`) inside it."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
-from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound
+from rag.errors import Busy, EmbeddingMismatch, InvalidRequest, NotFound, RagError
 from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
 
@@ -45,6 +54,51 @@ def collapse_to_parents(items: Sequence[ScoredId]) -> list[ScoredId]:
             seen.add(parent)
             out.append(ScoredId(parent, item.score))
     return out
+
+
+class WriteLocks:
+    """One writer per knowledge base: a thread lock (shared by every `WriteLocks` of this process
+    over the same folder) and an exclusive `flock` on `<folder>/<kb>.lock` for other processes.
+    Re-entrant in the holding thread: a caller may take the lock before opening the stores, and
+    the knowledge-base operation it calls takes it again without blocking itself."""
+
+    _threads: dict[str, threading.RLock] = {}
+    _depth: dict[str, int] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    @contextmanager
+    def hold(self, kb: str, wait: bool = True) -> Iterator[None]:
+        """Hold the write lock of `kb`; without `wait`, raise Busy when someone else holds it."""
+        path = self.folder / f"{kb}.lock"
+        key = str(path.absolute())
+        with self._guard:
+            tlock = self._threads.setdefault(key, threading.RLock())
+        if not tlock.acquire(blocking=wait):
+            raise Busy(f"knowledge base {kb!r} is being written by another job", field="kb")
+        try:
+            if self._depth.get(key, 0):  # this thread holds it already (and the file lock with it)
+                self._depth[key] += 1
+                try:
+                    yield
+                finally:
+                    self._depth[key] -= 1
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                except BlockingIOError as exc:
+                    raise Busy(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
+                self._depth[key] = 1
+                try:
+                    yield
+                finally:
+                    self._depth[key] = 0
+        finally:
+            tlock.release()
 
 
 @dataclass
@@ -100,6 +154,14 @@ class KnowledgeBase:
             self.store.delete(self.collection, list(chunk_ids))
             self.lexical.delete(list(chunk_ids))
 
+    def remove_document(self, doc: DocRecord) -> int:
+        """Delete a document's chunks (current and pending) from both indexes, then its catalog
+        record; the number of its chunks removed. The caller holds the write lock."""
+        self.catalog.mark_deleting(doc.kb, doc.doc_id)
+        self.delete(sorted(set(doc.chunk_ids) | set(doc.pending_ids)))
+        self.catalog.remove_doc(doc.kb, doc.doc_id)
+        return len(doc.chunk_ids)
+
     def write_documents(self, chunks: Sequence[Chunk], vectors: np.ndarray, *, origin: str = "") -> None:
         """Write chunks brought by the caller (tools, benchmarks, tests) and record each of their
         documents as indexed in the catalog, so that searches see them (not incremental: a document
@@ -149,6 +211,11 @@ class KnowledgeBase:
         payloads = self.store.get_payloads(self.collection, list(chunk_ids))
         return {cid: Chunk.from_payload(p) for cid, p in payloads.items()}
 
+    def iter_chunks(self, chunk_ids: Sequence[str] | None = None, batch: int = 1024) -> Iterator[list[Chunk]]:
+        """The stored chunks of `chunk_ids` (default: every id the vector store holds), read back
+        from their payloads `batch` at a time, in id order."""
+        yield from iter_stored_chunks(self.store, self.collection, chunk_ids, batch)
+
     def count(self) -> int:
         return self.store.count(self.collection)
 
@@ -169,7 +236,9 @@ class KnowledgeBases:
     """Opens knowledge bases; the store and embedder are shared, one lexical index per kb."""
 
     def __init__(self, catalog: Catalog, store: VectorStore, lexical_factory: Callable[[str], LexicalIndex],
-                 embedder: Embedder, collection_options: CollectionOptions | None = None) -> None:
+                 embedder: Embedder, collection_options: CollectionOptions | None = None, *,
+                 locks: WriteLocks) -> None:
+        self.locks = locks
         self.catalog = catalog
         self.store = store
         self.lexical_factory = lexical_factory
@@ -217,11 +286,7 @@ class KnowledgeBases:
         """Re-tokenise a BM25 index written by an older tokenizer from the chunk texts that the
         vector store holds (nothing is re-parsed or re-embedded)."""
         started = time.perf_counter()
-        ids = sorted(self.store.ids(record.collection))
-        chunks = []
-        for i in range(0, len(ids), batch):
-            payloads = self.store.get_payloads(record.collection, ids[i:i + batch])
-            chunks.extend(Chunk.from_payload(p) for p in payloads.values())
+        chunks = [c for page in iter_stored_chunks(self.store, record.collection, None, batch) for c in page]
         lexical.rebuild(chunks)
         log.warning("BM25 index of knowledge base %s was built by an older tokenizer: rebuilt from its %d stored "
                     "chunks in %.1f s", record.name, len(chunks), time.perf_counter() - started)
@@ -241,8 +306,29 @@ class KnowledgeBases:
                 log.info("created knowledge base %s (model %s, dim %d)", name, self.embedder.name, self.embedder.dim)
             return self.open(name)
 
-    def drop(self, name: str) -> None:
-        with self._lock:
+    @contextmanager
+    def writing(self, name: str, wait: bool = False) -> Iterator[None]:
+        """Hold the write lock of knowledge base `name` (Busy at once while another writer has it,
+        unless `wait`)."""
+        with self.locks.hold(name, wait=wait):
+            yield
+
+    def remove(self, name: str, source: str, *, wait: bool = False) -> tuple[DocRecord, int]:
+        """Remove the document `source` from knowledge base `name` under its write lock: the record
+        removed and its chunk count. NotFound for an unknown knowledge base (never created)."""
+        check_kb_name(name)
+        self.catalog.require_kb(name)
+        with self.writing(name, wait):
+            kb = self.open(name)
+            doc = self.catalog.find_doc_by_source(name, source)
+            if doc is None:
+                raise RagError(f"no document {source!r} in knowledge base {name!r}")
+            return doc, kb.remove_document(doc)
+
+    def drop(self, name: str, *, wait: bool = False) -> None:
+        """Delete knowledge base `name`, its indexes and catalog rows, under its write lock."""
+        self.catalog.require_kb(name)
+        with self.writing(name, wait), self._lock:
             record = self.catalog.require_kb(name)
             kb = self._open.pop(name, None)
             lexical = kb.lexical if kb else self.lexical_factory(record.collection)
@@ -251,8 +337,47 @@ class KnowledgeBases:
                 self.store.drop_collection(record.collection)
             self.catalog.delete_kb(name)
 
-    def switch_collection(self, name: str, collection: str) -> None:
-        """Point a knowledge base at a re-embedded collection (after `reindex`)."""
+    def reindex(self, name: str, *, batch: int = 256, wait: bool = False) -> tuple[int, str]:
+        """Re-embed every live chunk of `name` with the configured model into a new collection, under
+        its write lock (chunk texts are read back from the old collection, nothing is re-parsed),
+        then switch the knowledge base to it and drop the old collection. Queries keep working on
+        the old collection until the switch. The chunk count and the new collection."""
+        self.catalog.require_kb(name)
+        with self.writing(name, wait):
+            record = self.catalog.require_kb(name)
+            store, embedder = self.store, self.embedder
+            version = int(record.meta.get("version", 1)) + 1 if isinstance(record.meta, dict) else 2
+            new_collection = f"{name}__v{version}"
+            while store.collection_exists(new_collection) or self.catalog.collection_owner(new_collection) is not None:
+                version += 1
+                new_collection = f"{name}__v{version}"
+            _, live = self.catalog.live_chunk_ids(name)
+            ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
+            store.ensure_collection(new_collection, embedder.dim, self.collection_options)
+            lexical = self.lexical_factory(new_collection)
+            for chunks in iter_stored_chunks(store, record.collection, ids, batch):
+                store.upsert(new_collection, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
+                lexical.add(chunks)
+            self._switch_collection(name, new_collection)
+            self.lexical_factory(record.collection).drop()
+            store.drop_collection(record.collection)
+        log.info("reindexed %s: %d chunks into %s with %s", name, len(ids), new_collection, embedder.name)
+        return len(ids), new_collection
+
+    def _switch_collection(self, name: str, collection: str) -> None:
+        """Point a knowledge base at a re-embedded collection."""
         with self._lock:
             self.catalog.update_kb(name, embed_model=self.embedder.name, dim=self.embedder.dim, collection=collection)
             self._open.pop(name, None)
+
+
+def iter_stored_chunks(store: VectorStore, collection: str, chunk_ids: Sequence[str] | None = None,
+                       batch: int = 1024) -> Iterator[list[Chunk]]:
+    """Chunks read back from the payloads of `collection` (`chunk_ids`, default every stored id),
+    `batch` ids at a time in id order; ids without a payload are skipped."""
+    ids = sorted(store.ids(collection) if chunk_ids is None else chunk_ids)
+    for i in range(0, len(ids), batch):
+        payloads = store.get_payloads(collection, ids[i:i + batch])
+        chunks = [Chunk.from_payload(p) for p in payloads.values()]
+        if chunks:
+            yield chunks

@@ -8,15 +8,21 @@ absolute scale, so only an empty result refuses; the prompt still tells the mode
 After generation every claim of the answer is checked against the sources (model citations
 verified, uncited claims attributed); an answer none of whose claims any source supports is
 replaced by the refusal (`refuse_unsupported`). When streaming, the tokens have gone out by
-then: the `done` event carries the final answer and says so."""
+then: the `done` event carries the final answer and says so.
+
+Construction: every stage is built once, by the factory (`rag.factory.Services.pipeline`), from
+settings; the pipeline stores them. The models behind the stages (LLM, reranker, the embedder
+the knowledge bases and the verifier use) are reached through zero-argument functions, so that
+nothing resolves or loads before a query needs it. A request's own `top_k`, `mode`, `fusion`,
+`limit`, transforms and rerank on/off are call arguments."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag import collection, focus, prompts, versions
@@ -24,9 +30,10 @@ from rag.answer_check import answer_style, check_answer
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
-from rag.factory import Services
 from rag.generation import (PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
                             sources_from_hits)
+from rag.kb import KnowledgeBases
+from rag.protocols import LLM
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
@@ -35,12 +42,40 @@ from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_stra
 from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
 from rag.types import Answer, Filter, Hit, Source
 
-__all__ = ["Pipeline", "RetrievalResult"]
+__all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
 
 log = logging.getLogger(__name__)
 STAGES = ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch", "rerank", "generate", "verify")
 MAX_QUESTION_CHARS = 4000
-_rerank_notice = False
+NO_RERANKER = "no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name or local path)"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The plain values the pipeline itself reads (the stages hold their own)."""
+
+    transforms: tuple[str, ...]  # query transforms run when a request names none
+    context_top_n: int  # hits kept for the prompt when a request gives no `limit`
+    original_query_weight: float
+    prefer_latest_version: bool
+    version_min_overlap: float
+    llm_max_tokens: int
+    llm_temperature: float
+    llm_context_window: int
+    refuse_min_score: float
+    verify_citations: bool
+    refuse_unsupported: bool
+    strategy: str
+    strategy_sources: int
+    collection_questions: bool
+    default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
+    # what the model reads and how it is asked (rag/focus.py, rag/answer_check.py)
+    context_dedupe: bool = True
+    match_years: bool = True
+    context_focus: bool = True
+    context_focus_tokens: int = 160
+    answer_style: str = "auto"
+    answer_check: bool = True
 
 
 @dataclass
@@ -60,9 +95,31 @@ class RetrievalResult:
 
 
 class Pipeline:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.settings = services.settings
+    """One query from question to verified answer. `kbs`, `llm`, `rerank` and `verifier` are
+    zero-argument functions returning the collaborator (resolved on first use; `rerank` returns
+    None when there is no reranker, and may raise a RagError: reranking is then skipped)."""
+
+    def __init__(self, *, kbs: Callable[[], KnowledgeBases], llm: Callable[[], LLM],
+                 transformer: QueryTransformer, retriever: HybridRetriever,
+                 rerank: Callable[[], RerankStage | None], verifier: Callable[[], CitationVerifier],
+                 strategy: StrategyConfig, config: PipelineConfig) -> None:
+        check_transforms(config.transforms)
+        self._kbs, self._llm, self._rerank, self._verifier = kbs, llm, rerank, verifier
+        self.transformer = transformer
+        self.retriever = retriever
+        self.config = config
+        grounded = self._grounded if config.verify_citations and config.refuse_unsupported else None
+        self.strategy_config = StrategyConfig(strategy.max_tokens, strategy.temperature, strategy.group_sources,
+                                              strategy.parallel, grounded)
+        self._rerank_notice = False  # "no reranker" is logged once per pipeline
+
+    @property
+    def kbs(self) -> KnowledgeBases:
+        return self._kbs()
+
+    @property
+    def llm(self) -> LLM:
+        return self._llm()
 
     # -- retrieval ---------------------------------------------------------------------------
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
@@ -72,20 +129,21 @@ class Pipeline:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
         overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
         `prefer_latest_version` setting (only the newest version of a document family)."""
-        s = self.settings
+        s = self.config
         started = time.perf_counter()
         question = check_question(question)
         history = check_history(history)
         names = check_transforms(s.transforms if transforms is None else transforms)
         if mode not in MODES:
             raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
-        top_k = _check_count("top_k", s.top_k if top_k is None else top_k)
+        retriever = self.retriever
+        top_k = _check_count("top_k", retriever.top_k if top_k is None else top_k)
         limit = _check_count("limit", s.context_top_n if limit is None else limit)
-        knowledge = self.services.kbs.open(kb)
+        knowledge = self.kbs.open(kb)
         timings = dict.fromkeys(STAGES, 0.0)
         lang = question_language(question, history)
         tlog = TransformLog()
-        transformer = QueryTransformer(lambda: self.services.llm, multi_query_n=s.multi_query_n)
+        transformer = self.transformer
 
         t = time.perf_counter()
         standalone = transformer.condense(question, history, lang, tlog)
@@ -95,18 +153,14 @@ class Pipeline:
                                       mode=mode)
         timings["transform"] = time.perf_counter() - t
 
-        fusion = s.fusion if fusion is None else fusion
-        retriever = HybridRetriever(knowledge, top_k=top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
-                                    bm25_weight=s.bm25_weight, fusion=fusion, fusion_depth=s.fusion_depth,
-                                    fusion_power=s.fusion_power, fusion_agreement_depth=s.fusion_agreement_depth)
-        fused = retriever.search(variants, mode=mode, flt=flt, timings=timings)
-        reranker, rerank_info = self._reranker(rerank)
+        fusion = retriever.fusion if fusion is None else fusion
+        fused = retriever.search(knowledge, variants, mode=mode, flt=flt, timings=timings, top_k=top_k, fusion=fusion)
+        stage, rerank_info = self._rerank_stage(rerank)
         t = time.perf_counter()
-        hits = retriever.hits(fused[: max(s.rerank_candidates, limit) if reranker else limit])
+        hits = retriever.hits(knowledge, fused[: max(stage.candidates, limit) if stage else limit])
         timings["fetch"] = time.perf_counter() - t
         t = time.perf_counter()
-        if reranker is not None:
-            stage = RerankStage(reranker, candidates=s.rerank_candidates, min_score=s.rerank_min_score)
+        if stage is not None:
             query = rerank_query(question, history)
             try:
                 outcome = stage.apply(query, hits, limit)
@@ -114,7 +168,7 @@ class Pipeline:
             except RagError as exc:
                 log.warning("reranking skipped: %s", exc.message)
                 tlog.warnings.append(f"reranking skipped: {exc.message}")
-                reranker, rerank_info, hits = None, {"enabled": False, "reason": exc.message}, hits[:limit]
+                stage, rerank_info, hits = None, {"enabled": False, "reason": exc.message}, hits[:limit]
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
@@ -123,31 +177,29 @@ class Pipeline:
             hits, used_versions = versions.prefer_latest(hits, versions.families(knowledge, s.version_min_overlap),
                                                          question)
         timings["retrieval_total"] = time.perf_counter() - started
-        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": s.rrf_k, "fusion": fusion,
-                "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
-                "warnings": tlog.warnings, "rerank": {"enabled": reranker is not None, **rerank_info}}
+        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": retriever.rrf_k,
+                "fusion": fusion, "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
+                "warnings": tlog.warnings, "rerank": {"enabled": stage is not None, **rerank_info}}
         if used_versions:
             info["versions"] = used_versions
         return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,
-                               reranker is not None, info)
+                               stage is not None, info)
 
-    def _reranker(self, wanted: bool | None):
-        global _rerank_notice
+    def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, dict[str, Any]]:
+        """The rerank stage for this request, or None with the reason."""
         if wanted is False:
             return None, {"reason": "turned off for this request"}
         try:
-            reranker = self.services.reranker
+            stage = self._rerank()
         except RagError as exc:
             log.warning("reranking skipped: %s", exc.message)
             return None, {"reason": exc.message}
-        if reranker is None:
-            reason = ("no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name "
-                      "or local path)")
-            if not _rerank_notice:
-                log.warning("reranking skipped: %s", reason)
-                _rerank_notice = True
-            return None, {"reason": reason}
-        return reranker, {"model": reranker.name}
+        if stage is None:
+            if not self._rerank_notice:
+                log.warning("reranking skipped: %s", NO_RERANKER)
+                self._rerank_notice = True
+            return None, {"reason": NO_RERANKER}
+        return stage, {"model": stage.reranker.name}
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, question: str, kb: str, *, generate: bool = True, strategy: str | None = None,
@@ -157,16 +209,16 @@ class Pipeline:
         about = self._about_collection(question, kb, generate, collection_questions, kwargs)
         if about is not None:
             return self._done(about, started)
-        strategy = check_strategy(strategy, self.settings.strategy)
+        strategy = check_strategy(strategy, self.config.strategy)
         result = self.retrieve(question, kb, **self._strategy_limit(strategy, kwargs))
         ans, packed = self._prepare(result, generate)
         if packed is None:
             return self._done(ans, started)
-        llm = self.services.llm
+        llm = self.llm
         step = self._final_step(ans, result, packed, strategy)
         t = time.perf_counter()
         raw = step.text if step.messages is None else llm.chat(
-            step.messages, max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+            step.messages, max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
@@ -184,10 +236,10 @@ class Pipeline:
         ans, packed = self._prepare(result, True)
         if packed is None:
             return self._done(ans, started)
-        llm = self.services.llm
+        llm = self.llm
         t = time.perf_counter()
         raw = llm.chat(build_messages(question, packed.sources, lang, ans.info["answer_style"]),
-                       max_tokens=self.settings.llm_max_tokens, temperature=self.settings.llm_temperature)
+                       max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         text, invalid = clean_answer(raw, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
@@ -196,13 +248,13 @@ class Pipeline:
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
                           kwargs: dict[str, Any]) -> Answer | None:
         """The catalog's answer to a question about the collection itself (rag/collection.py), or None."""
-        if not generate or not (self.settings.collection_questions if wanted is None else wanted):
+        if not generate or not (self.config.collection_questions if wanted is None else wanted):
             return None
         found = collection.detect(check_question(question))
         if found is None:
             return None
         lang = question_language(question, kwargs.get("history"))
-        result = collection.answer(self.services.kbs.open(kb), found, lang, kwargs.get("flt"))
+        result = collection.answer(self.kbs.open(kb), found, lang, kwargs.get("flt"))
         if result is None:
             return None
         return Answer(question=question, answer=result.text, sources=result.sources, citations=result.citations,
@@ -213,17 +265,14 @@ class Pipeline:
     def _strategy_limit(self, strategy: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         """map_reduce / refine / map_rerank read more sources than one prompt holds (strategy_sources)."""
         if strategy in ("map_reduce", "refine", "map_rerank") and kwargs.get("limit") is None:
-            return {**kwargs, "limit": self.settings.strategy_sources}
+            return {**kwargs, "limit": self.config.strategy_sources}
         return kwargs
 
     def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
-        s = self.settings
         name = resolve(strategy, packed)
-        grounded = self._grounded if s.verify_citations and s.refuse_unsupported else None
-        config = StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel,
-                                grounded, ans.info["answer_style"])
-        runner = StrategyRunner(lambda: self.services.llm, config)
+        config = replace(self.strategy_config, answer_style=ans.info["answer_style"])
+        runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
         if name != "stuff":
@@ -236,7 +285,7 @@ class Pipeline:
 
     def _grounded(self, text: str, sources: Sequence[Source]) -> bool:
         """Whether a source supports at least one claim of an intermediate (map) answer."""
-        verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        verifier = self._verifier()
         citations = extract_citations(text, sources)
         if citations:
             verifier.verify(citations, sources)
@@ -247,8 +296,8 @@ class Pipeline:
         """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
         check_question(question)
-        strategy = check_strategy(kwargs.pop("strategy", None), self.settings.strategy)
-        self.services.kbs.open(kb)
+        strategy = check_strategy(kwargs.pop("strategy", None), self.config.strategy)
+        self.kbs.open(kb)
         about = self._about_collection(question, kb, generate, kwargs.pop("collection_questions", None), kwargs)
         if about is not None:
             return _catalog_events(about)
@@ -278,9 +327,9 @@ class Pipeline:
             pieces: list[str] = []
             t = time.perf_counter()
             try:
-                llm = self.services.llm
-                with closing(_deltas(llm, step, self.settings.llm_max_tokens,
-                                     self.settings.llm_temperature)) as deltas:
+                llm = self.llm
+                with closing(_deltas(llm, step, self.config.llm_max_tokens,
+                                     self.config.llm_temperature)) as deltas:
                     for delta in deltas:
                         text = marker_filter.feed(delta)
                         if text:
@@ -308,7 +357,7 @@ class Pipeline:
     def _prepare(self, result: RetrievalResult, generate: bool) -> tuple[Answer, PackedContext | None]:
         """The Answer shell, and the packed context when the LLM must be called (None when the
         answer is a refusal or generation is off)."""
-        s = self.settings
+        s = self.config
         ans = Answer(question=result.question, answer="", standalone_question=result.standalone_question,
                      query_variants=result.variants, hits=result.hits, timings=dict(result.timings),
                      rerank_enabled=result.rerank_enabled, info=dict(result.info))
@@ -349,18 +398,18 @@ class Pipeline:
             return
         ans.citations = extract_citations(text, packed.sources)
         ans.info["uncited_sentences"] = len(uncited_sentences(text))
-        if not self.settings.verify_citations:
+        if not self.config.verify_citations:
             self._check(ans, text, packed)
             return
         t = time.perf_counter()
-        verifier = CitationVerifier(self.services.embedder, self.settings.citation_min_support)
+        verifier = self._verifier()
         if ans.citations:
             ans.info["verification"] = verifier.verify(ans.citations, packed.sources)
         added, grounding = attribute(text, ans.citations, packed.sources, verifier)
         ans.citations = sorted([*ans.citations, *added], key=lambda c: (c.sentence_start, c.origin != "model"))
         ans.info["grounding"] = grounding
         ans.timings["verify"] = time.perf_counter() - t
-        if self.settings.refuse_unsupported and grounding["claims"] and not grounding["supported_claims"]:
+        if self.config.refuse_unsupported and grounding["claims"] and not grounding["supported_claims"]:
             # not one statement of the answer is backed by a source: an invented answer
             self._refuse(ans, "unsupported_answer", text)
             return
@@ -368,7 +417,7 @@ class Pipeline:
 
     def _check(self, ans: Answer, text: str, packed: PackedContext) -> None:
         """Refuse an answer that does not address the question (rag/answer_check.py)."""
-        if not self.settings.answer_check:
+        if not self.config.answer_check:
             return
         result = check_answer(ans.standalone_question or ans.question, text, packed.sources, ans.citations)
         ans.info["answer_check"] = result.info()

@@ -42,24 +42,28 @@ class SearchableKB(Protocol):
 
 
 class HybridRetriever:
-    def __init__(self, kb: SearchableKB, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
+    """The retrieval stage, built once: list weights and fusion defaults; the knowledge base (and
+    a request's own `top_k` / `fusion`) come with each search."""
+
+    def __init__(self, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
                  bm25_weight: float = 1.0, fusion: str = "confidence", fusion_depth: int = 30,
                  fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
-        if top_k < 1:
-            raise InvalidRequest(f"top_k must be >= 1, got {top_k}", field="top_k")
-        if fusion not in FUSIONS:
-            raise InvalidRequest(f"unknown fusion {fusion!r}; choose from {list(FUSIONS)}", field="fusion")
-        self.kb = kb
+        _check_top_k(top_k)
+        _check_fusion(fusion)
         self.top_k = top_k
         self.rrf_k = rrf_k
         self.weights = {"dense": dense_weight, "bm25": bm25_weight}
         self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
         self.fusion_agreement_depth = fusion_agreement_depth
 
-    def search(self, variants: Sequence[Variant], *, mode: str = "hybrid", flt: Filter | None = None,
-               timings: dict[str, float] | None = None) -> list[Fused]:
-        """Fused ranking (best first) of every chunk found by any list. Fills `timings` with
-        embed, dense, bm25 and fusion seconds."""
+    def search(self, kb: SearchableKB, variants: Sequence[Variant], *, mode: str = "hybrid",
+               flt: Filter | None = None, timings: dict[str, float] | None = None, top_k: int | None = None,
+               fusion: str | None = None) -> list[Fused]:
+        """Fused ranking (best first) of every chunk of `kb` found by any list. `top_k` and `fusion`
+        override this retriever's for one search. Fills `timings` with embed, dense, bm25 and
+        fusion seconds."""
+        top_k = self.top_k if top_k is None else _check_top_k(top_k)
+        fusion = self.fusion if fusion is None else _check_fusion(fusion)
         if mode not in MODES:
             raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
         timings = timings if timings is not None else {}
@@ -71,24 +75,24 @@ class HybridRetriever:
 
         dense = [v for name, v in plan if name == "dense"]
         started = time.perf_counter()
-        vectors = self.kb.embed_queries([v.text for v in dense]) if dense else np.zeros((0, 0), np.float32)
+        vectors = kb.embed_queries([v.text for v in dense]) if dense else np.zeros((0, 0), np.float32)
         timings["embed"] = time.perf_counter() - started
 
         started = time.perf_counter()
         for v, vector in zip(dense, vectors):
-            items = self.kb.search_dense(vector, self.top_k, flt)
+            items = kb.search_dense(vector, top_k, flt)
             lists.append(RankedList("dense", v.label, items, self.weights["dense"] * v.weight))
         timings["dense"] = time.perf_counter() - started
 
         started = time.perf_counter()
         for name, v in plan:
             if name == "bm25":
-                items = self.kb.search_bm25(v.text, self.top_k, flt)
+                items = kb.search_bm25(v.text, top_k, flt)
                 lists.append(RankedList("bm25", v.label, items, self.weights["bm25"] * v.weight))
         timings["bm25"] = time.perf_counter() - started
 
         started = time.perf_counter()
-        if self.fusion == "confidence":
+        if fusion == "confidence":
             lists = self._confidence_weighted(lists)
         fused = rrf(lists, k=self.rrf_k)
         timings["fusion"] = time.perf_counter() - started
@@ -108,15 +112,28 @@ class HybridRetriever:
                 out[i] = ranked
         return out
 
-    def hits(self, fused: Sequence[Fused]) -> list[Hit]:
-        """Load the chunks of fused entries, keeping their order; entries whose chunk vanished
-        (deleted between search and fetch) are dropped."""
-        chunks = self.kb.get_chunks([f.chunk_id for f in fused])
+    @staticmethod
+    def hits(kb: SearchableKB, fused: Sequence[Fused]) -> list[Hit]:
+        """Load the chunks of fused entries from `kb`, keeping their order; entries whose chunk
+        vanished (deleted between search and fetch) are dropped."""
+        chunks = kb.get_chunks([f.chunk_id for f in fused])
         missing = [f.chunk_id for f in fused if f.chunk_id not in chunks]
         if missing:
             log.warning("%d retrieved chunk(s) have no stored payload (deleted meanwhile?): %s", len(missing),
                         ", ".join(missing[:3]))
         return [Hit(chunks[f.chunk_id], f.score, list(f.provenance)) for f in fused if f.chunk_id in chunks]
+
+
+def _check_top_k(top_k: int) -> int:
+    if top_k < 1:
+        raise InvalidRequest(f"top_k must be >= 1, got {top_k}", field="top_k")
+    return top_k
+
+
+def _check_fusion(fusion: str) -> str:
+    if fusion not in FUSIONS:
+        raise InvalidRequest(f"unknown fusion {fusion!r}; choose from {list(FUSIONS)}", field="fusion")
+    return fusion
 
 
 # -- filters ---------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ Offsets (`start`, `end`) are character offsets into the *parsed* text of a docum
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from rag.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)  # slots: a large file has hundreds of thousands of blocks
@@ -254,3 +257,19 @@ class Answer:
     rerank_enabled: bool = False
     model: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_tags(values: Iterable[str], field: str = "tags") -> dict[str, str]:
+    """Document tags from `key=value` strings, each possibly a comma list (the CLI's repeated
+    `--tag` and the API's `tags` form field alike): `["team=hr", "lang=en, year=2024"]` ->
+    {"team": "hr", "lang": "en", "year": "2024"}. Raises InvalidRequest naming `field`."""
+    tags: dict[str, str] = {}
+    for value in values:
+        for item in str(value).split(","):
+            if not item.strip():
+                continue
+            key, sep, val = item.partition("=")
+            if not sep or not key.strip() or not val.strip():
+                raise InvalidRequest(f"invalid tag {item.strip()!r} in {field}: use key=value", field=field)
+            tags[key.strip()] = val.strip()
+    return tags

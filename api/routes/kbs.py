@@ -16,11 +16,11 @@ from api.deps import ApiState, Caller, State
 from api.errors import Conflict
 from api.jobs import Job, new_job_id
 from api.schemas import (KB_PATTERN, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut)
-from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, parse_tags, remove_tree,
+from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
-from ingest.service import build_ingestor, kb_write_lock
 from rag.catalog import KbRecord, check_new_kb_name
 from rag.errors import Busy, InvalidRequest, NotFound
+from rag.types import parse_tags
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
 KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
@@ -34,11 +34,11 @@ def _kb_out(state: ApiState, record: KbRecord) -> KbOut:
 
 
 @contextmanager
-def _busy_is_conflict(state: ApiState, kb: str):
-    """The knowledge base's write lock without waiting: 409 while an ingest job writes it."""
+def _busy_is_conflict():
+    """A knowledge base's write lock taken without waiting (by the code inside): 409 while an
+    ingest job writes it."""
     try:
-        with kb_write_lock(state.services, kb, wait=False):
-            yield
+        yield
     except Busy as exc:
         raise Conflict(f"{exc.message}; retry when its ingest job has finished", field="kb") from exc
 
@@ -61,7 +61,8 @@ def create_kb(body: KbCreate, state: State, caller: Caller) -> Any:
     except InvalidRequest as exc:
         raise InvalidRequest(exc.message, field="name") from None
     meta = {"description": body.description} if body.description else None
-    with _busy_is_conflict(state, body.name):  # created under its write lock, like an ingest creates it
+    # created under its write lock, like an ingest creates it
+    with _busy_is_conflict(), kbs.writing(body.name):
         if kbs.exists(body.name):
             raise Conflict(f"knowledge base {body.name!r} exists already", field="name")
         return _kb_out(state, kbs.open_or_create(body.name, meta).record)
@@ -78,8 +79,9 @@ def delete_kb(kb: KbName, state: State, caller: Caller) -> Response:
     """Drop the knowledge base: its vectors, lexical index, catalog rows and uploaded files."""
     caller.require_write(kb)
     state.services.catalog.require_kb(kb)
-    with _busy_is_conflict(state, kb):
-        state.services.kbs.drop(kb)
+    kbs = state.services.kbs
+    with _busy_is_conflict(), kbs.writing(kb):  # the uploaded files go under the same write lock
+        kbs.drop(kb)
         remove_tree(kb_upload_dir(state.services.data_dir, kb))
     return Response(status_code=204)
 
@@ -102,15 +104,16 @@ def delete_document(kb: KbName, doc_id: str, state: State, caller: Caller) -> An
     caller.require_write(kb)
     catalog = state.services.catalog
     catalog.require_kb(kb)
-    with _busy_is_conflict(state, kb):
+    kbs = state.services.kbs
+    with _busy_is_conflict(), kbs.writing(kb):
         doc = catalog.get_doc(kb, doc_id)
         if doc is None:
             raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb!r}", field="doc_id")
-        result = build_ingestor(state.services, kb).remove_source(doc.source)
+        chunks_removed = kbs.open(kb).remove_document(doc)
         upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
         if doc.origin == str(upload_dir):
             (upload_dir / doc.source).unlink(missing_ok=True)
-    return DocumentDeleted(doc_id=doc_id, source=doc.source, chunks_removed=result.chunks_removed)
+    return DocumentDeleted(doc_id=doc_id, source=doc.source, chunks_removed=chunks_removed)
 
 
 @router.post("/kbs/{kb}/documents", response_model=JobAccepted, status_code=202,

@@ -65,9 +65,8 @@ def ingest(kb, rows: list[dict[str, Any]]) -> None:
 
 
 def pipeline_retriever(services, top_k: int, stages: dict[str, list[float]]):
-    from rag.pipeline import Pipeline
 
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
 
     def retrieve(question: str) -> list[str]:
         result = pipeline.retrieve(question, KB, mode="hybrid", rerank=False, top_k=top_k, limit=top_k)

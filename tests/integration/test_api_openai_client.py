@@ -97,8 +97,8 @@ def test_real_models_upload_then_ask_through_the_openai_client(tmp_path):
 
     settings = Settings(_env_file=None, data_dir=tmp_path / "data", api_admin_key=ADMIN_KEY, default_kb="manuals",
                         llm_context_window=2048, llm_max_tokens=120, context_top_n=3, rerank_model="none")
-    services = build_services(settings, embedder_override=resolve_embedder("e5").embedder,
-                              llm_override=make_llm(None, n_ctx=2048), reranker_override=None)
+    services = build_services(settings, embedder=resolve_embedder("e5").embedder,
+                              llm=make_llm(None, n_ctx=2048), reranker=None)
     manual = ("# Zephyr Kettle Manual\n\n## Warranty\n\nThe Zephyr kettle warranty lasts three years from the date "
               "of purchase.\n\n## Cleaning\n\nDescale the kettle every month with citric acid.\n")
     with running_server(create_app(services)) as base:

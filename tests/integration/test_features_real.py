@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from ingest.service import build_ingestor
-from rag.pipeline import Pipeline
 from rag.serialize import answer_to_dict
 from tests.unit.kb_fixtures import KB, build_services
 from tests.unit.test_collection import register_docs
@@ -32,7 +31,7 @@ def services(tmp_path_factory):
 
 
 def test_map_reduce_with_the_real_model_keeps_verified_citations(services):
-    answer = Pipeline(services).answer("How long is the Acme X200 warranty?", KB, strategy="map_reduce", limit=2)
+    answer = services.pipeline.answer("How long is the Acme X200 warranty?", KB, strategy="map_reduce", limit=2)
     data = answer_to_dict(answer)
     assert answer.info["strategy"]["name"] == "map_reduce" and answer.info["strategy"]["map_calls"] == 2
     assert not answer.refused, data
@@ -41,9 +40,9 @@ def test_map_reduce_with_the_real_model_keeps_verified_citations(services):
 
 
 def test_collection_question_is_answered_from_the_catalog(services):
-    answer = Pipeline(services).answer("How many documents are in the knowledge base?", KB)
+    answer = services.pipeline.answer("How many documents are in the knowledge base?", KB)
     assert answer.model == "catalog" and "holds 3 documents" in answer.answer
-    zh = Pipeline(services).answer("知识库里有多少篇文章？", KB)
+    zh = services.pipeline.answer("知识库里有多少篇文章？", KB)
     assert "共有 3 篇文档" in zh.answer
 
 
@@ -53,7 +52,7 @@ def test_the_newest_version_answers(services, tmp_path):
     (docs / "Attendance policy 2023.md").write_text(OLD, encoding="utf-8")
     (docs / "Attendance policy 2024.md").write_text(NEW, encoding="utf-8")
     build_ingestor(services, "hr").ingest_folder(docs)
-    answer = Pipeline(services).answer("How many days per week may staff work from home?", "hr")
+    answer = services.pipeline.answer("How many days per week may staff work from home?", "hr")
     assert answer.info["versions"][0]["used"] == ["Attendance policy 2024.md"], answer.info
     assert {s.source for s in answer.sources} == {"Attendance policy 2024.md"}
     assert "three" in answer.answer.lower() or "3" in answer.answer, answer.answer

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from rag.pipeline import Pipeline
 from rag.serialize import answer_to_dict
 from tests.unit.kb_fixtures import KB, build_services
 
@@ -21,7 +20,7 @@ def pipeline(tmp_path_factory):
     llm = make_llm(None, n_ctx=2048)
     services = build_services(tmp_path_factory.mktemp("real"), backend="edge", embedder=embedder, llm=llm,
                               llm_context_window=2048, llm_max_tokens=160, context_top_n=3)
-    yield Pipeline(services)
+    yield services.pipeline
     services.close()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rag import prompts, strategy_prompts
-from rag.factory import Services
+from rag.factory import UNSET, Services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 from rag.text import tokenize
@@ -55,21 +55,21 @@ def make_chunks(kb: str = KB) -> list[Chunk]:
     return chunks
 
 
-def build_services(tmp_path: Path, *, backend: str = "local", llm: Any = None, reranker: Any = None,
+def build_services(tmp_path: Path, *, backend: str = "local", llm: Any = UNSET, reranker: Any = None,
                    chunks: Sequence[Chunk] | None = None, dim: int = 64, embedder: Any = None,
                    **settings: Any) -> Services:
     """Services over a populated knowledge base `KB` under `tmp_path`. `reranker=None` means no
-    reranker model (the production default here). `dim=256` matches `RAG_EMBED_MODEL=hash`;
-    `embedder` replaces the HashEmbedder (real-model tests)."""
+    reranker model (the production default here), `llm` left out the one settings name. `dim=256`
+    matches `RAG_EMBED_MODEL=hash`; `embedder` replaces the HashEmbedder (real-model tests)."""
     config = Settings(_env_file=None, data_dir=tmp_path / "data", vector_backend=backend, lexical_backend="local",
                       **settings)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    services = Services(config, embedder_override=embedder or HashEmbedder(dim=dim), llm_override=llm,
-                        reranker_override=reranker)
+    store = UNSET
     if backend == "local":
         from rag.adapters.qdrant_store import QdrantClientStore
 
-        services.__dict__["store"] = QdrantClientStore.memory()  # cached_property override: no disk
+        store = QdrantClientStore.memory()  # no disk
+    services = Services(config, embedder=embedder or HashEmbedder(dim=dim), llm=llm, reranker=reranker, store=store)
     kb = services.kbs.open_or_create(KB)
     chunks = list(chunks if chunks is not None else make_chunks())
     kb.write_documents(chunks, services.embedder.encode_corpus([c.match_text for c in chunks]))

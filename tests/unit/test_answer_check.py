@@ -8,7 +8,6 @@ import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.answer_check import answer_style, check_answer, question_focus
-from rag.pipeline import Pipeline
 from rag.types import Citation, Source
 from tests.unit.kb_fixtures import KB, build_services, router
 
@@ -85,7 +84,7 @@ def test_restating_the_question_is_not_an_answer():
 def test_the_pipeline_refuses_an_answer_that_fails_the_check_and_says_why(tmp_path):
     llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts five years [1]."))
     services = build_services(tmp_path, llm=llm)
-    answer = Pipeline(services).answer("How many years does the Acme X200 warranty last?", KB)
+    answer = services.pipeline.answer("How many years does the Acme X200 warranty last?", KB)
     assert answer.refused and answer.info["refusal_reason"] in ("off_topic_answer", "unsupported_answer")
     assert answer.citations == [] and "five years" in answer.info["unsupported_answer"]
 
@@ -93,11 +92,11 @@ def test_the_pipeline_refuses_an_answer_that_fails_the_check_and_says_why(tmp_pa
 def test_the_check_can_be_switched_off(tmp_path):
     llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts 9 years from the date of purchase [1]."))
     # refuse_unsupported off: the citation check alone would refuse this one too
-    on = Pipeline(build_services(tmp_path / "on", llm=llm, refuse_unsupported=False)).answer(
+    on = build_services(tmp_path / "on", llm=llm, refuse_unsupported=False).pipeline.answer(
         "How many years is the X200 warranty?", KB)
     assert on.refused and on.info["refusal_reason"] == "off_topic_answer"
     assert on.info["answer_check"] == {"ok": False, "focus": "number", "reason": "number_not_in_sources",
                                        "detail": "not in any source: 9"}
-    off = Pipeline(build_services(tmp_path / "off", llm=llm, answer_check=False, refuse_unsupported=False)).answer(
+    off = build_services(tmp_path / "off", llm=llm, answer_check=False, refuse_unsupported=False).pipeline.answer(
         "How many years is the X200 warranty?", KB)
     assert not off.refused and "answer_check" not in off.info

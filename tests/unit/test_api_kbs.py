@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.jobs import Job, JobManager
-from ingest.service import kb_write_lock
 from rag.adapters.llm_fake import ScriptedLLM
 from tests.unit.api_helpers import ADMIN, make_app, wait_for_job
 
@@ -178,7 +177,7 @@ def test_oversized_body_is_refused_before_it_is_read(client):
 def test_busy_kb_cannot_be_dropped(client, app_services):
     services = app_services[1]
     client.post("/v1/kbs", json={"name": "zephyr"}, headers=ADMIN)
-    with kb_write_lock(services, "zephyr"):
+    with services.write_locks.hold("zephyr"):
         r = client.delete("/v1/kbs/zephyr", headers=ADMIN)
     assert r.status_code == 409 and "being written" in r.json()["error"]["message"]
     assert client.delete("/v1/kbs/zephyr", headers=ADMIN).status_code == 204

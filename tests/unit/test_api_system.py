@@ -10,8 +10,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.errors import install_error_handlers
 from api.metrics import Metrics
-from api.uploads import BodyLimitMiddleware, parse_tags, sanitize_filename
+from api.uploads import BodyLimitMiddleware, sanitize_filename
 from rag.errors import InvalidRequest, ModelError
+from rag.types import parse_tags
 from tests.unit.api_helpers import ADMIN, make_app, make_services
 from tests.unit.kb_fixtures import KB
 
@@ -74,10 +75,7 @@ class BrokenEmbedder:
 
 
 def test_readiness_fails_when_the_model_cannot_load(tmp_path):
-    services = make_services(tmp_path)
-    services.embedder_override = BrokenEmbedder()
-    for cached in ("embedder_resolution", "embedder"):
-        services.__dict__.pop(cached, None)
+    services = make_services(tmp_path).with_(embedder=BrokenEmbedder())  # the same store, another model
     with TestClient(create_app(services)) as client:
         r = _wait_ready(client)
     assert r.status_code == 503 and r.json()["status"] == "not_ready"
@@ -161,8 +159,9 @@ def test_unusable_file_names(raw):
 
 def test_parse_tags():
     assert parse_tags(["team=hr", "lang=en, year=2024"]) == {"team": "hr", "lang": "en", "year": "2024"}
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidRequest, match="'team' in tags") as err:
         parse_tags(["team"])
+    assert err.value.field == "tags"
 
 
 def test_body_limit_counts_streamed_bodies_without_content_length():

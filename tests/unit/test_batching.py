@@ -168,10 +168,10 @@ def test_factory_wires_batching_from_settings(tmp_path):
     from rag.factory import build_services
     from rag.settings import load_settings
 
-    on = build_services(load_settings(data_dir=tmp_path / "a"), embedder_override=HashEmbedder(dim=8))
+    on = build_services(load_settings(data_dir=tmp_path / "a"), embedder=HashEmbedder(dim=8))
     assert isinstance(on.embedder, BatchingEmbedder) and on.embedder.inner is on.embedder_resolution.embedder
     off = build_services(load_settings(data_dir=tmp_path / "b", batch_queries=False),
-                         embedder_override=HashEmbedder(dim=8))
+                         embedder=HashEmbedder(dim=8))
     assert isinstance(off.embedder, HashEmbedder)
     with pytest.raises(ValueError):
         MicroBatcher(lambda x: x, max_items=0)

@@ -123,3 +123,12 @@ def test_retrieved_sources_are_printed_escaped(env, monkeypatch):
     result = run("ask", "How fast does the Zephyr kettle boil water?", "--kb", "esc2", "--no-generate")
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "kettle\\u001b[2J.txt" in result.output
+
+
+def test_tags_are_parsed_as_the_api_parses_them(env):
+    """`--tag` takes comma lists like the API's `tags` field (one `rag.types.parse_tags`)."""
+    result = run("ingest", str(env / "faq.csv"), "--kb", "tagged", "--tag", "team=hr, lang=en", "--tag", "year=2024",
+                 "-q")
+    assert result.exit_code == 0, result.output
+    (doc,) = json.loads(run("docs", "--kb", "tagged", "--json").stdout)
+    assert doc["tags"] == {"team": "hr", "lang": "en", "year": "2024"}

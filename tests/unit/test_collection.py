@@ -9,7 +9,6 @@ import pytest
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.catalog import DocRecord
 from rag.collection import detect
-from rag.pipeline import Pipeline
 from tests.unit.kb_fixtures import KB, build_services, make_chunks, router
 
 
@@ -62,7 +61,7 @@ def test_ordinary_questions_are_not_routed(question):
 
 def test_count_lists_the_documents_as_cited_sources_without_the_llm(services):
     llm = services.llm
-    answer = Pipeline(services).answer("How many documents are in the knowledge base?", KB)
+    answer = services.pipeline.answer("How many documents are in the knowledge base?", KB)
     assert llm.calls == [] and answer.model == "catalog" and not answer.refused
     assert answer.answer.startswith(f"The knowledge base {KB} holds 3 documents: ")
     assert [s.source for s in answer.sources] == ["acme-x200-manual.pdf", "security-policy.html", "员工休假制度.md"]
@@ -72,48 +71,48 @@ def test_count_lists_the_documents_as_cited_sources_without_the_llm(services):
 
 
 def test_count_in_chinese_and_with_a_filter(services):
-    answer = Pipeline(services).answer("知识库里有多少篇文章？", KB)
+    answer = services.pipeline.answer("知识库里有多少篇文章？", KB)
     assert "共有 3 篇文档" in answer.answer and answer.info["language"] == "zh"
     from rag.retrieval import parse_filter
 
-    answer = Pipeline(services).answer("how many files are there?", KB, flt=parse_filter(["team=it"]))
+    answer = services.pipeline.answer("how many files are there?", KB, flt=parse_filter(["team=it"]))
     assert "holds 1 document:" in answer.answer and answer.sources[0].source == "security-policy.html"
 
 
 def test_which_files_mention_a_term_cites_the_mentioning_chunk(services):
-    answer = Pipeline(services).answer("Which files mention the VPN?", KB)
+    answer = services.pipeline.answer("Which files mention the VPN?", KB)
     assert answer.answer.startswith("1 document mentions “VPN”: security-policy.html")
     assert answer.sources[0].chunk_id == "vpn" and answer.citations[0].chunk_id == "vpn"
-    none = Pipeline(services).answer("Which documents mention the cafeteria?", KB)
+    none = services.pipeline.answer("Which documents mention the cafeteria?", KB)
     assert none.answer == "No document in the knowledge base mentions “cafeteria”." and none.sources == []
-    zh = Pipeline(services).answer("哪些文件提到了年假", KB)
+    zh = services.pipeline.answer("哪些文件提到了年假", KB)
     assert zh.sources[0].chunk_id == "leave" and "有 1 篇文档提到了“年假”" in zh.answer
 
 
 def test_when_was_a_document_updated(services):
-    answer = Pipeline(services).answer("When was the security policy last updated?", KB)
+    answer = services.pipeline.answer("When was the security policy last updated?", KB)
     assert answer.answer.startswith("security-policy.html was last modified on 2024-06-01 (UTC)")
     assert answer.citations[0].source_number == 1 and answer.sources[0].source == "security-policy.html"
-    latest = Pipeline(services).answer("Which document was most recently updated?", KB)
+    latest = services.pipeline.answer("Which document was most recently updated?", KB)
     assert "modified on 2024-06-01" in latest.answer
 
 
 def test_updated_question_naming_no_document_goes_through_retrieval(services):
-    answer = Pipeline(services).answer("When was the warranty last updated?", KB)
+    answer = services.pipeline.answer("When was the warranty last updated?", KB)
     assert answer.model == "scripted-llm" and "collection" not in answer.info
 
 
 def test_switch_off_per_request_and_by_setting(services, tmp_path):
-    answer = Pipeline(services).answer("How many documents are in the knowledge base?", KB,
+    answer = services.pipeline.answer("How many documents are in the knowledge base?", KB,
                                        collection_questions=False)
     assert answer.model == "scripted-llm" and len(services.llm.calls) == 1
     other = build_services(tmp_path / "b", llm=ScriptedLLM(router(answer="No idea.")), collection_questions=False)
     register_docs(other)
-    assert Pipeline(other).answer("How many documents are in the knowledge base?", KB).model == "scripted-llm"
+    assert other.pipeline.answer("How many documents are in the knowledge base?", KB).model == "scripted-llm"
 
 
 def test_streamed_catalog_answer_has_the_usual_events(services):
-    events = list(Pipeline(services).stream("List all documents", KB))
+    events = list(services.pipeline.stream("List all documents", KB))
     assert [e["type"] for e in events] == ["retrieval", "token", "sources", "citations", "done"]
     assert events[1]["text"] == events[-1]["answer"]["answer"] and len(events[3]["citations"]) == 3
 

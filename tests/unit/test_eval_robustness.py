@@ -79,7 +79,7 @@ def dataset_dir(tmp_path):
 
 def services(tmp_path, llm=None, **settings):
     settings = Settings(data_dir=tmp_path / "data", verify_citations=False, **settings)
-    return build_services(settings, embedder_override=HashEmbedder(dim=64), llm_override=llm or ScriptedLLM(reply))
+    return build_services(settings, embedder=HashEmbedder(dim=64), llm=llm or ScriptedLLM(reply))
 
 
 def run(tmp_path, dataset_dir, llm=None, settings=None, **kwargs):
@@ -277,8 +277,8 @@ def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, t
     """The real post-generation logic runs: with verification on, an answer no source supports
     becomes the refusal, counted as refused by the verifier."""
     settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True)
-    svc = build_services(settings, embedder_override=HashEmbedder(dim=64),
-                         llm_override=ScriptedLLM(default="Penguins are purple zebras [1]."))
+    svc = build_services(settings, embedder=HashEmbedder(dim=64),
+                         llm=ScriptedLLM(default="Penguins are purple zebras [1]."))
     try:
         result = run_robustness(svc, RobustnessSpec(str(dataset_dir), limit=1, ratios=(0.0,), out_dir=tmp_path / "o"),
                                 show_progress=False)

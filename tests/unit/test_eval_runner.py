@@ -25,7 +25,7 @@ from eval.datasets import GoldAnswer, load_dataset
 from eval.runner import PER_QUERY_FILE, EvalSpec, run_eval
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import ConfigError
-from rag.factory import build_services
+from rag.factory import UNSET, build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 from rag.text import tokenize
@@ -92,10 +92,9 @@ def dataset_dir(tmp_path):
     return write_dataset(tmp_path / "tiny")
 
 
-def make_services(tmp_path, embedder=None, llm=None, reranker=None):
+def make_services(tmp_path, embedder=None, llm=UNSET, reranker=None):
     settings = Settings(data_dir=tmp_path / "data", chunk_size=80, chunk_overlap=0, verify_citations=False)
-    return build_services(settings, embedder_override=embedder or HashEmbedder(dim=64), llm_override=llm,
-                          reranker_override=reranker)
+    return build_services(settings, embedder=embedder or HashEmbedder(dim=64), llm=llm, reranker=reranker)
 
 
 def evaluate(tmp_path, eval_spec, **services):

@@ -11,7 +11,6 @@ import pytest
 from eval.ablations import EvalConfig, parse_config
 from rag.errors import ConfigError, InvalidRequest
 from rag.fusion import RankedList, confidence_weights, list_confidence, rrf, top_overlap
-from rag.pipeline import Pipeline
 from rag.retrieval import HybridRetriever
 from rag.transforms import Variant
 from rag.types import ScoredId
@@ -135,16 +134,16 @@ class FlatBM25KB:
 
 def test_retriever_follows_the_confident_list_by_default_and_rrf_is_selectable():
     variants = [Variant("original", "q")]
-    confident = HybridRetriever(FlatBM25KB(), top_k=5).search(variants)
+    confident = HybridRetriever(top_k=5).search(FlatBM25KB(), variants)
     assert [f.chunk_id for f in confident] == list("dcbae")
-    plain = HybridRetriever(FlatBM25KB(), top_k=5, fusion="rrf").search(variants)
+    plain = HybridRetriever(top_k=5, fusion="rrf").search(FlatBM25KB(), variants)
     assert [f.chunk_id for f in plain] == list("adbce")  # the flat list's arbitrary order pulls "a" up
     assert {p.list_name for p in confident[0].provenance} == {"dense", "bm25"}  # provenance kept
 
 
 def test_confidence_is_weighed_within_each_query_variant():
     kb = FlatBM25KB()
-    retriever = HybridRetriever(kb, top_k=5)
+    retriever = HybridRetriever(top_k=5)
     lists = [ranked("dense", [(c, s) for c, s in zip("dcbae", (0.95, 0.8, 0.79, 0.78, 0.77))], variant="original"),
              ranked("bm25", [(c, 4.0) for c in "abcde"], variant="original"),
              ranked("bm25", [("e", 9.0), ("a", 2.0), ("b", 1.0)], variant="multi_query:1")]
@@ -155,7 +154,7 @@ def test_confidence_is_weighed_within_each_query_variant():
 
 def test_pipeline_reports_its_fusion_and_rrf_can_be_asked_for(tmp_path):
     services = build_services(tmp_path)
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
     assert pipeline.retrieve("how long is the warranty", KB, limit=3).info["fusion"] == "confidence"
     plain = pipeline.retrieve("how long is the warranty", KB, limit=3, fusion="rrf")
     assert plain.info["fusion"] == "rrf"

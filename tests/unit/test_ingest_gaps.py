@@ -29,7 +29,7 @@ def texts(doc: ParsedDocument, kind: str | None = None) -> list[str]:
 
 def services(tmp_path: Path, embedder: HashEmbedder | None = None, **settings):
     config = Settings(_env_file=None, data_dir=tmp_path / "data", vector_backend="edge", **settings)
-    return build_services(config, embedder_override=embedder or HashEmbedder(dim=64))
+    return build_services(config, embedder=embedder or HashEmbedder(dim=64))
 
 
 # ---- formats -----------------------------------------------------------------------------------

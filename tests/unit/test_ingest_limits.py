@@ -28,7 +28,7 @@ GOOD = "The Zephyr kettle warranty lasts three years from the date of purchase. 
 
 
 def _services(data_dir: Path, **settings):
-    return build_services(Settings(data_dir=data_dir, **settings), embedder_override=HashEmbedder(dim=64))
+    return build_services(Settings(data_dir=data_dir, **settings), embedder=HashEmbedder(dim=64))
 
 
 def _office_zip(kind: str, big_member: str, big_mb: int, *, repeated: bytes = b"<r>aaaa</r>") -> bytes:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _services(data_dir: Path, backend: str = "edge", embedder=None, **settings):
     s = Settings(data_dir=data_dir, vector_backend=backend, **settings)
-    return build_services(s, embedder_override=embedder or HashEmbedder(dim=64))
+    return build_services(s, embedder=embedder or HashEmbedder(dim=64))
 
 
 def _write_docs(folder: Path) -> None:
@@ -131,7 +131,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from rag.testing import HashEmbedder
     data, docs = Path(sys.argv[1]), Path(sys.argv[2])
     services = build_services(Settings(data_dir=data, chunk_size=200, chunk_overlap=20),
-                              embedder_override=HashEmbedder(dim=64))
+                              embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "kb1")
     ingestor.batch_chunks = 1  # one document per batch
     lexical = ingestor.kb.lexical

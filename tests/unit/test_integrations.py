@@ -21,7 +21,6 @@ from integrations.backends import (  # noqa: E402
     PermissionDeniedError,
     ServiceError,
 )
-from rag.pipeline import Pipeline  # noqa: E402
 from tests.unit.api_helpers import ADMIN, ADMIN_KEY, make_app, running_server  # noqa: E402
 from tests.unit.kb_fixtures import KB  # noqa: E402
 
@@ -123,7 +122,7 @@ def test_llamaindex_retriever_nodes(app_services):
 
 def test_in_process_retrievers_match_rest(app_services):
     app, services = app_services
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
     local = lc.RagRetriever(pipeline=pipeline, kb=KB, limit=3).invoke(QUESTION)
     remote = _lc(app, limit=3).invoke(QUESTION)
     assert [d.id for d in local] == [d.id for d in remote]
@@ -186,7 +185,7 @@ def test_langchain_rag_chain_and_llamaindex_query_engine_use_our_retrieval(app_s
              | FakeListChatModel(responses=["Two years [1]."]) | StrOutputParser())
     assert chain.invoke(QUESTION) == "Two years [1]."
     assert seen["context"].startswith("[1] Acme X200 Manual: The Acme X200 warranty lasts two years")
-    engine = RetrieverQueryEngine.from_args(li.RagRetriever(pipeline=Pipeline(services), kb=KB, limit=3),
+    engine = RetrieverQueryEngine.from_args(li.RagRetriever(pipeline=services.pipeline, kb=KB, limit=3),
                                             llm=MockLLM(max_tokens=8))
     response = engine.query(QUESTION)
     assert response.source_nodes[0].node.node_id == "warranty"

@@ -13,6 +13,7 @@ import pytest
 from rag.catalog import Catalog
 from rag.errors import InvalidRequest
 from tests.unit.cli_helpers import ROOT, env, run  # noqa: F401  (env is a fixture)
+from tests.unit.test_kb_locks import held_by_another_thread
 
 
 def test_a_reindexed_collection_cannot_be_taken_by_another_kb(env, tmp_path):
@@ -138,14 +139,13 @@ def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
 @pytest.mark.parametrize("command", [["ingest", "{docs}", "--kb", "busy", "-q"], ["rm", "faq.csv", "--kb", "busy"],
                                      ["reindex", "--kb", "busy"], ["drop", "--kb", "busy", "--yes"]])
 def test_writes_to_a_busy_kb_exit_75(env, command):
-    from ingest.service import kb_write_lock
     from rag.factory import build_services
     from rag.settings import load_settings
 
     assert run("ingest", str(env), "--kb", "busy", "-q").exit_code == 0
     services = build_services(load_settings())
     try:
-        with kb_write_lock(services, "busy"):
+        with held_by_another_thread(services.write_locks, "busy"):  # the lock is re-entrant in its holder
             result = run(*[part.format(docs=env) for part in command])
     finally:
         services.close()

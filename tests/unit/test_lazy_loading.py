@@ -48,7 +48,7 @@ def minilm_kb(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("RAG_RERANK_MODEL", "none")
     data.mkdir()
     services = Services(Settings(_env_file=None, data_dir=data, vector_backend="local"),
-                        embedder_override=StandIn(dim=384))
+                        embedder=StandIn(dim=384))
     try:
         kb = services.kbs.open_or_create(KB)
         chunks = make_chunks(KB)

@@ -26,7 +26,7 @@ STEPS = ["pending", "embedded", "written", "swapped", "deleted"]
 
 def _services(data: Path):
     settings = Settings(_env_file=None, data_dir=data, vector_backend="edge", chunk_size=200, chunk_overlap=20)
-    return build_services(settings, embedder_override=HashEmbedder(dim=64))
+    return build_services(settings, embedder=HashEmbedder(dim=64))
 
 
 def _v1(docs: Path) -> None:

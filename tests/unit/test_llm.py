@@ -199,6 +199,54 @@ def test_make_llm_picks_the_implementation(tmp_path):
         make_llm(None, "default", None, 10.0, tmp_path / "missing.gguf", 4096, 0)
 
 
+def test_make_llm_precedence_endpoint_then_local_transformers_then_embedded(tmp_path):
+    from rag.adapters.llm_transformers import TransformersLLM
+
+    local = tmp_path / "qwen-7b"
+    local.mkdir()
+    (local / "config.json").write_text("{}")  # enough for the constructor, which loads nothing
+    endpoint = make_llm("http://h:8000/v1", "m", None, 10.0, None, 4096, 0, local_model=local, device="cpu")
+    assert isinstance(endpoint, OpenAICompatLLM)
+    transformers_llm = make_llm(None, "default", None, 10.0, None, 2048, 0, local_model=local, device="cuda:1")
+    assert isinstance(transformers_llm, TransformersLLM) and isinstance(transformers_llm, LLM)
+    assert (transformers_llm.model_path, transformers_llm.device_spec, transformers_llm.n_ctx) == (local, "cuda:1", 2048)
+    assert isinstance(make_llm(None, "default", None, 10.0, None, 2048, 0, model_dir=tmp_path), EmbeddedLlamaLLM)
+    with pytest.raises(ModelError, match="no config.json"):
+        make_llm(None, local_model=tmp_path / "missing")
+
+
+def test_the_factory_builds_the_transformers_llm_from_settings_on_its_device(tmp_path, monkeypatch):
+    """RAG_LLM_LOCAL_MODEL without RAG_LLM_BASE_URL: the transformers LLM on RAG_LLM_DEVICE, loaded
+    on first use (the load itself is faked: no model is read)."""
+    from rag.adapters import llm_transformers as lt
+    from rag.factory import Services
+    from rag.settings import Settings
+
+    local = tmp_path / "qwen-7b"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    loads = []
+
+    def fake_load(path, device, dtype):
+        loads.append((path, device, dtype))
+        return lt._Loaded(model=None, tokenizer=None, device=device, dtype=dtype, max_positions=None, load_s=0.0)
+
+    monkeypatch.setattr(lt, "_load", fake_load)
+    monkeypatch.setattr(lt, "_loaded", {})
+    monkeypatch.setenv("RAG_LLM_LOCAL_MODEL", str(local))
+    monkeypatch.setenv("RAG_LLM_DEVICE", "cpu")
+    monkeypatch.delenv("RAG_LLM_BASE_URL", raising=False)
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", llm_context_window=2048)
+    llm = Services(settings).llm
+    assert isinstance(llm, lt.TransformersLLM) and llm.n_ctx == 2048 and llm.name == "qwen-7b (transformers)"
+    assert loads == []  # building it loads nothing
+    llm.warm_up()
+    assert loads == [(local, "cpu", "float32")]
+    assert llm.info()["device"] == "cpu"
+    endpoint = Services(settings.model_copy(update={"llm_base_url": "http://vllm:8000/v1"})).llm
+    assert isinstance(endpoint, OpenAICompatLLM)  # an endpoint wins over the local model
+
+
 def test_importing_the_adapters_loads_no_heavy_library():
     code = ("import sys, rag.adapters.llm, rag.adapters.rerankers, rag.adapters.device, rag.models; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & "

@@ -213,7 +213,7 @@ def test_scanned_pdf_page_without_text_is_reported(tmp_path: Path) -> None:
 # ---- ingest ------------------------------------------------------------------------------------------
 def _ingestor(tmp_path: Path, engine, **settings):
     services = build_services(Settings(data_dir=tmp_path / "data", vector_backend="local", **settings),
-                              embedder_override=HashEmbedder(dim=64))
+                              embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "scans")
     ingestor.ocr = dataclasses.replace(ingestor.ocr, engine=engine)
     return services, ingestor
@@ -280,7 +280,7 @@ def _chunks(services, source: str):
 def test_settings_and_page_progress(tmp_path: Path) -> None:
     pages: list[tuple[str, int, int]] = []
     services = build_services(Settings(data_dir=tmp_path / "data", vector_backend="local", ocr="off", ocr_dpi=150),
-                              embedder_override=HashEmbedder(dim=64))
+                              embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "scans", page_progress=lambda *a: pages.append(a))
     assert not ingestor.ocr.enabled and ingestor.ocr.dpi == 150
     ingestor.ocr = dataclasses.replace(ingestor.ocr, enabled=True, engine=of.ScriptedEngine())

@@ -12,7 +12,7 @@ from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.adapters.llm_openai import OpenAICompatLLM
 from rag.errors import InvalidRequest, LLMError, NotFound
-from rag.pipeline import STAGES, Pipeline
+from rag.pipeline import STAGES
 from rag.serialize import answer_to_dict
 from rag.retrieval import parse_filter
 from tests.unit.kb_fixtures import KB, build_services, kind_of, router
@@ -23,7 +23,7 @@ WARRANTY_ANSWER = ("The Acme X200 warranty lasts two years from the date of purc
 
 def test_answer_with_citations_mapped_and_verified(tmp_path):
     llm = ScriptedLLM(router(answer=WARRANTY_ANSWER))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("How long is the Acme X200 warranty?", KB)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("How long is the Acme X200 warranty?", KB)
     assert not answer.refused and answer.model == "scripted-llm"
     assert answer.answer == ("The Acme X200 warranty lasts two years from the date of purchase [1]. "
                              "It covers manufacturing defects [1]. Water damage is not covered [1].")
@@ -42,7 +42,7 @@ def test_answer_with_citations_mapped_and_verified(tmp_path):
 
 def test_answer_language_follows_the_question(tmp_path):
     llm = ScriptedLLM(router(answer="员工每年享有十五天带薪年假[1]。"))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("员工每年有几天年假？", KB)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("员工每年有几天年假？", KB)
     assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM_EXTRACT["zh"]  # a how-many question
     assert answer.sources[0].chunk_id == "leave" and answer.citations[0].supported
     assert answer.info["language"] == "zh"
@@ -52,7 +52,7 @@ def test_uncited_claims_are_attributed_to_the_source_that_supports_them(tmp_path
     # small models often write a correct answer with no marker, or a wrong number
     llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts two years from the date of purchase. "
                                     "A full charge of the battery takes ninety minutes [1]."))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("How long is the Acme X200 warranty?", KB)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("How long is the Acme X200 warranty?", KB)
     assert not answer.refused
     by_sentence = {(c.sentence[:20], c.origin): c for c in answer.citations}
     warranty = by_sentence[("The Acme X200 warran", "attributed")]
@@ -73,20 +73,20 @@ def test_uncited_claims_are_attributed_to_the_source_that_supports_them(tmp_path
 def test_an_answer_no_source_supports_is_replaced_by_the_refusal(tmp_path):
     invented = "The capital of France is Paris, a city on the river Seine [1]."
     llm = ScriptedLLM(router(answer=invented))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("What is the capital of France?", KB)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("What is the capital of France?", KB)
     assert answer.refused and answer.answer == prompts.REFUSAL["en"] and answer.citations == []
     assert answer.info["refusal_reason"] == "unsupported_answer"
     assert answer.info["unsupported_answer"] == invented
     assert answer.info["grounding"]["claims"] == 1 and answer.info["grounding"]["supported_claims"] == 0
 
-    kept = Pipeline(build_services(tmp_path / "off", llm=ScriptedLLM(router(answer=invented)),
-                                   refuse_unsupported=False)).answer("What is the capital of France?", KB)
+    kept = build_services(tmp_path / "off", llm=ScriptedLLM(router(answer=invented)),
+                                   refuse_unsupported=False).pipeline.answer("What is the capital of France?", KB)
     assert not kept.refused and kept.answer == invented and kept.citations[0].supported is False
 
 
 def test_streaming_ends_with_the_refusal_when_no_source_supports_the_answer(tmp_path):
     llm = ScriptedLLM(router(answer="The capital of France is Paris, a city on the river Seine."))
-    events = list(Pipeline(build_services(tmp_path, llm=llm)).stream("What is the capital of France?", KB))
+    events = list(build_services(tmp_path, llm=llm).pipeline.stream("What is the capital of France?", KB))
     streamed = "".join(e["text"] for e in events if e["type"] == "token")
     assert streamed.startswith("The capital of France is Paris")  # the tokens went out as they came
     done = events[-1]
@@ -99,21 +99,21 @@ def test_streaming_ends_with_the_refusal_when_no_source_supports_the_answer(tmp_
 def test_no_hits_refuses_in_the_question_language_without_the_llm(tmp_path, question, expected):
     llm = ScriptedLLM([])
     flt = parse_filter(["source=missing.pdf"])
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer(question, KB, flt=flt)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer(question, KB, flt=flt)
     assert answer.refused and answer.answer == expected and llm.calls == []
     assert answer.info["refusal_reason"] == "no_hits"
 
 
 def test_model_refusal_is_detected(tmp_path):
     llm = ScriptedLLM(router(answer=prompts.REFUSAL["en"]))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("What is the CEO's salary?", KB)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("What is the CEO's salary?", KB)
     assert answer.refused and answer.citations == [] and answer.info["refusal_reason"] == "model_refused"
     assert answer.sources  # the sources the model saw are still reported
 
 
 def test_generate_false_returns_retrieval_only(tmp_path):
     llm = ScriptedLLM([])
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("warranty", KB, generate=False, limit=3)
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("warranty", KB, generate=False, limit=3)
     assert answer.answer == "" and not answer.refused and llm.calls == []
     assert [s.number for s in answer.sources] == [1, 2, 3] and answer.sources[0].chunk_id == "warranty"
     assert answer.info["generated"] is False
@@ -123,7 +123,7 @@ def test_generate_false_returns_retrieval_only(tmp_path):
 def test_small_context_window_packs_fewer_sources(tmp_path):
     llm = ScriptedLLM(router(answer="Two years [1]."))
     services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256)
-    answer = Pipeline(services).answer("warranty battery reset passwords", KB, limit=7, strategy="stuff")
+    answer = services.pipeline.answer("warranty battery reset passwords", KB, limit=7, strategy="stuff")
     context = answer.info["context"]
     assert context["used_tokens"] <= context["budget_tokens"] < 640 - 256
     assert len(answer.sources) < 7 and context["left_out"] >= 1
@@ -131,7 +131,7 @@ def test_small_context_window_packs_fewer_sources(tmp_path):
 
 def test_stream_event_order_and_same_data_as_done(tmp_path):
     llm = ScriptedLLM(router(answer=WARRANTY_ANSWER))
-    events = list(Pipeline(build_services(tmp_path, llm=llm)).stream("How long is the warranty?", KB))
+    events = list(build_services(tmp_path, llm=llm).pipeline.stream("How long is the warranty?", KB))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "retrieval" and kinds[-3:] == ["sources", "citations", "done"]
     assert set(kinds[1:-3]) == {"token"} and len(kinds) > 10
@@ -145,7 +145,7 @@ def test_stream_event_order_and_same_data_as_done(tmp_path):
 
 
 def test_stream_refusal_emits_the_refusal_as_one_token(tmp_path):
-    events = list(Pipeline(build_services(tmp_path, llm=ScriptedLLM([]))).stream(
+    events = list(build_services(tmp_path, llm=ScriptedLLM([])).pipeline.stream(
         "年假？", KB, flt=parse_filter(["team=nobody"])))
     assert [e["type"] for e in events] == ["retrieval", "token", "sources", "citations", "done"]
     assert events[1]["text"] == prompts.REFUSAL["zh"] and events[-1]["answer"]["refused"]
@@ -160,7 +160,7 @@ class BreakingLLM(ScriptedLLM):
 
 
 def test_llm_failure_mid_stream_ends_with_an_error_event(tmp_path):
-    events = list(Pipeline(build_services(tmp_path, llm=BreakingLLM())).stream("warranty?", KB))
+    events = list(build_services(tmp_path, llm=BreakingLLM()).pipeline.stream("warranty?", KB))
     kinds = [e["type"] for e in events]
     assert kinds[0] == "retrieval" and set(kinds[1:-1]) == {"token"} and kinds[-1] == "error"
     assert "".join(e["text"] for e in events[1:-1]) == "The warranty lasts"  # "[1" was never completed
@@ -169,7 +169,7 @@ def test_llm_failure_mid_stream_ends_with_an_error_event(tmp_path):
 
 
 def test_stream_validates_before_the_first_event(tmp_path):
-    pipeline = Pipeline(build_services(tmp_path))
+    pipeline = build_services(tmp_path).pipeline
     with pytest.raises(NotFound):
         pipeline.stream("warranty", "no-such-kb")
     with pytest.raises(InvalidRequest):
@@ -178,14 +178,14 @@ def test_stream_validates_before_the_first_event(tmp_path):
 
 def test_transforms_and_answer_use_one_llm(tmp_path):
     llm = ScriptedLLM(router(hyde="The Acme X200 warranty is valid for two years.", answer="Two years [1]."))
-    answer = Pipeline(build_services(tmp_path, llm=llm)).answer("warranty?", KB, transforms=["hyde"])
+    answer = build_services(tmp_path, llm=llm).pipeline.answer("warranty?", KB, transforms=["hyde"])
     assert [kind_of(c["messages"]) for c in llm.calls] == ["hyde", "answer"]
     assert [v["label"] for v in answer.query_variants] == ["original", "hyde"]
 
 
 def test_llm_endpoint_down_names_the_endpoint(tmp_path):
     llm = OpenAICompatLLM("http://127.0.0.1:9/v1", model="m", timeout=3, max_retries=0)
-    pipeline = Pipeline(build_services(tmp_path, llm=llm))
+    pipeline = build_services(tmp_path, llm=llm).pipeline
     with pytest.raises(LLMError, match=r"http://127\.0\.0\.1:9/v1"):
         pipeline.answer("warranty", KB)
     assert pipeline.answer("warranty", KB, generate=False).sources  # retrieval still works
@@ -206,7 +206,7 @@ def cli(tmp_path, monkeypatch):
     from cli.main import app
 
     state = {"llm": ScriptedLLM(router(answer=WARRANTY_ANSWER))}
-    services = build_services(tmp_path, dim=256, llm=None)
+    services = build_services(tmp_path, dim=256)
     monkeypatch.setattr(query_cmds, "build_services", lambda settings: services)
     monkeypatch.setattr(services, "close", lambda: None)  # the command closes what it opened
     monkeypatch.setattr(type(services), "llm", property(lambda self: state["llm"]), raising=False)

@@ -10,7 +10,6 @@ import pytest
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import ModelError
-from rag.pipeline import Pipeline
 from rag.rerank import RerankStage, passage_text
 from rag.types import Chunk, Hit
 from tests.unit.kb_fixtures import KB, OverlapReranker, TableReranker, build_services, router
@@ -59,7 +58,7 @@ def test_passage_text_adds_title_and_section():
 def test_pipeline_reranks_fused_hits(tmp_path):
     reranker = OverlapReranker()
     services = build_services(tmp_path, reranker=reranker, rerank_candidates=7, refuse_min_score=0.0)
-    result = Pipeline(services).retrieve("battery charge cable", KB, limit=3)
+    result = services.pipeline.retrieve("battery charge cable", KB, limit=3)
     assert result.rerank_enabled and result.info["rerank"]["model"] == "overlap-reranker"
     assert result.hits[0].chunk.id == "battery"
     scores = [h.rerank_score for h in result.hits]
@@ -70,7 +69,7 @@ def test_pipeline_reranks_fused_hits(tmp_path):
 def test_low_best_score_refuses_without_calling_the_llm(tmp_path):
     llm = ScriptedLLM([])  # any call would fail the test
     services = build_services(tmp_path, llm=llm, reranker=TableReranker({}, default=0.1), refuse_min_score=0.2)
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
     answer = pipeline.answer("How long is the warranty?", KB)
     assert answer.refused and answer.answer == prompts.REFUSAL["en"]
     assert answer.info["refusal_reason"] == "low_rerank_score"
@@ -81,36 +80,37 @@ def test_low_best_score_refuses_without_calling_the_llm(tmp_path):
 
 def test_all_hits_under_min_score_refuse(tmp_path):
     services = build_services(tmp_path, llm=ScriptedLLM([]), reranker=TableReranker({}, default=0.01))
-    answer = Pipeline(services).answer("warranty", KB)
+    answer = services.pipeline.answer("warranty", KB)
     assert answer.refused and answer.hits == [] and answer.info["refusal_reason"] == "no_hits"
 
 
 def test_good_score_calls_the_llm(tmp_path):
     llm = ScriptedLLM(router(answer="It lasts two years [1]."))
     services = build_services(tmp_path, llm=llm, reranker=TableReranker({"warranty lasts": 0.9}, default=0.0))
-    answer = Pipeline(services).answer("How long is the warranty?", KB)
+    answer = services.pipeline.answer("How long is the warranty?", KB)
     assert not answer.refused and answer.sources[0].chunk_id == "warranty" and answer.sources[0].rerank_score == 0.9
     assert len(answer.sources) == 1  # the others fell under rerank_min_score
 
 
-def test_no_reranker_skips_with_one_log_line(tmp_path, caplog, monkeypatch):
-    import rag.pipeline
-
-    monkeypatch.setattr(rag.pipeline, "_rerank_notice", False)
-    pipeline = Pipeline(build_services(tmp_path, reranker=None))
+def test_no_reranker_skips_with_one_log_line_per_pipeline(tmp_path, caplog):
+    services = build_services(tmp_path, reranker=None)
     with caplog.at_level(logging.INFO, logger="rag.pipeline"):
-        first = pipeline.retrieve("warranty", KB)
-        pipeline.retrieve("battery", KB)
+        first = services.pipeline.retrieve("warranty", KB)
+        services.pipeline.retrieve("battery", KB)
     assert not first.rerank_enabled and first.info["rerank"]["enabled"] is False
     assert "no reranker model" in first.info["rerank"]["reason"]
     assert sum("reranking skipped" in r.getMessage() for r in caplog.records) == 1
     assert all(h.rerank_score is None for h in first.hits)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rag.pipeline"):  # no module state: another one says it again
+        services.with_().pipeline.retrieve("warranty", KB)
+    assert sum("reranking skipped" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_rerank_off_refuses_only_without_hits(tmp_path):
     llm = ScriptedLLM(router(answer="The warranty lasts two years [1]."))
     services = build_services(tmp_path, llm=llm, reranker=TableReranker({}, default=0.0))
-    answer = Pipeline(services).answer("warranty", KB, rerank=False)
+    answer = services.pipeline.answer("warranty", KB, rerank=False)
     assert not answer.refused and not answer.rerank_enabled and answer.info["rerank"]["enabled"] is False
 
 
@@ -120,6 +120,6 @@ def test_reranker_failure_degrades_to_fused_order(tmp_path):
             raise ModelError("cross-encoder weights missing")
 
     services = build_services(tmp_path, reranker=Failing({}))
-    result = Pipeline(services).retrieve("warranty", KB)
+    result = services.pipeline.retrieve("warranty", KB)
     assert not result.rerank_enabled and result.hits[0].chunk.id == "warranty"
     assert "cross-encoder weights missing" in result.info["warnings"][0]

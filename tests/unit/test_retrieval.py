@@ -10,7 +10,6 @@ import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import InvalidRequest, NotFound
-from rag.pipeline import Pipeline
 from rag.retrieval import HybridRetriever, parse_filter
 from rag.transforms import Variant
 from rag.types import Chunk, Filter, ScoredId
@@ -42,7 +41,7 @@ class SpyKB:
 
 def test_rrf_matches_hand_computed_ranks():
     kb = SpyKB(dense=["a", "b", "c"], bm25=["c", "a", "d"])
-    fused = HybridRetriever(kb, top_k=3).search([Variant("original", "q")])
+    fused = HybridRetriever(top_k=3).search(kb, [Variant("original", "q")])
     scores = {f.chunk_id: f.score for f in fused}
     assert scores["a"] == pytest.approx(1 / 61 + 1 / 62)
     assert scores["c"] == pytest.approx(1 / 63 + 1 / 61)
@@ -55,8 +54,8 @@ def test_rrf_matches_hand_computed_ranks():
 
 def test_list_and_variant_weights_and_rrf_constant():
     kb = SpyKB(dense=["a", "b"], bm25=["b", "a"])
-    retriever = HybridRetriever(kb, top_k=2, rrf_k=10, dense_weight=2.0, bm25_weight=0.5)
-    fused = retriever.search([Variant("original", "q", weight=3.0), Variant("multi_query:1", "q2")])
+    retriever = HybridRetriever(top_k=2, rrf_k=10, dense_weight=2.0, bm25_weight=0.5)
+    fused = retriever.search(kb, [Variant("original", "q", weight=3.0), Variant("multi_query:1", "q2")])
     scores = {f.chunk_id: f.score for f in fused}
     # original: dense a1 b2 (x2 x3), bm25 b1 a2 (x0.5 x3); variant: same lists with weight 1
     assert scores["a"] == pytest.approx((6 + 2) / 11 + (1.5 + 0.5) / 12)
@@ -67,7 +66,7 @@ def test_list_and_variant_weights_and_rrf_constant():
 def test_dense_variants_embedded_in_one_batch_and_hyde_dense_only():
     kb = SpyKB(dense=["a"], bm25=["b"])
     variants = [Variant("original", "q"), Variant("multi_query:1", "q1"), Variant("hyde", "passage", ("dense",))]
-    fused = HybridRetriever(kb).search(variants)
+    fused = HybridRetriever().search(kb, variants)
     embeds = [c for c in kb.calls if c[0] == "embed"]
     assert embeds == [("embed", ["q", "q1", "passage"])]
     assert [c[1] for c in kb.calls if c[0] == "bm25"] == ["q", "q1"]  # HyDE text never hits BM25
@@ -78,30 +77,30 @@ def test_dense_variants_embedded_in_one_batch_and_hyde_dense_only():
 @pytest.mark.parametrize("mode,lists", [("dense", {"dense"}), ("bm25", {"bm25"}), ("hybrid", {"dense", "bm25"})])
 def test_modes_search_only_their_lists(mode, lists):
     kb = SpyKB(dense=["a"], bm25=["b"])
-    fused = HybridRetriever(kb).search([Variant("original", "q")], mode=mode)
+    fused = HybridRetriever().search(kb, [Variant("original", "q")], mode=mode)
     assert {p.list_name for f in fused for p in f.provenance} == lists
     assert (("embed", ["q"]) in kb.calls) == ("dense" in lists)
 
 
 def test_zero_weight_list_is_not_searched():
     kb = SpyKB(dense=["a"], bm25=["b"])
-    HybridRetriever(kb, dense_weight=0.0).search([Variant("original", "q")])
+    HybridRetriever(dense_weight=0.0).search(kb, [Variant("original", "q")])
     assert not any(c[0] in ("embed", "dense") for c in kb.calls)
 
 
 def test_same_filter_reaches_both_lists_and_missing_chunks_are_dropped():
     kb = SpyKB(dense=["a", "b"], bm25=["b", "c"], missing=("c",))
     flt = Filter(sources=("s.txt",), tags=("team=hr",))
-    retriever = HybridRetriever(kb, top_k=5)
-    fused = retriever.search([Variant("original", "q")], flt=flt)
+    retriever = HybridRetriever(top_k=5)
+    fused = retriever.search(kb, [Variant("original", "q")], flt=flt)
     used = [c[-1] for c in kb.calls if c[0] in ("dense", "bm25")]
     assert used == [flt, flt]
-    assert [h.chunk.id for h in retriever.hits(fused)] == ["b", "a"]
+    assert [h.chunk.id for h in retriever.hits(kb, fused)] == ["b", "a"]
 
 
 def test_pipeline_provenance_and_scores(tmp_path):
     services = build_services(tmp_path, llm=ScriptedLLM(router(multi_query="warranty period\nwarranty duration")))
-    result = Pipeline(services).retrieve("how long is the warranty", KB, transforms=["multi_query"], limit=3)
+    result = services.pipeline.retrieve("how long is the warranty", KB, transforms=["multi_query"], limit=3)
     top = result.hits[0]
     assert top.chunk.id == "warranty"
     assert top.score == pytest.approx(sum(1 / (60 + p.rank) for p in top.provenance))
@@ -126,7 +125,7 @@ def test_pipeline_provenance_and_scores(tmp_path):
 ])
 def test_filters_apply_to_dense_and_bm25(tmp_path, backend, pairs, expected):
     services = build_services(tmp_path, backend=backend)
-    pipeline = Pipeline(services)
+    pipeline = services.pipeline
     flt = parse_filter(pairs)
     for mode in ("dense", "bm25"):
         # words shared by every document so BM25 finds candidates everywhere
@@ -171,7 +170,7 @@ def test_parse_filter_rejects_inverted_range():
     ({"top_k": 0}, "top_k"), ({"limit": 5000}, "limit"), ({"history": [{"role": "bot"}]}, "history"),
 ])
 def test_bad_requests(tmp_path, kwargs, field):
-    pipeline = Pipeline(build_services(tmp_path))
+    pipeline = build_services(tmp_path).pipeline
     args = {"question": "warranty", **kwargs}
     with pytest.raises(InvalidRequest) as err:
         pipeline.retrieve(args.pop("question"), KB, **args)
@@ -180,4 +179,4 @@ def test_bad_requests(tmp_path, kwargs, field):
 
 def test_unknown_kb(tmp_path):
     with pytest.raises(NotFound, match="nope"):
-        Pipeline(build_services(tmp_path)).retrieve("warranty", "nope")
+        build_services(tmp_path).pipeline.retrieve("warranty", "nope")

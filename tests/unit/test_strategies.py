@@ -43,7 +43,7 @@ def kinds(llm: ScriptedLLM) -> list[str]:
 
 
 def pipeline(tmp_path, llm, **settings) -> Pipeline:
-    return Pipeline(build_services(tmp_path, llm=llm, strategy_group_sources=1, strategy_parallel=1, **settings))
+    return build_services(tmp_path, llm=llm, strategy_group_sources=1, strategy_parallel=1, **settings).pipeline
 
 
 def test_map_reduce_maps_each_group_then_reduces_keeping_original_numbers(tmp_path):
@@ -136,7 +136,7 @@ def test_auto_stuffs_sources_that_fit(tmp_path):
 def test_auto_maps_and_reduces_when_the_sources_do_not_fit(tmp_path):
     llm = ScriptedLLM(router(map=map_reply, reduce=reduce_reply))
     services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256)
-    answer = Pipeline(services).answer(QUESTION, KB, limit=7)
+    answer = services.pipeline.answer(QUESTION, KB, limit=7)
     assert answer.info["strategy"]["requested"] == "auto" and answer.info["strategy"]["name"] == "map_reduce"
     assert kinds(llm)[-1] == "reduce" and kinds(llm).count("map") == len(answer.info["strategy"]["groups"]) > 1
     assert len(answer.sources) == 7 and answer.info["context"]["left_out"] == 0  # every hit reached a map step

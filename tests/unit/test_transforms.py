@@ -10,7 +10,6 @@ import pytest
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import LLMError
-from rag.pipeline import Pipeline
 from rag.transforms import QueryTransformer, TransformLog, clean_line, question_language, rerank_query
 from tests.unit.kb_fixtures import KB, OverlapReranker, build_services, kind_of, router
 
@@ -96,7 +95,7 @@ def test_each_transform_degrades_on_llm_error(caplog):
 
 def test_pipeline_records_transform_failure_and_still_answers_retrieval(tmp_path):
     llm = ScriptedLLM(router(multi_query=LLMError("LLM endpoint http://x/v1 unreachable")))
-    result = Pipeline(build_services(tmp_path, llm=llm)).retrieve("warranty", KB, transforms=["multi_query"])
+    result = build_services(tmp_path, llm=llm).pipeline.retrieve("warranty", KB, transforms=["multi_query"])
     assert result.hits and result.hits[0].chunk.id == "warranty"
     assert result.info["transforms"]["multi_query"]["ok"] is False
     assert "unreachable" in result.info["warnings"][0]
@@ -105,9 +104,9 @@ def test_pipeline_records_transform_failure_and_still_answers_retrieval(tmp_path
 def test_transforms_default_from_settings(tmp_path):
     llm = ScriptedLLM(router(step_back="What is covered by a warranty?"))
     services = build_services(tmp_path, llm=llm, transforms=("step_back",))
-    result = Pipeline(services).retrieve("warranty length", KB)
+    result = services.pipeline.retrieve("warranty length", KB)
     assert [v["label"] for v in result.variants] == ["original", "step_back"]
-    assert Pipeline(services).retrieve("warranty length", KB, transforms=[]).variants[1:] == []
+    assert services.pipeline.retrieve("warranty length", KB, transforms=[]).variants[1:] == []
 
 
 HISTORY = [{"role": "user", "content": "Tell me about the Acme X200 battery."},
@@ -118,7 +117,7 @@ def test_condense_resolves_follow_up_and_is_used_for_retrieval(tmp_path):
     llm = ScriptedLLM(router(condense="Standalone question: How long does charging the Acme X200 battery take?"))
     reranker = OverlapReranker()
     services = build_services(tmp_path, llm=llm, reranker=reranker, refuse_min_score=0.0)
-    result = Pipeline(services).retrieve("How long does charging it take?", KB, history=HISTORY)
+    result = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY)
     assert result.standalone_question == "How long does charging the Acme X200 battery take?"
     assert result.variants[0]["text"] == result.standalone_question
     user = llm.calls[0]["messages"][1]["content"]

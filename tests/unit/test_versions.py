@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from ingest.service import build_ingestor
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.factory import build_services
-from rag.pipeline import Pipeline
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 from rag.versions import detect, jaccard, shingles, split_marker
@@ -44,8 +43,8 @@ def kb(tmp_path):
     (docs / "Travel policy 2024.md").write_text("Travel policy. A completely different text about parking "
                                                 "spaces and the cafeteria menu.", encoding="utf-8")
     config = Settings(_env_file=None, data_dir=tmp_path / "data", vector_backend="edge", rerank_model="none")
-    services = build_services(config, embedder_override=HashEmbedder(dim=64),
-                              llm_override=ScriptedLLM(router(answer=echo_first_source)))
+    services = build_services(config, embedder=HashEmbedder(dim=64),
+                              llm=ScriptedLLM(router(answer=echo_first_source)))
     report = build_ingestor(services, "hr").ingest_folder(docs)
     assert report.count("indexed") == 4
     return services
@@ -77,7 +76,7 @@ def test_families_are_stored_and_ordered(kb):
 
 
 def test_query_uses_the_newest_version_and_says_so(kb):
-    answer = Pipeline(kb).answer("How many days per week may staff work from home?", "hr")
+    answer = kb.pipeline.answer("How many days per week may staff work from home?", "hr")
     assert {s.source for s in answer.sources} <= {"Attendance policy 2024.md", "Travel policy.md",
                                                    "Travel policy 2024.md"}
     assert answer.answer.startswith("Staff may work from home three days per week")
@@ -88,20 +87,20 @@ def test_query_uses_the_newest_version_and_says_so(kb):
 
 
 def test_a_question_naming_an_older_version_gets_it(kb):
-    answer = Pipeline(kb).answer("In the 2023 policy, how many days per week may staff work from home?", "hr")
+    answer = kb.pipeline.answer("In the 2023 policy, how many days per week may staff work from home?", "hr")
     assert answer.answer.startswith("Staff may work from home two days per week")
     assert answer.info["versions"][0]["used"] == ["Attendance policy 2023.md"]
     assert "the newest is Attendance policy 2024.md" in answer.answer
 
 
 def test_switched_off_both_versions_are_sources(kb):
-    answer = Pipeline(kb).answer("How many days per week may staff work from home?", "hr", prefer_latest=False)
+    answer = kb.pipeline.answer("How many days per week may staff work from home?", "hr", prefer_latest=False)
     assert {"Attendance policy 2023.md", "Attendance policy 2024.md"} <= {s.source for s in answer.sources}
     assert "versions" not in answer.info and "Version used" not in answer.answer
 
 
 def test_stream_sends_the_note_as_a_last_token(kb):
-    events = list(Pipeline(kb).stream("How many days per week may staff work from home?", "hr"))
+    events = list(kb.pipeline.stream("How many days per week may staff work from home?", "hr"))
     tokens = "".join(e["text"] for e in events if e["type"] == "token")
     assert tokens == events[-1]["answer"]["answer"] and tokens.endswith("the newest of 2 versions.)")
 
