@@ -1,0 +1,133 @@
+"""Answer strategies side by side on summary questions (issue 17): stuff, map_reduce, refine and
+map_rerank over examples/docs and one long COVID-QA paper, with the real pipeline and the
+configured LLM (the bundled embedded model by default).
+
+Each question lists key points an answer that covers the document states (any alternative
+counts); the table gives per strategy the share of key points found, the share of cited
+sentences the verifier supports, refusals, LLM calls and latency. Strategies run in a shuffled
+order per question (a fixed seed), in one process, sharing one model.
+
+    python benchmarks/strategies.py [--strategies stuff,map_reduce,refine,map_rerank] [--out runs/strategies.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest.service import build_ingestor  # noqa: E402
+from rag.citations import strip_markers  # noqa: E402
+from rag.factory import build_services  # noqa: E402
+from rag.settings import load_settings  # noqa: E402
+from rag.text import normalize  # noqa: E402
+
+KB = "strategies"
+LONG_PAPER = "1581"  # "Estimating Sensitivity of Laboratory Testing for Influenza in Canada through Modelling"
+
+QUESTIONS: list[tuple[str, list[list[str]]]] = [
+    ("Summarise the Acme X200 manual: warranty, battery, maintenance and troubleshooting.",
+     [["two-year", "two year", "2-year", "2 year"], ["4 hours", "four hours"], ["120 minutes"], ["60 minutes"],
+      ["15%"], ["dust bin"], ["hepa"], ["three months", "3 months"], ["six months", "6 months"],
+      ["10 seconds", "ten seconds"], ["e5"], ["water"]]),
+    ("List every rule of the information security policy.",
+     [["14 characters", "fourteen characters"], ["multi-factor", "mfa"], ["full-disk encryption", "encrypt"],
+      ["24 hours"], ["security@example.com"], ["confidential"], ["reused"]]),
+    ("总结员工休假制度的主要规定。",
+     [["十天", "10天", "10 天"], ["十五天", "15天", "15 天"], ["三月三十一日", "3月31日"], ["十点", "10点"],
+      ["三天", "3天"], ["病假证明"], ["一百五十八天", "158天"], ["人事系统"], ["部门负责人"]]),
+    ("Summarise the study on the sensitivity of laboratory testing for influenza in Canada: aim, method, result "
+     "and conclusion.",
+     [["sensitivity"], ["poisson"], ["1999"], ["33%", "33 %"], ["30", "40%"], ["sample quality", "specimen"],
+      ["surveillance"], ["false negative"]]),
+]
+
+
+def key_point_share(answer: str, points: list[list[str]]) -> float:
+    text = normalize(strip_markers(answer))
+    return sum(any(normalize(alt) in text for alt in alts) for alts in points) / len(points)
+
+
+def write_corpus(folder: Path) -> None:
+    shutil.copytree(ROOT / "examples" / "docs", folder, dirs_exist_ok=True)
+    for line in (ROOT / "eval" / "data" / "covidqa" / "corpus.jsonl").open(encoding="utf-8"):
+        doc = json.loads(line)
+        if doc["_id"] == LONG_PAPER:
+            (folder / "influenza-testing-canada.md").write_text(f"# {doc['title']}\n\n{doc['text']}\n",
+                                                              encoding="utf-8")
+            return
+    raise SystemExit(f"COVID-QA paper {LONG_PAPER} not found")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategies", default="stuff,map_reduce,refine,map_rerank")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "strategies.json")
+    args = parser.parse_args()
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    work = Path(tempfile.mkdtemp(prefix="rag-strategies-"))
+    try:
+        docs = work / "docs"
+        write_corpus(docs)
+        settings = load_settings(data_dir=work / "data")
+        services = build_services(settings)
+        try:
+            build_ingestor(services, KB).ingest_folder(docs)
+            pipeline = services.pipeline
+            rng = random.Random(args.seed)
+            rows = []
+            for question, points in QUESTIONS:
+                order = strategies[:]
+                rng.shuffle(order)
+                for strategy in order:
+                    started = time.perf_counter()
+                    answer = pipeline.answer(question, KB, strategy=strategy)
+                    seconds = time.perf_counter() - started
+                    cited = [c for c in answer.citations if c.origin == "model" or c.supported is not None]
+                    rows.append({
+                        "question": question, "strategy": strategy, "seconds": round(seconds, 2),
+                        "refused": answer.refused, "key_points": round(key_point_share(answer.answer, points), 3),
+                        "citations": len(answer.citations),
+                        "supported": round(sum(bool(c.supported) for c in cited) / len(cited), 3) if cited else None,
+                        "llm_calls": (answer.info.get("strategy") or {}).get("llm_calls"),
+                        "ran": (answer.info.get("strategy") or {}).get("name"),
+                        "answer": answer.answer,
+                    })
+                    print(f"{strategy:10s} {seconds:6.1f}s key points {rows[-1]['key_points']:.2f} "
+                          f"refused={answer.refused}  {question[:50]}", flush=True)
+        finally:
+            services.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = []
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        supported = [r["supported"] for r in mine if r["supported"] is not None]
+        summary.append({"strategy": strategy, "questions": len(mine),
+                        "key points": round(statistics.mean(r["key_points"] for r in mine), 3),
+                        "supported citations": round(statistics.mean(supported), 3) if supported else None,
+                        "refused": sum(r["refused"] for r in mine),
+                        "llm calls": statistics.mean(r["llm_calls"] or 1 for r in mine),
+                        "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"summary": summary, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8")
+    print("\n| strategy | questions | key points | supported citations | refused | LLM calls | p50 s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for s in summary:
+        print(f"| {s['strategy']} | {s['questions']} | {s['key points']:.3f} | {s['supported citations']} | "
+              f"{s['refused']} | {s['llm calls']:.1f} | {s['p50 s']} |")
+    print(f"\nrows: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
