@@ -114,3 +114,14 @@ def test_an_answer_without_an_llm_call_has_no_token_timings(tmp_path):
     llm = ScriptedLLM(router(answer=ANSWER))
     answer = _pipeline(tmp_path, llm).answer("How long is the warranty?", KB, generate=False)
     assert "ttft" not in answer.timings and "generation" not in answer.info and llm.calls == []
+
+
+def test_the_query_benchmark_reports_ttft_and_tpot(tmp_path):
+    from benchmarks.query import generation_latency
+
+    p = _pipeline(tmp_path, ScriptedLLM(router(answer=ANSWER), delta_seconds=DELAY))
+    out = generation_latency(p, KB, ["How long is the warranty?", "What does the warranty cover?"])
+    assert out["questions"] == 2 and out["output_tokens_mean"] == len(split_deltas(ANSWER))
+    assert set(out["seconds"]) == {"first_token", "ttft", "generate", "total"}
+    assert set(out["seconds"]["ttft"]) == {"p50", "p95", "mean"}
+    assert out["tpot_ms"]["p50"] >= DELAY * 1000 and out["tpot_ms"]["p95"] >= out["tpot_ms"]["p50"]
