@@ -180,7 +180,8 @@ class StrategyRunner:
     def _generate(self, messages: list[dict[str, str]]) -> Generation:
         """One intermediate call, timed (its text may become the answer)."""
         self.calls += 1
-        return generate_timed(self.llm(), messages, max_tokens=self.config.max_tokens, temperature=self.config.temperature)
+        return generate_timed(self.llm(), messages, max_tokens=self.config.max_tokens,
+                              temperature=self.config.temperature)
 
     def _parallel(self, batches: list[list[dict[str, str]]]) -> list[Generation]:
         if len(batches) <= 1 or self.config.parallel <= 1:
