@@ -185,8 +185,9 @@ class EmbeddedLlamaLLM:
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
                stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]:
         """Text deltas as llama.cpp produces them. Generation runs in a worker thread; closing the
-        iterator early stops it at the next token. `usage` gets llama.cpp's prompt and predicted
-        token counts (from the last chunk's `timings`)."""
+        iterator early stops it at the next token. `usage` gets llama.cpp's predicted and prompt
+        token counts (the last chunk's `timings`; `prompt_n` counts the prompt tokens evaluated, a
+        prefix reused from the KV cache is left out)."""
         model = self._model()
         body = {**self._body(messages, max_tokens, temperature, stop), "stream": True}
         deltas: queue.Queue[Any] = queue.Queue()
