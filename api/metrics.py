@@ -5,6 +5,8 @@
 - `rag_errors_total{code}`: error responses by error code
 - `rag_stage_duration_seconds{stage}`: pipeline stages of answered queries (embed, dense, bm25,
   fusion, rerank, generate, verify, total, ...)
+- `rag_llm_time_to_first_token_seconds` and `rag_llm_time_per_output_token_seconds`: TTFT and TPOT
+  of the LLM call each generated answer comes from (the `ttft`/`tpot` timings, rag/llm_timing.py)
 - `rag_ingest_jobs_total{status}` and `rag_ingest_jobs_active`
 
 `route` is the route template (`/v1/kbs/{kb}/documents`), so label sets stay bounded."""
@@ -21,6 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+TOKEN_TIMINGS = ("ttft", "tpot")  # per-token timings: their own histograms, not stages
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
@@ -121,16 +126,27 @@ class Metrics:
         self.errors = Counter("rag_errors_total", "Error responses and stream errors by error code.", ("code",))
         self.stages = Histogram("rag_stage_duration_seconds", "Pipeline stage durations of answered queries.",
                                 ("stage",), STAGE_BUCKETS)
+        self.ttft = Histogram("rag_llm_time_to_first_token_seconds",
+                              "Time to the first token of the LLM call a generated answer comes from.", (),
+                              TTFT_BUCKETS)
+        self.tpot = Histogram("rag_llm_time_per_output_token_seconds",
+                              "Time per output token after the first, of the LLM call a generated answer comes from.",
+                              (), TPOT_BUCKETS)
         self.jobs = Counter("rag_ingest_jobs_total", "Finished ingest jobs by final status.", ("status",))
         self.jobs_active = Gauge("rag_ingest_jobs_active", "Ingest jobs queued or running.", active_jobs)
 
     def observe_stages(self, timings: Mapping[str, float]) -> None:
         for stage, seconds in timings.items():
-            if isinstance(seconds, (int, float)) and seconds > 0:
+            if not isinstance(seconds, (int, float)) or seconds <= 0:
+                continue
+            if stage in TOKEN_TIMINGS:
+                (self.ttft if stage == "ttft" else self.tpot).observe(float(seconds))
+            else:
                 self.stages.observe(float(seconds), stage)
 
     def render(self) -> str:
-        families = (self.requests, self.latency, self.in_flight, self.errors, self.stages, self.jobs, self.jobs_active)
+        families = (self.requests, self.latency, self.in_flight, self.errors, self.stages, self.ttft, self.tpot,
+                    self.jobs, self.jobs_active)
         return "\n".join(line for family in families for line in family.render()) + "\n"
 
 

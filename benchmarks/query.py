@@ -12,7 +12,9 @@
   `--latency-reranker`: a cross-encoder built from the bundled MiniLM-L6 weights with an untrained
   head. Its scores are meaningless (no reranker weights can be installed offline), its cost is
   that of a real MiniLM-L6 cross-encoder; the report says which one ran.
-- + generation: `--generate N` questions streamed through the embedded LLM (first token and total).
+- + generation: `--generate N` questions streamed through the embedded LLM: first token (after the
+  citation-marker filter), TTFT and TPOT of the answer's LLM call (`ttft`/`tpot`, rag/llm_timing.py;
+  TPOT in ms), generation and total, p50/p95/mean; output tokens per answer (mean).
 - Scale: a knowledge base of `--scale` chunks made by copying the COVID-QA chunks (text kept, so
   BM25 postings grow as in a larger corpus of the same language; vectors jittered so every point
   is distinct in the HNSW graph), written straight to the stores in a temporary folder.
@@ -70,18 +72,26 @@ def _ms(summary: dict[str, float]) -> dict[str, float]:
 
 
 def generation_latency(pipeline: Pipeline, kb: str, questions: list[str]) -> dict[str, object]:
-    rows = []
+    rows, tpot, tokens = [], [], []
+    pipeline.llm.warm_up()  # the model's load is not the first answer's TTFT
     for q in questions:
         events = list(pipeline.stream(q, kb, rerank=False))
         done = events[-1]
         if done["type"] != "done":
             raise RuntimeError(f"generation failed: {done}")
         t = done["timings"]
-        rows.append({"first_token": t.get("first_token", t.get("generate", 0.0)), "generate": t.get("generate", 0.0),
-                     "total": t["total"]})
+        rows.append({"first_token": t.get("first_token", t.get("generate", 0.0)), "ttft": t.get("ttft", 0.0),
+                     "generate": t.get("generate", 0.0), "total": t["total"]})
+        if "tpot" in t:
+            tpot.append({"tpot": t["tpot"]})
+        tokens.append(done["answer"]["info"].get("generation", {}).get("output_tokens", 0))
     summary = {k: {m: round(v, 2) for m, v in s.items() if m in ("p50", "p95", "mean")}
                for k, s in latency_summary(rows).items()}
-    return {"questions": len(questions), "seconds": summary, "model": pipeline.services.llm.name}
+    out: dict[str, object] = {"questions": len(questions), "seconds": summary, "model": pipeline.llm.name,
+                              "output_tokens_mean": round(sum(tokens) / max(len(tokens), 1), 1)}
+    if tpot:
+        out["tpot_ms"] = _ms(latency_summary(tpot)["tpot"])
+    return out
 
 
 def build_scaled_kb(source: Services, kb: str, target: Services, n: int, seed: int) -> tuple[str, float]:

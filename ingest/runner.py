@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from ingest.chunkers import Chunker
 from ingest.formats.ocr import DEFAULT_OCR, OcrOptions, chunk_ocr
 from ingest.limits import ParseLimits, check_file_size
 from ingest.parse import OCR_SUFFIXES, SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
+from ingest.prefetch import prefetched
 from rag.catalog import DocRecord
 from rag.errors import ParseError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -31,6 +33,7 @@ from rag.types import Chunk, ChunkSpan, ParsedDocument
 
 log = logging.getLogger(__name__)
 
+PREFETCH_FILES = 4  # files read, parsed and chunked ahead of the embedding (ingest/prefetch.py)
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -172,7 +175,7 @@ class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
                  headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None,
-                 ocr: OcrOptions = DEFAULT_OCR) -> None:
+                 ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES) -> None:
         self.kb = kb
         self.limits = limits or ParseLimits()
         self.ocr = ocr
@@ -183,6 +186,7 @@ class Ingestor:
         self.batch_chunks = batch_chunks
         self.embed_batch = max(1, embed_batch)  # texts per encode_corpus call (one progress tick each)
         self.progress = progress
+        self.prefetch = max(0, prefetch)  # files prepared ahead in a thread while a batch embeds (0: inline)
         self._known = self._embedded = 0
         questions = question_writer.n if question_writer else 0
         self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
@@ -225,17 +229,22 @@ class Ingestor:
                 if Path(doc.origin) == root and doc.source not in wanted:
                     report.files.append(self._remove(doc, "no longer in the folder"))
         batch: list[_Prepared] = []
-        for source, (path, origin) in wanted.items():
-            prepared = self._prepare(path, source, origin, report)
-            if prepared is None:
-                self._tick(source, report)
-                continue
-            self._known += len(prepared.chunks)
-            self._tick(source, report)
-            batch.append(prepared)
-            if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
-                self._flush(batch, report)
-                batch = []
+        # reading, parsing and chunking (no writes) run ahead in a thread; results come in order
+        outcomes = prefetched(wanted.items(), lambda entry: self._prepare(entry[1][0], entry[0], entry[1][1]),
+                              self.prefetch)
+        with closing(outcomes):
+            for prepared, ocr_seconds in outcomes:
+                report.ocr_seconds += ocr_seconds
+                if isinstance(prepared, FileResult):  # skipped or unchanged
+                    report.files.append(prepared)
+                    self._tick(prepared.source, report)
+                    continue
+                self._known += len(prepared.chunks)
+                self._tick(prepared.record.source, report)
+                batch.append(prepared)
+                if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                    self._flush(batch, report)
+                    batch = []
         self._flush(batch, report)
         report.seconds = time.perf_counter() - started
         return report
@@ -247,44 +256,41 @@ class Ingestor:
         except ValueError as exc:
             raise ParseError(f"{path} is not inside {root}", field="path") from exc
 
-    def _prepare(self, path: Path, source: str, origin: Path, report: IngestReport) -> _Prepared | None:
+    def _prepare(self, path: Path, source: str, origin: Path) -> tuple[_Prepared | FileResult, float]:
+        """The document ready to embed, or its result when it is skipped or unchanged; and the
+        seconds OCR took. Only reads (the file, the catalog): it runs ahead in the prefetch thread."""
         catalog = self.kb.catalog
         old = catalog.find_doc_by_source(self.kb.name, source)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
-            report.files.append(FileResult(source, "skipped", unsupported_reason(path)))
-            return None
+            return FileResult(source, "skipped", unsupported_reason(path)), 0.0
         try:
             stat = path.stat()
             check_file_size(stat.st_size, self.limits)
             data = path.read_bytes()  # read once: hashed here, parsed from memory below
         except OSError as exc:
-            report.files.append(FileResult(source, "skipped", f"unreadable: {exc.strerror or 'I/O error'}"))
             log.warning("cannot read %s: %s", path, exc)
-            return None
+            return FileResult(source, "skipped", f"unreadable: {exc.strerror or 'I/O error'}"), 0.0
         except ParseError as exc:
-            report.files.append(FileResult(source, "skipped", exc.message))
             log.warning("skipped %s: %s", source, exc.message)
-            return None
+            return FileResult(source, "skipped", exc.message), 0.0
         content_hash = sha256_hex(data)
         # PDFs and images parsed with OCR off are re-read when it is turned back on (and the reverse)
         ocr_off = path.suffix.lower() in OCR_SUFFIXES and not self.ocr.enabled
         signature = self.signature + ("|ocr-off" if ocr_off else "")
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
                 and old.chunker == signature and old.tags == self.tags):
-            report.files.append(FileResult(source, "unchanged"))
-            return None
+            return FileResult(source, "unchanged"), 0.0
+        ocr_seconds = 0.0
         try:
             parsed = parse_bytes(data, path.suffix, path.name, self.limits, self.ocr)
             del data
-            report.ocr_seconds += float(parsed.metadata.get("ocr_seconds") or 0.0)
+            ocr_seconds = float(parsed.metadata.get("ocr_seconds") or 0.0)
             spans = self.chunker.split(parsed)
         except ParseError as exc:
-            report.files.append(FileResult(source, "skipped", exc.message))
             log.warning("skipped %s: %s", source, exc.message)
-            return None
+            return FileResult(source, "skipped", exc.message), ocr_seconds
         if not spans:
-            report.files.append(FileResult(source, "skipped", "no text to index"))
-            return None
+            return FileResult(source, "skipped", "no text to index"), ocr_seconds
         record = DocRecord(self.kb.name, doc_id_for(self.kb.name, source), source, str(origin), content_hash, stat.st_mtime,
                            stat.st_size, parsed.title, str(parsed.metadata.get("format", path.suffix.lower())),
                            self.tags, signature, "pending", [], [], time.time())
@@ -292,7 +298,7 @@ class Ingestor:
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
         status = "updated" if old is not None and old.state == "indexed" else "indexed"
         return _Prepared(record, chunks, old_ids, status, str(parsed.metadata.get("note", "")),
-                         "; ".join(parsed.metadata.get("ocr_skipped") or ()))
+                         "; ".join(parsed.metadata.get("ocr_skipped") or ())), ocr_seconds
 
     def _chunks(self, record: DocRecord, parsed: ParsedDocument, spans) -> list[Chunk]:
         chunks = []

@@ -33,6 +33,7 @@ from rag.errors import InvalidRequest, RagError
 from rag.generation import (PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
                             sources_from_hits)
 from rag.kb import KnowledgeBases
+from rag.llm_timing import Generation, StreamTimer, generate_timed
 from rag.protocols import LLM
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
@@ -217,9 +218,11 @@ class Pipeline:
         llm = self.llm
         step = self._final_step(ans, result, packed, strategy)
         t = time.perf_counter()
-        raw = step.text if step.messages is None else llm.chat(
-            step.messages, max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
+        gen = step.generation if step.messages is None else generate_timed(
+            llm, step.messages, max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
+        _record_generation(ans, gen)
+        raw = step.text if step.messages is None else gen.text
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
         _version_note(ans)
@@ -238,10 +241,11 @@ class Pipeline:
             return self._done(ans, started)
         llm = self.llm
         t = time.perf_counter()
-        raw = llm.chat(build_messages(question, packed.sources, lang, ans.info["answer_style"]),
-                       max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
+        gen = generate_timed(llm, build_messages(question, packed.sources, lang, ans.info["answer_style"]),
+                             max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
-        text, invalid = clean_answer(raw, len(packed.sources))
+        _record_generation(ans, gen)
+        text, invalid = clean_answer(gen.text, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
         return self._done(ans, started)
 
@@ -326,10 +330,11 @@ class Pipeline:
             marker_filter = MarkerFilter(len(step.packed.sources))
             pieces: list[str] = []
             t = time.perf_counter()
+            timer = StreamTimer()
             try:
                 llm = self.llm
                 with closing(_deltas(llm, step, self.config.llm_max_tokens,
-                                     self.config.llm_temperature)) as deltas:
+                                     self.config.llm_temperature, timer)) as deltas:
                     for delta in deltas:
                         text = marker_filter.feed(delta)
                         if text:
@@ -345,6 +350,7 @@ class Pipeline:
                 pieces.append(tail)
                 yield {"type": "token", "text": tail}
             ans.timings["generate"] = time.perf_counter() - t
+            _record_generation(ans, timer.result() if step.messages is not None else step.generation)
             self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
             added = _version_note(ans)
             if added:
@@ -456,12 +462,22 @@ def _catalog_events(ans: Answer) -> Iterator[dict]:
     yield {"type": "done", "answer": answer_to_dict(ans), "timings": dict(ans.timings)}
 
 
-def _deltas(llm: Any, step: FinalStep, max_tokens: int, temperature: float) -> Iterator[str]:
-    """The final step as text deltas: the streamed last call, or the text a strategy already chose."""
+def _deltas(llm: Any, step: FinalStep, max_tokens: int, temperature: float, timer: StreamTimer) -> Iterator[str]:
+    """The final step as text deltas: the streamed last call (timed by `timer`), or the text a
+    strategy already chose."""
     if step.messages is None:
         yield step.text or ""
         return
-    yield from llm.stream(step.messages, max_tokens=max_tokens, temperature=temperature)
+    yield from timer.watch(llm.stream(step.messages, max_tokens=max_tokens, temperature=temperature,
+                                      usage=timer.usage))
+
+
+def _record_generation(ans: Answer, gen: Generation | None) -> None:
+    """TTFT/TPOT of the call the answer's text comes from into the timings, its token counts into
+    `info["generation"]` (rag/llm_timing.py); nothing for a text no call wrote."""
+    if gen is not None:
+        ans.timings.update(gen.timings())
+        ans.info["generation"] = gen.info()
 
 
 def _is_refusal(text: str) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from rag.llm_timing import TokenUsage
 from rag.types import Chunk, Filter, ScoredId
 
 
@@ -147,7 +148,9 @@ class PairReranker(Reranker, Protocol):
 
 @runtime_checkable
 class LLM(Protocol):
-    """A chat model behind an OpenAI-compatible interface."""
+    """A chat model behind an OpenAI-compatible interface. `stream` fills `usage` (when given) with
+    the token counts its runtime reports, by the time the iterator is exhausted; a runtime that
+    reports none leaves it as it is (`rag.llm_timing` then estimates)."""
 
     @property
     def name(self) -> str: ...
@@ -156,7 +159,7 @@ class LLM(Protocol):
              stop: list[str] | None = None) -> str: ...
 
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]: ...
+               stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]: ...
 
     def info(self) -> dict[str, Any]: ...
 

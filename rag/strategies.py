@@ -25,6 +25,7 @@ from typing import Any
 from rag import prompts, strategy_prompts
 from rag.errors import InvalidRequest
 from rag.generation import PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
+from rag.llm_timing import Generation, generate_timed
 from rag.protocols import LLM
 from rag.text import split_sentences
 from rag.types import Hit, Source
@@ -69,12 +70,14 @@ class StrategyConfig:
 @dataclass
 class FinalStep:
     """What the pipeline does last: call the LLM with `messages` (streamed when streaming), or use
-    `text` as the answer. `packed` holds every source the final answer may cite."""
+    `text` as the answer. `packed` holds every source the final answer may cite. `generation`:
+    the intermediate call `text` comes from (its TTFT/TPOT), None for a refusal no call wrote."""
 
     packed: PackedContext
     messages: list[dict[str, str]] | None = None
     text: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    generation: Generation | None = None
 
 
 def number_sources(hits: Sequence[Hit], budget: int, lang: str) -> list[Source]:
@@ -174,25 +177,31 @@ class StrategyRunner:
 
     # -- steps ---------------------------------------------------------------------------------
     def _chat(self, messages: list[dict[str, str]]) -> str:
-        self.calls += 1
-        return self.llm().chat(messages, max_tokens=self.config.max_tokens, temperature=self.config.temperature)
+        return self._generate(messages).text
 
-    def _parallel(self, batches: list[list[dict[str, str]]]) -> list[str]:
+    def _generate(self, messages: list[dict[str, str]]) -> Generation:
+        """One intermediate call, timed (its text may become the answer)."""
+        self.calls += 1
+        return generate_timed(self.llm(), messages, max_tokens=self.config.max_tokens,
+                              temperature=self.config.temperature)
+
+    def _parallel(self, batches: list[list[dict[str, str]]]) -> list[Generation]:
         if len(batches) <= 1 or self.config.parallel <= 1:
-            return [self._chat(m) for m in batches]
+            return [self._generate(m) for m in batches]
         with ThreadPoolExecutor(max_workers=min(self.config.parallel, len(batches))) as pool:
-            return list(pool.map(self._chat, batches))
+            return list(pool.map(self._generate, batches))
 
     def _map_reduce(self, question: str, whole: PackedContext, groups: list[list[Source]], lang: str,
                     info: dict[str, Any]) -> FinalStep:
         template = strategy_prompts.MAP
         replies = self._parallel([prompts.messages(template, lang, sources=_blocks(g, lang), question=question)
                                   for g in groups])
-        partials = [(cite_single(keep_markers(r, {s.number for s in g}), g), g)
+        partials = [(cite_single(keep_markers(r.text, {s.number for s in g}), g), g, r)
                     for r, g in zip(replies, groups, strict=True)]
-        answered = [(p, g) for p, g in partials if not is_refusal(p)]
+        answered = [(p, g, r) for p, g, r in partials if not is_refusal(p)]
         grounded = self.config.grounded
-        kept = [p for p, g in answered if grounded is None or grounded(p, g)]
+        kept_calls = [(p, r) for p, g, r in answered if grounded is None or grounded(p, g)]
+        kept = [p for p, _ in kept_calls]
         info["partials"] = len(kept)
         if len(kept) < len(answered):
             info["unsupported_partials"] = len(answered) - len(kept)
@@ -200,7 +209,7 @@ class StrategyRunner:
         if not kept:
             return FinalStep(whole, text=prompts.refusal(lang), info=info)
         if len(kept) == 1:  # one group answered: nothing to combine (and no reduce call to get wrong)
-            return FinalStep(whole, text=kept[0], info={**info, "collapse_rounds": 0})
+            return FinalStep(whole, text=kept[0], info={**info, "collapse_rounds": 0}, generation=kept_calls[0][1])
         rounds = 0
         numbers = {s.number for s in whole.sources}
         while len(kept) > 1 and estimate_tokens(self._partials(kept, lang)) > whole.budget:
@@ -208,7 +217,7 @@ class StrategyRunner:
             if len(batches) >= len(kept) or rounds >= MAX_COLLAPSE_ROUNDS:
                 break  # no batch of two fits: combining more cannot shrink them
             collapsed = self._parallel([self._reduce_messages(question, batch, lang) for batch in batches])
-            kept = [keep_markers(p, numbers) for p in collapsed if not is_refusal(p)]
+            kept = [keep_markers(p.text, numbers) for p in collapsed if not is_refusal(p.text)]
             rounds += 1
             if not kept:
                 return FinalStep(whole, text=prompts.refusal(lang), info={**info, "collapse_rounds": rounds})
@@ -267,18 +276,18 @@ class StrategyRunner:
                                                    sources=_blocks([s], lang), question=question) for s in sources])
         candidates = []
         for source, reply in zip(sources, replies, strict=True):
-            text, score = parse_score(reply)
+            text, score = parse_score(reply.text)
             # one source was shown: every marker means that source, whatever number the model wrote
             text = _MARKER.sub(f" [{source.number}]", text).strip()
             if is_refusal(text) or not re.search(r"\w{2}", _MARKER.sub("", text)):  # refused, or no words
                 score = 0
             elif not _MARKER.search(text):
                 text = f"{text} [{source.number}]"
-            candidates.append((score, source.number, text))
-        info: dict[str, Any] = {"name": "map_rerank", "scores": {n: score for score, n, _ in candidates},
+            candidates.append((score, source.number, text, reply))
+        info: dict[str, Any] = {"name": "map_rerank", "scores": {n: score for score, n, _, _ in candidates},
                                 "map_calls": len(sources)}
         best = max(candidates, key=lambda c: c[0], default=None)  # ties: the better-ranked source (first)
         if best is None or best[0] <= 0:
             return FinalStep(whole, text=prompts.refusal(lang), info={**info, "chosen": None})
         info["chosen"] = best[1]
-        return FinalStep(whole, text=best[2], info=info)
+        return FinalStep(whole, text=best[2], info=info, generation=best[3])

@@ -22,6 +22,7 @@ from typing import Any
 
 from rag.adapters.llm_runtime import package_version, runtime_info
 from rag.errors import LLMError, ModelError
+from rag.llm_timing import TokenUsage
 from rag.models import BUNDLED_GGUF_NAME, default_models_dir, resolve_bundled_gguf
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,15 @@ def _error_text(error: Any) -> str:
     if isinstance(error, dict):
         return str(error.get("message") or error)
     return str(error)
+
+
+def _fill_usage(usage: TokenUsage | None, timings: Any) -> None:
+    if usage is None or not isinstance(timings, dict):
+        return
+    if isinstance(timings.get("predicted_n"), int):
+        usage.completion_tokens = timings["predicted_n"]
+    if isinstance(timings.get("prompt_n"), int):
+        usage.prompt_tokens = timings["prompt_n"]
 
 
 class EmbeddedLlamaLLM:
@@ -173,9 +183,11 @@ class EmbeddedLlamaLLM:
         return (choices[0].get("message") or {}).get("content") or ""
 
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]:
         """Text deltas as llama.cpp produces them. Generation runs in a worker thread; closing the
-        iterator early stops it at the next token."""
+        iterator early stops it at the next token. `usage` gets llama.cpp's predicted and prompt
+        token counts (the last chunk's `timings`; `prompt_n` counts the prompt tokens evaluated, a
+        prefix reused from the KV cache is left out)."""
         model = self._model()
         body = {**self._body(messages, max_tokens, temperature, stop), "stream": True}
         deltas: queue.Queue[Any] = queue.Queue()
@@ -193,6 +205,7 @@ class EmbeddedLlamaLLM:
                     deltas.put(text)
             if isinstance(chunk, dict) and "timings" in chunk:
                 self._record(chunk["timings"])
+                _fill_usage(usage, chunk["timings"])
             return False
 
         def work() -> None:

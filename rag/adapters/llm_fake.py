@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+from rag.llm_timing import TokenUsage
 
 Messages = list[dict[str, str]]
 
@@ -23,13 +26,15 @@ class ScriptedLLM:
     messages. A reply that is an exception instance is raised instead (to simulate LLMError).
     Every call is recorded in `calls` as a dict (messages, max_tokens, temperature, stop, stream).
     `stop` strings cut the reply like a real endpoint does. Running out of replies is a test bug:
-    AssertionError (unless `default` is given)."""
+    AssertionError (unless `default` is given). `delta_seconds`: a pause before each streamed
+    delta, so that time to first token and per token have a size."""
 
     def __init__(self, replies: Sequence[str | BaseException] | Callable[[Messages], str] = (), *,
-                 default: str | None = None, name: str = "scripted-llm") -> None:
+                 default: str | None = None, name: str = "scripted-llm", delta_seconds: float = 0.0) -> None:
         self._replies = replies if callable(replies) else list(replies)
         self._default = default
         self._name = name
+        self._delta_seconds = delta_seconds
         self.calls: list[dict[str, Any]] = []
         self.warm_ups = 0  # how often warm_up() ran, for tests of server start
 
@@ -76,6 +81,13 @@ class ScriptedLLM:
         return self._next(messages, max_tokens, temperature, stop, stream=False)
 
     def stream(self, messages: Messages, *, max_tokens: int = 512, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]:
+        """The reply in word-sized deltas; `usage` counts one output token per delta."""
         reply = self._next(messages, max_tokens, temperature, stop, stream=True)
-        yield from split_deltas(reply)
+        deltas = split_deltas(reply)
+        for delta in deltas:
+            if self._delta_seconds > 0:
+                time.sleep(self._delta_seconds)
+            yield delta
+        if usage is not None:
+            usage.completion_tokens = len(deltas)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rag.errors import LLMError
+from rag.llm_timing import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,16 @@ def _client_errors() -> tuple[type[BaseException], ...]:
         except ImportError:
             continue
     return tuple(errors)
+
+
+def _fill_usage(usage: TokenUsage | None, reported: Any) -> None:
+    """Copy a chunk's `usage` (an openai `CompletionUsage`, absent on most chunks) into `usage`."""
+    if usage is None or reported is None:
+        return
+    if isinstance(reported.completion_tokens, int):
+        usage.completion_tokens = reported.completion_tokens
+    if isinstance(reported.prompt_tokens, int):
+        usage.prompt_tokens = reported.prompt_tokens
 
 
 class OpenAICompatLLM:
@@ -146,10 +157,14 @@ class OpenAICompatLLM:
         return response.choices[0].message.content or ""
 
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]:
+        """Text deltas. `usage` gets the counts of a `usage` object when the endpoint sends one in its
+        last chunk (llama.cpp's server does; vLLM and OpenAI only when asked, which is not done here,
+        because a strict endpoint may reject the `stream_options` field)."""
         response = self._request(messages, max_tokens, temperature, stop, stream=True)
         try:
             for chunk in response:
+                _fill_usage(usage, getattr(chunk, "usage", None))
                 if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
         except _client_errors() as exc:

@@ -22,6 +22,7 @@ from typing import Any
 from rag.adapters.device import resolve_device
 from rag.adapters.llm_runtime import package_version, runtime_info
 from rag.errors import ConfigError, LLMError, ModelError
+from rag.llm_timing import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,8 @@ class TransformersLLM:
         return trimmer.feed(text) + trimmer.finish()
 
     def stream(self, messages: list[dict[str, str]], *, max_tokens: int = 512, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, usage: TokenUsage | None = None) -> Iterator[str]:
+        """Text deltas; `usage` gets the prompt and generated token counts."""
         import torch
         from transformers import TextIteratorStreamer
 
@@ -231,6 +233,8 @@ class TransformersLLM:
                 with m.lock, torch.inference_mode():
                     out = m.model.generate(**kwargs)
                 produced.append(int(out.shape[1]) - n_prompt)
+                if usage is not None:
+                    usage.prompt_tokens, usage.completion_tokens = n_prompt, produced[0]
                 finished = True
             except (RuntimeError, ValueError) as exc:
                 errors.append(exc)

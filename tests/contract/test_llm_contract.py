@@ -11,6 +11,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
+from rag.llm_timing import TokenUsage
 from rag.protocols import LLM
 from tests.unit.test_llm import FakeEndpoint, _handler
 
@@ -75,6 +76,15 @@ def test_stream_gives_the_same_text_as_chat(llm):
     pieces = list(llm.stream(MESSAGES, max_tokens=24, temperature=0.0))
     assert pieces and all(isinstance(p, str) for p in pieces)
     assert "".join(pieces) == reply
+
+
+def test_stream_takes_a_usage_and_reports_plausible_counts(llm):
+    usage = TokenUsage()
+    text = "".join(llm.stream(MESSAGES, max_tokens=24, temperature=0.0, usage=usage))
+    assert text == llm.chat(MESSAGES, max_tokens=24, temperature=0.0)
+    # a runtime that counts reports at least one token and no more than max_tokens; one that does not leaves None
+    assert usage.completion_tokens is None or 1 <= usage.completion_tokens <= 24
+    assert usage.prompt_tokens is None or usage.prompt_tokens > 0
 
 
 def test_stop_strings_cut_the_reply(llm):

@@ -11,10 +11,11 @@ from api.app import create_app
 from api.errors import install_error_handlers
 from api.metrics import Metrics
 from api.uploads import BodyLimitMiddleware, sanitize_filename
+from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import InvalidRequest, ModelError
 from rag.types import parse_tags
-from tests.unit.api_helpers import ADMIN, make_app, make_services
-from tests.unit.kb_fixtures import KB
+from tests.unit.api_helpers import ADMIN, WARRANTY_ANSWER, make_app, make_services
+from tests.unit.kb_fixtures import KB, router
 
 
 def _wait_ready(client: TestClient) -> dict:
@@ -97,6 +98,21 @@ def test_metrics_count_requests_errors_and_stages(tmp_path):
     assert 'rag_stage_duration_seconds_count{stage="generate"} 1' in text
     assert 'rag_http_request_duration_seconds_bucket{method="POST",route="/v1/query",le="+Inf"} 3' in text
     assert "# TYPE rag_ingest_jobs_active gauge" in text and "rag_ingest_jobs_active 0" in text
+
+
+def test_metrics_have_ttft_and_tpot_of_generated_answers_plain_and_streamed(tmp_path):
+    app, _ = make_app(tmp_path, llm=ScriptedLLM(router(answer=WARRANTY_ANSWER), delta_seconds=0.002))
+    with TestClient(app) as client:
+        plain = client.post("/v1/query", json={"question": "warranty?", "kb": KB}, headers=ADMIN).json()
+        client.post("/v1/query", json={"question": "warranty?", "kb": KB, "stream": True}, headers=ADMIN)
+        text = client.get("/metrics", headers=ADMIN).text
+    assert plain["timings"]["ttft"] >= 0.002 and plain["timings"]["tpot"] >= 0.002
+    assert plain["info"]["generation"]["output_tokens"] > 1
+    assert "# TYPE rag_llm_time_to_first_token_seconds histogram" in text
+    assert "rag_llm_time_to_first_token_seconds_count 2" in text
+    assert 'rag_llm_time_to_first_token_seconds_bucket{le="+Inf"} 2' in text
+    assert "rag_llm_time_per_output_token_seconds_count 2" in text
+    assert 'stage="ttft"' not in text and 'stage="tpot"' not in text  # not stages: their own histograms
 
 
 def test_histogram_and_counter_text_format():

@@ -22,6 +22,7 @@ from rag.adapters.llm import EmbeddedLlamaLLM, OpenAICompatLLM, make_llm
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.adapters.llm_fake import split_deltas
 from rag.errors import LLMError, ModelError
+from rag.llm_timing import TokenUsage
 from rag.protocols import LLM
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How long is the warranty?"}]
@@ -38,6 +39,7 @@ class FakeEndpoint:
         self.error_body = {"error": {"message": "bad key", "type": "auth"}}
         self.delay = 0.0
         self.break_stream = False
+        self.usage: dict | None = None  # sent in a last chunk of its own, as llama.cpp's server does
 
 
 def _handler(state: FakeEndpoint):
@@ -96,7 +98,11 @@ def _handler(state: FakeEndpoint):
                 send(f"data: {json.dumps(chunk)}\n\n".encode())
             end = {**base, "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {},
                                                                            "finish_reason": "stop"}]}
-            send(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+            send(f"data: {json.dumps(end)}\n\n".encode())
+            if state.usage is not None:
+                last = {**base, "object": "chat.completion.chunk", "choices": [], "usage": state.usage}
+                send(f"data: {json.dumps(last)}\n\n".encode())
+            send(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
 
@@ -153,6 +159,17 @@ def test_openai_stream_yields_deltas(endpoint):
     deltas = list(llm.stream(MSGS, max_tokens=20))
     assert len(deltas) > 3 and "".join(deltas) == endpoint.reply
     assert endpoint.requests[-1][2]["stream"] is True
+
+
+def test_openai_stream_fills_usage_when_the_endpoint_sends_it(endpoint):
+    llm = OpenAICompatLLM(endpoint.url, model="m", max_retries=0)
+    silent = TokenUsage()
+    assert "".join(llm.stream(MSGS, usage=silent)) == endpoint.reply
+    assert silent == TokenUsage()  # nothing reported: left for the caller to estimate
+    endpoint.usage = {"prompt_tokens": 21, "completion_tokens": 8, "total_tokens": 29}
+    reported = TokenUsage()
+    assert "".join(llm.stream(MSGS, usage=reported)) == endpoint.reply
+    assert reported == TokenUsage(prompt_tokens=21, completion_tokens=8)
 
 
 def test_openai_connection_refused_names_the_endpoint():
@@ -371,6 +388,13 @@ def test_embedded_stream_yields_deltas_and_stops_when_closed(fake_llama):
         time.sleep(0.01)
     assert server.stopped_early and server.active == 0
     assert llm.chat(MSGS) == server.reply  # the lock was released
+
+
+def test_embedded_stream_fills_usage_from_llama_cpp_timings(fake_llama):
+    server, _, gguf = fake_llama
+    usage = TokenUsage()
+    assert "".join(EmbeddedLlamaLLM(gguf).stream(MSGS, usage=usage)) == server.reply
+    assert usage.completion_tokens == 3 and usage.prompt_tokens is None  # what the last chunk's timings say
 
 
 def test_embedded_rejects_bad_arguments(tmp_path):

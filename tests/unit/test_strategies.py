@@ -146,7 +146,8 @@ def test_auto_maps_and_reduces_when_the_sources_do_not_fit(tmp_path):
 def test_streaming_streams_only_the_reduce_step(tmp_path):
     llm = ScriptedLLM(router(map=map_reply, reduce=reduce_reply))
     events = list(pipeline(tmp_path, llm).stream(QUESTION, KB, strategy="map_reduce", limit=3))
-    assert [c["stream"] for c in llm.calls] == [False, False, False, True] and kinds(llm)[-1] == "reduce"
+    # every call goes through llm.stream (timed, rag/llm_timing.py); only the reduce call's tokens reach the client
+    assert len(llm.calls) == 4 and kinds(llm)[-1] == "reduce"
     tokens = [e["text"] for e in events if e["type"] == "token"]
     done = events[-1]["answer"]
     assert len(tokens) > 3 and "".join(tokens) == done["answer"]
