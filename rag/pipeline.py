@@ -75,7 +75,7 @@ class PipelineConfig:
     match_years: bool = True
     context_focus: bool = True
     context_focus_tokens: int = 160
-    answer_style: str = "auto"
+    answer_style: str = "sentences"
     answer_check: bool = True
 
 

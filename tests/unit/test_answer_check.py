@@ -100,3 +100,13 @@ def test_the_check_can_be_switched_off(tmp_path):
     off = build_services(tmp_path / "off", llm=llm, answer_check=False, refuse_unsupported=False).pipeline.answer(
         "How many years is the X200 warranty?", KB)
     assert not off.refused and "answer_check" not in off.info
+
+
+def test_answer_style_auto_sends_the_extraction_prompt_for_a_how_many_question(tmp_path):
+    from rag import prompts
+
+    llm = ScriptedLLM(router(answer="十五天 [1]。员工每年享有十五天带薪年假 [1]。"))
+    answer = build_services(tmp_path, llm=llm, answer_style="auto").pipeline.answer("员工每年有几天年假？", KB)
+    assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM_EXTRACT["zh"]
+    assert llm.last_messages[2]["content"] == prompts.ANSWER_EXAMPLE_EXTRACT["zh"][2]  # the worked example
+    assert answer.info["answer_style"] == "extract" and not answer.refused

@@ -43,7 +43,7 @@ def test_answer_with_citations_mapped_and_verified(tmp_path):
 def test_answer_language_follows_the_question(tmp_path):
     llm = ScriptedLLM(router(answer="员工每年享有十五天带薪年假[1]。"))
     answer = build_services(tmp_path, llm=llm).pipeline.answer("员工每年有几天年假？", KB)
-    assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM_EXTRACT["zh"]  # a how-many question
+    assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM["zh"]
     assert answer.sources[0].chunk_id == "leave" and answer.citations[0].supported
     assert answer.info["language"] == "zh"
 
