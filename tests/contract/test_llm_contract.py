@@ -1,5 +1,5 @@
 """One contract for every LLM: the ScriptedLLM test double, OpenAICompatLLM (the real `openai` client)
-against the fake OpenAI-compatible endpoint of tests/unit/test_llm.py, and the embedded llama.cpp
+against the fake OpenAI-compatible endpoint of tests/unit/rag/test_llm.py, and the embedded llama.cpp
 model (the bundled Qwen2.5 0.5B GGUF; marked slow)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.llm_timing import TokenUsage
 from rag.protocols import LLM
-from tests.unit.test_llm import FakeEndpoint, _handler
+from tests.unit.rag.test_llm import FakeEndpoint, _handler
 
 REPLY = "The sky is blue. END more text"
 

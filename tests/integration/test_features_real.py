@@ -9,8 +9,8 @@ import pytest
 from ingest.service import build_ingestor
 from rag.serialize import answer_to_dict
 from tests.unit.kb_fixtures import KB, build_services
-from tests.unit.test_collection import register_docs
-from tests.unit.test_versions import NEW, OLD
+from tests.unit.rag.test_collection import register_docs
+from tests.unit.rag.test_versions import NEW, OLD
 
 pytestmark = pytest.mark.slow
 

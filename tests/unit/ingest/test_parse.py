@@ -19,7 +19,7 @@ from rag.errors import ParseError, UnsupportedFile
 from rag.types import ParsedDocument
 from tests.unit import fixtures_files as ff
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def assert_consistent(doc: ParsedDocument) -> None:

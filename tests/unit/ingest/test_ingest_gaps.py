@@ -20,7 +20,7 @@ from rag.testing import HashEmbedder
 from rag.types import ParsedDocument
 from tests.unit import fixtures_files as ff
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "docs"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "docs"
 
 
 def texts(doc: ParsedDocument, kind: str | None = None) -> list[str]:

@@ -16,7 +16,7 @@ from rag.factory import build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _services(data_dir: Path, backend: str = "edge", embedder=None, **settings):

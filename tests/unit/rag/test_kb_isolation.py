@@ -13,7 +13,7 @@ import pytest
 from rag.catalog import Catalog
 from rag.errors import InvalidRequest
 from tests.unit.cli_helpers import ROOT, env, run  # noqa: F401  (env is a fixture)
-from tests.unit.test_kb_locks import held_by_another_thread
+from tests.unit.rag.test_kb_locks import held_by_another_thread
 
 
 def test_a_reindexed_collection_cannot_be_taken_by_another_kb(env, tmp_path):

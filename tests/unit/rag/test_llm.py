@@ -269,7 +269,7 @@ def test_importing_the_adapters_loads_no_heavy_library():
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
             "{'torch', 'openai', 'xllamacpp', 'FlagEmbedding', 'sentence_transformers', 'transformers'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+                         cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "[]"
 
 
