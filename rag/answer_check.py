@@ -4,8 +4,8 @@ wrong year, or one that never states what was asked, passes it.
 
 - focus: what the question asks for (`time`, `number`, `person`, `place`, `other`), from its
   interrogative words in English and Chinese;
-- a `time` question's answer must state a date or time expression, a `number` question's a
-  number (digits or number words);
+- a `time` question's answer must state a date, a time expression or a condition ("when the
+  battery is low"), a `number` question's a number (digits or number words);
 - every number the answer states must be written in a source or in the question (no invented
   figures; "1,313" = "1313", "05" = "5");
 - a question that names a year or an edition must not be answered from sources that state only
@@ -29,10 +29,11 @@ FOCI = ("time", "number", "person", "place", "other")
 
 # order matters: "how many years" asks for a number, "in which year" for a time
 _FOCUS_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("number", re.compile(r"\bhow (many|much|long|old|far|big|large|often|high|tall|fast)\b|\bwhat (percentage|"
+    ("number", re.compile(r"\bhow (many|much|long|old|far|big|large|high|tall|fast)\b|\bwhat (percentage|"
                           r"proportion|fraction|share|number|amount|rate|ratio)\b|\bwhat is the (number|rate|size|"
                           r"percentage|amount|cost|price|incidence|prevalence)\b")),
-    ("number", re.compile(r"多少|几[个种次年天人名岁位家项条座部本届倍月周期层]|多[大长久高重远]|比例|百分之|几成")),
+    ("number", re.compile(r"(?<!或)多少|几[个种次年天人名岁位家项条座部本届倍月周期层]|(?<![许很众诸较更最好大])多[大长久高重远]|"
+                          r"比例|百分之|几成")),
     ("time", re.compile(r"\bwhen\b|\b(what|which|in what|in which) (year|date|month|day|decade|century|time)\b|"
                         r"\bsince when\b|\bhow recently\b")),
     ("time", re.compile(r"什么时候|何时|哪一?年|哪一?天|几月|几号|什么时间|哪个朝代|何年|哪个时期|哪个年代")),
@@ -45,7 +46,9 @@ _MONTHS = ("january february march april may june july august september october 
            "jan feb mar apr jun jul aug sep sept oct nov dec").split()
 _TIME_WORDS = ("century centuries decade decades year years era dynasty period ago today yesterday tomorrow "
                "morning evening night spring summer autumn fall winter week weeks month months day days monday "
-               "tuesday wednesday thursday friday saturday sunday bc ad hour hours minute minutes").split()
+               "tuesday wednesday thursday friday saturday sunday bc ad hour hours minute minutes "
+               # a condition answers "when" too ("when the battery falls low", "after the first dose")
+               "when if after before once until while during upon whenever").split()
 _NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
                  "sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred "
                  "hundreds thousand thousands million millions billion billions trillion dozen dozens half quarter "
@@ -53,7 +56,7 @@ _NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven t
 _EN_TIME_RE = re.compile(r"\b(" + "|".join(_MONTHS + _TIME_WORDS) + r")\b")
 _EN_NUMBER_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
 _ZH_NUMERAL = "零〇一二三四五六七八九十百千万亿两半数几"
-_ZH_TIME_RE = re.compile(f"[{_ZH_NUMERAL}]|[年月日世纪朝代期间时季初末旬]")
+_ZH_TIME_RE = re.compile(f"[{_ZH_NUMERAL}]|[年月日世纪朝代期间时季初末旬前后当]")
 _ZH_NUMBER_RE = re.compile(f"[{_ZH_NUMERAL}]")
 
 

@@ -35,6 +35,8 @@ def cite(number: int) -> Citation:
     ("这座桥是什么时候建成的？", "time"),
     ("2018年超级碗冠军是谁", "person"),
     ("印度的首都在哪", "place"),
+    ("许多大型企业采用什么技术？", "other"),
+    ("How often should the filter be cleaned?", "other"),
 ])
 def test_question_focus(question, focus):
     assert question_focus(question) == focus
@@ -49,9 +51,11 @@ def test_answer_style_auto_extracts_for_factoid_questions():
 def test_a_when_question_needs_a_date_and_a_how_many_question_a_number():
     sources = [source(1, "The bridge opened in 1932 after six years of work.")]
     assert check_answer("When did the bridge open?", "In 1932 [1].", sources).ok
-    failed = check_answer("When did the bridge open?", "The bridge opened after work [1].", sources)
+    failed = check_answer("When did the bridge open?", "The bridge is made of steel [1].", sources)
     assert not failed.ok and failed.reason == "missing_time" and failed.focus == "time"
     assert check_answer("How many years did the work take?", "Six years [1].", sources).ok
+    assert check_answer("When should the filter be replaced?", "When it turns grey [1].",
+                        [source(1, "Replace the filter when it turns grey.")]).ok  # a condition answers when
     assert check_answer("这座桥是什么时候建成的？", "1932年 [1]。", [source(1, "大桥于1932年建成。")]).ok
     assert not check_answer("员工有多少天年假？", "员工享有带薪年假 [1]。", [source(1, "员工享有十五天带薪年假。")]).ok
 
