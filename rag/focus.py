@@ -7,7 +7,8 @@ Three steps, each switchable (settings `context_dedupe`, `match_years`, `context
   state it first and those that only state other years last: the small model otherwise answers
   from a hard negative of another year that shares every other word;
 - each passage is cut to the contiguous run of whole sentences, within a token budget, that
-  holds the most of the question's terms (weighted by how rare they are among the passages;
+  holds the most of the question's terms (not for summary, list and comparison questions, which
+  read passages whole) (weighted by how rare they are among the passages;
   numbers and years weigh double). Whole sentences keep dates and numbers intact, and a
   contiguous run keeps the source's character span exact for citations.
 The embedded model reads a third of the text and answers faster (issue 16's time to first token)."""
@@ -26,6 +27,9 @@ YEAR_RE = re.compile(r"(?<![\d.])(1[5-9]\d\d|20\d\d)(?![\d.])")
 _EN_ORDINAL_RE = re.compile(r"\b(\d{1,3})(?:st|nd|rd|th)\b", re.IGNORECASE)
 _ZH_ORDINAL_RE = re.compile(r"第\s*([0-9]{1,3}|[一二三四五六七八九十百零〇两]{1,5})\s*(?:届|次|版|期|季|任|代|个|名)")
 _NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+# questions that want the whole of the passages, not the sentences around their terms
+_OVERVIEW_RE = re.compile(r"\b(summar\w*|overview|outline|list (all|every|the)|what are (all|the main)|compare|"
+                          r"differences?)\b|总结|概括|概述|归纳|列出|列举|有哪些|比较|区别")
 DUPLICATE_OVERLAP = 0.9  # share of a passage's distinct tokens found in a better one that makes it a duplicate
 
 
@@ -261,6 +265,11 @@ def prepare_context(question: str, hits: Sequence[Hit], *, dedupe_on: bool, matc
         out, info["duplicates_dropped"] = dedupe(out)
     if match_years:
         out, info["other_year_moved_back"] = order_by_markers(out, question_markers(question))
-    if focus_on:
+    if focus_on and not asks_for_overview(question):
         out, info["focused"] = focus_hits(question, out, focus_tokens, estimate)
     return out, {k: v for k, v in info.items() if v}
+
+
+def asks_for_overview(question: str) -> bool:
+    """"Summarise ...", "list every ...", "compare ...", "总结 ...", "有哪些 ...": passages are read whole."""
+    return _OVERVIEW_RE.search(normalize(question)) is not None

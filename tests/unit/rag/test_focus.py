@@ -98,3 +98,16 @@ def test_figures_are_canonical_across_digits_words_and_chinese_numerals():
     assert figures("It lasts two years and 05 days, 2.50 mg, 1,313 cases.") == {"2", "5", "2.5", "1313"}
     assert figures("员工享有十五天带薪年假，试用期两个月。") == {"15", "2"}
     assert figures("一个 统一 one of them") == set()
+
+
+def test_summary_list_and_comparison_questions_read_passages_whole():
+    from rag.focus import asks_for_overview
+
+    long = hit("long", PASSAGE)
+    for question in ("Summarise the award's history.", "List every Maxwell Award winner.", "总结员工休假制度。",
+                     "年假有哪些规定？", "Compare the 2018 and 2019 awards."):
+        assert asks_for_overview(question)
+        out, info = prepare_context(question, [long], dedupe_on=True, match_years=False, focus_on=True,
+                                    focus_tokens=60, estimate=estimate_tokens)
+        assert out[0].chunk.text == PASSAGE and "focused" not in info
+    assert not asks_for_overview("Who won the Maxwell Award in 2019?")
