@@ -10,7 +10,8 @@ wrong year, or one that never states what was asked, passes it.
   figures; "1,313" = "1313", "05" = "5");
 - a question that names a year or an edition must not be answered from sources that state only
   other years (editions): "Who won in 2019?" answered from the 2018 passage;
-- the answer must say something the question does not (not only restate it).
+- the answer must say something the question does not (not only restate it), unless the
+  question offers a choice ("single- or double-stranded?").
 A failed check turns the answer into the refusal with `refusal_reason` "off_topic_answer" and
 the check's reason in `info["answer_check"]` (setting `answer_check`)."""
 
@@ -58,6 +59,8 @@ _EN_NUMBER_RE = re.compile(r"\b(" + "|".join(_NUMBER_WORDS) + r")\b")
 _ZH_NUMERAL = "零〇一二三四五六七八九十百千万亿两半数几"
 _ZH_TIME_RE = re.compile(f"[{_ZH_NUMERAL}]|[年月日世纪朝代期间时季初末旬前后当]")
 _ZH_NUMBER_RE = re.compile(f"[{_ZH_NUMERAL}]")
+# "single- or double-stranded?", "是A还是B": the answer picks words of the question
+_CHOICE_RE = re.compile(r"\bor\b|还是|或者")
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def check_answer(question: str, answer: str, sources: Sequence[Source],
         if mismatch(markers, " ".join(_source_text(s) for s in used)):
             wanted = ", ".join(sorted(markers.years | markers.editions))
             return CheckResult(False, focus, "year_mismatch", f"the cited sources do not state {wanted}")
-    if not set(tokenize(plain)) - set(tokenize(question)):
+    if not _CHOICE_RE.search(normalize(question)) and not set(tokenize(plain)) - set(tokenize(question)):
         return CheckResult(False, focus, "restates_question", "the answer only repeats the question")
     return CheckResult(True, focus)
 

@@ -83,6 +83,9 @@ def test_restating_the_question_is_not_an_answer():
     failed = check_answer("What is the Wonder Woman 1984 release?", "Wonder Woman 1984 release [1].",
                           [source(1, "Wonder Woman 1984 release was delayed.")])
     assert not failed.ok and failed.reason == "restates_question"
+    assert check_answer("Is the SARS coronavirus single-stranded or double-stranded?",
+                        "The SARS coronavirus is single-stranded [1].",
+                        [source(1, "SARS-CoV is a single-stranded RNA virus.")]).ok  # picking an offered option
 
 
 def test_the_pipeline_refuses_an_answer_that_fails_the_check_and_says_why(tmp_path):
