@@ -69,14 +69,14 @@ class PipelineConfig:
     strategy: str
     strategy_sources: int
     collection_questions: bool
-    default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
     # what the model reads and how it is asked (rag/focus.py, rag/answer_check.py)
-    context_dedupe: bool = True
-    match_years: bool = True
-    context_focus: bool = True
-    context_focus_tokens: int = 160
-    answer_style: str = "sentences"
-    answer_check: bool = True
+    context_dedupe: bool
+    match_years: bool
+    context_focus: bool
+    context_focus_tokens: int
+    answer_style: str
+    answer_check: bool
+    default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
 
 @dataclass
