@@ -45,6 +45,7 @@ class QuestionMarkers:
 
 
 def question_markers(question: str) -> QuestionMarkers:
+    """The years and editions a text names (a question's, or a passage's to compare with them)."""
     text = normalize(question)
     years = frozenset(YEAR_RE.findall(text))
     editions = {m for m in _EN_ORDINAL_RE.findall(text)}
@@ -52,17 +53,12 @@ def question_markers(question: str) -> QuestionMarkers:
     return QuestionMarkers(years, frozenset(e for e in editions if e))
 
 
-def text_markers(text: str) -> QuestionMarkers:
-    """Years and editions a passage states (same normalisation as the question's)."""
-    return question_markers(text)
-
-
 def mismatch(question: QuestionMarkers, text: str) -> bool | None:
     """True when the text states years (editions) but none of the question's, False when it
     states one of them, None when it says nothing either way."""
     if not question:
         return None
-    found = text_markers(text)
+    found = question_markers(text)
     verdicts = []
     if question.years and found.years:
         verdicts.append(not (question.years & found.years))
@@ -121,8 +117,10 @@ def best_window(text: str, weights: dict[str, float], max_tokens: int,
     """(start, end) in `text` of the contiguous whole sentences within `max_tokens` that hold
     the most question-term weight (distinct terms); ties go to the earlier window. The whole
     text when it fits. A first sentence longer than the budget is kept whole (never cut)."""
-    if estimate(text) <= max_tokens or not weights:
-        return (0, len(text)) if estimate(text) <= max_tokens else _lead(text, max_tokens, estimate)
+    if estimate(text) <= max_tokens:
+        return 0, len(text)
+    if not weights:
+        return _lead(text, max_tokens, estimate)
     spans = split_sentences(text)
     if not spans:
         return 0, len(text)
