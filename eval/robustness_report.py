@@ -155,6 +155,8 @@ def rejection_rows(rows: Sequence[dict]) -> list[dict[str, Any]]:
     return [{"name": "noise only", "n": len(group), "refusal_rate": _mean(r["refused"] for r in group),
              "model refused": reasons["model_refused"] / len(group),
              "verifier refused": reasons["unsupported_answer"] / len(group),
+             "check refused": reasons["off_topic_answer"] / len(group),
+             "retried": _mean(bool(r.get("retry")) for r in group),
              "empty": reasons["empty_model_answer"] / len(group),
              "answered": len(answered) / len(group),
              "answered with a model citation": _mean(any(c["origin"] == "model" for c in r["cited"]) for r in answered),

@@ -7,8 +7,10 @@ calling the LLM. With reranking off, fused RRF scores say nothing about relevanc
 absolute scale, so only an empty result refuses; the prompt still tells the model to refuse.
 After generation every claim of the answer is checked against the sources (model citations
 verified, uncited claims attributed); an answer none of whose claims any source supports is
-replaced by the refusal (`refuse_unsupported`). When streaming, the tokens have gone out by
-then: the `done` event carries the final answer and says so.
+replaced by the refusal (`refuse_unsupported`), and so is one that does not address the question
+(`answer_check`). Such a refused answer is tried once more (`answer_retry`) without the sources it
+relied on, reading the next retrieved ones instead. When streaming, the tokens have gone out by
+then: a `retry` event withdraws them, and the `done` event carries the final answer and says so.
 
 Construction: every stage is built once, by the factory (`rag.factory.Services.pipeline`), from
 settings; the pipeline stores them. The models behind the stages (LLM, reranker, the embedder
@@ -48,6 +50,8 @@ __all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
 log = logging.getLogger(__name__)
 STAGES = ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch", "rerank", "generate", "verify")
 MAX_QUESTION_CHARS = 4000
+# refusals after which the answer is tried once more on other sources (answer_retry)
+RETRY_REASONS = ("unsupported_answer", "off_topic_answer")
 NO_RERANKER = "no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name or local path)"
 
 
@@ -76,6 +80,7 @@ class PipelineConfig:
     context_focus_tokens: int
     answer_style: str
     answer_check: bool
+    answer_retry: bool
     default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
 
@@ -225,6 +230,9 @@ class Pipeline:
         raw = step.text if step.messages is None else gen.text
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
+        if self._retry_wanted(ans, step):
+            ans = self._retry(ans, result, step.packed,
+                              lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits)
         _version_note(ans)
         return self._done(ans, started)
 
@@ -247,6 +255,8 @@ class Pipeline:
         _record_generation(ans, gen)
         text, invalid = clean_answer(gen.text, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
+        if self._retry_wanted(ans):
+            ans = self._retry(ans, result, packed, lambda limit: list(hits))
         return self._done(ans, started)
 
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
@@ -297,7 +307,7 @@ class Pipeline:
         return not grounding["claims"] or grounding["supported_claims"] > 0
 
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
-        """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
+        """Events: retrieval, token*, [retry], sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
         check_question(question)
         strategy = check_strategy(kwargs.pop("strategy", None), self.config.strategy)
@@ -352,6 +362,16 @@ class Pipeline:
             ans.timings["generate"] = time.perf_counter() - t
             _record_generation(ans, timer.result() if step.messages is not None else step.generation)
             self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
+            if self._retry_wanted(ans, step):
+                # the streamed text is withdrawn; the second attempt arrives whole in the done event
+                yield {"type": "retry", "reason": ans.info["refusal_reason"]}
+                try:
+                    ans = self._retry(ans, result, step.packed,
+                                      lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits)
+                except RagError as exc:
+                    log.warning("generation failed: %s", exc.message)
+                    yield {"type": "error", "code": exc.code, "message": exc.message}
+                    return
             added = _version_note(ans)
             if added:
                 yield {"type": "token", "text": added}
@@ -430,8 +450,58 @@ class Pipeline:
         if not result.ok:
             self._refuse(ans, "off_topic_answer", text)
 
+    # -- a second attempt after a refused answer ---------------------------------------------
+    def _retry_wanted(self, ans: Answer, step: FinalStep | None = None) -> bool:
+        """Whether a refused answer gets a second attempt on other sources: the answer was
+        written (not a model refusal) but no source supports it, or it does not address the
+        question; only after a plain one-prompt answer (a strategy already read more sources)."""
+        return (self.config.answer_retry and ans.refused and "retry" not in ans.info
+                and ans.info.get("refusal_reason") in RETRY_REASONS
+                and (step is None or step.info.get("name") == "stuff"))
+
+    def _retry(self, ans: Answer, result: RetrievalResult, packed: PackedContext,
+               more: Callable[[int], list[Hit]]) -> Answer:
+        """Answer once more without the sources the refused answer relied on (its citations, else
+        the first source), reading the next retrieved ones in their place. `more(limit)` returns
+        up to `limit` ranked hits. Returns the new Answer (refused again when it fails too), with
+        `info.retry` saying what was dropped and why."""
+        relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
+        hits = result.hits
+        limit = result.info.get("limit")
+        if isinstance(limit, int) and len(hits) >= limit:  # the ranking may hold more: read further
+            t = time.perf_counter()
+            hits = more(limit + self.config.context_top_n)
+            ans.timings["retry_retrieval"] = time.perf_counter() - t
+        rest = [h for h in hits if h.chunk.id not in relied]
+        retry = {"reason": ans.info["refusal_reason"], "first_answer": ans.info.get("unsupported_answer", ""),
+                 "dropped": sorted(relied), "sources": len(rest)}
+        if not rest:
+            ans.info["retry"] = {**retry, "answered": False}
+            return ans
+        second = RetrievalResult(result.question, result.kb, rest, result.standalone_question, result.variants,
+                                 {}, result.rerank_enabled, {**result.info, "limit": len(rest)})
+        out, packed2 = self._prepare(second, True)
+        out.hits, out.timings = result.hits, {**ans.timings, **out.timings}
+        if packed2 is None:  # the next best source is under the rerank cut-off
+            out.info["retry"] = {**retry, "answered": False}
+            return out
+        llm = self.llm
+        t = time.perf_counter()
+        gen = generate_timed(llm, build_messages(second.standalone_question, packed2.sources, second.language,
+                                                 out.info["answer_style"]),
+                             max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
+        out.timings["retry_generate"] = time.perf_counter() - t
+        _record_generation(out, gen)
+        text, invalid = clean_answer(gen.text, len(packed2.sources))
+        self._finish(out, text, invalid, packed2, llm.name)
+        out.info["retry"] = {**retry, "answered": not out.refused}
+        for key in ("strategy", "generation"):
+            out.info.setdefault(key, ans.info.get(key))
+        return out
+
     @staticmethod
     def _refuse(ans: Answer, reason: str, text: str) -> None:
+        ans.info["refused_sources"] = sorted({c.chunk_id for c in ans.citations})
         ans.refused, ans.citations = True, []
         ans.info["refusal_reason"] = reason
         ans.info["unsupported_answer"] = text

@@ -154,6 +154,9 @@ class Settings(BaseSettings):
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
     # refuse an answer that does not address the question (rag/answer_check.py)
     answer_check: bool = True
+    # a refused answer (no source supports it, or it misses the question) is tried once more without
+    # the sources it relied on, on the next retrieved ones (rag/pipeline.py Pipeline._retry)
+    answer_retry: bool = True
 
     # answer strategies (rag/strategies.py): auto = stuff when the sources fit one prompt, else map_reduce
     strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] = "auto"

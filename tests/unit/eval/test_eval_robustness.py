@@ -286,5 +286,7 @@ def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, t
         svc.close()
     (row,) = _table(result.tables["Negative rejection"])
     assert row["refusal_rate"] == "1.000" and row["verifier refused"] == "1.000" and row["model refused"] == "0.000"
+    assert row["check refused"] == "0.000" and row["retried"] == "1.000"  # tried again on the other passages
     rejection = [r for r in result.run.rows if r["test"] == "rejection"]
     assert all(r["unsupported_answer"] == "Penguins are purple zebras [1]." for r in rejection)
+    assert all(r["retry"]["reason"] == "unsupported_answer" and not r["retry"]["answered"] for r in rejection)
