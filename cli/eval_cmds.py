@@ -59,13 +59,15 @@ def eval_cmd(
     ratios: str = typer.Option("0,0.2,0.4,0.6,0.8", "--ratios", help="--robustness: comma-separated noise ratios."),
     passage_tokens: int = typer.Option(DEFAULT_PASSAGE_TOKENS, "--passage-tokens",
                                        help="--robustness: estimated tokens per passage window (capped so k fit)."),
+    tests: str = typer.Option("noise,rejection,integration,counterfactual", "--tests",
+                              help="--robustness: comma-separated abilities to measure."),
 ) -> None:
     """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.
 
     Queries that cannot be evaluated (empty text, no judgements, a duplicate id, judgements of
     missing passages) and unusable file rows are skipped, counted and listed in the report."""
     if robustness:
-        _robustness(dataset, limit, seed, split, qrels_split, k, ratios, passage_tokens, out, quiet)
+        _robustness(dataset, limit, seed, split, qrels_split, k, ratios, passage_tokens, out, quiet, tests)
         return
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
                     judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
@@ -91,13 +93,14 @@ def eval_cmd(
 
 
 def _robustness(dataset: str, limit, seed: int, split: str, qrels_split, k: int, ratios: str, passage_tokens: int,
-                out, quiet: bool) -> None:
+                out, quiet: bool, tests: str) -> None:
     try:
         values = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
         raise typer.BadParameter(f"--ratios must be comma-separated numbers, got {ratios!r}") from None
     spec = RobustnessSpec(dataset=dataset, limit=limit, seed=seed, split=split, qrels_split=qrels_split, k=k,
-                          ratios=values, passage_tokens=passage_tokens, out_dir=out)
+                          ratios=values, passage_tokens=passage_tokens, out_dir=out,
+                          tests=tuple(t.strip() for t in tests.split(",") if t.strip()))
     services = build_services(load_settings())
     try:
         echo("--robustness: one answer per context (about 7 per question); with the embedded CPU LLM this "

@@ -159,15 +159,16 @@ class RobustnessRun:
 
 def run_trials(pipeline, dataset: Dataset, qids: Sequence[str], *, k: int, ratios: Sequence[float], seed: int,
                window_tokens: int, progress: Callable[[int], None] | None = None,
-               total: Callable[[int], None] | None = None) -> RobustnessRun:
-    """Build every context of every sampled question, answer it with
+               total: Callable[[int], None] | None = None, tests: Sequence[str] = TESTS) -> RobustnessRun:
+    """Build every context of the chosen `tests` for every sampled question, answer it with
     `pipeline.answer_from_hits` and score it. `total(n)` is told the number of answers first."""
     counterfactuals = read_counterfactuals(dataset)
     builder = ContextBuilder(dataset, window_tokens, counterfactuals)
     run = RobustnessRun(windows=len(builder), window_tokens=window_tokens)
     try:
         planned = [(qid, t) for qid in qids if qid in dataset.answer_keys
-                   for t in trials(builder, qid, k=k, ratios=ratios, seed=seed, skipped=run.skipped)]
+                   for t in trials(builder, qid, k=k, ratios=ratios, seed=seed, skipped=run.skipped)
+                   if t.test in tests]
     finally:
         builder.close()
     if total is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from eval.datasets import Dataset, load_dataset, split_ids
 from eval.metrics import latency_summary, paired_bootstrap
 from eval.report import markdown_table, write_jsonl, write_report
-from eval.robustness import RATIOS, RobustnessRun, passage_tokens, run_trials
+from eval.robustness import RATIOS, TESTS, RobustnessRun, passage_tokens, run_trials
 from rag.errors import ConfigError
 from rag.factory import Services
 from rag.pipeline import Pipeline
@@ -39,6 +39,7 @@ class RobustnessSpec:
     qrels_split: str | None = None
     k: int = DEFAULT_K
     ratios: tuple[float, ...] = RATIOS
+    tests: tuple[str, ...] = TESTS  # which abilities to measure
     passage_tokens: int = DEFAULT_PASSAGE_TOKENS
     out_dir: Path | None = None
     resamples: int = 10_000
@@ -58,6 +59,9 @@ def check_spec(spec: RobustnessSpec, settings) -> None:
     if not 1 <= spec.k <= settings.context_top_n:
         raise ConfigError(f"--k must be from 1 to context_top_n ({settings.context_top_n}, RAG_CONTEXT_TOP_N), "
                           f"got {spec.k}", field="k")
+    unknown = [t for t in spec.tests if t not in TESTS]
+    if unknown or not spec.tests:
+        raise ConfigError(f"unknown robustness tests {unknown}; choose from {', '.join(TESTS)}", field="tests")
     if not spec.ratios or any(not 0.0 <= r < 1.0 for r in spec.ratios):
         raise ConfigError(f"noise ratios must lie in [0, 1), got {list(spec.ratios)}", field="ratios")
     if spec.passage_tokens < 16:
@@ -88,7 +92,7 @@ def run_robustness(services: Services, spec: RobustnessSpec, *, show_progress: b
             bar.refresh()
 
         run = run_trials(pipeline, dataset, qids, k=spec.k, ratios=spec.ratios, seed=spec.seed,
-                         window_tokens=tokens, progress=bar.update, total=total)
+                         window_tokens=tokens, progress=bar.update, total=total, tests=spec.tests)
     out_dir = Path(spec.out_dir) if spec.out_dir else Path("runs") / (
         f"robustness-{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = RobustnessResult(dataset, qids, run, out_dir, out_dir / "report.md")

@@ -253,6 +253,8 @@ def test_bad_options_fail_before_any_work(dataset_dir, tmp_path):
         run(tmp_path, dataset_dir, k=9)
     with pytest.raises(ConfigError, match="ratios"):
         run(tmp_path, dataset_dir, ratios=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="unknown robustness tests"):
+        run(tmp_path, dataset_dir, tests=("noise", "speed"))
 
 
 def test_cli_robustness_prints_the_tables(dataset_dir, tmp_path, monkeypatch):
@@ -265,6 +267,17 @@ def test_cli_robustness_prints_the_tables(dataset_dir, tmp_path, monkeypatch):
     assert {r["ratio"] for r in read_jsonl(out / PER_QUERY_FILE) if r["test"] == "noise"} == {0.0, 0.4}
     bad = CliRunner().invoke(app, ["eval", str(dataset_dir), "--robustness", "--ratios", "0,x"])
     assert bad.exit_code != 0
+
+
+def test_cli_robustness_runs_only_the_chosen_tests(dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr("cli.eval_cmds.build_services", lambda settings: services(tmp_path))
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["eval", str(dataset_dir), "--robustness", "--limit", "2",
+                                      "--tests", "rejection", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(out / PER_QUERY_FILE)
+    assert rows and {r["test"] for r in rows} == {"rejection"}
+    assert "## Negative rejection" in result.output
 
 
 def _table(markdown: str) -> list[dict[str, str]]:
