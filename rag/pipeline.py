@@ -491,12 +491,13 @@ class Pipeline:
                                                  out.info["answer_style"]),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         out.timings["retry_generate"] = time.perf_counter() - t
-        _record_generation(out, gen)
         text, invalid = clean_answer(gen.text, len(packed2.sources))
         self._finish(out, text, invalid, packed2, llm.name)
-        out.info["retry"] = {**retry, "answered": not out.refused}
+        # timings.ttft/tpot and info.generation stay the first call's; the second call's are here
+        out.info["retry"] = {**retry, "answered": not out.refused, "generation": gen.info()}
         for key in ("strategy", "generation"):
-            out.info.setdefault(key, ans.info.get(key))
+            if key in ans.info:
+                out.info[key] = ans.info[key]
         return out
 
     @staticmethod
