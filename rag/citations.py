@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from rag.errors import RagError
+from rag.focus import figures
 from rag.protocols import Embedder
 from rag.text import split_sentences, tokenize
 from rag.types import Citation, Source
@@ -202,7 +203,6 @@ CALIBRATION_TEXTS = (
     "明天下午会有大雨，出门请带伞。",
 )
 _floors: dict[str, float] = {}
-_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 
 
 def _overlap(sentence: set[str], other: set[str]) -> float:
@@ -226,6 +226,7 @@ class CitationVerifier:
         texts: dict[str, int] = {}
         jobs = []
         windows_of: dict[int, list[tuple[str, set[str]]]] = {}
+        source_figures: dict[int, set[str]] = {}
         for citation in citations:
             source = by_number.get(citation.source_number)
             if source is None:
@@ -236,7 +237,7 @@ class CitationVerifier:
             lexical = _overlap(words, set(tokenize(source.text))) if words else None
             ranked = sorted(windows_of[source.number], key=lambda w: -_overlap(words, w[1]))[: self.windows]
             ids = [texts.setdefault(w[0], len(texts)) for w in ranked]
-            missing = [n for n in _NUMBER.findall(citation.sentence) if n not in source.text]
+            missing = sorted(figures(citation.sentence) - source_figures.setdefault(source.number, figures(source.text)))
             jobs.append((citation, lexical, texts.setdefault(citation.sentence, len(texts)), ids, missing))
         semantic = self._semantic(list(texts), jobs, info) if jobs else None
         for i, (citation, lexical, _, _, missing) in enumerate(jobs):

@@ -114,6 +114,19 @@ def test_a_number_missing_from_the_source_lowers_support():
     assert wrong[0].support < right[0].support * 0.6
 
 
+def test_a_number_written_in_another_form_is_not_missing():
+    # the same canonical figures as the answer check: "15.0%" = "15%", "two" = "2", "1,313" = "1313"
+    sources = [source(1, "An estimated 15% of the population, 1,313 people in all, was infected within 2 weeks.")]
+    forms = extract_citations("About 15.0% of the population, 1313 people, was infected within two weeks [1].",
+                              sources)
+    other = extract_citations("About 25.0% of the population, 1413 people, was infected within two weeks [1].",
+                              sources)
+    verifier = CitationVerifier(HashEmbedder(dim=128))
+    verifier.verify(forms, sources)
+    verifier.verify(other, sources)
+    assert forms[0].supported and forms[0].support > other[0].support * 1.6
+
+
 def test_lexical_only_verification_without_an_embedder():
     sources = [source(1, "员工每年享有十五天带薪年假。")]
     citations = extract_citations("员工每年有十五天带薪年假[1]。月球是奶酪做的[1]。", sources)
