@@ -87,10 +87,13 @@ def _fill_usage(usage: TokenUsage | None, timings: Any) -> None:
 
 class EmbeddedLlamaLLM:
     """A GGUF chat model in this process. `gguf_path=None` uses the bundled model, joined into
-    `cache_dir` (default ~/.rag/models) on first use. `n_threads=0` lets llama.cpp choose."""
+    `cache_dir` (default ~/.rag/models) on first use. `n_threads=0` lets llama.cpp choose.
+    `cache_prompt`: llama.cpp keeps the KV cache of the previous prompt and evaluates only what
+    follows the prefix a new prompt shares with it (the system prompt and worked example of every
+    answer); off re-evaluates every prompt whole (benchmarks/prefix_cache.py measures both)."""
 
     def __init__(self, gguf_path: Path | str | None = None, n_ctx: int = 4096, n_threads: int = 0,
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, *, cache_prompt: bool = True) -> None:
         if n_ctx < 256:
             raise ModelError(f"n_ctx must be at least 256, got {n_ctx}")
         if n_threads < 0:
@@ -101,6 +104,7 @@ class EmbeddedLlamaLLM:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_models_dir()
+        self.cache_prompt = cache_prompt
         self.last_timings: dict[str, Any] = {}
 
     @property
@@ -145,11 +149,10 @@ class EmbeddedLlamaLLM:
                      self.n_ctx, self.n_threads or "auto")
             return entry
 
-    @staticmethod
-    def _body(messages: list[dict[str, str]], max_tokens: int, temperature: float,
+    def _body(self, messages: list[dict[str, str]], max_tokens: int, temperature: float,
               stop: list[str] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-                                "cache_prompt": True}
+                                "cache_prompt": self.cache_prompt}
         if temperature <= 0:
             body.update(temperature=0.0, top_k=1, seed=0)  # greedy: the same prompt gives the same answer
         if stop:

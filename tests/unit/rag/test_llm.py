@@ -342,6 +342,18 @@ def test_embedded_chat_is_greedy_at_temperature_zero(fake_llama):
     assert llm.name == "tiny (embedded llama.cpp)"
 
 
+def test_embedded_prompt_cache_is_on_by_default_and_can_be_turned_off(fake_llama):
+    server, loads, gguf = fake_llama
+    EmbeddedLlamaLLM(gguf).chat(MSGS)
+    list(EmbeddedLlamaLLM(gguf).stream(MSGS))
+    assert [b["cache_prompt"] for b in server.bodies] == [True, True]
+    off = EmbeddedLlamaLLM(gguf, cache_prompt=False)
+    off.chat(MSGS)
+    list(off.stream(MSGS))
+    assert [b["cache_prompt"] for b in server.bodies[2:]] == [False, False]
+    assert len(loads) == 1  # both settings share the one loaded model
+
+
 def test_embedded_model_is_loaded_once_per_parameters(fake_llama):
     _, loads, gguf = fake_llama
     EmbeddedLlamaLLM(gguf, n_ctx=1024).chat(MSGS)
