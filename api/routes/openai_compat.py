@@ -8,7 +8,9 @@ The last user message is the question, the earlier user/assistant messages are t
 Citations: an extra top-level field `rag` = {kb, citations, sources, refused, standalone_question,
 timings} is on the non-streaming response and on the final streamed chunk (the one with
 `finish_reason: "stop"`). With the `openai` client: `completion.rag` / `chunk.rag` (or
-`.model_extra["rag"]`). A failure mid-stream is sent as `data: {"error": {...}}`, which OpenAI
+`.model_extra["rag"]`). When the streamed text was withdrawn after generation (an answer no source
+supports or that misses the question becomes the refusal, or is answered again on other sources),
+that final chunk's `rag` also has `replaced: true` and `answer`: the text to show instead. A failure mid-stream is sent as `data: {"error": {...}}`, which OpenAI
 clients raise as an APIError."""
 
 from __future__ import annotations
@@ -118,9 +120,11 @@ def _stream(state: Any, events: Iterator[dict[str, Any]], kb: str, completion_id
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
+    streamed: list[str] = []
     for event in guarded(state, events):
         kind = event["type"]
         if kind == "token":
+            streamed.append(event["text"])
             yield chunk({"content": event["text"]})
         elif kind == "error":
             error = {"code": event.get("code"), "message": event.get("message"), "type": event.get("code")}
@@ -131,7 +135,11 @@ def _stream(state: Any, events: Iterator[dict[str, Any]], kb: str, completion_id
             tail = _sources_text(answer.get("sources", [])) if append_sources else ""
             if tail:
                 yield chunk({"content": tail})
-            yield chunk({}, "stop", rag=_rag_field({**answer, "timings": event.get("timings", {})}, kb))
+            rag = _rag_field({**answer, "timings": event.get("timings", {})}, kb)
+            if "".join(streamed).strip() != (answer.get("answer") or "").strip():
+                # refused after generation, or answered again on other sources: what was streamed is withdrawn
+                rag.update(replaced=True, answer=answer.get("answer", ""))
+            yield chunk({}, "stop", rag=rag)
             if include_usage:
                 data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": kb,
                         "choices": [], "usage": _usage(question, answer.get("answer", "") + tail)}

@@ -57,6 +57,23 @@ def test_streaming_completion_puts_citations_on_the_final_chunk(client):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
 
 
+def test_a_streamed_answer_withdrawn_after_generation_is_flagged_on_the_final_chunk(client, tmp_path):
+    # an invented figure fails the answer check; the retry's answer fails too: the refusal replaces the text
+    invented = "The Acme X200 warranty lasts 9 years [1]."
+    app, _ = make_app(tmp_path / "withdrawn", llm=ScriptedLLM(router(answer=invented)))
+    with TestClient(app) as other:
+        r = other.post("/v1/chat/completions", json={"model": KB, "messages": MESSAGES, "stream": True},
+                       headers=ADMIN)
+    chunks = _chunks(r.text)
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    (final,) = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"] == "stop"]
+    assert text == invented and final["rag"]["refused"] is True
+    assert final["rag"]["replaced"] is True and final["rag"]["answer"] != invented and final["rag"]["answer"]
+    ok = client.post("/v1/chat/completions", json={"model": KB, "messages": MESSAGES, "stream": True}, headers=ADMIN)
+    (final,) = [c for c in _chunks(ok.text) if c["choices"] and c["choices"][0]["finish_reason"] == "stop"]
+    assert "replaced" not in final["rag"]  # what was streamed is the answer
+
+
 def test_earlier_messages_are_history_and_rag_options_apply(tmp_path):
     llm = answering_llm(condense="What are the password rules?", answer="At least twelve characters [1].")
     app, _ = make_app(tmp_path, llm=llm)
