@@ -10,8 +10,9 @@ the tokens after the prefix the new prompt shares with it. The prompts are built
 them (`rag.generation.pack_context` + `build_messages`, the default answer style) over controlled
 contexts of k passages (the question's own passage among BM25 hard negatives, as `rag eval
 --robustness` makes them), sampled from the test half. One pass asks every question once with one
-setting; passes alternate on, off, on, off, ... (`--rounds` pairs), each after one untimed request, so
-drift on a shared machine hits both alike. Generation stops after `--max-tokens` tokens: the quantity
+setting; passes alternate on, off, on, off, ... (`--rounds` pairs), each after one untimed request with
+a question not measured (so the cache holds a prompt sharing only the fixed prefix), so drift on a shared
+machine hits both alike. Generation stops after `--max-tokens` tokens: the quantity
 measured is the prompt's evaluation, read as TTFT and as llama.cpp's own `prompt_n` (tokens evaluated)
 and `cache_n` (tokens taken from the cache) per request. Results: per-setting p50/mean TTFT, the ratio
 on/off of the paired per-question medians with a bootstrap interval, and the token counts."""
@@ -104,14 +105,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = Settings(_env_file=None)
-    rows = prompts(args.dataset, args.questions, args.k, args.seed, args.passage_tokens, settings)
+    # one more prompt than measured: the untimed request before each pass, so that no measured prompt
+    # is found whole in the cache
+    *rows, warm = prompts(args.dataset, args.questions + 1, args.k, args.seed, args.passage_tokens, settings)
     llms = {"on": EmbeddedLlamaLLM(cache_prompt=True), "off": EmbeddedLlamaLLM(cache_prompt=False)}
     llms["on"].warm_up()  # one loaded model, shared by both instances
     results: dict[str, list[list[dict[str, Any]]]] = {"on": [], "off": []}
     for round_no in range(args.rounds):
         for mode in ("on", "off"):
             llm = llms[mode]
-            ask(llm, rows[-1]["messages"], args.max_tokens)  # untimed: leaves a prompt in the cache
+            ask(llm, warm["messages"], args.max_tokens)  # untimed: leaves another prompt in the cache
             results[mode].append([ask(llm, r["messages"], args.max_tokens) for r in rows])
             log.info("round %d %s: TTFT p50 %.2f s", round_no + 1, mode,
                      statistics.median(x["ttft_s"] for x in results[mode][-1]))
