@@ -237,7 +237,9 @@ class CitationVerifier:
             lexical = _overlap(words, set(tokenize(source.text))) if words else None
             ranked = sorted(windows_of[source.number], key=lambda w: -_overlap(words, w[1]))[: self.windows]
             ids = [texts.setdefault(w[0], len(texts)) for w in ranked]
-            missing = sorted(figures(citation.sentence) - source_figures.setdefault(source.number, figures(source.text)))
+            if source.number not in source_figures:
+                source_figures[source.number] = figures(source.text)
+            missing = sorted(figures(citation.sentence) - source_figures[source.number])
             jobs.append((citation, lexical, texts.setdefault(citation.sentence, len(texts)), ids, missing))
         semantic = self._semantic(list(texts), jobs, info) if jobs else None
         for i, (citation, lexical, _, _, missing) in enumerate(jobs):

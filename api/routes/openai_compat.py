@@ -10,8 +10,8 @@ timings} is on the non-streaming response and on the final streamed chunk (the o
 `finish_reason: "stop"`). With the `openai` client: `completion.rag` / `chunk.rag` (or
 `.model_extra["rag"]`). When the streamed text was withdrawn after generation (an answer no source
 supports or that misses the question becomes the refusal, or is answered again on other sources),
-that final chunk's `rag` also has `replaced: true` and `answer`: the text to show instead. A failure mid-stream is sent as `data: {"error": {...}}`, which OpenAI
-clients raise as an APIError."""
+that final chunk's `rag` also has `replaced: true` and `answer`: the text to show instead. A
+failure mid-stream is sent as `data: {"error": {...}}`, which OpenAI clients raise as an APIError."""
 
 from __future__ import annotations
 
