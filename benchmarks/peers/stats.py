@@ -65,26 +65,39 @@ def paired_comparison(ours: Sequence[Mapping[str, float]], peer: Sequence[Mappin
     return out
 
 
+def tie_classes(chunks: Mapping[str, dict]) -> dict[str, str]:
+    """Chunk id -> the first id (in `chunks` order) with the same text: chunks with identical text
+    have identical vectors, so their order in a dense list is an exact tie each store breaks its
+    own way."""
+    first: dict[str, str] = {}
+    return {cid: first.setdefault(row["text"], cid) for cid, row in chunks.items()}
+
+
 def list_agreement(reference: Mapping[str, Sequence[str]], other: Mapping[str, Sequence[str]],
-                   qids: Sequence[str], top_k: int = 10) -> dict[str, Any]:
+                   qids: Sequence[str], top_k: int = 10, ties: Mapping[str, str] | None = None) -> dict[str, Any]:
     """How often two systems' lists (e.g. dense top-k) are identical: the share of queries with the
-    same ids in the same order, the share with the same set (order differs: ties or float noise),
-    and the first query that differs in order, with both lists."""
-    same_order = same_set = 0
+    same ids in the same order, the share with the same set (order differs), the share identical
+    once exactly tied chunks (`ties`, see `tie_classes`) are taken as one, and the first query that
+    differs in order, with both lists."""
+    same_order = same_set = same_but_ties = 0
     first: dict[str, Any] | None = None
     for qid in qids:
         a, b = list(reference.get(qid, []))[:top_k], list(other.get(qid, []))[:top_k]
         if a == b:
             same_order += 1
             same_set += 1
+            same_but_ties += 1
             continue
         if set(a) == set(b):
             same_set += 1
+        if ties is not None and [ties.get(x, x) for x in a] == [ties.get(x, x) for x in b]:
+            same_but_ties += 1
         if first is None:
             first = {"qid": qid, "reference": a, "other": b,
                      "first_rank": next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))}
     n = len(qids)
     return {"n": n, "identical": same_order / n if n else 1.0, "same_set": same_set / n if n else 1.0,
+            "identical_but_ties": (same_but_ties if ties is not None else same_order) / n if n else 1.0,
             "first_difference": first}
 
 

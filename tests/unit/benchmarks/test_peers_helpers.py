@@ -133,3 +133,16 @@ def test_report_flags_differing_dense_lists_loudly():
     ok = render_markdown(setup, summary, {"langchain": cmp}, {"langchain": {**dense["langchain"], "identical": 1.0,
                                                                              "first_difference": None}})
     assert "FAILED" not in ok and "Passed" in ok
+
+
+def test_dense_check_forgives_exact_ties_between_chunks_with_the_same_text():
+    from benchmarks.peers.stats import tie_classes
+
+    chunks = {"a": {"text": "dup"}, "b": {"text": "dup"}, "c": {"text": "other"}}
+    ties = tie_classes(chunks)
+    assert ties == {"a": "a", "b": "a", "c": "c"}
+    ref, other = {"q": ["a", "b", "c"]}, {"q": ["b", "a", "c"]}
+    result = list_agreement(ref, other, ["q"], ties=ties)
+    assert result["identical"] == 0.0 and result["identical_but_ties"] == 1.0
+    swapped = list_agreement({"q": ["a", "c"]}, {"q": ["c", "a"]}, ["q"], ties=ties)
+    assert swapped["identical_but_ties"] == 0.0  # a real difference stays one
