@@ -209,8 +209,9 @@ def build_llamaindex(chunks: list[dict[str, Any]], workdir: Path, top_k: int, qd
         def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
             tokens = self._tokenize(query_bundle.query_str) or [""]
             indexes, scores = self.bm25.retrieve([tokens], k=self.similarity_top_k, show_progress=False)
-            return [NodeWithScore(node=metadata_dict_to_node(self.corpus[int(i)]), score=float(s))
-                    for i, s in zip(indexes[0], scores[0])]
+            # bm25s hands back the corpus entries themselves when the index holds a corpus
+            return [NodeWithScore(node=metadata_dict_to_node(i if isinstance(i, dict) else self.corpus[int(i)]),
+                                  score=float(s)) for i, s in zip(indexes[0], scores[0])]
 
     embed_model = E5Embedding()
     embed_model.get_query_embedding("warm up the model")
