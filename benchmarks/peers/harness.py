@@ -36,7 +36,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far, in MB: VmHWM of /proc/self/status (the high
+    water mark of this program's own memory). Not `getrusage(RUSAGE_SELF).ru_maxrss`: Linux keeps
+    that across fork + exec, so a runner started by a driver holding 300 MB would report at least
+    300 MB. Falls back to ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from eval.metrics import chunk_contains_answer, paired_bootstrap, retrieval_metrics
 
 PAIRED_METRICS = ("mrr@10", "ndcg@10", "hit@5")
+NEAR_TIE = 1e-6  # two cosine scores this close are one float32 value apart at most: their order is noise
 
 
 def round_order(systems: Sequence[str], seed: int, round_no: int) -> list[str]:
@@ -74,11 +75,19 @@ def tie_classes(chunks: Mapping[str, dict]) -> dict[str, str]:
 
 
 def list_agreement(reference: Mapping[str, Sequence[str]], other: Mapping[str, Sequence[str]],
-                   qids: Sequence[str], top_k: int = 10, ties: Mapping[str, str] | None = None) -> dict[str, Any]:
+                   qids: Sequence[str], top_k: int = 10, ties: Mapping[str, str] | None = None,
+                   near_tie: Callable[[str, str, str], bool] | None = None) -> dict[str, Any]:
     """How often two systems' lists (e.g. dense top-k) are identical: the share of queries with the
     same ids in the same order, the share with the same set (order differs), the share identical
-    once exactly tied chunks (`ties`, see `tie_classes`) are taken as one, and the first query that
-    differs in order, with both lists."""
+    once tied chunks count as equal (`ties`: chunk -> its class of identical texts, see
+    `tie_classes`; `near_tie(qid, a, b)`: scores equal within float32 resolution), and the first
+    query that differs in order, with both lists."""
+    def same(qid: str, a: list[str], b: list[str]) -> bool:
+        if ties is None and near_tie is None or set(a) != set(b):
+            return False
+        return all(x == y or (ties is not None and ties.get(x, x) == ties.get(y, y))
+                   or (near_tie is not None and near_tie(qid, x, y)) for x, y in zip(a, b))
+
     same_order = same_set = same_but_ties = 0
     first: dict[str, Any] | None = None
     for qid in qids:
@@ -90,14 +99,14 @@ def list_agreement(reference: Mapping[str, Sequence[str]], other: Mapping[str, S
             continue
         if set(a) == set(b):
             same_set += 1
-        if ties is not None and [ties.get(x, x) for x in a] == [ties.get(x, x) for x in b]:
+        if same(qid, a, b):
             same_but_ties += 1
         if first is None:
             first = {"qid": qid, "reference": a, "other": b,
                      "first_rank": next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))}
     n = len(qids)
     return {"n": n, "identical": same_order / n if n else 1.0, "same_set": same_set / n if n else 1.0,
-            "identical_but_ties": (same_but_ties if ties is not None else same_order) / n if n else 1.0,
+            "identical_but_ties": same_but_ties / n if n else 1.0,
             "first_difference": first}
 
 

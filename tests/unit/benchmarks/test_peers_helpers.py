@@ -146,3 +146,11 @@ def test_dense_check_forgives_exact_ties_between_chunks_with_the_same_text():
     assert result["identical"] == 0.0 and result["identical_but_ties"] == 1.0
     swapped = list_agreement({"q": ["a", "c"]}, {"q": ["c", "a"]}, ["q"], ties=ties)
     assert swapped["identical_but_ties"] == 0.0  # a real difference stays one
+
+
+def test_dense_check_forgives_float32_near_ties_when_told():
+    ref, other = {"q": ["a", "b", "c"]}, {"q": ["b", "a", "c"]}
+    scores = {"a": 0.8798430475, "b": 0.8798429980, "c": 0.5}
+    near = lambda qid, x, y: abs(scores[x] - scores[y]) <= 1e-6  # noqa: E731
+    assert list_agreement(ref, other, ["q"], near_tie=near)["identical_but_ties"] == 1.0
+    assert list_agreement({"q": ["a", "c"]}, {"q": ["c", "a"]}, ["q"], near_tie=near)["identical_but_ties"] == 0.0
