@@ -289,7 +289,7 @@ def _table(markdown: str) -> list[dict[str, str]]:
 def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, tmp_path):
     """The real post-generation logic runs: with verification on, an answer no source supports
     becomes the refusal, counted as refused by the verifier."""
-    settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True)
+    settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True, answer_retry=True)
     svc = build_services(settings, embedder=HashEmbedder(dim=64),
                          llm=ScriptedLLM(default="Penguins are purple zebras [1]."))
     try:

@@ -53,7 +53,7 @@ def cites_2019(messages):
 
 def test_a_refused_answer_is_tried_again_without_the_sources_it_relied_on(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
-    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks())
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
     answer = services.pipeline.answer(QUESTION, KB)
     assert len(prompts_seen) == 2
     assert "Alice Smith" in prompts_seen[0][-1]["content"]
@@ -70,23 +70,24 @@ def test_a_refused_answer_is_tried_again_without_the_sources_it_relied_on(tmp_pa
 
 def test_when_the_second_attempt_fails_too_the_refusal_stands(tmp_path):
     reply, prompts_seen = answering(cites_2018, lambda messages: "Carol Green won it [1].")
-    answer = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks()).pipeline.answer(QUESTION, KB)
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
+    answer = services.pipeline.answer(QUESTION, KB)
     assert len(prompts_seen) == 2
     assert answer.refused and answer.info["refusal_reason"] in ("off_topic_answer", "unsupported_answer")
     assert answer.info["retry"]["answered"] is False and answer.citations == []
     assert "Carol Green" in answer.info["unsupported_answer"]
 
 
-def test_no_second_attempt_when_switched_off_or_when_the_model_itself_refused(tmp_path):
+def test_no_second_attempt_by_default_or_when_the_model_itself_refused(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
-    off = build_services(tmp_path / "off", llm=ScriptedLLM(reply), chunks=award_chunks(),
-                         answer_retry=False).pipeline.answer(QUESTION, KB)
+    off = build_services(tmp_path / "off", llm=ScriptedLLM(reply),
+                         chunks=award_chunks()).pipeline.answer(QUESTION, KB)  # the default
     assert len(prompts_seen) == 1 and off.refused and "retry" not in off.info
     from rag import prompts
 
     reply, prompts_seen = answering(lambda m: prompts.refusal("en"), cites_2019)
-    refused = build_services(tmp_path / "model", llm=ScriptedLLM(reply),
-                             chunks=award_chunks()).pipeline.answer(QUESTION, KB)
+    refused = build_services(tmp_path / "model", llm=ScriptedLLM(reply), chunks=award_chunks(),
+                             answer_retry=True).pipeline.answer(QUESTION, KB)
     assert len(prompts_seen) == 1 and refused.info["refusal_reason"] == "model_refused"
 
 
@@ -103,8 +104,8 @@ def test_the_retry_reads_further_down_the_ranking_when_the_first_prompt_held_eve
         return cites_2019(messages) if number_of(messages, "2019") else "Nobody knows [1]."
 
     reply, prompts_seen = answering(first, second)
-    answer = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks()).pipeline.answer(
-        QUESTION, KB, limit=1)
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
+    answer = services.pipeline.answer(QUESTION, KB, limit=1)
     assert len(prompts_seen) == 2
     first_ids = [cid for cid, text in TEXTS.items() if text[:40] in seen_first[0]]
     assert len(first_ids) == 1 and answer.info["retry"]["dropped"] == first_ids
@@ -114,7 +115,7 @@ def test_the_retry_reads_further_down_the_ranking_when_the_first_prompt_held_eve
 
 def test_streaming_withdraws_the_first_text_and_the_done_event_carries_the_second_answer(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
-    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks())
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
     events = list(services.pipeline.stream(QUESTION, KB))
     kinds = [e["type"] for e in events]
     assert kinds.index("retry") < kinds.index("done")
@@ -126,7 +127,7 @@ def test_streaming_withdraws_the_first_text_and_the_done_event_carries_the_secon
 
 def test_answer_from_hits_retries_on_the_given_hits_only(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
-    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks())
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
     hits = [Hit(chunk=c, score=1.0 / (i + 1)) for i, c in enumerate(award_chunks())]
     answer = services.pipeline.answer_from_hits(QUESTION, hits)
     assert not answer.refused and answer.info["retry"]["dropped"] == ["award-2018"]
