@@ -231,8 +231,7 @@ class Pipeline:
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
         if self._retry_wanted(ans, step):
-            ans = self._retry(ans, result, step.packed,
-                              lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits)
+            ans = self._retry(ans, result, step.packed, self._further(question, kb, kwargs))
         _version_note(ans)
         return self._done(ans, started)
 
@@ -366,8 +365,7 @@ class Pipeline:
                 # the streamed text is withdrawn; the second attempt arrives whole in the done event
                 yield {"type": "retry", "reason": ans.info["refusal_reason"]}
                 try:
-                    ans = self._retry(ans, result, step.packed,
-                                      lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits)
+                    ans = self._retry(ans, result, step.packed, self._further(question, kb, kwargs))
                 except RagError as exc:
                     log.warning("generation failed: %s", exc.message)
                     yield {"type": "error", "code": exc.code, "message": exc.message}
@@ -459,6 +457,10 @@ class Pipeline:
                 and ans.info.get("refusal_reason") in RETRY_REASONS
                 and (step is None or step.info.get("name") == "stuff"))
 
+    def _further(self, question: str, kb: str, kwargs: dict[str, Any]) -> Callable[[int], list[Hit]]:
+        """`limit` -> the hits of the same retrieval read further down its ranking (for `_retry`)."""
+        return lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits
+
     def _retry(self, ans: Answer, result: RetrievalResult, packed: PackedContext,
                more: Callable[[int], list[Hit]]) -> Answer:
         """Answer once more without the sources the refused answer relied on (its citations, else
@@ -481,7 +483,7 @@ class Pipeline:
         second = RetrievalResult(result.question, result.kb, rest, result.standalone_question, result.variants,
                                  {}, result.rerank_enabled, {**result.info, "limit": len(rest)})
         out, packed2 = self._prepare(second, True)
-        out.hits, out.timings = result.hits, {**ans.timings, **out.timings}
+        out.hits, out.timings = result.hits, dict(ans.timings)  # the second result carries no timings
         if packed2 is None:  # the next best source is under the rerank cut-off
             out.info["retry"] = {**retry, "answered": False}
             return out
