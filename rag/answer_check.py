@@ -11,7 +11,13 @@ wrong year, or one that never states what was asked, passes it.
 - a question that names a year or an edition must not be answered from sources that state only
   other years (editions): "Who won in 2019?" answered from the 2018 passage;
 - the answer must say something the question does not (not only restate it), unless the
-  question offers a choice ("single- or double-stranded?").
+  question offers a choice ("single- or double-stranded?");
+- the cited sources must be about what the question asks: they state at least `min_coverage` of
+  the question's subject terms, weighted as the context focus weighs them (rarer among the
+  sources counts more; words that only shape a question, "who", "called", "又叫", and single Chinese
+  characters, "曾", "过", count nothing). An answer copied from a
+  passage on another subject shares few of them ("Who wrote X?" answered from a passage on Y).
+  Not judged when the question and the cited sources are in different languages.
 A failed check turns the answer into the refusal with `refusal_reason` "off_topic_answer" and
 the check's reason in `info["answer_check"]` (setting `answer_check`)."""
 
@@ -22,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rag.citations import strip_markers
-from rag.focus import figures, mismatch, question_markers
-from rag.text import normalize, tokenize
+from rag.focus import figures, mismatch, question_markers, term_weights
+from rag.text import detect_language, has_cjk, normalize, tokenize
 from rag.types import Citation, Source
 
 FOCI = ("time", "number", "person", "place", "other")
@@ -61,6 +67,20 @@ _ZH_TIME_RE = re.compile(f"[{_ZH_NUMERAL}]|[年月日世纪朝代期间时季初
 _ZH_NUMBER_RE = re.compile(f"[{_ZH_NUMERAL}]")
 # "single- or double-stranded?", "是A还是B": the answer picks words of the question
 _CHOICE_RE = re.compile(r"\bor\b|还是|或者")
+# words that shape a question rather than name its subject: a source need not state them
+_QUESTION_WORDS = frozenset(tokenize(
+    "some other others any many much main known called call name named names kind kinds type types "
+    "use used also according describe described mean meaning example examples "
+    # what is asked of the documents ("summarise the report", "list the main points")
+    "summarize summarise summary overview list compare comparison difference differences main key point points "
+    "document documents paper article text passage file section report chapter page "
+    "总结 概括 概述 列出 列举 比较 区别 文档 文章 文件 论文 报告 章节 本文 "
+    "谁 哪里 哪儿 哪条 哪位 哪种 哪年 哪一年 哪国 哪家 哪一个 什么时候 何时 何种 何地 怎样 是否 "
+    "又 叫 叫做 称为 被称为 称作 因 为 由 给 所 其 主要 一些 名字 名称 方面 等 多长 多久 多大 多高 多远 多重 多少 几",
+    stopwords=False))
+# "how long / old / far ... ": the adjective shapes the question ("How long is the warranty?")
+_HOW_RE = re.compile(r"\bhow\s+\w+")
+_MIN_MISSING = 2  # subject terms the cited sources must miss before coverage is judged
 
 
 @dataclass(frozen=True)
@@ -98,8 +118,10 @@ def has_number(text: str) -> bool:
 
 
 def check_answer(question: str, answer: str, sources: Sequence[Source],
-                 citations: Sequence[Citation] = ()) -> CheckResult:
-    """Whether `answer` (markers allowed) addresses `question` given the sources it was written from."""
+                 citations: Sequence[Citation] = (), min_coverage: float = 0.0) -> CheckResult:
+    """Whether `answer` (markers allowed) addresses `question` given the sources it was written
+    from; `min_coverage` > 0 also asks that the cited sources be about the question
+    (`question_coverage`)."""
     focus = question_focus(question)
     plain = strip_markers(answer)
     if focus == "time" and not has_time(plain):
@@ -110,16 +132,49 @@ def check_answer(question: str, answer: str, sources: Sequence[Source],
     invented = sorted(figures(plain) - written)
     if invented:
         return CheckResult(False, focus, "number_not_in_sources", f"not in any source: {', '.join(invented[:5])}")
+    cited = {c.source_number for c in citations}
+    used = [s for s in sources if s.number in cited] or list(sources)
     markers = question_markers(question)
     if markers:
-        cited = {c.source_number for c in citations}
-        used = [s for s in sources if s.number in cited] or list(sources)
         if mismatch(markers, " ".join(_source_text(s) for s in used)):
             wanted = ", ".join(sorted(markers.years | markers.editions))
             return CheckResult(False, focus, "year_mismatch", f"the cited sources do not state {wanted}")
     if not _CHOICE_RE.search(normalize(question)) and not set(tokenize(plain)) - set(tokenize(question)):
         return CheckResult(False, focus, "restates_question", "the answer only repeats the question")
+    if min_coverage > 0:
+        # the sources the answer stands on: those of its supported citations when it has any
+        backed = {c.source_number for c in citations if c.supported}
+        coverage = question_coverage(question, sources, [s for s in sources if s.number in backed] or used)
+        if coverage is not None and coverage < min_coverage:
+            return CheckResult(False, focus, "question_not_covered",
+                               f"the cited sources state {coverage:.0%} of the question's terms "
+                               f"(under {min_coverage:.0%})")
     return CheckResult(True, focus)
+
+
+def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[Source]) -> float | None:
+    """The weighted share of the question's subject terms that the `cited` sources state, each
+    term weighted by how rare it is among all the `sources` (`rag.focus.term_weights`; a term no
+    source states weighs as one that a single source states, so one paraphrased word, "rules"
+    for "must", does not sink a short question; question words and single Chinese characters are
+    left out). A Chinese term counts as stated when its
+    characters appear (jieba may cut "初华堡" where the source has "华堡"). 1.0 when the cited
+    sources miss fewer than two terms; None when it cannot be judged: no subject terms, or no
+    cited source is in the question's language (an English question on Chinese documents)."""
+    texts = [_source_text(s) for s in sources]
+    subject = _HOW_RE.sub(" ", normalize(question))
+    weights = {term: weight for term, weight in term_weights(subject, texts, min_df=1).items()
+               if term not in _QUESTION_WORDS and not (len(term) == 1 and has_cjk(term))}
+    language = detect_language(question)
+    stated = " ".join(t for t in map(_source_text, cited) if detect_language(t) == language)
+    if not weights or not stated:
+        return None
+    plain = normalize(stated)
+    tokens = set(tokenize(stated, stopwords=False))
+    found = {term for term in weights if term in tokens or (has_cjk(term) and term in plain)}
+    if len(weights) - len(found) < _MIN_MISSING:
+        return 1.0
+    return sum(weights[t] for t in found) / sum(weights.values())
 
 
 def _source_text(source: Source) -> str:

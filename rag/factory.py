@@ -217,7 +217,8 @@ class Services:
                 collection_questions=s.collection_questions, default_kb=s.default_kb,
                 context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
                 context_focus_tokens=s.context_focus_tokens, answer_style=s.answer_style,
-                answer_check=s.answer_check, answer_retry=s.answer_retry))
+                answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage,
+                answer_retry=s.answer_retry))
 
     def close(self) -> None:
         """Close the store and the catalog this object opened (given ones stay the caller's)."""

@@ -96,9 +96,9 @@ def dedupe(hits: Sequence[Hit], overlap: float = DUPLICATE_OVERLAP) -> tuple[lis
     return [h for h, _, _ in kept], len(hits) - len(kept)
 
 
-def term_weights(question: str, texts: Sequence[str]) -> dict[str, float]:
+def term_weights(question: str, texts: Sequence[str], min_df: float = 0.0) -> dict[str, float]:
     """The question's content tokens, weighted by inverse frequency among `texts` (numbers and
-    years double)."""
+    years double); a term held by fewer than `min_df` texts weighs as one held by `min_df`."""
     terms = set(tokenize(question))
     if not terms:
         return {}
@@ -106,7 +106,7 @@ def term_weights(question: str, texts: Sequence[str]) -> dict[str, float]:
     n = len(docs)
     weights = {}
     for term in terms:
-        df = sum(term in d for d in docs)
+        df = max(sum(term in d for d in docs), min_df)
         weight = math.log((n + 1) / (df + 0.5)) + 1.0
         weights[term] = weight * (2.0 if any(c.isdigit() for c in term) else 1.0)
     return weights

@@ -80,6 +80,7 @@ class PipelineConfig:
     context_focus_tokens: int
     answer_style: str
     answer_check: bool
+    answer_min_coverage: float
     answer_retry: bool
     default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
@@ -443,7 +444,8 @@ class Pipeline:
         """Refuse an answer that does not address the question (rag/answer_check.py)."""
         if not self.config.answer_check:
             return
-        result = check_answer(ans.standalone_question or ans.question, text, packed.sources, ans.citations)
+        result = check_answer(ans.standalone_question or ans.question, text, packed.sources, ans.citations,
+                              min_coverage=self.config.answer_min_coverage)
         ans.info["answer_check"] = result.info()
         if not result.ok:
             self._refuse(ans, "off_topic_answer", text)

@@ -93,7 +93,9 @@ def dataset_dir(tmp_path):
 
 
 def make_services(tmp_path, embedder=None, llm=UNSET, reranker=None):
-    settings = Settings(data_dir=tmp_path / "data", chunk_size=80, chunk_overlap=0, verify_citations=False)
+    # answer_min_coverage 0: q3's scripted answer cites the wrong source on purpose (citation metrics)
+    settings = Settings(data_dir=tmp_path / "data", chunk_size=80, chunk_overlap=0, verify_citations=False,
+                        answer_min_coverage=0)
     return build_services(settings, embedder=embedder or HashEmbedder(dim=64), llm=llm, reranker=reranker)
 
 

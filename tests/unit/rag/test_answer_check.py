@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.answer_check import answer_style, check_answer, question_focus
+from rag.answer_check import answer_style, check_answer, question_coverage, question_focus
 from rag.types import Citation, Source
 from tests.unit.kb_fixtures import KB, build_services, router
 
@@ -117,3 +117,53 @@ def test_answer_style_auto_sends_the_extraction_prompt_for_a_how_many_question(t
     assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM_EXTRACT["zh"]
     assert llm.last_messages[2]["content"] == prompts.ANSWER_EXAMPLE_EXTRACT["zh"][2]  # the worked example
     assert answer.info["answer_style"] == "extract" and not answer.refused
+
+
+AWARD = [source(1, "Joe Burrow of LSU won the 2019 Maxwell Award as the best player in college football.",
+                title="Maxwell Award"),
+         source(2, "The Heisman Trophy is awarded each December to the most outstanding college football player.",
+                title="Heisman Trophy")]
+
+
+def test_an_answer_from_a_source_on_another_subject_is_refused():
+    # noise only: the sources share "player"/"football" with the question, not its subject
+    question = "Which club did the Brazilian striker Ronaldo join after the World Cup?"
+    wrong = check_answer(question, "LSU [1].", AWARD, [cite(1)], min_coverage=0.5)
+    assert not wrong.ok and wrong.reason == "question_not_covered" and "of the question's terms" in wrong.detail
+    assert check_answer(question, "LSU [1].", AWARD, [cite(1)]).ok  # min_coverage 0: not judged
+
+
+def test_an_answer_from_the_source_on_the_question_passes_and_the_cited_source_is_the_one_judged():
+    question = "Who won the 2019 Maxwell Award?"
+    assert check_answer(question, "Joe Burrow [1].", AWARD, [cite(1)], min_coverage=0.5).ok
+    assert question_coverage(question, AWARD, AWARD[:1]) == 1.0
+    assert question_coverage(question, AWARD, AWARD[1:]) < 0.5  # the Heisman passage states neither 2019 nor Maxwell
+
+
+def test_coverage_forgives_question_words_one_paraphrased_term_and_other_languages():
+    policy = [source(1, "Passwords must have at least twelve characters and change every 90 days.", title="Security")]
+    # "rules" is not in the source, but one missing term is not judged; "how long" shapes the question
+    assert question_coverage("What are the password rules?", policy, policy) == 1.0
+    assert question_coverage("How long must a password be?", policy, policy) == 1.0
+    assert question_coverage("Summarise the document on password security.", policy, policy) == 1.0
+    # an English question on a Chinese source cannot be judged by shared words
+    zh = [source(1, "员工每年享有十五天带薪年假。", title="员工手册")]
+    assert question_coverage("How many days of paid leave do employees get per year?", zh, zh) is None
+
+
+def test_chinese_terms_count_when_their_characters_appear():
+    fish = [source(1, "本鱼体延长而细，呈亚圆柱型。", title="糙头细银汉鱼"),
+            source(2, "邵伯温著有《邵氏闻见录》，记北宋故事。", title="邵伯温")]
+    assert question_coverage("邵伯温曾写过什么著作？", fish, fish[1:]) == 1.0
+    assert question_coverage("邵伯温曾写过什么著作？", fish, fish[:1]) < 0.5  # a passage on a fish
+    assert question_coverage("银汉鱼的体型呈什么形状？", fish, fish[:1]) >= 0.5  # its title names the fish
+
+
+def test_the_pipeline_refuses_an_answer_citing_a_source_off_the_question(tmp_path):
+    llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts two years from the date of purchase [1]."))
+    question = "Which river does the Elbonian capital stand on?"
+    answer = build_services(tmp_path / "on", llm=llm).pipeline.answer(question, KB)
+    assert answer.refused and answer.info["refusal_reason"] == "off_topic_answer"
+    assert answer.info["answer_check"]["reason"] == "question_not_covered"
+    off = build_services(tmp_path / "off", llm=llm, answer_min_coverage=0).pipeline.answer(question, KB)
+    assert off.info.get("refusal_reason") != "off_topic_answer"
