@@ -127,8 +127,11 @@ def _print_footer(data: dict[str, Any], show_text: bool) -> None:
         reason = {"no_hits": "no matching chunks", "low_rerank_score": "best rerank score under refuse_min_score",
                   "model_refused": "the model found no answer in the sources",
                   "empty_model_answer": "the model returned an empty answer",
-                  "unsupported_answer": "no source supports what the model wrote"}.get(info.get("refusal_reason", ""), "")
-        echo(f"\n(refused: {reason})" if reason else "", err=True)
+                  "unsupported_answer": "no source supports what the model wrote",
+                  "off_topic_answer": "the answer does not address the question",
+                  "off_topic_sources": "no retrieved source is about the question"}.get(info.get("refusal_reason", ""), "")
+        detail = (info.get("answer_check") or {}).get("detail")
+        echo(f"\n(refused: {reason}{f'; {detail}' if detail else ''})" if reason else "", err=True)
     by_source: dict[int, list[dict[str, Any]]] = {}
     for c in data["citations"]:
         by_source.setdefault(c["source_number"], []).append(c)

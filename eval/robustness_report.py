@@ -160,6 +160,7 @@ def rejection_rows(rows: Sequence[dict]) -> list[dict[str, Any]]:
              "model refused": reasons["model_refused"] / len(group),
              "verifier refused": reasons["unsupported_answer"] / len(group),
              "check refused": reasons["off_topic_answer"] / len(group),
+             "sources off topic": reasons["off_topic_sources"] / len(group),
              "retried": _mean(bool(r.get("retry")) for r in group),
              "empty": reasons["empty_model_answer"] / len(group),
              "answered": len(answered) / len(group),

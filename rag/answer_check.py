@@ -152,6 +152,24 @@ def check_answer(question: str, answer: str, sources: Sequence[Source],
     return CheckResult(True, focus)
 
 
+def check_sources(question: str, sources: Sequence[Source], min_coverage: float) -> CheckResult:
+    """Before an answer is written: whether the retrieved `sources` together are about the
+    question. When all of them together state under `min_coverage` of its subject terms, any
+    answer citing some of them fails `check_answer`'s coverage test, so the model need not be
+    called. Judged only when every source is in the question's language (in a mixed collection
+    the one in the other language may be the relevant one, and shared words cannot tell)."""
+    focus = question_focus(question)
+    language = detect_language(question)
+    if min_coverage <= 0 or not sources or any(detect_language(_source_text(s)) != language for s in sources):
+        return CheckResult(True, focus)
+    coverage = question_coverage(question, sources, sources)
+    if coverage is not None and coverage < min_coverage:
+        return CheckResult(False, focus, "question_not_covered",
+                           f"the retrieved sources state {coverage:.0%} of the question's terms "
+                           f"(under {min_coverage:.0%})")
+    return CheckResult(True, focus)
+
+
 def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[Source]) -> float | None:
     """The weighted share of the question's subject terms that the `cited` sources state, each
     term weighted by how rare it is among all the `sources` (`rag.focus.term_weights`; a term no

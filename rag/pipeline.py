@@ -4,7 +4,9 @@ rerank -> refuse or generate with numbered sources -> citations -> verification.
 Refusal: with reranking on, the best rerank score under `refuse_min_score` (or no hit left after
 the `rerank_min_score` cut) answers the refusal sentence in the question's language without
 calling the LLM. With reranking off, fused RRF scores say nothing about relevance on an
-absolute scale, so only an empty result refuses; the prompt still tells the model to refuse.
+absolute scale, so only an empty result refuses, or sources that together state too little of
+the question's subject for any answer to pass the answer check (`off_topic_sources`,
+rag/answer_check.py `check_sources`); the prompt still tells the model to refuse.
 After generation every claim of the answer is checked against the sources (model citations
 verified, uncited claims attributed); an answer none of whose claims any source supports is
 replaced by the refusal (`refuse_unsupported`), and so is one that does not address the question
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag import collection, focus, prompts, versions
-from rag.answer_check import answer_style, check_answer
+from rag.answer_check import answer_style, check_answer, check_sources
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -409,6 +411,13 @@ class Pipeline:
         ans.sources = packed.sources
         ans.info["context"] = {**packed.info(), **changed}
         ans.info["answer_style"] = style
+        if s.answer_check:  # all the hits: map_reduce / refine read those the prompt cannot hold
+            about = check_sources(question, sources_from_hits(hits), s.answer_min_coverage)
+            if not about.ok:  # no answer from these sources would pass the answer check
+                ans.info["answer_check"] = about.info()
+                ans.refused, ans.answer = True, prompts.refusal(result.language)
+                ans.info["refusal_reason"] = "off_topic_sources"
+                return ans, None
         return ans, packed
 
     def _finish(self, ans: Answer, text: str, invalid: list[int], packed: PackedContext, model: str) -> None:

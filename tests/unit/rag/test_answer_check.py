@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.answer_check import answer_style, check_answer, question_coverage, question_focus
+from rag.answer_check import answer_style, check_answer, check_sources, question_coverage, question_focus
 from rag.types import Citation, Source
-from tests.unit.kb_fixtures import KB, build_services, router
+from tests.unit.kb_fixtures import KB, build_services, make_chunks, router
 
 
 def source(number: int, text: str, title: str = "Doc") -> Source:
@@ -159,11 +159,32 @@ def test_chinese_terms_count_when_their_characters_appear():
     assert question_coverage("银汉鱼的体型呈什么形状？", fish, fish[:1]) >= 0.5  # its title names the fish
 
 
-def test_the_pipeline_refuses_an_answer_citing_a_source_off_the_question(tmp_path):
+def test_sources_that_together_miss_the_question_are_refused_before_the_model_is_called():
+    assert not check_sources("Which club did Ronaldo join after the World Cup?", AWARD, 0.5).ok
+    assert check_sources("Who won the 2019 Maxwell Award?", AWARD, 0.5).ok
+    assert check_sources("Which club did Ronaldo join after the World Cup?", AWARD, 0.0).ok  # off
+    # a mixed-language collection: the Chinese source may be the relevant one, so it is not judged
+    mixed = [*AWARD, source(3, "罗纳尔多在世界杯后加盟皇家马德里。", title="罗纳尔多")]
+    assert check_sources("Which club did Ronaldo join after the World Cup?", mixed, 0.5).ok
+
+
+def test_the_pipeline_refuses_without_the_model_when_no_source_is_about_the_question(tmp_path):
     llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts two years from the date of purchase [1]."))
     question = "Which river does the Elbonian capital stand on?"
-    answer = build_services(tmp_path / "on", llm=llm).pipeline.answer(question, KB)
-    assert answer.refused and answer.info["refusal_reason"] == "off_topic_answer"
-    assert answer.info["answer_check"]["reason"] == "question_not_covered"
-    off = build_services(tmp_path / "off", llm=llm, answer_min_coverage=0).pipeline.answer(question, KB)
-    assert off.info.get("refusal_reason") != "off_topic_answer"
+    english = [c for c in make_chunks() if c.id not in ("leave", "sick")]
+    answer = build_services(tmp_path / "on", llm=llm, chunks=english).pipeline.answer(question, KB)
+    assert answer.refused and answer.info["refusal_reason"] == "off_topic_sources" and not llm.calls
+    assert answer.info["answer_check"]["reason"] == "question_not_covered" and answer.sources
+    streamed = list(build_services(tmp_path / "stream", llm=llm, chunks=english).pipeline.stream(question, KB))
+    done = streamed[-1]["answer"]
+    assert done["refused"] and done["info"]["refusal_reason"] == "off_topic_sources" and not llm.calls
+    off = build_services(tmp_path / "off", llm=llm, chunks=english, answer_min_coverage=0).pipeline.answer(question, KB)
+    assert not off.refused and len(llm.calls) == 1
+
+
+def test_the_pipeline_refuses_an_answer_citing_a_source_off_the_question(tmp_path):
+    # the retrieved sources together are about the question (its warranty), the cited one is not
+    llm = ScriptedLLM(router(answer="Hold the power button for fifteen seconds [2]."))
+    answer = build_services(tmp_path, llm=llm, refuse_unsupported=False).pipeline.answer(
+        "Which damage does the Acme X200 warranty exclude?", KB)
+    assert answer.sources and answer.refused and answer.info["refusal_reason"] == "off_topic_answer"

@@ -104,7 +104,10 @@ def test_the_retry_reads_further_down_the_ranking_when_the_first_prompt_held_eve
         return cites_2019(messages) if number_of(messages, "2019") else "Nobody knows [1]."
 
     reply, prompts_seen = answering(first, second)
-    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
+    # the first prompt holds the 2019 passage; without it no source states 2019, so the coverage
+    # gate refuses the second attempt before the model is called: switched off here to see the reading
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True,
+                              answer_min_coverage=0)
     answer = services.pipeline.answer(QUESTION, KB, limit=1)
     assert len(prompts_seen) == 2
     first_ids = [cid for cid, text in TEXTS.items() if text[:40] in seen_first[0]]
@@ -132,3 +135,11 @@ def test_answer_from_hits_retries_on_the_given_hits_only(tmp_path):
     answer = services.pipeline.answer_from_hits(QUESTION, hits)
     assert not answer.refused and answer.info["retry"]["dropped"] == ["award-2018"]
     assert answer.info["retry"]["sources"] == 2 and "retry_retrieval" not in answer.timings
+
+
+def test_a_second_attempt_on_sources_off_the_question_is_refused_without_the_model(tmp_path):
+    reply, prompts_seen = answering(lambda m: "Nobody won the Maxwell Award that year [1].", cites_2019)
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
+    answer = services.pipeline.answer(QUESTION, KB, limit=1)  # the first prompt holds the 2019 passage
+    assert len(prompts_seen) == 1 and answer.refused and answer.info["refusal_reason"] == "off_topic_sources"
+    assert answer.info["retry"]["answered"] is False and answer.info["retry"]["dropped"] == ["award-2019"]

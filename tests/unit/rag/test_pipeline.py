@@ -226,6 +226,14 @@ def test_cli_ask_prints_answer_sources_and_verification(cli):
     assert "reranking: off" in result.stderr
 
 
+def test_cli_ask_says_why_it_refused(cli):
+    result = cli("Which river does the Elbonian capital stand on?", "--kb", KB, "--filter", "team=support")
+    assert result.exit_code == 0, result.output
+    assert "I could not find this in the documents." in result.stdout
+    assert ("(refused: no retrieved source is about the question; the retrieved sources state 0% of the "
+            "question's terms (under 50%))") in result.stderr
+
+
 def test_cli_ask_json_stream_and_no_generate(cli):
     data = json.loads(cli("warranty?", "--kb", KB, "--json").stdout)
     assert data["citations"][0]["document"] == "acme-x200-manual.pdf" and data["rerank_enabled"] is False
