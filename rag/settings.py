@@ -155,9 +155,9 @@ class Settings(BaseSettings):
     # refuse an answer that does not address the question (rag/answer_check.py)
     answer_check: bool = True
     # ... and refuse one whose cited sources state under this share of the question's subject terms
-    # (rag/answer_check.py question_coverage; 0 = off). Chosen on the dev halves: 0.5 refused 18 of
-    # 20 CMRC 2018 and 8 of 17 COVID-QA noise-only answers and 4 of 4 wrong CMRC answers, losing 1 of 35
-    # and 1 of 18 right ones (docs/benchmarks.md, "Answers")
+    # (rag/answer_check.py question_coverage; 0 = off). Chosen on the dev halves: 0.5 refused 15 of
+    # 20 CMRC 2018 and 6 of 17 COVID-QA noise-only answers and 4 of 4 wrong retrieved CMRC answers,
+    # losing 0 of 43 and 1 of 18 right ones (docs/benchmarks.md, "Sources about the question")
     answer_min_coverage: float = Field(0.5, ge=0, le=1)
     # a refused answer (no source supports it, or it misses the question) is tried once more without
     # the sources it relied on, on the next retrieved ones (rag/pipeline.py Pipeline._retry). Off by
