@@ -14,12 +14,13 @@ wrong year, or one that never states what was asked, passes it.
   question offers a choice ("single- or double-stranded?");
 - the cited sources must be about what the question asks: they state at least `min_coverage` of
   the question's subject terms, weighted as the context focus weighs them (rarer among the
-  sources counts more; words that only shape a question, "who", "called", "又叫", and single Chinese
-  characters, "曾", "过", count nothing). An answer copied from a
-  passage on another subject shares few of them ("Who wrote X?" answered from a passage on Y).
-  Not judged when the question and the cited sources are in different languages.
+  sources counts more; words that only shape a question, "who", "called", "又叫", and single
+  Chinese characters, "曾", "过", count nothing). An answer copied from a passage on another
+  subject shares few of them ("Who wrote X?" answered from a passage on Y). Not judged when the
+  question and the cited sources are in different languages.
 A failed check turns the answer into the refusal with `refusal_reason` "off_topic_answer" and
-the check's reason in `info["answer_check"]` (setting `answer_check`)."""
+the check's reason in `info["answer_check"]` (setting `answer_check`). `check_sources` applies the
+last test to all the retrieved sources before the model is called."""
 
 from __future__ import annotations
 
@@ -175,10 +176,10 @@ def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[
     term weighted by how rare it is among all the `sources` (`rag.focus.term_weights`; a term no
     source states weighs as one that a single source states, so one paraphrased word, "rules"
     for "must", does not sink a short question; question words and single Chinese characters are
-    left out). A Chinese term counts as stated when its
-    characters appear (jieba may cut "初华堡" where the source has "华堡"). 1.0 when the cited
-    sources miss fewer than two terms; None when it cannot be judged: no subject terms, or no
-    cited source is in the question's language (an English question on Chinese documents)."""
+    left out). A Chinese term counts as stated when its characters appear (jieba may cut "初华堡"
+    where the source has "华堡"). 1.0 when the cited sources miss fewer than two terms; None when
+    it cannot be judged: no subject terms, or no cited source is in the question's language (an
+    English question on Chinese documents)."""
     texts = [_source_text(s) for s in sources]
     subject = _HOW_RE.sub(" ", normalize(question))
     weights = {term: weight for term, weight in term_weights(subject, texts, min_df=1).items()
