@@ -103,3 +103,16 @@ def test_console_page_is_offline_and_linked_with_the_chat_page(client):
     controls = re.findall(r"<(?:input|select|textarea)\b[^>]*>", html)
     labelled = [c for c in controls if "hidden" in c or "aria-label" in c]
     assert len(controls) - len(labelled) == html.count("<label")
+
+
+def test_the_chat_page_and_the_cli_say_why_an_answer_was_refused(client):
+    from pathlib import Path
+
+    pipeline = (Path(__file__).resolve().parents[3] / "rag" / "pipeline.py").read_text(encoding="utf-8")
+    reasons = set(re.findall(r'"(no_hits|low_rerank_score|model_refused|empty_model_answer|unsupported_answer|'
+                              r'off_topic_answer|off_topic_sources)"', pipeline))
+    assert {"no_hits", "off_topic_answer", "off_topic_sources"} <= reasons  # the pipeline still sets them
+    page = client.get("/").text
+    cli = (Path(__file__).resolve().parents[3] / "cli" / "query_cmds.py").read_text(encoding="utf-8")
+    for reason in reasons:
+        assert f"{reason}:" in page and f'"{reason}":' in cli, reason
