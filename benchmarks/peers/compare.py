@@ -5,8 +5,9 @@
     nice -n 10 python benchmarks/peers/compare.py --phase timing  # -> results-covidqa-timing.md
     nice -n 10 python benchmarks/peers/compare.py --phase quality # -> results-covidqa-quality.md
     nice -n 10 python benchmarks/peers/compare.py --phase quality --dataset cmrc2018
+    nice -n 10 python benchmarks/peers/compare.py --phase scale --scale 100000 --queries 200
 
-Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores:
+Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores (and a third):
 - timing (defaults: 15 documents, 200 questions, 5 rounds, live embedding): ingest wall time,
   peak RSS, retrieval latency; the run order of the systems is shuffled per round (seeded), and
   the per-round spread (min-max) is reported; the rounds also check that rankings are stable.
@@ -15,6 +16,12 @@ Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores:
   (`--vectors`; query embedding stays live). Retrieval is deterministic, so one run suffices.
   Scores per row (fused, dense-only, BM25-only), paired bootstrap intervals of ours - peer
   (MRR@10, nDCG@10, hit@5, `eval.metrics.paired_bootstrap`) and exact McNemar p on hit@5.
+- scale (defaults: every document, 200 questions, `--scale 100000`): the quality phase's cached
+  vectors, the chunks copied to `--scale` with jittered vectors (`scaled.py`, the copies of
+  `benchmarks/query.py --scale`) in `<workdir>/scale-N/`; per row the vector store write, BM25
+  build (ours also the HNSW graph, row "ours-hnsw"), peak RSS, hybrid / dense-only / BM25-only
+  latency and the quality on the real questions, each copy scored as its original chunk (counted
+  once per list). Dense lists are checked against an exact search over the copies' vectors.
 
 Steps:
 1. Prepares the shared inputs with OUR chunker (`make_chunker("recursive")`, default size and
