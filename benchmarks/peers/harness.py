@@ -21,7 +21,7 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,12 @@ def common_args(description: str) -> argparse.ArgumentParser:
 class CachedPassages:
     """Vectors looked up by text (the texts handed to an embedding call are the chunk texts, or
     the questions), from a `--vectors` file written in chunk order (`key="text"`) or a
-    `--query-vectors` file in queries.jsonl order (`key="question"`)."""
+    `--query-vectors` file in queries.jsonl order (`key="question"`).
+
+    A text on several rows (the copies of the scale phase: same text, jittered vectors) gets its
+    rows in file order: the k-th request of that text returns its k-th row, then round again. So
+    a system embedding its chunks once, in order, gets each copy's own vector (the driver checks
+    the dense lists against an exact search over the file's vectors)."""
 
     def __init__(self, rows: Sequence[dict[str, Any]], path: str, key: str = "text") -> None:
         import numpy as np
@@ -77,11 +82,22 @@ class CachedPassages:
         vectors = np.load(path)
         if len(vectors) != len(rows):
             raise ValueError(f"{path}: {len(vectors)} vectors for {len(rows)} rows")
-        self.rows = {r[key]: i for i, r in enumerate(rows)}
+        self.rows: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            self.rows.setdefault(r[key], []).append(i)
+        self._asked: dict[str, int] = {}
         self.vectors = vectors
 
+    def _row(self, text: str) -> int:
+        rows = self.rows[text]
+        if len(rows) == 1:
+            return rows[0]
+        asked = self._asked.get(text, 0)
+        self._asked[text] = asked + 1
+        return rows[asked % len(rows)]
+
     def __call__(self, texts: Sequence[str]):
-        return self.vectors[[self.rows[t] for t in texts]]
+        return self.vectors[[self._row(t) for t in texts]]
 
 
 def setup_logging() -> None:
@@ -131,17 +147,24 @@ def run_queries(retrieve: Callable[[str], list[str]], queries: Sequence[dict[str
     return {"rankings": rankings, "latency_s": latencies, "query_embed_s": embed_times}
 
 
-def list_pass(lists: Callable[[str], dict[str, list[str]]], queries: Sequence[dict[str, Any]],
-              skip: bool = False) -> dict[str, dict[str, list[str]]]:
-    """The single retrievers' own rankings, untimed: `lists(question)` returns
-    `{"dense": ids, "bm25": ids}`; the result maps each list name to `{qid: ids}` (empty lists
-    when `skip`)."""
-    out: dict[str, dict[str, list[str]]] = {"dense": {}, "bm25": {}}
+def list_pass(lists: Mapping[str, Callable[[str], list[str]]], queries: Sequence[dict[str, Any]],
+              skip: bool = False) -> dict[str, Any]:
+    """The single retrievers' own rankings, after the timed loop: `lists` maps a list name
+    ("dense", "bm25") to a callable `question -> ranked ids`; the result maps each name to
+    `{qid: ids}` and `<name>_latency_s` to the seconds of each call (in queries order; with
+    cached query vectors the dense call is the search alone). Empty when `skip`."""
+    out: dict[str, Any] = {"dense": {}, "bm25": {}}
     if skip:
         return out
+    for name in lists:
+        out.setdefault(name, {})
+        out[f"{name}_latency_s"] = []
     for row in queries:
-        for name, ids in lists(row["question"]).items():
-            out.setdefault(name, {})[row["qid"]] = list(ids)
+        for name, ask in lists.items():
+            start = time.perf_counter()
+            ids = ask(row["question"])
+            out[f"{name}_latency_s"].append(time.perf_counter() - start)
+            out[name][row["qid"]] = list(ids)
     return out
 
 

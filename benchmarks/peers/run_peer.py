@@ -158,9 +158,8 @@ def build_langchain(chunks: list[dict[str, Any]], workdir: Path, top_k: int, qdr
         def retrieve(question: str, ensemble=ensemble) -> list[str]:
             return [doc.metadata["chunk_id"] for doc in ensemble.invoke(question)[:top_k]]
 
-        def lists(question: str, bm25=bm25) -> dict[str, list[str]]:
-            return {"dense": [d.metadata["chunk_id"] for d in dense.invoke(question)],
-                    "bm25": [d.metadata["chunk_id"] for d in bm25.invoke(question)]}
+        lists = {"dense": lambda question: [d.metadata["chunk_id"] for d in dense.invoke(question)],
+                 "bm25": lambda question, bm25=bm25: [d.metadata["chunk_id"] for d in bm25.invoke(question)]}
 
         rows[name] = {"retrieve": retrieve, "lists": lists, "ingest_s": store_s + bm25_s,
                       "ingest_embed_s": embed_s, "bm25_build_s": bm25_s, "store_s": store_s}
@@ -241,9 +240,8 @@ def build_llamaindex(chunks: list[dict[str, Any]], workdir: Path, top_k: int, qd
         def retrieve(question: str, fusion=fusion) -> list[str]:
             return [hit.node.node_id for hit in fusion.retrieve(question)]
 
-        def lists(question: str, bm25=bm25) -> dict[str, list[str]]:
-            return {"dense": [h.node.node_id for h in dense.retrieve(question)],
-                    "bm25": [h.node.node_id for h in bm25.retrieve(question)]}
+        lists = {"dense": lambda question: [h.node.node_id for h in dense.retrieve(question)],
+                 "bm25": lambda question, bm25=bm25: [h.node.node_id for h in bm25.retrieve(question)]}
 
         rows[name] = {"retrieve": retrieve, "lists": lists, "ingest_s": store_s + bm25_s,
                       "ingest_embed_s": embed_s, "bm25_build_s": bm25_s, "store_s": store_s}

@@ -26,15 +26,17 @@ def spread(values: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def per_query_quality(rankings: Mapping[str, Sequence[str]], qids: Sequence[str], chunks: Mapping[str, dict],
+def per_query_quality(rankings: Mapping[str, Sequence[str | None]], qids: Sequence[str], chunks: Mapping[str, dict],
                       answers: Mapping[str, Sequence[Any]], top_k: int = 10) -> dict[str, Any]:
     """hit@1/5/10, MRR@10 and nDCG@10 of `rankings` ({qid: chunk ids}) over `qids` (in that order):
     a chunk is relevant when it comes from a gold answer's document and contains the answer (text
-    match). Returns `{"aggregate": {...}, "per_query": [{...}, ...]}`."""
+    match); a None in a ranking (a chunk already listed, see `scaled.to_origin`) is not relevant.
+    Returns `{"aggregate": {...}, "per_query": [{...}, ...]}`."""
     relevance = []
     for qid in qids:
         golds = answers[qid]
-        relevance.append([chunk_contains_answer(chunks[cid]["doc_id"], None, None, chunks[cid]["text"], golds)
+        relevance.append([cid is not None and chunk_contains_answer(chunks[cid]["doc_id"], None, None,
+                                                                    chunks[cid]["text"], golds)
                           for cid in list(rankings.get(qid, []))[:top_k]])
     result = retrieval_metrics(relevance, [1] * len(qids), ks=(1, 5, 10), recall_ks=(), rank_k=10)
     return {"aggregate": result["aggregate"], "per_query": result["per_query"]}

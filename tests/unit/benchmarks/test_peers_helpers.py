@@ -97,11 +97,24 @@ def test_cached_passages_look_vectors_up_by_text(tmp_path):
         CachedPassages(rows[:2], str(tmp_path / "v.npy"))
 
 
-def test_list_pass_collects_each_list_per_query_and_can_be_skipped():
+def test_list_pass_collects_and_times_each_list_per_query_and_can_be_skipped():
     queries = [{"qid": "1", "question": "a"}, {"qid": "2", "question": "b"}]
-    out = list_pass(lambda q: {"dense": [q + "d"], "bm25": [q + "b"]}, queries)
-    assert out == {"dense": {"1": ["ad"], "2": ["bd"]}, "bm25": {"1": ["ab"], "2": ["bb"]}}
-    assert list_pass(lambda q: {"dense": [q]}, queries, skip=True) == {"dense": {}, "bm25": {}}
+    lists = {"dense": lambda q: [q + "d"], "bm25": lambda q: [q + "b"]}
+    out = list_pass(lists, queries)
+    assert {k: out[k] for k in ("dense", "bm25")} == {"dense": {"1": ["ad"], "2": ["bd"]},
+                                                      "bm25": {"1": ["ab"], "2": ["bb"]}}
+    assert len(out["dense_latency_s"]) == len(out["bm25_latency_s"]) == 2
+    assert all(t >= 0.0 for t in out["dense_latency_s"] + out["bm25_latency_s"])
+    assert list_pass(lists, queries, skip=True) == {"dense": {}, "bm25": {}}
+
+
+def test_cached_passages_give_each_copy_of_a_repeated_text_its_own_row_in_order(tmp_path):
+    vectors = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.save(tmp_path / "v.npy", vectors)
+    rows = [{"text": "x"}, {"text": "y"}, {"text": "x"}, {"text": "x"}]  # x: rows 0, 2, 3
+    cache = CachedPassages(rows, str(tmp_path / "v.npy"))
+    assert cache(["x", "y", "x"]).tolist() == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    assert cache(["x", "x", "y"]).tolist() == [[6.0, 7.0], [0.0, 1.0], [2.0, 3.0]]  # third copy, then round again
 
 
 def _summary(process: str, mrr: float) -> dict:
