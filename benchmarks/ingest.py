@@ -3,7 +3,7 @@ pipeline, compared with the time to only `encode` the same chunk texts with the 
 batch size.
 
     python benchmarks/ingest.py [--dataset covidqa] [--embed-model auto] [--limit-docs N]
-                                [--mixed] [--prefetch 0,4] [--write-behind 0,1] [--rounds 2]
+                                [--mixed] [--prefetch 0,4] [--write-behind 0,4] [--rounds 2]
 
 Prints chunks/s, peak RSS and the ratio (whole ingest time) / (encode-only time).
 
@@ -16,9 +16,9 @@ Prints chunks/s, peak RSS and the ratio (whole ingest time) / (encode-only time)
   the same chunk texts once; each ratio divides by that round's encode-only time. One file of
   each format is parsed before the first round, so the first run does not pay the parsers'
   first-use imports (unstructured loads spaCy) alone.
-- `--write-behind 0,1`: compare the writes inline (0: each batch is written before the next one
-  embeds) and in the writer thread (1, the default: `Ingestor.write_behind`, ingest/writer.py)
-  in the same way; with both options every (prefetch, write-behind) pair runs each round, and the
+- `--write-behind 0,4`: compare the writes inline (0: each batch is written before the next one
+  embeds) and in the writer thread (4, the default: `Ingestor.write_behind`, ingest/writer.py;
+  each document is written while the rest embeds) in the same way; with both options every (prefetch, write-behind) pair runs each round, and the
   time outside embedding (`ingest - embedding inside it`) and the writes' own time are reported."""
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--prefetch", default=str(PREFETCH_FILES),
                         help="comma-separated prefetch depths to compare in one run, e.g. 0,4")
     parser.add_argument("--write-behind", default=str(WRITE_BEHIND),
-                        help="comma-separated write-behind depths to compare in one run (0: inline), e.g. 0,1")
+                        help="comma-separated write-behind depths to compare in one run (0: inline), e.g. 0,4")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     depths = [int(d) for d in args.prefetch.split(",") if d.strip()]

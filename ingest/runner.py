@@ -4,11 +4,12 @@ For each document: skip it when its bytes, chunker settings and tags are unchang
 mark it pending in the catalog with the chunk ids about to be written, embed, upsert into the
 vector store and the lexical index, mark it indexed (the catalog swaps its live chunk ids: queries
 saw the old version until here, the new one from here), then delete the ids it no longer has. The
-writes of a batch (stores, the swap, the deletes) run in a background thread while the next batch
-embeds (`write_behind`, ingest/writer.py), one document after the other in order; a document is
-marked pending before its batch embeds, so every document the writer has not finished is pending.
-A write error stops the writer and fails the run, as without it. A
-run that was killed leaves pending rows; the next run re-ingests those documents (or removes them
+writes (stores, the swap, the deletes) run in a background thread (`write_behind`,
+ingest/writer.py), one document after the other in order: a document is handed over as soon as its
+chunks are embedded, and written while the rest of its batch and the next batch embed. A document
+is marked pending before its batch embeds, so every document the writer has not finished is pending;
+a write error stops the writer and fails the run, as inline (`write_behind` 0). A run that was
+killed leaves pending rows; the next run re-ingests those documents (or removes them
 when their file is gone) and deletes old chunks a swap left behind, so no document stays
 half-indexed, and queries never see a half-written one (`rag.kb` filters hits to live ids)."""
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,8 @@ from rag.types import Chunk, ChunkSpan, ParsedDocument
 log = logging.getLogger(__name__)
 
 PREFETCH_FILES = 4  # files read, parsed and chunked ahead of the embedding (ingest/prefetch.py)
-WRITE_BEHIND = 1  # batches embedded and waiting for the writer thread behind the one it writes (ingest/writer.py)
+# groups of embedded documents waiting for the writer thread behind the one it writes (ingest/writer.py)
+WRITE_BEHIND = 4
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -340,22 +344,46 @@ class Ingestor:
         return chunks
 
     def _flush(self, batch: list[_Prepared], report: IngestReport, writer: OrderedWriter) -> None:
-        """Mark the batch pending, embed it and hand its writes to `writer`."""
+        """Mark the batch pending, embed it in sub-batches of `embed_batch` (ticking after each) and
+        hand its documents to `writer`: with the writer thread on, each group of documents as soon
+        as their chunks are embedded, so they are written while the rest of the batch embeds."""
         if not batch:
             return
         self._collect(writer.ready(), report)  # a write that failed meanwhile stops the run here
         catalog = self.kb.catalog
         for item in batch:
             catalog.mark_pending(item.record, [c.id for c in item.chunks])
-        vectors = self._embed([(item.record.source, c.match_text) for item in batch for c in item.chunks], report,
-                              writer)
-        writer.submit(lambda: self._write(batch, vectors))
+        items = [(item.record.source, c.match_text) for item in batch for c in item.chunks]
+        ends = list(accumulate(len(item.chunks) for item in batch))  # where each document's vectors end
+        parts: list[np.ndarray] = []
+        handed = 0  # documents given to the writer
+        for i in range(0, len(items), self.embed_batch):
+            part = items[i : i + self.embed_batch]
+            t0 = time.perf_counter()
+            parts.append(np.asarray(self.kb.embedder.encode_corpus([text for _, text in part]), dtype=np.float32))
+            report.embed_seconds += time.perf_counter() - t0
+            self._embedded += len(part)
+            embedded = bisect_right(ends, i + len(part))  # documents whose chunks are all embedded
+            if self.write_behind and embedded > handed:
+                handed = self._hand_over(batch, ends, parts, handed, embedded, writer)
+            self._collect(writer.ready(), report)
+            self._tick(part[-1][0], report)
+        self._hand_over(batch, ends, parts, handed, len(batch), writer)
         self._collect(writer.ready(), report)
 
+    def _hand_over(self, batch: list[_Prepared], ends: list[int], parts: list[np.ndarray], start: int, stop: int,
+                   writer: OrderedWriter) -> int:
+        """Submit the writes of documents `start:stop` of `batch` (their vectors are in `parts`)."""
+        if stop > start:
+            vectors = np.concatenate(parts)[(ends[start - 1] if start else 0) : ends[stop - 1]]
+            docs = batch[start:stop]
+            writer.submit(lambda: self._write(docs, vectors))
+        return stop
+
     def _write(self, batch: list[_Prepared], vectors: np.ndarray) -> tuple[list[FileResult], float]:
-        """Write each document of an embedded batch and swap it live, in order; its results and the
-        seconds it took. Runs in the writer thread (or inline): it touches the stores and the
-        catalog (both safe across threads), never the report."""
+        """Write each document (`vectors`: theirs, in order) and swap it live, one after the other;
+        their results and the seconds it took. Runs in the writer thread (or inline): it touches
+        the stores and the catalog (both safe across threads), never the report."""
         t0 = time.perf_counter()
         catalog = self.kb.catalog
         results = []
@@ -379,20 +407,6 @@ class Ingestor:
             for result in results:
                 report.files.append(result)
                 self._tick(result.source, report)
-
-    def _embed(self, items: list[tuple[str, str]], report: IngestReport, writer: OrderedWriter) -> np.ndarray:
-        """Embed (source, text) pairs in sub-batches of `embed_batch`, ticking after each (with the
-        writes finished meanwhile)."""
-        parts = []
-        for i in range(0, len(items), self.embed_batch):
-            part = items[i : i + self.embed_batch]
-            t0 = time.perf_counter()
-            parts.append(np.asarray(self.kb.embedder.encode_corpus([text for _, text in part]), dtype=np.float32))
-            report.embed_seconds += time.perf_counter() - t0
-            self._embedded += len(part)
-            self._collect(writer.ready(), report)
-            self._tick(part[-1][0], report)
-        return np.concatenate(parts)
 
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
         return FileResult(doc.source, "removed", reason, 0, self.kb.remove_document(doc))

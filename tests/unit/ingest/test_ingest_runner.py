@@ -134,7 +134,7 @@ KILL_SCRIPT = textwrap.dedent("""
                               embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "kb1")
     ingestor.batch_chunks = 1  # one document per batch
-    ingestor.write_behind = int(sys.argv[3])  # 1: killed from the writer thread, the next batch embedding
+    ingestor.write_behind = int(sys.argv[3])  # 4: killed from the writer thread, the next batch embedding
     lexical = ingestor.kb.lexical
     original = lexical.replace
     calls = []
@@ -148,7 +148,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("depth", [0, 1], ids=["inline", "write-behind"])
+@pytest.mark.parametrize("depth", [0, 4], ids=["inline", "write-behind"])
 def test_kill_9_mid_ingest_then_next_run_finishes_the_job(tmp_path, depth):
     docs = tmp_path / "docs"
     docs.mkdir()

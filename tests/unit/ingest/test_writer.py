@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ingest.runner import WRITE_BEHIND
 from ingest.service import build_ingestor
 from ingest.writer import OrderedWriter
 from rag.errors import StoreError
@@ -138,42 +139,46 @@ def _state(services, kb: str = "kb1") -> tuple:
     return docs, knowledge.store.ids(knowledge.collection), knowledge.lexical.ids()
 
 
+@pytest.mark.parametrize("batch_chunks", [1, 10_000], ids=["file-per-batch", "one-batch"])
 @pytest.mark.parametrize("backend", ["edge", "local"])
-def test_writes_overlap_the_next_embedding_with_the_same_result_as_inline(tmp_path, monkeypatch, backend):
+def test_writes_overlap_the_embedding_with_the_same_result_as_inline(tmp_path, monkeypatch, backend, batch_chunks):
+    """The first document's write waits until an embedding call starts after it began: with the
+    writer thread that happens (the next batch, or the rest of the same batch, embeds meanwhile);
+    inline it cannot, so there it does not wait."""
     docs = _docs(tmp_path / "docs")
-    embedding = threading.Event()  # set when a batch after the first one starts embedding
+    writing = threading.Event()  # the first write began
+    embedding = threading.Event()  # an embedding call started after that
     overlapped = []
-    encodes = [0]
 
     class Embedder(HashEmbedder):
         def encode_corpus(self, texts):
-            encodes[0] += 1
-            if encodes[0] > 1:
+            if writing.is_set():
                 embedding.set()
             return super().encode_corpus(texts)
 
     original = KnowledgeBase.write
 
     def write(self, chunks, vectors, delete_ids=()):
-        if not overlapped:  # the first document's write waits for the next batch to start embedding
+        if not writing.is_set():
+            writing.set()
             overlapped.append(embedding.wait(5.0))
         return original(self, chunks, vectors, delete_ids)
 
     monkeypatch.setattr(KnowledgeBase, "write", write)
     results = {}
-    for depth in (0, 1):
+    for depth in (0, WRITE_BEHIND):
         overlapped.clear()
+        writing.clear()
         embedding.clear()
-        encodes[0] = 0
         if depth == 0:
-            embedding.set()  # inline the next batch embeds only after this write: do not wait for it
+            embedding.set()  # inline nothing embeds while a write runs: do not wait for it
         services = _services(tmp_path / f"data{depth}", Embedder(dim=64), backend)
         ingestor = build_ingestor(services, "kb1")
-        ingestor.batch_chunks = 1  # one file per batch
+        ingestor.batch_chunks = batch_chunks
         ingestor.write_behind = depth
         report = ingestor.ingest_folder(docs)
         if depth:
-            assert overlapped == [True], "the first batch must be written while the second embeds"
+            assert overlapped == [True], "the first document must be written while later chunks embed"
         assert services.kbs.open("kb1").check().ok
         again = build_ingestor(services, "kb1")
         again.write_behind = depth
@@ -182,12 +187,13 @@ def test_writes_overlap_the_next_embedding_with_the_same_result_as_inline(tmp_pa
         results[depth] = ([(f.source, f.status, f.reason, f.chunks_added) for f in report.files],
                           _state(services), report.write_seconds > 0)
         services.close()
-    assert results[0] == results[1]
-    assert [s for s, *_ in results[1][0]] == ["doc0.txt", "doc1.txt", "doc2.txt", "doc2b.pdf", "doc3.txt",
-                                              "doc3b.txt", "doc4.txt", "doc5.txt"]  # the report keeps file order
+    assert results[0] == results[WRITE_BEHIND]
+    if batch_chunks == 1:  # the report keeps the files' order
+        assert [s for s, *_ in results[0][0]] == ["doc0.txt", "doc1.txt", "doc2.txt", "doc2b.pdf", "doc3.txt",
+                                                  "doc3b.txt", "doc4.txt", "doc5.txt"]
 
 
-@pytest.mark.parametrize("depth", [0, 1])
+@pytest.mark.parametrize("depth", [0, WRITE_BEHIND])
 def test_a_write_error_fails_the_run_and_the_next_run_repairs(tmp_path, monkeypatch, depth):
     docs = _docs(tmp_path / "docs")
     services = _services(tmp_path / "data")
@@ -220,7 +226,7 @@ def test_a_write_error_fails_the_run_and_the_next_run_repairs(tmp_path, monkeypa
 
 
 def test_the_setting_turns_the_overlap_off(tmp_path, monkeypatch):
-    assert build_ingestor(_services(tmp_path / "a"), "kb1").write_behind == 1
+    assert build_ingestor(_services(tmp_path / "a"), "kb1").write_behind == WRITE_BEHIND > 0
     monkeypatch.setenv("RAG_INGEST_OVERLAP_WRITES", "false")
     settings = Settings(_env_file=None, data_dir=tmp_path / "b")
     assert settings.ingest_overlap_writes is False
