@@ -245,7 +245,7 @@ class Ingestor:
         # reading, parsing and chunking (no writes) run ahead in a thread; results come in order
         outcomes = prefetched(wanted.items(), lambda entry: self._prepare(entry[1][0], entry[0], entry[1][1]),
                               self.prefetch)
-        # and a batch's writes run behind, in another thread, while the next batch embeds
+        # and the writes run behind in another thread, each document as soon as its chunks are embedded
         writer: OrderedWriter[tuple[list[FileResult], float]] = OrderedWriter(self.write_behind)
         with closing(outcomes):
             try:
