@@ -3,7 +3,7 @@ pipeline, compared with the time to only `encode` the same chunk texts with the 
 batch size.
 
     python benchmarks/ingest.py [--dataset covidqa] [--embed-model auto] [--limit-docs N]
-                                [--mixed] [--prefetch 0,4] [--rounds 2]
+                                [--mixed] [--prefetch 0,4] [--write-behind 0,4] [--rounds 2]
 
 Prints chunks/s, peak RSS and the ratio (whole ingest time) / (encode-only time).
 
@@ -15,7 +15,11 @@ Prints chunks/s, peak RSS and the ratio (whole ingest time) / (encode-only time)
   once per depth into a fresh knowledge base (the depths' order alternates per round) and encodes
   the same chunk texts once; each ratio divides by that round's encode-only time. One file of
   each format is parsed before the first round, so the first run does not pay the parsers'
-  first-use imports (unstructured loads spaCy) alone."""
+  first-use imports (unstructured loads spaCy) alone.
+- `--write-behind 0,4`: compare the writes inline (0: each batch is written before the next one
+  embeds) and in the writer thread (4, the default: `Ingestor.write_behind`, ingest/writer.py;
+  each document is written while the rest embeds) in the same way; with both options every (prefetch, write-behind) pair runs each round, and the
+  time outside embedding (`ingest - embedding inside it`) and the writes' own time are reported."""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from eval.datasets import Dataset, load_dataset, write_corpus_as_files  # noqa: E402
 from ingest.parse import parse_bytes  # noqa: E402
-from ingest.runner import PREFETCH_FILES  # noqa: E402
+from ingest.runner import PREFETCH_FILES, WRITE_BEHIND  # noqa: E402
 from ingest.service import build_ingestor  # noqa: E402
 from rag.factory import Services, build_services  # noqa: E402
 from rag.settings import load_settings  # noqa: E402
@@ -81,13 +85,15 @@ def write_mixed(dataset: Dataset, folder: Path, doc_ids: list[str]) -> list[Path
     return paths
 
 
-def ingest_once(services: Services, kb: str, folder: Path, prefetch: int) -> dict[str, float]:
+def ingest_once(services: Services, kb: str, folder: Path, prefetch: int, write_behind: int) -> dict[str, float]:
     ingestor = build_ingestor(services, kb)
     ingestor.prefetch = prefetch
+    ingestor.write_behind = write_behind
     t0 = time.perf_counter()
     report = ingestor.ingest_folder(folder)
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "embed_seconds": report.embed_seconds, "chunks": report.chunks_added,
+    return {"seconds": seconds, "embed_seconds": report.embed_seconds, "write_seconds": report.write_seconds,
+            "chunks": report.chunks_added,
             "files": report.count("indexed", "updated"), "skipped": len(report.skipped)}
 
 
@@ -112,9 +118,13 @@ def main() -> None:
     parser.add_argument("--mixed", action="store_true", help="write the papers as .txt/.md/.html/.csv, add examples")
     parser.add_argument("--prefetch", default=str(PREFETCH_FILES),
                         help="comma-separated prefetch depths to compare in one run, e.g. 0,4")
+    parser.add_argument("--write-behind", default=str(WRITE_BEHIND),
+                        help="comma-separated write-behind depths to compare in one run (0: inline), e.g. 0,4")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
     depths = [int(d) for d in args.prefetch.split(",") if d.strip()]
+    writes = [int(w) for w in args.write_behind.split(",") if w.strip()]
+    configs = [(d, w) for d in depths for w in writes]
 
     dataset = load_dataset(args.dataset)
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,27 +146,32 @@ def main() -> None:
 
         runs = []
         for r in range(args.rounds):
-            order = depths if r % 2 == 0 else depths[::-1]
-            timed = {d: ingest_once(services, f"bench-r{r}-p{d}", folder, d) for d in order}
-            encode_s = encode_only(services, f"bench-r{r}-p{order[0]}")
-            for d in depths:
-                t = timed[d]
-                runs.append({"round": r + 1, "prefetch": d, "ingest_seconds": round(t["seconds"], 2),
+            order = configs if r % 2 == 0 else configs[::-1]
+            timed = {c: ingest_once(services, f"bench-r{r}-p{c[0]}-w{c[1]}", folder, *c) for c in order}
+            encode_s = encode_only(services, f"bench-r{r}-p{order[0][0]}-w{order[0][1]}")
+            for d, w in configs:
+                t = timed[(d, w)]
+                runs.append({"round": r + 1, "prefetch": d, "write_behind": w, "ingest_seconds": round(t["seconds"], 2),
                              "embed_seconds_inside_ingest": round(t["embed_seconds"], 2),
+                             "outside_embedding_seconds": round(t["seconds"] - t["embed_seconds"], 2),
+                             "write_seconds": round(t["write_seconds"], 2),
                              "encode_only_seconds": round(encode_s, 2), "chunks": t["chunks"],
                              "files_indexed": t["files"], "files_skipped": t["skipped"],
                              "chunks_per_second": round(t["chunks"] / t["seconds"], 2),
                              "ratio_ingest_over_encode": round(t["seconds"] / encode_s, 3)})
-            print(json.dumps(runs[-len(depths):]), file=sys.stderr)
-        check = services.kbs.open(f"bench-r0-p{depths[0]}").check()
+            print(json.dumps(runs[-len(configs):]), file=sys.stderr)
+        checks = [services.kbs.open(f"bench-r{r}-p{d}-w{w}").check().ok
+                  for r in range(args.rounds) for d, w in configs]
 
-    by_depth = {d: [x["ratio_ingest_over_encode"] for x in runs if x["prefetch"] == d] for d in depths}
+    by_config = {c: [x["ratio_ingest_over_encode"] for x in runs if (x["prefetch"], x["write_behind"]) == c]
+                 for c in configs}
     result = {
         "dataset": args.dataset, "mixed_formats": args.mixed, "files": len(files),
         "formats": sorted({p.suffix for p in files}), "model": embedder.name,
         "batch": services.settings.embed_batch_size, "runs": runs,
-        "mean_ratio_by_prefetch": {str(d): round(sum(v) / len(v), 3) for d, v in by_depth.items()},
-        "peak_rss_mb": round(peak_rss_mb(), 1), "stores_agree": check.ok,
+        "mean_ratio_by_prefetch_and_write_behind": {f"p{d}-w{w}": round(sum(v) / len(v), 3)
+                                                    for (d, w), v in by_config.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1), "stores_agree": all(checks),
     }
     print(json.dumps(result, indent=2))
 

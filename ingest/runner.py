@@ -3,8 +3,13 @@
 For each document: skip it when its bytes, chunker settings and tags are unchanged; otherwise
 mark it pending in the catalog with the chunk ids about to be written, embed, upsert into the
 vector store and the lexical index, mark it indexed (the catalog swaps its live chunk ids: queries
-saw the old version until here, the new one from here), then delete the ids it no longer has. A
-run that was killed leaves pending rows; the next run re-ingests those documents (or removes them
+saw the old version until here, the new one from here), then delete the ids it no longer has. The
+writes (stores, the swap, the deletes) run in a background thread (`write_behind`,
+ingest/writer.py), one document after the other in order: a document is handed over as soon as its
+chunks are embedded, and written while the rest of its batch and the next batch embed. A document
+is marked pending before its batch embeds, so every document the writer has not finished is pending;
+a write error stops the writer and fails the run, as inline (`write_behind` 0). A run that was
+killed leaves pending rows; the next run re-ingests those documents (or removes them
 when their file is gone) and deletes old chunks a swap left behind, so no document stays
 half-indexed, and queries never see a half-written one (`rag.kb` filters hits to live ids)."""
 
@@ -13,9 +18,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,7 @@ from ingest.formats.ocr import DEFAULT_OCR, OcrOptions, chunk_ocr
 from ingest.limits import ParseLimits, check_file_size
 from ingest.parse import OCR_SUFFIXES, SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
 from ingest.prefetch import prefetched
+from ingest.writer import OrderedWriter
 from rag.catalog import DocRecord
 from rag.errors import ParseError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
@@ -34,6 +42,8 @@ from rag.types import Chunk, ChunkSpan, ParsedDocument
 log = logging.getLogger(__name__)
 
 PREFETCH_FILES = 4  # files read, parsed and chunked ahead of the embedding (ingest/prefetch.py)
+# groups of embedded documents waiting for the writer thread behind the one it writes (ingest/writer.py)
+WRITE_BEHIND = 4
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
 
@@ -55,6 +65,7 @@ class IngestReport:
     seconds: float = 0.0
     embed_seconds: float = 0.0
     ocr_seconds: float = 0.0
+    write_seconds: float = 0.0  # writing to the stores and the catalog (in the writer thread when it is on)
 
     def count(self, *statuses: str) -> int:
         return sum(1 for f in self.files if f.status in statuses)
@@ -175,7 +186,8 @@ class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
                  headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None,
-                 ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES) -> None:
+                 ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES,
+                 write_behind: int = WRITE_BEHIND) -> None:
         self.kb = kb
         self.limits = limits or ParseLimits()
         self.ocr = ocr
@@ -187,6 +199,7 @@ class Ingestor:
         self.embed_batch = max(1, embed_batch)  # texts per encode_corpus call (one progress tick each)
         self.progress = progress
         self.prefetch = max(0, prefetch)  # files prepared ahead in a thread while a batch embeds (0: inline)
+        self.write_behind = max(0, write_behind)  # batches waiting to be written in a thread (0: inline)
         self._known = self._embedded = 0
         questions = question_writer.n if question_writer else 0
         self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
@@ -232,20 +245,26 @@ class Ingestor:
         # reading, parsing and chunking (no writes) run ahead in a thread; results come in order
         outcomes = prefetched(wanted.items(), lambda entry: self._prepare(entry[1][0], entry[0], entry[1][1]),
                               self.prefetch)
+        # and the writes run behind in another thread, each document as soon as its chunks are embedded
+        writer: OrderedWriter[tuple[list[FileResult], float]] = OrderedWriter(self.write_behind)
         with closing(outcomes):
-            for prepared, ocr_seconds in outcomes:
-                report.ocr_seconds += ocr_seconds
-                if isinstance(prepared, FileResult):  # skipped or unchanged
-                    report.files.append(prepared)
-                    self._tick(prepared.source, report)
-                    continue
-                self._known += len(prepared.chunks)
-                self._tick(prepared.record.source, report)
-                batch.append(prepared)
-                if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
-                    self._flush(batch, report)
-                    batch = []
-        self._flush(batch, report)
+            try:
+                for prepared, ocr_seconds in outcomes:
+                    report.ocr_seconds += ocr_seconds
+                    if isinstance(prepared, FileResult):  # skipped or unchanged: reported in its place
+                        writer.put(([prepared], 0.0))
+                        self._collect(writer.ready(), report)
+                        continue
+                    self._known += len(prepared.chunks)
+                    self._tick(prepared.record.source, report)
+                    batch.append(prepared)
+                    if sum(len(p.chunks) for p in batch) >= self.batch_chunks:
+                        self._flush(batch, report, writer)
+                        batch = []
+                self._flush(batch, report, writer)
+                self._collect(writer.finish(), report)
+            finally:
+                writer.close()  # on an error too: what was submitted is written (unless a write failed)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -324,13 +343,50 @@ class Ingestor:
             chunks.extend(extra)
         return chunks
 
-    def _flush(self, batch: list[_Prepared], report: IngestReport) -> None:
+    def _flush(self, batch: list[_Prepared], report: IngestReport, writer: OrderedWriter) -> None:
+        """Mark the batch pending, embed it in sub-batches of `embed_batch` (ticking after each) and
+        hand its documents to `writer`: with the writer thread on, each group of documents as soon
+        as their chunks are embedded, so they are written while the rest of the batch embeds."""
         if not batch:
             return
+        self._collect(writer.ready(), report)  # a write that failed meanwhile stops the run here
         catalog = self.kb.catalog
         for item in batch:
             catalog.mark_pending(item.record, [c.id for c in item.chunks])
-        vectors = self._embed([(item.record.source, c.match_text) for item in batch for c in item.chunks], report)
+        items = [(item.record.source, c.match_text) for item in batch for c in item.chunks]
+        ends = list(accumulate(len(item.chunks) for item in batch))  # where each document's vectors end
+        parts: list[np.ndarray] = []
+        handed = 0  # documents given to the writer
+        for i in range(0, len(items), self.embed_batch):
+            part = items[i : i + self.embed_batch]
+            t0 = time.perf_counter()
+            parts.append(np.asarray(self.kb.embedder.encode_corpus([text for _, text in part]), dtype=np.float32))
+            report.embed_seconds += time.perf_counter() - t0
+            self._embedded += len(part)
+            embedded = bisect_right(ends, i + len(part))  # documents whose chunks are all embedded
+            if self.write_behind and embedded > handed:
+                handed = self._hand_over(batch, ends, parts, handed, embedded, writer)
+            self._collect(writer.ready(), report)
+            self._tick(part[-1][0], report)
+        self._hand_over(batch, ends, parts, handed, len(batch), writer)
+        self._collect(writer.ready(), report)
+
+    def _hand_over(self, batch: list[_Prepared], ends: list[int], parts: list[np.ndarray], start: int, stop: int,
+                   writer: OrderedWriter) -> int:
+        """Submit the writes of documents `start:stop` of `batch` (their vectors are in `parts`)."""
+        if stop > start:
+            vectors = np.concatenate(parts)[(ends[start - 1] if start else 0) : ends[stop - 1]]
+            docs = batch[start:stop]
+            writer.submit(lambda: self._write(docs, vectors))
+        return stop
+
+    def _write(self, batch: list[_Prepared], vectors: np.ndarray) -> tuple[list[FileResult], float]:
+        """Write each document (`vectors`: theirs, in order) and swap it live, one after the other;
+        their results and the seconds it took. Runs in the writer thread (or inline): it touches
+        the stores and the catalog (both safe across threads), never the report."""
+        t0 = time.perf_counter()
+        catalog = self.kb.catalog
+        results = []
         offset = 0
         for item in batch:
             n = len(item.chunks)
@@ -341,21 +397,16 @@ class Ingestor:
             catalog.mark_indexed(item.record, new_ids, garbage=delete_ids)  # the swap
             self.kb.delete(delete_ids)
             catalog.clear_garbage(item.record.kb, item.record.doc_id)
-            report.files.append(FileResult(item.record.source, item.status, item.partial, n, len(delete_ids),
-                                           item.note))
-            self._tick(item.record.source, report)
+            results.append(FileResult(item.record.source, item.status, item.partial, n, len(delete_ids), item.note))
+        return results, time.perf_counter() - t0
 
-    def _embed(self, items: list[tuple[str, str]], report: IngestReport) -> np.ndarray:
-        """Embed (source, text) pairs in sub-batches of `embed_batch`, ticking after each."""
-        parts = []
-        for i in range(0, len(items), self.embed_batch):
-            part = items[i : i + self.embed_batch]
-            t0 = time.perf_counter()
-            parts.append(np.asarray(self.kb.embedder.encode_corpus([text for _, text in part]), dtype=np.float32))
-            report.embed_seconds += time.perf_counter() - t0
-            self._embedded += len(part)
-            self._tick(part[-1][0], report)
-        return np.concatenate(parts)
+    def _collect(self, done: list[tuple[list[FileResult], float]], report: IngestReport) -> None:
+        """Add finished results to the report, ticking after each (in the caller's thread)."""
+        for results, seconds in done:
+            report.write_seconds += seconds
+            for result in results:
+                report.files.append(result)
+                self._tick(result.source, report)
 
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
         return FileResult(doc.source, "removed", reason, 0, self.kb.remove_document(doc))

@@ -8,7 +8,7 @@ from ingest.chunkers import make_chunker
 from ingest.formats.ocr import OcrOptions
 from ingest.limits import ParseLimits
 from ingest.questions import QuestionWriter
-from ingest.runner import Ingestor
+from ingest.runner import WRITE_BEHIND, Ingestor
 from rag.factory import Services
 from rag.settings import Settings
 
@@ -30,4 +30,5 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
                          max_zip_ratio=s.max_zip_ratio)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
-                    embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress))
+                    embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress),
+                    write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0)

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # COVID-QA it moved neither BM25 (MRR@10 0.595 both ways, 1,380 questions) nor dense retrieval
     # (0.525 with, 0.538 without, 278 questions on 25 papers); try it on corpora of short sections
     chunk_headers: bool = False
+    # write a batch's chunks (vector store, BM25, catalog swap) in a background thread while the next
+    # batch embeds, in order and as crash-safe as inline (ingest/writer.py); off: write, then embed on
+    ingest_overlap_writes: bool = True
 
     # OCR of scanned PDF pages and image files with the bundled PP-OCRv4 models (Chinese + English).
     # "auto": a PDF page is OCR'd when it has no text layer (or is one big image with almost no text);

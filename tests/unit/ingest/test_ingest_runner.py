@@ -134,6 +134,7 @@ KILL_SCRIPT = textwrap.dedent("""
                               embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "kb1")
     ingestor.batch_chunks = 1  # one document per batch
+    ingestor.write_behind = int(sys.argv[3])  # 4: killed from the writer thread, the next batch embedding
     lexical = ingestor.kb.lexical
     original = lexical.replace
     calls = []
@@ -147,14 +148,15 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_kill_9_mid_ingest_then_next_run_finishes_the_job(tmp_path):
+@pytest.mark.parametrize("depth", [0, 4], ids=["inline", "write-behind"])
+def test_kill_9_mid_ingest_then_next_run_finishes_the_job(tmp_path, depth):
     docs = tmp_path / "docs"
     docs.mkdir()
     for i in range(6):
         (docs / f"doc{i}.txt").write_text(f"Document number {i} talks about topic {i}. " * 20, encoding="utf-8")
     data = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(data), str(docs)], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(data), str(docs), str(depth)], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
     services = _services(data)

@@ -83,9 +83,11 @@ def indexed_hashes(services) -> dict[str, str]:
     return {d.source: d.content_hash for d in services.catalog.list_docs("kb")}
 
 
+@pytest.mark.parametrize("depth", [0, 4], ids=["inline", "write-behind"])
 @pytest.mark.parametrize("nth", [1, 2], ids=["new-doc", "replaced-doc"])
 @pytest.mark.parametrize("step", STEPS)
-def test_a_crash_at_each_step_shows_one_version_and_no_half_written_document(tmp_path, monkeypatch, step, nth):
+def test_a_crash_at_each_step_shows_one_version_and_no_half_written_document(tmp_path, monkeypatch, step, nth,
+                                                                             depth):
     docs, data = tmp_path / "docs", tmp_path / "data"
     _v1(docs)
     services = _services(data)
@@ -96,6 +98,7 @@ def test_a_crash_at_each_step_shows_one_version_and_no_half_written_document(tmp
         _inject(patch, step, nth)
         ingestor = build_ingestor(services, "kb")
         ingestor.batch_chunks = 1  # one document per batch: the crash hits the first one written
+        ingestor.write_behind = depth  # 4: the writes (and a crash in them) in the writer thread
         with pytest.raises(Crash):
             ingestor.ingest_folder(docs)
     services.close()
