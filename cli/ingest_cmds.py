@@ -1,4 +1,4 @@
-"""`rag ingest`, `rag docs`, `rag rm`, `rag kbs`, `rag check`, `rag reindex`, `rag drop`."""
+"""`rag ingest`, `rag docs`, `rag rm`, `rag kbs`, `rag check`, `rag index`, `rag reindex`, `rag drop`."""
 
 from __future__ import annotations
 
@@ -89,8 +89,9 @@ def ingest(
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
             # version families are detected now (and again whenever the documents change)
-            families = {v.family
-                        for v in versions.families(services.kbs.open(kb), settings.version_min_overlap).values()}
+            knowledge = services.kbs.open(kb)
+            families = {v.family for v in versions.families(knowledge, settings.version_min_overlap).values()}
+            graph = _index(knowledge, settings.hnsw_build_min_unindexed)
     finally:
         if progress:
             progress.close()
@@ -101,9 +102,20 @@ def ingest(
         _print_summary(report)
         if families:
             echo(f"version families: {len(families)} (see `rag docs --kb {name(kb)}`)")
+        if graph is not None:
+            echo(f"vector search graph (HNSW) built in {graph:.1f}s")
     nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
     if nothing:
         fail(f"nothing could be ingested from {path}", 1)
+
+
+def _index(knowledge, min_unindexed: int) -> float | None:
+    """Build the HNSW graph when at least `min_unindexed` vectors are outside it (0: never);
+    the seconds it took, or None when nothing was built."""
+    if min_unindexed <= 0:
+        return None
+    started = time.perf_counter()
+    return time.perf_counter() - started if knowledge.index_vectors(min_unindexed) else None
 
 
 def _count_files(path: Path, follow_links: bool) -> int:
@@ -219,6 +231,20 @@ def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None
         if not report.ok:
             fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
         echo("ok: stores agree")
+
+
+@app.command("index")
+@handle_errors
+def index_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
+    """Build the vector search graph (HNSW) of a knowledge base now (`rag ingest` does it past
+    RAG_HNSW_BUILD_MIN_UNINDEXED vectors outside it; the embedded store has no background optimiser)."""
+    with open_services() as services:
+        kb = kb or services.settings.default_kb
+        services.catalog.require_kb(kb)
+        with services.write_locks.hold(kb, wait=False):
+            seconds = _index(services.kbs.open(kb), 1)
+        echo("vector search graph (HNSW) up to date" if seconds is None
+             else f"vector search graph (HNSW) built in {seconds:.1f}s")
 
 
 @app.command("reindex")

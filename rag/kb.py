@@ -149,6 +149,12 @@ class KnowledgeBase:
             self.store.delete(self.collection, list(delete_ids))
         self.lexical.replace(list(delete_ids), list(chunks))
 
+    def index_vectors(self, min_unindexed: int = 1) -> bool:
+        """Build the vector store's search graph (HNSW) when at least `min_unindexed` vectors are
+        outside it (`VectorStore.optimize`); True if it changed. Blocking; the caller holds the
+        write lock."""
+        return self.store.optimize(self.collection, min_unindexed)
+
     def delete(self, chunk_ids: Sequence[str]) -> None:
         if chunk_ids:
             self.store.delete(self.collection, list(chunk_ids))

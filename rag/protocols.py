@@ -76,6 +76,11 @@ class VectorStore(Protocol):
 
     def count(self, name: str) -> int: ...
 
+    def optimize(self, name: str, min_unindexed: int = 0) -> bool:
+        """Build the search index (HNSW) of the vectors outside it when there are at least
+        `min_unindexed`; True if anything changed. A store that indexes by itself does nothing."""
+        ...
+
     def close(self) -> None: ...
 
 

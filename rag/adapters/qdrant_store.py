@@ -284,7 +284,7 @@ class QdrantClientStore:
         with self.guard("count"):
             return int(self.client.count(name, exact=True).count)
 
-    def optimize(self, name: str) -> bool:
+    def optimize(self, name: str, min_unindexed: int = 0) -> bool:
         """Nothing to do: a server optimises in the background, local mode has no index."""
         self._dim(name)
         return False

@@ -132,3 +132,27 @@ def test_tags_are_parsed_as_the_api_parses_them(env):
     assert result.exit_code == 0, result.output
     (doc,) = json.loads(run("docs", "--kb", "tagged", "--json").stdout)
     assert doc["tags"] == {"team": "hr", "lang": "en", "year": "2024"}
+
+
+def test_ingest_builds_the_search_graph_past_its_threshold_and_rag_index_on_demand(env, monkeypatch):
+    from rag.adapters.edge_store import EdgeStore
+
+    asked = []
+    real = EdgeStore.optimize
+
+    def spy(self, name, min_unindexed=0):
+        asked.append(min_unindexed)
+        return real(self, name, min_unindexed)
+
+    monkeypatch.setattr(EdgeStore, "optimize", spy)
+    assert run("ingest", str(env), "--kb", "hb", "-q").exit_code == 0
+    assert asked == [20_000]  # the default: a handful of vectors is searched exactly, no graph
+    monkeypatch.setenv("RAG_HNSW_BUILD_MIN_UNINDEXED", "0")
+    assert run("ingest", str(env), "--kb", "hb", "-q").exit_code == 0 and asked == [20_000]  # 0: never
+    monkeypatch.setattr(EdgeStore, "optimize", lambda self, name, min_unindexed=0: asked.append(min_unindexed) or True)
+    monkeypatch.setenv("RAG_HNSW_BUILD_MIN_UNINDEXED", "3")
+    built = run("ingest", str(env), "--kb", "hb", "-q")
+    assert asked[-1] == 3 and "vector search graph (HNSW) built in" in built.output
+    now = run("index", "--kb", "hb")
+    assert now.exit_code == 0 and asked[-1] == 1 and "vector search graph (HNSW) built in" in now.output
+    assert run("index", "--kb", "nope").exit_code == 2

@@ -15,6 +15,7 @@ from rag.adapters.llm_fake import ScriptedLLM
 from rag.factory import build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
+from rag import versions
 from rag.versions import detect, jaccard, shingles, split_marker
 from tests.unit.kb_fixtures import router
 
@@ -72,7 +73,27 @@ def test_families_are_stored_and_ordered(kb):
     fams = families(kb.kbs.open("hr"))
     assert sorted((v.source, v.order, v.newest) for v in fams.values()) == [
         ("Attendance policy 2023.md", 1, False), ("Attendance policy 2024.md", 2, True)]
+    versions._CACHE.clear()
     assert families(kb.kbs.open("hr")) == fams  # read back from the doc_versions table
+
+
+def test_families_are_kept_in_memory_until_a_document_changes(kb, tmp_path, monkeypatch):
+    from rag.versions import families
+
+    knowledge = kb.kbs.open("hr")
+    first = families(knowledge)
+    listed = []
+    real = knowledge.catalog.list_docs
+    monkeypatch.setattr(knowledge.catalog, "list_docs", lambda *a, **k: listed.append(a) or real(*a, **k))
+    assert families(knowledge) == first and not listed  # the same generation: no listing per query
+    newer = tmp_path / "more"
+    newer.mkdir()
+    (newer / "Attendance policy 2025.md").write_text(BODY.format(days="four", core="9:00"), encoding="utf-8")
+    build_ingestor(kb, "hr").ingest_folder(newer, prune=False)
+    fams = families(knowledge)
+    assert listed and sorted((v.source, v.order, v.newest) for v in fams.values()) == [
+        ("Attendance policy 2023.md", 1, False), ("Attendance policy 2024.md", 2, False),
+        ("Attendance policy 2025.md", 3, True)]
 
 
 def test_query_uses_the_newest_version_and_says_so(kb):
