@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -130,9 +131,11 @@ def detect(docs: Sequence[tuple[str, str, str, float, str]], min_overlap: float)
     return out
 
 
-# (catalog file, kb, min_overlap) -> (catalog generation, families): every query asks, and listing
-# the documents costs ~30 ms at 2,300 documents (benchmarks/peers, 100k chunks)
-_CACHE: dict[tuple[str, str, float], tuple[int, dict[str, Version]]] = {}
+# catalog -> {(kb, min_overlap): (catalog generation, families)}: every query asks, and listing the
+# documents costs ~30 ms at 2,300 documents (benchmarks/peers, 100k chunks). Per catalog object, so
+# a catalog made anew at the same path (its generations restart) never reads another's entries
+_CACHE: weakref.WeakKeyDictionary[Any, dict[tuple[str, float], tuple[int, dict[str, Version]]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def families(kb: KnowledgeBase, min_overlap: float = 0.5) -> dict[str, Version]:
@@ -140,13 +143,13 @@ def families(kb: KnowledgeBase, min_overlap: float = 0.5) -> dict[str, Version]:
     indexed documents (or `min_overlap`) changed since the stored result. Kept in memory while
     the catalog's generation of `kb` stays the same (it moves whenever a document is indexed,
     replaced or removed, by any process)."""
-    key = (str(kb.catalog.path), kb.name, min_overlap)
+    known = _CACHE.setdefault(kb.catalog, {})
     generation = kb.catalog.generation(kb.name)
-    cached = _CACHE.get(key)
+    cached = known.get((kb.name, min_overlap))
     if cached is not None and cached[0] == generation:
         return cached[1]
     found = _families(kb, min_overlap)
-    _CACHE[key] = (generation, found)
+    known[(kb.name, min_overlap)] = (generation, found)
     return found
 
 
