@@ -154,9 +154,7 @@ class Settings(BaseSettings):
     context_dedupe: bool = True
     match_years: bool = True
     context_focus: bool = True
-    # estimated tokens kept per passage: 240 against 160 on the dev halves answered 7 more / 4 fewer of 60
-    # CMRC 2018 and 4 more / 1 fewer of 30 COVID-QA questions, first token ~1.4x later (docs/benchmarks.md)
-    context_focus_tokens: int = Field(240, ge=32, le=4096)
+    context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
     # how it is asked: sentences = cited full sentences; extract = the short answer, then the source
     # sentence stating it; auto = extract for who/when/where/how-many questions. On the CMRC 2018 dev
     # half "auto" answered 8 of 12 against 9 of 12 and cited less (short answers carry no marker):
