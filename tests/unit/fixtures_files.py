@@ -338,3 +338,14 @@ def write_title_row_csv(folder: Path, name: str = "cups.csv") -> Path:
     path.write_text("Stanley Cups,,\nTeam,Location,Stanley Cups\nBlues,STL,1\nFlyers,PHI,2\nMaple Leafs,TOR,13\n",
                     encoding="utf-8")
     return path
+
+
+def write_mixed_folder(folder: Path) -> Path:
+    """Six text files of ~1,400 characters each, a broken PDF and an empty file (the two are
+    skipped with their reasons): a folder whose ingest spans several embedding batches."""
+    folder.mkdir(parents=True)
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(f"Document {i} about the warranty of model {i}. " * 30, encoding="utf-8")
+    (folder / "doc2b.pdf").write_bytes(b"%PDF-1.4\n not a pdf")
+    (folder / "doc3b.txt").write_bytes(b"")
+    return folder

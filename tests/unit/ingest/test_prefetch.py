@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 
@@ -16,6 +15,7 @@ from ingest.service import build_ingestor
 from rag.factory import build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
+from tests.unit.fixtures_files import write_mixed_folder
 
 
 def test_results_come_in_order_from_a_thread_at_most_depth_ahead():
@@ -88,18 +88,9 @@ class _WaitingEmbedder(HashEmbedder):
         return super().encode_corpus(texts)
 
 
-def _docs(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(6):
-        (folder / f"doc{i}.txt").write_text(f"Document {i} about the warranty of model {i}. " * 30, encoding="utf-8")
-    (folder / "doc2b.pdf").write_bytes(b"%PDF-1.4\n not a pdf")
-    (folder / "doc3b.txt").write_bytes(b"")
-    return folder
-
-
 @pytest.mark.parametrize("prefetch", [0, 4])
 def test_ingest_parses_ahead_while_embedding_with_the_same_results(tmp_path, prefetch):
-    docs = _docs(tmp_path / "docs")
+    docs = write_mixed_folder(tmp_path / "docs")
     split = threading.Event()
     embedder = _WaitingEmbedder(split)
     services = build_services(Settings(data_dir=tmp_path / "data", vector_backend="local", chunk_size=200,
@@ -133,7 +124,7 @@ def test_ingest_parses_ahead_while_embedding_with_the_same_results(tmp_path, pre
 
 
 def test_an_unexpected_error_while_parsing_ahead_fails_the_run(tmp_path):
-    docs = _docs(tmp_path / "docs")
+    docs = write_mixed_folder(tmp_path / "docs")
     services = build_services(Settings(data_dir=tmp_path / "data", vector_backend="local", chunk_size=200),
                               embedder=HashEmbedder(dim=64))
     ingestor = build_ingestor(services, "kb1")

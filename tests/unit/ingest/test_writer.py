@@ -19,6 +19,7 @@ from rag.factory import build_services
 from rag.kb import KnowledgeBase
 from rag.settings import Settings
 from rag.testing import HashEmbedder
+from tests.unit.fixtures_files import write_mixed_folder
 
 
 def test_jobs_run_in_order_in_a_thread_while_the_caller_goes_on():
@@ -117,15 +118,6 @@ def test_depth_zero_runs_each_job_at_once_and_raises_there():
 
 # the ingest loop ------------------------------------------------------------------------------
 
-def _docs(folder: Path) -> Path:
-    folder.mkdir(parents=True)
-    for i in range(6):
-        (folder / f"doc{i}.txt").write_text(f"Document {i} about the warranty of model {i}. " * 30, encoding="utf-8")
-    (folder / "doc2b.pdf").write_bytes(b"%PDF-1.4\n not a pdf")
-    (folder / "doc3b.txt").write_bytes(b"")
-    return folder
-
-
 def _services(data: Path, embedder=None, backend: str = "edge"):
     return build_services(Settings(_env_file=None, data_dir=data, vector_backend=backend, chunk_size=200,
                                    chunk_overlap=20, embed_batch_size=4),
@@ -145,7 +137,7 @@ def test_writes_overlap_the_embedding_with_the_same_result_as_inline(tmp_path, m
     """The first document's write waits until an embedding call starts after it began: with the
     writer thread that happens (the next batch, or the rest of the same batch, embeds meanwhile);
     inline it cannot, so there it does not wait."""
-    docs = _docs(tmp_path / "docs")
+    docs = write_mixed_folder(tmp_path / "docs")
     writing = threading.Event()  # the first write began
     embedding = threading.Event()  # an embedding call started after that
     overlapped = []
@@ -195,7 +187,7 @@ def test_writes_overlap_the_embedding_with_the_same_result_as_inline(tmp_path, m
 
 @pytest.mark.parametrize("depth", [0, WRITE_BEHIND])
 def test_a_write_error_fails_the_run_and_the_next_run_repairs(tmp_path, monkeypatch, depth):
-    docs = _docs(tmp_path / "docs")
+    docs = write_mixed_folder(tmp_path / "docs")
     services = _services(tmp_path / "data")
     original = KnowledgeBase.write
     calls = []
