@@ -73,8 +73,8 @@ def wrong(scored: Sequence[tuple[float, bool]]) -> list[float]:
     return [float(not r and a < 1) for a, r in scored]
 
 
-def table(rows: Sequence[dict], out: list[str], title: str, on: list[tuple[float, bool]],
-          off: list[tuple[float, bool]], on_name: str) -> None:
+def table(out: list[str], title: str, on: list[tuple[float, bool]], off: list[tuple[float, bool]],
+          on_name: str) -> None:
     out += [f"### {title}", "", "| config | n | accuracy | refusal rate | wrong answers |", "|---|---:|---:|---:|---:|"]
     for s in (summary("gate off", off), summary(on_name, on)):
         out.append(f"| {s['config']} | {s['n']} | {s['accuracy']:.3f} | {s['refusal rate']:.3f} | "
@@ -93,7 +93,7 @@ def as_run(rows: Sequence[dict]) -> str:
         by_group[group(row)].append(row)
     for name, members in sorted(by_group.items()):
         on = [(float(r["accuracy"]), bool(r["refused"])) for r in members]
-        table(members, out, name, on, [without_gate(r) for r in members], "gate on (as run)")
+        table(out, name, on, [without_gate(r) for r in members], "gate on (as run)")
     return "\n".join(out)
 
 
@@ -152,7 +152,7 @@ def recompute(rows: Sequence[dict], texts: SourceTexts, thresholds: Sequence[flo
             on = [(a, refused or (cov is not None and cov < threshold))
                   for (a, refused), (_, cov) in zip(off, members, strict=True)]
             on = [(0.0 if r else a, r) for a, r in on]
-            table([r for r, _ in members], out, f"{name}, min coverage {threshold}", on, off, f"gate {threshold}")
+            table(out, f"{name}, min coverage {threshold}", on, off, f"gate {threshold}")
     return "\n".join(out)
 
 

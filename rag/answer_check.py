@@ -160,10 +160,11 @@ def check_sources(question: str, sources: Sequence[Source], min_coverage: float)
     called. Judged only when every source is in the question's language (in a mixed collection
     the one in the other language may be the relevant one, and shared words cannot tell)."""
     focus = question_focus(question)
+    texts = {s.number: _source_text(s) for s in sources}
     language = detect_language(question)
-    if min_coverage <= 0 or not sources or any(detect_language(_source_text(s)) != language for s in sources):
+    if min_coverage <= 0 or not texts or any(detect_language(t) != language for t in texts.values()):
         return CheckResult(True, focus)
-    coverage = question_coverage(question, sources, sources)
+    coverage = _coverage(question, texts, list(texts.values()))
     if coverage is not None and coverage < min_coverage:
         return CheckResult(False, focus, "question_not_covered",
                            f"the retrieved sources state {coverage:.0%} of the question's terms "
@@ -180,12 +181,17 @@ def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[
     where the source has "华堡"). 1.0 when the cited sources miss fewer than two terms; None when
     it cannot be judged: no subject terms, or no cited source is in the question's language (an
     English question on Chinese documents)."""
-    texts = [_source_text(s) for s in sources]
+    texts = {s.number: _source_text(s) for s in sources}
+    return _coverage(question, texts, [texts.get(s.number) or _source_text(s) for s in cited])
+
+
+def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> float | None:
+    """`question_coverage` over the sources' texts (`_source_text`), built once by the caller."""
     subject = _HOW_RE.sub(" ", normalize(question))
-    weights = {term: weight for term, weight in term_weights(subject, texts, min_df=1).items()
+    weights = {term: weight for term, weight in term_weights(subject, list(texts.values()), min_df=1).items()
                if term not in _QUESTION_WORDS and not (len(term) == 1 and has_cjk(term))}
     language = detect_language(question)
-    stated = " ".join(t for t in map(_source_text, cited) if detect_language(t) == language)
+    stated = " ".join(t for t in cited if detect_language(t) == language)
     if not weights or not stated:
         return None
     plain = normalize(stated)
