@@ -185,6 +185,18 @@ def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[
     return _coverage(question, texts, [texts.get(s.number) or _source_text(s) for s in cited])
 
 
+def sources_about(question: str, sources: Sequence[Source], min_coverage: float) -> list[Source]:
+    """The `sources` that each, alone, state at least `min_coverage` of the question's subject
+    terms (weighted over all of them, as `question_coverage` weighs), the best covered first
+    (ties keep their order); a source whose coverage cannot be judged (another language, no
+    subject terms) is kept after them. The answer retry reads these instead of the next
+    retrieved ones: an answer copied from a source off the question fails the check again."""
+    texts = {s.number: _source_text(s) for s in sources}
+    scored = [(_coverage(question, texts, [texts[s.number]]), i, s) for i, s in enumerate(sources)]
+    judged = sorted((t for t in scored if t[0] is not None and t[0] >= min_coverage), key=lambda t: (-t[0], t[1]))
+    return [s for _, _, s in judged] + [s for c, _, s in scored if c is None]
+
+
 def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> float | None:
     """`question_coverage` over the sources' texts (`_source_text`), built once by the caller."""
     subject = _HOW_RE.sub(" ", normalize(question))

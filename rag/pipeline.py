@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag import collection, focus, prompts, versions
-from rag.answer_check import answer_style, check_answer, check_sources
+from rag.answer_check import answer_style, check_answer, check_sources, sources_about
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -475,7 +475,9 @@ class Pipeline:
     def _retry(self, ans: Answer, result: RetrievalResult, packed: PackedContext,
                more: Callable[[int], list[Hit]]) -> Answer:
         """Answer once more without the sources the refused answer relied on (its citations, else
-        the first source), reading the next retrieved ones in their place. `more(limit)` returns
+        the first source), reading the next retrieved ones in their place. With the coverage check
+        on, only those each about the question are read, the best covered first
+        (`answer_check.sources_about`), and none left means no second call. `more(limit)` returns
         up to `limit` ranked hits. Returns the new Answer (refused again when it fails too), with
         `info.retry` saying what was dropped and why."""
         relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
@@ -487,7 +489,13 @@ class Pipeline:
             ans.timings["retry_retrieval"] = time.perf_counter() - t
         rest = [h for h in hits if h.chunk.id not in relied]
         retry = {"reason": ans.info["refusal_reason"], "first_answer": ans.info.get("unsupported_answer", ""),
-                 "dropped": sorted(relied), "sources": len(rest)}
+                 "dropped": sorted(relied)}
+        if self.config.answer_check and self.config.answer_min_coverage > 0:
+            # only sources about the question, the best covered first: the answer must pass the check
+            about = sources_about(result.standalone_question, sources_from_hits(rest), self.config.answer_min_coverage)
+            retry["off_topic_dropped"] = len(rest) - len(about)
+            rest = [rest[s.number - 1] for s in about]
+        retry["sources"] = len(rest)
         if not rest:
             ans.info["retry"] = {**retry, "answered": False}
             return ans

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.answer_check import answer_style, check_answer, check_sources, question_coverage, question_focus
+from rag.answer_check import (answer_style, check_answer, check_sources, question_coverage, question_focus,
+                              sources_about)
 from rag.types import Citation, Source
 from tests.unit.kb_fixtures import KB, build_services, make_chunks, router
 
@@ -157,6 +158,15 @@ def test_chinese_terms_count_when_their_characters_appear():
     assert question_coverage("邵伯温曾写过什么著作？", fish, fish[1:]) == 1.0
     assert question_coverage("邵伯温曾写过什么著作？", fish, fish[:1]) < 0.5  # a passage on a fish
     assert question_coverage("银汉鱼的体型呈什么形状？", fish, fish[:1]) >= 0.5  # its title names the fish
+
+
+def test_sources_about_the_question_are_the_covering_ones_best_first_and_the_unjudged_kept_last():
+    venue = source(3, "The 2019 ceremony took place in Atlanta.", title="Ceremony")
+    zh = source(4, "马克斯韦尔奖2019年由乔·伯罗获得。", title="马克斯韦尔奖")
+    ranked = [AWARD[1], venue, zh, AWARD[0]]
+    about = sources_about("Who won the 2019 Maxwell Award?", ranked, 0.5)
+    assert [s.number for s in about] == [1, 4]  # Maxwell first; the Chinese one cannot be judged
+    assert [s.number for s in sources_about("Who won the 2019 Maxwell Award?", ranked, 0.0)][0] == 1
 
 
 def test_sources_that_together_miss_the_question_are_refused_before_the_model_is_called():

@@ -134,12 +134,32 @@ def test_answer_from_hits_retries_on_the_given_hits_only(tmp_path):
     hits = [Hit(chunk=c, score=1.0 / (i + 1)) for i, c in enumerate(award_chunks())]
     answer = services.pipeline.answer_from_hits(QUESTION, hits)
     assert not answer.refused and answer.info["retry"]["dropped"] == ["award-2018"]
-    assert answer.info["retry"]["sources"] == 2 and "retry_retrieval" not in answer.timings
+    assert "retry_retrieval" not in answer.timings
+    # of the two left, the one on the award's history states neither "won" nor "2019": not read again
+    assert answer.info["retry"]["sources"] == 1 and answer.info["retry"]["off_topic_dropped"] == 1
+    assert "best college football player" not in prompts_seen[1][-1]["content"]
 
 
-def test_a_second_attempt_on_sources_off_the_question_is_refused_without_the_model(tmp_path):
+def test_the_retry_reads_the_sources_about_the_question_best_covered_first(tmp_path):
+    reply, prompts_seen = answering(cites_2018, cites_2019)
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
+    chunks = {c.id: c for c in award_chunks()}
+    partial = Chunk(id="award-2019-venue", kb=KB, doc_id="doc-venue", source="venue.md", start=0, end=52,
+                    text="In 2019 the ceremony was held in Atlanta in December.", title="Ceremony")
+    ranked = [chunks["award-2018"], chunks["award-history"], partial, chunks["award-2019"]]
+    hits = [Hit(chunk=c, score=1.0 / (i + 1)) for i, c in enumerate(ranked)]
+    answer = services.pipeline.answer_from_hits(QUESTION, hits)
+    second = prompts_seen[1][-1]["content"]
+    assert number_of(prompts_seen[1], "Bob Jones") == 1  # retrieved last, it states every term
+    assert "best college football player" not in second and "Atlanta" not in second
+    assert answer.info["retry"]["off_topic_dropped"] == 2 and not answer.refused
+
+
+def test_no_second_attempt_when_no_source_left_is_about_the_question(tmp_path):
     reply, prompts_seen = answering(lambda m: "Nobody won the Maxwell Award that year [1].", cites_2019)
     services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
     answer = services.pipeline.answer(QUESTION, KB, limit=1)  # the first prompt holds the 2019 passage
-    assert len(prompts_seen) == 1 and answer.refused and answer.info["refusal_reason"] == "off_topic_sources"
-    assert answer.info["retry"]["answered"] is False and answer.info["retry"]["dropped"] == ["award-2019"]
+    assert len(prompts_seen) == 1 and answer.refused  # the first refusal stands, the model is not called again
+    retry = answer.info["retry"]
+    assert retry["answered"] is False and retry["dropped"] == ["award-2019"]
+    assert retry["sources"] == 0 and retry["off_topic_dropped"] == 2
