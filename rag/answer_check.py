@@ -186,15 +186,18 @@ def question_coverage(question: str, sources: Sequence[Source], cited: Sequence[
 
 
 def sources_about(question: str, sources: Sequence[Source], min_coverage: float) -> list[Source]:
-    """The `sources` that each, alone, state at least `min_coverage` of the question's subject
-    terms (weighted over all of them, as `question_coverage` weighs), the best covered first
-    (ties keep their order); a source whose coverage cannot be judged (another language, no
-    subject terms) is kept after them. The answer retry reads these instead of the next
-    retrieved ones: an answer copied from a source off the question fails the check again."""
+    """The `sources`, in their order, that each alone state at least `min_coverage` of the
+    question's subject terms (weighted over all of them, as `question_coverage` weighs), and those
+    whose coverage cannot be judged (another language, no subject terms). An answer citing only
+    sources left out fails `check_answer`'s coverage test, unless it cites several that fill each
+    other's gaps."""
     texts = {s.number: _source_text(s) for s in sources}
-    scored = [(_coverage(question, texts, [texts[s.number]]), i, s) for i, s in enumerate(sources)]
-    judged = sorted((t for t in scored if t[0] is not None and t[0] >= min_coverage), key=lambda t: (-t[0], t[1]))
-    return [s for _, _, s in judged] + [s for c, _, s in scored if c is None]
+    kept = []
+    for s in sources:
+        coverage = _coverage(question, texts, [texts[s.number]])
+        if coverage is None or coverage >= min_coverage:
+            kept.append(s)
+    return kept
 
 
 def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> float | None:

@@ -216,7 +216,8 @@ class Services:
                 refuse_unsupported=s.refuse_unsupported, strategy=s.strategy, strategy_sources=s.strategy_sources,
                 collection_questions=s.collection_questions, default_kb=s.default_kb,
                 context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
-                context_focus_tokens=s.context_focus_tokens, answer_style=s.answer_style,
+                context_focus_tokens=s.context_focus_tokens, context_about=s.context_about,
+                answer_style=s.answer_style,
                 answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage,
                 answer_retry=s.answer_retry))
 

@@ -80,6 +80,7 @@ class PipelineConfig:
     match_years: bool
     context_focus: bool
     context_focus_tokens: int
+    context_about: bool
     answer_style: str
     answer_check: bool
     answer_min_coverage: float
@@ -294,7 +295,7 @@ class Pipeline:
         if name != "stuff":
             ans.timings["strategy"] = time.perf_counter() - t
         ans.sources = step.packed.sources
-        ans.info["context"] = step.packed.info()
+        ans.info["context"] = {**ans.info.get("context", {}), **step.packed.info()}  # what focusing changed stays
         ans.info["strategy"] = {"requested": strategy, **step.info,
                                 "llm_calls": runner.calls + (step.messages is not None)}
         return step
@@ -407,7 +408,8 @@ class Pipeline:
         hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
                                               match_years=s.match_years, focus_on=s.context_focus,
                                               focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
-        packed = pack_context(hits, budget=budget, max_sources=s.context_top_n, lang=result.language)
+        read = self._about(question, hits, changed)
+        packed = pack_context(read, budget=budget, max_sources=s.context_top_n, lang=result.language)
         ans.sources = packed.sources
         ans.info["context"] = {**packed.info(), **changed}
         ans.info["answer_style"] = style
@@ -419,6 +421,18 @@ class Pipeline:
                 ans.info["refusal_reason"] = "off_topic_sources"
                 return ans, None
         return ans, packed
+
+    def _about(self, question: str, hits: list[Hit], changed: dict[str, int]) -> list[Hit]:
+        """The hits the model reads: with `context_about`, those each about the question
+        (`answer_check.sources_about`), or all of them when none is; `changed` counts those left out."""
+        s = self.config
+        if not (s.context_about and s.answer_min_coverage > 0 and hits):
+            return hits
+        about = sources_about(question, sources_from_hits(hits), s.answer_min_coverage)
+        if not about or len(about) == len(hits):
+            return hits
+        changed["off_topic_left_out"] = len(hits) - len(about)
+        return [hits[source.number - 1] for source in about]
 
     def _finish(self, ans: Answer, text: str, invalid: list[int], packed: PackedContext, model: str) -> None:
         lang = ans.info["language"]
@@ -476,8 +490,8 @@ class Pipeline:
                more: Callable[[int], list[Hit]]) -> Answer:
         """Answer once more without the sources the refused answer relied on (its citations, else
         the first source), reading the next retrieved ones in their place. With the coverage check
-        on, only those each about the question are read, the best covered first
-        (`answer_check.sources_about`), and none left means no second call. `more(limit)` returns
+        on, only those each about the question are read (`answer_check.sources_about`), and none
+        left means no second call. `more(limit)` returns
         up to `limit` ranked hits. Returns the new Answer (refused again when it fails too), with
         `info.retry` saying what was dropped and why."""
         relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
@@ -491,7 +505,7 @@ class Pipeline:
         retry = {"reason": ans.info["refusal_reason"], "first_answer": ans.info.get("unsupported_answer", ""),
                  "dropped": sorted(relied)}
         if self.config.answer_check and self.config.answer_min_coverage > 0:
-            # only sources about the question, the best covered first: the answer must pass the check
+            # only sources about the question: the second answer must pass the coverage check
             about = sources_about(result.standalone_question, sources_from_hits(rest), self.config.answer_min_coverage)
             retry["off_topic_dropped"] = len(rest) - len(about)
             rest = [rest[s.number - 1] for s in about]

@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     match_years: bool = True
     context_focus: bool = True
     context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
+    # give the model only the passages that each state answer_min_coverage of the question's subject
+    # terms (all of them when none does); an answer from one left out would fail the coverage check
+    context_about: bool = False
     # how it is asked: sentences = cited full sentences; extract = the short answer, then the source
     # sentence stating it; auto = extract for who/when/where/how-many questions. On the CMRC 2018 dev
     # half "auto" answered 8 of 12 against 9 of 12 and cited less (short answers carry no marker):

@@ -160,13 +160,13 @@ def test_chinese_terms_count_when_their_characters_appear():
     assert question_coverage("银汉鱼的体型呈什么形状？", fish, fish[:1]) >= 0.5  # its title names the fish
 
 
-def test_sources_about_the_question_are_the_covering_ones_best_first_and_the_unjudged_kept_last():
+def test_sources_about_the_question_are_those_each_covering_it_and_those_that_cannot_be_judged():
     venue = source(3, "The 2019 ceremony took place in Atlanta.", title="Ceremony")
     zh = source(4, "马克斯韦尔奖2019年由乔·伯罗获得。", title="马克斯韦尔奖")
-    ranked = [AWARD[1], venue, zh, AWARD[0]]
+    ranked = [AWARD[1], zh, venue, AWARD[0]]
     about = sources_about("Who won the 2019 Maxwell Award?", ranked, 0.5)
-    assert [s.number for s in about] == [1, 4]  # Maxwell first; the Chinese one cannot be judged
-    assert [s.number for s in sources_about("Who won the 2019 Maxwell Award?", ranked, 0.0)][0] == 1
+    assert [s.number for s in about] == [4, 1]  # in their order; the Chinese one cannot be judged
+    assert len(sources_about("Who won the 2019 Maxwell Award?", ranked, 0.0)) == 4
 
 
 def test_sources_that_together_miss_the_question_are_refused_before_the_model_is_called():
@@ -198,3 +198,26 @@ def test_the_pipeline_refuses_an_answer_citing_a_source_off_the_question(tmp_pat
     answer = build_services(tmp_path, llm=llm, refuse_unsupported=False).pipeline.answer(
         "Which damage does the Acme X200 warranty exclude?", KB)
     assert answer.sources and answer.refused and answer.info["refusal_reason"] == "off_topic_answer"
+
+
+def test_with_context_about_the_model_reads_only_the_sources_about_the_question(tmp_path):
+    from rag.types import Chunk
+
+    texts = {"award-2019": "Joe Burrow of LSU won the 2019 Maxwell Award as the best player in college football.",
+             "heisman": "The Heisman Trophy is awarded each December to the most outstanding college football player.",
+             "venue": "In 2019 the college football season ended with a final in Atlanta."}
+    chunks = [Chunk(id=cid, kb=KB, doc_id=cid, source=f"{cid}.md", text=t, start=0, end=len(t), title="Sports")
+              for cid, t in texts.items()]
+    llm = ScriptedLLM(router(answer="Joe Burrow won the 2019 Maxwell Award [1]."))
+    question = "Who won the 2019 Maxwell Award?"
+    on = build_services(tmp_path / "on", llm=llm, chunks=chunks, context_about=True).pipeline.answer(question, KB)
+    prompt = llm.last_messages[-1]["content"]
+    assert "Joe Burrow" in prompt and "Heisman" not in prompt and "Atlanta" not in prompt
+    assert [s.chunk_id for s in on.sources] == ["award-2019"] and on.info["context"]["off_topic_left_out"] == 2
+    assert not on.refused
+    off = build_services(tmp_path / "off", llm=llm, chunks=chunks).pipeline.answer(question, KB)  # the default
+    assert len(off.sources) == 3 and "off_topic_left_out" not in off.info["context"]
+    # each states a third of the question, the two together two thirds: both are read, as before
+    split = build_services(tmp_path / "split", llm=llm, chunks=chunks[1:], context_about=True).pipeline.answer(
+        "Was the 2019 Heisman Trophy ceremony held in Atlanta?", KB)
+    assert len(split.sources) == 2 and "off_topic_left_out" not in split.info["context"]

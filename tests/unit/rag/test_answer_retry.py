@@ -140,7 +140,7 @@ def test_answer_from_hits_retries_on_the_given_hits_only(tmp_path):
     assert "best college football player" not in prompts_seen[1][-1]["content"]
 
 
-def test_the_retry_reads_the_sources_about_the_question_best_covered_first(tmp_path):
+def test_the_retry_reads_only_the_sources_about_the_question(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
     services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
     chunks = {c.id: c for c in award_chunks()}
@@ -150,7 +150,7 @@ def test_the_retry_reads_the_sources_about_the_question_best_covered_first(tmp_p
     hits = [Hit(chunk=c, score=1.0 / (i + 1)) for i, c in enumerate(ranked)]
     answer = services.pipeline.answer_from_hits(QUESTION, hits)
     second = prompts_seen[1][-1]["content"]
-    assert number_of(prompts_seen[1], "Bob Jones") == 1  # retrieved last, it states every term
+    assert number_of(prompts_seen[1], "Bob Jones") == 1  # retrieved last, the only one stating every term
     assert "best college football player" not in second and "Atlanta" not in second
     assert answer.info["retry"]["off_topic_dropped"] == 2 and not answer.refused
 
