@@ -382,13 +382,15 @@ class CorpusFolder:
     """Writes streamed passages into a folder, one `<doc_id>.txt` each (see `write`), for
     ingestion; `prune()` then deletes the `.txt` files of passages no longer in the corpus, so
     the folder (and the knowledge base synced from it) mirrors the dataset. Only file paths are
-    kept, never the texts."""
+    kept, never the texts. A passage's title is not written into its file (see `write`): `titles`
+    maps each file name to it, for the ingest to give the document (`Ingestor(titles=...)`)."""
 
     def __init__(self, folder: Path, progress: Callable[[int], None] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.progress = progress
         self.names: list[str] = []  # file names written (names, not Paths: a 100k corpus stays small)
+        self.titles: dict[str, str] = {}  # file name -> the passage's title, for those that have one
         self.blank = 0
 
     @property
@@ -399,8 +401,8 @@ class CorpusFolder:
         return len(self.names)
 
     def write(self, doc: CorpusDoc) -> Path | None:
-        """Write exactly the passage text (no title line), UTF-8 without newline translation,
-        so character offsets of gold answers stay valid after ingestion. A file already
+        """Write exactly the passage text (no title line: its title goes to `titles`), UTF-8
+        without newline translation, so character offsets of gold answers stay valid after ingestion. A file already
         holding the same bytes is left untouched (its modification time too); a passage with
         blank text is skipped (None)."""
         if self.progress is not None:
@@ -415,6 +417,8 @@ class CorpusFolder:
         if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             path.write_bytes(data)
         self.names.append(name)
+        if doc.title.strip():
+            self.titles[name] = doc.title.strip()
         return path
 
     __call__ = write

@@ -84,7 +84,8 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
                written: CorpusFolder | None = None) -> IngestReport:
     """Ingest the corpus folder into `kb` with the configured chunker; unchanged files are not
     embedded again. `written` is the folder `load_dataset` streamed the passages into; without
-    it the passages of `dataset.corpus` are written first. Files of passages no longer in the
+    it the passages of `dataset.corpus` are written first. Each document gets its passage's
+    dataset title (the file holds the text alone). Files of passages no longer in the
     corpus are deleted (and so pruned from the knowledge base). `progress_factory(n_files)`
     may return an ingest progress callback (closed afterwards); a file is one passage."""
     if written is None:
@@ -95,7 +96,7 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
     if written.prune():
         log.info("removed the files of passages no longer in %s", dataset.name)
     try:
-        ingestor = build_ingestor(services, kb)
+        ingestor = build_ingestor(services, kb, titles=written.titles)
     except EmbeddingMismatch as exc:
         raise EmbeddingMismatch(f"{exc.message}. For an evaluation, use another --kb-prefix (or `rag drop --kb "
                                 f"{kb}`) to build a separate knowledge base for this model", field="kb") from exc

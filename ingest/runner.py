@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -187,8 +187,11 @@ class Ingestor:
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
                  headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None,
                  ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES,
-                 write_behind: int = WRITE_BEHIND) -> None:
+                 write_behind: int = WRITE_BEHIND, titles: Mapping[str, str] | None = None) -> None:
         self.kb = kb
+        # source (path relative to the folder) -> the title its document gets instead of the parsed one
+        # (`rag eval` gives each corpus passage its dataset title; its file holds the text alone)
+        self.titles = dict(titles or {})
         self.limits = limits or ParseLimits()
         self.ocr = ocr
         self.chunker = chunker
@@ -296,13 +299,16 @@ class Ingestor:
         # PDFs and images parsed with OCR off are re-read when it is turned back on (and the reverse)
         ocr_off = path.suffix.lower() in OCR_SUFFIXES and not self.ocr.enabled
         signature = self.signature + ("|ocr-off" if ocr_off else "")
+        title = self.titles.get(source, "").strip()
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
-                and old.chunker == signature and old.tags == self.tags):
+                and old.chunker == signature and old.tags == self.tags and (not title or old.title == title)):
             return FileResult(source, "unchanged"), 0.0
         ocr_seconds = 0.0
         try:
             parsed = parse_bytes(data, path.suffix, path.name, self.limits, self.ocr)
             del data
+            if title:
+                parsed.title = title
             ocr_seconds = float(parsed.metadata.get("ocr_seconds") or 0.0)
             spans = self.chunker.split(parsed)
         except ParseError as exc:

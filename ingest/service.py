@@ -19,7 +19,7 @@ def ocr_options(settings: Settings, page_progress=None) -> OcrOptions:
 
 
 def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None,
-                   page_progress=None) -> Ingestor:
+                   page_progress=None, titles: dict[str, str] | None = None) -> Ingestor:
     s = services.settings
     embedder = services.embedder if s.chunker == "semantic" else None
     chunker = make_chunker(s.chunker, size=s.chunk_size, overlap=s.chunk_overlap, embedder=embedder,
@@ -31,4 +31,4 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
                     embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress),
-                    write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0)
+                    write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0, titles=titles)

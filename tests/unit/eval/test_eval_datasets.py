@@ -295,6 +295,11 @@ def test_streaming_keeps_only_the_texts_scoring_needs(tmp_path):
         writer.write(doc)
     assert writer.prune() == 1 and sorted(p.name for p in (tmp_path / "files").iterdir()) == [
         "n1.txt", "n2.txt", "n3.txt", "n4.txt"]
+    # a title stays out of the file (offsets of gold spans hold) and goes to the ingest by file name
+    assert writer.titles == {}  # these passages have none
+    writer.write(CorpusDoc("n5", " RCEP signing ", "Fifteen countries signed RCEP in 2020."))
+    assert writer.titles == {"n5.txt": "RCEP signing"}
+    assert (tmp_path / "files" / "n5.txt").read_text() == "Fifteen countries signed RCEP in 2020."
 
 
 def test_split_halves_are_reproducible_disjoint_and_complete():

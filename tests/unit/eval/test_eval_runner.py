@@ -441,3 +441,23 @@ def test_a_passage_removed_from_the_corpus_leaves_the_knowledge_base(dataset_dir
     files = tmp_path / "data" / "eval" / "tiny" / "files"
     assert sorted(p.name for p in files.iterdir()) == ["d1.txt", "d2.txt", "d3.txt", "d4.txt"]
     assert second.dataset.skipped_queries == {"q5": "its relevant passages are missing from the corpus"}
+
+
+def test_dataset_titles_reach_the_knowledge_base_and_the_prompt_while_files_hold_the_text(dataset_dir, tmp_path):
+    corpus = dataset_dir / "corpus.jsonl"
+    rows = [json.loads(line) for line in corpus.read_text().splitlines()]
+    corpus.write_text(lines({**r, "title": "Eiffel Tower" if r["_id"] == "d3" else ""} for r in rows))
+    llm = ScriptedLLM(lambda messages: "It was completed in 1889 [1].")
+    result = evaluate(tmp_path, spec(dataset_dir, tmp_path, "hybrid", answers=True,
+                                     answer_config=parse_config("hybrid")), llm=llm)
+    svc = make_services(tmp_path)
+    try:
+        titles = {d.source: d.title for d in svc.catalog.list_docs(result.kb)}
+    finally:
+        svc.close()
+    assert titles["d3.txt"] == "Eiffel Tower" and titles["d1.txt"] == "d1"  # no title: the file name's stem
+    assert (tmp_path / "data" / "eval" / "tiny" / "files" / "d3.txt").read_text() == DOCS["d3"]
+    asked = [c["messages"][-1]["content"] for c in llm.calls if "Eiffel" in c["messages"][-1]["content"]]
+    assert any("] Eiffel Tower\n" in prompt for prompt in asked)
+    rows = {r["qid"]: r for r in result.answers.per_query}
+    assert rows["q3"]["accuracy"] == 1.0  # the gold span is still found at its offsets

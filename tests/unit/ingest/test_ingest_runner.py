@@ -113,6 +113,23 @@ def test_tags_and_metadata_on_chunks(tmp_path):
     assert report.count("updated") == 3
 
 
+def test_given_titles_replace_the_parsed_ones_and_a_new_title_reindexes(tmp_path):
+    docs = tmp_path / "docs"
+    _write_docs(docs)
+    services = _services(tmp_path / "data")
+    build_ingestor(services, "kb1", titles={"a.txt": "Warranty policy"}).ingest_folder(docs)
+    kb = services.kbs.open("kb1")
+    titles = {d.source: d.title for d in services.catalog.list_docs("kb1")}
+    assert titles == {"a.txt": "Warranty policy", "b.md": "Battery", "c.txt": "c"}  # the others keep theirs
+    doc = services.catalog.find_doc_by_source("kb1", "a.txt")
+    assert {c.title for c in kb.get_chunks(doc.chunk_ids).values()} == {"Warranty policy"}
+    assert build_ingestor(services, "kb1", titles={"a.txt": "Warranty policy"}).ingest_folder(docs).count(
+        "unchanged") == 3
+    again = build_ingestor(services, "kb1", titles={"a.txt": "Warranty terms"}).ingest_folder(docs)
+    assert again.count("updated") == 1 and again.count("unchanged") == 2
+    assert services.catalog.find_doc_by_source("kb1", "a.txt").title == "Warranty terms"
+
+
 def test_mixing_embedding_models_is_refused(tmp_path):
     docs = tmp_path / "docs"
     _write_docs(docs)
