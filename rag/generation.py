@@ -62,23 +62,26 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
     return [to_source(i, h) for i, h in enumerate(hits, 1)]
 
 
-def build_messages(question: str, sources: Sequence[Source], lang: str,
-                   style: str = "sentences") -> list[dict[str, str]]:
+def build_messages(question: str, sources: Sequence[Source], lang: str, style: str = "sentences",
+                   question_first: bool = False) -> list[dict[str, str]]:
     """System rules, one worked example (a user turn and the model's cited answer), then the
     user turn with the numbered sources and the question. `style`: "sentences" (cited full
-    sentences) or "extract" (the short answer, then the source sentence stating it)."""
+    sentences) or "extract" (the short answer, then the source sentence stating it).
+    `question_first`: each user turn also states the question before the sources, so that a
+    left-to-right model reads the sources knowing what it looks for."""
     blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in sources)
     system, examples = prompts.ANSWER_STYLES[style]
     example_sources, example_question, example_answer = examples.get(lang, examples["en"])
     return [{"role": "system", "content": system.get(lang, system["en"])},
-            {"role": "user", "content": _user_turn(example_sources, example_question, lang)},
+            {"role": "user", "content": _user_turn(example_sources, example_question, lang, question_first)},
             {"role": "assistant", "content": example_answer},
-            {"role": "user", "content": _user_turn(blocks, question, lang)}]
+            {"role": "user", "content": _user_turn(blocks, question, lang, question_first)}]
 
 
-def _user_turn(blocks: str, question: str, lang: str) -> str:
-    return (f"{prompts.SOURCES_HEADER.get(lang, 'Sources:')}\n\n{blocks}\n\n"
-            f"{prompts.QUESTION_LABEL.get(lang, 'Question:')} {question.strip()}")
+def _user_turn(blocks: str, question: str, lang: str, question_first: bool = False) -> str:
+    asked = f"{prompts.QUESTION_LABEL.get(lang, 'Question:')} {question.strip()}"
+    return (f"{asked}\n\n" if question_first else "") + (
+        f"{prompts.SOURCES_HEADER.get(lang, 'Sources:')}\n\n{blocks}\n\n{asked}")
 
 
 def _as_chunk(source: Source) -> Chunk:
@@ -88,9 +91,11 @@ def _as_chunk(source: Source) -> Chunk:
 
 
 def context_budget(context_window: int, max_tokens: int, question: str, lang: str,
-                   estimate: Callable[[str], int] = estimate_tokens, style: str = "sentences") -> int:
+                   estimate: Callable[[str], int] = estimate_tokens, style: str = "sentences",
+                   question_first: bool = False) -> int:
     """Tokens left for the sources. Raises ConfigError when the settings leave no room."""
-    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang, style)) + SAFETY_MARGIN
+    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang, style, question_first))
+    overhead += SAFETY_MARGIN
     budget = context_window - max_tokens - overhead
     if budget < MIN_SOURCE_TOKENS * 2:
         raise ConfigError(f"llm_context_window ({context_window}) leaves no room for sources after "

@@ -82,6 +82,7 @@ class PipelineConfig:
     context_focus_tokens: int
     context_about: bool
     answer_style: str
+    question_first: bool
     answer_check: bool
     answer_min_coverage: float
     answer_retry: bool
@@ -252,7 +253,8 @@ class Pipeline:
             return self._done(ans, started)
         llm = self.llm
         t = time.perf_counter()
-        gen = generate_timed(llm, build_messages(question, packed.sources, lang, ans.info["answer_style"]),
+        gen = generate_timed(llm, build_messages(question, packed.sources, lang, ans.info["answer_style"],
+                                                 self.config.question_first),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         _record_generation(ans, gen)
@@ -288,7 +290,8 @@ class Pipeline:
     def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         name = resolve(strategy, packed)
-        config = replace(self.strategy_config, answer_style=ans.info["answer_style"])
+        config = replace(self.strategy_config, answer_style=ans.info["answer_style"],
+                         question_first=self.config.question_first)
         runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
@@ -404,7 +407,8 @@ class Pipeline:
             return ans, None
         question = result.standalone_question
         style = answer_style(s.answer_style, question)
-        budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language, style=style)
+        budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language, style=style,
+                                question_first=s.question_first)
         hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
                                               match_years=s.match_years, focus_on=s.context_focus,
                                               focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
@@ -523,7 +527,7 @@ class Pipeline:
         llm = self.llm
         t = time.perf_counter()
         gen = generate_timed(llm, build_messages(second.standalone_question, packed2.sources, second.language,
-                                                 out.info["answer_style"]),
+                                                 out.info["answer_style"], self.config.question_first),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         out.timings["retry_generate"] = time.perf_counter() - t
         text, invalid = clean_answer(gen.text, len(packed2.sources))

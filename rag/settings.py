@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     # half "auto" answered 8 of 12 against 9 of 12 and cited less (short answers carry no marker):
     # sentences stays the default
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
+    # the answer prompt states the question before the sources as well as after them
+    question_first: bool = False
     # refuse an answer that does not address the question (rag/answer_check.py)
     answer_check: bool = True
     # ... and refuse one whose cited sources state under this share of the question's subject terms

@@ -65,6 +65,7 @@ class StrategyConfig:
     # no source supports are dropped before the reduce step (None: keep every one)
     grounded: Callable[[str, Sequence[Source]], bool] | None = None
     answer_style: str = "sentences"  # the prompt of a one-call answer (rag.generation.build_messages)
+    question_first: bool = False  # ... and whether it states the question before the sources too
 
 
 @dataclass
@@ -158,8 +159,7 @@ class StrategyRunner:
                    lang: str) -> FinalStep:
         """Run the intermediate calls of `strategy` (already resolved, not auto) and return the final step."""
         if strategy == "stuff":
-            return FinalStep(packed, build_messages(question, packed.sources, lang, self.config.answer_style),
-                             info={"name": "stuff"})
+            return FinalStep(packed, self._answer_messages(question, packed.sources, lang), info={"name": "stuff"})
         sources = number_sources(hits, packed.budget, lang)
         whole = PackedContext(sources, packed.budget, used=sum(_cost(s, lang) for s in sources),
                               left_out=len(hits) - len(sources))
@@ -168,7 +168,7 @@ class StrategyRunner:
         groups = group_sources(sources, packed.budget, self.config.group_sources, lang)
         info: dict[str, Any] = {"name": strategy, "groups": [[s.number for s in g] for g in groups]}
         if len(groups) <= 1:  # everything fits one prompt: the strategy is the plain answer call
-            return FinalStep(whole, build_messages(question, sources, lang, self.config.answer_style), info=info)
+            return FinalStep(whole, self._answer_messages(question, sources, lang), info=info)
         if strategy == "map_reduce":
             return self._map_reduce(question, whole, groups, lang, info)
         if strategy == "refine":
@@ -252,6 +252,10 @@ class StrategyRunner:
                 batches.append([])
             batches[-1].append(p)
         return batches
+
+    def _answer_messages(self, question: str, sources: Sequence[Source], lang: str) -> list[dict[str, str]]:
+        """The one-call answer prompt, as configured."""
+        return build_messages(question, sources, lang, self.config.answer_style, self.config.question_first)
 
     def _refine(self, question: str, whole: PackedContext, groups: list[list[Source]], lang: str,
                 info: dict[str, Any]) -> FinalStep:

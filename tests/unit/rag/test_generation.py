@@ -53,6 +53,21 @@ def test_prompt_numbers_sources_with_heading_and_page():
     assert "访客" in zh[1]["content"] and zh[2]["content"] == prompts.ANSWER_EXAMPLE["zh"][2]
 
 
+def test_question_first_states_the_question_before_the_sources_too(tmp_path):
+    packed = pack_context([hit("a", "The warranty lasts two years.")], budget=1000, max_sources=5)
+    messages = build_messages("How long is the warranty?", packed.sources, "en", question_first=True)
+    for turn in (messages[1]["content"], messages[3]["content"]):  # the worked example is laid out alike
+        assert turn.startswith("Question: ") and turn.count("Question: ") == 2 and turn.index("Sources:") > 0
+    assert messages[3]["content"].startswith("Question: How long is the warranty?\n\nSources:")
+    assert build_messages("How long is the warranty?", packed.sources, "en")[3]["content"].startswith("Sources:")
+    from rag.adapters.llm_fake import ScriptedLLM
+    from tests.unit.kb_fixtures import KB, build_services, router
+
+    llm = ScriptedLLM(router(answer="The warranty lasts two years [1]."))
+    build_services(tmp_path, llm=llm, question_first=True).pipeline.answer("How long is the Acme X200 warranty?", KB)
+    assert llm.last_messages[-1]["content"].startswith("Question: How long is the Acme X200 warranty?")
+
+
 def test_heading_falls_back_to_file_name():
     chunk = Chunk("x", "kb", "d", "notes/a.txt", "t", 0, 1, page=3)
     assert heading(chunk) == "notes/a.txt · page 3"
