@@ -29,7 +29,7 @@ from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rag import collection, focus, prompts, versions
+from rag import collection, focus, prompts, versions, vote
 from rag.answer_check import answer_style, check_answer, check_sources, sources_about
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
@@ -83,6 +83,7 @@ class PipelineConfig:
     context_about: bool
     answer_style: str
     question_first: bool
+    answer_vote: bool
     answer_check: bool
     answer_min_coverage: float
     answer_retry: bool
@@ -295,13 +296,28 @@ class Pipeline:
         runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
-        if name != "stuff":
+        if self.config.answer_vote and step.info.get("name") == "stuff" and step.messages is not None:
+            step = self._vote(ans, result, step)
+        if name != "stuff" or "vote" in ans.info:
             ans.timings["strategy"] = time.perf_counter() - t
         ans.sources = step.packed.sources
         ans.info["context"] = {**ans.info.get("context", {}), **step.packed.info()}  # what focusing changed stays
         ans.info["strategy"] = {"requested": strategy, **step.info,
-                                "llm_calls": runner.calls + (step.messages is not None)}
+                                "llm_calls": runner.calls + (step.messages is not None)
+                                + len(ans.info.get("vote", {}).get("candidates", ()))}
         return step
+
+    def _vote(self, ans: Answer, result: RetrievalResult, step: FinalStep) -> FinalStep:
+        """Three layouts of the one-call prompt, the most agreed answer kept (rag/vote.py): the
+        final step then carries its text, so streaming sends it whole."""
+        s = self.config
+        cands = vote.candidates(result.standalone_question, step.packed, result.language, ans.info["answer_style"],
+                                s.question_first, s.answer_min_coverage if s.answer_check else 0.0)
+        llm = self.llm
+        chosen, info = vote.vote(cands, lambda messages: generate_timed(
+            llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature))
+        ans.info["vote"] = info
+        return FinalStep(chosen.packed, None, chosen.text, {**step.info, "vote": chosen.layout}, chosen.generation)
 
     def _grounded(self, text: str, sources: Sequence[Source]) -> bool:
         """Whether a source supports at least one claim of an intermediate (map) answer."""

@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
     # the answer prompt states the question before the sources as well as after them
     question_first: bool = False
+    # write the one-call answer from three prompt layouts and keep the most agreed (rag/vote.py); 3x the LLM time
+    answer_vote: bool = False
     # refuse an answer that does not address the question (rag/answer_check.py)
     answer_check: bool = True
     # ... and refuse one whose cited sources state under this share of the question's subject terms

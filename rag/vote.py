@@ -1,0 +1,90 @@
+"""Answer by agreement (`answer_vote`): the one-call answer is written three times from the same
+retrieved sources, each time laid out differently, and the answer that agrees most with the other
+two is kept. A small model's greedy answer flips with the layout of its prompt (on the CMRC 2018
+dev half about one question in six changes between two layouts, as often to wrong as to right);
+the answer that two layouts reach is more often the right one.
+
+The three prompts: the configured one; the same sources with the question stated before them too
+(or not, when `question_first` is already on); and only the sources that each state enough of the
+question's subject terms (`answer_check.sources_about`), or the better half of them when all do.
+Agreement between two answers is the Jaccard overlap of their word sets (`rag.text.tokenize`:
+jieba words for Chinese, stems for English), citation markers left out; a refusal agrees with
+nothing. The first layout wins ties. The kept answer then goes through the same citation
+verification and answer check as any other."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from rag.answer_check import sources_about
+from rag.citations import strip_markers
+from rag.generation import PackedContext, build_messages, pack_context
+from rag.llm_timing import Generation
+from rag.strategies import is_refusal
+from rag.text import tokenize
+from rag.types import Hit
+
+LAYOUTS = ("configured", "question_first", "fewer_sources")
+
+
+@dataclass
+class Candidate:
+    layout: str
+    packed: PackedContext
+    messages: list[dict[str, str]]
+    generation: Generation | None = None
+
+    @property
+    def text(self) -> str:
+        return self.generation.text if self.generation is not None else ""
+
+
+def candidates(question: str, packed: PackedContext, lang: str, style: str, question_first: bool,
+               min_coverage: float) -> list[Candidate]:
+    """The three prompts of the module docstring, over `packed` (the configured packing)."""
+    out = [Candidate("configured", packed, build_messages(question, packed.sources, lang, style, question_first)),
+           Candidate("question_first", packed,
+                     build_messages(question, packed.sources, lang, style, not question_first))]
+    fewer = _fewer(question, packed, lang, min_coverage)
+    out.append(Candidate("fewer_sources", fewer, build_messages(question, fewer.sources, lang, style, question_first)))
+    return out
+
+
+def _fewer(question: str, packed: PackedContext, lang: str, min_coverage: float) -> PackedContext:
+    """The packing of the sources about the question, or of the better half when all (or none) are."""
+    by_id = {h.chunk.id: h for h in packed.hits}
+    hits: list[Hit] = [by_id[s.chunk_id] for s in packed.sources]
+    about = sources_about(question, packed.sources, min_coverage) if min_coverage > 0 else []
+    if about and len(about) < len(packed.sources):
+        keep = [hits[s.number - 1] for s in about]
+    else:
+        keep = hits[: max(1, (len(hits) + 1) // 2)]
+    return pack_context(keep, budget=packed.budget, max_sources=len(keep), lang=lang)
+
+
+def agreement(a: str, b: str) -> float:
+    """Jaccard overlap of the two answers' word sets (markers left out); 0 for a refusal."""
+    if is_refusal(a) or is_refusal(b):
+        return 0.0
+    wa, wb = set(tokenize(strip_markers(a))), set(tokenize(strip_markers(b)))
+    return len(wa & wb) / len(wa | wb) if wa | wb else 0.0
+
+
+def most_agreed(texts: Sequence[str]) -> tuple[int, list[float]]:
+    """The index of the text that agrees most with the others (the first on a tie), and each
+    text's summed agreement."""
+    scores = [sum(agreement(t, u) for j, u in enumerate(texts) if j != i) for i, t in enumerate(texts)]
+    return max(range(len(texts)), key=lambda i: (scores[i], -i)), scores
+
+
+def vote(cands: list[Candidate], generate: Callable[[list[dict[str, str]]], Generation]) -> tuple[Candidate, dict]:
+    """Write every candidate's answer (`generate(messages)`) and keep the most agreed one; what
+    the vote saw, for `info["vote"]`."""
+    for cand in cands:
+        cand.generation = generate(cand.messages)
+    best, scores = most_agreed([c.text for c in cands])
+    info = {"chosen": cands[best].layout,
+            "candidates": [{"layout": c.layout, "sources": len(c.packed.sources), "text": c.text,
+                            "agreement": round(score, 3)} for c, score in zip(cands, scores)]}
+    return cands[best], info
