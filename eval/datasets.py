@@ -402,9 +402,9 @@ class CorpusFolder:
 
     def write(self, doc: CorpusDoc) -> Path | None:
         """Write exactly the passage text (no title line: its title goes to `titles`), UTF-8
-        without newline translation, so character offsets of gold answers stay valid after ingestion. A file already
-        holding the same bytes is left untouched (its modification time too); a passage with
-        blank text is skipped (None)."""
+        without newline translation, so character offsets of gold answers stay valid after
+        ingestion. A file already holding the same bytes is left untouched (its modification time
+        too); a passage with blank text is skipped (None)."""
         if self.progress is not None:
             self.progress(1)
         if not doc.text.strip():

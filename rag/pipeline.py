@@ -511,9 +511,8 @@ class Pipeline:
         """Answer once more without the sources the refused answer relied on (its citations, else
         the first source), reading the next retrieved ones in their place. With the coverage check
         on, only those each about the question are read (`answer_check.sources_about`), and none
-        left means no second call. `more(limit)` returns
-        up to `limit` ranked hits. Returns the new Answer (refused again when it fails too), with
-        `info.retry` saying what was dropped and why."""
+        left means no second call. `more(limit)` returns up to `limit` ranked hits. Returns the new
+        Answer (refused again when it fails too), with `info.retry` saying what was dropped and why."""
         relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
         hits = result.hits
         limit = result.info.get("limit")
