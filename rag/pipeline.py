@@ -315,7 +315,7 @@ class Pipeline:
                                 s.question_first, s.answer_min_coverage if s.answer_check else 0.0)
         llm = self.llm
         chosen, info = vote.vote(cands, lambda messages: generate_timed(
-            llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature))
+            llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature), self.strategy_config.parallel)
         ans.info["vote"] = info
         return FinalStep(chosen.packed, None, chosen.text, {**step.info, "vote": chosen.layout}, chosen.generation)
 

@@ -15,6 +15,7 @@ verification and answer check as any other."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rag.answer_check import sources_about
@@ -78,11 +79,18 @@ def most_agreed(texts: Sequence[str]) -> tuple[int, list[float]]:
     return max(range(len(texts)), key=lambda i: (scores[i], -i)), scores
 
 
-def vote(cands: list[Candidate], generate: Callable[[list[dict[str, str]]], Generation]) -> tuple[Candidate, dict]:
-    """Write every candidate's answer (`generate(messages)`) and keep the most agreed one; what
-    the vote saw, for `info["vote"]`."""
-    for cand in cands:
-        cand.generation = generate(cand.messages)
+def vote(cands: list[Candidate], generate: Callable[[list[dict[str, str]]], Generation],
+         parallel: int = 1) -> tuple[Candidate, dict]:
+    """Write every candidate's answer (`generate(messages)`, up to `parallel` calls at once: an
+    endpoint serves them side by side, the embedded model one after the other) and keep the most
+    agreed one; what the vote saw, for `info["vote"]`."""
+    if parallel > 1:
+        with ThreadPoolExecutor(max_workers=min(parallel, len(cands))) as pool:
+            generations = list(pool.map(lambda c: generate(c.messages), cands))
+    else:
+        generations = [generate(c.messages) for c in cands]
+    for cand, generation in zip(cands, generations, strict=True):
+        cand.generation = generation
     best, scores = most_agreed([c.text for c in cands])
     info = {"chosen": cands[best].layout,
             "candidates": [{"layout": c.layout, "sources": len(c.packed.sources), "text": c.text,

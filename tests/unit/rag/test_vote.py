@@ -33,7 +33,7 @@ def layouts():
 
 def test_the_pipeline_keeps_the_answer_two_layouts_agree_on(tmp_path):
     llm = ScriptedLLM(router(answer=layouts()))
-    services = build_services(tmp_path, llm=llm, answer_vote=True)
+    services = build_services(tmp_path, llm=llm, answer_vote=True, strategy_parallel=1)  # replies in call order
     answer = services.pipeline.answer(QUESTION, KB)
     assert len(llm.calls) == 3
     vote = answer.info["vote"]
@@ -41,10 +41,21 @@ def test_the_pipeline_keeps_the_answer_two_layouts_agree_on(tmp_path):
     assert vote["chosen"] == "question_first" and "two years" in answer.answer  # the first of the two agreeing
     assert answer.info["strategy"]["llm_calls"] == 3 and not answer.refused
     assert answer.citations and all(c.chunk_id for c in answer.citations)
-    streamed = list(build_services(tmp_path / "s", llm=ScriptedLLM(router(answer=layouts())),
-                                   answer_vote=True).pipeline.stream(QUESTION, KB))
+    streamed = list(build_services(tmp_path / "s", llm=ScriptedLLM(router(answer=layouts())), answer_vote=True,
+                                   strategy_parallel=1).pipeline.stream(QUESTION, KB))
     tokens = "".join(e["text"] for e in streamed if e["type"] == "token")
     assert "two years" in tokens and streamed[-1]["answer"]["info"]["vote"]["chosen"] == vote["chosen"]
+
+
+def test_the_three_calls_may_run_side_by_side(tmp_path):
+    def by_layout(messages):
+        if messages[-1]["content"].startswith("Question:"):
+            return "The Acme X200 warranty lasts two years from purchase [1]."
+        return "Hold the power button for fifteen seconds [2]."
+
+    llm = ScriptedLLM(router(answer=by_layout))
+    answer = build_services(tmp_path, llm=llm, answer_vote=True, strategy_parallel=3).pipeline.answer(QUESTION, KB)
+    assert len(llm.calls) == 3 and answer.info["vote"]["chosen"] == "configured"  # two of three agree
 
 
 def test_one_call_by_default(tmp_path):
@@ -72,3 +83,16 @@ def test_the_fewer_sources_layout_reads_those_about_the_question_else_the_better
     mixed = packed([on_topic[0], "Hold the power button for fifteen seconds.", on_topic[1]])
     fewer = candidates(QUESTION, mixed, "en", "sentences", False, 0.5)[2].packed
     assert [s.text for s in fewer.sources] == [on_topic[0], on_topic[1]]
+
+
+
+def test_rag_eval_records_the_vote_per_question(tmp_path, monkeypatch):
+    from tests.unit.eval.test_eval_runner import evaluate, parse_config, spec, write_dataset
+
+    monkeypatch.setenv("RAG_ANSWER_VOTE", "true")  # the eval's settings read the environment
+    dataset = write_dataset(tmp_path / "tiny")
+    llm = ScriptedLLM(lambda messages: "It was completed in 1889 [1].")
+    result = evaluate(tmp_path, spec(dataset, tmp_path, "hybrid", answers=True, answer_config=parse_config("hybrid")),
+                      llm=llm)
+    votes = [r["vote"] for r in result.answers.per_query if r["vote"]]
+    assert votes and all(v["chosen"] == "configured" and len(v["candidates"]) == 3 for v in votes)  # all agree
