@@ -85,7 +85,6 @@ def test_the_fewer_sources_layout_reads_those_about_the_question_else_the_better
     assert [s.text for s in fewer.sources] == [on_topic[0], on_topic[1]]
 
 
-
 def test_rag_eval_records_the_vote_per_question(tmp_path, monkeypatch):
     from tests.unit.eval.test_eval_runner import evaluate, parse_config, spec, write_dataset
 
