@@ -114,9 +114,7 @@ def build_scaled_kb(source: Services, kb: str, target: Services, n: int, seed: i
             clones.append(Chunk.from_payload({**chunk.payload(), "chunk_id": f"{chunk.id}-c{copy}",
                                               "doc_id": f"{chunk.doc_id}-c{copy}", "kb": name}))
         scaled.write_documents(clones, copies.vectors[rows.start:rows.stop])
-    optimize = getattr(scaled.store, "optimize", None)
-    if optimize is not None:
-        optimize(scaled.collection)
+    scaled.index_vectors(0)  # the HNSW graph, whatever the number of vectors outside it
     return name, time.perf_counter() - started
 
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 
 from rag.citations import strip_markers
 from rag.focus import figures, mismatch, question_markers, term_weights
+from rag.generation import sources_from_hits
 from rag.text import detect_language, has_cjk, normalize, tokenize
-from rag.types import Citation, Source
+from rag.types import Citation, Hit, Source
 
 FOCI = ("time", "number", "person", "place", "other")
 
@@ -198,6 +199,11 @@ def sources_about(question: str, sources: Sequence[Source], min_coverage: float)
         if coverage is None or coverage >= min_coverage:
             kept.append(s)
     return kept
+
+
+def hits_about(question: str, hits: Sequence[Hit], min_coverage: float) -> list[Hit]:
+    """`sources_about` for retrieved hits: those, in their order, whose text is about the question."""
+    return [hits[s.number - 1] for s in sources_about(question, sources_from_hits(hits), min_coverage)]
 
 
 def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> float | None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag import collection, focus, prompts, versions, vote
-from rag.answer_check import answer_style, check_answer, check_sources, sources_about
+from rag.answer_check import answer_style, check_answer, check_sources, hits_about
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -444,15 +444,15 @@ class Pipeline:
 
     def _about(self, question: str, hits: list[Hit], changed: dict[str, int]) -> list[Hit]:
         """The hits the model reads: with `context_about`, those each about the question
-        (`answer_check.sources_about`), or all of them when none is; `changed` counts those left out."""
+        (`answer_check.hits_about`), or all of them when none is; `changed` counts those left out."""
         s = self.config
         if not (s.context_about and s.answer_min_coverage > 0 and hits):
             return hits
-        about = sources_about(question, sources_from_hits(hits), s.answer_min_coverage)
+        about = hits_about(question, hits, s.answer_min_coverage)
         if not about or len(about) == len(hits):
             return hits
         changed["off_topic_left_out"] = len(hits) - len(about)
-        return [hits[source.number - 1] for source in about]
+        return about
 
     def _finish(self, ans: Answer, text: str, invalid: list[int], packed: PackedContext, model: str) -> None:
         lang = ans.info["language"]
@@ -510,7 +510,7 @@ class Pipeline:
                more: Callable[[int], list[Hit]]) -> Answer:
         """Answer once more without the sources the refused answer relied on (its citations, else
         the first source), reading the next retrieved ones in their place. With the coverage check
-        on, only those each about the question are read (`answer_check.sources_about`), and none
+        on, only those each about the question are read (`answer_check.hits_about`), and none
         left means no second call. `more(limit)` returns up to `limit` ranked hits. Returns the new
         Answer (refused again when it fails too), with `info.retry` saying what was dropped and why."""
         relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
@@ -525,9 +525,9 @@ class Pipeline:
                  "dropped": sorted(relied)}
         if self.config.answer_check and self.config.answer_min_coverage > 0:
             # only sources about the question: the second answer must pass the coverage check
-            about = sources_about(result.standalone_question, sources_from_hits(rest), self.config.answer_min_coverage)
+            about = hits_about(result.standalone_question, rest, self.config.answer_min_coverage)
             retry["off_topic_dropped"] = len(rest) - len(about)
-            rest = [rest[s.number - 1] for s in about]
+            rest = about
         retry["sources"] = len(rest)
         if not rest:
             ans.info["retry"] = {**retry, "answered": False}
