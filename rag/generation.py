@@ -63,13 +63,16 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
 
 
 def build_messages(question: str, sources: Sequence[Source], lang: str, style: str = "sentences",
-                   question_first: bool = False) -> list[dict[str, str]]:
+                   question_first: bool = False, best_last: bool = False) -> list[dict[str, str]]:
     """System rules, one worked example (a user turn and the model's cited answer), then the
     user turn with the numbered sources and the question. `style`: "sentences" (cited full
     sentences) or "extract" (the short answer, then the source sentence stating it).
     `question_first`: each user turn also states the question before the sources, so that a
-    left-to-right model reads the sources knowing what it looks for."""
-    blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in sources)
+    left-to-right model reads the sources knowing what it looks for. `best_last`: the sources are
+    listed from the last to the first number, so the best one stands next to the question (the
+    numbers stay the ranks)."""
+    ordered = list(reversed(sources)) if best_last else sources
+    blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in ordered)
     system, examples = prompts.ANSWER_STYLES[style]
     example_sources, example_question, example_answer = examples.get(lang, examples["en"])
     return [{"role": "system", "content": system.get(lang, system["en"])},

@@ -83,6 +83,7 @@ class PipelineConfig:
     context_about: bool
     answer_style: str
     question_first: bool
+    context_best_last: bool
     answer_vote: bool
     answer_check: bool
     answer_min_coverage: float
@@ -255,7 +256,7 @@ class Pipeline:
         llm = self.llm
         t = time.perf_counter()
         gen = generate_timed(llm, build_messages(question, packed.sources, lang, ans.info["answer_style"],
-                                                 self.config.question_first),
+                                                 self.config.question_first, self.config.context_best_last),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         _record_generation(ans, gen)
@@ -292,7 +293,7 @@ class Pipeline:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         name = resolve(strategy, packed)
         config = replace(self.strategy_config, answer_style=ans.info["answer_style"],
-                         question_first=self.config.question_first)
+                         question_first=self.config.question_first, best_last=self.config.context_best_last)
         runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
@@ -312,7 +313,8 @@ class Pipeline:
         final step then carries its text, so streaming sends it whole."""
         s = self.config
         cands = vote.candidates(result.standalone_question, step.packed, result.language, ans.info["answer_style"],
-                                s.question_first, s.answer_min_coverage if s.answer_check else 0.0)
+                                s.question_first, s.answer_min_coverage if s.answer_check else 0.0,
+                                s.context_best_last)
         llm = self.llm
         chosen, info = vote.vote(cands, lambda messages: generate_timed(
             llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature), self.strategy_config.parallel)
@@ -542,7 +544,8 @@ class Pipeline:
         llm = self.llm
         t = time.perf_counter()
         gen = generate_timed(llm, build_messages(second.standalone_question, packed2.sources, second.language,
-                                                 out.info["answer_style"], self.config.question_first),
+                                                 out.info["answer_style"], self.config.question_first,
+                                                 self.config.context_best_last),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         out.timings["retry_generate"] = time.perf_counter() - t
         text, invalid = clean_answer(gen.text, len(packed2.sources))

@@ -165,6 +165,8 @@ class Settings(BaseSettings):
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
     # the answer prompt states the question before the sources as well as after them (CMRC 2018 dev: -0.017)
     question_first: bool = False
+    # the sources are listed from the last to the first number, the best next to the question
+    context_best_last: bool = False
     # write the one-call answer from three prompt layouts and keep the most agreed (rag/vote.py); 3x the
     # LLM calls. CMRC 2018: dev +0.067, held-out test +0.020 [-0.050, +0.090] with more wrong answers
     answer_vote: bool = False

@@ -66,6 +66,7 @@ class StrategyConfig:
     grounded: Callable[[str, Sequence[Source]], bool] | None = None
     answer_style: str = "sentences"  # the prompt of a one-call answer (rag.generation.build_messages)
     question_first: bool = False  # ... and whether it states the question before the sources too
+    best_last: bool = False  # ... and lists the sources best last, next to the question
 
 
 @dataclass
@@ -255,7 +256,8 @@ class StrategyRunner:
 
     def _answer_messages(self, question: str, sources: Sequence[Source], lang: str) -> list[dict[str, str]]:
         """The one-call answer prompt, as configured."""
-        return build_messages(question, sources, lang, self.config.answer_style, self.config.question_first)
+        return build_messages(question, sources, lang, self.config.answer_style, self.config.question_first,
+                              self.config.best_last)
 
     def _refine(self, question: str, whole: PackedContext, groups: list[list[Source]], lang: str,
                 info: dict[str, Any]) -> FinalStep:

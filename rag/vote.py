@@ -42,13 +42,15 @@ class Candidate:
 
 
 def candidates(question: str, packed: PackedContext, lang: str, style: str, question_first: bool,
-               min_coverage: float) -> list[Candidate]:
+               min_coverage: float, best_last: bool = False) -> list[Candidate]:
     """The three prompts of the module docstring, over `packed` (the configured packing)."""
-    out = [Candidate("configured", packed, build_messages(question, packed.sources, lang, style, question_first)),
+    out = [Candidate("configured", packed,
+                     build_messages(question, packed.sources, lang, style, question_first, best_last)),
            Candidate("question_first", packed,
-                     build_messages(question, packed.sources, lang, style, not question_first))]
+                     build_messages(question, packed.sources, lang, style, not question_first, best_last))]
     fewer = _fewer(question, packed, lang, min_coverage)
-    out.append(Candidate("fewer_sources", fewer, build_messages(question, fewer.sources, lang, style, question_first)))
+    out.append(Candidate("fewer_sources", fewer,
+                         build_messages(question, fewer.sources, lang, style, question_first, best_last)))
     return out
 
 

@@ -4,6 +4,7 @@ never a chunk cut mid-sentence; JSON-ready results."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -66,6 +67,26 @@ def test_question_first_states_the_question_before_the_sources_too(tmp_path):
     llm = ScriptedLLM(router(answer="The warranty lasts two years [1]."))
     build_services(tmp_path, llm=llm, question_first=True).pipeline.answer("How long is the Acme X200 warranty?", KB)
     assert llm.last_messages[-1]["content"].startswith("Question: How long is the Acme X200 warranty?")
+
+
+def test_best_last_lists_the_sources_from_the_last_number_to_the_first(tmp_path):
+    hits = [hit("a", "The warranty lasts two years."), hit("b", "Returns are accepted within 30 days."),
+            hit("c", "Shipping is free over 50 euros.")]
+    packed = pack_context(hits, budget=1000, max_sources=5)
+    user = build_messages("How long is the warranty?", packed.sources, "en", best_last=True)[3]["content"]
+    # the numbers stay the ranks; the best source stands right before the question
+    assert user.index("[3] Doc") < user.index("[2] Doc") < user.index("[1] Doc\nThe warranty lasts two years.")
+    assert user.index("[1] Doc") < user.index("Question: How long is the warranty?")
+    from rag.adapters.llm_fake import ScriptedLLM
+    from tests.unit.kb_fixtures import KB, build_services, router
+
+    llm = ScriptedLLM(router(answer="The warranty lasts two years [1]."))
+    answer = build_services(tmp_path, llm=llm, context_best_last=True).pipeline.answer(
+        "How long is the Acme X200 warranty?", KB)
+    last = llm.last_messages[-1]["content"]
+    numbers = [int(n) for n in re.findall(r"^\[(\d+)\] ", last, flags=re.M)]
+    assert len(numbers) > 1 and numbers == sorted(numbers, reverse=True)
+    assert not answer.refused and answer.citations and answer.citations[0].source_number == 1
 
 
 def test_heading_falls_back_to_file_name():
