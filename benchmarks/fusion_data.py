@@ -77,9 +77,11 @@ def subset(base: Dataset, n_docs: int, seed: int, folder: Path, densest: bool = 
     return _write_beir(folder, corpus, queries, qrels, answers if base.answers else None)
 
 
-def windows(base: Dataset, n_docs: int | None, seed: int, width: int, folder: Path, densest: bool = False) -> Path:
+def windows(base: Dataset, n_docs: int | None, seed: int, width: int, folder: Path, densest: bool = False,
+            with_answers: bool = False) -> Path:
     """Sentence windows of `width` sentences, stride 1, over `n_docs` documents of `base` (drawn
-    with `seed`, or the `densest_docs`)."""
+    with `seed`, or the `densest_docs`). `with_answers`: also an answers.jsonl, one row per
+    positive window with the gold spans it holds (offsets in the window), for `rag eval --answers`."""
     ids = sorted(base.corpus)
     if n_docs is not None and n_docs < len(ids):
         if densest:
@@ -97,18 +99,21 @@ def windows(base: Dataset, n_docs: int | None, seed: int, width: int, folder: Pa
             corpus.append({"_id": wid, "title": base.corpus[doc_id].title, "text": text[start:end]})
             spans.append((wid, start, end))
         spans_of[doc_id] = spans
-    queries, qrels = [], []
+    queries, qrels, answers = [], [], []
     for qid in sorted(base.queries):
-        pos = []
+        held: dict[str, list[tuple[str, int]]] = {}  # window -> (gold text, offset in the window)
         for gold in base.answers.get(qid, []):
             if gold.doc_id not in spans_of or gold.start is None:
                 continue
-            pos += [wid for wid, s, e in spans_of[gold.doc_id] if s <= gold.start and gold.end <= e]
-        pos = list(dict.fromkeys(pos))
-        if pos:
+            for wid, s, e in spans_of[gold.doc_id]:
+                if s <= gold.start and gold.end <= e:
+                    held.setdefault(wid, []).append((gold.text, gold.start - s))
+        if held:
             queries.append({"_id": qid, "text": base.queries[qid]})
-            qrels += [(qid, wid) for wid in pos]
-    return _write_beir(folder, corpus, queries, qrels, None)
+            qrels += [(qid, wid) for wid in held]
+            answers += [{"_id": qid, "doc_id": wid, "answers": [t for t, _ in golds],
+                         "answer_starts": [o for _, o in golds]} for wid, golds in held.items()]
+    return _write_beir(folder, corpus, queries, qrels, answers if with_answers else None)
 
 
 def build(name: str, data_dir: Path) -> Path:
