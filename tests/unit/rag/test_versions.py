@@ -30,8 +30,9 @@ TRAVEL = ("Travel policy. Book trains in second class. Flights need approval fro
 
 
 def echo_first_source(messages) -> str:
-    block = re.search(r"\[(\d+)\] [^\n]*\n([^\n]+)", messages[-1]["content"])
-    return block.group(2).split(". ")[1] + f" [{block.group(1)}]."
+    """The second sentence of source [1] (the best ranked, wherever the prompt lists it), cited."""
+    block = re.search(r"^\[1\] [^\n]*\n([^\n]+)", messages[-1]["content"], flags=re.M)
+    return block.group(1).split(". ")[1] + " [1]."
 
 
 @pytest.fixture
