@@ -255,8 +255,7 @@ class Pipeline:
             return self._done(ans, started)
         llm = self.llm
         t = time.perf_counter()
-        gen = generate_timed(llm, build_messages(question, packed.sources, lang, ans.info["answer_style"],
-                                                 self.config.question_first, self.config.context_best_last),
+        gen = generate_timed(llm, self._answer_messages(question, packed.sources, lang, ans.info["answer_style"]),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         _record_generation(ans, gen)
@@ -265,6 +264,10 @@ class Pipeline:
         if self._retry_wanted(ans):
             ans = self._retry(ans, result, packed, lambda limit: list(hits))
         return self._done(ans, started)
+
+    def _answer_messages(self, question: str, sources: Sequence[Source], lang: str, style: str) -> list[dict[str, str]]:
+        """The one-call answer prompt in the configured layout (question first, best source last)."""
+        return build_messages(question, sources, lang, style, self.config.question_first, self.config.context_best_last)
 
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
                           kwargs: dict[str, Any]) -> Answer | None:
@@ -543,9 +546,8 @@ class Pipeline:
             return out
         llm = self.llm
         t = time.perf_counter()
-        gen = generate_timed(llm, build_messages(second.standalone_question, packed2.sources, second.language,
-                                                 out.info["answer_style"], self.config.question_first,
-                                                 self.config.context_best_last),
+        gen = generate_timed(llm, self._answer_messages(second.standalone_question, packed2.sources,
+                                                        second.language, out.info["answer_style"]),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         out.timings["retry_generate"] = time.perf_counter() - t
         text, invalid = clean_answer(gen.text, len(packed2.sources))

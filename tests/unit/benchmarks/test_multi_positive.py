@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks.multi_positive import main
 from eval.datasets import load_dataset
 
@@ -29,9 +31,8 @@ def test_windows_holding_a_gold_span_are_the_positives_and_the_rest_same_topic_n
 
 
 def test_bad_counts_are_refused(tmp_path, capsys):
-    try:
+    with pytest.raises(SystemExit) as exc:
         main(["cmrc2018", "--docs", "0", "--out", str(tmp_path / "x")])
-    except SystemExit as exc:
-        assert exc.code == 2
+    assert exc.value.code == 2
     assert "--docs and --width must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
