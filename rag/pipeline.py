@@ -36,7 +36,7 @@ from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answ
 from rag.errors import InvalidRequest, RagError
 from rag.generation import (PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
                             sources_from_hits)
-from rag.kb import KnowledgeBases
+from rag.kb import KnowledgeBase, KnowledgeBases
 from rag.llm_timing import Generation, StreamTimer, generate_timed
 from rag.protocols import LLM
 from rag.rerank import RerankStage
@@ -44,7 +44,7 @@ from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
 from rag.settings import TRANSFORMS
 from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
-from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
+from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
 from rag.types import Answer, Filter, Hit, Source
 
 __all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
@@ -101,10 +101,32 @@ class RetrievalResult:
     timings: dict[str, float]
     rerank_enabled: bool
     info: dict[str, Any] = field(default_factory=dict)
+    # the request as ranked (None for given hits): the answer retry ranks it again, further down
+    search: _Search | None = field(default=None, repr=False, compare=False)
 
     @property
     def language(self) -> str:
         return self.info.get("language", "en")
+
+
+@dataclass(frozen=True)
+class _Search:
+    """A retrieval request after condensing and transforms: all `Pipeline._ranked` needs."""
+
+    question: str
+    kb: str
+    knowledge: KnowledgeBase
+    history: list[dict[str, str]]
+    lang: str
+    standalone: str
+    variants: tuple[Variant, ...]
+    log: TransformLog  # what condensing and the transforms did
+    flt: Filter | None
+    mode: str
+    top_k: int
+    fusion: str
+    rerank: bool | None
+    prefer_latest: bool
 
 
 class Pipeline:
@@ -149,8 +171,7 @@ class Pipeline:
         names = check_transforms(s.transforms if transforms is None else transforms)
         if mode not in MODES:
             raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
-        retriever = self.retriever
-        top_k = _check_count("top_k", retriever.top_k if top_k is None else top_k)
+        top_k = _check_count("top_k", self.retriever.top_k if top_k is None else top_k)
         limit = _check_count("limit", s.context_top_n if limit is None else limit)
         knowledge = self.kbs.open(kb)
         timings = dict.fromkeys(STAGES, 0.0)
@@ -165,10 +186,22 @@ class Pipeline:
         variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
                                       mode=mode)
         timings["transform"] = time.perf_counter() - t
+        search = _Search(question, kb, knowledge, history, lang, standalone, tuple(variants), tlog, flt, mode, top_k,
+                         self.retriever.fusion if fusion is None else fusion, rerank,
+                         s.prefer_latest_version if prefer_latest is None else prefer_latest)
+        result = self._ranked(search, limit, timings)
+        result.timings["retrieval_total"] = time.perf_counter() - started
+        return result
 
-        fusion = retriever.fusion if fusion is None else fusion
-        fused = retriever.search(knowledge, variants, mode=mode, flt=flt, timings=timings, top_k=top_k, fusion=fusion)
-        stage, rerank_info = self._rerank_stage(rerank)
+    def _ranked(self, search: _Search, limit: int, timings: dict[str, float]) -> RetrievalResult:
+        """The condensed, transformed request searched, fetched, reranked and cut to `limit` hits
+        (timed into `timings`). The answer retry calls it again with a larger limit to read
+        further down the same ranking without condensing or transforming a second time."""
+        retriever, knowledge, question, history = self.retriever, search.knowledge, search.question, search.history
+        warnings = list(search.log.warnings)
+        fused = retriever.search(knowledge, list(search.variants), mode=search.mode, flt=search.flt, timings=timings,
+                                 top_k=search.top_k, fusion=search.fusion)
+        stage, rerank_info = self._rerank_stage(search.rerank)
         t = time.perf_counter()
         hits = retriever.hits(knowledge, fused[: max(stage.candidates, limit) if stage else limit])
         timings["fetch"] = time.perf_counter() - t
@@ -180,23 +213,23 @@ class Pipeline:
                 hits, rerank_info = outcome.hits, {**outcome.info, "query": query}
             except RagError as exc:
                 log.warning("reranking skipped: %s", exc.message)
-                tlog.warnings.append(f"reranking skipped: {exc.message}")
+                warnings.append(f"reranking skipped: {exc.message}")
                 stage, rerank_info, hits = None, {"enabled": False, "reason": exc.message}, hits[:limit]
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
         used_versions: list[dict[str, Any]] = []
-        if s.prefer_latest_version if prefer_latest is None else prefer_latest:
-            hits, used_versions = versions.prefer_latest(hits, versions.families(knowledge, s.version_min_overlap),
-                                                         question)
-        timings["retrieval_total"] = time.perf_counter() - started
-        info = {"language": lang, "mode": mode, "top_k": top_k, "limit": limit, "rrf_k": retriever.rrf_k,
-                "fusion": fusion, "fused_candidates": len(fused), "filter": _filter_dict(flt), "transforms": tlog.steps,
-                "warnings": tlog.warnings, "rerank": {"enabled": stage is not None, **rerank_info}}
+        if search.prefer_latest:
+            families = versions.families(knowledge, self.config.version_min_overlap)
+            hits, used_versions = versions.prefer_latest(hits, families, question)
+        info = {"language": search.lang, "mode": search.mode, "top_k": search.top_k, "limit": limit,
+                "rrf_k": retriever.rrf_k, "fusion": search.fusion, "fused_candidates": len(fused),
+                "filter": _filter_dict(search.flt), "transforms": search.log.steps, "warnings": warnings,
+                "rerank": {"enabled": stage is not None, **rerank_info}}
         if used_versions:
             info["versions"] = used_versions
-        return RetrievalResult(question, kb, hits, standalone, [v.as_dict() for v in variants], timings,
-                               stage is not None, info)
+        return RetrievalResult(question, search.kb, hits, search.standalone, [v.as_dict() for v in search.variants],
+                               timings, stage is not None, info, search)
 
     def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, dict[str, Any]]:
         """The rerank stage for this request, or None with the reason."""
@@ -238,7 +271,7 @@ class Pipeline:
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
         if self._retry_wanted(ans, step):
-            ans = self._retry(ans, result, step.packed, self._further(question, kb, kwargs))
+            ans = self._retry(ans, result, step.packed, self._further(result))
         _version_note(ans)
         return self._done(ans, started)
 
@@ -262,7 +295,7 @@ class Pipeline:
         text, invalid = clean_answer(gen.text, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
         if self._retry_wanted(ans):
-            ans = self._retry(ans, result, packed, lambda limit: list(hits))
+            ans = self._retry(ans, result, packed, self._further(result))
         return self._done(ans, started)
 
     def _answer_messages(self, question: str, sources: Sequence[Source], lang: str, style: str) -> list[dict[str, str]]:
@@ -393,7 +426,7 @@ class Pipeline:
                 # the streamed text is withdrawn; the second attempt arrives whole in the done event
                 yield {"type": "retry", "reason": ans.info["refusal_reason"]}
                 try:
-                    ans = self._retry(ans, result, step.packed, self._further(question, kb, kwargs))
+                    ans = self._retry(ans, result, step.packed, self._further(result))
                 except RagError as exc:
                     log.warning("generation failed: %s", exc.message)
                     yield {"type": "error", "code": exc.code, "message": exc.message}
@@ -507,9 +540,13 @@ class Pipeline:
                 and ans.info.get("refusal_reason") in RETRY_REASONS
                 and (step is None or step.info.get("name") == "stuff"))
 
-    def _further(self, question: str, kb: str, kwargs: dict[str, Any]) -> Callable[[int], list[Hit]]:
-        """`limit` -> the hits of the same retrieval read further down its ranking (for `_retry`)."""
-        return lambda limit: self.retrieve(question, kb, **{**kwargs, "limit": limit}).hits
+    def _further(self, result: RetrievalResult) -> Callable[[int], list[Hit]]:
+        """`limit` -> the hits of the same retrieval read further down its ranking (for `_retry`):
+        the condensed question and the transforms' variants are searched again, not made again."""
+        search = result.search
+        if search is None:  # given hits: there is no ranking to read further
+            return lambda limit: list(result.hits)
+        return lambda limit: self._ranked(search, limit, dict.fromkeys(STAGES, 0.0)).hits
 
     def _retry(self, ans: Answer, result: RetrievalResult, packed: PackedContext,
                more: Callable[[int], list[Hit]]) -> Answer:

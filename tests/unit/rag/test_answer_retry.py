@@ -116,6 +116,30 @@ def test_the_retry_reads_further_down_the_ranking_when_the_first_prompt_held_eve
     assert first_ids[0] not in {s.chunk_id for s in answer.sources}
 
 
+def test_reading_further_does_not_rewrite_or_condense_the_question_again(tmp_path):
+    # the retry ranks the same condensed, rewritten question further down: one condense and one
+    # rewrite call in all, however many times the ranking is read
+    calls: list[str] = []
+
+    def counted(kind, value):
+        def reply(messages):
+            calls.append(kind)
+            return value(messages) if callable(value) else value
+        return reply
+
+    replies = iter([lambda m: "Nobody won the Maxwell Award that year [1].", cites_2019])
+    reply = router(condense=counted("condense", QUESTION), rewrite=counted("rewrite", "Maxwell Award 2019 winner"),
+                   answer=counted("answer", lambda m: next(replies)(m)))
+    services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True,
+                              answer_min_coverage=0)
+    history = [{"role": "user", "content": "Tell me about college football awards."},
+               {"role": "assistant", "content": "There are several."}]
+    answer = services.pipeline.answer(QUESTION, KB, limit=1, transforms=["rewrite"], history=history)
+    assert calls == ["condense", "rewrite", "answer", "answer"]
+    assert answer.info["retry"]["sources"] == 2 and "retry_retrieval" in answer.timings
+    assert answer.standalone_question == QUESTION
+
+
 def test_streaming_withdraws_the_first_text_and_the_done_event_carries_the_second_answer(tmp_path):
     reply, prompts_seen = answering(cites_2018, cites_2019)
     services = build_services(tmp_path, llm=ScriptedLLM(reply), chunks=award_chunks(), answer_retry=True)
