@@ -25,7 +25,7 @@ from eval.metrics import (
 )
 from eval.prompts import format_sources, parse_judge_output, render_prompt
 from rag.citations import strip_markers
-from rag.types import Answer
+from rag.types import Answer, Hit
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ def cited_spans(answer: Answer, locator: ChunkLocator) -> list[CitedSpan]:
     numbers = dict.fromkeys(c.source_number for c in answer.citations)
     return [locator.span(by_number[n].source, by_number[n].start, by_number[n].end, by_number[n].text)
             for n in numbers if n in by_number]
+
+
+def ranking_row(hit: Hit, locator: ChunkLocator) -> dict[str, Any]:
+    """One retrieved hit of an answer row: its chunk and document, fused and rerank scores, and
+    its rank in each list that found it ("dense:original": 1, ...)."""
+    return {"chunk_id": hit.chunk.id, "doc_id": locator.doc_id(hit.chunk.source), "score": hit.score,
+            "rerank_score": hit.rerank_score, "ranks": {f"{p.list_name}:{p.variant}": p.rank for p in hit.provenance}}
 
 
 def judge(llm, prompt_name: str, **values: str) -> float | None:
@@ -126,6 +133,9 @@ def evaluate_answers(
             "cited": sorted({c.source_number for c in answer.citations}),
             "sources": [{"number": s.number, "doc_id": locator.doc_id(s.source), "start": s.start, "end": s.end}
                         for s in answer.sources],
+            # the retrieved hits in rank order with their scores and list ranks: what a rule on the
+            # ranking (how many sources to read) can be replayed on
+            "ranking": [ranking_row(h, locator) for h in answer.hits],
         }
         if judge_llm is not None and not answer.refused:
             started = time.perf_counter()

@@ -240,6 +240,12 @@ def test_answer_metrics(dataset_dir, tmp_path):
     assert "Answers" in result.tables
     saved = [json.loads(line) for line in (tmp_path / "out" / "answers.jsonl").read_text().splitlines()]
     assert len(saved) == 6
+    # each row keeps the retrieved ranking: documents, fused scores falling, ranks in the lists that found them
+    ranking = rows["q1"]["ranking"]
+    assert ranking and [r["score"] for r in ranking] == sorted((r["score"] for r in ranking), reverse=True)
+    assert all(r["doc_id"] and r["ranks"] and all(v >= 1 for v in r["ranks"].values()) for r in ranking)
+    assert {k.split(":")[0] for r in ranking for k in r["ranks"]} <= {"dense", "bm25"}
+    assert saved[0]["ranking"] == rows[saved[0]["qid"]]["ranking"]
     assert json.loads((tmp_path / "out" / "settings.json").read_text())["models"]["llm"] == "scripted-llm"
 
 
