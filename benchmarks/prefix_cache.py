@@ -37,7 +37,7 @@ from eval.datasets import load_dataset  # noqa: E402
 from eval.robustness import trials  # noqa: E402
 from rag.adapters.llm_embedded import EmbeddedLlamaLLM  # noqa: E402
 from rag.answer_check import answer_style  # noqa: E402
-from rag.generation import build_messages, context_budget, pack_context  # noqa: E402
+from rag.generation import Layout, build_messages, context_budget, pack_context  # noqa: E402
 from rag.llm_timing import StreamTimer  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 from rag.transforms import question_language  # noqa: E402
@@ -63,10 +63,11 @@ def prompts(dataset_name: str, n: int, k: int, seed: int, window: int, settings:
             question = dataset.queries[qid]
             lang = question_language(question)
             style = answer_style(settings.answer_style, question)
-            budget = context_budget(settings.llm_context_window, settings.llm_max_tokens, question, lang, style=style)
+            budget = context_budget(settings.llm_context_window, settings.llm_max_tokens, question, lang,
+                                    layout=Layout(style))
             packed = pack_context([p.hit() for p in noise[0].passages], budget=budget,
                                   max_sources=settings.context_top_n, lang=lang)
-            out.append({"qid": qid, "messages": build_messages(question, packed.sources, lang, style)})
+            out.append({"qid": qid, "messages": build_messages(question, packed.sources, lang, Layout(style))})
     finally:
         builder.close()
     return out

@@ -62,23 +62,31 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
     return [to_source(i, h) for i, h in enumerate(hits, 1)]
 
 
-def build_messages(question: str, sources: Sequence[Source], lang: str, style: str = "sentences",
-                   question_first: bool = False, best_last: bool = False) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Layout:
+    """How the one-call answer prompt is laid out. `style`: "sentences" (cited full sentences) or
+    "extract" (the short answer, then the source sentence stating it). `question_first`: each user
+    turn also states the question before the sources, so that a left-to-right model reads the
+    sources knowing what it looks for. `best_last`: the sources are listed from the last to the
+    first number, so the best one stands next to the question (the numbers stay the ranks)."""
+
+    style: str = "sentences"
+    question_first: bool = False
+    best_last: bool = False
+
+
+def build_messages(question: str, sources: Sequence[Source], lang: str,
+                   layout: Layout = Layout()) -> list[dict[str, str]]:
     """System rules, one worked example (a user turn and the model's cited answer), then the
-    user turn with the numbered sources and the question. `style`: "sentences" (cited full
-    sentences) or "extract" (the short answer, then the source sentence stating it).
-    `question_first`: each user turn also states the question before the sources, so that a
-    left-to-right model reads the sources knowing what it looks for. `best_last`: the sources are
-    listed from the last to the first number, so the best one stands next to the question (the
-    numbers stay the ranks)."""
-    ordered = list(reversed(sources)) if best_last else sources
+    user turn with the numbered sources and the question, laid out as `layout` says."""
+    ordered = list(reversed(sources)) if layout.best_last else sources
     blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in ordered)
-    system, examples = prompts.ANSWER_STYLES[style]
+    system, examples = prompts.ANSWER_STYLES[layout.style]
     example_sources, example_question, example_answer = examples.get(lang, examples["en"])
     return [{"role": "system", "content": system.get(lang, system["en"])},
-            {"role": "user", "content": _user_turn(example_sources, example_question, lang, question_first)},
+            {"role": "user", "content": _user_turn(example_sources, example_question, lang, layout.question_first)},
             {"role": "assistant", "content": example_answer},
-            {"role": "user", "content": _user_turn(blocks, question, lang, question_first)}]
+            {"role": "user", "content": _user_turn(blocks, question, lang, layout.question_first)}]
 
 
 def _user_turn(blocks: str, question: str, lang: str, question_first: bool = False) -> str:
@@ -94,10 +102,9 @@ def _as_chunk(source: Source) -> Chunk:
 
 
 def context_budget(context_window: int, max_tokens: int, question: str, lang: str,
-                   estimate: Callable[[str], int] = estimate_tokens, style: str = "sentences",
-                   question_first: bool = False) -> int:
+                   estimate: Callable[[str], int] = estimate_tokens, layout: Layout = Layout()) -> int:
     """Tokens left for the sources. Raises ConfigError when the settings leave no room."""
-    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang, style, question_first))
+    overhead = sum(estimate(m["content"]) for m in build_messages(question, [], lang, layout))
     overhead += SAFETY_MARGIN
     budget = context_window - max_tokens - overhead
     if budget < MIN_SOURCE_TOKENS * 2:

@@ -34,7 +34,7 @@ from rag.answer_check import answer_style, check_answer, check_sources, hits_abo
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
-from rag.generation import (PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
+from rag.generation import (Layout, PackedContext, build_messages, context_budget, estimate_tokens, pack_context,
                             sources_from_hits)
 from rag.kb import KnowledgeBase, KnowledgeBases
 from rag.llm_timing import Generation, StreamTimer, generate_timed
@@ -298,9 +298,13 @@ class Pipeline:
             ans = self._retry(ans, result, packed, self._further(result))
         return self._done(ans, started)
 
+    def _layout(self, style: str) -> Layout:
+        """The configured layout of the answer prompt, with the style chosen for this question."""
+        return Layout(style, self.config.question_first, self.config.context_best_last)
+
     def _answer_messages(self, question: str, sources: Sequence[Source], lang: str, style: str) -> list[dict[str, str]]:
         """The one-call answer prompt in the configured layout (question first, best source last)."""
-        return build_messages(question, sources, lang, style, self.config.question_first, self.config.context_best_last)
+        return build_messages(question, sources, lang, self._layout(style))
 
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
                           kwargs: dict[str, Any]) -> Answer | None:
@@ -328,8 +332,7 @@ class Pipeline:
     def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         name = resolve(strategy, packed)
-        config = replace(self.strategy_config, answer_style=ans.info["answer_style"],
-                         question_first=self.config.question_first, best_last=self.config.context_best_last)
+        config = replace(self.strategy_config, layout=self._layout(ans.info["answer_style"]))
         runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
@@ -348,9 +351,9 @@ class Pipeline:
         """Three layouts of the one-call prompt, the most agreed answer kept (rag/vote.py): the
         final step then carries its text, so streaming sends it whole."""
         s = self.config
-        cands = vote.candidates(result.standalone_question, step.packed, result.language, ans.info["answer_style"],
-                                s.question_first, s.answer_min_coverage if s.answer_check else 0.0,
-                                s.context_best_last)
+        min_coverage = s.answer_min_coverage if s.answer_check else 0.0
+        cands = vote.candidates(result.standalone_question, step.packed, result.language,
+                                self._layout(ans.info["answer_style"]), min_coverage)
         llm = self.llm
         chosen, info = vote.vote(cands, lambda messages: generate_timed(
             llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature), self.strategy_config.parallel)
@@ -461,8 +464,8 @@ class Pipeline:
             return ans, None
         question = result.standalone_question
         style = answer_style(s.answer_style, question)
-        budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language, style=style,
-                                question_first=s.question_first)
+        budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language,
+                                layout=self._layout(style))
         hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
                                               match_years=s.match_years, focus_on=s.context_focus,
                                               focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)

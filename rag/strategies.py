@@ -24,7 +24,7 @@ from typing import Any
 
 from rag import prompts, strategy_prompts
 from rag.errors import InvalidRequest
-from rag.generation import PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
+from rag.generation import Layout, PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
 from rag.llm_timing import Generation, generate_timed
 from rag.protocols import LLM
 from rag.text import split_sentences
@@ -64,9 +64,7 @@ class StrategyConfig:
     # (partial answer, its group's sources) -> whether any claim of it is supported; partial answers
     # no source supports are dropped before the reduce step (None: keep every one)
     grounded: Callable[[str, Sequence[Source]], bool] | None = None
-    answer_style: str = "sentences"  # the prompt of a one-call answer (rag.generation.build_messages)
-    question_first: bool = False  # ... and whether it states the question before the sources too
-    best_last: bool = False  # ... and lists the sources best last, next to the question
+    layout: Layout = Layout()  # of the one-call answer prompt (rag.generation.build_messages)
 
 
 @dataclass
@@ -256,8 +254,7 @@ class StrategyRunner:
 
     def _answer_messages(self, question: str, sources: Sequence[Source], lang: str) -> list[dict[str, str]]:
         """The one-call answer prompt, as configured."""
-        return build_messages(question, sources, lang, self.config.answer_style, self.config.question_first,
-                              self.config.best_last)
+        return build_messages(question, sources, lang, self.config.layout)
 
     def _refine(self, question: str, whole: PackedContext, groups: list[list[Source]], lang: str,
                 info: dict[str, Any]) -> FinalStep:

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rag.answer_check import sources_about
 from rag.citations import strip_markers
-from rag.generation import PackedContext, build_messages, pack_context
+from rag.generation import Layout, PackedContext, build_messages, pack_context
 from rag.llm_timing import Generation
 from rag.strategies import is_refusal
 from rag.text import tokenize
@@ -41,16 +41,15 @@ class Candidate:
         return self.generation.text if self.generation is not None else ""
 
 
-def candidates(question: str, packed: PackedContext, lang: str, style: str, question_first: bool,
-               min_coverage: float, best_last: bool = False) -> list[Candidate]:
-    """The three prompts of the module docstring, over `packed` (the configured packing)."""
-    out = [Candidate("configured", packed,
-                     build_messages(question, packed.sources, lang, style, question_first, best_last)),
-           Candidate("question_first", packed,
-                     build_messages(question, packed.sources, lang, style, not question_first, best_last))]
+def candidates(question: str, packed: PackedContext, lang: str, layout: Layout,
+               min_coverage: float) -> list[Candidate]:
+    """The three prompts of the module docstring, over `packed` (the configured packing) laid out
+    as `layout` says (the second with `question_first` flipped)."""
+    flipped = replace(layout, question_first=not layout.question_first)
+    out = [Candidate("configured", packed, build_messages(question, packed.sources, lang, layout)),
+           Candidate("question_first", packed, build_messages(question, packed.sources, lang, flipped))]
     fewer = _fewer(question, packed, lang, min_coverage)
-    out.append(Candidate("fewer_sources", fewer,
-                         build_messages(question, fewer.sources, lang, style, question_first, best_last)))
+    out.append(Candidate("fewer_sources", fewer, build_messages(question, fewer.sources, lang, layout)))
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from rag import prompts
 from rag.errors import ConfigError
-from rag.generation import (build_messages, context_budget, estimate_tokens, heading, pack_context, source_block,
+from rag.generation import (Layout, build_messages, context_budget, estimate_tokens, heading, pack_context, source_block,
                             sources_from_hits)
 from rag.serialize import answer_to_dict, snippet
 from rag.text import split_sentences
@@ -56,7 +56,7 @@ def test_prompt_numbers_sources_with_heading_and_page():
 
 def test_question_first_states_the_question_before_the_sources_too(tmp_path):
     packed = pack_context([hit("a", "The warranty lasts two years.")], budget=1000, max_sources=5)
-    messages = build_messages("How long is the warranty?", packed.sources, "en", question_first=True)
+    messages = build_messages("How long is the warranty?", packed.sources, "en", Layout(question_first=True))
     for turn in (messages[1]["content"], messages[3]["content"]):  # the worked example is laid out alike
         assert turn.startswith("Question: ") and turn.count("Question: ") == 2 and turn.index("Sources:") > 0
     assert messages[3]["content"].startswith("Question: How long is the warranty?\n\nSources:")
@@ -73,7 +73,7 @@ def test_best_last_lists_the_sources_from_the_last_number_to_the_first(tmp_path)
     hits = [hit("a", "The warranty lasts two years."), hit("b", "Returns are accepted within 30 days."),
             hit("c", "Shipping is free over 50 euros.")]
     packed = pack_context(hits, budget=1000, max_sources=5)
-    user = build_messages("How long is the warranty?", packed.sources, "en", best_last=True)[3]["content"]
+    user = build_messages("How long is the warranty?", packed.sources, "en", Layout(best_last=True))[3]["content"]
     # the numbers stay the ranks; the best source stands right before the question
     assert user.index("[3] Doc") < user.index("[2] Doc") < user.index("[1] Doc\nThe warranty lasts two years.")
     assert user.index("[1] Doc") < user.index("Question: How long is the warranty?")

@@ -4,6 +4,7 @@ the answer that agrees most with the other two kept, streamed whole."""
 from __future__ import annotations
 
 from rag.adapters.llm_fake import ScriptedLLM
+from rag.generation import Layout
 from rag.vote import agreement, most_agreed
 from tests.unit.kb_fixtures import KB, build_services, router
 
@@ -76,12 +77,12 @@ def test_the_fewer_sources_layout_reads_those_about_the_question_else_the_better
 
     on_topic = ["The Acme X200 warranty lasts two years.", "The Acme X200 warranty covers the battery.",
                 "Acme X200 warranty claims need the receipt.", "The Acme X200 warranty excludes water damage."]
-    cands = candidates(QUESTION, packed(on_topic), "en", "sentences", False, 0.5)
+    cands = candidates(QUESTION, packed(on_topic), "en", Layout(), 0.5)
     assert [len(c.packed.sources) for c in cands] == [4, 4, 2]
     assert cands[1].messages[-1]["content"].startswith("Question:") and cands[0].messages[-1]["content"].startswith(
         "Sources:")
     mixed = packed([on_topic[0], "Hold the power button for fifteen seconds.", on_topic[1]])
-    fewer = candidates(QUESTION, mixed, "en", "sentences", False, 0.5)[2].packed
+    fewer = candidates(QUESTION, mixed, "en", Layout(), 0.5)[2].packed
     assert [s.text for s in fewer.sources] == [on_topic[0], on_topic[1]]
 
 
