@@ -1,0 +1,100 @@
+"""Replay rules that read one source instead of several when the ranking singles out its top
+hit, on two `rag eval --answers` runs of the same sample: FULL reads the configured number of
+sources (its rows keep the ranking, `ranking`), ONE reads only the first (`RAG_CONTEXT_TOP_N=1`).
+Greedy decoding makes each question's answer a function of what the model reads, so a rule's
+result is, per question, ONE's row where the rule fires and FULL's elsewhere.
+
+    python benchmarks/sources_replay.py FULL/answers.jsonl ONE/answers.jsonl [--ratios 1.05,1.1,1.2]
+
+Rules (on FULL's ranking):
+- `agree`: every list that found the top hit ranked it first, and more than one list found it;
+- `ratio>=R`: the top fused (or rerank, when the run reranked) score is at least R times the second;
+- `agree+ratio>=R`: both.
+Each gets accuracy, refusals, wrong answers, how often it fired, and the paired bootstrap 95%
+interval of its accuracy minus FULL's. Choose a rule on a dev half; report it on a test half."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.answers_compare import load  # noqa: E402
+from eval.metrics import paired_bootstrap  # noqa: E402
+
+Rule = Callable[[list[dict]], bool]
+
+
+def top_score(hit: dict) -> float:
+    return hit["rerank_score"] if hit.get("rerank_score") is not None else hit["score"]
+
+
+def agree(ranking: list[dict]) -> bool:
+    """More than one list found the top hit, and each ranked it first."""
+    ranks = ranking[0]["ranks"] if ranking else {}
+    return len(ranks) > 1 and all(rank == 1 for rank in ranks.values())
+
+
+def ratio(ranking: list[dict]) -> float:
+    """The top score over the second (infinite when there is no second, or it scored 0)."""
+    if len(ranking) < 2 or top_score(ranking[1]) <= 0:
+        return float("inf")
+    return top_score(ranking[0]) / top_score(ranking[1])
+
+
+def rules(ratios: list[float]) -> dict[str, Rule]:
+    out: dict[str, Rule] = {"never": lambda r: False, "always": lambda r: True, "agree": agree}
+    for value in ratios:
+        out[f"ratio>={value:g}"] = lambda r, v=value: bool(r) and ratio(r) >= v
+        out[f"agree+ratio>={value:g}"] = lambda r, v=value: agree(r) and ratio(r) >= v
+    return out
+
+
+def replay(full: dict[str, dict], one: dict[str, dict], ratios: list[float]) -> list[dict]:
+    """One result row per rule over the questions both runs hold (FULL's rows must keep `ranking`)."""
+    qids = sorted(set(full) & set(one))
+    if not qids:
+        raise SystemExit("no question in common")
+    if any("ranking" not in full[q] for q in qids):
+        raise SystemExit("the first run's rows keep no ranking: rerun it with this version of rag eval")
+    base = [full[q]["accuracy"] for q in qids]
+    out = []
+    for name, rule in rules(ratios).items():
+        fired = [rule(full[q]["ranking"]) for q in qids]
+        rows = [one[q] if f else full[q] for q, f in zip(qids, fired, strict=True)]
+        accuracy = [r["accuracy"] for r in rows]
+        b = paired_bootstrap(base, accuracy)
+        out.append({"rule": name, "n": len(qids), "fired": sum(fired), "accuracy": statistics.mean(accuracy),
+                    "refused": statistics.mean(float(r["refused"]) for r in rows),
+                    "wrong": statistics.mean(float(not r["refused"] and r["accuracy"] < 1) for r in rows),
+                    "delta": b["mean"], "low": b["low"], "high": b["high"],
+                    "wtl": f"{b['wins']}/{b['ties']}/{b['losses']}"})
+    return out
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| rule | n | one source read | accuracy | refused | wrong | Δ accuracy vs full [95 %] (w/t/l) |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        lines.append(f"| {r['rule']} | {r['n']} | {r['fired']} | {r['accuracy']:.3f} | {r['refused']:.3f} | "
+                     f"{r['wrong']:.3f} | {r['delta']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] ({r['wtl']}) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("full", type=Path)
+    parser.add_argument("one", type=Path)
+    parser.add_argument("--ratios", default="1.02,1.05,1.1,1.2,1.5")
+    args = parser.parse_args()
+    ratios = [float(v) for v in args.ratios.split(",") if v.strip()]
+    print(table(replay(load(args.full), load(args.one), ratios)))
+
+
+if __name__ == "__main__":
+    main()
