@@ -4,12 +4,11 @@ sources (its rows keep the ranking, `ranking`), ONE reads only the first (`RAG_C
 Greedy decoding makes each question's answer a function of what the model reads, so a rule's
 result is, per question, ONE's row where the rule fires and FULL's elsewhere.
 
-    python benchmarks/sources_replay.py FULL/answers.jsonl ONE/answers.jsonl [--ratios 1.05,1.1,1.2]
+    python benchmarks/sources_replay.py FULL/answers.jsonl ONE/answers.jsonl [--ratios 1.02,1.05,1.1]
 
-Rules (on FULL's ranking):
-- `agree`: every list that found the top hit ranked it first, and more than one list found it;
-- `ratio>=R`: the top fused (or rerank, when the run reranked) score is at least R times the second;
-- `agree+ratio>=R`: both.
+The rules are those of the `context_single` setting (rag/single_source.py), on FULL's ranking:
+`agree` (every list that found the top hit ranked it first), `ratio>=R` (the top score is at
+least R times the second's) and `agree+ratio>=R`, plus `off` (FULL itself) and `always` (ONE).
 Each gets accuracy, refusals, wrong answers, how often it fired, and the paired bootstrap 95%
 interval of its accuracy minus FULL's. Choose a rule on a dev half; report it on a test half."""
 
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,33 +24,26 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.answers_compare import load  # noqa: E402
 from eval.metrics import paired_bootstrap  # noqa: E402
-
-Rule = Callable[[list[dict]], bool]
+from rag.single_source import SingleRule  # noqa: E402
 
 
 def top_score(hit: dict) -> float:
     return hit["rerank_score"] if hit.get("rerank_score") is not None else hit["score"]
 
 
-def agree(ranking: list[dict]) -> bool:
-    """More than one list found the top hit, and each ranked it first."""
-    ranks = ranking[0]["ranks"] if ranking else {}
-    return len(ranks) > 1 and all(rank == 1 for rank in ranks.values())
+def fires(rule: SingleRule | None, ranking: list[dict]) -> bool:
+    """`SingleRule.fires` on a row's recorded ranking (never for "off" or an empty ranking)."""
+    if rule is None or not ranking:
+        return False
+    second = top_score(ranking[1]) if len(ranking) > 1 else None
+    return rule.fires(list(ranking[0]["ranks"].values()), top_score(ranking[0]), second)
 
 
-def ratio(ranking: list[dict]) -> float:
-    """The top score over the second (infinite when there is no second, or it scored 0)."""
-    if len(ranking) < 2 or top_score(ranking[1]) <= 0:
-        return float("inf")
-    return top_score(ranking[0]) / top_score(ranking[1])
-
-
-def rules(ratios: list[float]) -> dict[str, Rule]:
-    out: dict[str, Rule] = {"never": lambda r: False, "always": lambda r: True, "agree": agree}
-    for value in ratios:
-        out[f"ratio>={value:g}"] = lambda r, v=value: bool(r) and ratio(r) >= v
-        out[f"agree+ratio>={value:g}"] = lambda r, v=value: agree(r) and ratio(r) >= v
-    return out
+def rules(ratios: list[float]) -> dict[str, SingleRule | None]:
+    """The rules replayed: off, always (a rule with no condition), agree, and ratio>=R and
+    agree+ratio>=R for each R."""
+    names = ["agree", *(f"{prefix}ratio>={value:g}" for value in ratios for prefix in ("", "agree+"))]
+    return {"off": None, "always": SingleRule(), **{name: SingleRule.parse(name) for name in names}}
 
 
 def replay(full: dict[str, dict], one: dict[str, dict], ratios: list[float]) -> list[dict]:
@@ -65,7 +56,7 @@ def replay(full: dict[str, dict], one: dict[str, dict], ratios: list[float]) -> 
     base = [full[q]["accuracy"] for q in qids]
     out = []
     for name, rule in rules(ratios).items():
-        fired = [rule(full[q]["ranking"]) for q in qids]
+        fired = [fires(rule, full[q]["ranking"]) for q in qids]
         rows = [one[q] if f else full[q] for q, f in zip(qids, fired, strict=True)]
         accuracy = [r["accuracy"] for r in rows]
         b = paired_bootstrap(base, accuracy)

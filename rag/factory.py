@@ -24,6 +24,7 @@ from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStor
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
 from rag.settings import Settings, load_settings
+from rag.single_source import SingleRule
 from rag.strategies import StrategyConfig
 from rag.transforms import QueryTransformer
 
@@ -217,6 +218,7 @@ class Services:
                 collection_questions=s.collection_questions, default_kb=s.default_kb,
                 context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
                 context_focus_tokens=s.context_focus_tokens, context_about=s.context_about,
+                context_single=SingleRule.parse(s.context_single),
                 answer_style=s.answer_style, question_first=s.question_first, answer_vote=s.answer_vote,
                 context_best_last=s.context_best_last,
                 answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage,

@@ -42,6 +42,7 @@ from rag.protocols import LLM
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
+from rag.single_source import SingleRule
 from rag.settings import TRANSFORMS
 from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
@@ -81,6 +82,7 @@ class PipelineConfig:
     context_focus: bool
     context_focus_tokens: int
     context_about: bool
+    context_single: SingleRule | None  # read only source [1] when this rule fires on the ranking
     answer_style: str
     question_first: bool
     context_best_last: bool
@@ -469,6 +471,10 @@ class Pipeline:
         hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
                                               match_years=s.match_years, focus_on=s.context_focus,
                                               focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
+        if (s.context_single is not None and len(hits) > 1 and hits[0].chunk.id == result.hits[0].chunk.id
+                and s.context_single.singles_out(result.hits)):
+            # as if only one hit had been retrieved: the check below and any strategy see it alone
+            hits, changed["single_source"] = hits[:1], len(hits) - 1
         read = self._about(question, hits, changed)
         packed = pack_context(read, budget=budget, max_sources=s.context_top_n, lang=result.language)
         ans.sources = packed.sources

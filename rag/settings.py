@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
+from rag.single_source import SingleRule
 
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
@@ -158,6 +159,9 @@ class Settings(BaseSettings):
     # give the model only the passages that each state answer_min_coverage of the question's subject
     # terms (all of them when none does); an answer from one left out would fail the coverage check
     context_about: bool = False
+    # read only source [1] when the ranking singles it out (rag/single_source.py): off, agree (every
+    # list ranked it first), ratio>=R (its score R times the second's) or agree+ratio>=R
+    context_single: str = "off"
     # how it is asked: sentences = cited full sentences; extract = the short answer, then the source
     # sentence stating it; auto = extract for who/when/where/how-many questions. On 60 CMRC 2018 dev
     # questions extract answered 0.433 and auto 0.533 against 0.600 (short answers cite the wrong
@@ -224,6 +228,12 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("context_single")
+    @classmethod
+    def _single_rule(cls, value: str) -> str:
+        SingleRule.parse(value)  # raises ValueError naming the accepted forms
+        return value.strip().lower().replace(" ", "")
 
     @field_validator("transforms")
     @classmethod

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from benchmarks.answers_compare import load
-from benchmarks.sources_replay import agree, ratio, replay, table
+from benchmarks.sources_replay import fires, replay, table
+from rag.single_source import SingleRule
 
 
 def hit(score, **ranks):
@@ -26,19 +27,20 @@ def row(qid, accuracy, refused=False, ranking=None):
     return out
 
 
-def test_the_features_of_a_ranking():
-    assert agree(AGREED) and not agree(SPLIT) and not agree([hit(0.04, dense=1)])  # one list is no agreement
-    assert ratio(AGREED) == pytest.approx(2.0) and ratio(SPLIT) == pytest.approx(0.03 / 0.029)
-    assert ratio(AGREED[:1]) == float("inf")
-    reranked = [{**AGREED[0], "rerank_score": 0.9}, {**AGREED[1], "rerank_score": 0.3}]
-    assert ratio(reranked) == pytest.approx(3.0)  # the rerank score decides when there is one
+def test_the_rules_on_a_recorded_ranking():
+    agree, ratio = SingleRule.parse("agree"), SingleRule.parse("ratio>=1.5")
+    assert fires(agree, AGREED) and not fires(agree, SPLIT) and not fires(agree, [hit(0.04, dense=1)])
+    assert fires(ratio, AGREED) and not fires(ratio, SPLIT) and fires(ratio, AGREED[:1])  # no second: no bound
+    reranked = [{**AGREED[0], "rerank_score": 0.9}, {**AGREED[1], "rerank_score": 0.7}]
+    assert not fires(ratio, reranked)  # the rerank score decides when there is one: 0.9 < 1.5 x 0.7
+    assert not fires(None, AGREED) and not fires(agree, [])
 
 
 def test_a_rule_takes_the_one_source_answer_only_where_it_fires(tmp_path):
     full = {"a": row("a", 0.0, ranking=AGREED), "b": row("b", 1.0, ranking=SPLIT), "c": row("c", 0.0, True, SPLIT)}
     one = {"a": row("a", 1.0), "b": row("b", 0.0), "c": row("c", 1.0)}
     results = {r["rule"]: r for r in replay(full, one, [1.5])}
-    assert results["never"]["accuracy"] == pytest.approx(1 / 3) and results["never"]["fired"] == 0
+    assert results["off"]["accuracy"] == pytest.approx(1 / 3) and results["off"]["fired"] == 0
     assert results["always"]["accuracy"] == pytest.approx(2 / 3) and results["always"]["fired"] == 3
     agreed = results["agree"]  # fires on a only: a turns right, b stays right, c stays refused
     assert agreed["fired"] == 1 and agreed["accuracy"] == pytest.approx(2 / 3)
