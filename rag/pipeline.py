@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from rag import collection, focus, prompts, versions, vote
@@ -468,13 +469,15 @@ class Pipeline:
         style = answer_style(s.answer_style, question)
         budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language,
                                 layout=self._layout(style))
-        hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
-                                              match_years=s.match_years, focus_on=s.context_focus,
-                                              focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
+        prepare = partial(focus.prepare_context, question, dedupe_on=s.context_dedupe, match_years=s.match_years,
+                          focus_on=s.context_focus, focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
+        hits, changed = prepare(result.hits)
         if (s.context_single is not None and len(hits) > 1 and hits[0].chunk.id == result.hits[0].chunk.id
                 and s.context_single.singles_out(result.hits)):
-            # as if only one hit had been retrieved: the check below and any strategy see it alone
-            hits, changed["single_source"] = hits[:1], len(hits) - 1
+            # as if only the top hit had been retrieved: it is focused alone, and the check below
+            # and any strategy see it alone
+            hits, changed = prepare(result.hits[:1])
+            changed["single_source"] = len(result.hits) - 1
         read = self._about(question, hits, changed)
         packed = pack_context(read, budget=budget, max_sources=s.context_top_n, lang=result.language)
         ans.sources = packed.sources
