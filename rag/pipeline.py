@@ -43,8 +43,8 @@ from rag.protocols import LLM
 from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
-from rag.single_source import SingleRule
 from rag.settings import TRANSFORMS
+from rag.single_source import SingleRule
 from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
 from rag.types import Answer, Filter, Hit, Source
