@@ -160,7 +160,9 @@ class Settings(BaseSettings):
     # terms (all of them when none does); an answer from one left out would fail the coverage check
     context_about: bool = False
     # read only source [1] when the ranking singles it out (rag/single_source.py): off, agree (every
-    # list ranked it first), ratio>=R (its score R times the second's) or agree+ratio>=R
+    # list ranked it first), ratio>=R (its score R times the second's) or agree+ratio>=R. Replayed on
+    # the dev halves, no rule gained (COVID-QA agree -0.083 [-0.167, +0.000]): a speed setting, TTFT ~5x
+    # lower where it fires (docs/benchmarks.md, "One source when the ranking singles it out")
     context_single: str = "off"
     # how it is asked: sentences = cited full sentences; extract = the short answer, then the source
     # sentence stating it; auto = extract for who/when/where/how-many questions. On 60 CMRC 2018 dev
