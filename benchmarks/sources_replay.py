@@ -4,7 +4,7 @@ sources (its rows keep the ranking, `ranking`), ONE reads only the first (`RAG_C
 Greedy decoding makes each question's answer a function of what the model reads, so a rule's
 result is, per question, ONE's row where the rule fires and FULL's elsewhere.
 
-    python benchmarks/sources_replay.py FULL/answers.jsonl ONE/answers.jsonl [--ratios 1.02,1.05,1.1]
+    python benchmarks/sources_replay.py FULL/answers.jsonl ONE/answers.jsonl [--ratios 1.01,1.02,1.05]
 
 The rules are those of the `context_single` setting (rag/single_source.py), on FULL's ranking:
 `agree` (every list that found the top hit ranked it first), `ratio>=R` (the top score is at
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("full", type=Path)
     parser.add_argument("one", type=Path)
-    parser.add_argument("--ratios", default="1.02,1.05,1.1,1.2,1.5")
+    parser.add_argument("--ratios", default="1.01,1.017,1.02,1.03,1.05")  # fused scores: first/second < 1.06
     args = parser.parse_args()
     ratios = [float(v) for v in args.ratios.split(",") if v.strip()]
     print(table(replay(load(args.full), load(args.one), ratios)))
