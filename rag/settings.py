@@ -15,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
-from rag.single_source import SingleRule
+from rag.single_source import SingleRule, rule_text
 
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
@@ -235,7 +235,7 @@ class Settings(BaseSettings):
     @classmethod
     def _single_rule(cls, value: str) -> str:
         SingleRule.parse(value)  # raises ValueError naming the accepted forms
-        return value.strip().lower().replace(" ", "")
+        return rule_text(value)
 
     @field_validator("transforms")
     @classmethod

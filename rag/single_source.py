@@ -24,6 +24,12 @@ from rag.types import Hit
 _RULE_RE = re.compile(r"(agree)|(?:(agree)\+)?ratio>=(\d+(?:\.\d+)?)")
 
 
+def rule_text(text: str) -> str:
+    """A rule as written, in the one form `parse` reads: lower case, no spaces
+    (" Agree + ratio>=2" -> "agree+ratio>=2")."""
+    return text.strip().lower().replace(" ", "")
+
+
 @dataclass(frozen=True)
 class SingleRule:
     agree: bool = False
@@ -32,7 +38,7 @@ class SingleRule:
     @classmethod
     def parse(cls, text: str) -> SingleRule | None:
         """"off" -> None; "agree", "ratio>=1.2", "agree+ratio>=1.2" -> the rule. ValueError otherwise."""
-        text = text.strip().lower().replace(" ", "")
+        text = rule_text(text)
         if text == "off":
             return None
         match = _RULE_RE.fullmatch(text)
