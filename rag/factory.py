@@ -219,7 +219,8 @@ class Services:
                 context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
                 context_focus_tokens=s.context_focus_tokens, context_about=s.context_about,
                 context_single=SingleRule.parse(s.context_single),
-                answer_style=s.answer_style, question_first=s.question_first, answer_vote=s.answer_vote,
+                answer_style=s.answer_style, answer_example=s.answer_example, question_first=s.question_first,
+                answer_vote=s.answer_vote,
                 context_best_last=s.context_best_last,
                 answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage,
                 answer_retry=s.answer_retry))

@@ -85,6 +85,7 @@ class PipelineConfig:
     context_about: bool
     context_single: SingleRule | None  # read only source [1] when this rule fires on the ranking
     answer_style: str
+    answer_example: str
     question_first: bool
     context_best_last: bool
     answer_vote: bool
@@ -303,7 +304,7 @@ class Pipeline:
 
     def _layout(self, style: str) -> Layout:
         """The configured layout of the answer prompt, with the style chosen for this question."""
-        return Layout(style, self.config.question_first, self.config.context_best_last)
+        return Layout(style, self.config.question_first, self.config.context_best_last, self.config.answer_example)
 
     def _answer_messages(self, question: str, sources: Sequence[Source], lang: str, style: str) -> list[dict[str, str]]:
         """The one-call answer prompt in the configured layout (question first, best source last)."""

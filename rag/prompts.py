@@ -32,21 +32,46 @@ ANSWER_SYSTEM = {
     ),
 }
 
-# (sources, question, answer) of the worked example shown before the real question
-ANSWER_EXAMPLE = {
-    "en": (
-        "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
-        "public holidays.\n\n[2] Office guide · Parking\nStaff can park in the underground garage. Visitors "
-        "must register at the reception.",
-        "Where can visitors park?",
-        "Visitors must register at the reception; staff park in the underground garage [2].",
-    ),
-    "zh": (
-        "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
-        "[2] 办公室指南 · 停车\n员工可以把车停在地下车库。访客必须在前台登记。",
-        "访客在哪里停车？",
-        "访客需要先在前台登记，员工可以停在地下车库 [2]。",
-    ),
+# The worked example shown before the real question: (sources, question, answer), each source a
+# (heading, text) pair numbered from [1] and listed in the layout's order (best last: [2] before [1]).
+# "distractor": the question names a year, [1] states that year's fact and [2] the same fact of
+# another year; the answer names what is asked, restates the question's specifics and cites [1] only.
+# That is the case the bundled 0.5B model gets wrong most (an answer from a same-topic source of
+# another year, or a copied sentence that does not name what is asked). "plain": the earlier example,
+# whose answer draws on the one source that concerns the question's subject.
+ANSWER_EXAMPLES = {
+    "distractor": {
+        "en": (
+            (("Club newsletter · 2022 awards", "The 2022 Volunteer of the Year award went to Maria Lopez, who "
+              "ran the youth programme. The awards dinner was held in the town hall."),
+             ("Club newsletter · 2021 awards", "Tom Chen won the 2021 Volunteer of the Year award for "
+              "organising the food bank.")),
+            "Who won the Volunteer of the Year award in 2022?",
+            "Maria Lopez won the 2022 Volunteer of the Year award [1].",
+        ),
+        "zh": (
+            (("协会通讯 · 2022 年度奖项", "2022 年度志愿者奖由负责青少年项目的李梅获得。颁奖晚宴在市政厅举行。"),
+             ("协会通讯 · 2021 年度奖项", "陈涛因组织食物银行获得 2021 年度志愿者奖。")),
+            "2022 年度志愿者奖的获得者是谁？",
+            "2022 年度志愿者奖的获得者是李梅 [1]。",
+        ),
+    },
+    "plain": {
+        "en": (
+            (("Office guide · Opening hours", "The office is open from 8:00 to 18:00 on weekdays. It is closed "
+              "on public holidays."),
+             ("Office guide · Parking", "Staff can park in the underground garage. Visitors must register at the "
+              "reception.")),
+            "Where can visitors park?",
+            "Visitors must register at the reception; staff park in the underground garage [2].",
+        ),
+        "zh": (
+            (("办公室指南 · 开放时间", "办公室工作日 8:00 至 18:00 开放，法定节假日关闭。"),
+             ("办公室指南 · 停车", "员工可以把车停在地下车库。访客必须在前台登记。")),
+            "访客在哪里停车？",
+            "访客需要先在前台登记，员工可以停在地下车库 [2]。",
+        ),
+    },
 }
 
 # The extraction-first variant (`answer_style`), for questions that ask for a name, date, number or
@@ -72,20 +97,28 @@ ANSWER_SYSTEM_EXTRACT = {
 
 ANSWER_EXAMPLE_EXTRACT = {
     "en": (
-        "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
-        "public holidays.\n\n[2] Office guide · 2023 edition\nIn 2023 the office opened at 9:00 on weekdays.",
+        (("Office guide · Opening hours", "The office is open from 8:00 to 18:00 on weekdays. It is closed on "
+          "public holidays."),
+         ("Office guide · 2023 edition", "In 2023 the office opened at 9:00 on weekdays.")),
         "When does the office open on weekdays?",
         "At 8:00 [1]. The office is open from 8:00 to 18:00 on weekdays [1].",
     ),
     "zh": (
-        "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
-        "[2] 办公室指南 · 2023 年版\n2023 年办公室工作日 9:00 开门。",
+        (("办公室指南 · 开放时间", "办公室工作日 8:00 至 18:00 开放，法定节假日关闭。"),
+         ("办公室指南 · 2023 年版", "2023 年办公室工作日 9:00 开门。")),
         "办公室工作日几点开门？",
         "8:00 [1]。办公室工作日 8:00 至 18:00 开放 [1]。",
     ),
 }
 
-ANSWER_STYLES = {"sentences": (ANSWER_SYSTEM, ANSWER_EXAMPLE), "extract": (ANSWER_SYSTEM_EXTRACT, ANSWER_EXAMPLE_EXTRACT)}
+ANSWER_SYSTEMS = {"sentences": ANSWER_SYSTEM, "extract": ANSWER_SYSTEM_EXTRACT}
+
+
+def answer_example(style: str, example: str, lang: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
+    """The worked example of an answer style: the extract style has its own; the sentences style the
+    one `example` names (ANSWER_EXAMPLES)."""
+    examples = ANSWER_EXAMPLE_EXTRACT if style == "extract" else ANSWER_EXAMPLES[example]
+    return examples.get(lang, examples["en"])
 
 SOURCES_HEADER = {"en": "Sources:", "zh": "资料："}
 QUESTION_LABEL = {"en": "Question:", "zh": "问题："}

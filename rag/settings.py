@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     # questions extract answered 0.433 and auto 0.533 against 0.600 (short answers cite the wrong
     # source number): sentences stays the default
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
+    # the worked example before the question (rag/prompts.py ANSWER_EXAMPLES): distractor = the answer
+    # names what a year-bound question asks from its source and leaves a same-topic source of another
+    # year out; plain = the earlier example, an answer drawn from the one source on the subject
+    answer_example: Literal["distractor", "plain"] = "plain"
     # the answer prompt states the question before the sources as well as after them (CMRC 2018 dev: -0.017)
     question_first: bool = False
     # the prompt lists the sources from the last number to the first, the best next to the question

@@ -39,10 +39,11 @@ def test_prompt_numbers_sources_with_heading_and_page():
     messages = build_messages("How long is the warranty?", packed.sources, "en")
     assert messages[0] == {"role": "system", "content": prompts.ANSWER_SYSTEM["en"]}
     # one worked example (a user turn and a cited answer) before the real question
-    example_sources, example_question, example_answer = prompts.ANSWER_EXAMPLE["en"]
+    example_sources, example_question, example_answer = prompts.ANSWER_EXAMPLES["plain"]["en"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert example_sources in messages[1]["content"] and example_question in messages[1]["content"]
-    assert messages[2]["content"] == example_answer and "[2]" in example_answer
+    assert example_question in messages[1]["content"] and messages[2]["content"] == example_answer
+    for number, (title, text) in enumerate(example_sources, 1):
+        assert f"[{number}] {title}\n{text}" in messages[1]["content"]
     user = messages[3]["content"]
     assert "[1] Doc · Warranty · page 12\nThe warranty lasts two years." in user
     assert "[2] 员工休假制度 · 年假\n员工每年享有十五天带薪年假。" in user
@@ -51,7 +52,30 @@ def test_prompt_numbers_sources_with_heading_and_page():
     zh = build_messages("年假有几天？", packed.sources, "zh")
     assert zh[0]["content"] == prompts.ANSWER_SYSTEM["zh"] and "问题： 年假有几天？" in zh[3]["content"]
     assert prompts.REFUSAL["zh"] in zh[0]["content"] and "中文" in zh[0]["content"]
-    assert "访客" in zh[1]["content"] and zh[2]["content"] == prompts.ANSWER_EXAMPLE["zh"][2]
+    assert "访客" in zh[1]["content"] and zh[2]["content"] == prompts.ANSWER_EXAMPLES["plain"]["zh"][2]
+
+
+def test_the_worked_example_is_the_chosen_one_and_listed_in_the_layouts_order():
+    packed = pack_context([hit("a", "The warranty lasts two years.")], budget=1000, max_sources=5)
+    for name, examples in prompts.ANSWER_EXAMPLES.items():
+        for lang in ("en", "zh"):
+            sources, question, answer = examples[lang]
+            cited = {int(n) for n in re.findall(r"\[(\d+)\]", answer)}
+            assert len(sources) >= 2 and cited and cited <= set(range(1, len(sources) + 1))  # cites its own sources
+            for best_last in (False, True):
+                turn = build_messages("How long?", packed.sources, lang, Layout(best_last=best_last, example=name))[1]
+                assert question in turn["content"]
+                first, second = turn["content"].index("[1] "), turn["content"].index("[2] ")
+                assert (first > second) == best_last
+    # the distractor example: the question's year is [1]'s, [2] states another year, the answer cites [1] only
+    sources, question, answer = prompts.ANSWER_EXAMPLES["distractor"]["en"]
+    assert "2022" in question and "2022" in sources[0][1] and "2022" not in sources[1][1]
+    assert "[1]" in answer and "[2]" not in answer and "Maria Lopez" in answer
+    # the extract style keeps its own example, whichever the sentences style shows
+    extract = build_messages("How long?", packed.sources, "en", Layout(style="extract", example="plain"))
+    assert extract[2]["content"] == prompts.ANSWER_EXAMPLE_EXTRACT["en"][2]
+    plain = build_messages("How long?", packed.sources, "en", Layout(example="plain"))
+    assert plain[2]["content"] == prompts.ANSWER_EXAMPLES["plain"]["en"][2]
 
 
 def test_question_first_states_the_question_before_the_sources_too(tmp_path):
