@@ -82,6 +82,7 @@ class PipelineConfig:
     match_years: bool
     context_focus: bool
     context_focus_tokens: int
+    context_focus_first_tokens: int
     context_about: bool
     context_single: SingleRule | None  # read only source [1] when this rule fires on the ranking
     answer_style: str
@@ -471,7 +472,8 @@ class Pipeline:
         budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language,
                                 layout=self._layout(style))
         prepare = partial(focus.prepare_context, question, dedupe_on=s.context_dedupe, match_years=s.match_years,
-                          focus_on=s.context_focus, focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
+                          focus_on=s.context_focus, focus_tokens=s.context_focus_tokens, estimate=estimate_tokens,
+                          first_tokens=s.context_focus_first_tokens)
         hits, changed = prepare(result.hits)
         if (s.context_single is not None and len(hits) > 1 and hits[0].chunk.id == result.hits[0].chunk.id
                 and s.context_single.singles_out(result.hits)):

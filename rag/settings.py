@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     match_years: bool = True
     context_focus: bool = True
     context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
+    # ... and kept of source [1], the passage ranked (or year-matched) first, which the model reads
+    # next to the question and answers from most; 0 = context_focus_tokens like the others
+    context_focus_first_tokens: int = Field(0, ge=0, le=4096)
     # give the model only the passages that each state answer_min_coverage of the question's subject
     # terms (all of them when none does); an answer from one left out would fail the coverage check
     context_about: bool = False
