@@ -68,9 +68,8 @@ class Layout:
     "extract" (the short answer, then the source sentence stating it). `question_first`: each user
     turn also states the question before the sources, so that a left-to-right model reads the
     sources knowing what it looks for. `best_last`: the sources are listed from the last to the
-    first number, so the best one stands next to the question (the numbers stay the ranks); the
-    worked example's sources are listed alike. `example`: which worked example the sentences style
-    shows (prompts.ANSWER_EXAMPLES)."""
+    first number, so the best one stands next to the question (the numbers stay the ranks).
+    `example`: which worked example the sentences style shows (prompts.ANSWER_EXAMPLES)."""
 
     style: str = "sentences"
     question_first: bool = False
@@ -82,20 +81,14 @@ def build_messages(question: str, sources: Sequence[Source], lang: str,
                    layout: Layout = Layout()) -> list[dict[str, str]]:
     """System rules, one worked example (a user turn and the model's cited answer), then the
     user turn with the numbered sources and the question, laid out as `layout` says."""
-    blocks = [source_block(s.number, _as_chunk(s), s.text, lang) for s in sources]
+    ordered = list(reversed(sources)) if layout.best_last else sources
+    blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in ordered)
     example_sources, example_question, example_answer = prompts.answer_example(layout.style, layout.example, lang)
-    example_blocks = [f"[{number}] {title}\n{text}" for number, (title, text) in enumerate(example_sources, 1)]
     system = prompts.ANSWER_SYSTEMS[layout.style]
     return [{"role": "system", "content": system.get(lang, system["en"])},
-            {"role": "user", "content": _user_turn(_in_order(example_blocks, layout), example_question, lang,
-                                                   layout.question_first)},
+            {"role": "user", "content": _user_turn(example_sources, example_question, lang, layout.question_first)},
             {"role": "assistant", "content": example_answer},
-            {"role": "user", "content": _user_turn(_in_order(blocks, layout), question, lang, layout.question_first)}]
-
-
-def _in_order(blocks: list[str], layout: Layout) -> str:
-    """Numbered source blocks, from [1] on, joined in the layout's order."""
-    return "\n\n".join(reversed(blocks) if layout.best_last else blocks)
+            {"role": "user", "content": _user_turn(blocks, question, lang, layout.question_first)}]
 
 
 def _user_turn(blocks: str, question: str, lang: str, question_first: bool = False) -> str:

@@ -32,44 +32,44 @@ ANSWER_SYSTEM = {
     ),
 }
 
-# The worked example shown before the real question: (sources, question, answer), each source a
-# (heading, text) pair numbered from [1] and listed in the layout's order (best last: [2] before [1]).
-# "distractor": the question names a year, [1] states that year's fact and [2] the same fact of
-# another year; the answer names what is asked, restates the question's specifics and cites [1] only.
-# That is the case the bundled 0.5B model gets wrong most (an answer from a same-topic source of
-# another year, or a copied sentence that does not name what is asked). "plain": the earlier example,
-# whose answer draws on the one source that concerns the question's subject.
+# The worked example shown before the real question: (sources, question, answer), the sources as
+# the model sees them. The example keeps its own order whatever the layout: listing the plain
+# example's sources best last (its [2], which the answer cites, first) cost 0.033 accuracy on 150
+# CMRC 2018 dev questions (1 win / 6 losses), so the example's answer comes from the source listed
+# last, where the layout puts source [1].
+# "plain": the answer draws on the one source that concerns the question's subject.
+# "distractor": the question names a year; [1] (listed last) states that year's fact and [2] the
+# same fact of another year; the answer names what is asked, restates the year and cites [1] only
+# (CMRC 2018 dev: -0.020 [-0.073, +0.027] against plain listed best last; not the default).
 ANSWER_EXAMPLES = {
-    "distractor": {
-        "en": (
-            (("Club newsletter · 2022 awards", "The 2022 Volunteer of the Year award went to Maria Lopez, who "
-              "ran the youth programme. The awards dinner was held in the town hall."),
-             ("Club newsletter · 2021 awards", "Tom Chen won the 2021 Volunteer of the Year award for "
-              "organising the food bank.")),
-            "Who won the Volunteer of the Year award in 2022?",
-            "Maria Lopez won the 2022 Volunteer of the Year award [1].",
-        ),
-        "zh": (
-            (("协会通讯 · 2022 年度奖项", "2022 年度志愿者奖由负责青少年项目的李梅获得。颁奖晚宴在市政厅举行。"),
-             ("协会通讯 · 2021 年度奖项", "陈涛因组织食物银行获得 2021 年度志愿者奖。")),
-            "2022 年度志愿者奖的获得者是谁？",
-            "2022 年度志愿者奖的获得者是李梅 [1]。",
-        ),
-    },
     "plain": {
         "en": (
-            (("Office guide · Opening hours", "The office is open from 8:00 to 18:00 on weekdays. It is closed "
-              "on public holidays."),
-             ("Office guide · Parking", "Staff can park in the underground garage. Visitors must register at the "
-              "reception.")),
+            "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
+            "public holidays.\n\n[2] Office guide · Parking\nStaff can park in the underground garage. Visitors "
+            "must register at the reception.",
             "Where can visitors park?",
             "Visitors must register at the reception; staff park in the underground garage [2].",
         ),
         "zh": (
-            (("办公室指南 · 开放时间", "办公室工作日 8:00 至 18:00 开放，法定节假日关闭。"),
-             ("办公室指南 · 停车", "员工可以把车停在地下车库。访客必须在前台登记。")),
+            "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
+            "[2] 办公室指南 · 停车\n员工可以把车停在地下车库。访客必须在前台登记。",
             "访客在哪里停车？",
             "访客需要先在前台登记，员工可以停在地下车库 [2]。",
+        ),
+    },
+    "distractor": {
+        "en": (
+            "[2] Club newsletter · 2021 awards\nTom Chen won the 2021 Volunteer of the Year award for organising "
+            "the food bank.\n\n[1] Club newsletter · 2022 awards\nThe 2022 Volunteer of the Year award went to "
+            "Maria Lopez, who ran the youth programme. The awards dinner was held in the town hall.",
+            "Who won the Volunteer of the Year award in 2022?",
+            "Maria Lopez won the 2022 Volunteer of the Year award [1].",
+        ),
+        "zh": (
+            "[2] 协会通讯 · 2021 年度奖项\n陈涛因组织食物银行获得 2021 年度志愿者奖。\n\n"
+            "[1] 协会通讯 · 2022 年度奖项\n2022 年度志愿者奖由负责青少年项目的李梅获得。颁奖晚宴在市政厅举行。",
+            "2022 年度志愿者奖的获得者是谁？",
+            "2022 年度志愿者奖的获得者是李梅 [1]。",
         ),
     },
 }
@@ -97,15 +97,14 @@ ANSWER_SYSTEM_EXTRACT = {
 
 ANSWER_EXAMPLE_EXTRACT = {
     "en": (
-        (("Office guide · Opening hours", "The office is open from 8:00 to 18:00 on weekdays. It is closed on "
-          "public holidays."),
-         ("Office guide · 2023 edition", "In 2023 the office opened at 9:00 on weekdays.")),
+        "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
+        "public holidays.\n\n[2] Office guide · 2023 edition\nIn 2023 the office opened at 9:00 on weekdays.",
         "When does the office open on weekdays?",
         "At 8:00 [1]. The office is open from 8:00 to 18:00 on weekdays [1].",
     ),
     "zh": (
-        (("办公室指南 · 开放时间", "办公室工作日 8:00 至 18:00 开放，法定节假日关闭。"),
-         ("办公室指南 · 2023 年版", "2023 年办公室工作日 9:00 开门。")),
+        "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
+        "[2] 办公室指南 · 2023 年版\n2023 年办公室工作日 9:00 开门。",
         "办公室工作日几点开门？",
         "8:00 [1]。办公室工作日 8:00 至 18:00 开放 [1]。",
     ),
@@ -114,7 +113,7 @@ ANSWER_EXAMPLE_EXTRACT = {
 ANSWER_SYSTEMS = {"sentences": ANSWER_SYSTEM, "extract": ANSWER_SYSTEM_EXTRACT}
 
 
-def answer_example(style: str, example: str, lang: str) -> tuple[tuple[tuple[str, str], ...], str, str]:
+def answer_example(style: str, example: str, lang: str) -> tuple[str, str, str]:
     """The worked example of an answer style: the extract style has its own; the sentences style the
     one `example` names (ANSWER_EXAMPLES)."""
     examples = ANSWER_EXAMPLE_EXTRACT if style == "extract" else ANSWER_EXAMPLES[example]
