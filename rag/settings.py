@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     context_focus: bool = True
     context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
     # ... and kept of source [1], the passage ranked (or year-matched) first, which the model reads
-    # next to the question and answers from most; 0 = context_focus_tokens like the others
+    # next to the question and answers from most; 0 = context_focus_tokens like the others. Dev halves
+    # at 320: CMRC 2018 +0.027 [-0.040, +0.093], COVID-QA +0.000, TTFT 1.14-1.37x: off
     context_focus_first_tokens: int = Field(0, ge=0, le=4096)
     # give the model only the passages that each state answer_min_coverage of the question's subject
     # terms (all of them when none does); an answer from one left out would fail the coverage check
@@ -172,9 +173,10 @@ class Settings(BaseSettings):
     # questions extract answered 0.433 and auto 0.533 against 0.600 (short answers cite the wrong
     # source number): sentences stays the default
     answer_style: Literal["auto", "extract", "sentences"] = "sentences"
-    # the worked example before the question (rag/prompts.py ANSWER_EXAMPLES): distractor = the answer
-    # names what a year-bound question asks from its source and leaves a same-topic source of another
-    # year out; plain = the earlier example, an answer drawn from the one source on the subject
+    # the worked example before the question (rag/prompts.py ANSWER_EXAMPLES), in its own order whatever the
+    # layout: plain = an answer from the source listed last; distractor = a year-bound question answered
+    # from [1], listed last, with a same-topic [2] of another year left out. CMRC 2018 dev (150 q):
+    # distractor -0.020 [-0.073, +0.027] (docs/benchmarks.md, "The worked example ...")
     answer_example: Literal["distractor", "plain"] = "plain"
     # the answer prompt states the question before the sources as well as after them (CMRC 2018 dev: -0.017)
     question_first: bool = False
