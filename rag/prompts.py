@@ -119,6 +119,7 @@ def answer_example(style: str, example: str, lang: str) -> tuple[str, str, str]:
     examples = ANSWER_EXAMPLE_EXTRACT if style == "extract" else ANSWER_EXAMPLES[example]
     return examples.get(lang, examples["en"])
 
+
 SOURCES_HEADER = {"en": "Sources:", "zh": "资料："}
 QUESTION_LABEL = {"en": "Question:", "zh": "问题："}
 PAGE_LABEL = {"en": "page {page}", "zh": "第 {page} 页"}

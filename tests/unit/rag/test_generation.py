@@ -54,7 +54,7 @@ def test_prompt_numbers_sources_with_heading_and_page():
     assert "访客" in zh[1]["content"] and zh[2]["content"] == prompts.ANSWER_EXAMPLES["plain"]["zh"][2]
 
 
-def test_the_worked_example_is_the_chosen_one_and_its_answer_cites_the_source_listed_last():
+def test_the_worked_example_is_the_chosen_one_and_its_answer_cites_the_source_listed_last(tmp_path):
     packed = pack_context([hit("a", "The warranty lasts two years.")], budget=1000, max_sources=5)
     for name, examples in prompts.ANSWER_EXAMPLES.items():
         for lang in ("en", "zh"):
@@ -73,6 +73,14 @@ def test_the_worked_example_is_the_chosen_one_and_its_answer_cites_the_source_li
     # the extract style keeps its own example, whichever the sentences style shows
     extract = build_messages("How long?", packed.sources, "en", Layout(style="extract", example="distractor"))
     assert extract[2]["content"] == prompts.ANSWER_EXAMPLE_EXTRACT["en"][2]
+    # the setting reaches the pipeline's prompt
+    from rag.adapters.llm_fake import ScriptedLLM
+    from tests.unit.kb_fixtures import KB, build_services, router
+
+    llm = ScriptedLLM(router(answer="The warranty lasts two years [1]."))
+    services = build_services(tmp_path, llm=llm, answer_example="distractor")
+    services.pipeline.answer("How long is the Acme X200 warranty?", KB)
+    assert llm.last_messages[2]["content"] == answer and sources in llm.last_messages[1]["content"]
 
 
 def test_question_first_states_the_question_before_the_sources_too(tmp_path):
