@@ -29,6 +29,9 @@ def eval_cmd(
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate a reproducible sample of N queries."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --split halves, the --limit sample and the "
                                                "bootstrap."),
+    skip: int = typer.Option(0, "--skip", min=0, help="Leave out the queries that --limit SKIP draws (same "
+                                                      "--seed and --split): a fresh sample of the same half, "
+                                                      "disjoint from the first."),
     split: str = typer.Option("all", "--split", help=f"Query half: {' | '.join(SPLITS)}. dev and test are fixed, "
                                                      "disjoint halves of the evaluable queries for a --seed "
                                                      "(ordered by SHA-256 of '<seed>:<query id>')."),
@@ -67,10 +70,10 @@ def eval_cmd(
     Queries that cannot be evaluated (empty text, no judgements, a duplicate id, judgements of
     missing passages) and unusable file rows are skipped, counted and listed in the report."""
     if robustness:
-        _robustness(dataset, limit, seed, split, qrels_split, k, ratios, passage_tokens, out, quiet, tests)
+        _robustness(dataset, limit, seed, skip, split, qrels_split, k, ratios, passage_tokens, out, quiet, tests)
         return
-    spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, answers=answers,
-                    judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
+    spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, skip=skip,
+                    answers=answers, judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
                     strategy=check_strategy(strategy, "auto") if strategy else None,
                     out_dir=out, kb_prefix=kb_prefix, level=level, split=split, qrels_split=qrels_split)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap)
@@ -92,14 +95,14 @@ def eval_cmd(
     echo(f"\nreport: {result.report_path}")
 
 
-def _robustness(dataset: str, limit, seed: int, split: str, qrels_split, k: int, ratios: str, passage_tokens: int,
-                out, quiet: bool, tests: str) -> None:
+def _robustness(dataset: str, limit, seed: int, skip: int, split: str, qrels_split, k: int, ratios: str,
+                passage_tokens: int, out, quiet: bool, tests: str) -> None:
     try:
         values = tuple(float(r) for r in ratios.split(",") if r.strip())
     except ValueError:
         raise typer.BadParameter(f"--ratios must be comma-separated numbers, got {ratios!r}") from None
-    spec = RobustnessSpec(dataset=dataset, limit=limit, seed=seed, split=split, qrels_split=qrels_split, k=k,
-                          ratios=values, passage_tokens=passage_tokens, out_dir=out,
+    spec = RobustnessSpec(dataset=dataset, limit=limit, seed=seed, skip=skip, split=split, qrels_split=qrels_split,
+                          k=k, ratios=values, passage_tokens=passage_tokens, out_dir=out,
                           tests=tuple(t.strip() for t in tests.split(",") if t.strip()))
     services = build_services(load_settings())
     try:

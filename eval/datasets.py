@@ -92,13 +92,20 @@ class Dataset:
         """Sorted ids of the queries that have a text and at least one relevant passage."""
         return sorted(qid for qid in self.queries if self.qrels.get(qid))
 
-    def sample(self, limit: int | None, seed: int = 0, split: str = "all") -> list[str]:
+    def sample(self, limit: int | None, seed: int = 0, split: str = "all", skip: int = 0) -> list[str]:
         """Evaluable query ids of `split` (see `split_ids`): all of them (sorted) when `limit`
         is None or not smaller than their number, else `limit` ids drawn reproducibly with
-        `seed`."""
+        `seed`. `skip` leaves out the ids that `sample(skip, seed, split)` draws, so
+        `skip=N` gives a fresh sample of the same half, disjoint from the first N: settings
+        chosen on one dev sample can be checked on another without touching the test half."""
         if limit is not None and limit < 0:
             raise ConfigError(f"sample limit must be >= 0, got {limit}", field="limit")
+        if skip < 0:
+            raise ConfigError(f"sample skip must be >= 0, got {skip}", field="skip")
         ids = split_ids(self.evaluable(), split, seed)
+        if skip:
+            drawn = set(self.sample(skip, seed, split))
+            ids = [qid for qid in ids if qid not in drawn]
         if limit is None or limit >= len(ids):
             return ids
         return random.Random(seed).sample(ids, limit)

@@ -35,6 +35,7 @@ class RobustnessSpec:
     dataset: str
     limit: int | None = None
     seed: int = 0
+    skip: int = 0  # see EvalSpec.skip
     split: str = "all"
     qrels_split: str | None = None
     k: int = DEFAULT_K
@@ -78,7 +79,7 @@ def run_robustness(services: Services, spec: RobustnessSpec, *, show_progress: b
     if not dataset.answer_keys:
         raise ConfigError(f"dataset {dataset.name} has no answers.jsonl: --robustness needs gold answers",
                           field="robustness")
-    qids = [q for q in dataset.sample(spec.limit, spec.seed, spec.split) if q in dataset.answer_keys]
+    qids = [q for q in dataset.sample(spec.limit, spec.seed, spec.split, spec.skip) if q in dataset.answer_keys]
     if not qids:
         raise ConfigError(f"dataset {dataset.name} has no question with gold answers in split {spec.split!r}",
                           field="dataset")
@@ -259,7 +260,8 @@ def _notes(spec: RobustnessSpec, result: RobustnessResult) -> list[str]:
     origins = Counter(p["origin"] for r in run.rows for p in r["passages"] if p["kind"] == "noise")
     missing = sum(r["noise_missing"] for r in run.rows)
     notes = [f"sample: {len(result.qids)} questions with gold answers (of {len(dataset.evaluable())} evaluable; "
-             f"split {spec.split}, seed {spec.seed}); {len(run.rows)} answers",
+             f"split {spec.split}, seed {spec.seed}" + (f", the first {spec.skip} draws left out" if spec.skip else "")
+             + f"); {len(run.rows)} answers",
              f"contexts: windows of whole sentences of at most {run.window_tokens} estimated tokens "
              f"({run.windows} windows over {len(dataset.corpus)} passages); noise passages used: "
              f"{origins['judged']} judged not relevant, {origins['bm25']} BM25 hard negatives"
@@ -281,7 +283,7 @@ def _settings(services: Services, spec: RobustnessSpec, result: RobustnessResult
             "dataset": {"name": dataset.name, "path": str(dataset.path), "documents": len(dataset.doc_ids),
                         "evaluable": len(dataset.qrels), "with_answers": len(dataset.answer_keys),
                         "qrels_file": str(dataset.qrels_file), "skipped_rows": dict(dataset.issues.counts)},
-            "sample": {"limit": spec.limit, "seed": spec.seed, "split": spec.split, "n": len(result.qids),
+            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split, "n": len(result.qids),
                        "qids": result.qids},
             "robustness": {"k": spec.k, "ratios": list(spec.ratios), "passage_tokens": spec.passage_tokens,
                            "window_tokens": result.run.window_tokens, "windows": result.run.windows,

@@ -43,6 +43,7 @@ class EvalSpec:
     configs: list[EvalConfig]
     limit: int | None = None
     seed: int = 0
+    skip: int = 0  # leave out the ids a --limit of this many draws: a fresh sample of the same half
     answers: bool = False
     judge: bool = False
     answer_config: EvalConfig | None = None  # None: the pipeline's own defaults
@@ -140,7 +141,7 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
     if spec.answers and not dataset.answer_keys:
         raise ConfigError(f"dataset {dataset.name} has no answers.jsonl: --answers cannot be scored", field="answers")
     main_level(spec.level, dataset)  # fail before any work when the level is not available
-    qids = dataset.sample(spec.limit, spec.seed, spec.split)
+    qids = dataset.sample(spec.limit, spec.seed, spec.split, spec.skip)
     if not qids:
         raise ConfigError(f"dataset {dataset.name} has no evaluable query (a text and a passage judged relevant) in "
                           f"split {spec.split!r}; {len(dataset.skipped_queries)} queries skipped: "
@@ -344,7 +345,7 @@ def _settings_record(services: Services, spec: EvalSpec, result: EvalResult, lev
         models["llm"] = getattr(services.llm, "name", None)
     return {"settings": services.settings.public_dict(), "models": models,
             "dataset": _dataset_record(result.dataset),
-            "sample": {"limit": spec.limit, "seed": spec.seed, "split": spec.split, "n": len(result.qids),
+            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split, "n": len(result.qids),
                        "qids": result.qids},
             "bootstrap": {"resamples": spec.resamples, "seed": spec.seed, "metrics": list(COMPARED),
                           "baseline": spec.configs[0].name},

@@ -322,3 +322,20 @@ def test_sample_applies_the_split_before_the_limit(tmp_path):
     assert test == split_ids(ds.evaluable(), "test", seed=5) and len(test) == 10
     limited = ds.sample(4, seed=5, split="test")
     assert set(limited) <= set(test) and limited == ds.sample(4, seed=5, split="test")
+
+
+def test_skip_draws_a_fresh_sample_of_the_same_half(tmp_path):
+    queries = [{"_id": f"q{i}", "text": f"question {i}"} for i in range(2000)]
+    qrels = "".join(f"q{i}\tn1\t1\n" for i in range(2000))
+    ds = load_dataset(str(make_beir(tmp_path, queries, qrels)))
+    dev = set(ds.sample(None, seed=0, split="dev"))
+    first = ds.sample(150, seed=0, split="dev")
+    fresh = ds.sample(150, seed=0, split="dev", skip=150)
+    assert len(fresh) == 150 and set(fresh) <= dev and not set(fresh) & set(first)
+    assert fresh == ds.sample(150, seed=0, split="dev", skip=150)
+    assert ds.sample(150, seed=0, split="dev", skip=0) == first
+    rest = ds.sample(None, seed=0, split="dev", skip=150)
+    assert set(rest) == dev - set(first) and rest == sorted(rest)
+    assert ds.sample(None, seed=0, split="dev", skip=5000) == []
+    with pytest.raises(ConfigError, match="skip must be >= 0"):
+        ds.sample(3, skip=-1)

@@ -191,7 +191,7 @@ def test_limit_and_seed_give_a_reproducible_sample(dataset_dir, tmp_path):
     assert a.qids == b.qids and len(a.qids) == 3
     assert [r["qid"] for r in a.results[0].per_query] == a.qids
     saved = json.loads((tmp_path / "out" / "settings.json").read_text())
-    assert saved["sample"] == {"limit": 3, "seed": 7, "split": "all", "n": 3, "qids": a.qids}
+    assert saved["sample"] == {"limit": 3, "skip": 0, "seed": 7, "split": "all", "n": 3, "qids": a.qids}
     others = {tuple(evaluate(tmp_path, spec(dataset_dir, tmp_path, limit=3, seed=s)).qids) for s in range(5)}
     assert len(others) > 1, "different seeds should draw different samples"
 
@@ -309,6 +309,9 @@ def test_cli_eval_prints_tables_and_reuses_the_knowledge_base(dataset_dir, tmp_p
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     assert "0 files embedded, 5 unchanged" in second.stdout and "nothing was embedded" in second.stdout
+    fresh = CliRunner().invoke(app, args + ["--limit", "2", "--skip", "2"])
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads((tmp_path / "cli-out" / "settings.json").read_text())["sample"]["skip"] == 2
     bad = CliRunner().invoke(app, ["eval", str(dataset_dir), "--compare", "hybrid,fancy"])
     assert bad.exit_code == 2 and "unknown evaluation config 'fancy'" in bad.output
     assert "Traceback" not in bad.output
@@ -394,6 +397,10 @@ def test_split_halves_partition_the_evaluable_queries(dataset_dir, tmp_path):
     test = evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2)).qids
     assert not set(dev) & set(test) and sorted(dev + test) == [f"q{i}" for i in range(1, 7)]
     assert evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2)).qids == test
+    first = evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2, limit=1)).qids
+    fresh = evaluate(tmp_path, spec(dataset_dir, tmp_path, split="test", seed=2, limit=1, skip=1)).qids
+    assert len(fresh) == 1 and set(fresh) <= set(test) and fresh != first
+    assert json.loads((tmp_path / "out" / "settings.json").read_text())["sample"]["skip"] == 1
     assert json.loads((tmp_path / "out" / "settings.json").read_text())["sample"]["split"] == "test"
     with pytest.raises(ConfigError, match="unknown split"):
         evaluate(tmp_path, spec(dataset_dir, tmp_path, split="train"))
