@@ -345,8 +345,8 @@ def _settings_record(services: Services, spec: EvalSpec, result: EvalResult, lev
         models["llm"] = getattr(services.llm, "name", None)
     return {"settings": services.settings.public_dict(), "models": models,
             "dataset": _dataset_record(result.dataset),
-            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split, "n": len(result.qids),
-                       "qids": result.qids},
+            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split,
+                       "n": len(result.qids), "qids": result.qids},
             "bootstrap": {"resamples": spec.resamples, "seed": spec.seed, "metrics": list(COMPARED),
                           "baseline": spec.configs[0].name},
             "configs": [c.__dict__ for c in spec.configs], "level": level, "depth": EVAL_DEPTH,
