@@ -104,11 +104,17 @@ class Dataset:
             raise ConfigError(f"sample skip must be >= 0, got {skip}", field="skip")
         ids = split_ids(self.evaluable(), split, seed)
         if skip:
-            drawn = set(self.sample(skip, seed, split))
+            drawn = set(_draw(ids, skip, seed))
             ids = [qid for qid in ids if qid not in drawn]
-        if limit is None or limit >= len(ids):
-            return ids
-        return random.Random(seed).sample(ids, limit)
+        return _draw(ids, limit, seed)
+
+
+def _draw(ids: list[str], limit: int | None, seed: int) -> list[str]:
+    """`ids` as they are when `limit` is None or not smaller than their number, else `limit`
+    of them drawn reproducibly with `seed`."""
+    if limit is None or limit >= len(ids):
+        return ids
+    return random.Random(seed).sample(ids, limit)
 
 
 def split_ids(qids: Iterable[str], split: str, seed: int = 0) -> list[str]:
