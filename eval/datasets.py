@@ -109,6 +109,13 @@ class Dataset:
         return _draw(ids, limit, seed)
 
 
+def sample_record(spec, qids: list[str]) -> dict[str, object]:
+    """What settings.json records of a sample: `spec` is any eval spec with `limit`, `skip`,
+    `seed` and `split` (eval.runner.EvalSpec, eval.robustness_report.RobustnessSpec)."""
+    return {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split, "n": len(qids),
+            "qids": qids}
+
+
 def _draw(ids: list[str], limit: int | None, seed: int) -> list[str]:
     """`ids` as they are when `limit` is None or not smaller than their number, else `limit`
     of them drawn reproducibly with `seed`."""

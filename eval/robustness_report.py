@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.datasets import Dataset, load_dataset, split_ids
+from eval.datasets import Dataset, load_dataset, sample_record, split_ids
 from eval.metrics import latency_summary, paired_bootstrap
 from eval.report import markdown_table, write_jsonl, write_report
 from eval.robustness import RATIOS, TESTS, RobustnessRun, passage_tokens, run_trials
@@ -283,8 +283,7 @@ def _settings(services: Services, spec: RobustnessSpec, result: RobustnessResult
             "dataset": {"name": dataset.name, "path": str(dataset.path), "documents": len(dataset.doc_ids),
                         "evaluable": len(dataset.qrels), "with_answers": len(dataset.answer_keys),
                         "qrels_file": str(dataset.qrels_file), "skipped_rows": dict(dataset.issues.counts)},
-            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split,
-                       "n": len(result.qids), "qids": result.qids},
+            "sample": sample_record(spec, result.qids),
             "robustness": {"k": spec.k, "ratios": list(spec.ratios), "passage_tokens": spec.passage_tokens,
                            "window_tokens": result.run.window_tokens, "windows": result.run.windows,
                            "bootstrap_resamples": spec.resamples,

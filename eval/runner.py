@@ -17,7 +17,8 @@ from typing import Any
 
 from eval.ablations import EVAL_DEPTH, ChunkLocator, ConfigResult, EvalConfig, score_config
 from eval.answer_eval import AnswerResult, evaluate_answers
-from eval.datasets import SPLITS, CorpusFolder, Dataset, load_dataset, resolve_dataset_path, split_ids
+from eval.datasets import (SPLITS, CorpusFolder, Dataset, load_dataset, resolve_dataset_path, sample_record,
+                           split_ids)
 from eval.metrics import paired_bootstrap
 from eval.report import markdown_table, write_jsonl, write_report
 from ingest.runner import IngestReport
@@ -345,8 +346,7 @@ def _settings_record(services: Services, spec: EvalSpec, result: EvalResult, lev
         models["llm"] = getattr(services.llm, "name", None)
     return {"settings": services.settings.public_dict(), "models": models,
             "dataset": _dataset_record(result.dataset),
-            "sample": {"limit": spec.limit, "skip": spec.skip, "seed": spec.seed, "split": spec.split,
-                       "n": len(result.qids), "qids": result.qids},
+            "sample": sample_record(spec, result.qids),
             "bootstrap": {"resamples": spec.resamples, "seed": spec.seed, "metrics": list(COMPARED),
                           "baseline": spec.configs[0].name},
             "configs": [c.__dict__ for c in spec.configs], "level": level, "depth": EVAL_DEPTH,
