@@ -8,7 +8,13 @@ scripted LLM) and override `api.deps.get_pipeline` when they need to.
 Authentication: every `/v1` route needs an API key (`Authorization: Bearer <key>` or `X-API-Key`).
 The admin key (RAG_API_ADMIN_KEY) may do everything and manage keys. Without an admin key the
 server still starts: keys made with `rag keys create` work, nothing else does. Only
-RAG_AUTH_DISABLED=true turns authentication off, with a warning at every start."""
+RAG_AUTH_DISABLED=true turns authentication off, with a warning at every start.
+
+Request limits (middleware, outside the routes): a body over RAG_MAX_REQUEST_MB (uploads) or 8 MB
+(anything else) is refused with 413 while it streams; a body that has not arrived within
+RAG_REQUEST_BODY_TIMEOUT seconds gets 408 and its connection closed; an API key may have
+RAG_MAX_CONCURRENT_UPLOADS_PER_KEY uploads in progress (429 past that). The pages and /static/
+carry a Content-Security-Policy without inline script or style."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from api.auth import ApiKeyStore, Authenticator
 from api.conversations import ConversationStore
@@ -26,8 +33,9 @@ from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
+from api.middleware import BodyTimeoutMiddleware, PageSecurityMiddleware
 from api.routes import console, kbs, keys, openai_compat, query, system
-from api.uploads import BodyLimitMiddleware, body_limit
+from api.uploads import BodyLimitMiddleware, UploadSlotsMiddleware, body_limit
 from rag.factory import Services, build_services
 from rag.settings import Settings, load_settings
 
@@ -84,7 +92,11 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     for router in (query.router, openai_compat.router, kbs.router, keys.router, console.router, system.router,
                    console.page_router):
         app.include_router(router)
-    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings.max_upload_mb))
+    app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings.max_request_mb))
+    app.add_middleware(BodyTimeoutMiddleware, seconds=settings.request_body_timeout)
+    app.add_middleware(UploadSlotsMiddleware, auth=state.auth, limit=settings.max_concurrent_uploads_per_key)
+    app.add_middleware(PageSecurityMiddleware)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"],

@@ -1,7 +1,7 @@
 """Errors at the HTTP edge. Every error body is `{"error": {"code", "message", "field"}}`:
 a `RagError` keeps its own `code` and `http_status`; request validation is 422 naming the
 first bad field (all of them under `error.details`); Starlette's HTTP errors (404 unknown
-route, 405, 413 from the body limit, ...) get a code derived from the status."""
+route, 405, 408 from the body timeout, 413 from the body limit, ...) get a code derived from the status."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rag.errors import RagError
 log = logging.getLogger(__name__)
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                 405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "payload_too_large",
                  415: "unsupported_media_type", 422: "validation_error", 429: "too_many_requests",
                  500: "internal_error", 503: "unavailable"}
 
@@ -47,6 +47,13 @@ class Conflict(RagError):
 class PayloadTooLarge(RagError):
     code = "payload_too_large"
     http_status = 413
+
+
+class TooManyRequests(RagError):
+    """A key already has as many requests of a kind in progress as it may (uploads)."""
+
+    code = "too_many_requests"
+    http_status = 429
 
 
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:

@@ -195,30 +195,43 @@ class JobManager:
     def _run(self, job: Job) -> None:
         """Run a job, or resume one the server stopped in (its files may be staged, in place, or both)."""
         staging = staging_dir(self.services.data_dir, job.id)
+        kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
             with self.services.write_locks.hold(job.kb):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
                 self._update(job, status="running", started_at=job.started_at or time.time())
-                report, before = self._ingest(job, staging)
+                report, before = self._ingest(job, staging, kept)
             self._finish(job, report, before)
         except RagError as exc:
             log.warning("ingest job %s failed: %s", job.id, exc.message)
-            self._update(job, status="failed", error=exc.message, finished_at=time.time())
+            self._fail(job, exc.message, kept)
         except Exception as exc:  # a crash must land in the job record, not vanish inside the pool
             # the client gets a short reason; the exception (it may name paths or objects) stays in the log
             log.exception("ingest job %s crashed: %s: %s", job.id, type(exc).__name__, exc)
-            self._update(job, status="failed", error="internal error while indexing; the server log has the details",
-                         finished_at=time.time())
+            self._fail(job, "internal error while indexing; the server log has the details", kept)
         finally:
             remove_tree(staging)
             if self.on_finish is not None:
                 self.on_finish(job)
 
-    def _ingest(self, job: Job, staging: Path) -> tuple[IngestReport, set[str]]:
+    def _fail(self, job: Job, reason: str, kept: set[str]) -> None:
+        """Mark a job failed (a store write failed, the knowledge base went away, ...): each file
+        whose uploaded bytes the catalog holds indexed (`kept`) says so, every other one is failed
+        with `reason` (its document stays pending or keeps its previous version: never reported
+        indexed), and the job never says succeeded."""
+        files = []
+        for entry in job.files:
+            indexed = entry["filename"] in kept
+            files.append({**entry, "status": "indexed" if indexed else "failed",
+                          "reason": "indexed before the job failed" if indexed else reason})
+        self._update(job, status="failed", files=files, error=reason, finished_at=time.time())
+
+    def _ingest(self, job: Job, staging: Path, kept: set[str]) -> tuple[IngestReport, set[str]]:
         """Move the staged files in (the previous version of each kept as a backup) and ingest them.
         Idempotent, so that a resumed job redoes only what is left. Returns the report and the files
-        the catalog held indexed with their uploaded bytes before this run (a resumed job's)."""
+        the catalog held indexed with their uploaded bytes before this run (a resumed job's); adds
+        to `kept` the files left in place indexed with their uploaded bytes (on an error too)."""
         upload_dir = kb_upload_dir(self.services.data_dir, job.kb)
         upload_dir.mkdir(parents=True, exist_ok=True)
         names = [entry["filename"] for entry in job.files]
@@ -249,7 +262,8 @@ class JobManager:
             return ingestor.ingest_files(upload_dir, targets), before
         finally:
             for name in names:
-                self._settle(job.kb, upload_dir / name, backups.get(name))
+                if self._settle(job.kb, upload_dir / name, backups.get(name)):
+                    kept.add(name)
 
     def _indexed_as_is(self, kb: str, target: Path) -> bool:
         """The catalog holds `target` indexed with exactly its bytes."""
@@ -260,16 +274,18 @@ class JobManager:
         except OSError:
             return False
 
-    def _settle(self, kb: str, target: Path, backup: Path | None) -> None:
-        """Keep the uploaded file if the catalog indexed exactly its bytes; otherwise put the previous
-        version back (or remove the file), so the uploads folder always matches the index."""
+    def _settle(self, kb: str, target: Path, backup: Path | None) -> bool:
+        """Keep the uploaded file if the catalog indexed exactly its bytes (True); otherwise put the
+        previous version back (or remove the file), so the uploads folder always matches the index."""
         if self._indexed_as_is(kb, target):
             if backup is not None:
                 backup.unlink(missing_ok=True)
-        elif backup is not None:
+            return True
+        if backup is not None:
             os.replace(backup, target)
         else:
             target.unlink(missing_ok=True)
+        return False
 
     def _finish(self, job: Job, report: IngestReport, before: set[str] = frozenset()) -> None:
         by_source = {f.source: f for f in report.files}

@@ -153,6 +153,44 @@ class KbOut(BaseModel):
     bytes: int
 
 
+class CheckOut(BaseModel):
+    """`GET /v1/kbs/{kb}/check`: chunk ids the catalog, the vector store and BM25 disagree on, and
+    what belongs to no knowledge base (orphan collections and BM25 indexes, interrupted drops)."""
+
+    kb: str
+    ok: bool
+    catalog: int
+    vectors: int
+    lexical: int
+    missing_in_vectors: list[str]
+    missing_in_lexical: list[str]
+    extra_in_vectors: list[str]
+    extra_in_lexical: list[str]
+    pending_documents: list[str]
+    orphan_collections: list[str]
+    orphan_lexical: list[str]
+    half_dropped: list[str]
+
+
+class RepairOut(BaseModel):
+    """`POST /v1/kbs/{kb}/repair`: what was repaired, per category, and the check run afterwards."""
+
+    kb: str
+    changed: bool
+    finished_drops: list[str]
+    rolled_back: list[str] = Field(description="Pending documents put back to their indexed version.")
+    removed_pending: list[str] = Field(description="Pending documents without an indexed version, removed.")
+    finished_removals: list[str]
+    garbage_deleted: int
+    extra_deleted: int
+    lexical_restored: int
+    removed_missing: list[str] = Field(description="Documents whose vectors were lost, removed: ingest them again.")
+    orphans_dropped: list[str]
+    recovery: str | None = Field(None, description="What the vector store's own recovery did (reloaded or "
+                                 "rebuilt the collection, points recovered and lost), when it had to do any.")
+    after: CheckOut
+
+
 class DocumentOut(BaseModel):
     doc_id: str
     source: str

@@ -1,4 +1,5 @@
-"""Uploaded files: name sanitising, size and type checks, staging on disk, and a request body limit.
+"""Uploaded files: name sanitising, size and type checks, staging on disk, a request body limit and
+a cap on the uploads one API key has in progress.
 
 Files are first written to `<data_dir>/uploads/.staging/<job id>/`; the ingest job moves them to
 `<data_dir>/uploads/<kb>/<name>` under the knowledge base's write lock. Those files are the source
@@ -15,18 +16,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.errors import PayloadTooLarge, error_body
+from api.auth import Authenticator
+from api.errors import PayloadTooLarge, TooManyRequests, error_body
 from ingest.parse import SUPPORTED_SUFFIXES
-from rag.errors import InvalidRequest, UnsupportedFile
+from rag.errors import InvalidRequest, RagError, UnsupportedFile
 
 MIB = 1024 * 1024
 MAX_FILES_PER_UPLOAD = 32
 JSON_BODY_LIMIT = 8 * MIB
 MAX_NAME_BYTES = 200
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
+# kept of the invisible format characters (Cf): the joiners, which join letters (Persian, Indic) and emoji
+_JOINERS = frozenset("\u200c\u200d")
 UPLOAD_PATH_RE = re.compile(r"^/v1/kbs/[^/]+/documents/?$")
 
 
@@ -42,11 +47,19 @@ def staging_dir(data_dir: Path, job_id: str) -> Path:
     return uploads_root(data_dir) / ".staging" / job_id
 
 
+def strip_invisible(text: str) -> str:
+    """`text` without invisible format characters (Unicode category Cf but the joiners U+200C/U+200D,
+    and the line/paragraph separators): the bidirectional controls (U+202A-E, U+2066-9, U+200E/F,
+    U+061C) that make `report\u202efdp.exe` show as `reportexe.pdf`, zero-width spaces, BOMs."""
+    return "".join(c for c in text if c in _JOINERS or unicodedata.category(c) not in ("Cf", "Zl", "Zp"))
+
+
 def sanitize_filename(name: str | None) -> str:
-    """A safe flat file name from a client-supplied one: the last path component, NFC, no control or
-    reserved characters, no leading dots, at most 200 UTF-8 bytes (suffix kept). Unicode letters stay
-    (员工手册.pdf is fine). Raises InvalidRequest when nothing usable is left."""
-    raw = unicodedata.normalize("NFC", name or "")
+    """A safe flat file name from a client-supplied one: the last path component, NFC, invisible
+    format characters (bidirectional controls, zero-width spaces) removed, control and reserved
+    characters replaced by `_`, no leading dots, at most 200 UTF-8 bytes (suffix kept). Unicode
+    letters stay (员工手册.pdf is fine). Raises InvalidRequest when nothing usable is left."""
+    raw = strip_invisible(unicodedata.normalize("NFC", name or ""))
     raw = re.split(r"[/\\]", raw)[-1]
     cleaned = _UNSAFE.sub("_", raw).strip().lstrip(".").strip()
     if not cleaned or set(cleaned) <= {"_", " ", "."}:
@@ -93,7 +106,8 @@ def remove_tree(path: Path) -> None:
 
 class BodyLimitMiddleware:
     """Refuses request bodies over a per-route limit with 413, before and while they are read (a
-    missing or lying Content-Length does not get past it), so an upload cannot fill the disk."""
+    missing or lying Content-Length does not get past it), so an upload cannot fill the disk: the
+    spooled part of a refused upload is at most the limit. The connection is closed after the 413."""
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]) -> None:
         self.app = app
@@ -104,9 +118,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope)
+        refusal = _too_large_message(scope, limit)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
-            await _send_413(send, limit)
+            await _send_error(send, 413, error_body("payload_too_large", refusal))
             return
         received = 0
 
@@ -116,26 +131,81 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise HTTPException(413, f"request body larger than {limit // MIB} MB")
+                    raise HTTPException(413, refusal, headers={"Connection": "close"})
             return message
 
         await self.app(scope, limited, send)
 
 
-async def _send_413(send: Send, limit: int) -> None:
-    body = json.dumps(error_body("payload_too_large", f"request body larger than {limit // MIB} MB")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+def _is_upload(scope: Scope) -> bool:
+    return scope.get("method") == "POST" and bool(UPLOAD_PATH_RE.match(scope.get("path", "")))
 
 
-def body_limit(max_upload_mb: int) -> Callable[[Scope], int]:
-    upload_limit = max_upload_mb * MIB * MAX_FILES_PER_UPLOAD + MIB
+def _too_large_message(scope: Scope, limit: int) -> str:
+    size = f"{limit // MIB} MB" if limit >= MIB else f"{limit} bytes"
+    return (f"request body larger than the limit of {size} (RAG_MAX_REQUEST_MB, every file of the upload together)"
+            if _is_upload(scope) else f"request body larger than the limit of {size}")
+
+
+async def _send_error(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """A JSON error answered without reading the request body, so the connection is closed after it."""
+    data = json.dumps(body).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            (b"connection", b"close"), *extra]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def body_limit(max_request_mb: int) -> Callable[[Scope], int]:
+    """The body limit of a request: RAG_MAX_REQUEST_MB for an upload, 8 MB for anything else."""
+    upload_limit = max_request_mb * MIB
 
     def limit_for(scope: Scope) -> int:
-        if scope.get("method") == "POST" and UPLOAD_PATH_RE.match(scope.get("path", "")):
-            return upload_limit
-        return JSON_BODY_LIMIT
+        return upload_limit if _is_upload(scope) else JSON_BODY_LIMIT
 
     return limit_for
+
+
+def bearer_credentials(scope: Scope) -> tuple[str | None, str | None]:
+    """(`Authorization: Bearer` credentials, `X-API-Key`) of a request, as `api.deps` reads them."""
+    headers = Headers(scope=scope)
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    return (credentials.strip() or None) if scheme.lower() == "bearer" else None, headers.get("x-api-key")
+
+
+class UploadSlotsMiddleware:
+    """At most `limit` uploads of one API key in progress at a time (RAG_MAX_CONCURRENT_UPLOADS_PER_KEY,
+    per server process): the key is checked from the headers before any of the body is read (401 at
+    once for an unknown key), and one more upload of that key is answered 429 without reading it.
+    A slot is held until the upload's answer is sent (its files staged, its job queued)."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator, limit: int) -> None:
+        self.app = app
+        self.auth = auth
+        self.limit = limit
+        self.active: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _is_upload(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = self.auth.authenticate(*bearer_credentials(scope)).key_id
+        except RagError as exc:
+            await _send_error(send, exc.http_status, error_body(exc.code, exc.message, exc.field),
+                              {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None)
+            return
+        if self.active.get(key, 0) >= self.limit:
+            busy = TooManyRequests(f"this API key has {self.limit} uploads in progress, the limit "
+                                   f"(RAG_MAX_CONCURRENT_UPLOADS_PER_KEY={self.limit}); retry when one has finished")
+            await _send_error(send, busy.http_status, error_body(busy.code, busy.message, busy.field),
+                              {"Retry-After": "5"})
+            return
+        self.active[key] = self.active.get(key, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active[key] -= 1
+            if not self.active[key]:
+                del self.active[key]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ from cli.output import echo, name
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor
 from rag import versions
+from rag.errors import StoreHeld
 from rag.factory import build_services, open_services
 from rag.settings import load_settings
 from rag.types import parse_tags
@@ -41,9 +43,9 @@ class _Progress:
         return (f"chunks {step.chunks_embedded}/{step.chunks_known} embedded  "
                 f"{step.chunks_embedded / max(elapsed, 1e-6):.1f} chunks/s  {name(step.source[-40:])}")
 
-    def page(self, name: str, page: int, pages: int) -> None:
+    def page(self, source: str, page: int, pages: int) -> None:
         """A long scan shows its OCR progress page by page."""
-        self.bar.set_postfix_str(f"OCR page {page}/{pages}  {name[-40:]}")
+        self.bar.set_postfix_str(f"OCR page {page}/{pages}  {name(source[-40:])}")
 
     def close(self) -> None:
         self.bar.close()
@@ -68,7 +70,11 @@ def ingest(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Index a folder of documents (incremental: unchanged files are not re-embedded)."""
+    """Index a folder of documents (incremental: unchanged files are not re-embedded).
+
+    Exit code 0 when every file is indexed (or unchanged), 3 when some files were skipped or indexed in
+    part and the others indexed (the summary lists them), 1 when nothing could be ingested, 2 for bad
+    arguments, 75 when another job is writing the knowledge base."""
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
@@ -78,7 +84,7 @@ def ingest(
     kb = kb or settings.default_kb
     tags = parse_tags(tag, field="--tag")
     echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
-    files = [path] if path.is_file() else None
+    files = None if path.is_dir() else [path]  # a single file (a pipe or device is skipped with its reason)
     progress = None
     try:
         with services.write_locks.hold(kb, wait=False):  # taken before the knowledge base may be created
@@ -107,6 +113,9 @@ def ingest(
     nothing = report.count("indexed", "updated", "unchanged", "removed") == 0
     if nothing:
         fail(f"nothing could be ingested from {path}", 1)
+    partial = len(report.skipped) + sum(1 for f in report.files if f.status in ("indexed", "updated") and f.reason)
+    if partial:  # a distinct code, so a script notices the files left out
+        fail(f"{partial} file(s) skipped or indexed in part (listed above); the others are indexed", 3)
 
 
 def _index(knowledge, min_unindexed: int) -> float | None:
@@ -218,19 +227,68 @@ def kbs(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @app.command()
 @handle_errors
-def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> None:
-    """Verify that the catalog, the vector store and BM25 hold the same chunk ids."""
+def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
+          repair: bool = typer.Option(False, "--repair", help="Bring the catalog, the vectors and BM25 back "
+                                      "to agreement (under the write lock), say what was done, check again.")) -> None:
+    """Verify that the catalog, the vector store and BM25 hold the same chunk ids, and that no
+    orphan collection or half-dropped knowledge base is left; `--repair` fixes what it finds."""
+    from rag.repair import repair as repair_kb
+
     with open_services() as services:
-        report = services.kbs.open(kb or services.settings.default_kb).check()
-        echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
-        for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
-                      "pending_documents"):
-            values = getattr(report, label)
-            if values:
-                echo(f"  {label}: {len(values)} (e.g. {', '.join(values[:3])})")
+        kb = kb or services.settings.default_kb
+        try:
+            if repair:
+                with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
+                    done = repair_kb(services.kbs, kb)
+                _print_repair(done)
+                report = done.after
+            else:
+                report = services.kbs.check(kb)
+        except StoreHeld:
+            fail(_served_hint(kb, repair), 1)
+        _print_check(report)
         if not report.ok:
-            fail("knowledge base is inconsistent: run `rag ingest` on its folder again to repair it", 1)
+            fail("knowledge base is inconsistent: run `rag check --repair` to repair it", 1)
         echo("ok: stores agree")
+
+
+def _served_hint(kb: str, repair: bool) -> str:
+    host = os.environ.get("RAG_HOST", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url = f"http://{host}:{os.environ.get('RAG_PORT', '8000')}/v1/kbs/{kb}/{'repair' if repair else 'check'}"
+    method = "-X POST " if repair else ""
+    return (f"the server holds this store (`rag serve` is running); use: "
+            f'curl {method}-H "Authorization: Bearer $KEY" {url}')
+
+
+def _print_check(report) -> None:
+    echo(f"catalog {report.catalog} chunks, vectors {report.vectors}, bm25 {report.lexical}")
+    for label in ("missing_in_vectors", "missing_in_lexical", "extra_in_vectors", "extra_in_lexical",
+                  "pending_documents", "orphan_collections", "orphan_lexical", "half_dropped"):
+        values = getattr(report, label)
+        if values:
+            echo(f"  {label}: {len(values)} (e.g. {', '.join(name(v) for v in values[:3])})")
+
+
+def _print_repair(done) -> None:
+    if done.recovery is not None:
+        echo(f"repair: vector store {done.recovery.message}")
+    lines = [("finished interrupted drops", done.finished_drops), ("rolled back to their indexed version",
+             done.rolled_back), ("removed unfinished new documents", done.removed_pending),
+             ("finished removals", done.finished_removals), ("dropped orphans", done.orphans_dropped)]
+    for label, values in lines:
+        if values:
+            echo(f"repair: {label}: {len(values)}: {', '.join(name(v) for v in values)}")
+    for label, count in (("deleted old chunks of replaced documents", done.garbage_deleted),
+                         ("deleted chunks the catalog does not list", done.extra_deleted),
+                         ("re-indexed in BM25 from the stored chunks", done.lexical_restored)):
+        if count:
+            echo(f"repair: {label}: {count}")
+    if done.removed_missing:
+        echo(f"repair: removed {len(done.removed_missing)} document(s) whose vectors were lost; "
+             f"ingest them again: {', '.join(name(v) for v in done.removed_missing)}")
+    if not done.changed:
+        echo("repair: nothing to repair")
 
 
 @app.command("index")
@@ -263,11 +321,13 @@ def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -
 @app.command()
 @handle_errors
 def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
-    """Delete a knowledge base and its indexes."""
-    if not yes:
-        typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
+    """Delete a knowledge base and its indexes (and finish a drop that was interrupted)."""
     with open_services() as services:
-        services.catalog.require_kb(kb)
+        interrupted = services.catalog.get_kb(kb) is None and services.catalog.get_dropping(kb) is not None
+        if not interrupted:
+            services.catalog.require_kb(kb)  # an unknown name fails before the question
+        if not yes and not interrupted:
+            typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
         with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
-            services.kbs.drop(kb)
-        echo(f"dropped {name(kb)}")
+            finished = services.kbs.drop(kb)
+        echo(f"dropped {name(kb)}" + (" (finished an interrupted drop)" if finished else ""))

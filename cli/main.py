@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from cli.output import echo
-from rag.errors import Busy, ConfigError, InvalidRequest, NotFound, RagError
+from rag.errors import Busy, ConfigError, InvalidRequest, NotFound, RagError, StoreHeld
 
 app = typer.Typer(help="Self-hosted RAG question answering over your documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +37,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(exc.message, 2)
         except Busy as exc:
             fail(exc.message, 75)
+        except StoreHeld as exc:
+            fail(f"{exc.message}: a running `rag serve` holds this store; use its API (or stop it)", 75)
         except RagError as exc:
             fail(exc.message, 1)
         except KeyboardInterrupt:

@@ -7,7 +7,7 @@ import json
 
 import typer
 
-from cli.main import app, handle_errors
+from cli.main import app, fail, handle_errors
 from cli.output import echo
 from rag.settings import load_settings
 
@@ -32,6 +32,9 @@ def serve(
     echo(f"serving on http://{host}:{port}  (data: {settings.data_dir}, docs: http://{host}:{port}/docs)",
                err=True)
     if workers > 1:
+        if settings.resolved_vector_backend != "server":  # an embedded store is one process's at a time
+            fail(f"--workers {workers} needs a Qdrant server (RAG_QDRANT_URL): the embedded vector store "
+                 f"({settings.resolved_vector_backend}) is opened by one process only", 2)
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
         return
     from api.app import create_app

@@ -1,12 +1,14 @@
 """Bounds on what one file may cost to parse: its size, what a zip container (DOCX, XLSX) unpacks
-to. Every check raises `ParseError` with a reason that names the
-setting, so the file is skipped and the rest of the folder is indexed."""
+to, and the rows, cells and seconds its reader may spend (`ParseBudget`, one per file, checked by
+every format reader as it goes). Every check raises `ParseError` with a reason that names the
+setting, so the file is skipped (never indexed in part) and the rest of the folder is indexed."""
 
 from __future__ import annotations
 
 import io
+import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rag.errors import ParseError
 
@@ -24,6 +26,13 @@ class ParseLimits:
     # plain text and Markdown over this go through the linear paragraph splitter instead of
     # unstructured's partitioners (which run spaCy on every paragraph: ~13 s per MB)
     large_text_mb: float = 1.0
+    max_rows: int = 200_000  # RAG_PARSE_MAX_ROWS: table rows (CSV, TSV, XLSX) and JSON records of one file
+    max_cells: int = 5_000_000  # RAG_PARSE_MAX_CELLS: table cells (a row counts to its last filled column)
+    max_seconds: float = 120.0  # RAG_PARSE_MAX_SECONDS: reading one file's text (OCR has its own bounds)
+
+    def budget(self) -> ParseBudget:
+        """A fresh budget for one file; its clock starts now."""
+        return ParseBudget(self.max_rows, self.max_cells, self.max_seconds)
 
     @property
     def max_file_bytes(self) -> int:
@@ -36,6 +45,38 @@ class ParseLimits:
     @property
     def large_text_bytes(self) -> int:
         return int(self.large_text_mb * MIB)
+
+
+@dataclass
+class ParseBudget:
+    """What one file's reader may still spend. Readers call `row()` per table row or record and
+    `tick()` per paragraph, element or page; the first one past a bound raises `ParseError` naming
+    the setting and how far the reader got, and the file is skipped with that reason."""
+
+    max_rows: int
+    max_cells: int
+    max_seconds: float
+    rows: int = 0
+    cells: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def row(self, cells: int = 0) -> None:
+        self.rows += 1
+        self.cells += cells
+        if self.rows > self.max_rows:
+            raise ParseError(f"too many rows: over {self.max_rows} (RAG_PARSE_MAX_ROWS={self.max_rows})",
+                             field="path")
+        if self.cells > self.max_cells:
+            raise ParseError(f"too many cells: over {self.max_cells} in {self.rows} rows "
+                             f"(RAG_PARSE_MAX_CELLS={self.max_cells})", field="path")
+        self.tick()
+
+    def tick(self) -> None:
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.max_seconds:
+            done = f" after {self.rows} rows" if self.rows else ""
+            raise ParseError(f"parsing took too long: stopped{done} at {elapsed:.0f} s "
+                             f"(RAG_PARSE_MAX_SECONDS={self.max_seconds:g})", field="path")
 
 
 def _mb(n: int) -> str:

@@ -29,8 +29,9 @@ import numpy as np
 
 from ingest.chunkers import Chunker
 from ingest.formats.ocr import DEFAULT_OCR, OcrOptions, chunk_ocr
-from ingest.limits import ParseLimits, check_file_size
-from ingest.parse import OCR_SUFFIXES, SUPPORTED_SUFFIXES, parse_bytes, unsupported_reason
+from ingest.limits import ParseLimits
+from ingest.parse import (OCR_SUFFIXES, SUPPORTED_SUFFIXES, not_regular_reason, parse_bytes, read_file,
+                          unsupported_reason)
 from ingest.prefetch import prefetched
 from ingest.writer import OrderedWriter
 from rag.catalog import DocRecord
@@ -119,13 +120,15 @@ ProgressFn = Callable[[IngestProgress], None]
 @dataclass
 class FolderScan:
     files: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason): links not followed
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason): links not followed, pipes, ...
 
 
 def scan_folder(root: Path, follow_links: bool = False) -> FolderScan:
     """Files under `root`, sorted, hidden files and folders skipped. Symbolic links (to files or
     folders) that resolve outside `root` are skipped and reported unless `follow_links`; links
-    inside are followed; a folder link back into the folders above it (a cycle) is never entered."""
+    inside are followed; a folder link back into the folders above it (a cycle) is never entered.
+    Only regular files are listed: a named pipe, socket or device (or a link to one) is reported
+    as skipped, never opened (reading a pipe would block forever)."""
     root = Path(root).resolve()
     scan = FolderScan()
     chains: dict[str, frozenset[Path]] = {str(root): frozenset({root})}  # walked folder -> real folders above
@@ -148,9 +151,23 @@ def scan_folder(root: Path, follow_links: bool = False) -> FolderScan:
             if name.startswith(".") or name in IGNORED_NAMES:
                 continue
             path = here / name
-            if _link_target(path, root, follow_links, scan, "file") is not None:
+            real = _link_target(path, root, follow_links, scan, "file")
+            if real is None:
+                continue
+            reason = _special_file_reason(real)
+            if reason:
+                log.warning("skipped %s: %s", path, reason)
+                scan.skipped.append((path, reason))
+            else:
                 scan.files.append(path)
     return scan
+
+
+def _special_file_reason(real: Path) -> str:
+    try:
+        return not_regular_reason(real.stat().st_mode)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or 'I/O error'}"
 
 
 def _link_target(path: Path, root: Path, follow_links: bool, scan: FolderScan, kind: str) -> Path | None:
@@ -286,12 +303,8 @@ class Ingestor:
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return FileResult(source, "skipped", unsupported_reason(path)), 0.0
         try:
-            stat = path.stat()
-            check_file_size(stat.st_size, self.limits)
-            data = path.read_bytes()  # read once: hashed here, parsed from memory below
-        except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
-            return FileResult(source, "skipped", f"unreadable: {exc.strerror or 'I/O error'}"), 0.0
+            # read once: hashed here, parsed from memory below; only a regular file is opened
+            data, stat = read_file(path, self.limits)
         except ParseError as exc:
             log.warning("skipped %s: %s", source, exc.message)
             return FileResult(source, "skipped", exc.message), 0.0

@@ -15,7 +15,8 @@ from rag.settings import Settings
 
 def ocr_options(settings: Settings, page_progress=None) -> OcrOptions:
     return OcrOptions(enabled=settings.ocr == "auto", dpi=settings.ocr_dpi, max_side=settings.ocr_max_side,
-                      max_pixels=settings.ocr_max_pixels, progress=page_progress)
+                      max_pixels=settings.ocr_max_pixels, max_pages=settings.ocr_max_pages,
+                      max_seconds=settings.ocr_max_seconds_per_file, progress=page_progress)
 
 
 def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None,
@@ -27,7 +28,8 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     writer = QuestionWriter(services.llm, n=s.generate_questions) if s.generate_questions else None
     knowledge_base = services.kbs.open_or_create(kb)
     limits = ParseLimits(max_file_mb=s.max_file_mb, max_unzipped_mb=s.max_unzipped_mb,
-                         max_zip_ratio=s.max_zip_ratio)
+                         max_zip_ratio=s.max_zip_ratio, max_rows=s.parse_max_rows, max_cells=s.parse_max_cells,
+                         max_seconds=s.parse_max_seconds)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
                     embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress),

@@ -10,7 +10,11 @@ The catalog is also the source of truth for which chunks queries may see (`live_
 replaced stays visible until the new one is complete). `mark_indexed` swaps a document's live ids
 in one transaction and records the old ids still in the stores as garbage (`pending_ids` of an
 indexed row) until `clear_garbage` says they were deleted. Every change of the live set bumps the
-knowledge base's generation, so readers in any process can cache the set."""
+knowledge base's generation, so readers in any process can cache the set.
+
+A drop first marks the knowledge base `dropping` (in its meta: no schema change), which hides it
+from `get_kb` and `list_kbs`; its rows go last, after its indexes (`KnowledgeBases.drop`), so a
+killed drop leaves a mark that the next command finishes."""
 
 from __future__ import annotations
 
@@ -64,6 +68,8 @@ CREATE TABLE IF NOT EXISTS generations (
 """
 
 
+DROPPING_KEY = "dropping"  # in a knowledge base's meta: when its drop began
+
 # `<kb>__v<n>` names the collection a re-embedded knowledge base moves to (`rag reindex`): no new
 # knowledge base may contain it, so that no knowledge base's default collection is another's
 COLLECTION_SEP = "__"
@@ -93,6 +99,7 @@ class KbRecord:
     collection: str
     created_at: float
     meta: dict = field(default_factory=dict)
+    dropping: bool = False  # `rag drop` began and did not finish: `KnowledgeBases` finishes it
 
 
 @dataclass
@@ -145,13 +152,45 @@ class Catalog:
                          (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
         return rec
 
-    def get_kb(self, name: str) -> KbRecord | None:
+    def _kb_record(self, name: str) -> KbRecord | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM kbs WHERE name=?", (name,)).fetchone()
         if row is None:
             return None
-        return KbRecord(row["name"], row["embed_model"], row["dim"], row["collection"], row["created_at"],
-                        json.loads(row["meta"]))
+        meta = json.loads(row["meta"])
+        dropping = isinstance(meta, dict) and meta.pop(DROPPING_KEY, None) is not None
+        return KbRecord(row["name"], row["embed_model"], row["dim"], row["collection"], row["created_at"], meta,
+                        dropping)
+
+    def get_kb(self, name: str) -> KbRecord | None:
+        """The knowledge base `name`; None when there is none or it is being dropped."""
+        rec = self._kb_record(name)
+        return None if rec is None or rec.dropping else rec
+
+    def get_dropping(self, name: str) -> KbRecord | None:
+        """The record of `name` when a drop of it began and did not finish."""
+        rec = self._kb_record(name)
+        return rec if rec is not None and rec.dropping else None
+
+    def dropping_kbs(self) -> list[KbRecord]:
+        """Knowledge bases whose drop began and did not finish (a killed `rag drop`)."""
+        with self._lock:
+            names = [r["name"] for r in self._conn.execute(
+                "SELECT name FROM kbs WHERE json_extract(meta, ?) IS NOT NULL ORDER BY name", (f"$.{DROPPING_KEY}",))]
+        return [rec for rec in (self.get_dropping(n) for n in names) if rec is not None]
+
+    def mark_dropping(self, name: str) -> None:
+        """The first step of a drop, in one transaction: the knowledge base disappears from `get_kb`
+        and `list_kbs` at once; its rows stay until its indexes are deleted (`delete_kb`)."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE kbs SET meta=json_set(meta, ?, ?) WHERE name=?",
+                         (f"$.{DROPPING_KEY}", time.time(), name))
+            self._bump(conn, name)
+
+    def collections(self) -> set[str]:
+        """The collections the catalog's knowledge bases name (those being dropped included)."""
+        with self._lock:
+            return {r["collection"] for r in self._conn.execute("SELECT collection FROM kbs")}
 
     def require_kb(self, name: str) -> KbRecord:
         rec = self.get_kb(name)
@@ -160,6 +199,7 @@ class Catalog:
         return rec
 
     def list_kbs(self) -> list[KbRecord]:
+        """The knowledge bases, without those being dropped."""
         with self._lock:
             names = [r["name"] for r in self._conn.execute("SELECT name FROM kbs ORDER BY name")]
         return [rec for rec in (self.get_kb(n) for n in names) if rec is not None]
@@ -290,6 +330,14 @@ class Catalog:
             rows = self._conn.execute("SELECT * FROM documents WHERE kb=? AND state='indexed' AND pending_ids<>'[]'",
                                       (kb,)).fetchall()
         return [self._doc(r) for r in rows]
+
+    def roll_back_pending(self, kb: str, doc_id: str) -> None:
+        """A pending document back to the version it replaces (its live ids and content hash,
+        which `mark_pending` kept); the caller deleted the pending ids first."""
+        with self.transaction() as conn:
+            conn.execute("UPDATE documents SET state='indexed', pending_ids='[]' WHERE kb=? AND doc_id=? "
+                         "AND state='pending'", (kb, doc_id))
+            self._bump(conn, kb)
 
     def mark_deleting(self, kb: str, doc_id: str) -> None:
         with self.transaction() as conn:

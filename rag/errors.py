@@ -82,3 +82,10 @@ class StoreError(RagError):
 
     code = "store_error"
     http_status = 503
+
+
+class StoreHeld(StoreError):
+    """An embedded store is open in another process (a running `rag serve`): use its API, or stop it."""
+
+    code = "store_held"
+    http_status = 409

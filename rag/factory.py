@@ -145,10 +145,20 @@ class Services:
 
         return LocalBM25Index(self.data_dir / "bm25" / collection, stopwords=s.bm25_stopwords)
 
+    def lexical_names(self) -> list[str]:
+        """The local BM25 indexes on disk, by collection (none when BM25 lives in Qdrant)."""
+        if self.settings.resolved_lexical_backend == "sparse":
+            return []
+        from rag.adapters.bm25 import index_names
+
+        return index_names(self.data_dir / "bm25")
+
     @cached_property
     def kbs(self) -> KnowledgeBases:
+        # a Qdrant server may hold other applications' collections: only `<kb>__v<n>` ones are orphans there
         return KnowledgeBases(self.catalog, self.store, self.lexical_factory, self.embedder,
-                              self.collection_options(), locks=self.write_locks)
+                              self.collection_options(), locks=self.write_locks, lexical_names=self.lexical_names,
+                              own_store=self.settings.resolved_vector_backend != "server")
 
     @cached_property
     def write_locks(self) -> WriteLocks:

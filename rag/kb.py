@@ -13,22 +13,30 @@ Writes: one writer per knowledge base across threads and processes (`WriteLocks`
 plus an `flock` on `<data dir>/locks/<kb>.lock`); a writer that would wait without `wait` gets
 `Busy`. `KnowledgeBases.remove`, `reindex` and `drop` take the lock themselves; ingestion (and
 any caller that writes more than the index) holds `KnowledgeBases.writing(name)` around its work
-and uses the `KnowledgeBase` primitives (`write`, `delete`, `remove_document`) inside it."""
+and uses the `KnowledgeBase` primitives (`write`, `delete`, `remove_document`) inside it.
+
+Crash safety of the lifecycle: a drop marks the knowledge base dropping in the catalog, deletes its
+indexes, then its rows; whoever opens, creates or drops it next finishes a drop that was killed
+(`list` hides it). Orphans are collections and BM25 folders that no catalog record names (a killed
+reindex's `<kb>__vN`, the old collection of a reindex killed after its switch) and whose knowledge
+base's write lock nobody holds (a reindex in progress): `drop` and `reindex` remove those of their
+knowledge base, `rag check --repair` (`rag.repair`) all of them."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
+from rag.catalog import COLLECTION_SEP, Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
 from rag.errors import Busy, EmbeddingMismatch, InvalidRequest, NotFound, RagError
 from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
@@ -38,6 +46,14 @@ log = logging.getLogger(__name__)
 EXTRA_SEP = "#"
 OVERFETCH = 4  # each retry asks the index for this many times more hits
 MAX_OVERFETCH = 64  # at most this many times `limit`
+_REINDEXED = re.compile(rf"^(.+){COLLECTION_SEP}v\d+$")  # `<kb>__v<n>`: a collection `reindex` made
+
+
+def collection_kb(collection: str) -> str:
+    """The knowledge base a collection was made for (`<kb>` or `<kb>__v<n>`): the one whose write
+    lock guards it while it is written."""
+    match = _REINDEXED.match(collection)
+    return match.group(1) if match else collection
 
 
 def parent_of(chunk_id: str) -> str:
@@ -100,6 +116,29 @@ class WriteLocks:
         finally:
             tlock.release()
 
+    def held_elsewhere(self, kb: str) -> bool:
+        """Whether another thread or process holds the write lock of `kb` now (creates no lock file)."""
+        if not (self.folder / f"{kb}.lock").exists():
+            return False
+        try:
+            with self.hold(kb, wait=False):
+                return False
+        except Busy:
+            return True
+
+
+@dataclass
+class Orphans:
+    """Collections and BM25 indexes that no catalog record names: `collections` and `lexical` are
+    free to remove; `in_progress` are being written under their knowledge base's lock (a reindex)."""
+
+    collections: list[str] = field(default_factory=list)
+    lexical: list[str] = field(default_factory=list)
+    in_progress: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return sorted(set(self.collections) | set(self.lexical))
+
 
 @dataclass
 class CheckReport:
@@ -112,11 +151,15 @@ class CheckReport:
     extra_in_vectors: list[str]
     extra_in_lexical: list[str]
     pending_documents: list[str]
+    orphan_collections: list[str] = field(default_factory=list)  # `KnowledgeBases.check` fills these three
+    orphan_lexical: list[str] = field(default_factory=list)
+    half_dropped: list[str] = field(default_factory=list)  # other knowledge bases whose drop was killed
 
     @property
     def ok(self) -> bool:
         return not (self.missing_in_vectors or self.missing_in_lexical or self.extra_in_vectors
-                    or self.extra_in_lexical or self.pending_documents)
+                    or self.extra_in_lexical or self.pending_documents or self.orphan_collections
+                    or self.orphan_lexical or self.half_dropped)
 
 
 class KnowledgeBase:
@@ -239,12 +282,19 @@ class KnowledgeBase:
 
 
 class KnowledgeBases:
-    """Opens knowledge bases; the store and embedder are shared, one lexical index per kb."""
+    """Opens knowledge bases; the store and embedder are shared, one lexical index per kb.
+    `lexical_names` lists the lexical indexes that exist, by collection (none where BM25 lives in
+    the vector store). `own_store`: every collection of the store is this service's (the embedded
+    engines under the data folder); else (a Qdrant server other applications may share) only
+    `<kb>__v<n>` collections can be orphans."""
 
     def __init__(self, catalog: Catalog, store: VectorStore, lexical_factory: Callable[[str], LexicalIndex],
                  embedder: Embedder, collection_options: CollectionOptions | None = None, *,
-                 locks: WriteLocks) -> None:
+                 locks: WriteLocks, lexical_names: Callable[[], Sequence[str]] | None = None,
+                 own_store: bool = True) -> None:
         self.locks = locks
+        self.lexical_names = lexical_names or (lambda: [])
+        self.own_store = own_store
         self.catalog = catalog
         self.store = store
         self.lexical_factory = lexical_factory
@@ -254,6 +304,11 @@ class KnowledgeBases:
         self._lock = threading.RLock()
 
     def list(self) -> list[KbRecord]:
+        """The knowledge bases; drops a killed process left are finished first (or else hidden)."""
+        try:
+            self.finish_drops()
+        except RagError as exc:
+            log.warning("could not finish an interrupted drop: %s", exc.message)
         return self.catalog.list_kbs()
 
     def exists(self, name: str) -> bool:
@@ -279,7 +334,7 @@ class KnowledgeBases:
                 return self._open[name]
             record = self.catalog.get_kb(name)
             if record is None:
-                raise NotFound(f"unknown knowledge base {name!r}", field="kb")
+                raise NotFound(f"unknown knowledge base {name!r}{self._finish_dropping(name)}", field="kb")
             self._check_model(record)
             lexical = self.lexical_factory(record.collection)
             if lexical.stale:
@@ -302,6 +357,9 @@ class KnowledgeBases:
         with self._lock:
             if self.catalog.get_kb(name) is None:
                 check_new_kb_name(name)
+                dropping = self.catalog.get_dropping(name)
+                if dropping is not None:  # a killed drop: finished before the name is taken again
+                    self._finish_drop(dropping)
                 collection = name
                 owner = self.catalog.collection_owner(collection)
                 if owner is not None:  # a knowledge base created before `__` was reserved, re-embedded into it
@@ -331,17 +389,117 @@ class KnowledgeBases:
                 raise RagError(f"no document {source!r} in knowledge base {name!r}")
             return doc, kb.remove_document(doc)
 
-    def drop(self, name: str, *, wait: bool = False) -> None:
-        """Delete knowledge base `name`, its indexes and catalog rows, under its write lock."""
-        self.catalog.require_kb(name)
-        with self.writing(name, wait), self._lock:
-            record = self.catalog.require_kb(name)
+    def require(self, name: str) -> KbRecord:
+        """The record of `name`, also when a drop of it was interrupted; NotFound otherwise."""
+        check_kb_name(name)
+        record = self.catalog.get_kb(name) or self.catalog.get_dropping(name)
+        if record is None:
+            raise NotFound(f"unknown knowledge base {name!r}", field="kb")
+        return record
+
+    def drop(self, name: str, *, wait: bool = False) -> bool:
+        """Delete knowledge base `name`, its indexes, its orphans and catalog rows, under its write
+        lock; crash-safe (marked dropping first, rows removed last). True when it finished a drop
+        that a killed process had begun."""
+        self.require(name)
+        with self.writing(name, wait):
+            record = self.require(name)
+            self._finish_drop(record)
+        return record.dropping
+
+    def _finish_drop(self, record: KbRecord) -> None:
+        """Mark, delete the indexes, remove the rows; every step after the mark is idempotent, so
+        the next call finishes a killed one. Busy while another writer holds the lock."""
+        name = record.name
+        with self.writing(name), self._lock:
+            record = self.catalog.get_kb(name) or self.catalog.get_dropping(name)
+            if record is None:  # finished by another process meanwhile
+                return
+            if not record.dropping:
+                self.catalog.mark_dropping(name)
             kb = self._open.pop(name, None)
             lexical = kb.lexical if kb else self.lexical_factory(record.collection)
             lexical.drop()
             if self.store.collection_exists(record.collection):
                 self.store.drop_collection(record.collection)
+            self.drop_orphans(kb=name)
             self.catalog.delete_kb(name)
+        log.info("dropped knowledge base %s", name)
+
+    def _finish_dropping(self, name: str) -> str:
+        """Finish a killed drop of `name` if there is one: a note for the caller's message."""
+        record = self.catalog.get_dropping(name)
+        if record is None:
+            return ""
+        try:
+            self._finish_drop(record)
+        except Busy:
+            return " (it is being dropped)"
+        return " (an interrupted drop of it was finished now)"
+
+    def finish_drops(self, allowed: Callable[[str], bool] | None = None) -> list[str]:
+        """Finish the drops killed processes left (those of the knowledge bases `allowed` accepts);
+        one whose lock another writer holds is left to it. The names finished."""
+        done = []
+        for record in self.catalog.dropping_kbs():
+            if allowed is not None and not allowed(record.name):
+                continue
+            try:
+                self._finish_drop(record)
+            except Busy:
+                continue
+            done.append(record.name)
+        return done
+
+    def orphans(self) -> Orphans:
+        """Collections and BM25 indexes that no catalog record names (see the module docstring)."""
+        named = self.catalog.collections()
+        vectors = {c for c in self.store.collections() if c not in named and (self.own_store or _REINDEXED.match(c))}
+        lexical = {c for c in self.lexical_names() if c not in named}
+        found = Orphans()
+        for name in sorted(vectors | lexical):
+            if self.locks.held_elsewhere(collection_kb(name)):
+                found.in_progress.append(name)
+                continue
+            if name in vectors:
+                found.collections.append(name)
+            if name in lexical:
+                found.lexical.append(name)
+        return found
+
+    def drop_orphans(self, kb: str | None = None, allowed: Callable[[str], bool] | None = None) -> list[str]:
+        """Remove the orphans (only those of knowledge base `kb`, or of those `allowed` accepts),
+        each under its knowledge base's write lock; the names removed."""
+        found = self.orphans()
+        removed = []
+        for name in found.names():
+            owner = collection_kb(name)
+            if (kb is not None and owner != kb) or (allowed is not None and not allowed(owner)):
+                continue
+            try:
+                with self.locks.hold(owner, wait=False):
+                    if name in self.catalog.collections():  # taken meanwhile
+                        continue
+                    if name in found.lexical:
+                        self.lexical_factory(name).drop()
+                    if name in found.collections:
+                        self.store.drop_collection(name)
+            except Busy:
+                continue
+            removed.append(name)
+            log.info("removed orphan collection %s", name)
+        return removed
+
+    def check(self, name: str, allowed: Callable[[str], bool] | None = None) -> CheckReport:
+        """`KnowledgeBase.check` of `name`, plus what belongs to no knowledge base: orphans and
+        the drops killed processes left (those of the knowledge bases `allowed` accepts)."""
+        report = self.open(name).check()
+        keep = allowed or (lambda _: True)
+        found = self.orphans()
+        report.orphan_collections = [c for c in found.collections if keep(collection_kb(c))]
+        report.orphan_lexical = [c for c in found.lexical if keep(collection_kb(c))]
+        report.half_dropped = [r.name for r in self.catalog.dropping_kbs() if keep(r.name)]
+        return report
 
     def reindex(self, name: str, *, batch: int = 256, wait: bool = False) -> tuple[int, str]:
         """Re-embed every live chunk of `name` with the configured model into a new collection, under
@@ -351,6 +509,7 @@ class KnowledgeBases:
         self.catalog.require_kb(name)
         with self.writing(name, wait):
             record = self.catalog.require_kb(name)
+            self.drop_orphans(kb=name)  # what killed reindexes left
             store, embedder = self.store, self.embedder
             version = int(record.meta.get("version", 1)) + 1 if isinstance(record.meta, dict) else 2
             new_collection = f"{name}__v{version}"

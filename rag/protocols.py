@@ -52,6 +52,37 @@ class CollectionOptions:
     replication_factor: int | None = None
 
 
+RECOVERY_ACTIONS = ("none", "reopened", "rebuilt")
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """What `VectorStore.recover` found and did with one collection. `action`, one of
+    RECOVERY_ACTIONS: "none" (it opened, read back and needed nothing), "reopened" (closed and
+    loaded again: its log replayed what a failed flush left unwritten) or "rebuilt" (what could be
+    read was copied into a fresh collection). `lost` points could not be read back (their chunks
+    are missing from the store, where `KnowledgeBase.check` reports them); `lost_segments` did not
+    load at all (their points are not counted); the damaged files were kept at `kept`."""
+
+    collection: str
+    action: str = "none"
+    recovered: int = 0
+    lost: int = 0
+    lost_segments: tuple[str, ...] = ()
+    kept: str = ""
+    reason: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.action == "none":
+            return f"collection {self.collection!r}: nothing to recover"
+        text = f"collection {self.collection!r} {self.action} ({self.reason}): {self.recovered} points recovered"
+        if self.lost or self.lost_segments:
+            text += f", {self.lost} lost" + (f" and {len(self.lost_segments)} unreadable segment(s)"
+                                              if self.lost_segments else "")
+        return text + (f"; the damaged files are kept in {self.kept}" if self.kept else "")
+
+
 @runtime_checkable
 class VectorStore(Protocol):
     """Dense vectors plus chunk payloads, one collection per knowledge base."""
@@ -59,6 +90,11 @@ class VectorStore(Protocol):
     def ensure_collection(self, name: str, dim: int, options: CollectionOptions | None = None) -> None: ...
 
     def collection_exists(self, name: str) -> bool: ...
+
+    def collections(self) -> list[str]:
+        """The names of the collections the store holds, sorted (orphan checks compare them with
+        the catalog)."""
+        ...
 
     def drop_collection(self, name: str) -> None: ...
 
@@ -79,6 +115,12 @@ class VectorStore(Protocol):
     def optimize(self, name: str, min_unindexed: int = 0) -> bool:
         """Build the search index (HNSW) of the vectors outside it when there are at least
         `min_unindexed`; True if anything changed. A store that indexes by itself does nothing."""
+        ...
+
+    def recover(self, name: str) -> RecoveryReport:
+        """Check that collection `name` opens, reads back whole and takes writes; when it does not,
+        bring it back (reopen it, or rebuild it from what is readable) and say what was lost. A
+        store that recovers by itself (Qdrant server) returns action "none"."""
         ...
 
     def close(self) -> None: ...

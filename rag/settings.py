@@ -91,11 +91,17 @@ class Settings(BaseSettings):
     # OCR of scanned PDF pages and image files with the bundled PP-OCRv4 models (Chinese + English).
     # "auto": a PDF page is OCR'd when it has no text layer (or is one big image with almost no text);
     # "off": images are skipped and scanned pages dropped. Pages render at ocr_dpi, are downscaled to
-    # ocr_max_side pixels; images over ocr_max_pixels are refused before decoding (decompression bombs)
+    # ocr_max_side pixels; images over ocr_max_pixels are refused before decoding (decompression bombs).
+    # A file's OCR stops after ocr_max_pages pages or, at the next page, after ocr_max_seconds_per_file
+    # (what was read is indexed, the rest reported): 500 pages is a thick scanned book; 600 s is about
+    # 150 A4 pages at the measured ~4 s a page on 2 cores, and bounds how long one file holds the
+    # knowledge base's write lock (an API upload waits behind it)
     ocr: Literal["auto", "off"] = "auto"
     ocr_dpi: int = Field(300, ge=72, le=600)
     ocr_max_side: int = Field(4000, ge=500, le=20000)
     ocr_max_pixels: int = Field(89_478_485, ge=1_000_000)
+    ocr_max_pages: int = Field(500, ge=1, le=100_000)
+    ocr_max_seconds_per_file: float = Field(600.0, gt=0, le=86_400)
 
     # retrieval and fusion
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
@@ -216,11 +222,20 @@ class Settings(BaseSettings):
     auth_disabled: bool = False
     public_metrics: bool = False  # /metrics without an API key (else it needs one, like /readyz details)
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # comma list
-    max_upload_mb: int = Field(50, ge=1)
+    max_upload_mb: int = Field(50, ge=1)  # one uploaded file
+    # one request body, every file of an upload and the multipart framing: 413 while it streams
+    max_request_mb: int = Field(200, ge=1)
+    # seconds a request body may take to arrive (from the app's first read): 408 and the connection closed
+    request_body_timeout: float = Field(60.0, gt=0, le=3600)
+    max_concurrent_uploads_per_key: int = Field(4, ge=1, le=1000)  # one more upload of that key: 429
     # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
     max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
     max_unzipped_mb: float = Field(200.0, gt=0)  # DOCX/XLSX: what one member and all members may unpack to
     max_zip_ratio: float = Field(100.0, gt=1)  # DOCX/XLSX: uncompressed/compressed size of a member over 1 MB
+    # what one file's reader may spend: over any of these the file is skipped with the reason (never indexed in part)
+    parse_max_rows: int = Field(200_000, ge=1)  # table rows (CSV, TSV, XLSX) and JSON records
+    parse_max_cells: int = Field(5_000_000, ge=1)  # table cells (a row counts up to its last filled column)
+    parse_max_seconds: float = Field(120.0, gt=0)  # reading one file's text (OCR has its own bounds)
     default_kb: str = "default"
 
     @field_validator("transforms", mode="before")
@@ -258,6 +273,9 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})")
+        if self.max_request_mb <= self.max_upload_mb:
+            raise ValueError(f"max_request_mb ({self.max_request_mb}) must be larger than max_upload_mb "
+                             f"({self.max_upload_mb}): a request carries a whole file and its framing")
         if self.vector_backend == "server" and not self.qdrant_url:
             raise ValueError("vector_backend 'server' needs qdrant_url (RAG_QDRANT_URL)")
         return self

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,11 +16,14 @@ from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, U
 from api.deps import ApiState, Caller, State
 from api.errors import Conflict
 from api.jobs import Job, new_job_id
-from api.schemas import (KB_PATTERN, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut)
+from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut,
+                         RepairOut)
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
 from rag.catalog import KbRecord, check_new_kb_name
 from rag.errors import Busy, InvalidRequest, NotFound
+from rag.kb import CheckReport
+from rag.repair import repair
 from rag.types import parse_tags
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
@@ -78,12 +82,42 @@ def get_kb(kb: KbName, state: State, caller: Caller) -> Any:
 def delete_kb(kb: KbName, state: State, caller: Caller) -> Response:
     """Drop the knowledge base: its vectors, lexical index, catalog rows and uploaded files."""
     caller.require_write(kb)
-    state.services.catalog.require_kb(kb)
     kbs = state.services.kbs
+    kbs.require(kb)  # also a knowledge base whose drop was interrupted: this one finishes it
     with _busy_is_conflict(), kbs.writing(kb):  # the uploaded files go under the same write lock
         kbs.drop(kb)
         remove_tree(kb_upload_dir(state.services.data_dir, kb))
     return Response(status_code=204)
+
+
+def _check_out(report: CheckReport) -> CheckOut:
+    return CheckOut(ok=report.ok, **asdict(report))
+
+
+@router.get("/kbs/{kb}/check", response_model=CheckOut)
+def check_kb(kb: KbName, state: State, caller: Caller) -> Any:
+    """What `rag check` says, from the server that holds the store (admin or a key that may write
+    the knowledge base): the chunk ids the catalog, the vectors and BM25 disagree on, and orphan
+    collections and interrupted drops of the knowledge bases this key may write."""
+    caller.require_write(kb)
+    return _check_out(state.services.kbs.check(kb, allowed=caller.can_write))
+
+
+@router.post("/kbs/{kb}/repair", response_model=RepairOut)
+def repair_kb(kb: KbName, state: State, caller: Caller) -> Any:
+    """`rag check --repair` (admin or a key that may write the knowledge base): under the write
+    lock (409 while an ingest job writes it), bring the catalog, the vectors and BM25 back to
+    agreement, remove orphans and finish interrupted drops (of the knowledge bases this key may
+    write); what was done per category and the check run afterwards."""
+    caller.require_write(kb)
+    kbs = state.services.kbs
+    kbs.require(kb)
+    with _busy_is_conflict():
+        done = repair(kbs, kb, allowed=caller.can_write)
+    body = asdict(done)
+    body["after"] = _check_out(done.after)
+    body["recovery"] = done.recovery.message if done.recovery else None
+    return RepairOut(changed=done.changed, **body)
 
 
 @router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])

@@ -2,8 +2,8 @@
 reachable; 503 until then), `/metrics` (Prometheus text), `/` (a small chat page).
 
 The probes need no API key, but without one (when authentication is on) they answer their status
-only: models, endpoints and knowledge-base counts need a valid key. `/metrics` needs a key unless
-`RAG_PUBLIC_METRICS=true`. Nothing here shows a secret."""
+only: models and endpoints need a valid key, the knowledge-base count the admin key. `/metrics`
+needs a key unless `RAG_PUBLIC_METRICS=true`. Nothing here shows a secret."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _store_check(state: Any) -> dict[str, Any]:
 @router.get("/readyz", responses={503: {"description": "Not ready: models loading or store unreachable"}})
 def readyz(state: State, caller: MaybeCaller) -> JSONResponse:
     """Readiness: the embedding model, the reranker (when on) and the LLM are loaded and the store
-    answers; with an API key also which models, the LLM endpoint and the knowledge-base count."""
+    answers; with an API key also which models and the LLM endpoint, and with the admin key the
+    knowledge-base count."""
     services, settings = state.services, state.settings
     if not state.warm_up_started or state.warmup_error:  # no background warm-up, or try a failed stage again
         state.warm_up()
@@ -68,6 +69,8 @@ def readyz(state: State, caller: MaybeCaller) -> JSONResponse:
     status = 200 if ready else 503
     if caller is None:
         return JSONResponse({"status": "ready" if ready else "not_ready"}, status_code=status)
+    if not caller.admin:  # how many knowledge bases there are is the admin's to know
+        store.pop("knowledge_bases", None)
     checks = {"store": store, "embedder": embedder,
               "reranker": {"ok": state.loaded["reranker"], "enabled": reranker is not None},
               "llm": {"ok": state.loaded["llm"]}}

@@ -1,7 +1,8 @@
 """Images as documents (.png .jpg .jpeg .tif/.tiff .bmp .webp): every frame OCR'd (a multi-page
 TIFF gives one page per frame). The pixel count is checked from the header before anything is
 decoded, so a decompression bomb is refused without allocating it; a corrupt frame of a multi-page
-file is skipped with its reason and the other frames kept."""
+file is skipped with its reason and the other frames kept. Frames past the file's OCR budget
+(pages, seconds) are not read and reported."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 
 from ingest.formats.builder import DocBuilder
 from ingest.formats.ocr import OcrOptions, OcrRecorder
+from ingest.formats.ocr_image import fit_scale
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
@@ -41,10 +43,12 @@ def parse_image(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions) -> ParsedD
         recorder = OcrRecorder(builder, ocr, stem, frames)
         for index in range(frames):
             label = index + 1
+            if not recorder.due(label):
+                continue
             try:
                 image.seek(index)
                 check_pixels(image.width, image.height, ocr.max_pixels)
-                scale = ocr.max_side / max(image.width, image.height)
+                scale = fit_scale(image.width, image.height, ocr.max_side)
                 if image.format == "JPEG" and scale < 1:  # decode at a reduced scale (1/2, 1/4, 1/8)
                     image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
                 image.load()

@@ -1,6 +1,7 @@
 """OCR of page images with the PP-OCRv4 models bundled in `rapidocr-onnxruntime` (Chinese and
-English, ONNX; nothing is downloaded): the engine, page image preparation, and adding OCR'd pages
-to a document (reading order: ingest/formats/ocr_layout.py).
+English, ONNX; nothing is downloaded): the engine, reading a page, and adding OCR'd pages to a
+document within the file's page and time budget (page images: ingest/formats/ocr_image.py; reading
+order: ingest/formats/ocr_layout.py).
 
 The engine loads on first use, once per process, and runs one page at a time (a lock): memory
 stays at one page image plus the models whatever the number of ingest threads."""
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ingest.formats.ocr_image import DETECT_SIDE, fit_image, is_blank, tiles
 from ingest.formats.ocr_layout import OcrLine, layout_text
 from rag.errors import ParseError
 
@@ -40,12 +42,16 @@ class OcrEngine(Protocol):
 class OcrOptions:
     """How scanned pages and images are read. `enabled` False: never OCR (images are skipped,
     PDF pages without a text layer are dropped). Pages are rendered at `dpi`, downscaled to at
-    most `max_side` pixels; images over `max_pixels` are refused before they are decoded."""
+    most `max_side` pixels (ingest/formats/ocr_image.py); images over `max_pixels` are refused
+    before they are decoded. A file's OCR stops after `max_pages` pages, or at the next page once
+    `max_seconds` have passed since its first; what was read is kept, the rest reported."""
 
     enabled: bool = True
     dpi: int = 300
     max_side: int = 4000
     max_pixels: int = 89_478_485  # Pillow's own default MAX_IMAGE_PIXELS
+    max_pages: int = 500
+    max_seconds: float = 600.0
     engine: OcrEngine | None = None  # None: the bundled RapidOCR engine, shared by the process
     progress: PageProgress | None = None
 
@@ -57,7 +63,7 @@ DEFAULT_OCR = OcrOptions()
 OCR_OFF = OcrOptions(enabled=False)
 
 
-DETECT_SIDE = 2000  # longer side of the image the text detector sees
+ENGINE_MAX_SIDE = 20_000  # RapidOCR's own downscaling, a safety net: fit_image has sized the image
 
 
 class RapidOcrEngine:
@@ -66,10 +72,12 @@ class RapidOcrEngine:
     The text direction classifier is not used: it turns long upright lines upside down (whole lines
     of an English paragraph came back as noise and were dropped), and pages come upright (PDF page
     rotation is applied when rendering, photo orientation from EXIF). RapidOCR's own downscaling of
-    the whole image to 2000 pixels is disabled (`fit_image` has sized it): detection runs on a copy
-    of at most `DETECT_SIDE` pixels, recognition on crops of the full image. On an A4 page scanned at
-    150 dpi (upscaled to 2482 x 3508) that took detection from 17.6 s to 4.2 s and peak RSS from
-    1,566 MB to 763 MB, with the same character error rate."""
+    the whole image to 2000 pixels is disabled (`fit_image` has sized it) and so is its upscaling
+    of a short side (`fit_image` pads it; upscaled, a 4000 x 2 strip took 3 GB): detection runs on
+    a copy of at most `DETECT_SIDE` pixels (`det_limit_type` "max" only shrinks), recognition on
+    crops of the full image. On an A4 page scanned at 150 dpi (upscaled to 2482 x 3508) that took
+    detection from 17.6 s to 4.2 s and peak RSS from 1,566 MB to 763 MB, with the same character
+    error rate."""
 
     def __init__(self, threads: int = 0) -> None:
         self.threads = threads
@@ -82,8 +90,8 @@ class RapidOcrEngine:
         except ImportError as exc:
             raise ParseError("OCR needs rapidocr-onnxruntime: pip install rapidocr-onnxruntime==1.4.4") from exc
         started = time.perf_counter()
-        kwargs: dict[str, Any] = {"max_side_len": 100_000, "use_cls": False, "det_limit_type": "max",
-                                  "det_limit_side_len": DETECT_SIDE}
+        kwargs: dict[str, Any] = {"max_side_len": ENGINE_MAX_SIDE, "min_side_len": 0, "use_cls": False,
+                                  "det_limit_type": "max", "det_limit_side_len": DETECT_SIDE}
         if self.threads > 0:
             kwargs["intra_op_num_threads"] = self.threads
         engine = RapidOCR(**kwargs)
@@ -120,44 +128,7 @@ def shared_engine() -> RapidOcrEngine:
         return _shared
 
 
-# -- page images --------------------------------------------------------------------------------
-
-
-MIN_DPI = 300  # a page image of lower resolution is upscaled 2x (at most to max_side) before OCR
-SMALL_SIDE = 2000  # ... and so is one of unknown resolution smaller than this on its longer side
-
-
-def fit_image(image: Image, max_side: int) -> Image:
-    """An RGB copy for OCR (transparency over white, 16-bit and float greyscale stretched to 8
-    bits), no larger than `max_side` on its longer side. An image under 300 dpi (or, without a
-    DPI, under 2000 pixels) is upscaled 2x with Lanczos: the recogniser drops spaces between
-    English words on small text (paragraph at 150 dpi: CER 10 %, upscaled 0.2 %; A4 page scanned
-    at 300 dpi and read at 200 dpi: 0.7 %, at 300 dpi: 0.46 %; docs/benchmarks.md)."""
-    from PIL import Image as PILImage
-
-    dpi = image.info.get("dpi") or (0, 0)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        import numpy as np
-
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        image = PILImage.fromarray(scaled.astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = PILImage.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = PILImage.alpha_composite(background, rgba)
-    image = image.convert("RGB")
-    longest = max(image.size)
-    scale = 1.0
-    if longest > max_side:
-        scale = max_side / longest
-    elif _upscale(longest, min(_number(v) for v in dpi)):
-        scale = min(2.0, max_side / longest)
-    if scale != 1.0:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, PILImage.Resampling.LANCZOS, reducing_gap=3.0)
-    return image
+# -- pages -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -168,12 +139,22 @@ class PageText:
     confidence: float  # mean recognition confidence of its lines; 0 when none
     lines: int
     seconds: float
+    blank: bool = False  # a blank page: not recognised
 
 
 def read_page(image: Image, options: OcrOptions) -> PageText:
+    """OCR one page image: fitted (ParseError when too thin to hold text), skipped when blank, a
+    tall strip read tile by tile (ingest/formats/ocr_image.py)."""
     started = time.perf_counter()
     image = fit_image(image, options.max_side)
-    boxes = options.get_engine().recognize(image)
+    if is_blank(image):
+        return PageText("", 0.0, 0, time.perf_counter() - started, blank=True)
+    engine = options.get_engine()
+    boxes: list[OcrLine] = []
+    for top, keep_from, keep_to, tile in tiles(image):
+        for b in engine.recognize(tile):
+            if keep_from <= top + (b.y0 + b.y1) / 2 < keep_to:
+                boxes.append(OcrLine(b.text, b.score, b.x0, b.y0 + top, b.x1, b.y1 + top))
     text = fix_digits(layout_text(boxes, image.width))
     confidence = statistics.fmean(b.score for b in boxes) if boxes else 0.0
     return PageText(text, confidence, len(boxes), time.perf_counter() - started)
@@ -188,7 +169,8 @@ def fix_digits(text: str) -> str:
 class OcrRecorder:
     """Adds OCR'd pages to a `DocBuilder` and keeps what the chunks and the report need:
     `metadata["ocr_spans"]` ([start, end, confidence] per OCR'd block), `ocr_pages`,
-    `ocr_seconds` and `ocr_skipped` (pages that gave no text, with the reason)."""
+    `ocr_seconds` and `ocr_skipped` (pages that gave no text with the reason, pages with the same
+    reason grouped, and where OCR stopped over the file's page or time budget)."""
 
     def __init__(self, builder: DocBuilder, options: OcrOptions, name: str, pages: int) -> None:
         self.builder = builder
@@ -197,20 +179,49 @@ class OcrRecorder:
         self.pages = pages
         self.spans: list[list[float]] = []
         self.ocr_pages: list[int] = []
-        self.skipped: list[str] = []
+        self.reasons: dict[str, list[int]] = {}  # reason -> pages, in order of first occurrence
         self.seconds = 0.0
+        self.done = 0  # pages let through `due`
+        self.started: float | None = None
+        self.stopped: str | None = None  # the budget that stopped OCR
+        self.left_out: list[int] = []  # pages not OCR'd because of it
+
+    def due(self, label: int) -> bool:
+        """Whether page `label` may be OCR'd now: False once the file has had `max_pages` pages or
+        `max_seconds` since its first (a page under way is not interrupted); `finish` reports them."""
+        now = time.perf_counter()
+        if self.started is None:
+            self.started = now
+        if self.stopped is None and self.done >= self.options.max_pages:
+            self.stopped = f"page budget {self.options.max_pages}, RAG_OCR_MAX_PAGES"
+        elif self.stopped is None and now - self.started >= self.options.max_seconds:
+            self.stopped = f"time budget {self.options.max_seconds:g} s, RAG_OCR_MAX_SECONDS_PER_FILE"
+        if self.stopped is not None:
+            if not self.left_out:
+                log.warning("%s: OCR stopped at page %d (%s)", self.name, label, self.stopped)
+            self.left_out.append(label)
+            return False
+        self.done += 1
+        return True
 
     def add(self, image: Image, page: int | None, label: int) -> None:
         """OCR `image` and add its paragraphs with page number `page`; `label` is the 1-based
         page or frame number used in messages."""
         from ingest.formats.pdf import page_paragraphs
 
-        result = read_page(image, self.options)
+        try:
+            result = read_page(image, self.options)
+        except ParseError as exc:  # too thin to hold text: refused before any resize
+            self.skip(label, exc.message)
+            return
         self.seconds += result.seconds
-        log.info("%s: OCR page %d/%d in %.1f s: %d lines, confidence %.2f", self.name, label, self.pages,
-                 result.seconds, result.lines, result.confidence)
+        log.info("%s: OCR page %d/%d in %.1f s: %d lines, confidence %.2f%s", self.name, label, self.pages,
+                 result.seconds, result.lines, result.confidence, " (blank)" if result.blank else "")
         if self.options.progress is not None:
             self.options.progress(self.name, label, self.pages)
+        if result.blank:
+            self.skip(label, "blank page", warn=False)
+            return
         added = False
         for kind, para, depth in page_paragraphs(result.text):
             block = (self.builder.heading(para, depth, page=page) if kind == "title"
@@ -223,32 +234,43 @@ class OcrRecorder:
         else:
             self.skip(label, "OCR found no text")
 
-    def skip(self, label: int, reason: str) -> None:
-        log.warning("%s: page %d skipped: %s", self.name, label, reason)
-        self.skipped.append(f"page {label}: {reason}")
+    def skip(self, label: int, reason: str, *, warn: bool = True) -> None:
+        if warn:
+            log.warning("%s: page %d skipped: %s", self.name, label, reason)
+        self.reasons.setdefault(reason, []).append(label)
+
+    @property
+    def skipped(self) -> list[str]:
+        """"page 2: OCR found no text", "pages 4-9, 12: blank page", then where OCR stopped."""
+        out = [f"{page_list(labels)}: {reason}" for reason, labels in self.reasons.items()]
+        if self.stopped is not None:
+            out.append(f"OCR stopped after {self.done} of {self.done + len(self.left_out)} pages ({self.stopped}): "
+                       f"{page_list(self.left_out)} not read")
+        return out
 
     def finish(self) -> None:
         """Record the OCR metadata (nothing when no page needed OCR)."""
         meta = self.builder.metadata
-        if self.ocr_pages or self.skipped:
+        skipped = self.skipped
+        if self.ocr_pages or skipped:
             meta["ocr_seconds"] = round(self.seconds, 3)
         if self.ocr_pages:
             meta["ocr_pages"] = self.ocr_pages
             meta["ocr_spans"] = self.spans
-        if self.skipped:
-            meta["ocr_skipped"] = self.skipped
+        if skipped:
+            meta["ocr_skipped"] = skipped
 
 
-def _upscale(longest: int, dpi: float) -> bool:
-    """Below MIN_DPI (less a rounding margin) when the resolution is known, else when the image is small."""
-    return dpi < MIN_DPI - 1 if dpi > 0 else longest < SMALL_SIDE
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+def page_list(labels: list[int]) -> str:
+    """[3] -> "page 3"; [1, 2, 3, 7] -> "pages 1-3, 7"."""
+    runs: list[list[int]] = []
+    for label in sorted(labels):
+        if runs and label == runs[-1][1] + 1:
+            runs[-1][1] = label
+        else:
+            runs.append([label, label])
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+    return f"page {text}" if len(labels) == 1 else f"pages {text}"
 
 
 def chunk_ocr(metadata: dict[str, Any], start: int, end: int) -> tuple[bool, float | None]:

@@ -2,7 +2,9 @@
 its own engine inside the wheel; no poppler). A page is OCR'd when it has no text layer (and
 draws something), or when one image covers most of it and it has almost no text (a scan with a
 stamped header or page number). Pages with a real text layer are never OCR'd, nor is a page with
-a few words and no big image (a title page, a diagram with labels)."""
+a few words and no big image (a title page, a diagram with labels). The render scale comes from
+the page size before rendering: both sides and the pixel count bounded (`fit_scale`), and a page
+too thin to hold text is skipped unrendered. Pages past the file's OCR budget are not rendered."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Any
 
 from ingest.formats.builder import DocBuilder
 from ingest.formats.ocr import OcrOptions, OcrRecorder
+from ingest.formats.ocr_image import check_thin, fit_scale
+from rag.errors import ParseError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,8 @@ class PdfScans:
         """Render page `number` and add its OCR'd text (or record why it gave none)."""
         import pypdfium2 as pdfium
 
+        if not self.recorder.due(number):
+            return
         page = self._page(number)
         if page is None:
             self.recorder.skip(number, f"cannot render: {self._failed}")
@@ -60,11 +66,15 @@ class PdfScans:
             share, native = largest_image(page, list(page.get_objects()))
             if share >= SCAN_IMAGE_AREA and native:
                 dpi = min(dpi, max(native, 72.0))  # no resampling of a low-resolution scan: fit_image upscales it
-            scale = min(dpi / 72, self.options.max_side / max(width, height, 1.0))
+            scale = min(dpi / 72, fit_scale(width, height, self.options.max_side))
+            check_thin(width, height, scale, "points")
             image = page.render(scale=scale).to_pil()
             image.info["dpi"] = (scale * 72, scale * 72)
         except pdfium.PdfiumError as exc:
             self.recorder.skip(number, f"cannot render: {exc}")
+            return
+        except ParseError as exc:
+            self.recorder.skip(number, exc.message)
             return
         finally:
             page.close()

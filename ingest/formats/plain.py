@@ -13,6 +13,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from ingest.formats.builder import _CONTROL_RE
+from ingest.limits import ParseBudget, ParseLimits
 from rag.types import Block, ParsedDocument
 
 _BLANK_RE = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)*")  # ends at the start of a line
@@ -35,7 +36,9 @@ def normalize(text: str) -> str:
     return text
 
 
-def parse_large_text(text: str, fmt: str, encoding: str, stem: str) -> ParsedDocument:
+def parse_large_text(text: str, fmt: str, encoding: str, stem: str,
+                     budget: ParseBudget | None = None) -> ParsedDocument:
+    budget = budget or ParseLimits().budget()
     text = normalize(text)
     markdown = fmt == "md"
     blocks: list[Block] = []
@@ -43,6 +46,8 @@ def parse_large_text(text: str, fmt: str, encoding: str, stem: str) -> ParsedDoc
     path: tuple[str, ...] = ()
     title = None
     for start, end, kind in _paragraphs(text, markdown):
+        if len(blocks) % 1024 == 0:
+            budget.tick()
         if kind == "text":
             line_end = text.find("\n", start, end)
             first = text[start : end if line_end < 0 else line_end]

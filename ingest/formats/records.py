@@ -10,6 +10,7 @@ from typing import Any
 
 from ingest.formats.builder import DocBuilder, clean_text
 from ingest.formats.tables import ANSWER_KEYS, QUESTION_KEYS, normalize_key
+from ingest.limits import ParseBudget, ParseLimits
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
@@ -17,13 +18,17 @@ _TITLE_KEYS = ("title", "name", "heading", "标题")
 _BODY_KEYS = ("text", "content", "body", "正文", "内容")
 
 
-def parse_json(text: str, fmt: str, encoding: str, stem: str, *, lines: bool) -> ParsedDocument:
-    records = _jsonl_records(text) if lines else _json_records(text)
+def parse_json(text: str, fmt: str, encoding: str, stem: str, *, lines: bool,
+               budget: ParseBudget | None = None) -> ParsedDocument:
+    """Each record is charged to `budget` as a row whose cells are its "key: value" lines."""
+    budget = budget or ParseLimits().budget()
+    records = _jsonl_records(text, budget) if lines else _json_records(text)
+    budget.tick()
     builder = DocBuilder(fmt)
     builder.metadata["encoding"] = encoding
     builder.metadata["records"] = len(records)
     for record in records:
-        add_record(builder, record)
+        budget.row(add_record(builder, record))
     return builder.build(stem)
 
 
@@ -41,11 +46,13 @@ def _json_records(text: str) -> list[Any]:
     return [data]
 
 
-def _jsonl_records(text: str) -> list[Any]:
+def _jsonl_records(text: str, budget: ParseBudget) -> list[Any]:
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        if number % 1024 == 0:
+            budget.tick()
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
@@ -53,11 +60,12 @@ def _jsonl_records(text: str) -> list[Any]:
     return records
 
 
-def add_record(builder: DocBuilder, record: Any) -> None:
+def add_record(builder: DocBuilder, record: Any) -> int:
+    """Add one record's block (and Q&A pair); returns its number of "key: value" lines."""
     if not isinstance(record, dict):
         lines = [value if not key else f"{key}: {value}" for key, value in flatten(record, "")]
         builder.add("\n".join(lines), "text", keep_lines=True, section_path=())
-        return
+        return len(lines)
     by_key = {normalize_key(k): k for k in record}
     title_key = next((by_key[k] for k in _TITLE_KEYS if k in by_key and _is_scalar(record[by_key[k]])), None)
     body_keys = [by_key[k] for k in _BODY_KEYS if k in by_key and _is_scalar(record[by_key[k]])]
@@ -77,6 +85,7 @@ def add_record(builder: DocBuilder, record: Any) -> None:
     if block is not None and question is not None and answer is not None:
         if _is_scalar(record[question]) and _is_scalar(record[answer]):
             builder.add_qa(_scalar(record[question]), _scalar(record[answer]), block)
+    return len(lines)
 
 
 def flatten(value: Any, prefix: str) -> list[tuple[str, str]]:

@@ -3,25 +3,31 @@ than unstructured's partition_csv/partition_xlsx, which collapse a table into on
 HTML would have to be parsed back into rows). The first non-empty row is the header, unless the
 table opens with title rows (mostly empty, like "Stanley Cups,,") before a row that looks like
 a header: those become a heading. Every other row becomes one self-describing `table_row`
-block, and question/answer columns also become `QAPair`s."""
+block, and question/answer columns also become `QAPair`s. Rows stream from the reader into the
+document (XLSX through the streaming reader in formats/xlsx.py), each charged to the file's
+`ParseBudget`; the header is found within the first `HEAD_ROWS` non-empty rows."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
 import io
+import itertools
 import logging
 import re
 import unicodedata
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ingest.formats.builder import DocBuilder, row_text
 from ingest.formats.office import refuse_ole
+from ingest.limits import ParseBudget, ParseLimits
 from rag.errors import ParseError
 from rag.types import ParsedDocument
+
+log = logging.getLogger(__name__)
 
 QUESTION_KEYS = frozenset({"question", "questions", "q", "query", "queries", "faq", "faqs", "问题", "问", "提问",
                            "标准问题", "常见问题", "问句", "用户问题", "相似问题"})
@@ -29,6 +35,7 @@ ANSWER_KEYS = frozenset({"answer", "answers", "a", "response", "responses", "rep
                          "解答", "答复", "回复"})
 _DELIMITERS = (",", ";", "\t", "|")
 _MAX_TITLE_ROWS = 5
+HEAD_ROWS = 1000  # non-empty rows the header and the typical row width are judged on
 _NUMBER_RE = re.compile(r"^(?=.*\d)[-+]?[\d.,\s%/:$€£¥-]+$")  # numbers, amounts, dates
 
 
@@ -49,67 +56,74 @@ def qa_columns(header: Sequence[object]) -> tuple[int, int] | None:
     return question, answer
 
 
-def parse_delimited(text: str, fmt: str, encoding: str, stem: str, delimiter: str | None = None) -> ParsedDocument:
+def parse_delimited(text: str, fmt: str, encoding: str, stem: str, delimiter: str | None = None,
+                    budget: ParseBudget | None = None) -> ParsedDocument:
+    budget = budget or ParseLimits().budget()
     text = text.replace("\x00", "")
     if delimiter is None:
         # the first line that has a delimiter at all (a title line may have none)
-        lines = [line for line in text.splitlines()[:50] if line.strip()][:_MAX_TITLE_ROWS + 1]
+        lines = [line for line in itertools.islice(text.splitlines(), 50) if line.strip()][:_MAX_TITLE_ROWS + 1]
         first_line = next((line for line in lines if any(d in line for d in _DELIMITERS)), "")
         delimiter = max(_DELIMITERS, key=lambda d: (first_line.count(d), d == ","))
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
-    except csv.Error as exc:
-        raise ParseError(f"malformed {fmt.upper()}: {exc}") from exc
     builder = DocBuilder(fmt)
     builder.metadata["encoding"] = encoding
-    add_rows(builder, rows)
+    try:
+        add_rows(builder, _charged(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), budget))
+    except csv.Error as exc:
+        raise ParseError(f"malformed {fmt.upper()}: {exc}") from exc
     return builder.build(stem)
 
 
-def parse_xlsx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
+def _charged(rows: Iterable[list[str]], budget: ParseBudget) -> Iterator[list[str]]:
+    for row in rows:
+        budget.row(len(row))
+        yield row
 
+
+def parse_xlsx(data: bytes, fmt: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
+    from lxml import etree
+
+    from ingest.formats.xlsx import iter_rows, open_workbook
+
+    budget = budget or ParseLimits().budget()
     refuse_ole(data, fmt)
-    try:
-        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError) as exc:
-        logging.getLogger(__name__).info("%s: corrupt XLSX: %s: %s", stem, type(exc).__name__, exc)
-        raise ParseError("corrupt XLSX: not a readable Excel workbook") from exc
     builder = DocBuilder(fmt)
     try:
-        sheets = workbook.worksheets
-        builder.metadata["sheets"] = [sheet.title for sheet in sheets]
-        for sheet in sheets:
-            rows = [[cell_text(v) for v in row] for row in sheet.iter_rows(values_only=True)]
-            builder.reset_sections((sheet.title,))
-            add_rows(builder, rows, depth=1)
-    finally:
-        workbook.close()
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            book = open_workbook(archive, budget)
+            builder.metadata["sheets"] = [sheet.title for sheet in book.sheets]
+            for sheet in book.sheets:
+                builder.reset_sections((sheet.title,))
+                add_rows(builder, ([cell_text(v) for v in row] for row in iter_rows(book, sheet, budget)), depth=1)
+    except (zipfile.BadZipFile, KeyError, ValueError, etree.XMLSyntaxError) as exc:
+        log.info("%s: corrupt XLSX: %s: %s", stem, type(exc).__name__, exc)
+        raise ParseError("corrupt XLSX: not a readable Excel workbook") from exc
     return builder.build(stem)
 
 
-def add_rows(builder: DocBuilder, rows: Sequence[Sequence[Any]], depth: int = 0) -> None:
+def add_rows(builder: DocBuilder, rows: Iterable[Sequence[Any]], depth: int = 0) -> None:
     """Title rows as a heading at `depth`, then the header and one block per data row; a table
-    with a single row has no header."""
-    rows = [[str(c) if c is not None else "" for c in row] for row in rows]
-    rows = [row for row in rows if any(c.strip() for c in row)]
-    if not rows:
+    with a single row has no header. Rows are consumed as they come: only the first `HEAD_ROWS`
+    non-empty ones are held, to find the header."""
+    filled = (row for row in ([str(c) if c is not None else "" for c in row] for row in rows)
+              if any(c.strip() for c in row))
+    head = list(itertools.islice(filled, HEAD_ROWS))
+    if not head:
         return
-    if len(rows) == 1:
-        builder.add(row_text(None, rows[0]), "table_row")
+    if len(head) == 1:
+        builder.add(row_text(None, head[0]), "table_row")
         builder.end_table()
         return
-    first = header_index(rows)
-    for i, title_row in enumerate(rows[:first]):
+    first = header_index(head)
+    for i, title_row in enumerate(head[:first]):
         title = " ".join(c.strip() for c in title_row if c.strip())
         if i == 0:
             builder.heading(title, depth)
         else:
             builder.add(title, "text")
-    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(rows[first])]
+    header = [h.strip() or f"column {i + 1}" for i, h in enumerate(head[first])]
     qa = qa_columns(header)
-    for row in rows[first + 1 :]:
+    for row in itertools.chain(head[first + 1 :], filled):
         block = builder.add(row_text(header, row), "table_row")
         if block is not None and qa is not None:
             q, a = qa

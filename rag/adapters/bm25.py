@@ -61,6 +61,18 @@ def chunk_tokens(chunk: Chunk, stopwords: bool = True) -> list[str]:
     return tokens
 
 
+INDEX_FILE = "bm25.sqlite"
+
+
+def index_names(root: str | Path) -> list[str]:
+    """The names of the indexes under `root` (one folder each, named after its collection, as
+    `rag.factory` lays them out): what orphan checks compare with the catalog."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / INDEX_FILE).is_file())
+
+
 class LocalBM25Index:
     """`LexicalIndex` persisted in `<path>/bm25.sqlite` (in memory when `path` is None)."""
 
@@ -74,7 +86,7 @@ class LocalBM25Index:
         self._pending: list[tuple[str, Any]] | None = None  # in-memory changes of an open transaction
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path / "bm25.sqlite") if self.path else ":memory:",
+        self._db = sqlite3.connect(str(self.path / INDEX_FILE) if self.path else ":memory:",
                                    check_same_thread=False, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -335,6 +347,6 @@ class LocalBM25Index:
             self._reset()
             if self.path is not None:
                 for suffix in ("", "-wal", "-shm"):
-                    (self.path / f"bm25.sqlite{suffix}").unlink(missing_ok=True)
+                    (self.path / f"{INDEX_FILE}{suffix}").unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     self.path.rmdir()  # only when nothing else lives there

@@ -5,6 +5,15 @@ takes milliseconds) and kept open until `close()`. Every write goes through the 
 which survives a killed process; `flush()` after each upsert/delete call also persists the
 segments. A lock per shard serialises calls on it and guards close/drop.
 
+Recovery (rag/adapters/edge_recovery.py has what qdrant-edge guarantees): the collection folder is
+flocked before its shard loads and while it is open, so a second opener (another process, a second
+store) is refused before qdrant-edge touches a file (its `load` removes the live shard's tracker
+journals before it finds the WAL locked, and the owner's flushes then fail). A shard that does not
+load, or has files left at 0 bytes and does not read back, is rebuilt from what is readable. A
+write whose engine call fails closes and reloads the shard (its WAL restores what was not flushed;
+a shard that no longer reads back is rebuilt) and is tried once more; a second failure is a
+StoreError, which fails the ingest job. `recover(name)` runs the same checks on demand.
+
 HNSW: Edge has no background optimiser. Points land in a plain (brute-force, exact) segment
 until `optimize(name)` runs the optimisers, which build the HNSW graph for segments above the
 indexing threshold. `optimize` holds the GIL for its whole run (measured on 2 cores, 384-d:
@@ -15,38 +24,49 @@ costs ~1 ms per 20k points.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from rag.adapters.edge_recovery import (
+    CONFIG_FILE,
+    DAMAGED_MARK,
+    empty_files,
+    engine_error,
+    lock_folder,
+    read_layout,
+    rebuild,
+    verify,
+)
 from rag.adapters.filters import FLOAT_FIELDS, KEYWORD_FIELDS, to_edge
 from rag.adapters.qdrant_store import SPARSE_NAME, check_batch
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
 from rag.ids import point_uuid
-from rag.protocols import CollectionOptions
+from rag.protocols import CollectionOptions, RecoveryReport
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_CONFIG_FILE = "edge_config.json"  # written by qdrant-edge next to its segments
 
 
 @dataclass
 class _Entry:
-    shard: Any
+    shard: Any  # None while a failed recovery left it unopened (the next call tries again)
     dim: int
     sparse: bool
+    fd: int  # the flock on the collection folder (edge_recovery.lock_folder)
     lock: threading.RLock = field(default_factory=threading.RLock)
     closed: bool = False
+    report: RecoveryReport | None = None  # what opening it had to do, when it did something
 
 
 class EdgeStore:
@@ -81,41 +101,80 @@ class EdgeStore:
 
     def collection_exists(self, name: str) -> bool:
         with self._lock:
-            return name in self._entries or (self._dir(name) / _CONFIG_FILE).is_file()
+            return name in self._entries or (self._dir(name) / CONFIG_FILE).is_file()
 
     def collections(self) -> list[str]:
         """Names of the collections on disk."""
         if not self.path.is_dir():
             return []
-        return sorted(p.name for p in self.path.iterdir() if (p / _CONFIG_FILE).is_file())
+        return sorted(p.name for p in self.path.iterdir()
+                      if (p / CONFIG_FILE).is_file() and DAMAGED_MARK not in p.name)
 
     def _entry(self, name: str) -> _Entry:
         with self._lock:
             entry = self._entries.get(name)
             if entry is None:
                 directory = self._dir(name)
-                if not (directory / _CONFIG_FILE).is_file():
+                if not (directory / CONFIG_FILE).is_file():
                     raise NotFound(f"collection {name!r} does not exist", field="kb")
-                entry = self._load(directory)
+                fd = lock_folder(directory)  # before qdrant-edge touches a file of it
+                try:
+                    dim, sparse = read_layout(directory, SPARSE_NAME)
+                    entry = _Entry(None, dim, sparse, fd)
+                    empty = empty_files(directory)  # a healthy shard has none: read it all back then
+                    reason = f"{len(empty)} file(s) at 0 bytes: {', '.join(empty[:3])}" if empty else "opening it"
+                    entry.report = self._bring_up(directory, entry, check=bool(empty), reason=reason)
+                except BaseException:
+                    os.close(fd)
+                    raise
                 self._entries[name] = entry
             return entry
 
-    def _load(self, directory: Path) -> _Entry:
+    def _bring_up(self, directory: Path, entry: _Entry, check: bool, reason: str) -> RecoveryReport | None:
+        """Load the shard of `entry` (closed, its folder locked by `entry.fd`); when it does not
+        load, or `check` and it does not read back whole, rebuild it from what is readable
+        (`reason`: why it is looked at). The report of the rebuild; None when it loaded as it was.
+        On a failure the entry is left without a shard."""
         from qdrant_edge import EdgeShard
 
+        shard, problem, report = None, "", None
         try:
-            config = json.loads((directory / _CONFIG_FILE).read_text(encoding="utf-8"))
-            dim = int(config["vectors"][""]["size"])
-            sparse = SPARSE_NAME in (config.get("sparse_vectors") or {})
             shard = EdgeShard.load(str(directory))
-        except Exception as exc:  # bad JSON, or qdrant-edge's plain Exception ("Service runtime error: ...")
-            if "WouldBlock" in str(exc):  # the WAL is locked: another process has this shard open
-                raise StoreError(f"edge collection {directory.name!r} is open in another process") from exc
-            raise StoreError(f"cannot open edge shard {directory}: {exc}") from exc
-        entry = _Entry(shard, dim, sparse)
-        self._ensure_payload_indexes(entry)
-        log.info("opened edge shard %s (dim=%d, points=%d)", directory, dim, shard.info().points_count)
-        return entry
+        except BaseException as exc:
+            if not engine_error(exc):
+                raise
+            problem = f"{reason}; it does not load: {exc}"
+        if shard is not None and check:
+            found = verify(shard, self.batch_size)
+            problem = f"{reason}; {found}" if found else ""
+        if problem:
+            log.error("edge collection %s is damaged (%s): rebuilding it from what is readable", directory.name,
+                      problem)
+            config = self._config(entry.dim, entry.sparse, CollectionOptions(sparse=entry.sparse))
+            report, fd = rebuild(directory, config, self._prepare, shard, problem, self.batch_size)
+            os.close(entry.fd)
+            entry.fd = fd
+            shard = self._engine(directory.name, "open the rebuilt collection", lambda: EdgeShard.load(str(directory)))
+        try:
+            self._engine(directory.name, "create its payload indexes", lambda: self._prepare(shard))
+        except StoreError:
+            self._close_quietly(shard)
+            raise
+        entry.shard = shard
+        log.info("opened edge shard %s (dim=%d, points=%d)", directory, entry.dim, shard.info().points_count)
+        return report
+
+    @staticmethod
+    def _engine(name: str, what: str, call: Callable[[], Any]) -> Any:
+        """`call()`, a qdrant-edge failure turned into a StoreError (the details go to the log)."""
+        try:
+            return call()
+        except BaseException as exc:
+            if not engine_error(exc):
+                raise
+            log.error("edge collection %s: could not %s: %s", name, what, exc)
+            raise StoreError(f"the vector store could not {what} for collection {name!r}; "
+                             "the server log has the details") from exc
 
     def _config(self, dim: int, sparse: bool, options: CollectionOptions) -> Any:
         import qdrant_edge as qe
@@ -139,17 +198,19 @@ class EdgeStore:
             on_disk_payload=bool(opt["on_disk_payload"]), quantization_config=quant, optimizers=optimizers,
             max_search_threads=self.max_search_threads)
 
-    def _ensure_payload_indexes(self, entry: _Entry) -> None:
+    @staticmethod
+    def _prepare(shard: Any) -> None:
+        """Create the payload indexes the filters use, those the shard lacks."""
         import qdrant_edge as qe
 
-        have = set(entry.shard.info().payload_schema)
+        have = set(shard.info().payload_schema)
         wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
         wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
         missing = [(f, schema) for f, schema in wanted if f not in have]
         for field_name, schema in missing:
-            entry.shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
+            shard.update(qe.UpdateOperation.create_field_index(field_name, schema))
         if missing:
-            entry.shard.flush()
+            shard.flush()
 
     def ensure_collection(self, name: str, dim: int, options: CollectionOptions | None = None) -> None:
         """Create the shard (cosine, payload indexes) or check the existing one's dimension.
@@ -171,13 +232,14 @@ class EdgeStore:
             directory = self._dir(name)
             config = self._config(dim, sparse, options)
             directory.mkdir(parents=True, exist_ok=True)
+            fd = lock_folder(directory)
             try:
-                shard = EdgeShard.create(str(directory), config)
-            except Exception as exc:  # qdrant-edge raises a bare Exception
-                raise StoreError(f"cannot create edge shard {directory}: {exc}") from exc
-            entry = _Entry(shard, dim, sparse)
-            self._ensure_payload_indexes(entry)
-            self._entries[name] = entry
+                shard = self._engine(name, "create the collection", lambda: EdgeShard.create(str(directory), config))
+                self._engine(name, "create its payload indexes", lambda: self._prepare(shard))
+            except BaseException:
+                os.close(fd)
+                raise
+            self._entries[name] = _Entry(shard, dim, sparse, fd)
             log.info("created edge collection %s (dim=%d, sparse=%s)", name, dim, sparse)
 
     def drop_collection(self, name: str) -> None:
@@ -186,9 +248,85 @@ class EdgeStore:
             entry = self._entries.pop(name, None)
             if entry is not None:
                 with entry.lock:
-                    entry.closed = True
-                    entry.shard.close()
+                    self._shut(name, entry, flush=False)
             shutil.rmtree(directory, ignore_errors=True)
+            for kept in self.path.glob(f"{name}{DAMAGED_MARK}*"):  # its damaged copies go with it
+                shutil.rmtree(kept, ignore_errors=True)
+
+    def _shut(self, name: str, entry: _Entry, flush: bool) -> None:
+        """Close the shard of `entry` for good and release its folder (the caller holds its lock);
+        a flush that fails is logged (its WAL replays the rest at the next open)."""
+        entry.closed = True
+        shard, entry.shard = entry.shard, None
+        try:
+            if shard is not None:
+                if flush:
+                    shard.flush()
+                shard.close()
+        except BaseException as exc:
+            if not engine_error(exc):
+                raise
+            log.error("edge collection %s: closing failed (%s); its WAL replays the rest when it is opened again",
+                      name, exc)
+            self._close_quietly(shard)
+        finally:
+            os.close(entry.fd)
+
+    @staticmethod
+    def _close_quietly(shard: Any) -> None:
+        try:
+            shard.close()
+        except BaseException as exc:
+            if not engine_error(exc):
+                raise
+            log.warning("closing an edge shard failed: %s", exc)
+
+    def _reopen(self, name: str, entry: _Entry, reason: str) -> RecoveryReport:
+        """Close the shard of `entry` and load it again (the WAL replays what was not flushed),
+        reading every point back; rebuilt when it does not load or read back. The caller holds the
+        entry's lock. A failure leaves the entry without a shard: the next call tries again."""
+        shard, entry.shard = entry.shard, None
+        if shard is not None:
+            self._close_quietly(shard)
+        report = self._bring_up(self._dir(name), entry, check=True, reason=reason)
+        return report or RecoveryReport(name, "reopened", self._count(entry), 0, (), "", reason)
+
+    @staticmethod
+    def _count(entry: _Entry) -> int:
+        import qdrant_edge as qe
+
+        return int(entry.shard.count(qe.CountRequest(exact=True)))
+
+    def recover(self, name: str) -> RecoveryReport:
+        """Reload collection `name` (which also clears a shard whose flushes failed: its WAL
+        replays) and read every point back; rebuild it from what is readable when it does not load
+        or read back (`edge_recovery`). What was done: action "none" when it read back whole, or
+        the rebuild, also one its opening did earlier (kept until this call reports it)."""
+        entry = self._open(name)
+        try:
+            if entry.report is not None:  # opening it just now rebuilt it
+                report, entry.report = entry.report, None
+                return report
+            report = self._reopen(name, entry, "recovery requested")
+            if report.action == "reopened" and not report.lost:
+                report = RecoveryReport(name, "none", report.recovered)
+            return report
+        finally:
+            entry.lock.release()
+
+    def _write(self, name: str, entry: _Entry, what: str, apply: Callable[[Any], None]) -> None:
+        """`apply(shard)` (idempotent engine calls); when it fails, reopen the shard (`_reopen`) and
+        apply it once more. StoreError when it fails again (or the shard cannot be brought back)."""
+        try:
+            apply(entry.shard)
+            return
+        except BaseException as exc:
+            if not engine_error(exc):
+                raise
+            log.warning("edge collection %s: %s failed (%s): reopening it and trying again", name, what, exc)
+            reason = f"{what} failed"
+        log.warning("edge store: %s", self._reopen(name, entry, reason).message)
+        self._engine(name, what, lambda: apply(entry.shard))
 
     # points --------------------------------------------------------------------------------
 
@@ -199,6 +337,12 @@ class EdgeStore:
         if entry.closed:
             entry.lock.release()
             raise NotFound(f"collection {name!r} does not exist", field="kb")
+        if entry.shard is None:  # a recovery failed earlier: try again
+            try:
+                self._reopen(name, entry, "an earlier recovery failed")
+            except BaseException:
+                entry.lock.release()
+                raise
         return entry
 
     def upsert(self, name: str, chunks: Sequence[Chunk], vectors: np.ndarray,
@@ -213,6 +357,9 @@ class EdgeStore:
                     raise InvalidRequest(f"collection {name!r} has no sparse vectors")
                 if len(sparse_vectors) != len(chunks):
                     raise InvalidRequest(f"expected {len(chunks)} sparse vectors, got {len(sparse_vectors)}")
+            if not chunks:
+                return
+            batches = []
             for start in range(0, len(chunks), self.batch_size):
                 points = []
                 for i in range(start, min(start + self.batch_size, len(chunks))):
@@ -221,23 +368,29 @@ class EdgeStore:
                         indices, values = sparse_vectors[i]
                         vector = {"": vector, SPARSE_NAME: qe.SparseVector(list(indices), [float(v) for v in values])}
                     points.append(qe.Point(point_uuid(chunks[i].id), vector, chunks[i].payload()))
-                entry.shard.update(qe.UpdateOperation.upsert_points(points))
-            if chunks:
-                entry.shard.flush()
+                batches.append(qe.UpdateOperation.upsert_points(points))
+            self._write(name, entry, "write vectors", lambda shard: self._apply(shard, batches))
         finally:
             entry.lock.release()
+
+    @staticmethod
+    def _apply(shard: Any, operations: Sequence[Any]) -> None:
+        """Apply update operations, then flush (idempotent: a retry repeats them all)."""
+        for operation in operations:
+            shard.update(operation)
+        shard.flush()
 
     def delete(self, name: str, chunk_ids: Sequence[str]) -> None:
         import qdrant_edge as qe
 
         ids = list(dict.fromkeys(chunk_ids))
+        if not ids:
+            return
+        operations = [qe.UpdateOperation.delete_points([point_uuid(c) for c in ids[start:start + self.batch_size]])
+                      for start in range(0, len(ids), self.batch_size)]
         entry = self._open(name)
         try:
-            for start in range(0, len(ids), self.batch_size):
-                batch = [point_uuid(c) for c in ids[start:start + self.batch_size]]
-                entry.shard.update(qe.UpdateOperation.delete_points(batch))
-            if ids:
-                entry.shard.flush()
+            self._write(name, entry, "delete vectors", lambda shard: self._apply(shard, operations))
         finally:
             entry.lock.release()
 
@@ -352,8 +505,14 @@ class EdgeStore:
             info = entry.shard.info()
             if info.points_count - info.indexed_vectors_count < min_unindexed:
                 return False
-            changed = bool(entry.shard.optimize())
-            entry.shard.flush()
+            outcome: list[bool] = []
+
+            def run(shard: Any) -> None:
+                outcome.append(bool(shard.optimize()))
+                shard.flush()
+
+            self._write(name, entry, "build the vector index", run)
+            changed = outcome[-1]
         finally:
             entry.lock.release()
         log.info("optimised edge collection %s (changed=%s)", name, changed)
@@ -361,10 +520,8 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
-            entries, self._entries = list(self._entries.values()), {}
-        for entry in entries:
+            entries, self._entries = list(self._entries.items()), {}
+        for name, entry in entries:
             with entry.lock:
                 if not entry.closed:
-                    entry.closed = True
-                    entry.shard.flush()
-                    entry.shard.close()
+                    self._shut(name, entry, flush=True)

@@ -29,7 +29,7 @@ import numpy as np
 from rag.adapters.filters import FLOAT_FIELDS, KEYWORD_FIELDS, to_qdrant
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
 from rag.ids import point_uuid
-from rag.protocols import CollectionOptions
+from rag.protocols import CollectionOptions, RecoveryReport
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
@@ -134,6 +134,10 @@ class QdrantClientStore:
     def collection_exists(self, name: str) -> bool:
         with self.guard("collection_exists"):
             return bool(self.client.collection_exists(name))
+
+    def collections(self) -> list[str]:
+        with self.guard("get_collections"):
+            return sorted(c.name for c in self.client.get_collections().collections)
 
     def _dim(self, name: str) -> int:
         if name not in self._dims:
@@ -288,6 +292,12 @@ class QdrantClientStore:
         """Nothing to do: a server optimises in the background, local mode has no index."""
         self._dim(name)
         return False
+
+    def recover(self, name: str) -> RecoveryReport:
+        """Nothing to recover here: a Qdrant server replays its own WAL, and local mode keeps no
+        index files (NotFound for an unknown collection)."""
+        self._dim(name)
+        return RecoveryReport(name)
 
     def close(self) -> None:
         with self._lock:

@@ -105,6 +105,15 @@ def test_create_exists_drop(store):
     store.drop_collection(KB)  # dropping a missing collection is a no-op
 
 
+def test_collections_lists_what_exists(store):
+    assert store.collections() == []
+    for name in ("kb2", KB, f"{KB}__v2"):
+        store.ensure_collection(name, DIM)
+    assert store.collections() == [KB, f"{KB}__v2", "kb2"]
+    store.drop_collection(f"{KB}__v2")
+    assert store.collections() == [KB, "kb2"]
+
+
 def test_collection_options(store, embedder):
     store.ensure_collection(KB, DIM, CollectionOptions(hnsw_m=8, hnsw_ef_construct=64, on_disk_vectors=True,
                                                        on_disk_payload=True, scalar_quantization=True,
@@ -356,3 +365,15 @@ def test_edge_rejects_unsafe_collection_names(tmp_path):
     with pytest.raises(InvalidRequest):
         store.ensure_collection("../escape", DIM)
     store.close()
+
+
+def test_recover_of_a_sound_collection_changes_nothing(filled):
+    """`recover` (what `rag check --repair` calls first): nothing to do on a sound collection; an
+    unknown one is NotFound."""
+    store, chunks = filled
+    report = store.recover(KB)
+    assert report.collection == KB and report.action == "none" and report.lost == 0
+    assert store.ids(KB) == {c.id for c in chunks}
+    store.upsert(KB, chunks[:1], np.ones((1, DIM), dtype=np.float32))  # still takes writes
+    with pytest.raises(NotFound):
+        store.recover("missing")

@@ -349,3 +349,75 @@ def write_mixed_folder(folder: Path) -> Path:
     (folder / "doc2b.pdf").write_bytes(b"%PDF-1.4\n not a pdf")
     (folder / "doc3b.txt").write_bytes(b"")
     return folder
+
+
+_SHEET_NS = 'xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"'
+_REL_NS = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
+_XLSX_PARTS = {
+    "[Content_Types].xml": '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.openxmlformats.org/'
+    'package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.'
+    'relationships+xml"/><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/'
+    'workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+    '<Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.'
+    'spreadsheetml.worksheet+xml"/><Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+    'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+    "_rels/.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.openxmlformats.org/'
+    f'package/2006/relationships"><Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/>'
+    '</Relationships>',
+    "xl/workbook.xml": f'<?xml version="1.0" encoding="UTF-8"?><workbook {_SHEET_NS} xmlns:r="{_REL_NS}"><sheets>'
+    '<sheet name="Data" sheetId="1" r:id="rId1"/></sheets></workbook>',
+    "xl/_rels/workbook.xml.rels": '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+    f'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{_REL_NS}/worksheet" '
+    f'Target="worksheets/sheet1.xml"/><Relationship Id="rId2" Type="{_REL_NS}/sharedStrings" '
+    'Target="sharedStrings.xml"/></Relationships>',
+}
+
+
+def write_tall_xlsx(folder: Path, name: str = "tall.xlsx", member_mb: float = 4, *, far_column: str = "") -> Path:
+    """A bomb-like workbook written straight as XML: one sheet (no <dimension>, no cell references)
+    of `member_mb` MB of short rows over 50 shared strings, compressed about 27:1. `far_column`
+    ("XFD") adds one cell that far right to every row (a row then counts that many cells)."""
+    import zipfile
+
+    strings = "".join(f"<si><t>product {i} kettle with a fairly long description number {i * 7919}</t></si>"
+                      for i in range(50))
+    far = f'<c r="{far_column}1" t="s"><v>0</v></c>' if far_column else ""
+    path = folder / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for member, text in _XLSX_PARTS.items():
+            archive.writestr(member, text)
+        archive.writestr("xl/sharedStrings.xml",
+                         f'<?xml version="1.0" encoding="UTF-8"?><sst {_SHEET_NS}>{strings}</sst>')
+        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as handle:
+            handle.write(f'<?xml version="1.0" encoding="UTF-8"?><worksheet {_SHEET_NS}><sheetData>'.encode())
+            handle.write(b'<row><c t="inlineStr"><is><t>name</t></is></c><c t="inlineStr"><is><t>units</t></is></c>'
+                         b'<c t="inlineStr"><is><t>colour</t></is></c></row>')
+            target, size, r = int(member_mb * 1024 * 1024), 0, 1
+            while size < target:
+                rows = "".join(f'<row><c t="s"><v>{i % 50}</v></c><c><v>{i}</v></c><c t="s"><v>{(i * 7) % 50}</v></c>'
+                               f"{far}</row>" for i in range(r, r + 1000)).encode()
+                handle.write(rows)
+                size, r = size + len(rows), r + 1000
+            handle.write(b"</sheetData></worksheet>")
+    return path
+
+
+def write_docx_with_huge_comment(folder: Path, name: str = "commented.docx") -> Path:
+    """A DOCX whose document.xml holds an XML comment over libxml2's 10 MB text limit ("Comment too
+    big"); random text, so the zip checks (ratio) let it through to the parser."""
+    import base64
+    import zipfile
+
+    source = write_docx(folder, "_source.docx")
+    path = folder / name
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in original.infolist():
+            data = original.read(item)
+            if item.filename == "word/document.xml":
+                text = data.decode("utf-8")
+                body = text.index("<w:body>")
+                comment = base64.b64encode(os.urandom(8 * 1024 * 1024)).decode("ascii")
+                data = (text[:body] + "<!--" + comment + "-->" + text[body:]).encode("utf-8")
+            archive.writestr(item, data)
+    source.unlink()
+    return path

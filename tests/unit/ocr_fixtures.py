@@ -110,3 +110,47 @@ def jpeg_bytes(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return out.getvalue()
+
+
+def thin_png(width: int = 4000, height: int = 2) -> bytes:
+    """A tiny PNG of a thin strip (4000 x 2 by default: under 100 bytes) with a dark line across it."""
+    image = Image.new("L", (width, height), 255)
+    ImageDraw.Draw(image).line((0, 0, width, 0), fill=0)
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+def drawn_pdf(pages: Sequence[tuple[float, float, str]]) -> bytes:
+    """A PDF without a text layer whose pages are (width, height, content stream) in points, e.g. a
+    MediaBox of [0 0 14400 1] filled black: "0 g 0 0 14400 1 re f". The cross-reference table is exact."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b""]
+    kids = []
+    for width, height, content in pages:
+        stream = content.encode()
+        objects.append(b"<< /Length %d >>\nstream\n%s\nendstream" % (len(stream), stream))
+        objects.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %g %g] /Contents %d 0 R /Resources << >> >>"
+                       % (width, height, len(objects)))
+        kids.append(b"%d 0 R" % len(objects))
+    objects[1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(kids), len(kids))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(out)
+
+
+def bars_content(width: float, height: float) -> str:
+    """A content stream of dark "text" bars on a page of `width` x `height` points (a scanned page
+    for the scripted engine), drawn as shapes: no text layer."""
+    rows = [f"{width * 0.1:.1f} {height - (0.1 + 0.05 * i) * height:.1f} {width * 0.8:.1f} {height * 0.02:.1f} re"
+            for i in range(8)]
+    return "0 g " + " ".join(rows) + " f"
+
+
+WHITE_PAGE = "1 g 0 0 {w} {h} re f"  # a page that draws only a white rectangle: blank, but not empty

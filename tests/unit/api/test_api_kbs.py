@@ -165,7 +165,7 @@ def test_upload_errors(client):
 
 
 def test_oversized_body_is_refused_before_it_is_read(client):
-    huge = 33 * 1024 * 1024 + 2 * 1024 * 1024  # over 32 files x 1 MB + 1 MB
+    huge = 200 * 1024 * 1024 + 1  # over RAG_MAX_REQUEST_MB (200)
     r = client.post("/v1/kbs/handbook/documents", content=b"", headers={**ADMIN, "Content-Length": str(huge),
                                                                        "Content-Type": "multipart/form-data; b=x"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"

@@ -145,11 +145,12 @@ def test_chat_page_and_generic_errors(tmp_path):
     app, _ = make_app(tmp_path)
     with TestClient(app) as client:
         page = client.get("/")
+        script, style = client.get("/static/index.js").text, client.get("/static/index.css").text
         missing = client.get("/v1/nothing-here", headers=ADMIN)
         wrong_method = client.put("/v1/query", headers=ADMIN)
         schema = client.get("/openapi.json").json()
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert 'fetch("/v1/chat"' in page.text and "readEvents" in page.text and 'a.cite' in page.text
+    assert 'fetch("/v1/chat"' in script and "readEvents" in script and 'a.cite' in style
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
     paths = set(schema["paths"])

@@ -128,14 +128,16 @@ def test_each_file_is_read_once(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.txt").write_text(GOOD, encoding="utf-8")
+    import ingest.runner
+
     reads = []
-    original = Path.read_bytes
+    original = ingest.runner.read_file
 
-    def counting(self):
-        reads.append(self.name)
-        return original(self)
+    def counting(path, limits):
+        reads.append(path.name)
+        return original(path, limits)
 
-    monkeypatch.setattr(Path, "read_bytes", counting)
+    monkeypatch.setattr(ingest.runner, "read_file", counting)
     report = build_ingestor(_services(tmp_path / "data"), "kb").ingest_folder(docs)
     assert report.count("indexed") == 1
     assert reads.count("a.txt") == 1
@@ -272,7 +274,7 @@ def test_a_crashed_upload_job_gives_a_short_reason_and_logs_the_detail(tmp_path,
     from api.jobs import JobManager
     from tests.unit.api_helpers import ADMIN, make_app
 
-    def crash(self, job, staged):
+    def crash(self, job, staging, kept):
         raise RuntimeError("boom at <_io.BytesIO object at 0x7f3a> in /srv/secret/path")
 
     monkeypatch.setattr(JobManager, "_ingest", crash)

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from ingest.formats.images import parse_image
-from ingest.formats.ocr import OcrOptions, chunk_ocr, fit_image
+from ingest.formats.ocr import OcrOptions, chunk_ocr
+from ingest.formats.ocr_image import fit_image
 from ingest.formats.ocr_layout import OcrLine, column_split, layout_text
 from ingest.formats.pdf import parse_pdf
 from ingest.parse import parse_file
@@ -107,7 +108,7 @@ def test_multipage_tiff_keeps_page_numbers_and_reports_a_blank_page(tmp_path: Pa
     doc = parse_file(of.write_multipage_tiff(tmp_path, blanks=(2,)), ocr=options())
     assert doc.metadata["pages"] == 3 and doc.metadata["ocr_pages"] == [1, 3]
     assert sorted({b.page for b in doc.blocks}) == [1, 3]
-    assert doc.metadata["ocr_skipped"] == ["page 2: OCR found no text"]
+    assert doc.metadata["ocr_skipped"] == ["page 2: blank page"]
 
 
 def test_images_need_ocr(tmp_path: Path) -> None:
@@ -235,7 +236,7 @@ def test_folder_of_scans_is_indexed_with_ocr_fields_and_bad_images_skipped(tmp_p
     assert {s for s, (st, _) in status.items() if st == "indexed"} == {"notice.png", "contract.tiff", "scan.pdf",
                                                                        "notes.txt"}
     assert "corrupt" in status["broken.jpg"][1] and "too large" in status["bomb.png"][1]
-    assert status["contract.tiff"][1] == "page 2: OCR found no text"  # indexed, with the blank page noted
+    assert status["contract.tiff"][1] == "page 2: blank page"  # indexed, with the blank page noted
     assert report.ocr_seconds > 0 and report.as_dict()["ocr_seconds"] >= 0
     kb = services.kbs.open("scans")
     chunks = kb.get_chunks(sorted(kb.store.ids(kb.collection))).values()

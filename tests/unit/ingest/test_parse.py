@@ -282,10 +282,14 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = ff.write_unreadable(tmp_path)
     if os.geteuid() == 0:  # root reads anything: simulate the OS refusal instead
-        def refuse(self: Path) -> bytes:
-            raise PermissionError(13, "Permission denied", str(self))
+        real_open = os.open
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        def refuse(name, flags, *args):
+            if Path(name) == path:
+                raise PermissionError(13, "Permission denied", str(name))
+            return real_open(name, flags, *args)
+
+        monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ParseError, match="permission denied"):
         parse_file(path)
 

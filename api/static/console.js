@@ -1,0 +1,358 @@
+"use strict";
+const $ = (id) => document.getElementById(id);
+const I18N = {
+  en: {},
+  zh: { title: "知识库控制台", kb: "知识库", apiKey: "API 密钥", language: "语言", chat: "对话", tabKbs: "知识库", tabDocs: "文档",
+        tabTest: "检索测试", tabSettings: "设置", kbsHeading: "知识库", name: "名称", documents: "文档数", chunks: "分块",
+        size: "大小", model: "嵌入模型", actions: "操作", newKb: "新建知识库", description: "描述", create: "创建",
+        upload: "上传", dropHelp: "把文件拖到这里，或按回车选择文件", file: "文件", state: "状态", reason: "原因",
+        docsHeading: "文档", filterName: "按名称筛选", refresh: "刷新", document: "文档", modified: "修改时间",
+        ingested: "入库时间", tags: "标签", chunksInOrder: "分块（按顺序）", parsedText: "解析后的文本",
+        testHeading: "检索测试", question: "问题", mode: "模式", filters: "过滤条件", shown: "显示条数",
+        generate: "生成回答", run: "检索", settingsHeading: "设置（只读，密钥已隐藏）", allSettings: "全部设置",
+        open: "打开", del: "删除", confirmDropKb: "确定删除知识库 “{0}” 及其全部文档吗？此操作无法撤销。",
+        confirmDelDoc: "确定从知识库中删除 “{0}” 吗？", rerankOff: "重排序：关闭（没有模型）", rerankOn: "重排序",
+        noKbs: "还没有知识库：在下方新建一个。", noDocs: "没有文档。", jobRunning: "正在入库", jobDone: "入库完成",
+        summary: "已索引 {0}，未变化 {1}，跳过 {2}，新增分块 {3}", loading: "加载中…", textGone: "无法显示文本：",
+        hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
+        needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。" },
+};
+const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
+        confirmDelDoc: "Remove “{0}” from the knowledge base?", rerankOff: "reranking: off (no model)", rerankOn: "rerank",
+        noKbs: "No knowledge base yet: create one below.", noDocs: "No documents.", jobRunning: "Ingesting", jobDone: "Ingest finished",
+        summary: "indexed {0}, unchanged {1}, skipped {2}, chunks added {3}", loading: "Loading…", textGone: "Cannot show the text: ",
+        hits: "hits", fused: "fused", rerankScore: "rerank", page: "page", span: "chars", noHits: "Nothing retrieved.",
+        needKey: "An API key is needed (401).", forbidden: "This key may not do that (403)." };
+let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
+const t = (key, ...args) => {
+  let s = (I18N[lang] || {})[key] || EN[key] || key;
+  args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
+  return s;
+};
+const state = { kbs: [], docs: [], system: null, selectedDoc: null, chunks: [], text: null };
+
+function applyLanguage() {
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  $("lang").value = lang;
+  document.querySelectorAll("[data-i18n]").forEach((e) => {
+    if (!e.dataset.en) e.dataset.en = e.textContent;
+    e.textContent = lang === "en" ? e.dataset.en : ((I18N[lang] || {})[e.dataset.i18n] || e.dataset.en);
+  });
+  renderRerank(); renderKbs(); renderDocs();
+}
+$("lang").addEventListener("change", () => { lang = $("lang").value; localStorage.setItem("rag-lang", lang); applyLanguage(); });
+
+$("key").value = localStorage.getItem("rag-api-key") || "";
+$("key").addEventListener("change", () => { localStorage.setItem("rag-api-key", $("key").value.trim()); reloadAll(); });
+
+function el(tag, cls, text) {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = text;
+  return e;
+}
+function headers(json) {
+  const h = json ? { "Content-Type": "application/json" } : {};
+  const key = $("key").value.trim();
+  if (key) h["Authorization"] = "Bearer " + key;
+  return h;
+}
+function say(text, isError) { $("status").textContent = text || ""; $("status").className = isError ? "error" : "muted"; }
+async function api(method, path, body, isForm) {
+  const init = { method, headers: headers(body !== undefined && !isForm) };
+  if (body !== undefined) init.body = isForm ? body : JSON.stringify(body);
+  const r = await fetch(path, init);
+  if (r.status === 204) return null;
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const err = (data && data.error) || {};
+    const msg = r.status === 401 ? t("needKey") : r.status === 403 ? t("forbidden") : (err.message || `HTTP ${r.status}`);
+    throw new Error(msg + (err.field && r.status === 422 ? ` (${err.field})` : ""));
+  }
+  return data;
+}
+const fmtSize = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
+const fmtTime = (s) => s ? new Date(s * 1000).toLocaleString(lang === "zh" ? "zh-CN" : undefined) : "";
+const currentKb = () => $("kb").value;
+const enc = encodeURIComponent;
+
+// tabs: click, or arrow keys inside the tab list
+const tabs = [...document.querySelectorAll("[role=tab]")];
+function selectTab(tab) {
+  tabs.forEach((b) => {
+    const on = b === tab;
+    b.setAttribute("aria-selected", on ? "true" : "false");
+    b.tabIndex = on ? 0 : -1;
+    $(b.getAttribute("aria-controls")).classList.toggle("active", on);
+  });
+  if (tab.id === "tab-docs") loadDocs();
+  if (tab.id === "tab-settings") loadSystem();
+}
+tabs.forEach((b, i) => {
+  b.addEventListener("click", () => selectTab(b));
+  b.addEventListener("keydown", (ev) => {
+    const d = ev.key === "ArrowRight" ? 1 : ev.key === "ArrowLeft" ? -1 : 0;
+    if (d) { const next = tabs[(i + d + tabs.length) % tabs.length]; next.focus(); selectTab(next); }
+  });
+});
+
+// knowledge bases ------------------------------------------------------------------------------
+async function loadKbs() {
+  try {
+    state.kbs = await api("GET", "/v1/kbs");
+    const select = $("kb"), saved = localStorage.getItem("rag-kb") || select.value;
+    select.innerHTML = "";
+    for (const kb of state.kbs) select.appendChild(el("option", null, kb.name)).value = kb.name;
+    if (state.kbs.some((k) => k.name === saved)) select.value = saved;
+    renderKbs();
+    say("");
+  } catch (e) { state.kbs = []; renderKbs(); say(e.message, true); }
+}
+function renderKbs() {
+  const body = $("kbs-table").tBodies[0];
+  body.innerHTML = "";
+  if (!state.kbs.length) { const tr = body.insertRow(); const td = tr.insertCell(); td.colSpan = 6; td.textContent = t("noKbs"); }
+  for (const kb of state.kbs) {
+    const tr = body.insertRow();
+    if (kb.name === currentKb()) tr.className = "selected";
+    tr.insertCell().textContent = kb.name + (kb.description ? ` — ${kb.description}` : "");
+    const cells = [kb.documents, kb.chunks, fmtSize(kb.bytes)];
+    cells.forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
+    tr.insertCell().textContent = `${kb.embed_model} (${kb.dim})`;
+    const actions = tr.insertCell();
+    const open = el("button", "secondary", t("open"));
+    open.type = "button"; open.setAttribute("aria-label", `${t("open")} ${kb.name}`);
+    open.addEventListener("click", () => { $("kb").value = kb.name; localStorage.setItem("rag-kb", kb.name); selectTab($("tab-docs")); });
+    const del = el("button", "danger", t("del"));
+    del.type = "button"; del.setAttribute("aria-label", `${t("del")} ${kb.name}`);
+    del.addEventListener("click", async () => {
+      if (!confirm(t("confirmDropKb", kb.name))) return;
+      try { await api("DELETE", `/v1/kbs/${enc(kb.name)}`); await loadKbs(); } catch (e) { say(e.message, true); }
+    });
+    actions.append(open, " ", del);
+  }
+}
+$("create-kb").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = $("new-kb").value.trim();
+  try {
+    await api("POST", "/v1/kbs", { name, description: $("new-kb-desc").value.trim() });
+    localStorage.setItem("rag-kb", name);
+    $("new-kb").value = ""; $("new-kb-desc").value = "";
+    await loadKbs();
+    say(`${name} ✓`);
+  } catch (e) { say(e.message, true); }
+});
+$("kb").addEventListener("change", () => { localStorage.setItem("rag-kb", currentKb()); renderKbs(); loadDocs(); });
+
+// upload ----------------------------------------------------------------------------------------
+const drop = $("drop");
+drop.addEventListener("click", () => $("files").click());
+drop.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); $("files").click(); } });
+drop.addEventListener("dragover", (ev) => { ev.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => { ev.preventDefault(); drop.classList.remove("over"); upload(ev.dataTransfer.files); });
+$("files").addEventListener("change", () => { upload($("files").files); $("files").value = ""; });
+
+async function upload(fileList) {
+  const files = [...(fileList || [])];
+  if (!files.length || !currentKb()) return;
+  const form = new FormData();
+  files.forEach((f) => form.append("files", f, f.name));
+  $("job").hidden = false;
+  $("job-summary").textContent = "";
+  try {
+    const accepted = await api("POST", `/v1/kbs/${enc(currentKb())}/documents`, form, true);
+    await pollJob(accepted.job_id);
+  } catch (e) { $("job-status").textContent = e.message; $("job-status").className = "error"; }
+}
+async function pollJob(jobId) {
+  for (;;) {
+    const job = await api("GET", `/v1/jobs/${enc(jobId)}`);
+    renderJob(job);
+    if (!["queued", "running"].includes(job.status)) { await loadDocs(); await loadKbs(); return job; }
+    await new Promise((r) => setTimeout(r, 400));
+  }
+}
+function renderJob(job) {
+  const p = job.progress || {};
+  const done = ["queued", "running"].includes(job.status) ? t("jobRunning") : t("jobDone");
+  const chunkInfo = p.chunks_total ? `, ${p.chunks_done || 0}/${p.chunks_total} chunks` : p.chunks_done ? `, ${p.chunks_done} chunks` : "";
+  $("job-status").textContent = `${done}: ${job.status} — ${p.files_done || 0}/${p.files_total || job.files.length} files${chunkInfo}`;
+  $("job-status").className = job.status === "failed" ? "error" : job.status === "succeeded" ? "ok" : "";
+  const frac = p.chunks_total ? (p.chunks_done || 0) / p.chunks_total : (p.files_done || 0) / Math.max(p.files_total || job.files.length, 1);
+  $("job-bar").style.width = `${Math.round(100 * (["queued", "running"].includes(job.status) ? frac : 1))}%`;
+  const body = $("job-files").tBodies[0];
+  body.innerHTML = "";
+  for (const f of job.files) {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = f.filename;
+    const st = tr.insertCell(); st.textContent = f.status;
+    st.className = f.status === "skipped" || f.status === "failed" ? "error" : ["indexed", "updated", "unchanged"].includes(f.status) ? "ok" : "";
+    const c = tr.insertCell(); c.className = "num"; c.textContent = f.chunks_added ?? "";
+    tr.insertCell().textContent = f.reason || "";
+  }
+  if (job.summary) {
+    const s = job.summary;
+    $("job-summary").textContent = t("summary", s.indexed, s.unchanged, s.skipped, s.chunks_added) +
+      (s.seconds !== undefined ? ` · ${s.seconds.toFixed(1)} s` : "");
+  }
+}
+
+// documents and chunks --------------------------------------------------------------------------
+async function loadDocs() {
+  $("upload-kb").textContent = currentKb() ? `→ ${currentKb()}` : "";
+  if (!currentKb()) { state.docs = []; renderDocs(); return; }
+  try { state.docs = await api("GET", `/v1/kbs/${enc(currentKb())}/documents`); renderDocs(); }
+  catch (e) { say(e.message, true); }
+}
+$("doc-filter").addEventListener("input", () => renderDocs());
+$("refresh-docs").addEventListener("click", () => loadDocs());
+function renderDocs() {
+  const body = $("docs-table").tBodies[0];
+  body.innerHTML = "";
+  const q = $("doc-filter").value.trim().toLowerCase();
+  const docs = state.docs.filter((d) => !q || d.source.toLowerCase().includes(q) || (d.title || "").toLowerCase().includes(q));
+  if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = 8; td.textContent = t("noDocs"); }
+  for (const d of docs) {
+    const tr = body.insertRow();
+    if (state.selectedDoc === d.doc_id) tr.className = "selected";
+    const name = tr.insertCell();
+    name.textContent = d.source;
+    if (d.title && d.title !== d.source) name.appendChild(el("div", "muted", d.title));
+    [d.chunks, fmtSize(d.size)].forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
+    tr.insertCell().textContent = fmtTime(d.mtime);
+    tr.insertCell().textContent = fmtTime(d.ingested_at);
+    tr.insertCell().textContent = Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    const st = tr.insertCell(); st.textContent = d.state;
+    for (const marker of ["ocr", "version_of"]) if (d[marker]) st.appendChild(el("span", "pill", marker));
+    const actions = tr.insertCell();
+    const open = el("button", "secondary", t("open"));
+    open.type = "button"; open.setAttribute("aria-label", `${t("open")} ${d.source}`);
+    open.addEventListener("click", () => openDoc(d));
+    const del = el("button", "danger", t("del"));
+    del.type = "button"; del.setAttribute("aria-label", `${t("del")} ${d.source}`);
+    del.addEventListener("click", async () => {
+      if (!confirm(t("confirmDelDoc", d.source))) return;
+      try {
+        await api("DELETE", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`);
+        if (state.selectedDoc === d.doc_id) { state.selectedDoc = null; $("doc-view").hidden = true; }
+        await loadDocs(); await loadKbs();
+      } catch (e) { say(e.message, true); }
+    });
+    actions.append(open, " ", del);
+  }
+}
+async function openDoc(d) {
+  state.selectedDoc = d.doc_id; renderDocs();
+  $("doc-view").hidden = false;
+  $("doc-title").textContent = d.title || d.source;
+  $("doc-meta").textContent = t("loading");
+  $("chunk-list").innerHTML = ""; $("doc-text").textContent = "";
+  const base = `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`;
+  try {
+    const data = await api("GET", `${base}/chunks`);
+    state.chunks = data.chunks;
+    $("doc-meta").textContent = `${d.source} · ${data.chunks.length} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
+    renderChunks();
+  } catch (e) { $("doc-meta").textContent = e.message; $("doc-meta").className = "error"; return; }
+  try { state.text = (await api("GET", `${base}/text`)).text; showText(null); }
+  catch (e) { state.text = null; $("doc-text").textContent = t("textGone") + e.message; }
+  $("doc-view").scrollIntoView({ block: "start" });
+}
+function renderChunks() {
+  const list = $("chunk-list");
+  list.innerHTML = "";
+  state.chunks.forEach((c, i) => {
+    const box = el("div", "chunk");
+    box.tabIndex = 0; box.setAttribute("role", "button"); box.dataset.index = i;
+    const where = [c.section_path.join(" > "), c.page !== null && c.page !== undefined ? `${t("page")} ${c.page}` : "",
+                   `${t("span")} ${c.start}–${c.end}`].filter(Boolean).join(" · ");
+    const meta = el("div", "meta", `#${i + 1} · ${where}`);
+    meta.appendChild(el("span", "pill" + (c.kind === "qa" ? " qa" : ""), c.kind));
+    box.append(meta, el("div", "text", c.text));
+    if (c.kind === "qa" && c.embed_text) box.appendChild(el("div", "meta", `matched by: ${c.embed_text}`));
+    if (c.questions && c.questions.length) box.appendChild(el("div", "meta", `questions: ${c.questions.join(" | ")}`));
+    const pick = () => { list.querySelectorAll(".chunk").forEach((x) => x.classList.remove("selected")); box.classList.add("selected"); showText(c); };
+    box.addEventListener("click", pick);
+    box.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(); } });
+    list.appendChild(box);
+  });
+}
+// the parsed text with the chunk's [start, end) span highlighted and scrolled into view
+function showText(chunk) {
+  const pane = $("doc-text");
+  pane.textContent = "";
+  if (state.text === null) return;
+  if (!chunk) { pane.textContent = state.text; return; }
+  pane.append(document.createTextNode(state.text.slice(0, chunk.start)));
+  const mark = el("mark", null, state.text.slice(chunk.start, chunk.end));
+  mark.id = "chunk-mark";
+  pane.append(mark, document.createTextNode(state.text.slice(chunk.end)));
+  mark.scrollIntoView({ block: "center" });
+}
+
+// retrieval test --------------------------------------------------------------------------------
+function renderRerank() {
+  const on = state.system && state.system.reranker && state.system.reranker.enabled;
+  $("test-rerank").disabled = !on;
+  $("test-rerank").checked = !!on;
+  $("rerank-text").textContent = on ? `${t("rerankOn")} (${state.system.reranker.name || ""})` : t("rerankOff");
+}
+$("test-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const filters = $("test-filters").value.split(/[,，]/).map((s) => s.trim()).filter(Boolean);
+  const body = { question: $("test-q").value, kb: currentKb() || null, mode: $("test-mode").value,
+                 top_k: Number($("test-topk").value) || null, limit: Number($("test-limit").value) || null,
+                 rerank: $("test-rerank").checked, generate: $("test-generate").checked, include_hits: true };
+  if (filters.length) body.filters = filters;
+  $("test-hits").textContent = t("loading"); $("test-answer").textContent = ""; $("test-timings").textContent = "";
+  try { renderHits(await api("POST", "/v1/query", body)); }
+  catch (e) { $("test-hits").textContent = ""; $("test-hits").appendChild(el("p", "error", e.message)); }
+});
+function renderHits(data) {
+  const box = $("test-hits");
+  box.innerHTML = "";
+  const timings = Object.entries(data.timings || {}).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${(v * 1000).toFixed(1)} ms`);
+  $("test-timings").textContent = `${(data.hits || []).length} ${t("hits")} · ${timings.join(" · ")}` +
+    (data.rerank_enabled ? "" : ` · ${t("rerankOff")}`);
+  if (data.answer && $("test-generate").checked) {
+    const a = el("div", "hit"); a.appendChild(el("div", "meta", data.refused ? "refused" : "answer"));
+    a.appendChild(el("div", "text", data.answer_with_citations || data.answer)); $("test-answer").appendChild(a);
+  }
+  if (!(data.hits || []).length) { box.appendChild(el("p", "muted", t("noHits"))); return; }
+  data.hits.forEach((h, i) => {
+    const card = el("div", "hit");
+    const head = el("div");
+    head.appendChild(el("span", "rank", `${i + 1}`));
+    head.appendChild(document.createTextNode(`${h.title || h.document}`));
+    const where = [h.document, (h.section_path || []).join(" > "), h.page !== null && h.page !== undefined ? `${t("page")} ${h.page}` : "",
+                   `${t("span")} ${h.start}–${h.end}`].filter(Boolean).join(" · ");
+    const scores = `${t("fused")} ${h.score.toFixed(4)}` + (h.rerank_score !== null && h.rerank_score !== undefined ? ` · ${t("rerankScore")} ${h.rerank_score.toFixed(3)}` : "");
+    card.append(head, el("div", "meta", `${where} · ${scores}`));
+    const prov = (h.provenance || []).map((p) => `${p.list}${p.variant && p.variant !== "original" ? ` (${p.variant})` : ""} #${p.rank} (${Number(p.score).toFixed(3)})`);
+    card.appendChild(el("div", "prov", prov.join(" · ")));
+    card.appendChild(el("div", "text", h.text));
+    box.appendChild(card);
+  });
+}
+
+// settings ----------------------------------------------------------------------------------------
+async function loadSystem() {
+  try {
+    state.system = await api("GET", "/v1/system");
+    const s = state.system, body = $("system-table").tBodies[0];
+    body.innerHTML = "";
+    const rows = [["embedding model", `${s.embedder.name || "-"} — ${s.embedder.reason}`],
+                  ["reranker", s.reranker.enabled ? s.reranker.name : `off: ${s.reranker.reason}`],
+                  ["LLM", s.llm.embedded ? `embedded${s.llm.name ? ": " + s.llm.name : ""}` : `${s.llm.endpoint} (${s.llm.model})`],
+                  ["vector store", s.vector_backend], ["lexical index", s.lexical_backend], ["models loaded", String(s.ready)]];
+    for (const [k, v] of rows) { const tr = body.insertRow(); tr.insertCell().textContent = k; tr.insertCell().textContent = v; }
+    $("settings-json").textContent = JSON.stringify(s.settings, null, 2);
+  } catch (e) { state.system = null; say(e.message, true); }
+  renderRerank();
+}
+
+async function reloadAll() { await loadKbs(); await loadSystem(); loadDocs(); }
+applyLanguage();
+reloadAll();
