@@ -50,8 +50,9 @@ DAMAGED_MARK = ".damaged-"  # <name>.damaged-<time>: a damaged shard kept after 
 
 def engine_error(exc: BaseException) -> bool:
     """What qdrant-edge raises for a failed call: a plain Exception ("Service runtime error: ...")
-    or a Rust panic (PanicException derives from BaseException, not Exception)."""
-    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+    or a Rust panic (PanicException derives from BaseException, not Exception). Nothing else: a
+    bug of ours (TypeError, ...) or one of our own errors is never taken for a damaged store."""
+    return type(exc) is Exception or type(exc).__name__ == "PanicException"
 
 
 def lock_folder(directory: Path) -> int:
@@ -266,8 +267,8 @@ def rebuild(directory: Path, config: Any, prepare: Callable[[Any], None], source
             _close(target)
         os.close(fd)
         shutil.rmtree(fresh, ignore_errors=True)
-        if isinstance(exc, StoreError) or not engine_error(exc):
-            raise
+        if isinstance(exc, StoreError) or not (engine_error(exc) or isinstance(exc, OSError)):
+            raise  # a folder that cannot be swapped (gone, read-only) is a store failure like the engine's
         log.error("edge collection %s is damaged and could not be rebuilt: %s", name, exc)
         raise StoreError(f"the vector store could not rebuild its damaged collection {name!r}; "
                          "the server log has the details") from exc
