@@ -71,11 +71,15 @@ class ParseBudget:
                              f"(RAG_PARSE_MAX_CELLS={self.max_cells})", field="path")
         self.tick()
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` off the clock: the OCR of a scanned page, which has its own per-file bounds."""
+        self.started += seconds
+
     def tick(self) -> None:
         elapsed = time.monotonic() - self.started
         if elapsed > self.max_seconds:
             done = f" after {self.rows} rows" if self.rows else ""
-            raise ParseError(f"parsing took too long: stopped{done} at {elapsed:.0f} s "
+            raise ParseError(f"parsing took too long: stopped{done} at {elapsed:.1f} s "
                              f"(RAG_PARSE_MAX_SECONDS={self.max_seconds:g})", field="path")
 
 

@@ -6,11 +6,12 @@ BOM, UTF-16, mostly-UTF-8 with a few bad bytes replaced, GB18030/GBK, then a cha
 guess) and handed to unstructured's element-aware partitioners as text (large plain text and
 Markdown to the linear parser in formats/plain.py); PDF
 goes through pypdf page by page (scanned pages and image files through OCR, ingest/formats/ocr.py);
-tables and JSON are read row by row / record by record, each reader charging one `ParseBudget` per
-file (rows, cells, seconds: ingest/limits.py). Only regular files are opened (`read_file`): a named
-pipe, socket or device is refused before it can block. Every failure leaves as `ParseError` (or
-`UnsupportedFile`) with a one-line human reason; an expected parse failure (broken XML inside an
-Office file, a corrupt zip) keeps its traceback at debug level only."""
+tables and JSON are read row by row / record by record. Every reader but the image one (OCR has
+its own bounds) charges one `ParseBudget` per file (rows, cells, seconds: ingest/limits.py). Only
+regular files are opened (`read_file`): a named pipe, socket or device is refused before it can
+block. Every failure leaves as `ParseError` (or `UnsupportedFile`) with a one-line human reason; an
+expected parse failure (broken XML inside an Office file, a corrupt zip) keeps its traceback at
+debug level only."""
 
 from __future__ import annotations
 
@@ -200,14 +201,15 @@ def _text_parser(fmt: str, budget: ParseBudget) -> TextParser:
         return lambda text, f, enc, stem: parse_json(text, f, enc, stem, lines=fmt == "jsonl", budget=budget)
     from ingest.formats import elements
 
-    return {"txt": elements.parse_text, "md": elements.parse_markdown, "html": elements.parse_html}[fmt]
+    parser = {"txt": elements.parse_text, "md": elements.parse_markdown, "html": elements.parse_html}[fmt]
+    return functools.partial(parser, budget=budget)
 
 
 def _binary_parser(fmt: str, budget: ParseBudget, ocr: OcrOptions = DEFAULT_OCR) -> BinaryParser:
     if fmt == "pdf":
         from ingest.formats.pdf import parse_pdf
 
-        return functools.partial(parse_pdf, ocr=ocr)
+        return functools.partial(parse_pdf, ocr=ocr, budget=budget)
     if fmt in IMAGE_FORMATS.values():
         from ingest.formats.images import parse_image
 
@@ -218,4 +220,4 @@ def _binary_parser(fmt: str, budget: ParseBudget, ocr: OcrOptions = DEFAULT_OCR)
         return functools.partial(parse_xlsx, budget=budget)
     from ingest.formats.elements import parse_docx
 
-    return parse_docx
+    return functools.partial(parse_docx, budget=budget)

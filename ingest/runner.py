@@ -1,15 +1,16 @@
 """Folder and file ingestion: parse -> chunk -> embed -> write, incremental and crash-safe.
 
-For each document: skip it when its bytes, chunker settings and tags are unchanged; otherwise
-mark it pending in the catalog with the chunk ids about to be written, embed, upsert into the
-vector store and the lexical index, mark it indexed (the catalog swaps its live chunk ids: queries
-saw the old version until here, the new one from here), then delete the ids it no longer has. The
-writes (stores, the swap, the deletes) run in a background thread (`write_behind`,
-ingest/writer.py), one document after the other in order: a document is handed over as soon as its
-chunks are embedded, and written while the rest of its batch and the next batch embed. A document
-is marked pending before its batch embeds, so every document the writer has not finished is pending;
-a write error stops the writer and fails the run, as inline (`write_behind` 0). A run that was
-killed leaves pending rows; the next run re-ingests those documents (or removes them
+For each document: skip it when its bytes, chunker settings and tags are unchanged (a document whose
+OCR a page or time budget stopped records that budget, and is re-read only once it is raised:
+`ocr_unchanged`); otherwise mark it pending in the catalog with the chunk ids about to be written,
+embed, upsert into the vector store and the lexical index, mark it indexed (the catalog swaps its
+live chunk ids: queries saw the old version until here, the new one from here), then delete the ids
+it no longer has. The writes (stores, the swap, the deletes) run in a background thread
+(`write_behind`, ingest/writer.py), one document after the other in order: a document is handed over
+as soon as its chunks are embedded, and written while the rest of its batch and the next batch
+embed. A document is marked pending before its batch embeds, so every document the writer has not
+finished is pending; a write error stops the writer and fails the run, as inline (`write_behind` 0).
+A run that was killed leaves pending rows; the next run re-ingests those documents (or removes them
 when their file is gone) and deletes old chunks a swap left behind, so no document stays
 half-indexed, and queries never see a half-written one (`rag.kb` filters hits to live ids)."""
 
@@ -46,6 +47,8 @@ PREFETCH_FILES = 4  # files read, parsed and chunked ahead of the embedding (ing
 # groups of embedded documents waiting for the writer thread behind the one it writes (ingest/writer.py)
 WRITE_BEHIND = 4
 IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+# in a document's recorded signature: the OCR budget that stopped it ("RAG_OCR_MAX_PAGES=500")
+OCR_STOPPED = "|ocr-stopped:"
 
 
 @dataclass
@@ -314,8 +317,9 @@ class Ingestor:
         signature = self.signature + ("|ocr-off" if ocr_off else "")
         title = self.titles.get(source, "").strip()
         if (old is not None and old.state == "indexed" and old.content_hash == content_hash
-                and old.chunker == signature and old.tags == self.tags and (not title or old.title == title)):
-            return FileResult(source, "unchanged"), 0.0
+                and ocr_unchanged(old.chunker, signature, self.ocr) and old.tags == self.tags
+                and (not title or old.title == title)):
+            return FileResult(source, "unchanged", note=_stopped_note(old.chunker)), 0.0
         ocr_seconds = 0.0
         try:
             parsed = parse_bytes(data, path.suffix, path.name, self.limits, self.ocr)
@@ -329,9 +333,11 @@ class Ingestor:
             return FileResult(source, "skipped", exc.message), ocr_seconds
         if not spans:
             return FileResult(source, "skipped", "no text to index"), ocr_seconds
+        stopped = parsed.metadata.get("ocr_stopped")
         record = DocRecord(self.kb.name, doc_id_for(self.kb.name, source), source, str(origin), content_hash, stat.st_mtime,
                            stat.st_size, parsed.title, str(parsed.metadata.get("format", path.suffix.lower())),
-                           self.tags, signature, "pending", [], [], time.time())
+                           self.tags, signature + (f"{OCR_STOPPED}{stopped}" if stopped else ""), "pending", [], [],
+                           time.time())
         chunks = self._chunks(record, parsed, spans)
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
         status = "updated" if old is not None and old.state == "indexed" else "indexed"
@@ -434,6 +440,29 @@ class Ingestor:
         if self.progress is not None:
             self.progress(IngestProgress(source, len(report.files), self._known, self._embedded,
                                          report.chunks_added))
+
+
+def ocr_unchanged(recorded: str, signature: str, ocr: OcrOptions) -> bool:
+    """Whether a document recorded under signature `recorded` is up to date under `signature`: the
+    same, or the same but for the OCR budget that stopped it ("...|ocr-stopped:RAG_OCR_MAX_PAGES=2"),
+    as long as `ocr` has not raised that budget (a re-run with the same settings never OCRs it again;
+    a larger budget reads the rest)."""
+    if recorded == signature:
+        return True
+    base, sep, stopped = recorded.partition(OCR_STOPPED)
+    setting, _, value = stopped.partition("=")
+    if not sep or base != signature:
+        return False
+    try:
+        return ocr.budget(setting) <= float(value)
+    except ValueError:
+        return False
+
+
+def _stopped_note(recorded: str) -> str:
+    """What an unchanged document indexed in part says: the OCR budget it was read under."""
+    _, sep, stopped = recorded.partition(OCR_STOPPED)
+    return f"indexed in part: OCR stopped at {stopped} (raise it to read the rest)" if sep else ""
 
 
 def iter_supported(paths: Iterable[Path]) -> list[Path]:

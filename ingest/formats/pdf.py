@@ -1,17 +1,20 @@
 """PDF text through pypdf, page by page (unstructured's partition_pdf needs
 unstructured-inference). Each page's lines are regrouped into paragraphs, headings and list
 items with conservative layout heuristics; page numbers are 1-based. Pages without a text layer
-are OCR'd (ingest/formats/pdf_ocr.py) unless OCR is off."""
+are OCR'd (ingest/formats/pdf_ocr.py) unless OCR is off. The file's `ParseBudget` is checked before
+every page; the time OCR takes is left off its clock (OCR has its own page and time budget)."""
 
 from __future__ import annotations
 
 import io
 import logging
 import re
+import time
 from typing import TYPE_CHECKING
 
 from ingest.formats.builder import DocBuilder
 from ingest.formats.ocr import DEFAULT_OCR, OcrOptions
+from ingest.limits import ParseBudget, ParseLimits
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
@@ -32,7 +35,9 @@ _HYPHEN_END_RE = re.compile(r"[a-z]{2}-$")
 _HAS_LETTER_RE = re.compile(r"[^\W\d_]")
 
 
-def parse_pdf(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions = DEFAULT_OCR) -> ParsedDocument:
+def parse_pdf(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions = DEFAULT_OCR,
+              budget: ParseBudget | None = None) -> ParsedDocument:
+    """`budget`: the file's (a fresh one with the default limits when None)."""
     from pypdf import PdfReader
     from pypdf.errors import DependencyError, PyPdfError
 
@@ -48,23 +53,29 @@ def parse_pdf(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions = DEFAULT_OCR
 
     builder = DocBuilder(fmt)
     builder.metadata["pages"] = len(pages)
+    budget = budget if budget is not None else ParseLimits().budget()
     scans = scans_for(data, ocr, stem, len(pages), builder)
-    for number, page in enumerate(pages, start=1):
-        try:
-            text = page.extract_text() or ""
-        except (PyPdfError, ValueError, KeyError, TypeError) as exc:
-            log.warning("%s: cannot extract text from page %d: %s: %s", stem, number, type(exc).__name__, exc)
-            text = ""
-        if scans is not None and scans.wants(number, text):
-            scans.add(number)
-            continue
-        for kind, para, depth in page_paragraphs(text):
-            if kind == "title":
-                builder.heading(para, depth, page=number)
-            else:
-                builder.add(para, kind, page=number)
-    if scans is not None:
-        scans.finish()
+    try:
+        for number, page in enumerate(pages, start=1):
+            budget.tick()
+            try:
+                text = page.extract_text() or ""
+            except (PyPdfError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: cannot extract text from page %d: %s: %s", stem, number, type(exc).__name__, exc)
+                text = ""
+            if scans is not None and scans.wants(number, text):
+                started = time.monotonic()
+                scans.add(number)
+                budget.exclude(time.monotonic() - started)
+                continue
+            for kind, para, depth in page_paragraphs(text):
+                if kind == "title":
+                    builder.heading(para, depth, page=number)
+                else:
+                    builder.add(para, kind, page=number)
+    finally:  # closes PDFium on a budget stop too
+        if scans is not None:
+            scans.finish()
     if builder.is_empty:
         raise ParseError(no_text_reason(builder.metadata, ocr))
     if builder.title is None:

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageDraw
 from pydantic import ValidationError
 
+from ingest.formats import ocr as ocr_module
 from ingest.formats.images import parse_image
 from ingest.formats.ocr import OcrOptions, read_page
 from ingest.formats.ocr_image import (DETECT_SIDE, MAX_TILES, MIN_SIDE, STRIP_ASPECT, fit_image, fit_scale,
@@ -28,6 +29,7 @@ from rag.factory import build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
 from tests.unit import ocr_fixtures as of
+from tests.unit.cli_helpers import run
 
 
 def options(engine, **kw) -> OcrOptions:
@@ -182,6 +184,7 @@ def _ingest(tmp_path: Path, engine, **settings):
     report = ingestor.ingest_folder(docs)
     kb = services.kbs.open("scans")
     pages = {c.page for c in kb.get_chunks(sorted(kb.store.ids(kb.collection))).values() if c.source == "book.pdf"}
+    services.close()
     return {f.source: (f.status, f.reason) for f in report.files}, pages
 
 
@@ -223,3 +226,75 @@ def test_budget_settings_are_validated_and_read_from_the_environment(monkeypatch
     for bad in ({"ocr_max_pages": 0}, {"ocr_max_seconds_per_file": 0}):
         with pytest.raises(ValidationError, match=next(iter(bad))):
             Settings(**bad)
+
+
+# ---- a file an OCR budget stopped: re-read only once that budget is raised ----------------------------
+def _rag_ingest(docs: Path, monkeypatch, **budget: str):
+    for key, value in budget.items():
+        monkeypatch.setenv(key, value)
+    return run("ingest", str(docs), "--kb", "scans", "--quiet")
+
+
+def test_rag_ingest_rereads_a_file_stopped_by_the_page_budget_only_when_it_is_raised(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    engine = of.ScriptedEngine()
+    monkeypatch.setattr(ocr_module, "shared_engine", lambda: engine)
+    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    of.write_image_pdf(docs, "book.pdf", pages=5)
+    (docs / "notes.txt").write_text("Plain notes about the pump. " * 10, encoding="utf-8")
+
+    first = _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES="2")
+    assert first.exit_code == 3, first.output
+    assert ("partial  book.pdf: OCR stopped after 2 of 5 pages (page budget 2, RAG_OCR_MAX_PAGES): pages 3-5 not read"
+            in first.output)
+    assert len(engine.calls) == 2
+
+    for same_or_lower in ("2", "1"):  # never OCR'd again for nothing
+        again = _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES=same_or_lower)
+        assert again.exit_code == 0, again.output
+        assert "files indexed: 0   unchanged: 2" in again.output
+        assert ("note     book.pdf: indexed in part: OCR stopped at RAG_OCR_MAX_PAGES=2 (raise it to read the rest)"
+                in again.output)
+        assert len(engine.calls) == 2
+    # the other budget raised: the page budget still stops it where it did
+    assert "unchanged: 2" in _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_SECONDS_PER_FILE="6000").output
+
+    raised = _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES="4")
+    assert "files indexed: 1   unchanged: 1" in raised.output
+    assert "partial  book.pdf: OCR stopped after 4 of 5 pages" in raised.output
+    assert len(engine.calls) == 6
+    assert "unchanged: 2" in _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES="4").output
+
+    whole = _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES="10")
+    assert whole.exit_code == 0 and "files indexed: 1   unchanged: 1" in whole.output, whole.output
+    assert "partial" not in whole.output and len(engine.calls) == 11
+    settled = _rag_ingest(docs, monkeypatch, RAG_OCR_MAX_PAGES="10")
+    assert "unchanged: 2" in settled.output and "note" not in settled.output and len(engine.calls) == 11
+
+
+def test_a_file_stopped_by_the_time_budget_is_read_again_when_that_budget_is_raised(tmp_path: Path) -> None:
+    engine = SlowEngine(0.3)
+    status, _ = _ingest(tmp_path, engine, ocr_max_seconds_per_file=0.5)
+    assert status["book.pdf"][0] == "indexed" and "RAG_OCR_MAX_SECONDS_PER_FILE" in status["book.pdf"][1]
+    calls = len(engine.calls)
+
+    def rerun(**settings) -> tuple[str, str]:
+        services = build_services(Settings(data_dir=tmp_path / "data", vector_backend="local", **settings),
+                                  embedder=HashEmbedder(dim=64))
+        ingestor = build_ingestor(services, "scans")
+        ingestor.ocr = dataclasses.replace(ingestor.ocr, engine=engine)
+        try:
+            result = {f.source: f for f in ingestor.ingest_folder(tmp_path / "docs").files}["book.pdf"]
+        finally:
+            services.close()
+        return result.status, result.note
+
+    assert rerun(ocr_max_seconds_per_file=0.5) == (
+        "unchanged", "indexed in part: OCR stopped at RAG_OCR_MAX_SECONDS_PER_FILE=0.5 (raise it to read the rest)")
+    assert rerun(ocr_max_seconds_per_file=0.5, ocr_max_pages=1000)[0] == "unchanged"
+    assert len(engine.calls) == calls
+    assert rerun(ocr_max_seconds_per_file=60) == ("updated", "")
+    assert len(engine.calls) == calls + 5

@@ -4,9 +4,11 @@ parse failure."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -117,6 +119,108 @@ def test_files_over_budget_are_skipped_with_the_reason_and_the_rest_is_indexed(t
     assert skipped == {"tall.xlsx": "too many rows: over 1000 (RAG_PARSE_MAX_ROWS=1000)",
                        "big.csv": "too many rows: over 1000 (RAG_PARSE_MAX_ROWS=1000)"}
     assert sorted(f.source for f in report.files if f.status == "indexed") == ["faq.csv", "good.txt"]
+
+
+# ---- the element readers (unstructured) and PDF text: the time budget per element and page ------------
+SENTENCE = "says the kettle warranty lasts three years from the date of purchase."
+
+
+def _paragraphs(n: int) -> list[str]:
+    return [f"Paragraph {i} {SENTENCE}" for i in range(n)]
+
+
+def _docx(n: int) -> bytes:
+    from docx import Document
+
+    document = Document()
+    for text in _paragraphs(n):
+        document.add_paragraph(text)
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def _pdf(pages: int) -> bytes:
+    """`pages` copies of one page of 40 text lines (fpdf2 writes one, pypdf repeats it: fast)."""
+    from fpdf import FPDF
+    from pypdf import PdfReader, PdfWriter
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=9)
+    pdf.add_page()
+    pdf.multi_cell(0, 5, "\n".join(f"Line {j} {SENTENCE}" for j in range(40)))
+    page = PdfReader(io.BytesIO(bytes(pdf.output()))).pages[0]
+    writer = PdfWriter()
+    for _ in range(pages):
+        writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def _slow_file(suffix: str, n: int = 600) -> bytes:
+    """A file of `suffix` that takes about a second or more to parse (under 1 MB: unstructured's path)."""
+    if suffix == ".docx":
+        return _docx(n)
+    if suffix == ".pdf":
+        return _pdf(n // 2)
+    if suffix == ".html":
+        return ("<html><body>" + "".join(f"<p>{t}</p>" for t in _paragraphs(n)) + "</body></html>").encode()
+    return "\n\n".join(_paragraphs(n)).encode()  # .txt, .md
+
+
+@pytest.fixture(scope="module")
+def warm_parsers():
+    """Import unstructured and load its spaCy model once, so that a budget measures the parse alone."""
+    parse_bytes(GOOD.encode(), ".txt", "warm.txt")
+    parse_bytes(_docx(5), ".docx", "warm.docx")
+
+
+@pytest.mark.parametrize("suffix", [".docx", ".html", ".txt", ".md", ".pdf"])
+def test_element_and_pdf_readers_stop_at_the_time_budget(suffix, warm_parsers):
+    data = _slow_file(suffix)
+    assert len(data) < ParseLimits().large_text_bytes
+    started = time.perf_counter()
+    with pytest.raises(ParseError, match=r"parsing took too long: stopped at \d+\.\d s \(RAG_PARSE_MAX_SECONDS=0\.2\)"):
+        parse_bytes(data, suffix, f"slow{suffix}", ParseLimits(max_seconds=0.2))
+    assert time.perf_counter() - started < 5  # stopped at the next element or page, not at the end
+    assert parse_bytes(_slow_file(suffix, 20), suffix, f"small{suffix}", ParseLimits(max_seconds=60)).blocks
+
+
+def test_pdf_ocr_time_is_left_to_the_ocr_budget(tmp_path):
+    """Scanned pages are OCR'd under RAG_OCR_MAX_SECONDS_PER_FILE: their OCR is not charged to
+    RAG_PARSE_MAX_SECONDS (three pages of 0.3 s each against a parse budget of 0.5 s)."""
+    from ingest.formats.ocr import OcrOptions
+    from tests.unit import ocr_fixtures as of
+
+    class SlowEngine(of.ScriptedEngine):
+        def recognize(self, image):
+            time.sleep(0.3)
+            return super().recognize(image)
+
+    engine = SlowEngine()
+    data = of.write_image_pdf(tmp_path, pages=3).read_bytes()
+    doc = parse_bytes(data, ".pdf", "scan.pdf", ParseLimits(max_seconds=0.5), OcrOptions(engine=engine))
+    assert doc.metadata["ocr_pages"] == [1, 2, 3] and len(engine.calls) == 3
+
+
+def test_a_huge_docx_and_pdf_are_skipped_at_the_time_budget_and_the_rest_is_indexed(tmp_path, warm_parsers):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "huge.docx").write_bytes(_docx(1500))
+    (docs / "huge.pdf").write_bytes(_pdf(600))
+    (docs / "small.docx").write_bytes(_docx(3))
+    (docs / "good.txt").write_text(GOOD, encoding="utf-8")
+    (docs / "faq.csv").write_bytes(_csv(20))
+    services = _services(tmp_path / "data", parse_max_seconds=0.5)
+    started = time.perf_counter()
+    report = build_ingestor(services, "kb").ingest_folder(docs)
+    assert time.perf_counter() - started < 10
+    skipped = {f.source: f.reason for f in report.skipped}
+    assert sorted(skipped) == ["huge.docx", "huge.pdf"]
+    assert all(re.fullmatch(r"parsing took too long: stopped at \d+\.\d s \(RAG_PARSE_MAX_SECONDS=0\.5\)", r)
+               for r in skipped.values()), skipped
+    assert sorted(f.source for f in report.files if f.status == "indexed") == ["faq.csv", "good.txt", "small.docx"]
 
 
 @pytest.mark.parametrize("name", ["parse_max_rows", "parse_max_cells", "parse_max_seconds"])
