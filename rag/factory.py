@@ -237,7 +237,10 @@ class Services:
                 answer_retry=s.answer_retry))
 
     def close(self) -> None:
-        """Close the store and the catalog this object opened (given ones stay the caller's)."""
+        """Close the store, the catalog and the lexical indexes this object opened (given ones
+        stay the caller's)."""
+        if "kbs" in self.__dict__:
+            self.__dict__["kbs"].close()
         for name in ("store", "catalog"):
             if name in self.__dict__ and name not in self._given:
                 self.__dict__[name].close()

@@ -314,6 +314,15 @@ class KnowledgeBases:
     def exists(self, name: str) -> bool:
         return self.catalog.get_kb(name) is not None
 
+    def close(self) -> None:
+        """Close the lexical indexes this object opened (the store and the catalog are shared: the
+        caller's); `open` opens them again. An index left open keeps its SQLite connection until
+        the garbage collector finds it, in whatever process or thread that happens."""
+        with self._lock:
+            opened, self._open = list(self._open.values()), {}
+        for kb in opened:
+            kb.lexical.close()
+
     def _check_model(self, record: KbRecord) -> None:
         """The configured model must be the one the knowledge base was built with. Reads the
         embedder's name and dimension only: neither loads the model (`Embedder.dim` comes from
@@ -520,9 +529,12 @@ class KnowledgeBases:
             ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
             store.ensure_collection(new_collection, embedder.dim, self.collection_options)
             lexical = self.lexical_factory(new_collection)
-            for chunks in iter_stored_chunks(store, record.collection, ids, batch):
-                store.upsert(new_collection, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
-                lexical.add(chunks)
+            try:
+                for chunks in iter_stored_chunks(store, record.collection, ids, batch):
+                    store.upsert(new_collection, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
+                    lexical.add(chunks)
+            finally:
+                lexical.close()  # `open` opens it again once it is the knowledge base's
             self._switch_collection(name, new_collection)
             self.lexical_factory(record.collection).drop()
             store.drop_collection(record.collection)
@@ -533,7 +545,9 @@ class KnowledgeBases:
         """Point a knowledge base at a re-embedded collection."""
         with self._lock:
             self.catalog.update_kb(name, embed_model=self.embedder.name, dim=self.embedder.dim, collection=collection)
-            self._open.pop(name, None)
+            old = self._open.pop(name, None)
+            if old is not None:
+                old.lexical.close()
 
 
 def iter_stored_chunks(store: VectorStore, collection: str, chunk_ids: Sequence[str] | None = None,

@@ -56,6 +56,7 @@ from rag.types import Chunk, Filter, ScoredId
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+TRASH_MARK = ".dropped-"  # .<name>.dropped-<pid>-<thread>: a collection being deleted
 
 
 @dataclass
@@ -108,7 +109,7 @@ class EdgeStore:
         if not self.path.is_dir():
             return []
         return sorted(p.name for p in self.path.iterdir()
-                      if (p / CONFIG_FILE).is_file() and DAMAGED_MARK not in p.name)
+                      if (p / CONFIG_FILE).is_file() and DAMAGED_MARK not in p.name and not p.name.startswith("."))
 
     def _entry(self, name: str) -> _Entry:
         with self._lock:
@@ -232,6 +233,7 @@ class EdgeStore:
             directory = self._dir(name)
             config = self._config(dim, sparse, options)
             directory.mkdir(parents=True, exist_ok=True)
+            self._sweep()
             fd = lock_folder(directory)
             try:
                 shard = self._engine(name, "create the collection", lambda: EdgeShard.create(str(directory), config))
@@ -243,15 +245,26 @@ class EdgeStore:
             log.info("created edge collection %s (dim=%d, sparse=%s)", name, dim, sparse)
 
     def drop_collection(self, name: str) -> None:
+        """Delete the collection: its folder is first renamed out of the way (atomic: a process
+        killed while deleting it leaves hidden trash, never a folder without its config that is
+        no collection yet blocks creating one of that name), then removed with what killed drops
+        left."""
         with self._lock:
             directory = self._dir(name)
             entry = self._entries.pop(name, None)
             if entry is not None:
                 with entry.lock:
                     self._shut(name, entry, flush=False)
-            shutil.rmtree(directory, ignore_errors=True)
+            if directory.exists():
+                os.rename(directory, self.path / f".{name}{TRASH_MARK}{os.getpid()}-{threading.get_ident()}")
             for kept in self.path.glob(f"{name}{DAMAGED_MARK}*"):  # its damaged copies go with it
                 shutil.rmtree(kept, ignore_errors=True)
+            self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove the trash of drops that were killed while deleting (see `drop_collection`)."""
+        for trash in self.path.glob(f".*{TRASH_MARK}*"):
+            shutil.rmtree(trash, ignore_errors=True)
 
     def _shut(self, name: str, entry: _Entry, flush: bool) -> None:
         """Close the shard of `entry` for good and release its folder (the caller holds its lock);
@@ -302,6 +315,7 @@ class EdgeStore:
         replays) and read every point back; rebuild it from what is readable when it does not load
         or read back (`edge_recovery`). What was done: action "none" when it read back whole, or
         the rebuild, also one its opening did earlier (kept until this call reports it)."""
+        self._sweep()
         entry = self._open(name)
         try:
             if entry.report is not None:  # opening it just now rebuilt it

@@ -19,8 +19,9 @@ import random
 import signal
 import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -90,39 +91,58 @@ def write_version(folder: Path, version: int, rng: random.Random) -> None:
 
 # -- the child ----------------------------------------------------------------------------------
 
-def instrument(kill_at: int | None, counter_file: Path | None = None) -> None:
-    """Count before/after events of every write step; SIGKILL this process at event `kill_at`."""
+Hook = Callable[[Callable[[str], None]], None]  # installs more events: called with `event(label)`
+
+
+def instrument(kill_at: int | None, counter_file: Path | None = None, steps: Sequence[tuple[type, str]] = STEPS,
+               hooks: Sequence[Hook] = (), trace_file: Path | None = None) -> None:
+    """Count before/after events of every write step (and of what `hooks` install); SIGKILL this
+    process at event `kill_at`. `counter_file` gets the count, `trace_file` a line per event
+    (number, label, `time.monotonic()`): where a kill by the parent landed, when the writes run."""
     count = [0]
+    guard = threading.Lock()  # the ingest writes from a writer thread
 
-    def event() -> None:
-        count[0] += 1
-        if counter_file is not None:
-            counter_file.write_text(str(count[0]))
-        if kill_at is not None and count[0] >= kill_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+    def event(label: str) -> None:
+        with guard:
+            count[0] += 1
+            if counter_file is not None:
+                counter_file.write_text(str(count[0]))
+            if trace_file is not None:
+                with open(trace_file, "a", encoding="utf-8") as trace:
+                    trace.write(f"{count[0]}\t{label}\t{time.monotonic():.6f}\n")
+            if kill_at is not None and count[0] >= kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-    for cls, name in STEPS:
+    for cls, name in steps:
         original = getattr(cls, name)
+        label = f"{cls.__name__}.{name}"
 
-        def wrapper(self, *args, __original=original, **kwargs):
-            event()
+        def wrapper(self, *args, __original=original, __label=label, **kwargs):
+            event(f"before {__label}")
             result = __original(self, *args, **kwargs)
-            event()
+            event(f"after {__label}")
             return result
 
         setattr(cls, name, wrapper)
+    for hook in hooks:
+        hook(event)
 
 
 def in_child(body: Callable[[], None], kill_at: int | None = None, kill_after_s: float | None = None,
-             counter_file: Path | None = None) -> str:
-    """Run `body` in a forked child; returns "killed" or "finished"."""
+             counter_file: Path | None = None, steps: Sequence[tuple[type, str]] = STEPS, hooks: Sequence[Hook] = (),
+             trace_file: Path | None = None, after_event: int = 0) -> str:
+    """Run `body` in a forked child; returns "killed" or "finished". `kill_after_s` counts from
+    the fork or, with `after_event` and a `counter_file`, from when the child passed that event (a
+    kill inside the write that follows it). A `trace_file` starts with a line `0 start <time>`."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         code = 0
         try:
-            instrument(kill_at, counter_file)
+            if trace_file is not None:
+                trace_file.write_text(f"0\tstart\t{time.monotonic():.6f}\n", encoding="utf-8")
+            instrument(kill_at, counter_file, steps, hooks, trace_file)
             body()
         except BaseException:  # noqa: BLE001  (a child reports by its exit status only)
             import traceback
@@ -133,12 +153,17 @@ def in_child(body: Callable[[], None], kill_at: int | None = None, kill_after_s:
             os._exit(code)
     status = None
     if kill_after_s is not None:
+        while status is None and after_event and _passed(counter_file) < after_event:
+            done, result = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = result
+            time.sleep(0.001)
         deadline = time.monotonic() + kill_after_s
         while status is None and time.monotonic() < deadline:
             done, result = os.waitpid(pid, os.WNOHANG)
             if done:
                 status = result
-            time.sleep(0.005)
+            time.sleep(max(0.0, min(0.005, deadline - time.monotonic())))
         if status is None:
             os.kill(pid, signal.SIGKILL)
     if status is None:
@@ -147,6 +172,13 @@ def in_child(body: Callable[[], None], kill_at: int | None = None, kill_after_s:
         return "killed"
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child failed with status {status}"
     return "finished"
+
+
+def _passed(counter_file: Path | None) -> int:
+    try:
+        return int(counter_file.read_text() or 0) if counter_file is not None else 0
+    except (OSError, ValueError):  # not written yet, or read while being written
+        return 0
 
 
 def cli_ingest(docs: Path) -> Callable[[], None]:
@@ -233,6 +265,89 @@ def calibrate(body: Callable[[], None], tmp_path: Path, name: str) -> int:
     return int(counter.read_text())
 
 
+def trace_run(body: Callable[[], None], tmp_path: Path, name: str, steps: Sequence[tuple[type, str]] = STEPS,
+              hooks: Sequence[Hook] = ()) -> list[tuple[int, str, float]]:
+    """A full run of `body`: its events (number, label, seconds since the fork)."""
+    trace = tmp_path / f"trace-{name}"
+    assert in_child(body, steps=steps, hooks=hooks, trace_file=trace) == "finished"
+    return read_trace(trace)
+
+
+def read_trace(trace: Path) -> list[tuple[int, str, float]]:
+    """The events of a `trace_file` (without its start line), times in seconds since the fork."""
+    rows = [line.split("\t") for line in trace.read_text(encoding="utf-8").splitlines()]
+    start = float(rows[0][2])
+    return [(int(k), label, float(t) - start) for k, label, t in rows[1:]]
+
+
+class _TracedShard:
+    """A qdrant-edge shard whose `update` and `flush` are events (EdgeShard is a Rust class whose
+    methods cannot be patched: `shard_events` hands this wrapper to the store's write calls)."""
+
+    def __init__(self, shard, event: Callable[[str], None]) -> None:
+        self._shard, self._event = shard, event
+
+    def update(self, operation):
+        self._event("before shard.update")
+        result = self._shard.update(operation)
+        self._event("after shard.update")
+        return result
+
+    def flush(self):
+        self._event("before shard.flush")
+        result = self._shard.flush()
+        self._event("after shard.flush")
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self._shard, name)
+
+
+def shard_events(event: Callable[[str], None]) -> None:
+    """A hook for `instrument`: every engine write of `EdgeStore` (upserts, deletes, the HNSW build:
+    all go through `EdgeStore._write`) has events around each `shard.update` and `shard.flush`, so
+    that kills land between an update and its flush."""
+    original = EdgeStore._write
+
+    def _write(self, name, entry, what, apply):
+        return original(self, name, entry, what, lambda shard: apply(_TracedShard(shard, event)))
+
+    EdgeStore._write = _write
+
+
+def landed(trace: Path, total: int) -> str:
+    """Where a kill after a delay landed: the last event the killed child's `trace_file` has."""
+    events = read_trace(trace) if trace.exists() and trace.read_text(encoding="utf-8").strip() else []
+    k, label = (events[-1][0], events[-1][1]) if events else (0, "start")
+    return f"after event {k}/{total} ({label})"
+
+
+def random_kill(rng: random.Random, body: Callable[[], None], trace: Sequence[tuple[int, str, float]],
+                tmp_path: Path, name: str, *, steps: Sequence[tuple[type, str]] = STEPS, hooks: Sequence[Hook] = (),
+                by_delay: bool = False, inside: Sequence[str] = ("EdgeStore.",)) -> tuple[str, str]:
+    """Run `body` (whose full run gave `trace`) killed at a random event k or, `by_delay`, by the
+    parent inside a random write step: a step of `trace` whose label has one of `inside` is drawn,
+    and the child is killed a random part of that step's duration in the full run after it began
+    (inside the stores' own code: a fsync, a rename, a SQLite commit). (outcome, where it landed)."""
+    counter, killed_trace = tmp_path / f"count-{name}", tmp_path / f"killed-{name}"
+    counter.unlink(missing_ok=True)
+    killed_trace.unlink(missing_ok=True)
+    if not by_delay:
+        k = rng.randint(1, len(trace))
+        return in_child(body, kill_at=k, steps=steps, hooks=hooks), f"at event {k}/{len(trace)} ({trace[k - 1][1]})"
+    begins = [i for i, (_, label, _) in enumerate(trace) if label.startswith("before ") and any(m in label for m in inside)]
+    assert begins, f"no step of {inside} in the trace"
+    i = rng.choice(begins)
+    step = trace[i][1].removeprefix("before ")
+    ends = [t for _, label, t in trace[i + 1:] if label == f"after {step}"]
+    duration = (ends[0] if ends else trace[-1][2]) - trace[i][2]
+    delay = rng.uniform(0.0, duration)
+    outcome = in_child(body, kill_after_s=delay, counter_file=counter, after_event=trace[i][0], steps=steps,
+                       hooks=hooks, trace_file=killed_trace)
+    return outcome, (f"{delay * 1000:.1f} of {duration * 1000:.1f} ms into {step} (event {trace[i][0]}), "
+                     f"{landed(killed_trace, len(trace))}")
+
+
 # -- the tests ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("seed", [SEED, SEED + 1])
@@ -317,7 +432,8 @@ def _upload_files(version: int, n: int = 10) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("seed", [SEED, SEED + 1])
 def test_kill_9_of_the_server_during_an_upload_job(env, tmp_path, seed):
-    """10 changed files uploaded, the server killed at a random point of the job, then restarted:
+    """10 changed files uploaded, the server killed at a random point of the job (twice at a write
+    event, once by the parent inside a store write, after a random delay), then restarted:
     queries were consistent meanwhile, the restart finishes the job and says so, no staging folder
     or backup is left, and every file is indexed with its new bytes."""
     from api.jobs import FINAL, UNFINISHED, JobManager
@@ -331,14 +447,16 @@ def test_kill_9_of_the_server_during_an_upload_job(env, tmp_path, seed):
     services.close()
     assert in_child(upload_job(data, _upload_files(1))) == "finished"
     files_v2 = _upload_files(2)
-    events = calibrate(upload_job(data, files_v2), tmp_path, f"upload-{seed}")  # a whole v1 -> v2 job
+    trace = trace_run(upload_job(data, files_v2), tmp_path, f"upload-{seed}", hooks=[shard_events])  # v1 -> v2
+    events = len(trace)
     assert in_child(upload_job(data, _upload_files(1))) == "finished"
-    for attempt in range(2):
-        k = rng.randint(1, events)
-        outcome = in_child(upload_job(data, files_v2), kill_at=k)
+    for attempt in range(3):  # twice at a write event; once after a random delay inside a store write
+        outcome, point = random_kill(rng, upload_job(data, files_v2), trace, tmp_path, f"upload-{seed}",
+                                     hooks=[shard_events], by_delay=attempt == 2,
+                                     inside=("EdgeStore.", "LocalBM25Index.", "shard."))
         services = open_services()
         try:
-            found = assert_consistent(services, f"upload seed {seed} kill at {k}/{events}")
+            found = assert_consistent(services, f"upload seed {seed} kill {point}")
             leftovers = {"staging": len(list((uploads_root(data) / ".staging").glob("job_*"))),
                          "bak": len(list(kb_upload_dir(data, KB).glob(".*.bak")))}
             with sqlite3.connect(data / "jobs.sqlite") as db:
@@ -348,7 +466,7 @@ def test_kill_9_of_the_server_during_an_upload_job(env, tmp_path, seed):
                 recovered = [manager.wait(job_id, timeout=120) for job_id in unfinished]
             finally:
                 manager.close()
-            assert len(unfinished) == (1 if outcome == "killed" else 0)
+            assert len(unfinished) == (1 if outcome == "killed" else 0) or (attempt == 2 and not unfinished), point
             assert all(j.status in FINAL for j in recovered)
             assert not list((uploads_root(data) / ".staging").glob("job_*")), "staging left after the restart"
             assert not list(kb_upload_dir(data, KB).glob(".*.bak")), "backups left after the restart"
@@ -356,7 +474,7 @@ def test_kill_9_of_the_server_during_an_upload_job(env, tmp_path, seed):
             for name, content in files_v2.items():
                 on_disk = (kb_upload_dir(data, KB) / name).read_bytes()
                 assert catalog[name].state == "indexed" and catalog[name].content_hash == sha256_hex(on_disk)
-            if outcome == "killed":
+            if unfinished:
                 job = recovered[-1]
                 assert job.status == "succeeded", job
                 assert all(f["status"] in ("indexed", "updated", "unchanged") for f in job.files)
@@ -364,7 +482,7 @@ def test_kill_9_of_the_server_during_an_upload_job(env, tmp_path, seed):
             assert_repaired(services, {sha256_hex(b) for b in files_v2.values()}, f"upload seed {seed}")
             services.close()
             rag_check(f"upload seed {seed}")
-            FINDINGS.append(f"upload seed={seed} #{attempt + 1} at event {k}/{events}: {outcome}, {found}, "
+            FINDINGS.append(f"upload seed={seed} #{attempt + 1} {point}: {outcome}, {found}, "
                             f"left before restart {leftovers}, "
                             f"recovery: {recovered[0].recovery if recovered else None}")
         finally:

@@ -191,3 +191,38 @@ def test_repair_reports_the_rebuild_and_removes_the_documents_it_lost(tmp_path):
         assert done.after.ok and again.catalog.list_docs(KB) == []
     finally:
         again.close()
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def test_a_drop_killed_while_deleting_leaves_no_half_collection(shard, monkeypatch):
+    """Found by tests/fault/test_kill9_kb.py: `rag reindex` killed inside the drop of its old
+    collection left that folder without its `edge_config.json` but with its segments and WAL: no
+    collection (not listed, so no orphan that check or repair removes), yet creating one of that
+    name (the next reindex's `<kb>__v<n>`, a new knowledge base of a dropped name) failed with
+    "path already contains segment data". Now the folder is renamed away first; what a killed
+    deletion leaves is hidden trash that the next drop, create or recovery removes."""
+    import shutil
+
+    from rag.adapters import edge_store
+
+    store = EdgeStore(shard.parent)
+    real_rmtree = shutil.rmtree
+
+    def killed_rmtree(path, ignore_errors=False):
+        (Path(path) / "edge_config.json").unlink()  # the first file gone, then the kill
+        raise _Killed(str(path))
+
+    monkeypatch.setattr(edge_store.shutil, "rmtree", killed_rmtree)
+    with pytest.raises(_Killed):
+        store.drop_collection(NAME)
+    monkeypatch.setattr(edge_store.shutil, "rmtree", real_rmtree)
+    store = EdgeStore(shard.parent)  # the next process
+    assert store.collections() == [] and not store.collection_exists(NAME)
+    store.ensure_collection(NAME, DIM)
+    write(store, chunks(5))
+    assert store.count(NAME) == 5
+    store.close()
+    assert sorted(p.name for p in shard.parent.iterdir()) == [NAME]

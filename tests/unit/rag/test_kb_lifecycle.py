@@ -155,3 +155,34 @@ def test_on_a_shared_qdrant_server_only_reindexed_collections_are_orphans(tmp_pa
     shared = KnowledgeBases(services.catalog, services.store, services.lexical_factory, services.embedder,
                             locks=services.write_locks, own_store=False).orphans().collections
     assert own == [f"{KB}__v7", "someone-elses"] and shared == [f"{KB}__v7"]
+
+
+def test_closing_services_closes_the_bm25_indexes_it_opened(tmp_path):
+    """Found by tests/fault/test_kill9_kb.py: a closed `Services` kept each opened BM25 index's
+    SQLite connection until the garbage collector found it (a reference cycle), in whatever
+    process that happened: a forked child that finalised an inherited connection to the same
+    file lost its own BM25 commits. The indexes a reindex wrote and switched away from are closed
+    too."""
+    import sqlite3
+
+    services = build_services(tmp_path, backend="edge")
+    chunks = make_chunks(KB)[:2]
+    services.kbs.open_or_create(KB).write_documents(chunks, services.embedder.encode_corpus([c.text for c in chunks]))
+    before = services.kbs.open(KB).lexical
+    opened = []
+    original = LocalBM25Index.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    LocalBM25Index.__init__ = recording
+    try:
+        services.kbs.reindex(KB)
+        after = services.kbs.open(KB).lexical
+    finally:
+        LocalBM25Index.__init__ = original
+    services.close()
+    for index in (before, after, *opened):
+        with pytest.raises(sqlite3.ProgrammingError):
+            index._db.execute("SELECT 1")
