@@ -2,8 +2,7 @@
 arguments, the JSON answer, the LLM-down fallback and the Server-Sent Events stream.
 
 SSE format: each pipeline event is sent as `event: <type>` + `data: <the event as JSON>`; the
-types are retrieval, token, retry (the tokens so far are withdrawn; the final answer comes in
-done), sources, citations, done, or error (then the stream ends)."""
+types are retrieval, token, sources, citations, done, or error (then the stream ends)."""
 
 from __future__ import annotations
 

@@ -39,8 +39,7 @@ class RetrievalOptions(BaseModel):
     prefer_latest: bool | None = Field(
         None, description="Of several versions of a document (\"policy 2023\", \"policy 2024\"), use the newest "
                           "found unless the question names another. Default: RAG_PREFER_LATEST_VERSION.")
-    stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, retry (the streamed "
-                                           "text withdrawn: a second attempt follows in done), sources, citations, "
+    stream: bool = Field(False, description="Answer as Server-Sent Events: retrieval, token*, sources, citations, "
                                            "done (or error).")
     generate: bool = Field(True, description="false: retrieval only (no LLM call); sources are returned.")
     include_hits: bool = Field(False, description="Add the ranked hits with their provenance (debugging).")

@@ -36,7 +36,6 @@ from eval.contexts import ContextBuilder  # noqa: E402
 from eval.datasets import load_dataset  # noqa: E402
 from eval.robustness import trials  # noqa: E402
 from rag.adapters.llm_embedded import EmbeddedLlamaLLM  # noqa: E402
-from rag.answer_check import answer_style  # noqa: E402
 from rag.generation import Layout, build_messages, context_budget, pack_context  # noqa: E402
 from rag.llm_timing import StreamTimer  # noqa: E402
 from rag.settings import Settings  # noqa: E402
@@ -62,12 +61,11 @@ def prompts(dataset_name: str, n: int, k: int, seed: int, window: int, settings:
                 continue
             question = dataset.queries[qid]
             lang = question_language(question)
-            style = answer_style(settings.answer_style, question)
             budget = context_budget(settings.llm_context_window, settings.llm_max_tokens, question, lang,
-                                    layout=Layout(style))
+                                    layout=Layout())
             packed = pack_context([p.hit() for p in noise[0].passages], budget=budget,
                                   max_sources=settings.context_top_n, lang=lang)
-            out.append({"qid": qid, "messages": build_messages(question, packed.sources, lang, Layout(style))})
+            out.append({"qid": qid, "messages": build_messages(question, packed.sources, lang, Layout())})
     finally:
         builder.close()
     return out

@@ -118,11 +118,6 @@ def evaluate_answers(
             "answer_check": answer.info.get("answer_check"),
             # the generated text an after-generation check replaced by the refusal
             "refused_answer": answer.info.get("unsupported_answer"),
-            # a second attempt after a refused answer (answer_retry): its reason, what was dropped, outcome
-            "retry": answer.info.get("retry"),
-            "answer_style": answer.info.get("answer_style"),
-            # answer_vote: the layout kept and each candidate's text and agreement
-            "vote": answer.info.get("vote"),
             "context_tokens": (answer.info.get("context") or {}).get("used_tokens"),
             "accuracy": answer_accuracy(prediction, gold_texts, key.all_of),
             "em": exact_match(prediction, gold_texts) if has_texts else None,

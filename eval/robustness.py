@@ -129,11 +129,11 @@ def score(dataset: Dataset, qid: str, trial: Trial, answer: Answer, seconds: flo
         "noise_missing": max(0, trial.wanted_noise - n_noise),
         "answer": answer.answer, "refused": answer.refused, "refusal_reason": answer.info.get("refusal_reason"),
         "unsupported_answer": answer.info.get("unsupported_answer"),
-        "answer_check": answer.info.get("answer_check"), "retry": answer.info.get("retry"),
+        "answer_check": answer.info.get("answer_check"),
         "accuracy": answer_accuracy(prediction, golds, key.all_of),
         "f1": f1_score(prediction, golds) if golds else None,
         "cited": cited, "context": answer.info.get("context"),
-        "timings": {**{k: v for k, v in answer.timings.items() if k in ("generate", "verify", "retry_generate")},
+        "timings": {**{k: v for k, v in answer.timings.items() if k in ("generate", "verify")},
                     "total": seconds},
     }
     if trial.test == "integration":

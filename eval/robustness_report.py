@@ -162,7 +162,6 @@ def rejection_rows(rows: Sequence[dict]) -> list[dict[str, Any]]:
              "verifier refused": reasons["unsupported_answer"] / len(group),
              "check refused": reasons["off_topic_answer"] / len(group),
              "sources off topic": reasons["off_topic_sources"] / len(group),
-             "retried": _mean(bool(r.get("retry")) for r in group),
              "empty": reasons["empty_model_answer"] / len(group),
              "answered": len(answered) / len(group),
              "answered with a model citation": _mean(any(c["origin"] == "model" for c in r["cited"]) for r in answered),

@@ -226,11 +226,3 @@ def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> flo
 def _source_text(source: Source) -> str:
     page = "" if source.page is None else str(source.page)
     return " ".join([source.title or "", source.source, *source.section_path, page, source.text])
-
-
-def answer_style(setting: str, question: str) -> str:
-    """The prompt style for a question: `auto` is "extract" when it asks for a name, date, number
-    or place, else "sentences"."""
-    if setting != "auto":
-        return setting
-    return "extract" if question_focus(question) in ("time", "number", "person", "place") else "sentences"

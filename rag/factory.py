@@ -24,7 +24,6 @@ from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStor
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
 from rag.settings import Settings, load_settings
-from rag.single_source import SingleRule
 from rag.strategies import StrategyConfig
 from rag.transforms import QueryTransformer
 
@@ -227,14 +226,9 @@ class Services:
                 refuse_unsupported=s.refuse_unsupported, strategy=s.strategy, strategy_sources=s.strategy_sources,
                 collection_questions=s.collection_questions, default_kb=s.default_kb,
                 context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
-                context_focus_tokens=s.context_focus_tokens, context_focus_first_tokens=s.context_focus_first_tokens,
-                context_about=s.context_about,
-                context_single=SingleRule.parse(s.context_single),
-                answer_style=s.answer_style, answer_example=s.answer_example, question_first=s.question_first,
-                answer_vote=s.answer_vote,
-                context_best_last=s.context_best_last,
-                answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage,
-                answer_retry=s.answer_retry))
+                context_focus_tokens=s.context_focus_tokens, context_about=s.context_about,
+                question_first=s.question_first, context_best_last=s.context_best_last,
+                answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage))
 
     def close(self) -> None:
         """Close the store, the catalog and the lexical indexes this object opened (given ones

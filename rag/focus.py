@@ -166,19 +166,18 @@ def _lead(text: str, max_tokens: int, estimate: Callable[[str], int]) -> tuple[i
 
 
 def focus_hits(question: str, hits: Sequence[Hit], max_tokens: int,
-               estimate: Callable[[str], int], first_tokens: int = 0) -> tuple[list[Hit], int]:
-    """Each hit's chunk cut to its best window (`best_window`) of `max_tokens`, the first hit's
-    of `first_tokens` when that is set (> 0); the chunk's offsets follow the cut when they are
-    exact (end - start == len(text)). Returns the hits and how many were cut."""
+               estimate: Callable[[str], int]) -> tuple[list[Hit], int]:
+    """Each hit's chunk cut to its best window (`best_window`) of `max_tokens`; the chunk's offsets
+    follow the cut when they are exact (end - start == len(text)). Returns the hits and how many
+    were cut."""
     weights = term_weights(question, [h.chunk.text for h in hits])
     out, cut = [], 0
-    for number, hit in enumerate(hits):
+    for hit in hits:
         chunk = hit.chunk
         if chunk.kind == "qa":  # an imported question/answer pair is read whole
             out.append(hit)
             continue
-        budget = first_tokens if number == 0 and first_tokens > 0 else max_tokens
-        start, end = best_window(chunk.text, weights, budget, estimate)
+        start, end = best_window(chunk.text, weights, max_tokens, estimate)
         if (start, end) == (0, len(chunk.text)):
             out.append(hit)
             continue
@@ -258,17 +257,15 @@ def _zh_number(text: str) -> str:
 
 
 def prepare_context(question: str, hits: Sequence[Hit], *, dedupe_on: bool, match_years: bool, focus_on: bool,
-                    focus_tokens: int, estimate: Callable[[str], int],
-                    first_tokens: int = 0) -> tuple[list[Hit], dict[str, int]]:
-    """The three steps of the module docstring, each when switched on; what each changed.
-    `first_tokens` (> 0): the budget of the passage that comes first after them, source [1]."""
+                    focus_tokens: int, estimate: Callable[[str], int]) -> tuple[list[Hit], dict[str, int]]:
+    """The three steps of the module docstring, each when switched on; what each changed."""
     out, info = list(hits), {}
     if dedupe_on:
         out, info["duplicates_dropped"] = dedupe(out)
     if match_years:
         out, info["other_year_moved_back"] = order_by_markers(out, question_markers(question))
     if focus_on and not asks_for_overview(question):
-        out, info["focused"] = focus_hits(question, out, focus_tokens, estimate, first_tokens)
+        out, info["focused"] = focus_hits(question, out, focus_tokens, estimate)
     return out, {k: v for k, v in info.items() if v}
 
 

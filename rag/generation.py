@@ -64,17 +64,13 @@ def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:
 
 @dataclass(frozen=True)
 class Layout:
-    """How the one-call answer prompt is laid out. `style`: "sentences" (cited full sentences) or
-    "extract" (the short answer, then the source sentence stating it). `question_first`: each user
-    turn also states the question before the sources, so that a left-to-right model reads the
-    sources knowing what it looks for. `best_last`: the sources are listed from the last to the
-    first number, so the best one stands next to the question (the numbers stay the ranks).
-    `example`: which worked example the sentences style shows (prompts.ANSWER_EXAMPLES)."""
+    """How the one-call answer prompt is laid out. `question_first`: each user turn also states the
+    question before the sources, so that a left-to-right model reads the sources knowing what it
+    looks for. `best_last`: the sources are listed from the last to the first number, so the best
+    one stands next to the question (the numbers stay the ranks)."""
 
-    style: str = "sentences"
     question_first: bool = False
     best_last: bool = False
-    example: str = "plain"
 
 
 def build_messages(question: str, sources: Sequence[Source], lang: str,
@@ -83,9 +79,8 @@ def build_messages(question: str, sources: Sequence[Source], lang: str,
     user turn with the numbered sources and the question, laid out as `layout` says."""
     ordered = list(reversed(sources)) if layout.best_last else sources
     blocks = "\n\n".join(source_block(s.number, _as_chunk(s), s.text, lang) for s in ordered)
-    example_sources, example_question, example_answer = prompts.answer_example(layout.style, layout.example, lang)
-    system = prompts.ANSWER_SYSTEMS[layout.style]
-    return [{"role": "system", "content": system.get(lang, system["en"])},
+    example_sources, example_question, example_answer = prompts.ANSWER_EXAMPLE.get(lang, prompts.ANSWER_EXAMPLE["en"])
+    return [{"role": "system", "content": prompts.ANSWER_SYSTEM.get(lang, prompts.ANSWER_SYSTEM["en"])},
             {"role": "user", "content": _user_turn(example_sources, example_question, lang, layout.question_first)},
             {"role": "assistant", "content": example_answer},
             {"role": "user", "content": _user_turn(blocks, question, lang, layout.question_first)}]

@@ -10,9 +10,7 @@ rag/answer_check.py `check_sources`); the prompt still tells the model to refuse
 After generation every claim of the answer is checked against the sources (model citations
 verified, uncited claims attributed); an answer none of whose claims any source supports is
 replaced by the refusal (`refuse_unsupported`), and so is one that does not address the question
-(`answer_check`). Such a refused answer is tried once more (`answer_retry`) without the sources it
-relied on, reading the next retrieved ones instead. When streaming, the tokens have gone out by
-then: a `retry` event withdraws them, and the `done` event carries the final answer and says so.
+(`answer_check`).
 
 Construction: every stage is built once, by the factory (`rag.factory.Services.pipeline`), from
 settings; the pipeline stores them. The models behind the stages (LLM, reranker, the embedder
@@ -27,11 +25,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import Any
 
-from rag import collection, focus, prompts, versions, vote
-from rag.answer_check import answer_style, check_answer, check_sources, hits_about
+from rag import collection, focus, prompts, versions
+from rag.answer_check import check_answer, check_sources, hits_about
 from rag.citations import (CitationVerifier, MarkerFilter, attribute, clean_answer, extract_citations,
                            uncited_sentences)
 from rag.errors import InvalidRequest, RagError
@@ -44,7 +41,6 @@ from rag.rerank import RerankStage
 from rag.retrieval import MODES, HybridRetriever
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
 from rag.settings import TRANSFORMS
-from rag.single_source import SingleRule
 from rag.strategies import FinalStep, StrategyConfig, StrategyRunner, check_strategy, resolve
 from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
 from rag.types import Answer, Filter, Hit, Source
@@ -54,8 +50,6 @@ __all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
 log = logging.getLogger(__name__)
 STAGES = ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch", "rerank", "generate", "verify")
 MAX_QUESTION_CHARS = 4000
-# refusals after which the answer is tried once more on other sources (answer_retry)
-RETRY_REASONS = ("unsupported_answer", "off_topic_answer")
 NO_RERANKER = "no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name or local path)"
 
 
@@ -82,17 +76,11 @@ class PipelineConfig:
     match_years: bool
     context_focus: bool
     context_focus_tokens: int
-    context_focus_first_tokens: int
     context_about: bool
-    context_single: SingleRule | None  # read only source [1] when this rule fires on the ranking
-    answer_style: str
-    answer_example: str
     question_first: bool
     context_best_last: bool
-    answer_vote: bool
     answer_check: bool
     answer_min_coverage: float
-    answer_retry: bool
     default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
 
@@ -106,8 +94,6 @@ class RetrievalResult:
     timings: dict[str, float]
     rerank_enabled: bool
     info: dict[str, Any] = field(default_factory=dict)
-    # the request as ranked (None for given hits): the answer retry ranks it again, further down
-    search: _Search | None = field(default=None, repr=False, compare=False)
 
     @property
     def language(self) -> str:
@@ -200,8 +186,7 @@ class Pipeline:
 
     def _ranked(self, search: _Search, limit: int, timings: dict[str, float]) -> RetrievalResult:
         """The condensed, transformed request searched, fetched, reranked and cut to `limit` hits
-        (timed into `timings`). The answer retry calls it again with a larger limit to read
-        further down the same ranking without condensing or transforming a second time."""
+        (timed into `timings`)."""
         retriever, knowledge, question, history = self.retriever, search.knowledge, search.question, search.history
         warnings = list(search.log.warnings)
         fused = retriever.search(knowledge, list(search.variants), mode=search.mode, flt=search.flt, timings=timings,
@@ -234,7 +219,7 @@ class Pipeline:
         if used_versions:
             info["versions"] = used_versions
         return RetrievalResult(question, search.kb, hits, search.standalone, [v.as_dict() for v in search.variants],
-                               timings, stage is not None, info, search)
+                               timings, stage is not None, info)
 
     def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, dict[str, Any]]:
         """The rerank stage for this request, or None with the reason."""
@@ -275,8 +260,6 @@ class Pipeline:
         raw = step.text if step.messages is None else gen.text
         text, invalid = clean_answer(raw, len(step.packed.sources))
         self._finish(ans, text, invalid, step.packed, llm.name)
-        if self._retry_wanted(ans, step):
-            ans = self._retry(ans, result, step.packed, self._further(result))
         _version_note(ans)
         return self._done(ans, started)
 
@@ -293,23 +276,17 @@ class Pipeline:
             return self._done(ans, started)
         llm = self.llm
         t = time.perf_counter()
-        gen = generate_timed(llm, self._answer_messages(question, packed.sources, lang, ans.info["answer_style"]),
+        gen = generate_timed(llm, build_messages(question, packed.sources, lang, self._layout()),
                              max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
         ans.timings["generate"] = time.perf_counter() - t
         _record_generation(ans, gen)
         text, invalid = clean_answer(gen.text, len(packed.sources))
         self._finish(ans, text, invalid, packed, llm.name)
-        if self._retry_wanted(ans):
-            ans = self._retry(ans, result, packed, self._further(result))
         return self._done(ans, started)
 
-    def _layout(self, style: str) -> Layout:
-        """The configured layout of the answer prompt, with the style chosen for this question."""
-        return Layout(style, self.config.question_first, self.config.context_best_last, self.config.answer_example)
-
-    def _answer_messages(self, question: str, sources: Sequence[Source], lang: str, style: str) -> list[dict[str, str]]:
-        """The one-call answer prompt in the configured layout (question first, best source last)."""
-        return build_messages(question, sources, lang, self._layout(style))
+    def _layout(self) -> Layout:
+        """The configured layout of the answer prompt (question first, best source last)."""
+        return Layout(self.config.question_first, self.config.context_best_last)
 
     def _about_collection(self, question: str, kb: str, generate: bool, wanted: bool | None,
                           kwargs: dict[str, Any]) -> Answer | None:
@@ -337,33 +314,17 @@ class Pipeline:
     def _final_step(self, ans: Answer, result: RetrievalResult, packed: PackedContext, strategy: str) -> FinalStep:
         """Run the strategy's intermediate LLM calls; the sources and messages of the last call."""
         name = resolve(strategy, packed)
-        config = replace(self.strategy_config, layout=self._layout(ans.info["answer_style"]))
+        config = replace(self.strategy_config, layout=self._layout())
         runner = StrategyRunner(self._llm, config)  # per answer: it counts this answer's calls
         t = time.perf_counter()
         step = runner.final_step(name, result.standalone_question, packed.hits, packed, result.language)
-        if self.config.answer_vote and step.info.get("name") == "stuff" and step.messages is not None:
-            step = self._vote(ans, result, step)
-        if name != "stuff" or "vote" in ans.info:
+        if name != "stuff":
             ans.timings["strategy"] = time.perf_counter() - t
         ans.sources = step.packed.sources
         ans.info["context"] = {**ans.info.get("context", {}), **step.packed.info()}  # what focusing changed stays
         ans.info["strategy"] = {"requested": strategy, **step.info,
-                                "llm_calls": runner.calls + (step.messages is not None)
-                                + len(ans.info.get("vote", {}).get("candidates", ()))}
+                                "llm_calls": runner.calls + (step.messages is not None)}
         return step
-
-    def _vote(self, ans: Answer, result: RetrievalResult, step: FinalStep) -> FinalStep:
-        """Three layouts of the one-call prompt, the most agreed answer kept (rag/vote.py): the
-        final step then carries its text, so streaming sends it whole."""
-        s = self.config
-        min_coverage = s.answer_min_coverage if s.answer_check else 0.0
-        cands = vote.candidates(result.standalone_question, step.packed, result.language,
-                                self._layout(ans.info["answer_style"]), min_coverage)
-        llm = self.llm
-        chosen, info = vote.vote(cands, lambda messages: generate_timed(
-            llm, messages, max_tokens=s.llm_max_tokens, temperature=s.llm_temperature), self.strategy_config.parallel)
-        ans.info["vote"] = info
-        return FinalStep(chosen.packed, None, chosen.text, {**step.info, "vote": chosen.layout}, chosen.generation)
 
     def _grounded(self, text: str, sources: Sequence[Source]) -> bool:
         """Whether a source supports at least one claim of an intermediate (map) answer."""
@@ -375,7 +336,7 @@ class Pipeline:
         return not grounding["claims"] or grounding["supported_claims"] > 0
 
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
-        """Events: retrieval, token*, [retry], sources, citations, done; or error (then nothing more).
+        """Events: retrieval, token*, sources, citations, done; or error (then nothing more).
         A bad question or unknown knowledge base raises here, before any event."""
         check_question(question)
         strategy = check_strategy(kwargs.pop("strategy", None), self.config.strategy)
@@ -430,15 +391,6 @@ class Pipeline:
             ans.timings["generate"] = time.perf_counter() - t
             _record_generation(ans, timer.result() if step.messages is not None else step.generation)
             self._finish(ans, "".join(pieces), marker_filter.invalid, step.packed, llm.name)
-            if self._retry_wanted(ans, step):
-                # the streamed text is withdrawn; the second attempt arrives whole in the done event
-                yield {"type": "retry", "reason": ans.info["refusal_reason"]}
-                try:
-                    ans = self._retry(ans, result, step.packed, self._further(result))
-                except RagError as exc:
-                    log.warning("generation failed: %s", exc.message)
-                    yield {"type": "error", "code": exc.code, "message": exc.message}
-                    return
             added = _version_note(ans)
             if added:
                 yield {"type": "token", "text": added}
@@ -468,24 +420,15 @@ class Pipeline:
             ans.info["generated"] = False
             return ans, None
         question = result.standalone_question
-        style = answer_style(s.answer_style, question)
         budget = context_budget(s.llm_context_window, s.llm_max_tokens, question, result.language,
-                                layout=self._layout(style))
-        prepare = partial(focus.prepare_context, question, dedupe_on=s.context_dedupe, match_years=s.match_years,
-                          focus_on=s.context_focus, focus_tokens=s.context_focus_tokens, estimate=estimate_tokens,
-                          first_tokens=s.context_focus_first_tokens)
-        hits, changed = prepare(result.hits)
-        if (s.context_single is not None and len(hits) > 1 and hits[0].chunk.id == result.hits[0].chunk.id
-                and s.context_single.singles_out(result.hits)):
-            # as if only the top hit had been retrieved: it is focused alone, and the check below
-            # and any strategy see it alone
-            hits, changed = prepare(result.hits[:1])
-            changed["single_source"] = len(result.hits) - 1
+                                layout=self._layout())
+        hits, changed = focus.prepare_context(question, result.hits, dedupe_on=s.context_dedupe,
+                                              match_years=s.match_years, focus_on=s.context_focus,
+                                              focus_tokens=s.context_focus_tokens, estimate=estimate_tokens)
         read = self._about(question, hits, changed)
         packed = pack_context(read, budget=budget, max_sources=s.context_top_n, lang=result.language)
         ans.sources = packed.sources
         ans.info["context"] = {**packed.info(), **changed}
-        ans.info["answer_style"] = style
         if s.answer_check:  # all the hits: map_reduce / refine read those the prompt cannot hold
             about = check_sources(question, sources_from_hits(hits), s.answer_min_coverage)
             if not about.ok:  # no answer from these sources would pass the answer check
@@ -545,71 +488,6 @@ class Pipeline:
         ans.info["answer_check"] = result.info()
         if not result.ok:
             self._refuse(ans, "off_topic_answer", text)
-
-    # -- a second attempt after a refused answer ---------------------------------------------
-    def _retry_wanted(self, ans: Answer, step: FinalStep | None = None) -> bool:
-        """Whether a refused answer gets a second attempt on other sources: the answer was
-        written (not a model refusal) but no source supports it, or it does not address the
-        question; only after a plain one-prompt answer (a strategy already read more sources)."""
-        return (self.config.answer_retry and ans.refused and "retry" not in ans.info
-                and ans.info.get("refusal_reason") in RETRY_REASONS
-                and (step is None or step.info.get("name") == "stuff"))
-
-    def _further(self, result: RetrievalResult) -> Callable[[int], list[Hit]]:
-        """`limit` -> the hits of the same retrieval read further down its ranking (for `_retry`):
-        the condensed question and the transforms' variants are searched again, not made again."""
-        search = result.search
-        if search is None:  # given hits: there is no ranking to read further
-            return lambda limit: list(result.hits)
-        return lambda limit: self._ranked(search, limit, dict.fromkeys(STAGES, 0.0)).hits
-
-    def _retry(self, ans: Answer, result: RetrievalResult, packed: PackedContext,
-               more: Callable[[int], list[Hit]]) -> Answer:
-        """Answer once more without the sources the refused answer relied on (its citations, else
-        the first source), reading the next retrieved ones in their place. With the coverage check
-        on, only those each about the question are read (`answer_check.hits_about`), and none
-        left means no second call. `more(limit)` returns up to `limit` ranked hits. Returns the new
-        Answer (refused again when it fails too), with `info.retry` saying what was dropped and why."""
-        relied = set(ans.info.get("refused_sources") or ()) or {packed.sources[0].chunk_id}
-        hits = result.hits
-        limit = result.info.get("limit")
-        if isinstance(limit, int) and len(hits) >= limit:  # the ranking may hold more: read further
-            t = time.perf_counter()
-            hits = more(limit + self.config.context_top_n)
-            ans.timings["retry_retrieval"] = time.perf_counter() - t
-        rest = [h for h in hits if h.chunk.id not in relied]
-        retry = {"reason": ans.info["refusal_reason"], "first_answer": ans.info.get("unsupported_answer", ""),
-                 "dropped": sorted(relied)}
-        if self.config.answer_check and self.config.answer_min_coverage > 0:
-            # only sources about the question: the second answer must pass the coverage check
-            about = hits_about(result.standalone_question, rest, self.config.answer_min_coverage)
-            retry["off_topic_dropped"] = len(rest) - len(about)
-            rest = about
-        retry["sources"] = len(rest)
-        if not rest:
-            ans.info["retry"] = {**retry, "answered": False}
-            return ans
-        second = RetrievalResult(result.question, result.kb, rest, result.standalone_question, result.variants,
-                                 {}, result.rerank_enabled, {**result.info, "limit": len(rest)})
-        out, packed2 = self._prepare(second, True)
-        out.hits, out.timings = result.hits, dict(ans.timings)  # the second result carries no timings
-        if packed2 is None:  # the next best source is under the rerank cut-off
-            out.info["retry"] = {**retry, "answered": False}
-            return out
-        llm = self.llm
-        t = time.perf_counter()
-        gen = generate_timed(llm, self._answer_messages(second.standalone_question, packed2.sources,
-                                                        second.language, out.info["answer_style"]),
-                             max_tokens=self.config.llm_max_tokens, temperature=self.config.llm_temperature)
-        out.timings["retry_generate"] = time.perf_counter() - t
-        text, invalid = clean_answer(gen.text, len(packed2.sources))
-        self._finish(out, text, invalid, packed2, llm.name)
-        # timings.ttft/tpot and info.generation stay the first call's; the second call's are here
-        out.info["retry"] = {**retry, "answered": not out.refused, "generation": gen.info()}
-        for key in ("strategy", "generation"):
-            if key in ans.info:
-                out.info[key] = ans.info[key]
-        return out
 
     @staticmethod
     def _refuse(ans: Answer, reason: str, text: str) -> None:

@@ -33,91 +33,25 @@ ANSWER_SYSTEM = {
 }
 
 # The worked example shown before the real question: (sources, question, answer), the sources as
-# the model sees them. The example keeps its own order whatever the layout: listing the plain
-# example's sources best last (its [2], which the answer cites, first) cost 0.033 accuracy on 150
-# CMRC 2018 dev questions (1 win / 6 losses), so the example's answer comes from the source listed
-# last, where the layout puts source [1].
-# "plain": the answer draws on the one source that concerns the question's subject.
-# "distractor": the question names a year; [1] (listed last) states that year's fact and [2] the
-# same fact of another year; the answer names what is asked, restates the year and cites [1] only
-# (CMRC 2018 dev: -0.020 [-0.073, +0.027] against plain listed best last; not the default).
-ANSWER_EXAMPLES = {
-    "plain": {
-        "en": (
-            "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
-            "public holidays.\n\n[2] Office guide · Parking\nStaff can park in the underground garage. Visitors "
-            "must register at the reception.",
-            "Where can visitors park?",
-            "Visitors must register at the reception; staff park in the underground garage [2].",
-        ),
-        "zh": (
-            "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
-            "[2] 办公室指南 · 停车\n员工可以把车停在地下车库。访客必须在前台登记。",
-            "访客在哪里停车？",
-            "访客需要先在前台登记，员工可以停在地下车库 [2]。",
-        ),
-    },
-    "distractor": {
-        "en": (
-            "[2] Club newsletter · 2021 awards\nTom Chen won the 2021 Volunteer of the Year award for organising "
-            "the food bank.\n\n[1] Club newsletter · 2022 awards\nThe 2022 Volunteer of the Year award went to "
-            "Maria Lopez, who ran the youth programme. The awards dinner was held in the town hall.",
-            "Who won the Volunteer of the Year award in 2022?",
-            "Maria Lopez won the 2022 Volunteer of the Year award [1].",
-        ),
-        "zh": (
-            "[2] 协会通讯 · 2021 年度奖项\n陈涛因组织食物银行获得 2021 年度志愿者奖。\n\n"
-            "[1] 协会通讯 · 2022 年度奖项\n2022 年度志愿者奖由负责青少年项目的李梅获得。颁奖晚宴在市政厅举行。",
-            "2022 年度志愿者奖的获得者是谁？",
-            "2022 年度志愿者奖的获得者是李梅 [1]。",
-        ),
-    },
-}
-
-# The extraction-first variant (`answer_style`), for questions that ask for a name, date, number or
-# place: the short answer first, then the source's own sentence that states it. Small models copy
-# the wrong sentence less often when they must first name the thing asked for, and the copied
-# sentence keeps the answer checkable against the source.
-ANSWER_SYSTEM_EXTRACT = {
-    "en": (
-        "You answer questions using only the numbered sources. First write the short answer: the few words "
-        "(name, date, number, place or phrase) that answer exactly what is asked, with the number of the source "
-        "in square brackets. Then copy the one sentence of that source that states it, with its number. The "
-        "source must be about exactly what the question asks (the same year, edition, person or thing). Never "
-        "add outside knowledge. Answer in English. If no source states the answer, reply exactly: "
-        + REFUSAL["en"]
-    ),
-    "zh": (
-        "你只根据编号资料回答问题。先写出简短答案：恰好回答所问内容的几个词（人名、时间、数字、地点或短语），"
-        "并在方括号里写上资料编号；然后原样抄写该资料中说明这一点的那一句话，也写上编号。资料必须与问题所问的完全一致"
-        "（同一年份、同一届、同一人或同一事物）。不要添加资料以外的知识。用中文回答。如果资料中没有答案，只回答："
-        + REFUSAL["zh"]
-    ),
-}
-
-ANSWER_EXAMPLE_EXTRACT = {
+# the model sees them. The answer draws on the one source that concerns the question's subject. The
+# example keeps its own order whatever the layout: listing its sources best last (its [2], which the
+# answer cites, first) cost 0.033 accuracy on 150 CMRC 2018 dev questions (1 win / 6 losses), so the
+# example's answer comes from the source listed last, where the layout puts source [1].
+ANSWER_EXAMPLE = {
     "en": (
         "[1] Office guide · Opening hours\nThe office is open from 8:00 to 18:00 on weekdays. It is closed on "
-        "public holidays.\n\n[2] Office guide · 2023 edition\nIn 2023 the office opened at 9:00 on weekdays.",
-        "When does the office open on weekdays?",
-        "At 8:00 [1]. The office is open from 8:00 to 18:00 on weekdays [1].",
+        "public holidays.\n\n[2] Office guide · Parking\nStaff can park in the underground garage. Visitors "
+        "must register at the reception.",
+        "Where can visitors park?",
+        "Visitors must register at the reception; staff park in the underground garage [2].",
     ),
     "zh": (
         "[1] 办公室指南 · 开放时间\n办公室工作日 8:00 至 18:00 开放，法定节假日关闭。\n\n"
-        "[2] 办公室指南 · 2023 年版\n2023 年办公室工作日 9:00 开门。",
-        "办公室工作日几点开门？",
-        "8:00 [1]。办公室工作日 8:00 至 18:00 开放 [1]。",
+        "[2] 办公室指南 · 停车\n员工可以把车停在地下车库。访客必须在前台登记。",
+        "访客在哪里停车？",
+        "访客需要先在前台登记，员工可以停在地下车库 [2]。",
     ),
 }
-
-ANSWER_SYSTEMS = {"sentences": ANSWER_SYSTEM, "extract": ANSWER_SYSTEM_EXTRACT}
-
-
-def answer_example(style: str, example: str, lang: str) -> tuple[str, str, str]:
-    """The worked example of an answer style: the extract style has its own; the sentences style the
-    one `example` names (ANSWER_EXAMPLES)."""
-    examples = ANSWER_EXAMPLE_EXTRACT if style == "extract" else ANSWER_EXAMPLES[example]
-    return examples.get(lang, examples["en"])
 
 
 SOURCES_HEADER = {"en": "Sources:", "zh": "资料："}

@@ -6,6 +6,7 @@ in the message. Adapters never see this object: the factory passes them plain ar
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -15,11 +16,15 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
-from rag.single_source import SingleRule, rule_text
 
+log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
 SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
+# answer switches measured not to help and removed (issue 32; docs/benchmarks.md, "Removed levers"):
+# still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
+REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
+                    "answer_vote", "answer_retry")
 
 
 def _comma_list(value: Any) -> Any:
@@ -162,37 +167,18 @@ class Settings(BaseSettings):
     match_years: bool = True
     context_focus: bool = True
     context_focus_tokens: int = Field(160, ge=32, le=4096)  # estimated tokens kept per passage
-    # ... and kept of source [1], the passage ranked (or year-matched) first, which the model reads
-    # next to the question and answers from most; 0 = context_focus_tokens like the others. Dev halves
-    # at 320: CMRC 2018 +0.027 [-0.040, +0.093], COVID-QA +0.000, TTFT 1.14-1.37x: off
-    context_focus_first_tokens: int = Field(0, ge=0, le=4096)
     # give the model only the passages that each state answer_min_coverage of the question's subject
-    # terms (all of them when none does); an answer from one left out would fail the coverage check
+    # terms (all of them when none does); an answer from one left out would fail the coverage check.
+    # Measured once (CMRC 2018 dev, 60 q: +0.033 [-0.050, +0.117], more wrong answers): off, kept
+    # until a second sample decides (CONTRIBUTING.md, "Levers")
     context_about: bool = False
-    # read only source [1] when the ranking singles it out (rag/single_source.py): off, agree (every
-    # list ranked it first), ratio>=R (its score R times the second's) or agree+ratio>=R. Replayed on
-    # the dev halves, no rule gained (COVID-QA agree -0.083 [-0.167, +0.000]): a speed setting, TTFT ~5x
-    # lower where it fires (docs/benchmarks.md, "One source when the ranking singles it out")
-    context_single: str = "off"
-    # how it is asked: sentences = cited full sentences; extract = the short answer, then the source
-    # sentence stating it; auto = extract for who/when/where/how-many questions. On 60 CMRC 2018 dev
-    # questions extract answered 0.433 and auto 0.533 against 0.600 (short answers cite the wrong
-    # source number): sentences stays the default
-    answer_style: Literal["auto", "extract", "sentences"] = "sentences"
-    # the worked example before the question (rag/prompts.py ANSWER_EXAMPLES), in its own order whatever the
-    # layout: plain = an answer from the source listed last; distractor = a year-bound question answered
-    # from [1], listed last, with a same-topic [2] of another year left out. CMRC 2018 dev (150 q):
-    # distractor -0.020 [-0.073, +0.027] (docs/benchmarks.md, "The worked example ...")
-    answer_example: Literal["distractor", "plain"] = "plain"
-    # the answer prompt states the question before the sources as well as after them (CMRC 2018 dev: -0.017)
+    # the answer prompt states the question before the sources as well as after them. Measured once
+    # (CMRC 2018 dev, 60 q: -0.017 [-0.133, +0.100]): off, kept until a second sample decides
     question_first: bool = False
     # the prompt lists the sources from the last number to the first, the best next to the question
     # (the numbers stay the ranks). Dev halves: CMRC 2018 150 q +0.093 [+0.027, +0.160], COVID-QA
     # 60 q +0.100 [+0.017, +0.183], same latency (docs/benchmarks.md, "The best source last")
     context_best_last: bool = True
-    # write the one-call answer from three prompt layouts and keep the most agreed (rag/vote.py); 3x the
-    # LLM calls. CMRC 2018: dev +0.067, held-out test +0.020 [-0.050, +0.090] with more wrong answers
-    answer_vote: bool = False
     # refuse an answer that does not address the question (rag/answer_check.py)
     answer_check: bool = True
     # ... and refuse one whose cited sources state under this share of the question's subject terms
@@ -200,11 +186,6 @@ class Settings(BaseSettings):
     # 20 CMRC 2018 and 6 of 17 COVID-QA noise-only answers and 4 of 4 wrong retrieved CMRC answers,
     # losing 0 of 43 and 1 of 18 right ones (docs/benchmarks.md, "Sources about the question")
     answer_min_coverage: float = Field(0.5, ge=0, le=1)
-    # a refused answer (no source supports it, or it misses the question) is tried once more without
-    # the sources it relied on, on the next retrieved ones (rag/pipeline.py Pipeline._retry). Off by
-    # default: on CMRC 2018 noise-only contexts it turned 5 of 12 refusals into (wrong) answers, while
-    # on the held-out answer runs it fixed 1 of 11 refused answers (docs/benchmarks.md, "Robustness")
-    answer_retry: bool = False
 
     # answer strategies (rag/strategies.py): auto = stuff when the sources fit one prompt, else map_reduce
     strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] = "auto"
@@ -254,12 +235,6 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         return _comma_list(value)
-
-    @field_validator("context_single")
-    @classmethod
-    def _single_rule(cls, value: str) -> str:
-        SingleRule.parse(value)  # raises ValueError naming the accepted forms
-        return rule_text(value)
 
     @field_validator("transforms")
     @classmethod
@@ -321,11 +296,34 @@ def load_settings(**overrides: Any) -> Settings:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read RAG_CONFIG file {path}: {exc}", field="RAG_CONFIG") from exc
     values = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    removed = removed_settings_given(values)
+    if removed:
+        log.warning("ignoring removed setting(s) %s: measured not to help and deleted "
+                    "(docs/benchmarks.md, \"Removed levers\")", ", ".join(removed))
     try:
         return Settings(**values)
     except ValidationError as exc:
         message, name = _describe(exc)
         raise ConfigError(message, field=name) from None
+
+
+def removed_settings_given(values: dict[str, Any]) -> list[str]:
+    """The REMOVED_SETTINGS that `values` (file and overrides), the environment or the `.env` file
+    still set, as their RAG_ variable names."""
+    names = [*os.environ, *_env_file_names(Path(str(Settings.model_config.get("env_file") or ".env")))]
+    given = {k.lower() for k in values} | {k.lower().removeprefix("rag_") for k in names
+                                           if k.lower().startswith("rag_")}
+    return [f"RAG_{name.upper()}" for name in REMOVED_SETTINGS if name in given]
+
+
+def _env_file_names(path: Path) -> list[str]:
+    """The variable names a `.env` file sets (`NAME=value`, `export NAME=value`); none when unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [line.split("=", 1)[0].strip().removeprefix("export ").strip() for line in lines
+            if "=" in line and not line.lstrip().startswith("#")]
 
 
 def _describe(exc: ValidationError) -> tuple[str, str]:

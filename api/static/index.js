@@ -162,7 +162,6 @@ async function ask(question) {
       else if (event === "retrieval") { status.textContent = `${data.sources.length} sources found · writing…`; renderSources(box, data.sources); }
       else if (event === "token") { text += data.text; renderAnswer(body, text, box); }
       else if (event === "sources") renderSources(box, data.sources);
-      else if (event === "retry") { text = ""; renderAnswer(body, text, box); status.textContent = "the first answer did not hold up · trying the next sources…"; }
       else if (event === "done") {
         // final text: markers added where the verifier attributed an uncited claim to its source
         renderAnswer(body, data.answer.answer_with_citations || data.answer.answer, box);

@@ -120,7 +120,7 @@ def kind_of(messages: list[dict[str, str]]) -> str:
     """Which prompt a chat call used: "answer", "condense", "rewrite", "multi_query", ..., and the
     strategy steps "map", "reduce", "refine", "map_rerank"."""
     system = messages[0]["content"]
-    if any(system in style_system.values() for style_system in prompts.ANSWER_SYSTEMS.values()):
+    if system in prompts.ANSWER_SYSTEM.values():
         return "answer"
     for name, template in [("condense", prompts.CONDENSE), *prompts.TRANSFORM_PROMPTS.items(),
                            *strategy_prompts.STRATEGY_PROMPTS.items()]:

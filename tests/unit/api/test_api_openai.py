@@ -58,7 +58,7 @@ def test_streaming_completion_puts_citations_on_the_final_chunk(client):
 
 
 def test_a_streamed_answer_withdrawn_after_generation_is_flagged_on_the_final_chunk(client, tmp_path):
-    # an invented figure fails the answer check; the retry's answer fails too: the refusal replaces the text
+    # an invented figure fails the answer check: the refusal replaces the streamed text
     invented = "The Acme X200 warranty lasts 9 years [1]."
     app, _ = make_app(tmp_path / "withdrawn", llm=ScriptedLLM(router(answer=invented)))
     with TestClient(app) as other:

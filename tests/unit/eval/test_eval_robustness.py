@@ -291,7 +291,7 @@ def _table(markdown: str) -> list[dict[str, str]]:
 def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, tmp_path):
     """The real post-generation logic runs: with verification on, an answer no source supports
     becomes the refusal, counted as refused by the verifier."""
-    settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True, answer_retry=True)
+    settings = Settings(data_dir=tmp_path / "data", verify_citations=True, refuse_unsupported=True)
     svc = build_services(settings, embedder=HashEmbedder(dim=64),
                          llm=ScriptedLLM(default="Penguins are purple zebras [1]."))
     try:
@@ -301,7 +301,7 @@ def test_an_invented_answer_over_noise_is_refused_by_the_verifier(dataset_dir, t
         svc.close()
     (row,) = _table(result.tables["Negative rejection"])
     assert row["refusal_rate"] == "1.000" and row["verifier refused"] == "1.000" and row["model refused"] == "0.000"
-    assert row["check refused"] == "0.000" and row["retried"] == "1.000"  # tried again on the other passages
+    assert row["check refused"] == "0.000" and "retried" not in row  # no second attempt (issue 32)
     rejection = [r for r in result.run.rows if r["test"] == "rejection"]
     assert all(r["unsupported_answer"] == "Penguins are purple zebras [1]." for r in rejection)
-    assert all(r["retry"]["reason"] == "unsupported_answer" and not r["retry"]["answered"] for r in rejection)
+    assert all("retry" not in r for r in rejection)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.answer_check import (answer_style, check_answer, check_sources, question_coverage, question_focus,
-                              sources_about)
+from rag.answer_check import check_answer, check_sources, question_coverage, question_focus, sources_about
 from rag.types import Citation, Source
 from tests.unit.kb_fixtures import KB, build_services, make_chunks, router
 
@@ -41,12 +40,6 @@ def cite(number: int) -> Citation:
 ])
 def test_question_focus(question, focus):
     assert question_focus(question) == focus
-
-
-def test_answer_style_auto_extracts_for_factoid_questions():
-    assert answer_style("auto", "When did it open?") == "extract"
-    assert answer_style("auto", "Summarise the leave policy.") == "sentences"
-    assert answer_style("sentences", "When did it open?") == "sentences"
 
 
 def test_a_when_question_needs_a_date_and_a_how_many_question_a_number():
@@ -108,16 +101,6 @@ def test_the_check_can_be_switched_off(tmp_path):
     off = build_services(tmp_path / "off", llm=llm, answer_check=False, refuse_unsupported=False).pipeline.answer(
         "How many years is the X200 warranty?", KB)
     assert not off.refused and "answer_check" not in off.info
-
-
-def test_answer_style_auto_sends_the_extraction_prompt_for_a_how_many_question(tmp_path):
-    from rag import prompts
-
-    llm = ScriptedLLM(router(answer="十五天 [1]。员工每年享有十五天带薪年假 [1]。"))
-    answer = build_services(tmp_path, llm=llm, answer_style="auto").pipeline.answer("员工每年有几天年假？", KB)
-    assert llm.last_messages[0]["content"] == prompts.ANSWER_SYSTEM_EXTRACT["zh"]
-    assert llm.last_messages[2]["content"] == prompts.ANSWER_EXAMPLE_EXTRACT["zh"][2]  # the worked example
-    assert answer.info["answer_style"] == "extract" and not answer.refused
 
 
 AWARD = [source(1, "Joe Burrow of LSU won the 2019 Maxwell Award as the best player in college football.",

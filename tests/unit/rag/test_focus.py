@@ -76,19 +76,6 @@ def test_focus_cuts_long_chunks_and_keeps_exact_offsets():
     assert PASSAGE[chunk.start - 1000: chunk.end - 1000] == chunk.text  # the span follows the cut
 
 
-def test_the_first_passage_can_keep_more_than_the_others():
-    hits = [hit("first", PASSAGE, start=0), hit("second", PASSAGE, start=0)]
-    question = "Who won the Maxwell Award in 2019?"
-    same, _ = focus_hits(question, hits, 40, estimate_tokens)
-    assert same[0].chunk.text == same[1].chunk.text
-    out, info = prepare_context(question, hits, dedupe_on=False, match_years=True, focus_on=True, focus_tokens=40,
-                                estimate=estimate_tokens, first_tokens=120)
-    first, second = out[0].chunk.text, out[1].chunk.text
-    assert second == same[1].chunk.text and second in first and len(first) > len(second)
-    assert estimate_tokens(first) <= 120 + 4 and info == {"focused": 2}
-    assert PASSAGE[out[0].chunk.start: out[0].chunk.end] == first  # the span follows the cut
-
-
 def test_prepare_context_reports_what_it_changed_and_each_step_switches_off():
     hits = [hit("a", "The 2018 award went to Tua."), hit("a2", "The 2018 award went to Tua."),
             hit("b", "In 2019 the award went to Burrow.")]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rag.errors import ConfigError
-from rag.settings import Settings, load_settings
+from rag.settings import REMOVED_SETTINGS, Settings, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +209,28 @@ def test_list_settings_from_the_environment_as_comma_or_json_lists(monkeypatch, 
     settings = load_settings()
     assert settings.transforms == ("rewrite", "hyde")
     assert settings.cors_origins == ("http://a.example", "http://b.example")
+
+
+def test_a_removed_answer_switch_is_ignored_with_one_warning_naming_it(clean_env, tmp_path, caplog):
+    """Answer switches measured not to help were deleted (issue 32): one still set in the
+    environment, the `.env` file or a RAG_CONFIG file does not fail the start; one warning names
+    them all and where their numbers are."""
+    clean_env.setenv("RAG_ANSWER_VOTE", "1")
+    (tmp_path / ".env").write_text("# old settings\nRAG_CONTEXT_SINGLE=agree\nexport RAG_TOP_K=12\n")
+    config = tmp_path / "rag.json"
+    config.write_text(json.dumps({"answer_style": "extract", "context_top_n": 4}))
+    clean_env.setenv("RAG_CONFIG", str(config))
+    with caplog.at_level("WARNING", logger="rag.settings"):
+        s = load_settings()
+    assert (s.top_k, s.context_top_n) == (12, 4)  # the settings beside them still apply
+    assert not any(hasattr(s, name) for name in ("answer_vote", "context_single", "answer_style"))
+    (record,) = [r for r in caplog.records if r.name == "rag.settings"]
+    assert record.levelname == "WARNING" and "Removed levers" in record.getMessage()
+    assert all(v in record.getMessage() for v in ("RAG_ANSWER_VOTE", "RAG_CONTEXT_SINGLE", "RAG_ANSWER_STYLE"))
+
+
+def test_no_warning_without_removed_settings_and_none_is_still_a_field(clean_env, caplog):
+    with caplog.at_level("WARNING", logger="rag.settings"):
+        load_settings(top_k=7)
+    assert not [r for r in caplog.records if r.name == "rag.settings"]
+    assert not set(REMOVED_SETTINGS) & set(Settings.model_fields)
