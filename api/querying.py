@@ -17,6 +17,7 @@ from api.deps import ApiState
 from api.errors import error_body
 from api.schemas import RetrievalOptions
 from rag.errors import LLMError, RagError
+from rag.names import HYBRID
 from rag.pipeline import Pipeline
 from rag.retrieval import filter_pairs, parse_filter
 from rag.serialize import answer_to_dict
@@ -29,7 +30,7 @@ def pipeline_kwargs(options: RetrievalOptions | dict[str, Any], history: list[di
     """Keyword arguments for Pipeline.answer/stream (without question and kb)."""
     get = options.get if isinstance(options, dict) else lambda name, default=None: getattr(options, name, default)
     return {"flt": parse_filter(filter_pairs(get("filters"))), "top_k": get("top_k"), "limit": get("limit"),
-            "transforms": get("transforms"), "rerank": get("rerank"), "mode": get("mode") or "hybrid",
+            "transforms": get("transforms"), "rerank": get("rerank"), "mode": get("mode") or HYBRID,
             "history": history or None, "strategy": get("strategy"),
             "collection_questions": get("collection_questions"), "prefer_latest": get("prefer_latest")}
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rag.names import HYBRID, MODES, STRATEGIES
+
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONV_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 FilterValue = str | int | float | list[str | int | float]
@@ -29,8 +31,8 @@ class RetrievalOptions(BaseModel):
     limit: int | None = Field(None, ge=1, le=50, description="Sources kept after fusion/reranking.")
     transforms: list[str] | None = Field(None, max_length=5, description=_TRANSFORMS_DOC)
     rerank: bool | None = Field(None, description="Cross-encoder reranking (default: on when a model is present).")
-    mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
-    strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] | None = Field(
+    mode: Literal[MODES] = HYBRID
+    strategy: Literal[STRATEGIES] | None = Field(
         None, description="How the sources reach the model: stuff (one prompt), map_reduce, refine, map_rerank, or "
                           "auto (stuff when they fit, else map_reduce). Default: RAG_STRATEGY.")
     collection_questions: bool | None = Field(
@@ -68,6 +70,7 @@ class SourceOut(BaseModel):
     section_path: list[str]
     section: str
     page: int | None
+    pages: list[int] = []  # every page the source covers (page: where its first cited sentence is)
     start: int
     end: int
     snippet: str
@@ -100,7 +103,12 @@ class CitationOut(BaseModel):
 class QueryResponse(BaseModel):
     kb: str
     question: str
-    answer: str
+    answer: str = Field(description="The model's answer with only the `[n]` markers the model wrote itself "
+                        "(normalised; numbers that point at no source removed): it may have none. Show "
+                        "`answer_with_citations` to readers.")
+    answer_with_citations: str = Field("", description="`answer` plus a `[n]` marker after every claim the "
+                                       "verifier attributed to a source (`citations[].origin: attributed`): the "
+                                       "text to display.")
     refused: bool
     citations: list[CitationOut]
     sources: list[SourceOut]

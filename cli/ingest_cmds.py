@@ -55,9 +55,10 @@ class _Progress:
 @handle_errors
 def ingest(
     path: Path = typer.Argument(..., help="A folder (synced: new, changed and removed files) or a single file."),
-    kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name [default: default]."),
+    kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB",
+                           help="Knowledge base name (default: RAG_DEFAULT_KB, else 'default')."),
     chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa (= recursive: Q&A rows are "
-                                "one chunk each with any chunker) [default: recursive]."),
+                                "one chunk each with any chunker) (default: recursive)."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk."),
     chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap."),
     percentile: float = typer.Option(None, "--semantic-percentile", help="Semantic split threshold percentile."),
@@ -66,7 +67,7 @@ def ingest(
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
     follow_links: bool = typer.Option(False, "--follow-links",
                                       help="Also index symbolic links that point outside the folder."),
-    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images [default: RAG_OCR, auto]."),
+    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images (default: RAG_OCR, auto)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -174,10 +175,13 @@ def docs(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
     if as_json:
         echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  source")
+    tags = {r["doc_id"]: ",".join(f"{k}={v}" for k, v in sorted(r["tags"].items())) or "-" for r in rows}
+    width = max([len("tags"), *(len(t) for t in tags.values())])
+    echo(f"{'chunks':>7} {'bytes':>10}  {'ingested at':19}  {'tags':{width}}  source")
     for r in rows:
         flag = "" if r["state"] == "indexed" else f"  [{r['state']}]"
-        echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(r['source'])}{flag}")
+        echo(f"{r['chunks']:>7} {r['bytes']:>10}  {r['ingested_at']:19}  {name(tags[r['doc_id']]):{width}}  "
+             f"{name(r['source'])}{flag}")
     echo(f"{len(rows)} document(s)")
     by_family: dict[str, list[versions.Version]] = {}
     for v in families.values():

@@ -13,6 +13,7 @@ from cli.main import app, fail, handle_errors
 from cli.output import echo, name, term_safe
 from rag.errors import InvalidRequest, LLMError
 from rag.factory import build_services
+from rag.names import HYBRID, LISTS, MODES, STRATEGIES, STUFF
 from rag.pipeline import Pipeline
 from rag.retrieval import parse_filter
 from rag.serialize import answer_to_dict
@@ -25,7 +26,7 @@ NO_GENERATE_HINT = "retrieval-only results are still available with --no-generat
 @handle_errors
 def ask(
     question: str = typer.Argument(..., help="The question, in any language."),
-    kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name [default: default]."),
+    kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB", help="Knowledge base name (default: RAG_DEFAULT_KB, else 'default')."),
     stream: bool = typer.Option(False, "--stream", help="Print the answer token by token as it is generated."),
     sources: bool = typer.Option(False, "--sources", help="Also print the text of every source given to the model."),
     no_rerank: bool = typer.Option(False, "--no-rerank", help="Skip the cross-encoder reranker."),
@@ -36,11 +37,11 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON (with --stream: one JSON "
                                  "event per line)."),
     no_generate: bool = typer.Option(False, "--no-generate", help="Retrieval only: print the ranked chunks."),
-    top_k: int = typer.Option(None, "--top-k", help="Candidates per list and query variant [default: 30]."),
-    limit: int = typer.Option(None, "--limit", help="Hits kept after fusion/reranking [default: 5]."),
-    mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | bm25."),
-    strategy: str = typer.Option(None, "--strategy", envvar="RAG_STRATEGY", help="auto | stuff | map_reduce | "
-                                 "refine | map_rerank [default: auto: stuff when the sources fit, else map_reduce]."),
+    top_k: int = typer.Option(None, "--top-k", help="Candidates per list and query variant (default: 30)."),
+    limit: int = typer.Option(None, "--limit", help="Hits kept after fusion/reranking (default: 5)."),
+    mode: str = typer.Option(HYBRID, "--mode", help=" | ".join(MODES) + "."),
+    strategy: str = typer.Option(None, "--strategy", envvar="RAG_STRATEGY", help=" | ".join(STRATEGIES) +
+                                 " (default: auto: stuff when the sources fit, else map_reduce)."),
     no_collection: bool = typer.Option(False, "--no-collection", help="Never answer from the catalog (questions "
                                        "such as 'how many documents are there?' go through retrieval)."),
     all_versions: bool = typer.Option(False, "--all-versions", help="Keep every version of a document family "
@@ -173,14 +174,14 @@ def _print_status(data: dict[str, Any]) -> None:
     info, t = data["info"], data["timings"]
     rerank = info.get("rerank", {})
     state = f"on ({rerank.get('model', '')})" if data["rerank_enabled"] else f"off ({rerank.get('reason', '')})"
-    retrieval = sum(t.get(k, 0.0) for k in ("condense", "transform", "embed", "dense", "bm25", "fusion", "fetch"))
+    retrieval = sum(t.get(k, 0.0) for k in ("condense", "transform", "embed", *LISTS, "fusion", "fetch"))
     line = f"reranking: {state} · retrieval {retrieval * 1000:.0f} ms · rerank {t.get('rerank', 0) * 1000:.0f} ms"
     if t.get("generate"):
         line += f" · generation {t['generate']:.1f} s"
     if data["model"]:
         line += f" · model {data['model']}"
     strategy = info.get("strategy") or {}
-    if strategy.get("name") not in (None, "stuff"):
+    if strategy.get("name") not in (None, STUFF):
         line += f" · strategy {strategy['name']} ({strategy.get('llm_calls', 0)} LLM calls)"
     echo(line, err=True)
     for warning in info.get("warnings", []):

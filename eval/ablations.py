@@ -20,11 +20,11 @@ from typing import Any
 from eval.datasets import Dataset, GoldAnswer, doc_id_from_source
 from eval.metrics import CitedSpan, chunk_contains_answer, dedupe_docs, latency_summary, retrieval_metrics
 from rag.errors import ConfigError
-from rag.retrieval import FUSIONS
+from rag.names import BM25, DENSE, FUSIONS, HYBRID
 from rag.settings import TRANSFORMS
 from rag.types import Chunk, Hit
 
-MODES = ("bm25", "dense", "hybrid")
+MODES = (BM25, DENSE, HYBRID)  # the order of the ablation table
 RERANK = "rerank"
 DEFAULT_COMPARE = "bm25,dense,hybrid"
 EVAL_DEPTH = 10  # ranked chunks scored per query (hit@10, MRR@10, nDCG@10, recall@10)

@@ -354,7 +354,7 @@ class Ingestor:
                                 page=span.page, kind=span.kind,
                                 embed_text=with_header(parsed.title, span) if self.headers else span.embed_text,
                                 doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags, ocr=ocr,
-                                ocr_confidence=ocr_confidence))
+                                ocr_confidence=ocr_confidence, pages=span.pages))
         if self.question_writer is not None:
             extra = []
             for chunk, questions in zip(chunks, self.question_writer.generate([c.text for c in chunks])):
@@ -364,7 +364,7 @@ class Ingestor:
                                        title=chunk.title, section_path=chunk.section_path, page=chunk.page,
                                        kind="question", embed_text=question, doc_hash=chunk.doc_hash,
                                        mtime=chunk.mtime, tags=chunk.tags, parent_id=chunk.id, ocr=chunk.ocr,
-                                       ocr_confidence=chunk.ocr_confidence))
+                                       ocr_confidence=chunk.ocr_confidence, pages=chunk.pages))
             chunks.extend(extra)
         return chunks
 

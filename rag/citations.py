@@ -23,6 +23,7 @@ import numpy as np
 
 from rag.errors import RagError
 from rag.focus import figures
+from rag.pages import cited_page
 from rag.protocols import Embedder
 from rag.text import split_sentences, tokenize
 from rag.types import Citation, Source
@@ -181,7 +182,8 @@ def extract_citations(answer: str, sources: Sequence[Source]) -> list[Citation]:
             if source is not None:
                 citations.append(Citation(number=number, sentence=sentence.text, sentence_start=sentence.start,
                                           sentence_end=sentence.end, source_number=number,
-                                          chunk_id=source.chunk_id))
+                                          chunk_id=source.chunk_id,
+                                          page=cited_page(source.text, source.pages, sentence.text, source.page)))
     return citations
 
 
@@ -318,7 +320,8 @@ def attribute(answer: str, citations: Sequence[Citation], sources: Sequence[Sour
         ranked = sorted(sources, key=lambda src: (-_overlap(words, source_words[src.number]), src.number))
         trial.extend(Citation(number=src.number, sentence=sentence.text, sentence_start=sentence.start,
                               sentence_end=sentence.end, source_number=src.number, chunk_id=src.chunk_id,
-                              origin="attributed") for src in ranked[:candidates])
+                              origin="attributed", page=cited_page(src.text, src.pages, sentence.text, src.page))
+                     for src in ranked[:candidates])
     if trial:
         verifier.verify(trial, sources)
     best: dict[tuple[int, int], Citation] = {}

@@ -15,10 +15,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from rag.answering import AnswerConfig, Answerer
 from rag.catalog import Catalog
+from rag.checking import AnswerChecker, CheckConfig
 from rag.citations import CitationVerifier
+from rag.context_builder import ContextConfig, ContextBuilder
+from rag.generation import Layout
 from rag.kb import KnowledgeBases, WriteLocks
 from rag.models import ModelLocator
+from rag.names import BM25, DENSE
 from rag.pipeline import Pipeline, PipelineConfig
 from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStore
 from rag.rerank import RerankStage
@@ -208,27 +213,29 @@ class Services:
         """The answering pipeline, wired from settings; it resolves models through this object on
         first use (nothing loads here)."""
         s = self.settings
+        layout = Layout(s.question_first, s.context_best_last)
+        checker = AnswerChecker(CheckConfig(s.refuse_min_score, s.verify_citations, s.refuse_unsupported,
+                                            s.answer_check, s.answer_min_coverage), lambda: self.citation_verifier)
+        # partial (map) answers no source supports are dropped when unsupported answers are refused
+        grounded = checker.grounded if s.verify_citations and s.refuse_unsupported else None
         return Pipeline(
             kbs=lambda: self.kbs, llm=lambda: self.llm, rerank=lambda: self.rerank_stage,
-            verifier=lambda: self.citation_verifier,
             transformer=QueryTransformer(lambda: self.llm, multi_query_n=s.multi_query_n),
-            retriever=HybridRetriever(top_k=s.top_k, rrf_k=s.rrf_k, dense_weight=s.dense_weight,
-                                      bm25_weight=s.bm25_weight, fusion=s.fusion, fusion_depth=s.fusion_depth,
-                                      fusion_power=s.fusion_power, fusion_agreement_depth=s.fusion_agreement_depth),
-            strategy=StrategyConfig(s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources,
-                                    s.strategy_parallel),
+            retriever=HybridRetriever(top_k=s.top_k, rrf_k=s.rrf_k,
+                                      weights={DENSE: s.dense_weight, BM25: s.bm25_weight}, fusion=s.fusion,
+                                      fusion_depth=s.fusion_depth, fusion_power=s.fusion_power,
+                                      fusion_agreement_depth=s.fusion_agreement_depth),
+            context=ContextBuilder(ContextConfig(
+                s.context_top_n, s.llm_context_window, s.llm_max_tokens, s.context_dedupe, s.match_years,
+                s.context_focus, s.context_focus_tokens, s.context_about, s.answer_min_coverage, layout)),
+            answerer=Answerer(lambda: self.llm, AnswerConfig(s.llm_max_tokens, s.llm_temperature, StrategyConfig(
+                s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel, grounded, layout))),
+            checker=checker,
             config=PipelineConfig(
                 transforms=tuple(s.transforms), context_top_n=s.context_top_n,
                 original_query_weight=s.original_query_weight, prefer_latest_version=s.prefer_latest_version,
-                version_min_overlap=s.version_min_overlap, llm_max_tokens=s.llm_max_tokens,
-                llm_temperature=s.llm_temperature, llm_context_window=s.llm_context_window,
-                refuse_min_score=s.refuse_min_score, verify_citations=s.verify_citations,
-                refuse_unsupported=s.refuse_unsupported, strategy=s.strategy, strategy_sources=s.strategy_sources,
-                collection_questions=s.collection_questions, default_kb=s.default_kb,
-                context_dedupe=s.context_dedupe, match_years=s.match_years, context_focus=s.context_focus,
-                context_focus_tokens=s.context_focus_tokens, context_about=s.context_about,
-                question_first=s.question_first, context_best_last=s.context_best_last,
-                answer_check=s.answer_check, answer_min_coverage=s.answer_min_coverage))
+                version_min_overlap=s.version_min_overlap, strategy=s.strategy, strategy_sources=s.strategy_sources,
+                collection_questions=s.collection_questions, default_kb=s.default_kb))
 
     def close(self) -> None:
         """Close the store, the catalog and the lexical indexes this object opened (given ones

@@ -54,7 +54,8 @@ def to_source(number: int, hit: Hit, text: str | None = None) -> Source:
         end = chunk.start + len(text.rstrip())  # trimmed: the span shrinks with the text
     return Source(number=number, chunk_id=chunk.id, doc_id=chunk.doc_id, source=chunk.source, title=chunk.title,
                   section_path=chunk.section_path, page=chunk.page, start=chunk.start, end=end, text=text,
-                  score=hit.score, rerank_score=hit.rerank_score, ocr=chunk.ocr, ocr_confidence=chunk.ocr_confidence)
+                  score=hit.score, rerank_score=hit.rerank_score, ocr=chunk.ocr, ocr_confidence=chunk.ocr_confidence,
+                  pages=chunk.pages)
 
 
 def sources_from_hits(hits: Sequence[Hit]) -> list[Source]:

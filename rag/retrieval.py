@@ -1,8 +1,8 @@
-"""Hybrid retrieval: for every query variant a dense search and a BM25 search (top-k each,
-the same metadata filter on both), fused by Reciprocal Rank Fusion with provenance.
+"""Hybrid retrieval: for every query variant one search per named list (`SEARCHERS`: dense and
+BM25, top-k each, the same metadata filter on all), fused by Reciprocal Rank Fusion with provenance.
 
 All dense variants are embedded in one batch. A variant's lists are weighted by the list weight
-(`dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
+(`weights[name]`, from `dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
 original question); lists whose weight is 0 are not searched at all. With `fusion="confidence"`
 (the default) the two lists of each variant are also weighted by their confidence for this query
 (`rag.fusion.confidence_weights`): the list that singles out its top hit leads."""
@@ -20,13 +20,11 @@ import numpy as np
 
 from rag.errors import InvalidRequest
 from rag.fusion import Fused, RankedList, confidence_weights, rrf
+from rag.names import BM25, DENSE, FUSIONS, HYBRID
 from rag.transforms import Variant
 from rag.types import Chunk, Filter, Hit, ScoredId
 
 log = logging.getLogger(__name__)
-
-MODES = ("hybrid", "dense", "bm25")
-FUSIONS = ("confidence", "rrf")
 
 
 class SearchableKB(Protocol):
@@ -41,55 +39,82 @@ class SearchableKB(Protocol):
     def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]: ...
 
 
-class HybridRetriever:
-    """The retrieval stage, built once: list weights and fusion defaults; the knowledge base (and
-    a request's own `top_k` / `fusion`) come with each search."""
+class Searcher(Protocol):
+    """One named retrieval list: a ranking per query text, batch first. May add timings of its own
+    sub-steps (the dense list adds `embed`); the retriever times the whole call under the list's name."""
 
-    def __init__(self, *, top_k: int = 30, rrf_k: int = 60, dense_weight: float = 1.0,
-                 bm25_weight: float = 1.0, fusion: str = "confidence", fusion_depth: int = 30,
-                 fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
+    def search(self, kb: SearchableKB, texts: Sequence[str], top_k: int, flt: Filter | None,
+               timings: dict[str, float]) -> list[list[ScoredId]]: ...
+
+
+class DenseSearcher:
+    """Embeds every text in one batch, then one vector search each."""
+
+    def search(self, kb: SearchableKB, texts: Sequence[str], top_k: int, flt: Filter | None,
+               timings: dict[str, float]) -> list[list[ScoredId]]:
+        started = time.perf_counter()
+        vectors = kb.embed_queries(list(texts)) if texts else np.zeros((0, 0), np.float32)
+        timings["embed"] = time.perf_counter() - started
+        return [kb.search_dense(vector, top_k, flt) for vector in vectors]
+
+
+class BM25Searcher:
+    def search(self, kb: SearchableKB, texts: Sequence[str], top_k: int, flt: Filter | None,
+               timings: dict[str, float]) -> list[list[ScoredId]]:
+        return [kb.search_bm25(text, top_k, flt) for text in texts]
+
+
+# the lists every retriever knows, in fusion order; a new list is a name in rag/names.py, a
+# Searcher here and a weight setting
+SEARCHERS: dict[str, Searcher] = {DENSE: DenseSearcher(), BM25: BM25Searcher()}
+
+
+class HybridRetriever:
+    """The retrieval stage, built once: the named lists with their weights and the fusion
+    defaults; the knowledge base (and a request's own `top_k` / `fusion`) come with each search."""
+
+    def __init__(self, *, top_k: int = 30, rrf_k: int = 60, weights: Mapping[str, float] | None = None,
+                 searchers: Mapping[str, Searcher] | None = None, fusion: str = "confidence",
+                 fusion_depth: int = 30, fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
         _check_top_k(top_k)
         _check_fusion(fusion)
+        self.searchers = dict(SEARCHERS if searchers is None else searchers)
+        weights = dict(weights or {})
+        unknown = sorted(set(weights) - set(self.searchers))
+        if unknown:
+            raise InvalidRequest(f"weights for unknown retrieval list(s) {unknown}; lists: {list(self.searchers)}",
+                                 field="weights")
+        self.weights = {name: float(weights.get(name, 1.0)) for name in self.searchers}
         self.top_k = top_k
         self.rrf_k = rrf_k
-        self.weights = {"dense": dense_weight, "bm25": bm25_weight}
         self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
         self.fusion_agreement_depth = fusion_agreement_depth
 
-    def search(self, kb: SearchableKB, variants: Sequence[Variant], *, mode: str = "hybrid",
+    def search(self, kb: SearchableKB, variants: Sequence[Variant], *, mode: str = HYBRID,
                flt: Filter | None = None, timings: dict[str, float] | None = None, top_k: int | None = None,
                fusion: str | None = None) -> list[Fused]:
         """Fused ranking (best first) of every chunk of `kb` found by any list. `top_k` and `fusion`
-        override this retriever's for one search. Fills `timings` with embed, dense, bm25 and
-        fusion seconds."""
+        override this retriever's for one search. Fills `timings` with each list's seconds under
+        its name (the dense list also `embed`) and `fusion`."""
         top_k = self.top_k if top_k is None else _check_top_k(top_k)
         fusion = self.fusion if fusion is None else _check_fusion(fusion)
-        if mode not in MODES:
-            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
+        if mode != HYBRID and mode not in self.searchers:
+            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {[HYBRID, *self.searchers]}",
+                                 field="mode")
         timings = timings if timings is not None else {}
         flt = None if flt is None or flt.is_empty() else flt
-        wanted = {"dense", "bm25"} if mode == "hybrid" else {mode}
-        plan = [(name, v) for v in variants for name in v.lists
-                if name in wanted and self.weights[name] * v.weight > 0]
+        wanted = tuple(self.searchers) if mode == HYBRID else (mode,)
         lists: list[RankedList] = []
-
-        dense = [v for name, v in plan if name == "dense"]
-        started = time.perf_counter()
-        vectors = kb.embed_queries([v.text for v in dense]) if dense else np.zeros((0, 0), np.float32)
-        timings["embed"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        for v, vector in zip(dense, vectors):
-            items = kb.search_dense(vector, top_k, flt)
-            lists.append(RankedList("dense", v.label, items, self.weights["dense"] * v.weight))
-        timings["dense"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        for name, v in plan:
-            if name == "bm25":
-                items = kb.search_bm25(v.text, top_k, flt)
-                lists.append(RankedList("bm25", v.label, items, self.weights["bm25"] * v.weight))
-        timings["bm25"] = time.perf_counter() - started
+        for name, searcher in self.searchers.items():
+            started = time.perf_counter()
+            planned = [v for v in variants
+                       if name in wanted and name in v.lists and self.weights[name] * v.weight > 0]
+            steps: dict[str, float] = {}
+            rankings = searcher.search(kb, [v.text for v in planned], top_k, flt, steps)
+            lists += [RankedList(name, v.label, items, self.weights[name] * v.weight)
+                      for v, items in zip(planned, rankings)]
+            timings.update(steps)
+            timings[name] = time.perf_counter() - started - sum(steps.values())
 
         started = time.perf_counter()
         if fusion == "confidence":

@@ -29,8 +29,12 @@ def source_to_dict(source: Source, citations: Sequence[Citation] | None = None) 
             "section": " > ".join(source.section_path), "page": source.page, "start": source.start,
             "end": source.end, "snippet": snippet(source.text), "text": source.text, "score": source.score,
             "rerank_score": source.rerank_score, "ocr": source.ocr, "ocr_confidence": source.ocr_confidence}
+    data["pages"] = list(dict.fromkeys(page for page, _ in source.pages))  # every page the source covers
     if citations is not None:
-        data["cited"] = any(c.source_number == source.number for c in citations)
+        cited = [c for c in citations if c.source_number == source.number]
+        data["cited"] = bool(cited)
+        # a source over a page break is shown at the page its first cited sentence is on
+        data["page"] = next((c.page for c in cited if c.page is not None), source.page)
     return data
 
 
@@ -43,7 +47,7 @@ def citation_to_dict(citation: Citation, sources: Sequence[Source]) -> dict[str,
     source = next((s for s in sources if s.number == citation.source_number), None)
     if source is not None:
         data.update(document=source.source, title=source.title, section=" > ".join(source.section_path),
-                    page=source.page, start=source.start, end=source.end, snippet=snippet(source.text))
+                    page=citation.page if citation.page is not None else source.page, start=source.start, end=source.end, snippet=snippet(source.text))
     return data
 
 

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
+from rag.names import AUTO, FUSIONS, STRATEGIES
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
@@ -119,7 +120,7 @@ class Settings(BaseSettings):
     # equal-weight RRF ("rrf") ranked below its better list on most sets (BM25 on COVID-QA, dense
     # on news QA with hard negatives); this rule, chosen on dev halves, matched or beat the better
     # list on every test half of benchmarks/fusion.py (docs/benchmarks.md, "Fusion").
-    fusion: Literal["confidence", "rrf"] = "confidence"
+    fusion: Literal[FUSIONS] = "confidence"
     fusion_depth: int = Field(30, ge=3, le=1000)
     fusion_power: float = Field(16.0, ge=0, le=256)
     fusion_agreement_depth: int = Field(10, ge=0, le=1000)  # 0: damp by confidence alone
@@ -188,7 +189,7 @@ class Settings(BaseSettings):
     answer_min_coverage: float = Field(0.5, ge=0, le=1)
 
     # answer strategies (rag/strategies.py): auto = stuff when the sources fit one prompt, else map_reduce
-    strategy: Literal["auto", "stuff", "map_reduce", "refine", "map_rerank"] = "auto"
+    strategy: Literal[STRATEGIES] = AUTO
     strategy_sources: int = Field(12, ge=1, le=50)  # hits for map_reduce/refine/map_rerank when no limit is given
     strategy_group_sources: int = Field(3, ge=1, le=50)  # sources per map / refine group (also budget-bound)
     strategy_parallel: int = Field(4, ge=1, le=32)  # concurrent map calls

@@ -10,7 +10,7 @@
 - auto: stuff when the sources fit the budget whole, else map_reduce.
 
 Sources are numbered once, over all retrieved hits, and keep that number in every step, so the
-final answer's markers name the sources the reader sees and `Pipeline._finish` verifies them
+final answer's markers name the sources the reader sees and `AnswerChecker.after` verifies them
 against those. The strategy runs every intermediate call and returns the final step (messages
 for the last call, or the chosen text for map_rerank), which the pipeline calls or streams."""
 
@@ -26,17 +26,17 @@ from rag import prompts, strategy_prompts
 from rag.errors import InvalidRequest
 from rag.generation import Layout, PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
 from rag.llm_timing import Generation, generate_timed
+from rag.names import AUTO, MAP_REDUCE, MAP_RERANK, REFINE, STRATEGIES, STUFF
 from rag.protocols import LLM
 from rag.text import split_sentences
 from rag.types import Hit, Source
 
 MAX_COLLAPSE_ROUNDS = 3
-STRATEGIES = ("auto", "stuff", "map_reduce", "refine", "map_rerank")
 _MARKER = re.compile(r"[ \t]*\[(\d{1,3})\]")
 _SCORE = re.compile(r"(?:score|分数|评分|得分)\s*[:：]?\s*(\d{1,3})", re.IGNORECASE)
 
 
-def check_strategy(name: str | None, default: str = "auto") -> str:
+def check_strategy(name: str | None, default: str = AUTO) -> str:
     value = (name or default).strip().lower()
     if value not in STRATEGIES:
         raise InvalidRequest(f"unknown strategy {name!r}; choose from {list(STRATEGIES)}", field="strategy")
@@ -50,9 +50,9 @@ def is_refusal(text: str) -> bool:
 
 def resolve(strategy: str, packed: PackedContext) -> str:
     """The strategy to run: `auto` is stuff when every source fit the budget whole, else map_reduce."""
-    if strategy != "auto":
+    if strategy != AUTO:
         return strategy
-    return "stuff" if packed.left_out == 0 and not packed.trimmed else "map_reduce"
+    return STUFF if packed.left_out == 0 and not packed.trimmed else MAP_REDUCE
 
 
 @dataclass(frozen=True)
@@ -157,20 +157,20 @@ class StrategyRunner:
     def final_step(self, strategy: str, question: str, hits: Sequence[Hit], packed: PackedContext,
                    lang: str) -> FinalStep:
         """Run the intermediate calls of `strategy` (already resolved, not auto) and return the final step."""
-        if strategy == "stuff":
-            return FinalStep(packed, self._answer_messages(question, packed.sources, lang), info={"name": "stuff"})
+        if strategy == STUFF:
+            return FinalStep(packed, self._answer_messages(question, packed.sources, lang), info={"name": STUFF})
         sources = number_sources(hits, packed.budget, lang)
         whole = PackedContext(sources, packed.budget, used=sum(_cost(s, lang) for s in sources),
                               left_out=len(hits) - len(sources))
-        if strategy == "map_rerank":
+        if strategy == MAP_RERANK:
             return self._map_rerank(question, whole, lang)
         groups = group_sources(sources, packed.budget, self.config.group_sources, lang)
         info: dict[str, Any] = {"name": strategy, "groups": [[s.number for s in g] for g in groups]}
         if len(groups) <= 1:  # everything fits one prompt: the strategy is the plain answer call
             return FinalStep(whole, self._answer_messages(question, sources, lang), info=info)
-        if strategy == "map_reduce":
+        if strategy == MAP_REDUCE:
             return self._map_reduce(question, whole, groups, lang, info)
-        if strategy == "refine":
+        if strategy == REFINE:
             return self._refine(question, whole, groups, lang, info)
         raise InvalidRequest(f"unknown strategy {strategy!r}; choose from {list(STRATEGIES)}", field="strategy")
 
@@ -287,7 +287,7 @@ class StrategyRunner:
             elif not _MARKER.search(text):
                 text = f"{text} [{source.number}]"
             candidates.append((score, source.number, text, reply))
-        info: dict[str, Any] = {"name": "map_rerank", "scores": {n: score for score, n, _, _ in candidates},
+        info: dict[str, Any] = {"name": MAP_RERANK, "scores": {n: score for score, n, _, _ in candidates},
                                 "map_calls": len(sources)}
         best = max(candidates, key=lambda c: c[0], default=None)  # ties: the better-ranked source (first)
         if best is None or best[0] <= 0:

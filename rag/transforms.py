@@ -17,12 +17,12 @@ from typing import Any
 from rag import prompts
 from rag.errors import RagError
 from rag.protocols import LLM
+from rag.names import BM25, DENSE, HYBRID, LISTS
 from rag.settings import TRANSFORMS
 from rag.text import detect_language
 
 log = logging.getLogger(__name__)
 
-BOTH = ("dense", "bm25")
 _BULLET = re.compile(r"^\s*(?:[-*•·>]+|\(?\d{1,2}[.)、:：]|[qQ]\d{1,2}[.):：]|#+)\s*")
 _QUOTES = "\"'“”‘’「」『』`"
 _MARKERS = re.compile(r"\s*(?:\[\d+(?:\s*[,，]\s*\d+)*\]|【\d+】)")
@@ -35,7 +35,7 @@ class Variant:
 
     label: str  # "original", "rewrite", "multi_query:1", "hyde", "step_back", "sub_question:1"
     text: str
-    lists: tuple[str, ...] = BOTH
+    lists: tuple[str, ...] = LISTS  # every retrieval list (rag/names.py)
     weight: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,13 +137,13 @@ class QueryTransformer:
 
     # -- transforms ------------------------------------------------------------------------
     def expand(self, question: str, names: Sequence[str], lang: str, log_: TransformLog, *,
-               original_weight: float = 1.0, mode: str = "hybrid") -> list[Variant]:
+               original_weight: float = 1.0, mode: str = HYBRID) -> list[Variant]:
         """The original question plus the variants of each requested transform, in a fixed
         order (rewrite first: the others work on the rewritten question)."""
         unknown = [n for n in names if n not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transform(s) {unknown}")
-        variants = [Variant("original", question, BOTH, original_weight)]
+        variants = [Variant("original", question, LISTS, original_weight)]
         base = question
         if "rewrite" in names:
             reply = self._ask("rewrite", prompts.messages(prompts.REWRITE, lang, question=question), 96, log_)
@@ -159,13 +159,13 @@ class QueryTransformer:
             queries = reply_lines(reply or "")[:n]
             variants += [Variant(f"multi_query:{i}", q[:_MAX_VARIANT_CHARS]) for i, q in enumerate(queries, 1)]
         if "hyde" in names:
-            if mode == "bm25":
+            if mode == BM25:
                 log_.steps["hyde"] = {"ok": False, "error": "HyDE feeds the dense list only; mode is bm25"}
             else:
                 reply = self._ask("hyde", prompts.messages(prompts.HYDE, lang, question=base), 200, log_)
                 passage = " ".join(reply_lines(reply or ""))[:1500]
                 if passage:
-                    variants.append(Variant("hyde", passage, ("dense",)))
+                    variants.append(Variant("hyde", passage, (DENSE,)))
         if "step_back" in names:
             reply = self._ask("step_back", prompts.messages(prompts.STEP_BACK, lang, question=base), 96, log_)
             lines = reply_lines(reply or "")

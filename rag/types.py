@@ -65,6 +65,7 @@ class ChunkSpan:
     page: int | None = None
     kind: str = "text"  # "text" | "qa"
     embed_text: str | None = None
+    pages: tuple[tuple[int, int], ...] = ()  # (page, offset in text) where each page begins (rag/pages.py)
 
 
 @dataclass
@@ -89,6 +90,7 @@ class Chunk:
     parent_id: str | None = None  # generated-question vectors point back to their chunk
     ocr: bool = False  # the text was recognised from a page image
     ocr_confidence: float | None = None  # mean OCR recognition confidence (0..1) of that text
+    pages: tuple[tuple[int, int], ...] = ()  # (page, offset in text) where each page begins (rag/pages.py)
 
     @property
     def match_text(self) -> str:
@@ -114,6 +116,7 @@ class Chunk:
             "parent_id": self.parent_id,
             "ocr": self.ocr,
             "ocr_confidence": self.ocr_confidence,
+            "pages": [list(p) for p in self.pages],
         }
 
     @classmethod
@@ -138,6 +141,9 @@ class Chunk:
             parent_id=payload.get("parent_id"),
             ocr=bool(payload.get("ocr")),
             ocr_confidence=payload.get("ocr_confidence"),
+            pages=tuple((int(p), int(o)) for p, o in payload["pages"]) if "pages" in payload
+            # stored before chunks recorded their page boundaries: the one page they knew
+            else (((int(payload["page"]), 0),) if payload.get("page") is not None else ()),
         )
 
 
@@ -186,7 +192,7 @@ class ScoredId:
 class ListHit:
     """Where a fused hit appeared: which list, for which query variant, at what rank (from 1)."""
 
-    list_name: str  # "dense" | "bm25"
+    list_name: str  # a retrieval list name (rag/names.py LISTS)
     variant: str  # the query variant label ("original", "multi_query:1", "hyde", ...)
     rank: int
     score: float
@@ -224,6 +230,7 @@ class Source:
     rerank_score: float | None = None
     ocr: bool = False
     ocr_confidence: float | None = None
+    pages: tuple[tuple[int, int], ...] = ()  # the chunk's page boundaries (rag/pages.py)
 
 
 @dataclass
@@ -241,6 +248,7 @@ class Citation:
     # "model": the model wrote the marker; "attributed": the model cited nothing that supports
     # the sentence and the verifier found this source supporting it
     origin: str = "model"
+    page: int | None = None  # the page the supporting sentence of the source is on (rag/pages.py)
 
 
 @dataclass

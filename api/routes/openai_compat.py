@@ -29,7 +29,7 @@ from api.querying import answer_json, guarded, pipeline_kwargs, sse_response
 from api.schemas import ChatCompletionRequest, ModelList, ModelOut, OpenAIMessage
 from rag.errors import InvalidRequest
 from rag.generation import estimate_tokens
-from rag.retrieval import MODES
+from rag.names import HYBRID, MODES
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 DEFAULT_MODELS = ("", "default", "rag")
@@ -56,7 +56,7 @@ def _options(body: ChatCompletionRequest) -> dict[str, Any]:
     if unknown:
         raise InvalidRequest(f"unknown rag option(s) {unknown}; use {list(RAG_OPTIONS) + ['append_sources']}",
                              field="rag")
-    if options.get("mode", "hybrid") not in MODES:
+    if options.get("mode", HYBRID) not in MODES:
         raise InvalidRequest(f"rag.mode must be one of {list(MODES)}", field="rag.mode")
     for name, kind in (("filters", (dict, list)), ("transforms", list), ("rerank", bool), ("top_k", int),
                        ("limit", int), ("append_sources", bool), ("strategy", str),

@@ -93,3 +93,9 @@ def metrics(state: State, caller: MaybeCaller) -> PlainTextResponse:
 @router.get("/", include_in_schema=False)
 def chat_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+
+@router.get("/favicon.ico", include_in_schema=False)
+def favicon() -> FileResponse:
+    """The pages link /static/favicon.svg; browsers and tools that ask for /favicon.ico get it too."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")

@@ -15,21 +15,23 @@ const I18N = {
         noKbs: "还没有知识库：在下方新建一个。", noDocs: "没有文档。", jobRunning: "正在入库", jobDone: "入库完成",
         summary: "已索引 {0}，未变化 {1}，跳过 {2}，新增分块 {3}", loading: "加载中…", textGone: "无法显示文本：",
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
-        needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。" },
+        needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
+        kbsUnknown: "无法列出知识库（见上方提示）。" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
         confirmDelDoc: "Remove “{0}” from the knowledge base?", rerankOff: "reranking: off (no model)", rerankOn: "rerank",
         noKbs: "No knowledge base yet: create one below.", noDocs: "No documents.", jobRunning: "Ingesting", jobDone: "Ingest finished",
         summary: "indexed {0}, unchanged {1}, skipped {2}, chunks added {3}", loading: "Loading…", textGone: "Cannot show the text: ",
         hits: "hits", fused: "fused", rerankScore: "rerank", page: "page", span: "chars", noHits: "Nothing retrieved.",
-        needKey: "An API key is needed (401).", forbidden: "This key may not do that (403)." };
+        needKey: "An API key is needed (401).", forbidden: "This key may not do that (403).",
+        kbsUnknown: "The knowledge bases cannot be listed (see above)." };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
   let s = (I18N[lang] || {})[key] || EN[key] || key;
   args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
   return s;
 };
-const state = { kbs: [], docs: [], system: null, selectedDoc: null, chunks: [], text: null };
+const state = { kbs: undefined, docs: [], system: null, selectedDoc: null, chunks: [], text: null };
 
 function applyLanguage() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -67,7 +69,9 @@ async function api(method, path, body, isForm) {
   if (!r.ok) {
     const err = (data && data.error) || {};
     const msg = r.status === 401 ? t("needKey") : r.status === 403 ? t("forbidden") : (err.message || `HTTP ${r.status}`);
-    throw new Error(msg + (err.field && r.status === 422 ? ` (${err.field})` : ""));
+    const error = new Error(msg + (err.field && r.status === 422 ? ` (${err.field})` : ""));
+    error.status = r.status; error.detail = err.message || "";
+    throw error;
   }
   return data;
 }
@@ -100,19 +104,30 @@ tabs.forEach((b, i) => {
 async function loadKbs() {
   try {
     state.kbs = await api("GET", "/v1/kbs");
+    showKeyHelp(null);
     const select = $("kb"), saved = localStorage.getItem("rag-kb") || select.value;
     select.innerHTML = "";
     for (const kb of state.kbs) select.appendChild(el("option", null, kb.name)).value = kb.name;
     if (state.kbs.some((k) => k.name === saved)) select.value = saved;
     renderKbs();
     say("");
-  } catch (e) { state.kbs = []; renderKbs(); say(e.message, true); }
+  } catch (e) { state.kbs = null; showKeyHelp(e); renderKbs(); say(e.message, true); }
+}
+// first run: without a (valid) key the list call answers 401/403; say how to make a key, and
+// never claim there is no knowledge base when the list could not be read (state.kbs null)
+function showKeyHelp(error) {
+  const status = error && error.status;
+  $("key-help").hidden = status !== 401 && status !== 403;
+  if (status === 401 || status === 403) {
+    $("key-help-reason").textContent = t(status === 401 ? "needKey" : "forbidden") + (error.detail ? " " + error.detail : "");
+  }
 }
 function renderKbs() {
   const body = $("kbs-table").tBodies[0];
   body.innerHTML = "";
-  if (!state.kbs.length) { const tr = body.insertRow(); const td = tr.insertCell(); td.colSpan = 6; td.textContent = t("noKbs"); }
-  for (const kb of state.kbs) {
+  const empty = state.kbs === undefined ? t("loading") : state.kbs === null ? t("kbsUnknown") : !state.kbs.length ? t("noKbs") : "";
+  if (empty) { const tr = body.insertRow(); const td = tr.insertCell(); td.colSpan = 6; td.textContent = empty; }
+  for (const kb of state.kbs || []) {
     const tr = body.insertRow();
     if (kb.name === currentKb()) tr.className = "selected";
     tr.insertCell().textContent = kb.name + (kb.description ? ` — ${kb.description}` : "");

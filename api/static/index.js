@@ -23,9 +23,20 @@ function headers(json) {
   return h;
 }
 
+// first run: without a (valid) key every call answers 401/403; the page says how to make a key
+function showKeyHelp(status, body) {
+  const help = $("key-help");
+  help.hidden = status !== 401 && status !== 403;
+  if (help.hidden) return;
+  const message = (body && body.error && body.error.message) || "";
+  $("key-help-reason").textContent = (status === 401 ? "An API key is needed (401)" :
+    "This API key may not list the knowledge bases (403)") + (message ? ": " + message : ".");
+}
+
 async function loadKbs() {
   try {
     const r = await fetch("/v1/kbs", { headers: headers(false) });
+    showKeyHelp(r.status, r.ok ? null : await r.json().catch(() => null));
     if (!r.ok) return;
     const select = $("kb"), saved = localStorage.getItem("rag-kb") || "";
     select.innerHTML = '<option value="">default</option>';

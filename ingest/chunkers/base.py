@@ -1,5 +1,6 @@
 """Helpers shared by the chunkers: contiguous runs of blocks, section starts, and turning an
-offset range into a trimmed `ChunkSpan` carrying the section path and page of its first block."""
+offset range into a trimmed `ChunkSpan` carrying the section path and page of its first block and
+where each page it covers begins (a chunk over a page break cites the right page)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from rag.pages import page_starts
 from rag.types import Block, ChunkSpan, ParsedDocument
 
 
@@ -78,5 +80,7 @@ class SpanMaker:
         if end <= start:
             return None
         block = self.block_at(start)
+        first = max(0, bisect_right(self._starts, start) - 1)
+        pages = page_starts(((b.start, b.end, b.page) for b in self._blocks[first:]), start, end)
         return ChunkSpan(start, end, self._text[start:end], block.section_path if block else (),
-                         block.page if block else None)
+                         block.page if block else None, pages=pages)

@@ -39,7 +39,8 @@ class QAChunker:
             return self.fallback.split(doc)
         pairs = sorted(doc.qa_pairs, key=lambda p: (p.start, p.end))
         spans = [ChunkSpan(p.start, p.end, f"Q: {p.question}\nA: {p.answer}", p.section_path, p.page, kind="qa",
-                           embed_text=p.question) for p in pairs]
+                           embed_text=p.question, pages=((p.page, 0),) if p.page is not None else ())
+                 for p in pairs]
         starts = [p.start for p in pairs]
         reach = list(accumulate((p.end for p in pairs), max))  # furthest end among pairs so far
 

@@ -142,3 +142,28 @@ def test_screenshot_shows_the_answer_and_sources(browser_on_page, tmp_path):
     assert accent > 200  # the accent blue: Send button, citation links, source numbers
     bubble = sum(1 for x in range(0, 1100, 4) for y in range(0, 400, 4) if pixels[x, y] == (232, 241, 253))
     assert bubble > 500  # the question's bubble
+
+
+def test_first_run_without_a_key_says_how_to_make_one(tmp_path):
+    """As `rag serve` starts without RAG_API_ADMIN_KEY and no key in the browser: the chat page shows
+    the exact command that makes a key (it used to say only "An API key is needed (401)")."""
+    from tests.integration.test_console_page import FIRST_RUN, screenshot, wait_for
+
+    services = make_services(tmp_path, api_admin_key=None)
+    with running_server(create_app(services)) as base:
+        browser = Chromium()
+        try:
+            browser.page("Page.enable")
+            browser.page("Emulation.setDeviceMetricsOverride", width=1100, height=760, deviceScaleFactor=1,
+                         mobile=False)
+            browser.page("Page.navigate", url=f"{base}/")
+            wait_for(browser, "document.readyState === 'complete'")
+            browser.evaluate("localStorage.clear(); location.reload(); true")
+            wait_for(browser, "document.readyState === 'complete'")
+            help_text = wait_for(browser, FIRST_RUN)
+            assert "rag keys create NAME --write '*'" in help_text and "rag-" in help_text, help_text
+            assert "(401)" in help_text and "No knowledge base yet" not in browser.evaluate("document.body.innerText")
+            screenshot(browser, "firstrun-chat.png", tmp_path)
+        finally:
+            browser.close()
+    services.close()

@@ -118,3 +118,30 @@ def test_console_create_upload_inspect_test_delete(console, tmp_path):
     settings = wait_for(b, "document.getElementById('settings-json').textContent")
     assert '"embed_model"' in settings
     screenshot(b, "console-settings.png", tmp_path)
+
+
+FIRST_RUN = "(() => { const h = document.getElementById('key-help'); return h && !h.hidden ? h.innerText : ''; })()"
+
+
+def test_first_run_without_a_key_says_how_to_make_one(tmp_path):
+    """As `rag serve` starts without RAG_API_ADMIN_KEY and no key in the browser: the console shows
+    the exact command that makes a key, and never "No knowledge base yet" (two exist)."""
+    services = make_services(tmp_path, api_admin_key=None)  # the knowledge base "handbook"
+    services.kbs.open_or_create("manuals")
+    with running_server(create_app(services)) as base:
+        b = Chromium(width=1200, height=700)
+        try:
+            b.page("Page.enable")
+            b.page("Emulation.setDeviceMetricsOverride", width=1200, height=700, deviceScaleFactor=1, mobile=False)
+            b.page("Page.navigate", url=f"{base}/console")
+            wait_for(b, "document.readyState === 'complete'")
+            b.evaluate("localStorage.clear(); localStorage.setItem('rag-lang', 'en'); location.reload(); true")
+            wait_for(b, "document.readyState === 'complete'")
+            help_text = wait_for(b, FIRST_RUN)
+            assert "rag keys create NAME --write '*'" in help_text and "rag-" in help_text, help_text
+            table = wait_for(b, "document.querySelector('#kbs-table tbody')?.innerText")
+            assert "No knowledge base yet" not in table and "cannot be listed" in table, table
+            screenshot(b, "firstrun-console.png", tmp_path)
+        finally:
+            b.close()
+    services.close()

@@ -265,3 +265,37 @@ def test_cli_llm_down_suggests_no_generate(cli):
         result = cli("warranty", "--kb", KB, *extra)
         assert result.exit_code == 1 and "127.0.0.1:9" in result.stderr and "--no-generate" in result.stderr
         assert "Traceback" not in result.output
+
+
+def test_decisions_travel_in_a_typed_trace_and_info_is_serialised_from_it_once(tmp_path):
+    from rag.checking import AnswerChecker, CheckConfig
+    from rag.trace import UNSUPPORTED_ANSWER, AnswerTrace, Refusal
+
+    invented = "The capital of France is Paris, a city on the river Seine [1]."
+    services = build_services(tmp_path, llm=ScriptedLLM(router(answer=invented)))
+    pipeline = services.pipeline
+    assert isinstance(pipeline.checker, AnswerChecker) and isinstance(pipeline.checker.config, CheckConfig)
+    answer = pipeline.answer("What is the capital of France?", KB)
+    sources = answer.sources
+    outcome = pipeline.checker.after("What is the capital of France?", invented, [], sources)
+    assert outcome.refusal == Refusal(UNSUPPORTED_ANSWER, invented, outcome.refusal.cited) and not outcome.citations
+    # the info of the answer is exactly the trace's serialisation, with the shape it always had
+    trace = AnswerTrace("en", {"mode": "hybrid"}, checked=outcome.checked, refusal=outcome.refusal)
+    assert trace.to_info()["refusal_reason"] == answer.info["refusal_reason"] == UNSUPPORTED_ANSWER
+    assert {"refused_sources", "unsupported_answer", "grounding", "uncited_sentences",
+            "invalid_citations", "generated", "strategy", "context", "language", "rerank"} <= set(answer.info)
+
+
+def test_one_shot_stream_and_answer_from_hits_share_one_answer_path(tmp_path):
+    services = build_services(tmp_path, llm=ScriptedLLM(router(answer=WARRANTY_ANSWER)))
+    pipeline = services.pipeline
+    one_shot = pipeline.answer("How long is the Acme X200 warranty?", KB)
+    events = list(pipeline.stream("How long is the Acme X200 warranty?", KB))
+    done = events[-1]["answer"]
+    streamed = "".join(e["text"] for e in events if e["type"] == "token")
+    assert streamed == done["answer"] == one_shot.answer
+    assert done["info"]["invalid_citations"] == one_shot.info["invalid_citations"] == [9]
+    assert len(done["citations"]) == len(one_shot.citations) > 0
+    from_hits = pipeline.answer_from_hits("How long is the Acme X200 warranty?", one_shot.hits)
+    assert from_hits.info["strategy"]["name"] == "stuff"  # the same strategy step as `answer`
+    assert from_hits.info["invalid_citations"] == [9] and from_hits.citations

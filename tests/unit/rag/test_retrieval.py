@@ -54,7 +54,7 @@ def test_rrf_matches_hand_computed_ranks():
 
 def test_list_and_variant_weights_and_rrf_constant():
     kb = SpyKB(dense=["a", "b"], bm25=["b", "a"])
-    retriever = HybridRetriever(top_k=2, rrf_k=10, dense_weight=2.0, bm25_weight=0.5)
+    retriever = HybridRetriever(top_k=2, rrf_k=10, weights={"dense": 2.0, "bm25": 0.5})
     fused = retriever.search(kb, [Variant("original", "q", weight=3.0), Variant("multi_query:1", "q2")])
     scores = {f.chunk_id: f.score for f in fused}
     # original: dense a1 b2 (x2 x3), bm25 b1 a2 (x0.5 x3); variant: same lists with weight 1
@@ -84,7 +84,7 @@ def test_modes_search_only_their_lists(mode, lists):
 
 def test_zero_weight_list_is_not_searched():
     kb = SpyKB(dense=["a"], bm25=["b"])
-    HybridRetriever(dense_weight=0.0).search(kb, [Variant("original", "q")])
+    HybridRetriever(weights={"dense": 0.0}).search(kb, [Variant("original", "q")])
     assert not any(c[0] in ("embed", "dense") for c in kb.calls)
 
 
@@ -180,3 +180,31 @@ def test_bad_requests(tmp_path, kwargs, field):
 def test_unknown_kb(tmp_path):
     with pytest.raises(NotFound, match="nope"):
         build_services(tmp_path).pipeline.retrieve("warranty", "nope")
+
+
+class TitleSearcher:
+    """A third retrieval list: ranks by a fixed order, batch first."""
+
+    def search(self, kb, texts, top_k, flt, timings):
+        timings["title_lookup"] = 0.0
+        return [[ScoredId("d", 1.0), ScoredId("a", 0.5)][:top_k] for _ in texts]
+
+
+def test_lists_are_a_mapping_of_named_searchers_with_weights_and_timings_by_name():
+    from rag.names import BM25, DENSE, HYBRID, LISTS, MODES
+    from rag.retrieval import SEARCHERS
+
+    assert tuple(SEARCHERS) == LISTS and MODES == (HYBRID, *LISTS)
+    kb = SpyKB(dense=["a", "b"], bm25=["b", "c"])
+    retriever = HybridRetriever(top_k=2, fusion="rrf", searchers={**SEARCHERS, "title": TitleSearcher()},
+                                weights={DENSE: 1.0, BM25: 1.0, "title": 2.0})
+    timings: dict[str, float] = {}
+    fused = retriever.search(kb, [Variant("original", "q", (DENSE, BM25, "title"))], timings=timings)
+    assert {DENSE, BM25, "title", "embed", "title_lookup", "fusion"} <= set(timings)
+    by_id = {f.chunk_id: f for f in fused}
+    assert by_id["d"].score == pytest.approx(2 / 61)  # the title list's weight 2, rank 1
+    assert [p.list_name for p in by_id["d"].provenance] == ["title"]
+    only = retriever.search(kb, [Variant("original", "q", (DENSE, BM25, "title"))], mode="title")
+    assert [f.chunk_id for f in only] == ["d", "a"]
+    with pytest.raises(InvalidRequest):
+        HybridRetriever(weights={"sparse": 1.0})

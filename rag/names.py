@@ -1,0 +1,19 @@
+"""Names defined once: answer strategies, retrieval lists, retrieval modes and fusions. Settings,
+API schemas, the CLI and the stages import them from here; a new strategy or list is added here
+first (and `typing.Literal[NAMES]` fields follow it)."""
+
+from __future__ import annotations
+
+# answer strategies (rag/strategies.py): how the sources reach the model
+AUTO, STUFF, MAP_REDUCE, REFINE, MAP_RERANK = "auto", "stuff", "map_reduce", "refine", "map_rerank"
+STRATEGIES = (AUTO, STUFF, MAP_REDUCE, REFINE, MAP_RERANK)
+# strategies that read more sources than one prompt holds (`strategy_sources` hits when no limit is given)
+MULTI_CALL_STRATEGIES = (MAP_REDUCE, REFINE, MAP_RERANK)
+
+# retrieval lists (rag/retrieval.py `SEARCHERS`): one ranked list per name and query variant, fused
+DENSE, BM25 = "dense", "bm25"
+LISTS = (DENSE, BM25)
+# retrieval modes: every list, or one of them alone
+HYBRID = "hybrid"
+MODES = (HYBRID, *LISTS)
+FUSIONS = ("confidence", "rrf")

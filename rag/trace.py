@@ -1,0 +1,84 @@
+"""What the answering stages decided, as small dataclasses. The pipeline fills one `AnswerTrace`
+per answer and serialises it into `Answer.info` once, at the end (`to_info`); nothing reads `info`
+back to decide. The JSON shape of `info` is unchanged: the retrieval keys (language, mode, top_k,
+limit, rrf_k, fusion, fused_candidates, filter, transforms, warnings, rerank, versions), then
+context, strategy, generated, generation, invalid_citations, uncited_sentences, verification,
+grounding, answer_check, refusal_reason, refused_sources, unsupported_answer, each only when set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# why an answer is the refusal sentence (`info["refusal_reason"]`)
+NO_HITS, LOW_RERANK_SCORE, OFF_TOPIC_SOURCES = "no_hits", "low_rerank_score", "off_topic_sources"
+MODEL_REFUSED, EMPTY_MODEL_ANSWER = "model_refused", "empty_model_answer"
+UNSUPPORTED_ANSWER, OFF_TOPIC_ANSWER = "unsupported_answer", "off_topic_answer"
+REFUSAL_REASONS = (NO_HITS, LOW_RERANK_SCORE, OFF_TOPIC_SOURCES, MODEL_REFUSED, EMPTY_MODEL_ANSWER,
+                   UNSUPPORTED_ANSWER, OFF_TOPIC_ANSWER)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refusal and its reason; after generation also what the refused answer said and cited."""
+
+    reason: str
+    text: str | None = None  # the model's answer that was refused (unsupported / off topic)
+    cited: tuple[str, ...] | None = None  # chunk ids that answer cited
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"refusal_reason": self.reason}
+        if self.cited is not None:
+            out["refused_sources"] = list(self.cited)
+        if self.text is not None:
+            out["unsupported_answer"] = self.text
+        return out
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checking stage found in a generated answer (rag/checking.py)."""
+
+    invalid_citations: list[int]
+    uncited_sentences: int | None = None  # None: the model refused, nothing was checked
+    verification: dict[str, Any] | None = None
+    grounding: dict[str, Any] | None = None
+    answer_check: dict[str, Any] | None = None
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"invalid_citations": self.invalid_citations}
+        for key in ("uncited_sentences", "verification", "grounding", "answer_check"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+@dataclass
+class AnswerTrace:
+    """One answer's decisions, stage by stage."""
+
+    language: str
+    retrieval: dict[str, Any] = field(default_factory=dict)  # RetrievalResult.info (language included)
+    versions: list[dict[str, Any]] = field(default_factory=list)  # the document versions retrieval kept
+    context: dict[str, Any] | None = None  # packing and focusing (rag/context_builder.py)
+    sources_check: dict[str, Any] | None = None  # the sources-about-the-question check, when it refused
+    strategy: dict[str, Any] | None = None
+    generated: bool | None = None
+    generation: dict[str, Any] | None = None  # token counts of the call the text comes from
+    checked: Checked | None = None
+    refusal: Refusal | None = None
+
+    def to_info(self) -> dict[str, Any]:
+        out = {"language": self.language, **self.retrieval}
+        if self.context is not None:
+            out["context"] = self.context
+        if self.sources_check is not None:
+            out["answer_check"] = self.sources_check
+        for key in ("strategy", "generated", "generation"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.checked is not None:
+            out.update(self.checked.info())
+        if self.refusal is not None:
+            out.update(self.refusal.info())
+        return out
