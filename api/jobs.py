@@ -1,5 +1,5 @@
 """Background ingest jobs for uploads: a small thread pool, one writer per knowledge base
-(`rag.kb.WriteLocks`, shared with the CLI), status and per-file results kept in SQLite
+(`KnowledgeBases.writing`, shared with the CLI), status and per-file results kept in SQLite
 (`<data_dir>/jobs.sqlite`) so `GET /v1/jobs/{id}` still answers after a restart.
 
 Statuses: queued -> running -> succeeded | partial (some files skipped) | failed.
@@ -197,7 +197,7 @@ class JobManager:
         staging = staging_dir(self.services.data_dir, job.id)
         kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
-            with self.services.write_locks.hold(job.kb):
+            with self.services.kbs.writing(job.kb, wait=True):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
                 self._update(job, status="running", started_at=job.started_at or time.time())

@@ -150,7 +150,7 @@ def prepare_part(services, dataset: Dataset, kb: str, doc_ids: list[str]):
                 path.unlink()
     write_corpus_as_files(dataset, folder, doc_ids)
     ingestor = build_ingestor(services, kb)
-    with services.write_locks.hold(kb, wait=False):
+    with services.kbs.writing(kb):
         return ingestor.ingest_folder(folder, prune=True)
 
 

@@ -88,7 +88,7 @@ def ingest(
     files = None if path.is_dir() else [path]  # a single file (a pipe or device is skipped with its reason)
     progress = None
     try:
-        with services.write_locks.hold(kb, wait=False):  # taken before the knowledge base may be created
+        with services.kbs.writing(kb):  # taken before the knowledge base may be created
             progress = None if quiet or as_json else _Progress(
                 total=len(files) if files else _count_files(path, follow_links))
             ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
@@ -207,8 +207,7 @@ def rm(path: str = typer.Argument(..., help="The document's source path as `rag 
     with open_services() as services:
         kb = kb or services.settings.default_kb
         services.catalog.require_kb(kb)  # never creates the knowledge base
-        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
-            doc, chunks_removed = services.kbs.remove(kb, path)
+        doc, chunks_removed = services.kbs.remove(kb, path)  # under the write lock: Busy before any store is opened
         echo(f"removed {name(doc.source)} ({chunks_removed} chunks)")
 
 
@@ -242,8 +241,7 @@ def check(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB"),
         kb = kb or services.settings.default_kb
         try:
             if repair:
-                with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
-                    done = repair_kb(services.kbs, kb)
+                done = repair_kb(services.kbs, kb)  # under the write lock: Busy before any store is opened
                 _print_repair(done)
                 report = done.after
             else:
@@ -303,7 +301,7 @@ def index_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -> 
     with open_services() as services:
         kb = kb or services.settings.default_kb
         services.catalog.require_kb(kb)
-        with services.write_locks.hold(kb, wait=False):
+        with services.kbs.writing(kb):
             seconds = _index(services.kbs.open(kb), 1)
         echo("vector search graph (HNSW) up to date" if seconds is None
              else f"vector search graph (HNSW) built in {seconds:.1f}s")
@@ -317,8 +315,7 @@ def reindex_cmd(kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB")) -
         echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
         kb = kb or services.settings.default_kb
         services.catalog.require_kb(kb)
-        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
-            n, collection = services.kbs.reindex(kb)
+        n, collection = services.kbs.reindex(kb)  # under the write lock: Busy before any store is opened
         echo(f"re-embedded {n} chunks into collection {collection}")
 
 
@@ -332,6 +329,5 @@ def drop(kb: str = typer.Option(..., "--kb"), yes: bool = typer.Option(False, "-
             services.catalog.require_kb(kb)  # an unknown name fails before the question
         if not yes and not interrupted:
             typer.confirm(f"delete knowledge base {kb!r} and all its indexes?", abort=True)
-        with services.write_locks.hold(kb, wait=False):  # Busy before any store is opened
-            finished = services.kbs.drop(kb)
+        finished = services.kbs.drop(kb)  # under the write lock: Busy before any store is opened
         echo(f"dropped {name(kb)}" + (" (finished an interrupted drop)" if finished else ""))

@@ -105,7 +105,7 @@ def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=N
     progress = progress_factory(len(written)) if progress_factory is not None else None
     ingestor.progress = progress
     try:
-        with services.write_locks.hold(kb, wait=False):
+        with services.kbs.writing(kb):
             report = ingestor.ingest_folder(folder, prune=True)
     finally:
         if hasattr(progress, "close"):

@@ -249,8 +249,7 @@ class Ingestor:
         catalog = self.kb.catalog
         wanted = {self._source(root, p): (p, root) for p in paths}
         for doc in catalog.docs_with_garbage(self.kb.name):  # swapped, old chunks not yet deleted
-            self.kb.delete(sorted(set(doc.pending_ids) - set(doc.chunk_ids)))
-            catalog.clear_garbage(doc.kb, doc.doc_id)
+            self.kb.delete_garbage(doc)
         # documents a killed run left half-done: redo them when their file is still there
         for doc in catalog.list_docs(self.kb.name):
             if doc.state == "indexed":
@@ -375,9 +374,8 @@ class Ingestor:
         if not batch:
             return
         self._collect(writer.ready(), report)  # a write that failed meanwhile stops the run here
-        catalog = self.kb.catalog
         for item in batch:
-            catalog.mark_pending(item.record, [c.id for c in item.chunks])
+            self.kb.begin_document(item.record, [c.id for c in item.chunks])
         items = [(item.record.source, c.match_text) for item in batch for c in item.chunks]
         ends = list(accumulate(len(item.chunks) for item in batch))  # where each document's vectors end
         parts: list[np.ndarray] = []
@@ -410,19 +408,13 @@ class Ingestor:
         their results and the seconds it took. Runs in the writer thread (or inline): it touches
         the stores and the catalog (both safe across threads), never the report."""
         t0 = time.perf_counter()
-        catalog = self.kb.catalog
         results = []
         offset = 0
         for item in batch:
             n = len(item.chunks)
-            new_ids = [c.id for c in item.chunks]
-            delete_ids = sorted(item.old_ids - set(new_ids))
-            self.kb.write(item.chunks, vectors[offset : offset + n])  # new version written, not yet live
+            removed = self.kb.finish_document(item.record, item.chunks, vectors[offset : offset + n], item.old_ids)
             offset += n
-            catalog.mark_indexed(item.record, new_ids, garbage=delete_ids)  # the swap
-            self.kb.delete(delete_ids)
-            catalog.clear_garbage(item.record.kb, item.record.doc_id)
-            results.append(FileResult(item.record.source, item.status, item.partial, n, len(delete_ids), item.note))
+            results.append(FileResult(item.record.source, item.status, item.partial, n, removed, item.note))
         return results, time.perf_counter() - t0
 
     def _collect(self, done: list[tuple[list[FileResult], float]], report: IngestReport) -> None:

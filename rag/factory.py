@@ -21,7 +21,8 @@ from rag.checking import AnswerChecker, CheckConfig
 from rag.citations import CitationVerifier
 from rag.context_builder import ContextConfig, ContextBuilder
 from rag.generation import Layout
-from rag.kb import KnowledgeBases, WriteLocks
+from rag.kb import KnowledgeBases
+from rag.locks import WriteLocks
 from rag.models import ModelLocator
 from rag.names import BM25, DENSE
 from rag.pipeline import Pipeline, PipelineConfig
@@ -160,14 +161,11 @@ class Services:
     @cached_property
     def kbs(self) -> KnowledgeBases:
         # a Qdrant server may hold other applications' collections: only `<kb>__v<n>` ones are orphans there
-        return KnowledgeBases(self.catalog, self.store, self.lexical_factory, self.embedder,
-                              self.collection_options(), locks=self.write_locks, lexical_names=self.lexical_names,
+        # the store and the embedder are built on first use: `kbs.writing` opens no store, loads no model
+        return KnowledgeBases(self.catalog, lambda: self.store, self.lexical_factory, lambda: self.embedder,
+                              self.collection_options(), locks=WriteLocks(self.data_dir / "locks"),
+                              lexical_names=self.lexical_names,
                               own_store=self.settings.resolved_vector_backend != "server")
-
-    @cached_property
-    def write_locks(self) -> WriteLocks:
-        """The knowledge bases' write locks; taking one opens no store and loads no model."""
-        return WriteLocks(self.data_dir / "locks")
 
     @cached_property
     def reranker(self):

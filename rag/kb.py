@@ -9,35 +9,37 @@ version of a document being replaced), never a half-written document or both ver
 The live set is cached per knowledge base and reloaded when the catalog's generation moves (a
 write in any process); searches over-fetch when dead ids take places in a result list.
 
-Writes: one writer per knowledge base across threads and processes (`WriteLocks`, a thread lock
-plus an `flock` on `<data dir>/locks/<kb>.lock`); a writer that would wait without `wait` gets
-`Busy`. `KnowledgeBases.remove`, `reindex` and `drop` take the lock themselves; ingestion (and
-any caller that writes more than the index) holds `KnowledgeBases.writing(name)` around its work
-and uses the `KnowledgeBase` primitives (`write`, `delete`, `remove_document`) inside it.
+Writes: one writer per knowledge base across threads and processes (`rag.locks.WriteLocks`, a
+thread lock plus an `flock` on `<data dir>/locks/<kb>.lock`), taken in one way only:
+`KnowledgeBases.writing(name)`, re-entrant in the holding thread; a writer that would wait without
+`wait` gets `Busy`. Taking it opens no store and resolves no model. `KnowledgeBases.remove`,
+`reindex` and `drop` take it themselves; ingestion (and any caller that writes more than the index)
+holds it around its work and uses the `KnowledgeBase` methods inside it.
 
-Crash safety of the lifecycle: a drop marks the knowledge base dropping in the catalog, deletes its
-indexes, then its rows; whoever opens, creates or drops it next finishes a drop that was killed
-(`list` hides it). Orphans are collections and BM25 folders that no catalog record names (a killed
-reindex's `<kb>__vN`, the old collection of a reindex killed after its switch) and whose knowledge
-base's write lock nobody holds (a reindex in progress): `drop` and `reindex` remove those of their
-knowledge base, `rag check --repair` (`rag.repair`) all of them."""
+Document states, all changed here (the catalog holds the rows): `begin_document` marks a document
+pending with the chunk ids about to be written (queries still see the version it replaces);
+`finish_document` writes the new chunks, swaps them live (indexed) and deletes the old ones;
+`roll_back` undoes a pending document a killed run left; `remove_document` marks a document
+deleting, deletes its chunks, then its row; `delete_garbage` deletes the old chunks a killed swap
+left. Every step is idempotent, so the next run or `rag check --repair` finishes a killed one.
+Drop, reindex and orphans: rag/kb_lifecycle.py."""
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 
-from rag.catalog import COLLECTION_SEP, Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
-from rag.errors import Busy, EmbeddingMismatch, InvalidRequest, NotFound, RagError
+from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
+from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, RagError
+from rag.kb_lifecycle import KbLifecycle, iter_stored_chunks
+from rag.locks import WriteLocks
 from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk, Filter, ScoredId
 
@@ -46,14 +48,6 @@ log = logging.getLogger(__name__)
 EXTRA_SEP = "#"
 OVERFETCH = 4  # each retry asks the index for this many times more hits
 MAX_OVERFETCH = 64  # at most this many times `limit`
-_REINDEXED = re.compile(rf"^(.+){COLLECTION_SEP}v\d+$")  # `<kb>__v<n>`: a collection `reindex` made
-
-
-def collection_kb(collection: str) -> str:
-    """The knowledge base a collection was made for (`<kb>` or `<kb>__v<n>`): the one whose write
-    lock guards it while it is written."""
-    match = _REINDEXED.match(collection)
-    return match.group(1) if match else collection
 
 
 def parent_of(chunk_id: str) -> str:
@@ -70,74 +64,6 @@ def collapse_to_parents(items: Sequence[ScoredId]) -> list[ScoredId]:
             seen.add(parent)
             out.append(ScoredId(parent, item.score))
     return out
-
-
-class WriteLocks:
-    """One writer per knowledge base: a thread lock (shared by every `WriteLocks` of this process
-    over the same folder) and an exclusive `flock` on `<folder>/<kb>.lock` for other processes.
-    Re-entrant in the holding thread: a caller may take the lock before opening the stores, and
-    the knowledge-base operation it calls takes it again without blocking itself."""
-
-    _threads: dict[str, threading.RLock] = {}
-    _depth: dict[str, int] = {}
-    _guard = threading.Lock()
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = Path(folder)
-
-    @contextmanager
-    def hold(self, kb: str, wait: bool = True) -> Iterator[None]:
-        """Hold the write lock of `kb`; without `wait`, raise Busy when someone else holds it."""
-        path = self.folder / f"{kb}.lock"
-        key = str(path.absolute())
-        with self._guard:
-            tlock = self._threads.setdefault(key, threading.RLock())
-        if not tlock.acquire(blocking=wait):
-            raise Busy(f"knowledge base {kb!r} is being written by another job", field="kb")
-        try:
-            if self._depth.get(key, 0):  # this thread holds it already (and the file lock with it)
-                self._depth[key] += 1
-                try:
-                    yield
-                finally:
-                    self._depth[key] -= 1
-                return
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with open(path, "w") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-                except BlockingIOError as exc:
-                    raise Busy(f"knowledge base {kb!r} is being written by another process", field="kb") from exc
-                self._depth[key] = 1
-                try:
-                    yield
-                finally:
-                    self._depth[key] = 0
-        finally:
-            tlock.release()
-
-    def held_elsewhere(self, kb: str) -> bool:
-        """Whether another thread or process holds the write lock of `kb` now (creates no lock file)."""
-        if not (self.folder / f"{kb}.lock").exists():
-            return False
-        try:
-            with self.hold(kb, wait=False):
-                return False
-        except Busy:
-            return True
-
-
-@dataclass
-class Orphans:
-    """Collections and BM25 indexes that no catalog record names: `collections` and `lexical` are
-    free to remove; `in_progress` are being written under their knowledge base's lock (a reindex)."""
-
-    collections: list[str] = field(default_factory=list)
-    lexical: list[str] = field(default_factory=list)
-    in_progress: list[str] = field(default_factory=list)
-
-    def names(self) -> list[str]:
-        return sorted(set(self.collections) | set(self.lexical))
 
 
 @dataclass
@@ -203,9 +129,45 @@ class KnowledgeBase:
             self.store.delete(self.collection, list(chunk_ids))
             self.lexical.delete(list(chunk_ids))
 
+    # document states (see the module docstring) -------------------------------------------------
+    def begin_document(self, doc: DocRecord, chunk_ids: Sequence[str]) -> None:
+        """Mark `doc` pending with the chunk ids about to be written; its live ids stay those of the
+        version it replaces, so queries see no change."""
+        self.catalog.mark_pending(doc, chunk_ids)
+
+    def finish_document(self, doc: DocRecord, chunks: Sequence[Chunk], vectors: np.ndarray,
+                        old_ids: Iterable[str]) -> int:
+        """Write the new version of a pending `doc` (not yet live), swap it live in the catalog, then
+        delete the ids of `old_ids` it no longer has; the number deleted."""
+        new_ids = [c.id for c in chunks]
+        garbage = sorted(set(old_ids) - set(new_ids))
+        self.write(chunks, vectors)  # new version written, not yet live
+        self.catalog.mark_indexed(doc, new_ids, garbage=garbage)  # the swap
+        self.delete(garbage)
+        self.catalog.clear_garbage(doc.kb, doc.doc_id)
+        return len(garbage)
+
+    def delete_garbage(self, doc: DocRecord) -> int:
+        """Delete the old chunks a swap of indexed `doc` left in the stores (a run killed after the
+        swap); the number deleted."""
+        garbage = sorted(set(doc.pending_ids) - set(doc.chunk_ids))
+        self.delete(garbage)
+        self.catalog.clear_garbage(doc.kb, doc.doc_id)
+        return len(garbage)
+
+    def roll_back(self, doc: DocRecord) -> bool:
+        """Undo a pending `doc` (a killed run): delete the chunks it was writing, then put the version
+        it replaces back (True) or, when it had none, remove it (False)."""
+        self.delete(sorted(set(doc.pending_ids) - set(doc.chunk_ids)))
+        if doc.chunk_ids:
+            self.catalog.roll_back_pending(doc.kb, doc.doc_id)
+            return True
+        self.remove_document(doc)
+        return False
+
     def remove_document(self, doc: DocRecord) -> int:
         """Delete a document's chunks (current and pending) from both indexes, then its catalog
-        record; the number of its chunks removed. The caller holds the write lock."""
+        record; the number of its chunks removed."""
         self.catalog.mark_deleting(doc.kb, doc.doc_id)
         self.delete(sorted(set(doc.chunk_ids) | set(doc.pending_ids)))
         self.catalog.remove_doc(doc.kb, doc.doc_id)
@@ -281,27 +243,36 @@ class KnowledgeBase:
             pending_documents=pending)
 
 
-class KnowledgeBases:
-    """Opens knowledge bases; the store and embedder are shared, one lexical index per kb.
+class KnowledgeBases(KbLifecycle):
+    """Opens knowledge bases; the store and embedder are shared, one lexical index per kb; `store`
+    and `embedder` are given as functions called on first use, so that taking a write lock opens
+    no store and resolves no model.
     `lexical_names` lists the lexical indexes that exist, by collection (none where BM25 lives in
     the vector store). `own_store`: every collection of the store is this service's (the embedded
     engines under the data folder); else (a Qdrant server other applications may share) only
     `<kb>__v<n>` collections can be orphans."""
 
-    def __init__(self, catalog: Catalog, store: VectorStore, lexical_factory: Callable[[str], LexicalIndex],
-                 embedder: Embedder, collection_options: CollectionOptions | None = None, *,
+    def __init__(self, catalog: Catalog, store: Callable[[], VectorStore],
+                 lexical_factory: Callable[[str], LexicalIndex], embedder: Callable[[], Embedder], collection_options: CollectionOptions | None = None, *,
                  locks: WriteLocks, lexical_names: Callable[[], Sequence[str]] | None = None,
                  own_store: bool = True) -> None:
         self.locks = locks
         self.lexical_names = lexical_names or (lambda: [])
         self.own_store = own_store
         self.catalog = catalog
-        self.store = store
+        self._store, self._embedder = store, embedder
         self.lexical_factory = lexical_factory
-        self.embedder = embedder
         self.collection_options = collection_options or CollectionOptions()
         self._open: dict[str, KnowledgeBase] = {}
         self._lock = threading.RLock()
+
+    @cached_property
+    def store(self) -> VectorStore:
+        return self._store()
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return self._embedder()
 
     def list(self) -> list[KbRecord]:
         """The knowledge bases; drops a killed process left are finished first (or else hidden)."""
@@ -382,7 +353,7 @@ class KnowledgeBases:
     @contextmanager
     def writing(self, name: str, wait: bool = False) -> Iterator[None]:
         """Hold the write lock of knowledge base `name` (Busy at once while another writer has it,
-        unless `wait`)."""
+        unless `wait`): the one way to take it. Re-entrant in the holding thread."""
         with self.locks.hold(name, wait=wait):
             yield
 
@@ -405,158 +376,3 @@ class KnowledgeBases:
         if record is None:
             raise NotFound(f"unknown knowledge base {name!r}", field="kb")
         return record
-
-    def drop(self, name: str, *, wait: bool = False) -> bool:
-        """Delete knowledge base `name`, its indexes, its orphans and catalog rows, under its write
-        lock; crash-safe (marked dropping first, rows removed last). True when it finished a drop
-        that a killed process had begun."""
-        self.require(name)
-        with self.writing(name, wait):
-            record = self.require(name)
-            self._finish_drop(record)
-        return record.dropping
-
-    def _finish_drop(self, record: KbRecord) -> None:
-        """Mark, delete the indexes, remove the rows; every step after the mark is idempotent, so
-        the next call finishes a killed one. Busy while another writer holds the lock."""
-        name = record.name
-        with self.writing(name), self._lock:
-            record = self.catalog.get_kb(name) or self.catalog.get_dropping(name)
-            if record is None:  # finished by another process meanwhile
-                return
-            if not record.dropping:
-                self.catalog.mark_dropping(name)
-            kb = self._open.pop(name, None)
-            lexical = kb.lexical if kb else self.lexical_factory(record.collection)
-            lexical.drop()
-            if self.store.collection_exists(record.collection):
-                self.store.drop_collection(record.collection)
-            self.drop_orphans(kb=name)
-            self.catalog.delete_kb(name)
-        log.info("dropped knowledge base %s", name)
-
-    def _finish_dropping(self, name: str) -> str:
-        """Finish a killed drop of `name` if there is one: a note for the caller's message."""
-        record = self.catalog.get_dropping(name)
-        if record is None:
-            return ""
-        try:
-            self._finish_drop(record)
-        except Busy:
-            return " (it is being dropped)"
-        return " (an interrupted drop of it was finished now)"
-
-    def finish_drops(self, allowed: Callable[[str], bool] | None = None) -> list[str]:
-        """Finish the drops killed processes left (those of the knowledge bases `allowed` accepts);
-        one whose lock another writer holds is left to it. The names finished."""
-        done = []
-        for record in self.catalog.dropping_kbs():
-            if allowed is not None and not allowed(record.name):
-                continue
-            try:
-                self._finish_drop(record)
-            except Busy:
-                continue
-            done.append(record.name)
-        return done
-
-    def orphans(self) -> Orphans:
-        """Collections and BM25 indexes that no catalog record names (see the module docstring)."""
-        named = self.catalog.collections()
-        vectors = {c for c in self.store.collections() if c not in named and (self.own_store or _REINDEXED.match(c))}
-        lexical = {c for c in self.lexical_names() if c not in named}
-        found = Orphans()
-        for name in sorted(vectors | lexical):
-            if self.locks.held_elsewhere(collection_kb(name)):
-                found.in_progress.append(name)
-                continue
-            if name in vectors:
-                found.collections.append(name)
-            if name in lexical:
-                found.lexical.append(name)
-        return found
-
-    def drop_orphans(self, kb: str | None = None, allowed: Callable[[str], bool] | None = None) -> list[str]:
-        """Remove the orphans (only those of knowledge base `kb`, or of those `allowed` accepts),
-        each under its knowledge base's write lock; the names removed."""
-        found = self.orphans()
-        removed = []
-        for name in found.names():
-            owner = collection_kb(name)
-            if (kb is not None and owner != kb) or (allowed is not None and not allowed(owner)):
-                continue
-            try:
-                with self.locks.hold(owner, wait=False):
-                    if name in self.catalog.collections():  # taken meanwhile
-                        continue
-                    if name in found.lexical:
-                        self.lexical_factory(name).drop()
-                    if name in found.collections:
-                        self.store.drop_collection(name)
-            except Busy:
-                continue
-            removed.append(name)
-            log.info("removed orphan collection %s", name)
-        return removed
-
-    def check(self, name: str, allowed: Callable[[str], bool] | None = None) -> CheckReport:
-        """`KnowledgeBase.check` of `name`, plus what belongs to no knowledge base: orphans and
-        the drops killed processes left (those of the knowledge bases `allowed` accepts)."""
-        report = self.open(name).check()
-        keep = allowed or (lambda _: True)
-        found = self.orphans()
-        report.orphan_collections = [c for c in found.collections if keep(collection_kb(c))]
-        report.orphan_lexical = [c for c in found.lexical if keep(collection_kb(c))]
-        report.half_dropped = [r.name for r in self.catalog.dropping_kbs() if keep(r.name)]
-        return report
-
-    def reindex(self, name: str, *, batch: int = 256, wait: bool = False) -> tuple[int, str]:
-        """Re-embed every live chunk of `name` with the configured model into a new collection, under
-        its write lock (chunk texts are read back from the old collection, nothing is re-parsed),
-        then switch the knowledge base to it and drop the old collection. Queries keep working on
-        the old collection until the switch. The chunk count and the new collection."""
-        self.catalog.require_kb(name)
-        with self.writing(name, wait):
-            record = self.catalog.require_kb(name)
-            self.drop_orphans(kb=name)  # what killed reindexes left
-            store, embedder = self.store, self.embedder
-            version = int(record.meta.get("version", 1)) + 1 if isinstance(record.meta, dict) else 2
-            new_collection = f"{name}__v{version}"
-            while store.collection_exists(new_collection) or self.catalog.collection_owner(new_collection) is not None:
-                version += 1
-                new_collection = f"{name}__v{version}"
-            _, live = self.catalog.live_chunk_ids(name)
-            ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
-            store.ensure_collection(new_collection, embedder.dim, self.collection_options)
-            lexical = self.lexical_factory(new_collection)
-            try:
-                for chunks in iter_stored_chunks(store, record.collection, ids, batch):
-                    store.upsert(new_collection, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
-                    lexical.add(chunks)
-            finally:
-                lexical.close()  # `open` opens it again once it is the knowledge base's
-            self._switch_collection(name, new_collection)
-            self.lexical_factory(record.collection).drop()
-            store.drop_collection(record.collection)
-        log.info("reindexed %s: %d chunks into %s with %s", name, len(ids), new_collection, embedder.name)
-        return len(ids), new_collection
-
-    def _switch_collection(self, name: str, collection: str) -> None:
-        """Point a knowledge base at a re-embedded collection."""
-        with self._lock:
-            self.catalog.update_kb(name, embed_model=self.embedder.name, dim=self.embedder.dim, collection=collection)
-            old = self._open.pop(name, None)
-            if old is not None:
-                old.lexical.close()
-
-
-def iter_stored_chunks(store: VectorStore, collection: str, chunk_ids: Sequence[str] | None = None,
-                       batch: int = 1024) -> Iterator[list[Chunk]]:
-    """Chunks read back from the payloads of `collection` (`chunk_ids`, default every stored id),
-    `batch` ids at a time in id order; ids without a payload are skipped."""
-    ids = sorted(store.ids(collection) if chunk_ids is None else chunk_ids)
-    for i in range(0, len(ids), batch):
-        payloads = store.get_payloads(collection, ids[i:i + batch])
-        chunks = [Chunk.from_payload(p) for p in payloads.values()]
-        if chunks:
-            yield chunks

@@ -64,21 +64,12 @@ def repair(kbs: KnowledgeBases, name: str, *, wait: bool = False,
         catalog = kb.catalog
         for doc in catalog.list_docs(name):
             if doc.state == "pending":
-                kb.delete(sorted(set(doc.pending_ids) - set(doc.chunk_ids)))
-                if doc.chunk_ids:
-                    catalog.roll_back_pending(name, doc.doc_id)
-                    report.rolled_back.append(doc.source)
-                else:
-                    kb.remove_document(doc)
-                    report.removed_pending.append(doc.source)
+                (report.rolled_back if kb.roll_back(doc) else report.removed_pending).append(doc.source)
             elif doc.state == "deleting":
                 kb.remove_document(doc)
                 report.finished_removals.append(doc.source)
             elif doc.pending_ids:
-                garbage = sorted(set(doc.pending_ids) - set(doc.chunk_ids))
-                kb.delete(garbage)
-                catalog.clear_garbage(name, doc.doc_id)
-                report.garbage_deleted += len(garbage)
+                report.garbage_deleted += kb.delete_garbage(doc)
         missing = set(kb.check().missing_in_vectors)
         if missing:
             for doc in catalog.list_docs(name):

@@ -50,7 +50,7 @@ def test_repair_removes_what_check_finds_within_the_keys_reach(setup):
     assert not found["ok"] and found["missing_in_lexical"] == ["vpn"]
     assert found["orphan_collections"] == [f"{KB}__v2"]  # not the other knowledge base's
     assert client.get(f"/v1/kbs/{KB}/check", headers=ADMIN).json()["orphan_collections"] == [f"{KB}__v2", "secret__v2"]
-    with held_by_another_thread(services.write_locks, KB):  # an ingest job writes it
+    with held_by_another_thread(services.kbs, KB):  # an ingest job writes it
         busy = client.post(f"/v1/kbs/{KB}/repair", headers=writer)
     assert busy.status_code == 409 and "being written" in busy.json()["error"]["message"]
     r = client.post(f"/v1/kbs/{KB}/repair", headers=writer)

@@ -177,7 +177,7 @@ def test_oversized_body_is_refused_before_it_is_read(client):
 def test_busy_kb_cannot_be_dropped(client, app_services):
     services = app_services[1]
     client.post("/v1/kbs", json={"name": "zephyr"}, headers=ADMIN)
-    with services.write_locks.hold("zephyr"):
+    with services.kbs.writing("zephyr", wait=True):
         r = client.delete("/v1/kbs/zephyr", headers=ADMIN)
     assert r.status_code == 409 and "being written" in r.json()["error"]["message"]
     assert client.delete("/v1/kbs/zephyr", headers=ADMIN).status_code == 204

@@ -156,14 +156,15 @@ def test_english_words_are_stemmed_for_matching():
 def test_an_index_from_an_older_tokenizer_is_rebuilt_from_the_stored_chunks(tmp_path):
     from rag.adapters.edge_store import EdgeStore
     from rag.catalog import Catalog
-    from rag.kb import KnowledgeBases, WriteLocks
+    from rag.kb import KnowledgeBases
+    from rag.locks import WriteLocks
     from rag.testing import HashEmbedder
 
     embedder = HashEmbedder(dim=32)
     catalog = Catalog(tmp_path / "catalog.sqlite")
     store = EdgeStore(tmp_path / "edge")
     factory = lambda collection: LocalBM25Index(tmp_path / "bm25" / collection)  # noqa: E731
-    kbs = KnowledgeBases(catalog, store, factory, embedder, locks=WriteLocks(tmp_path / "locks"))
+    kbs = KnowledgeBases(catalog, lambda: store, factory, lambda: embedder, locks=WriteLocks(tmp_path / "locks"))
     kb = kbs.open_or_create("kb")
     chunks = [_chunk("a", "Infections spread quickly."), _chunk("b", "Vaccines were tested.")]
     kb.write_documents(chunks, embedder.encode_corpus([c.text for c in chunks]))
@@ -178,7 +179,7 @@ def test_an_index_from_an_older_tokenizer_is_rebuilt_from_the_stored_chunks(tmp_
     assert old.stale and old.search("infection", 5) == []
     old.close()
 
-    reopened = KnowledgeBases(catalog, store, factory, embedder,
+    reopened = KnowledgeBases(catalog, lambda: store, factory, lambda: embedder,
                               locks=WriteLocks(tmp_path / "locks")).open("kb")  # rebuilds on open
     assert not reopened.lexical.stale
     assert [h.chunk_id for h in reopened.search_bm25("infection", 5)] == ["a"]

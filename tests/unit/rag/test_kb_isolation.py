@@ -145,7 +145,7 @@ def test_writes_to_a_busy_kb_exit_75(env, command):
     assert run("ingest", str(env), "--kb", "busy", "-q").exit_code == 0
     services = build_services(load_settings())
     try:
-        with held_by_another_thread(services.write_locks, "busy"):  # the lock is re-entrant in its holder
+        with held_by_another_thread(services.kbs, "busy"):  # the lock is re-entrant in its holder
             result = run(*[part.format(docs=env) for part in command])
     finally:
         services.close()

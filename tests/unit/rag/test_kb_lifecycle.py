@@ -131,7 +131,7 @@ def test_drop_and_repair_remove_orphans_but_not_a_reindex_in_progress(services, 
             services.kbs.reindex(OTHER)
     kbs = services.kbs
     assert kbs.orphans().collections == [f"{KB}__v2", f"{OTHER}__v2"]
-    with held_by_another_thread(services.write_locks, OTHER):  # a reindex of `other` writing its new collection
+    with held_by_another_thread(services.kbs, OTHER):  # a reindex of `other` writing its new collection
         found = kbs.orphans()
         assert (found.collections, found.in_progress) == ([f"{KB}__v2"], [f"{OTHER}__v2"])
         assert kbs.check(KB).orphan_collections == [f"{KB}__v2"]
@@ -152,8 +152,8 @@ def test_on_a_shared_qdrant_server_only_reindexed_collections_are_orphans(tmp_pa
     services.store.ensure_collection("someone-elses", 8)
     services.store.ensure_collection(f"{KB}__v7", 64)
     own = services.kbs.orphans().collections
-    shared = KnowledgeBases(services.catalog, services.store, services.lexical_factory, services.embedder,
-                            locks=services.write_locks, own_store=False).orphans().collections
+    shared = KnowledgeBases(services.catalog, lambda: services.store, services.lexical_factory,
+                            lambda: services.embedder, locks=services.kbs.locks, own_store=False).orphans().collections
     assert own == [f"{KB}__v7", "someone-elses"] and shared == [f"{KB}__v7"]
 
 

@@ -1,27 +1,33 @@
-"""One writer per knowledge base (`rag.kb.WriteLocks`): Busy for another thread or process at
-once, re-entrant in the holding thread; the knowledge-base operations take it themselves."""
+"""One writer per knowledge base (`rag.locks.WriteLocks`, taken through `KnowledgeBases.writing`):
+Busy for another thread or process at once, re-entrant in the holding thread; the knowledge-base
+operations take it themselves."""
 
 from __future__ import annotations
 
 import fcntl
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 import pytest
 
 from rag.errors import Busy, NotFound, RagError
-from rag.kb import WriteLocks
+from rag.kb import KnowledgeBases
+from rag.locks import WriteLocks
 from tests.unit.kb_fixtures import KB, build_services
 
 
-@contextmanager
-def held_by_another_thread(locks: WriteLocks, kb: str) -> Iterator[None]:
+def held_by_another_thread(kbs: KnowledgeBases, kb: str) -> AbstractContextManager[None]:
     """`kb`'s write lock held by a background thread (another job) while the body runs."""
+    return _in_another_thread(lambda: kbs.writing(kb, wait=True))
+
+
+@contextmanager
+def _in_another_thread(take: Callable[[], AbstractContextManager[None]]) -> Iterator[None]:
     taken, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with locks.hold(kb):
+        with take():
             taken.set()
             release.wait(60)
 
@@ -37,7 +43,7 @@ def held_by_another_thread(locks: WriteLocks, kb: str) -> Iterator[None]:
 
 def test_another_thread_or_process_is_busy_the_holder_may_reenter(tmp_path):
     locks = WriteLocks(tmp_path / "locks")
-    with held_by_another_thread(locks, "kb"):
+    with _in_another_thread(lambda: locks.hold("kb")):
         with pytest.raises(Busy, match="another job"):
             with locks.hold("kb", wait=False):
                 pass
@@ -57,7 +63,7 @@ def test_another_thread_or_process_is_busy_the_holder_may_reenter(tmp_path):
 def test_remove_reindex_and_drop_take_the_write_lock(tmp_path):
     services = build_services(tmp_path)
     kbs = services.kbs
-    with held_by_another_thread(services.write_locks, KB):
+    with held_by_another_thread(kbs, KB):
         for operation in (lambda: kbs.remove(KB, "security-policy.html"), lambda: kbs.reindex(KB),
                           lambda: kbs.drop(KB)):
             with pytest.raises(Busy):

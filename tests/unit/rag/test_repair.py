@@ -73,7 +73,7 @@ def test_repair_deletes_the_garbage_of_a_swap_and_waits_for_no_writer(tmp_path):
     kb.write(new, _vectors(services, new))
     services.catalog.mark_indexed(doc, ["passwords-v2"], garbage=doc.chunk_ids)  # killed before the old ids went
     assert not services.kbs.check(KB).ok
-    with held_by_another_thread(services.write_locks, KB), pytest.raises(Busy):
+    with held_by_another_thread(services.kbs, KB), pytest.raises(Busy):
         repair(services.kbs, KB)
     done = repair(services.kbs, KB)
     assert done.garbage_deleted == 2 and done.after.ok
