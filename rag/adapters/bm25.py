@@ -346,7 +346,10 @@ class LocalBM25Index:
             self._db.close()
             self._reset()
             if self.path is not None:
-                for suffix in ("", "-wal", "-shm"):
+                # the log files first: a drop killed in between leaves either a whole index (an orphan that
+                # `check` lists and `check --repair` drops) or none, never a stale log that SQLite would
+                # replay into the next index created under this name
+                for suffix in ("-wal", "-shm", ""):
                     (self.path / f"{INDEX_FILE}{suffix}").unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
                     self.path.rmdir()  # only when nothing else lives there

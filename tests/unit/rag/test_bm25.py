@@ -188,3 +188,32 @@ def test_an_index_from_an_older_tokenizer_is_rebuilt_from_the_stored_chunks(tmp_
     assert not again.stale and again.count() == 2
     again.close()
     store.close()
+
+
+def test_a_drop_killed_between_its_unlinks_leaves_an_orphan_or_nothing_never_a_stale_log(tmp_path: Path, monkeypatch):
+    """`drop` deletes the write-ahead log before the index: killed after the first unlink, the
+    folder still holds a whole index (listed by `index_names`, so check calls it an orphan); a log
+    left beside a deleted index would be replayed by SQLite into the next index of that name."""
+    from rag.adapters.bm25 import INDEX_FILE, index_names
+
+    folder = tmp_path / "kb1"
+    index = LocalBM25Index(folder)
+    index.add([_chunk(f"c{i}", f"warranty battery kettle {i}") for i in range(20)])
+    real_unlink, calls = Path.unlink, []
+
+    def killed_after_first(self, missing_ok=False):
+        calls.append(self.name)
+        if len(calls) > 1:
+            raise KeyboardInterrupt("killed")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", killed_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        index.drop()
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert calls[0] == f"{INDEX_FILE}-wal"
+    assert index_names(tmp_path) == ["kb1"]  # a whole index: an orphan for check --repair
+    again = LocalBM25Index(folder)
+    assert len(again.ids()) == 20  # the old index, readable, not half of one
+    again.drop()
+    assert index_names(tmp_path) == [] and not (folder / f"{INDEX_FILE}-wal").exists()
