@@ -366,9 +366,10 @@ def offset_check(dataset: Dataset) -> dict[str, int]:
 
 
 def corpus_file_name(doc_id: str) -> str:
-    """File name for a corpus document: the id percent-encoded (so any id is a safe name and
-    the mapping is reversible) plus `.txt`."""
-    name = quote(doc_id, safe="")
+    """File name for a corpus document: the id with its ASCII punctuation percent-encoded (so any
+    id is a safe name and the mapping is reversible) plus `.txt`. Other characters stay as they are:
+    "考勤管理办法2023版" stays readable, and its year stays a version marker (rag/versions.py)."""
+    name = "".join(ch if ord(ch) > 127 and ch.isprintable() else quote(ch, safe="") for ch in doc_id)
     if name.startswith("."):  # hidden files may be skipped by a folder walk
         name = "%2E" + name[1:]
     return name + ".txt"

@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rag import collection, prompts, versions
+from rag import collection, prompts
 from rag.answering import Answerer, Written
 from rag.checking import AnswerChecker
 from rag.context_builder import BuiltContext, ContextBuilder
@@ -47,6 +47,7 @@ from rag.strategies import check_strategy
 from rag.trace import AnswerTrace, Refusal
 from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
 from rag.types import Answer, Filter, Hit, Source
+from rag.version_stage import VersionDecision, VersionStage
 
 __all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
 
@@ -80,7 +81,7 @@ class RetrievalResult:
     timings: dict[str, float]
     rerank_enabled: bool
     info: dict[str, Any] = field(default_factory=dict)
-    versions: list[dict[str, Any]] = field(default_factory=list)  # the document versions kept (rag/versions.py)
+    versions: VersionDecision | None = None  # what the version stage decided (rag/version_stage.py)
 
     @property
     def language(self) -> str:
@@ -124,6 +125,7 @@ class Pipeline:
         self.retriever = retriever
         self.context, self.answerer, self.checker = context, answerer, checker
         self.config = config
+        self.versions = VersionStage(config.version_min_overlap)
         self._rerank_notice = False  # "no reranker" is logged once per pipeline
 
     @property
@@ -195,18 +197,16 @@ class Pipeline:
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
-        used_versions: list[dict[str, Any]] = []
-        if search.prefer_latest:
-            families = versions.families(knowledge, self.config.version_min_overlap)
-            hits, used_versions = versions.prefer_latest(hits, families, question)
+        decision = self.versions.apply(knowledge, hits, question, search.prefer_latest, search.flt)
+        hits = decision.hits
         info = {"language": search.lang, "mode": search.mode, "top_k": search.top_k, "limit": limit,
                 "rrf_k": retriever.rrf_k, "fusion": search.fusion, "fused_candidates": len(fused),
                 "filter": filter_dict(search.flt), "transforms": search.log.steps, "warnings": warnings,
                 "rerank": {"enabled": stage is not None, **rerank_info}}
-        if used_versions:
-            info["versions"] = used_versions
+        if decision.uses:
+            info["versions"] = decision.info()
         return RetrievalResult(question, search.kb, hits, search.standalone, [v.as_dict() for v in search.variants],
-                               timings, stage is not None, info, used_versions)
+                               timings, stage is not None, info, decision)
 
     def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, dict[str, Any]]:
         """The rerank stage for this request, or None with the reason."""
@@ -302,10 +302,12 @@ class Pipeline:
             self._refuse(ans, trace, outcome.refusal)
             if outcome.refusal.text is None:  # the model refused: its own words stay
                 ans.answer = text.text.strip() or ans.answer
-        elif trace.versions:  # which version of a document family the answer used (rag/versions.py)
-            added = " " + versions.note(trace.versions, trace.language)
-            ans.answer += added
-            yield added
+        else:  # the version of each cited statement, and which version was used (rag/version_stage.py)
+            ans.answer, ans.citations, added = self.versions.finish(ans.answer, ans.citations, sources,
+                                                                    trace.versions, trace.language)
+            if added:
+                ans.answer += " " + added
+                yield " " + added
         return self._done(ans, trace, started)
 
     def _prepare(self, result: RetrievalResult, generate: bool) -> tuple[Answer, AnswerTrace, BuiltContext | None]:
@@ -314,7 +316,7 @@ class Pipeline:
         ans = Answer(question=result.question, answer="", standalone_question=result.standalone_question,
                      query_variants=result.variants, hits=result.hits, timings=dict(result.timings),
                      rerank_enabled=result.rerank_enabled)
-        trace = AnswerTrace(result.language, dict(result.info), list(result.versions))
+        trace = AnswerTrace(result.language, dict(result.info), result.versions)
         refusal = self.checker.before(result.hits, result.rerank_enabled)
         if refusal is not None:
             self._refuse(ans, trace, refusal)

@@ -8,7 +8,10 @@ grounding, answer_check, refusal_reason, refused_sources, unsupported_answer, ea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rag.version_stage import VersionDecision
 
 # why an answer is the refusal sentence (`info["refusal_reason"]`)
 NO_HITS, LOW_RERANK_SCORE, OFF_TOPIC_SOURCES = "no_hits", "low_rerank_score", "off_topic_sources"
@@ -59,7 +62,7 @@ class AnswerTrace:
 
     language: str
     retrieval: dict[str, Any] = field(default_factory=dict)  # RetrievalResult.info (language included)
-    versions: list[dict[str, Any]] = field(default_factory=list)  # the document versions retrieval kept
+    versions: VersionDecision | None = None  # what the version stage decided (in `info` with the retrieval keys)
     context: dict[str, Any] | None = None  # packing and focusing (rag/context_builder.py)
     sources_check: dict[str, Any] | None = None  # the sources-about-the-question check, when it refused
     strategy: dict[str, Any] | None = None

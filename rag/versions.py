@@ -1,16 +1,19 @@
 """Version families: "Attendance policy 2023.md" and "Attendance policy 2024.md" are two versions of
-one document. Two documents are one family when their names (or titles), in the same folder, are
-equal once a version marker is removed (a year, a date such as 2024-03, v2 / version 2 / rev 3, a
-copy number "(1)", 第二版 / 修订版) and their texts overlap: the Jaccard similarity of their word
-3-shingles is at least `min_overlap`. The order within a family is the marker (a later date or a
-higher version is newer), then the modified time.
+one document. Two documents are one family when
+- their names (or titles), in the same folder, are equal once a version marker is removed (a year, a
+  date such as 2024-03, v2 / version 2 / rev 3, a copy number "(1)", 第二版 / 修订版) and their texts
+  overlap: the Jaccard similarity of their word 3-shingles, figures masked (so "two days" and "three
+  days" are the same words), is at least `min_overlap`, lowered for short texts (down to half of it
+  under `SHORT_SHINGLES` shingles), where the name weighs more than a few changed sentences; or
+- whatever their names, each states an effective date in its text (自2025年1月1日起施行, "effective
+  from 1 March 2022", rag/version_dates.py), the dates differ and the texts overlap by `min_overlap`.
+The order within a family is the marker (a later date or a higher version is newer), then the stated
+date, then the modified time.
 
 Families are stored in the catalog's SQLite file, in their own table (`doc_versions`: kb, doc_id,
 family, version_order, label) with a signature of the documents they were computed from; they are
 recomputed when the catalog's documents change (the first query or `rag docs` after an ingest).
-
-At query time `prefer_latest` keeps, of each family among the hits, the newest version found, or
-the versions the question names ("... in 2023"); `note` says which version the answer used."""
+What a query does with them is rag/version_stage.py."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from typing import Any
 from rag.kb import KnowledgeBase
 from rag.sqlite import connect
 from rag.text import tokenize
-from rag.types import Hit
+from rag.version_dates import stated_date
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS doc_versions (
@@ -40,6 +43,11 @@ CREATE TABLE IF NOT EXISTS doc_versions (
 );
 CREATE TABLE IF NOT EXISTS doc_version_state (kb TEXT PRIMARY KEY, signature TEXT NOT NULL);
 """
+SCHEME = 2  # bump when detection changes: stored families are then recomputed
+SHORT_SHINGLES = 150  # under this many shingles the name weighs more (the overlap needed is lowered)
+_FIGURE_RE = re.compile(r"\d+(?:[.,]\d+)*|[零〇一二三四五六七八九十百千万两]+|\b(?:zero|one|two|three|four|five|six|"
+                        r"seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|fifty|sixty|ninety|"
+                        r"hundred|thousand|half)\b", re.I)
 _ZH_NUM = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10}
 _MARKERS = [  # (pattern, kind); the first group is the value
     (re.compile(r"(?<!\d)((?:19|20)\d\d[-_.](?:0?[1-9]|1[0-2])(?:[-_.](?:0?[1-9]|[12]\d|3[01]))?)(?!\d)"), "date"),
@@ -82,7 +90,8 @@ def split_marker(name: str) -> tuple[str, str, tuple[int, ...]]:
 
 
 def shingles(text: str, n: int = 3) -> set[str]:
-    words = tokenize(text, stopwords=False)
+    """Word n-shingles of `text` with every figure masked ("two days", "60 天" -> "0 days", "0 天")."""
+    words = tokenize(_FIGURE_RE.sub(" 0 ", text), stopwords=False)
     return {" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))} if words else set()
 
 
@@ -90,9 +99,26 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a and b else 0.0
 
 
+def needed_overlap(a: set[str], b: set[str], min_overlap: float) -> float:
+    """The overlap two same-named documents need: `min_overlap`, down to half of it for short texts."""
+    return min_overlap * min(1.0, max(0.5, min(len(a), len(b)) / SHORT_SHINGLES))
+
+
+@dataclass(frozen=True)
+class _Doc:
+    doc_id: str
+    source: str
+    key: tuple[int, ...]  # the name marker's sort key, or ()
+    label: str  # the name marker, or the stated date
+    named: bool  # the name has a version marker
+    dated: tuple[int, ...]  # the effective date stated in the text, or ()
+    mtime: float
+    shingles: frozenset[str]
+
+
 def detect(docs: Sequence[tuple[str, str, str, float, str]], min_overlap: float) -> list[Version]:
     """Families among (doc_id, source, title, mtime, text) tuples; documents in no family are left out."""
-    groups: dict[tuple[str, str], list[tuple[str, str, tuple[int, ...], float, str, str]]] = {}
+    groups: dict[tuple[str, str], list[_Doc]] = {}
     for doc_id, source, title, mtime, text in docs:
         path = PurePosixPath(source)
         stem, label, key = split_marker(path.stem)
@@ -100,35 +126,54 @@ def detect(docs: Sequence[tuple[str, str, str, float, str]], min_overlap: float)
             stem_t, label_t, key_t = split_marker(title)
             if label_t:
                 stem, label, key = stem_t, label_t, key_t
-        groups.setdefault((str(path.parent), stem), []).append((doc_id, source, key, mtime, label, text))
+        date = stated_date(text)
+        dated, date_label = date if date else ((), "")
+        doc = _Doc(doc_id, source, key, label or date_label, bool(label), dated, mtime, frozenset(shingles(text)))
+        groups.setdefault((str(path.parent), stem), []).append(doc)
     out: list[Version] = []
+    alone: list[_Doc] = []  # in no named family: families by stated dates
     for (folder, stem), members in groups.items():
-        if len(members) < 2 or not any(m[4] for m in members):
+        if not any(d.named for d in members):
+            alone += members
             continue
-        sets = [shingles(m[5]) for m in members]
-        # union-find over pairs whose texts overlap enough
-        parent = list(range(len(members)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
-        for i in range(len(members)):
-            for j in range(i + 1, len(members)):
-                if jaccard(sets[i], sets[j]) >= min_overlap:
-                    parent[find(j)] = find(i)
-        clusters: dict[int, list[int]] = {}
-        for i in range(len(members)):
-            clusters.setdefault(find(i), []).append(i)
-        for indexes in clusters.values():
-            if len(indexes) < 2:
-                continue
-            ordered = sorted((members[i] for i in indexes), key=lambda m: (bool(m[4]), m[2], m[3]))
-            family = hashlib.sha256(f"{folder}/{stem}|{ordered[0][0]}".encode()).hexdigest()[:12]
-            for order, m in enumerate(ordered, 1):
-                out.append(Version(m[0], m[1], family, order, m[4], order == len(ordered)))
+        clusters = _clusters(members, lambda a, b: needed_overlap(a, b, min_overlap)) if len(members) > 1 else []
+        in_family = {d.doc_id for c in clusters for d in c}
+        alone += [d for d in members if d.doc_id not in in_family]
+        for cluster in clusters:
+            out += _family(f"{folder}/{stem}", sorted(cluster, key=lambda d: (d.named, d.key, d.dated, d.mtime)))
+    dated = [d for d in alone if d.dated]
+    for cluster in _clusters(dated, lambda a, b: min_overlap):
+        if len({d.dated for d in cluster}) == len(cluster):  # one document per date
+            out += _family("dated", sorted(cluster, key=lambda d: (d.dated, d.mtime)))
     return out
+
+
+def _clusters(members: list[_Doc], needed) -> list[list[_Doc]]:
+    """Groups (of two or more) linked by pairs whose shingles overlap by `needed(a, b)` (union-find)."""
+    parent = list(range(len(members)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i in range(len(members)):
+        a = members[i].shingles
+        for j in range(i + 1, len(members)):
+            b = members[j].shingles
+            need = needed(a, b)
+            if a and b and min(len(a), len(b)) >= need * max(len(a), len(b)) and jaccard(a, b) >= need:
+                parent[find(j)] = find(i)
+    clusters: dict[int, list[_Doc]] = {}
+    for i, doc in enumerate(members):
+        clusters.setdefault(find(i), []).append(doc)
+    return [c for c in clusters.values() if len(c) > 1]
+
+
+def _family(name: str, ordered: list[_Doc]) -> list[Version]:
+    family = hashlib.sha256(f"{name}|{ordered[0].doc_id}".encode()).hexdigest()[:12]
+    return [Version(d.doc_id, d.source, family, order, d.label, order == len(ordered))
+            for order, d in enumerate(ordered, 1)]
 
 
 # catalog -> {(kb, min_overlap): (catalog generation, families)}: every query asks, and listing the
@@ -155,7 +200,7 @@ def families(kb: KnowledgeBase, min_overlap: float = 0.5) -> dict[str, Version]:
 
 def _families(kb: KnowledgeBase, min_overlap: float) -> dict[str, Version]:
     docs = kb.catalog.list_docs(kb.name, state="indexed")
-    signature = hashlib.sha256(json.dumps([min_overlap, *[(d.doc_id, d.source, d.content_hash, d.mtime)
+    signature = hashlib.sha256(json.dumps([SCHEME, min_overlap, *[(d.doc_id, d.source, d.content_hash, d.mtime)
                                                           for d in docs]]).encode()).hexdigest()
     by_id = {d.doc_id: d for d in docs}
     with closing(connect(kb.catalog.path, _SCHEMA)) as conn:
@@ -179,7 +224,9 @@ def _families(kb: KnowledgeBase, min_overlap: float) -> dict[str, Version]:
 
 
 def _candidates(kb: KnowledgeBase, docs: list) -> list[tuple[str, str, str, float, str]]:
-    """Only documents sharing a name once the marker is removed need their text (read from the store)."""
+    """The documents that may be versions, with their texts (read from the store): those sharing a
+    name once the marker is removed, and those whose first or last chunks state an effective date
+    (only these few chunks are read of the others)."""
     def names(d) -> set[tuple[str, str]]:
         path = PurePosixPath(d.source)
         return {(str(path.parent), split_marker(n)[0]) for n in (path.stem, d.title) if n}
@@ -188,49 +235,13 @@ def _candidates(kb: KnowledgeBase, docs: list) -> list[tuple[str, str, str, floa
     for d in docs:
         for key in names(d):
             keys[key] = keys.get(key, 0) + 1
+    named = [d for d in docs if any(keys[k] > 1 for k in names(d))]
+    others = [d for d in docs if d not in named]
+    ends = {d.doc_id: [*d.chunk_ids[:2], *d.chunk_ids[2:][-2:]] for d in others}
+    read = kb.get_chunks([cid for ids in ends.values() for cid in ids]) if others else {}
+    dated = [d for d in others if stated_date("\n".join(read[c].text for c in ends[d.doc_id] if c in read))]
     out = []
-    for d in docs:
-        if any(keys[k] > 1 for k in names(d)):
-            chunks = sorted(kb.get_chunks(d.chunk_ids).values(), key=lambda c: c.start)
-            out.append((d.doc_id, d.source, d.title, d.mtime, "\n".join(c.text for c in chunks)))
+    for d in named + (dated if len(dated) > 1 else []):
+        chunks = sorted(kb.get_chunks(d.chunk_ids).values(), key=lambda c: c.start)
+        out.append((d.doc_id, d.source, d.title, d.mtime, "\n".join(c.text for c in chunks)))
     return out
-
-
-def prefer_latest(hits: list[Hit], versions: dict[str, Version], question: str) -> tuple[list[Hit], list[dict]]:
-    """The hits without the older versions of a family when a newer one (or the one the question
-    names) is among them; and, per family met, which versions were used and dropped."""
-    if not versions:
-        return hits, []
-    asked = question.lower()
-    present: dict[str, list[Version]] = {}
-    for hit in hits:
-        v = versions.get(hit.chunk.doc_id)
-        if v is not None and v not in present.setdefault(v.family, []):
-            present[v.family].append(v)
-    keep: set[str] = set()
-    report = []
-    for family, found in present.items():
-        named = [v for v in found if v.label and v.label.lower() in asked]
-        chosen = named or [max(found, key=lambda v: v.order)]
-        keep |= {v.doc_id for v in chosen}
-        newest = next(v for v in versions.values() if v.family == family and v.newest)
-        report.append({"family": family, "used": [v.source for v in chosen],
-                       "dropped": [v.source for v in found if v not in chosen], "newest": newest.source,
-                       "reason": "named in the question" if named else "newest found",
-                       "versions": sum(1 for v in versions.values() if v.family == family)})
-    kept = [h for h in hits if h.chunk.doc_id not in versions or h.chunk.doc_id in keep]
-    return kept, report
-
-
-def note(report: list[dict[str, Any]], lang: str) -> str:
-    """One line saying which version(s) the answer used, or ""."""
-    parts = []
-    for f in report:
-        used = ", ".join(f["used"])
-        if lang == "zh":
-            state = "最新版本" if f["used"] == [f["newest"]] else f"最新版本为 {f['newest']}"
-            parts.append(f"（使用的版本：{used}，共 {f['versions']} 个版本，{state}）")
-        else:
-            state = "the newest" if f["used"] == [f["newest"]] else f"the newest is {f['newest']}"
-            parts.append(f"(Version used: {used}; {state} of {f['versions']} versions.)")
-    return " ".join(parts)
