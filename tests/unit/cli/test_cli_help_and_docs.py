@@ -28,3 +28,12 @@ def test_docs_lists_tags(env):  # noqa: F811
     rows = [line for line in table.output.splitlines()[1:] if "lang=en,team=support" in line]
     assert rows and len(rows) == len(json.loads(run("docs", "--json").output))
     assert all(row["tags"] == {"team": "support", "lang": "en"} for row in json.loads(run("docs", "--json").output))
+
+
+def test_eval_help_shows_what_its_options_default_to(monkeypatch):
+    """Rich markup ate "[default: …]" written in a help text, leaving "Output folder ."."""
+    monkeypatch.setenv("COLUMNS", "200")
+    result = run("eval", "--help")
+    assert result.exit_code == 0, result.output
+    assert "Output folder (default: runs/eval-<dataset>-<timestamp>)." in result.output
+    assert "Output folder ." not in result.output
