@@ -29,9 +29,11 @@ from rag.pipeline import Pipeline, PipelineConfig
 from rag.protocols import LLM, CollectionOptions, Embedder, Reranker, VectorStore
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
+from rag.retrieval_stage import RetrievalConfig, RetrievalStage
 from rag.settings import Settings, load_settings
 from rag.strategies import StrategyConfig
 from rag.transforms import QueryTransformer
+from rag.version_stage import VersionStage
 
 log = logging.getLogger(__name__)
 
@@ -216,24 +218,26 @@ class Services:
                                             s.answer_check, s.answer_min_coverage), lambda: self.citation_verifier)
         # partial (map) answers no source supports are dropped when unsupported answers are refused
         grounded = checker.grounded if s.verify_citations and s.refuse_unsupported else None
-        return Pipeline(
-            kbs=lambda: self.kbs, llm=lambda: self.llm, rerank=lambda: self.rerank_stage,
+        retrieval = RetrievalStage(
+            kbs=lambda: self.kbs, rerank=lambda: self.rerank_stage,
             transformer=QueryTransformer(lambda: self.llm, multi_query_n=s.multi_query_n),
             retriever=HybridRetriever(top_k=s.top_k, rrf_k=s.rrf_k,
                                       weights={DENSE: s.dense_weight, BM25: s.bm25_weight}, fusion=s.fusion,
                                       fusion_depth=s.fusion_depth, fusion_power=s.fusion_power,
                                       fusion_agreement_depth=s.fusion_agreement_depth),
+            versions=VersionStage(s.version_min_overlap),
+            config=RetrievalConfig(tuple(s.transforms), s.context_top_n, s.original_query_weight,
+                                   s.prefer_latest_version))
+        return Pipeline(
+            kbs=lambda: self.kbs, llm=lambda: self.llm, retrieval=retrieval,
             context=ContextBuilder(ContextConfig(
                 s.context_top_n, s.llm_context_window, s.llm_max_tokens, s.context_dedupe, s.match_years,
                 s.context_focus, s.context_focus_tokens, s.context_about, s.answer_min_coverage, layout)),
             answerer=Answerer(lambda: self.llm, AnswerConfig(s.llm_max_tokens, s.llm_temperature, StrategyConfig(
                 s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel, grounded, layout))),
             checker=checker,
-            config=PipelineConfig(
-                transforms=tuple(s.transforms), context_top_n=s.context_top_n,
-                original_query_weight=s.original_query_weight, prefer_latest_version=s.prefer_latest_version,
-                version_min_overlap=s.version_min_overlap, strategy=s.strategy, strategy_sources=s.strategy_sources,
-                collection_questions=s.collection_questions, default_kb=s.default_kb))
+            config=PipelineConfig(strategy=s.strategy, strategy_sources=s.strategy_sources,
+                                  collection_questions=s.collection_questions, default_kb=s.default_kb))
 
     def close(self) -> None:
         """Close the store, the catalog and the lexical indexes this object opened (given ones

@@ -13,120 +13,68 @@ replaced by the refusal (`refuse_unsupported`), and so is one that does not addr
 (`answer_check`).
 
 Stages (each built once by the factory, `rag.factory.Services.pipeline`, with its own config
-slice): retrieval (`HybridRetriever`: named lists fused, rag/retrieval.py), context building
+slice): retrieval (condense, transforms, named lists fused, rerank, versions:
+rag/retrieval_stage.py over `HybridRetriever`, rag/retrieval.py), context building
 (rag/context_builder.py), answering (strategies, one streamed path for one-shot and streaming
 answers, rag/answering.py), checking (refusals, citations, answer check, rag/checking.py). The
 pipeline sequences them, times them and emits events; their decisions go into a typed
 `AnswerTrace` (rag/trace.py), serialised into `Answer.info` once, at the end. The models behind
 the stages are reached through zero-argument functions, so that nothing resolves or loads before
 a query needs it. A request's own `top_k`, `mode`, `fusion`, `limit`, transforms and rerank
-on/off are call arguments."""
+on/off are call arguments (passed on to the retrieval stage)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rag import collection, prompts
 from rag.answering import Answerer, Written
 from rag.checking import AnswerChecker
 from rag.context_builder import BuiltContext, ContextBuilder
-from rag.errors import InvalidRequest, RagError
+from rag.errors import RagError
 from rag.generation import sources_from_hits
-from rag.kb import KnowledgeBase, KnowledgeBases
-from rag.names import HYBRID, LISTS, MODES, MULTI_CALL_STRATEGIES, STUFF
+from rag.kb import KnowledgeBases
+from rag.names import MULTI_CALL_STRATEGIES, STUFF
 from rag.protocols import LLM
-from rag.requests import check_count, check_history, check_question, check_transforms, filter_dict
-from rag.rerank import RerankStage
-from rag.retrieval import HybridRetriever
+from rag.requests import check_question, filter_dict
+from rag.retrieval_stage import STAGES, RetrievalResult, RetrievalStage
 from rag.serialize import answer_to_dict, citation_to_dict, source_to_dict
 from rag.strategies import check_strategy
 from rag.trace import AnswerTrace, Refusal
-from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
-from rag.types import Answer, Filter, Hit, Source
-from rag.version_stage import VersionDecision, VersionStage
+from rag.transforms import question_language
+from rag.types import Answer, Hit, Source
 
-__all__ = ["Pipeline", "PipelineConfig", "RetrievalResult"]
+__all__ = ["Pipeline", "PipelineConfig", "RetrievalResult", "STAGES"]
 
 log = logging.getLogger(__name__)
-STAGES = ("condense", "transform", "embed", *LISTS, "fusion", "fetch", "rerank", "generate", "verify")
-NO_RERANKER = "no reranker model available (none bundled; set RAG_RERANK_MODEL to a bge-reranker name or local path)"
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """The plain values the pipeline itself reads (the stages hold their own)."""
 
-    transforms: tuple[str, ...]  # query transforms run when a request names none
-    context_top_n: int  # hits kept for the prompt when a request gives no `limit`
-    original_query_weight: float
-    prefer_latest_version: bool
-    version_min_overlap: float
     strategy: str
     strategy_sources: int
     collection_questions: bool
     default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
 
-@dataclass
-class RetrievalResult:
-    question: str
-    kb: str
-    hits: list[Hit]
-    standalone_question: str
-    variants: list[dict[str, Any]]
-    timings: dict[str, float]
-    rerank_enabled: bool
-    info: dict[str, Any] = field(default_factory=dict)
-    versions: VersionDecision | None = None  # what the version stage decided (rag/version_stage.py)
-
-    @property
-    def language(self) -> str:
-        return self.info.get("language", "en")
-
-
-@dataclass(frozen=True)
-class _Search:
-    """A retrieval request after condensing and transforms: all `Pipeline._ranked` needs."""
-
-    question: str
-    kb: str
-    knowledge: KnowledgeBase
-    history: list[dict[str, str]]
-    lang: str
-    standalone: str
-    variants: tuple[Variant, ...]
-    log: TransformLog  # what condensing and the transforms did
-    flt: Filter | None
-    mode: str
-    top_k: int
-    fusion: str
-    rerank: bool | None
-    prefer_latest: bool
-
-
 class Pipeline:
     """Sequences the stages of one query, times them and emits events: retrieval (condense,
-    transforms, named lists fused, rerank), context building, answering (strategies), checking.
-    `kbs`, `llm` and `rerank` are zero-argument functions returning the collaborator (resolved on
-    first use; `rerank` returns None when there is no reranker, and may raise a RagError:
-    reranking is then skipped)."""
+    transforms, named lists fused, rerank, versions), context building, answering (strategies),
+    checking. `kbs` and `llm` are zero-argument functions returning the collaborator (resolved on
+    first use)."""
 
-    def __init__(self, *, kbs: Callable[[], KnowledgeBases], llm: Callable[[], LLM],
-                 transformer: QueryTransformer, retriever: HybridRetriever,
-                 rerank: Callable[[], RerankStage | None], context: ContextBuilder, answerer: Answerer,
-                 checker: AnswerChecker, config: PipelineConfig) -> None:
-        check_transforms(config.transforms)
-        self._kbs, self._llm, self._rerank = kbs, llm, rerank
-        self.transformer = transformer
-        self.retriever = retriever
+    def __init__(self, *, kbs: Callable[[], KnowledgeBases], llm: Callable[[], LLM], retrieval: RetrievalStage,
+                 context: ContextBuilder, answerer: Answerer, checker: AnswerChecker, config: PipelineConfig) -> None:
+        self._kbs, self._llm = kbs, llm
+        self.retrieval = retrieval
         self.context, self.answerer, self.checker = context, answerer, checker
         self.config = config
-        self.versions = VersionStage(config.version_min_overlap)
-        self._rerank_notice = False  # "no reranker" is logged once per pipeline
 
     @property
     def kbs(self) -> KnowledgeBases:
@@ -136,93 +84,9 @@ class Pipeline:
     def llm(self) -> LLM:
         return self._llm()
 
-    # -- retrieval ---------------------------------------------------------------------------
-    def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
-                 transforms: Sequence[str] | None = None, rerank: bool | None = None,
-                 history: list[dict] | None = None, mode: str = HYBRID, limit: int | None = None,
-                 fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
-        """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
-        overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
-        `prefer_latest_version` setting (only the newest version of a document family)."""
-        s = self.config
-        started = time.perf_counter()
-        question = check_question(question)
-        history = check_history(history)
-        names = check_transforms(s.transforms if transforms is None else transforms)
-        if mode not in MODES:
-            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
-        top_k = check_count("top_k", self.retriever.top_k if top_k is None else top_k)
-        limit = check_count("limit", s.context_top_n if limit is None else limit)
-        knowledge = self.kbs.open(kb)
-        timings = dict.fromkeys(STAGES, 0.0)
-        lang = question_language(question, history)
-        tlog = TransformLog()
-        transformer = self.transformer
-
-        t = time.perf_counter()
-        standalone = transformer.condense(question, history, lang, tlog)
-        timings["condense"] = time.perf_counter() - t
-        t = time.perf_counter()
-        variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
-                                      mode=mode)
-        timings["transform"] = time.perf_counter() - t
-        search = _Search(question, kb, knowledge, history, lang, standalone, tuple(variants), tlog, flt, mode, top_k,
-                         self.retriever.fusion if fusion is None else fusion, rerank,
-                         s.prefer_latest_version if prefer_latest is None else prefer_latest)
-        result = self._ranked(search, limit, timings)
-        result.timings["retrieval_total"] = time.perf_counter() - started
-        return result
-
-    def _ranked(self, search: _Search, limit: int, timings: dict[str, float]) -> RetrievalResult:
-        """The condensed, transformed request searched, fetched, reranked and cut to `limit` hits
-        (timed into `timings`)."""
-        retriever, knowledge, question, history = self.retriever, search.knowledge, search.question, search.history
-        warnings = list(search.log.warnings)
-        fused = retriever.search(knowledge, list(search.variants), mode=search.mode, flt=search.flt, timings=timings,
-                                 top_k=search.top_k, fusion=search.fusion)
-        stage, rerank_info = self._rerank_stage(search.rerank)
-        t = time.perf_counter()
-        hits = retriever.hits(knowledge, fused[: max(stage.candidates, limit) if stage else limit])
-        timings["fetch"] = time.perf_counter() - t
-        t = time.perf_counter()
-        if stage is not None:
-            query = rerank_query(question, history)
-            try:
-                outcome = stage.apply(query, hits, limit)
-                hits, rerank_info = outcome.hits, {**outcome.info, "query": query}
-            except RagError as exc:
-                log.warning("reranking skipped: %s", exc.message)
-                warnings.append(f"reranking skipped: {exc.message}")
-                stage, rerank_info, hits = None, {"enabled": False, "reason": exc.message}, hits[:limit]
-        else:
-            hits = hits[:limit]
-        timings["rerank"] = time.perf_counter() - t
-        decision = self.versions.apply(knowledge, hits, question, search.prefer_latest, search.flt)
-        hits = decision.hits
-        info = {"language": search.lang, "mode": search.mode, "top_k": search.top_k, "limit": limit,
-                "rrf_k": retriever.rrf_k, "fusion": search.fusion, "fused_candidates": len(fused),
-                "filter": filter_dict(search.flt), "transforms": search.log.steps, "warnings": warnings,
-                "rerank": {"enabled": stage is not None, **rerank_info}}
-        if decision.uses:
-            info["versions"] = decision.info()
-        return RetrievalResult(question, search.kb, hits, search.standalone, [v.as_dict() for v in search.variants],
-                               timings, stage is not None, info, decision)
-
-    def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, dict[str, Any]]:
-        """The rerank stage for this request, or None with the reason."""
-        if wanted is False:
-            return None, {"reason": "turned off for this request"}
-        try:
-            stage = self._rerank()
-        except RagError as exc:
-            log.warning("reranking skipped: %s", exc.message)
-            return None, {"reason": exc.message}
-        if stage is None:
-            if not self._rerank_notice:
-                log.warning("reranking skipped: %s", NO_RERANKER)
-                self._rerank_notice = True
-            return None, {"reason": NO_RERANKER}
-        return stage, {"model": stage.reranker.name}
+    def retrieve(self, question: str, kb: str, **kwargs: Any) -> RetrievalResult:
+        """Ranked hits for a question: `RetrievalStage.retrieve` (rag/retrieval_stage.py)."""
+        return self.retrieval.retrieve(question, kb, **kwargs)
 
     # -- answering ---------------------------------------------------------------------------
     def answer(self, question: str, kb: str, *, generate: bool = True, strategy: str | None = None,
@@ -244,7 +108,7 @@ class Pipeline:
         started = time.perf_counter()
         question = check_question(question)
         lang = lang or question_language(question)
-        result = RetrievalResult(question, "", list(hits), question, [], {}, False, {"language": lang})
+        result = RetrievalResult(question, "", list(hits), question, [], {}, False, given_language=lang)
         return _last(self._run(result, True, STUFF, started))
 
     def stream(self, question: str, kb: str, *, generate: bool = True, **kwargs: Any) -> Iterator[dict]:
@@ -303,8 +167,8 @@ class Pipeline:
             if outcome.refusal.text is None:  # the model refused: its own words stay
                 ans.answer = text.text.strip() or ans.answer
         else:  # the version of each cited statement, and which version was used (rag/version_stage.py)
-            ans.answer, ans.citations, added = self.versions.finish(ans.answer, ans.citations, sources,
-                                                                    trace.versions, trace.language)
+            ans.answer, ans.citations, added = self.retrieval.versions.finish(ans.answer, ans.citations, sources,
+                                                                              trace.versions, trace.language)
             if added:
                 ans.answer += " " + added
                 yield " " + added
@@ -316,7 +180,7 @@ class Pipeline:
         ans = Answer(question=result.question, answer="", standalone_question=result.standalone_question,
                      query_variants=result.variants, hits=result.hits, timings=dict(result.timings),
                      rerank_enabled=result.rerank_enabled)
-        trace = AnswerTrace(result.language, dict(result.info), result.versions)
+        trace = AnswerTrace(result.language, result.trace)
         refusal = self.checker.before(result.hits, result.rerank_enabled)
         if refusal is not None:
             self._refuse(ans, trace, refusal)

@@ -103,12 +103,11 @@ class HybridRetriever:
                                  field="mode")
         timings = timings if timings is not None else {}
         flt = None if flt is None or flt.is_empty() else flt
-        wanted = tuple(self.searchers) if mode == HYBRID else (mode,)
+        plan = self.plan(variants, mode)
         lists: list[RankedList] = []
         for name, searcher in self.searchers.items():
             started = time.perf_counter()
-            planned = [v for v in variants
-                       if name in wanted and name in v.lists and self.weights[name] * v.weight > 0]
+            planned = plan[name]
             steps: dict[str, float] = {}
             rankings = searcher.search(kb, [v.text for v in planned], top_k, flt, steps)
             lists += [RankedList(name, v.label, items, self.weights[name] * v.weight)
@@ -123,6 +122,13 @@ class HybridRetriever:
         timings["fusion"] = time.perf_counter() - started
         log.debug("retrieval: %d lists, %d fused hits", len(lists), len(fused))
         return fused
+
+    def plan(self, variants: Sequence[Variant], mode: str = HYBRID) -> dict[str, list[Variant]]:
+        """The variants each named list searches, in fusion order (an empty list is not searched:
+        another mode, a list the variant skips, or a weight of 0)."""
+        wanted = tuple(self.searchers) if mode == HYBRID else (mode,)
+        return {name: [v for v in variants if name in wanted and name in v.lists and self.weights[name] * v.weight > 0]
+                for name in self.searchers}
 
     def _confidence_weighted(self, lists: list[RankedList]) -> list[RankedList]:
         """Each variant's lists weighted by their confidence against each other (order kept)."""

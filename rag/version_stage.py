@@ -1,4 +1,5 @@
-"""Document versions at query time, one stage with two steps, both called by the pipeline.
+"""Document versions at query time, one stage with two steps: `apply` is called by the retrieval
+stage, `finish` by the pipeline.
 
 `apply` (after reranking): of each version family (rag/versions.py) among the hits, the newest
 version is used, or the version(s) the question names ("in the 2023 policy", "v1"). A hit from

@@ -56,9 +56,10 @@ def test_the_pipeline_is_wired_once_from_settings_and_resolves_nothing(tmp_path)
                                  transforms=("rewrite",), strategy="stuff"))
     pipeline = services.pipeline
     assert services.pipeline is pipeline
-    assert (pipeline.retriever.top_k, pipeline.retriever.fusion, pipeline.retriever.rrf_k) == (11, "rrf", 42)
-    assert pipeline.transformer.multi_query_n == 2
-    assert (pipeline.config.context_top_n, pipeline.config.transforms, pipeline.config.strategy) == (
+    retrieval = pipeline.retrieval
+    assert (retrieval.retriever.top_k, retrieval.retriever.fusion, retrieval.retriever.rrf_k) == (11, "rrf", 42)
+    assert retrieval.transformer.multi_query_n == 2
+    assert (retrieval.config.context_top_n, retrieval.config.transforms, pipeline.config.strategy) == (
         4, ("rewrite",), "stuff")
     built = set(vars(services))
     assert not built & {"embedder", "embedder_resolution", "store", "catalog", "kbs", "reranker", "llm",
@@ -71,4 +72,4 @@ def test_per_request_arguments_override_the_wired_stages(tmp_path):
     assert result.info["top_k"] == 5 and result.info["fusion"] == "rrf" and not result.rerank_enabled
     default = services.pipeline.retrieve("warranty battery", KB, limit=2)
     assert default.info["top_k"] == 3 and default.info["fusion"] == "confidence" and default.rerank_enabled
-    assert services.pipeline.retriever.top_k == 3  # nothing a request asked for stuck to the stage
+    assert services.pipeline.retrieval.retriever.top_k == 3  # nothing a request asked for stuck to the stage

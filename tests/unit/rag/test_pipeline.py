@@ -280,7 +280,7 @@ def test_decisions_travel_in_a_typed_trace_and_info_is_serialised_from_it_once(t
     outcome = pipeline.checker.after("What is the capital of France?", invented, [], sources)
     assert outcome.refusal == Refusal(UNSUPPORTED_ANSWER, invented, outcome.refusal.cited) and not outcome.citations
     # the info of the answer is exactly the trace's serialisation, with the shape it always had
-    trace = AnswerTrace("en", {"mode": "hybrid"}, checked=outcome.checked, refusal=outcome.refusal)
+    trace = AnswerTrace("en", None, checked=outcome.checked, refusal=outcome.refusal)
     assert trace.to_info()["refusal_reason"] == answer.info["refusal_reason"] == UNSUPPORTED_ANSWER
     assert {"refused_sources", "unsupported_answer", "grounding", "uncited_sentences",
             "invalid_citations", "generated", "strategy", "context", "language", "rerank"} <= set(answer.info)

@@ -208,3 +208,30 @@ def test_lists_are_a_mapping_of_named_searchers_with_weights_and_timings_by_name
     assert [f.chunk_id for f in only] == ["d", "a"]
     with pytest.raises(InvalidRequest):
         HybridRetriever(weights={"sparse": 1.0})
+
+
+RETRIEVAL_INFO_KEYS = ["language", "mode", "top_k", "limit", "rrf_k", "fusion", "fused_candidates", "filter",
+                       "transforms", "warnings", "rerank"]
+
+
+def test_retrieval_is_a_stage_whose_decisions_travel_in_a_typed_trace(tmp_path):
+    from rag.retrieval_stage import RetrievalStage
+    from rag.trace import RerankDecision, RetrievalTrace
+
+    services = build_services(tmp_path, llm=ScriptedLLM(router(answer="Two years [1].")), bm25_weight=0.5)
+    pipeline = services.pipeline
+    assert isinstance(pipeline.retrieval, RetrievalStage)
+    result = pipeline.retrieve("how long is the warranty", KB, rerank=False, limit=3)
+    trace = result.trace
+    assert isinstance(trace, RetrievalTrace) and trace.rerank == RerankDecision(False, "turned off for this request")
+    assert trace.lists == ("dense", "bm25") and trace.weights == {"dense": 1.0, "bm25": 0.5}
+    assert {"dense", "bm25"} <= set(result.timings)  # each list's seconds under its name
+    # `info` is the trace serialised, in the shape it always had
+    assert list(result.info) == RETRIEVAL_INFO_KEYS and result.info == trace.info()
+    assert result.info["rerank"] == {"enabled": False, "reason": "turned off for this request"}
+    assert (result.info["limit"], result.info["fused_candidates"]) == (3, trace.fused_candidates)
+    assert pipeline.retrieve("warranty", KB, mode="bm25").trace.lists == ("bm25",)
+    answer = pipeline.answer("how long is the warranty", KB, rerank=False, limit=3)
+    assert list(answer.info)[: len(RETRIEVAL_INFO_KEYS)] == RETRIEVAL_INFO_KEYS
+    assert {k: answer.info[k] for k in RETRIEVAL_INFO_KEYS if k != "transforms"} == {
+        k: v for k, v in result.info.items() if k != "transforms"}
