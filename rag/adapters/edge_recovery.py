@@ -213,13 +213,14 @@ def _count(shard: Any) -> int:
         return 0
 
 
-def _close(shard: Any) -> None:
+def close_quietly(shard: Any) -> None:
+    """Close a shard; a close the engine fails (a damaged or half-written shard) is logged, not raised."""
     try:
         shard.close()
     except BaseException as exc:
         if not engine_error(exc):
             raise
-        log.warning("closing a damaged edge shard failed: %s", exc)
+        log.warning("closing an edge shard failed: %s", exc)
 
 
 def rebuild(directory: Path, config: Any, prepare: Callable[[Any], None], source: Any | None, reason: str,
@@ -258,13 +259,13 @@ def rebuild(directory: Path, config: Any, prepare: Callable[[Any], None], source
         target.close()
         target = None
         if source is not None:
-            _close(source)
+            close_quietly(source)
             source = None
         os.rename(directory, kept)
         os.rename(fresh, directory)
     except BaseException as exc:
         if target is not None:
-            _close(target)
+            close_quietly(target)
         os.close(fd)
         shutil.rmtree(fresh, ignore_errors=True)
         if isinstance(exc, StoreError) or not (engine_error(exc) or isinstance(exc, OSError)):
@@ -274,7 +275,7 @@ def rebuild(directory: Path, config: Any, prepare: Callable[[Any], None], source
                          "the server log has the details") from exc
     finally:
         if source is not None:
-            _close(source)
+            close_quietly(source)
     report = RecoveryReport(name, "rebuilt", copier.copied, copier.lost, tuple(lost_segments), str(kept), reason)
     (log.error if report.lost or report.lost_segments else log.warning)("edge store: %s", report.message)
     return report, fd
@@ -302,5 +303,5 @@ def _copy_segments(directory: Path, config: Any, copier: _Copier) -> list[str]:
             try:
                 copier.copy_shard(shard)
             finally:
-                _close(shard)
+                close_quietly(shard)
     return lost

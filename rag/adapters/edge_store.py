@@ -39,6 +39,7 @@ import numpy as np
 from rag.adapters.edge_recovery import (
     CONFIG_FILE,
     DAMAGED_MARK,
+    close_quietly,
     empty_files,
     engine_error,
     lock_folder,
@@ -159,7 +160,7 @@ class EdgeStore:
         try:
             self._engine(directory.name, "create its payload indexes", lambda: self._prepare(shard))
         except StoreError:
-            self._close_quietly(shard)
+            close_quietly(shard)
             raise
         entry.shard = shard
         log.info("opened edge shard %s (dim=%d, points=%d)", directory, entry.dim, shard.info().points_count)
@@ -281,18 +282,9 @@ class EdgeStore:
                 raise
             log.error("edge collection %s: closing failed (%s); its WAL replays the rest when it is opened again",
                       name, exc)
-            self._close_quietly(shard)
+            close_quietly(shard)
         finally:
             os.close(entry.fd)
-
-    @staticmethod
-    def _close_quietly(shard: Any) -> None:
-        try:
-            shard.close()
-        except BaseException as exc:
-            if not engine_error(exc):
-                raise
-            log.warning("closing an edge shard failed: %s", exc)
 
     def _reopen(self, name: str, entry: _Entry, reason: str) -> RecoveryReport:
         """Close the shard of `entry` and load it again (the WAL replays what was not flushed),
@@ -300,7 +292,7 @@ class EdgeStore:
         entry's lock. A failure leaves the entry without a shard: the next call tries again."""
         shard, entry.shard = entry.shard, None
         if shard is not None:
-            self._close_quietly(shard)
+            close_quietly(shard)
         report = self._bring_up(self._dir(name), entry, check=True, reason=reason)
         return report or RecoveryReport(name, "reopened", self._count(entry), 0, (), "", reason)
 
