@@ -236,7 +236,8 @@ def _candidates(kb: KnowledgeBase, docs: list) -> list[tuple[str, str, str, floa
         for key in names(d):
             keys[key] = keys.get(key, 0) + 1
     named = [d for d in docs if any(keys[k] > 1 for k in names(d))]
-    others = [d for d in docs if d not in named]
+    named_ids = {d.doc_id for d in named}
+    others = [d for d in docs if d.doc_id not in named_ids]
     ends = {d.doc_id: [*d.chunk_ids[:2], *d.chunk_ids[2:][-2:]] for d in others}
     read = kb.get_chunks([cid for ids in ends.values() for cid in ids]) if others else {}
     dated = [d for d in others if stated_date("\n".join(read[c].text for c in ends[d.doc_id] if c in read))]
