@@ -70,13 +70,15 @@ def repair(kbs: KnowledgeBases, name: str, *, wait: bool = False,
                 report.finished_removals.append(doc.source)
             elif doc.pending_ids:
                 report.garbage_deleted += kb.delete_garbage(doc)
-        missing = set(kb.check().missing_in_vectors)
+        found = kb.check()
+        missing = set(found.missing_in_vectors)
         if missing:
             for doc in catalog.list_docs(name):
                 if missing & set(doc.chunk_ids):
                     kb.remove_document(doc)
                     report.removed_missing.append(doc.source)
-        found = kb.check()
+        if report.removed_missing:  # removing documents changed the stores: scan them again
+            found = kb.check()
         extra = sorted(set(found.extra_in_vectors) | set(found.extra_in_lexical))
         kb.delete(extra)
         report.extra_deleted = len(extra)
