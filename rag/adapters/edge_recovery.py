@@ -35,7 +35,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,19 +104,27 @@ def empty_files(directory: Path) -> list[str]:
     return found
 
 
-def verify(shard: Any, batch: int) -> str:
-    """Read every point back with its payload and vector: "" when all read, else the error."""
+def pages(shard: Any, limit: int, with_payload: Any, with_vector: Any) -> Iterator[list[Any]]:
+    """The records of every point of `shard`, a scroll page (up to `limit`) at a time; the engine's
+    errors propagate to the caller's loop."""
     import qdrant_edge as qe
 
     offset = None
+    while True:
+        records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=limit, with_payload=with_payload,
+                                                        with_vector=with_vector))
+        yield records
+        if offset is None:
+            return
+
+
+def verify(shard: Any, batch: int) -> str:
+    """Read every point back with its payload and vector: "" when all read, else the error."""
     try:
-        while True:
-            records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=batch, with_payload=True,
-                                                            with_vector=True))
+        for records in pages(shard, batch, True, True):
             if any(not _whole(r) for r in records):
                 return "a point has no payload or no vector"
-            if offset is None:
-                return ""
+        return ""
     except BaseException as exc:
         if not engine_error(exc):
             raise
@@ -146,16 +154,11 @@ class _Copier:
     def copy_shard(self, source: Any) -> None:
         """Every point of `source` that reads back whole: by pages, or point by point when a page
         does not read (the ids come from the id tracker, which the damaged files may spare)."""
-        import qdrant_edge as qe
-
-        copied, lost, offset = self.copied, self.lost, None
+        copied, lost = self.copied, self.lost
         try:
-            while True:
-                records, offset = source.scroll(qe.ScrollRequest(offset=offset, limit=self.batch, with_payload=True,
-                                                                 with_vector=True))
+            for records in pages(source, self.batch, True, True):
                 self.write(records)
-                if offset is None:
-                    return
+            return
         except BaseException as exc:
             if not engine_error(exc):
                 raise
@@ -166,17 +169,11 @@ class _Copier:
             self._retrieve(source, ids[start:start + self.batch])
 
     def _ids(self, source: Any) -> list[Any]:
-        import qdrant_edge as qe
-
         ids: list[Any] = []
-        offset = None
         try:
-            while True:
-                records, offset = source.scroll(qe.ScrollRequest(offset=offset, limit=4096, with_payload=False,
-                                                                 with_vector=False))
+            for records in pages(source, 4096, False, False):
                 ids.extend(r.id for r in records)
-                if offset is None:
-                    return ids
+            return ids
         except BaseException as exc:
             if not engine_error(exc):
                 raise

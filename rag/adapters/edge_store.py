@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from rag.adapters.edge_recovery import (
     empty_files,
     engine_error,
     lock_folder,
+    pages,
     read_layout,
     rebuild,
     verify,
@@ -55,6 +56,7 @@ from rag.protocols import CollectionOptions, RecoveryReport
 from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 TRASH_MARK = ".dropped-"  # .<name>.dropped-<pid>-<thread>: a collection being deleted
@@ -320,19 +322,19 @@ class EdgeStore:
         finally:
             entry.lock.release()
 
-    def _write(self, name: str, entry: _Entry, what: str, apply: Callable[[Any], None]) -> None:
-        """`apply(shard)` (idempotent engine calls); when it fails, reopen the shard (`_reopen`) and
-        apply it once more. StoreError when it fails again (or the shard cannot be brought back)."""
+    def _write(self, name: str, entry: _Entry, what: str, apply: Callable[[Any], T]) -> T:
+        """`apply(shard)` (idempotent engine calls) and its value; when it fails, reopen the shard
+        (`_reopen`) and apply it once more. StoreError when it fails again (or the shard cannot be
+        brought back)."""
         try:
-            apply(entry.shard)
-            return
+            return apply(entry.shard)
         except BaseException as exc:
             if not engine_error(exc):
                 raise
             log.warning("edge collection %s: %s failed (%s): reopening it and trying again", name, what, exc)
             reason = f"{what} failed"
         log.warning("edge store: %s", self._reopen(name, entry, reason).message)
-        self._engine(name, what, lambda: apply(entry.shard))
+        return self._engine(name, what, lambda: apply(entry.shard))
 
     # points --------------------------------------------------------------------------------
 
@@ -441,16 +443,11 @@ class EdgeStore:
         import qdrant_edge as qe
 
         out: set[str] = set()
-        offset = None
         entry = self._open(name)
         try:
-            while True:
-                request = qe.ScrollRequest(offset=offset, limit=1024, with_vector=False,
-                                           with_payload=qe.PayloadSelector.Include(["chunk_id"]))
-                records, offset = entry.shard.scroll(request)
+            for records in pages(entry.shard, 1024, qe.PayloadSelector.Include(["chunk_id"]), False):
                 out.update(r.payload["chunk_id"] for r in records)
-                if offset is None:
-                    return out
+            return out
         finally:
             entry.lock.release()
 
@@ -511,14 +508,13 @@ class EdgeStore:
             info = entry.shard.info()
             if info.points_count - info.indexed_vectors_count < min_unindexed:
                 return False
-            outcome: list[bool] = []
 
-            def run(shard: Any) -> None:
-                outcome.append(bool(shard.optimize()))
+            def run(shard: Any) -> bool:
+                changed = bool(shard.optimize())
                 shard.flush()
+                return changed
 
-            self._write(name, entry, "build the vector index", run)
-            changed = outcome[-1]
+            changed = self._write(name, entry, "build the vector index", run)
         finally:
             entry.lock.release()
         log.info("optimised edge collection %s (changed=%s)", name, changed)
