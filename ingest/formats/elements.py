@@ -108,8 +108,8 @@ def _load_bundled_spacy() -> Any:
 
 
 @contextmanager
-def _charging(budget: ParseBudget | None) -> Iterator[None]:
-    """Charge `budget` (None: no bound) for the spaCy runs of this thread's partitioning."""
+def _charging(budget: ParseBudget) -> Iterator[None]:
+    """Charge `budget` for the spaCy runs of this thread's partitioning."""
     previous = getattr(_charged, "budget", None)
     _charged.budget = budget
     try:
@@ -119,7 +119,7 @@ def _charging(budget: ParseBudget | None) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------------------
-def parse_text(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
+def parse_text(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.text import partition_text
 
@@ -132,7 +132,7 @@ def parse_text(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudge
 
 
 def parse_markdown(text: str, fmt: str, encoding: str, stem: str,
-                   budget: ParseBudget | None = None) -> ParsedDocument:
+                   budget: ParseBudget) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.md import partition_md
 
@@ -147,7 +147,7 @@ def parse_markdown(text: str, fmt: str, encoding: str, stem: str,
 _HTML_TITLE_RE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
 
 
-def parse_html(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
+def parse_html(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudget) -> ParsedDocument:
     ensure_unstructured()
     from unstructured.partition.html import partition_html
 
@@ -163,7 +163,7 @@ def parse_html(text: str, fmt: str, encoding: str, stem: str, budget: ParseBudge
     return builder.build(stem)
 
 
-def parse_docx(data: bytes, fmt: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
+def parse_docx(data: bytes, fmt: str, stem: str, budget: ParseBudget) -> ParsedDocument:
     ensure_unstructured()
     import zipfile
 
@@ -185,11 +185,10 @@ def parse_docx(data: bytes, fmt: str, stem: str, budget: ParseBudget | None = No
 
 
 # ------------------------------------------------------------------------------------------------
-def _add_elements(builder: DocBuilder, elements: Iterable[Any], budget: ParseBudget | None,
+def _add_elements(builder: DocBuilder, elements: Iterable[Any], budget: ParseBudget,
                   heuristic_titles: bool = False) -> None:
     for element in elements:
-        if budget is not None:
-            budget.tick()
+        budget.tick()
         category = type(element).__name__
         text = str(getattr(element, "text", "") or "")
         if category in _SKIPPED or not text.strip():
@@ -216,7 +215,7 @@ def _plausible_title(text: str) -> bool:
     return len(text) <= 100 and not text.endswith(_TERMINAL)
 
 
-def _add_table(builder: DocBuilder, element: Any, budget: ParseBudget | None) -> None:
+def _add_table(builder: DocBuilder, element: Any, budget: ParseBudget) -> None:
     rows = table_rows(element.metadata.text_as_html or "")
     if not rows:
         builder.add(element.text, "table_row")
@@ -225,8 +224,7 @@ def _add_table(builder: DocBuilder, element: Any, budget: ParseBudget | None) ->
     header = rows[0] if len(rows) > 1 else None
     qa = qa_columns(header) if header else None
     for cells in rows[1:] if header else rows:
-        if budget is not None:
-            budget.tick()
+        budget.tick()
         block = builder.add(row_text(header, cells), "table_row")
         if block is not None and qa is not None:
             q, a = qa

@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterator
 
 from ingest.formats.builder import _CONTROL_RE
-from ingest.limits import ParseBudget, ParseLimits
+from ingest.limits import ParseBudget
 from rag.types import Block, ParsedDocument
 
 _BLANK_RE = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)*")  # ends at the start of a line
@@ -37,8 +37,7 @@ def normalize(text: str) -> str:
 
 
 def parse_large_text(text: str, fmt: str, encoding: str, stem: str,
-                     budget: ParseBudget | None = None) -> ParsedDocument:
-    budget = budget or ParseLimits().budget()
+                     budget: ParseBudget) -> ParsedDocument:
     text = normalize(text)
     markdown = fmt == "md"
     blocks: list[Block] = []

@@ -10,7 +10,7 @@ from typing import Any
 
 from ingest.formats.builder import DocBuilder, clean_text
 from ingest.formats.tables import ANSWER_KEYS, QUESTION_KEYS, normalize_key
-from ingest.limits import ParseBudget, ParseLimits
+from ingest.limits import ParseBudget
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
@@ -19,9 +19,8 @@ _BODY_KEYS = ("text", "content", "body", "正文", "内容")
 
 
 def parse_json(text: str, fmt: str, encoding: str, stem: str, *, lines: bool,
-               budget: ParseBudget | None = None) -> ParsedDocument:
+               budget: ParseBudget) -> ParsedDocument:
     """Each record is charged to `budget` as a row whose cells are its "key: value" lines."""
-    budget = budget or ParseLimits().budget()
     records = _jsonl_records(text, budget) if lines else _json_records(text)
     budget.tick()
     builder = DocBuilder(fmt)

@@ -23,7 +23,7 @@ from typing import Any
 
 from ingest.formats.builder import DocBuilder, row_text
 from ingest.formats.office import refuse_ole
-from ingest.limits import ParseBudget, ParseLimits
+from ingest.limits import ParseBudget
 from rag.errors import ParseError
 from rag.types import ParsedDocument
 
@@ -56,9 +56,8 @@ def qa_columns(header: Sequence[object]) -> tuple[int, int] | None:
     return question, answer
 
 
-def parse_delimited(text: str, fmt: str, encoding: str, stem: str, delimiter: str | None = None,
-                    budget: ParseBudget | None = None) -> ParsedDocument:
-    budget = budget or ParseLimits().budget()
+def parse_delimited(text: str, fmt: str, encoding: str, stem: str, delimiter: str | None,
+                    budget: ParseBudget) -> ParsedDocument:
     text = text.replace("\x00", "")
     if delimiter is None:
         # the first line that has a delimiter at all (a title line may have none)
@@ -80,12 +79,11 @@ def _charged(rows: Iterable[list[str]], budget: ParseBudget) -> Iterator[list[st
         yield row
 
 
-def parse_xlsx(data: bytes, fmt: str, stem: str, budget: ParseBudget | None = None) -> ParsedDocument:
+def parse_xlsx(data: bytes, fmt: str, stem: str, budget: ParseBudget) -> ParsedDocument:
     from lxml import etree
 
     from ingest.formats.xlsx import iter_rows, open_workbook
 
-    budget = budget or ParseLimits().budget()
     refuse_ole(data, fmt)
     builder = DocBuilder(fmt)
     try:
