@@ -90,6 +90,12 @@ class HybridRetriever:
         self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
         self.fusion_agreement_depth = fusion_agreement_depth
 
+    def check_mode(self, mode: str) -> None:
+        """Raise InvalidRequest unless `mode` is hybrid or one of this retriever's lists."""
+        if mode != HYBRID and mode not in self.searchers:
+            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {[HYBRID, *self.searchers]}",
+                                 field="mode")
+
     def search(self, kb: SearchableKB, variants: Sequence[Variant], *, mode: str = HYBRID,
                flt: Filter | None = None, timings: dict[str, float] | None = None, top_k: int | None = None,
                fusion: str | None = None) -> list[Fused]:
@@ -98,9 +104,7 @@ class HybridRetriever:
         its name (the dense list also `embed`) and `fusion`."""
         top_k = self.top_k if top_k is None else _check_top_k(top_k)
         fusion = self.fusion if fusion is None else _check_fusion(fusion)
-        if mode != HYBRID and mode not in self.searchers:
-            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {[HYBRID, *self.searchers]}",
-                                 field="mode")
+        self.check_mode(mode)
         timings = timings if timings is not None else {}
         flt = None if flt is None or flt.is_empty() else flt
         plan = self.plan(variants, mode)

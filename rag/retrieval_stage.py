@@ -15,16 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rag.errors import InvalidRequest, RagError
-from rag.kb import KnowledgeBase, KnowledgeBases
-from rag.names import HYBRID, LISTS, MODES
+from rag.errors import RagError
+from rag.kb import KnowledgeBases
+from rag.names import HYBRID, LISTS
 from rag.requests import check_count, check_history, check_question, check_transforms, filter_dict
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
 from rag.trace import RerankDecision, RetrievalTrace
-from rag.transforms import QueryTransformer, TransformLog, Variant, question_language, rerank_query
+from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
 from rag.types import Filter, Hit
-from rag.version_stage import VersionDecision, VersionStage
+from rag.version_stage import VersionStage
 
 __all__ = ["RetrievalConfig", "RetrievalResult", "RetrievalStage", "STAGES"]
 
@@ -63,33 +63,9 @@ class RetrievalResult:
         return self.given_language if self.trace is None else self.trace.language
 
     @property
-    def versions(self) -> VersionDecision | None:
-        return None if self.trace is None else self.trace.versions
-
-    @property
     def info(self) -> dict[str, Any]:
         """The trace as `info` JSON (for callers of `retrieve`; the pipeline reads the trace)."""
         return {"language": self.given_language} if self.trace is None else self.trace.info()
-
-
-@dataclass(frozen=True)
-class _Search:
-    """A retrieval request after condensing and transforms: all `RetrievalStage._ranked` needs."""
-
-    question: str
-    kb: str
-    knowledge: KnowledgeBase
-    history: list[dict[str, str]]
-    lang: str
-    standalone: str
-    variants: tuple[Variant, ...]
-    log: TransformLog  # what condensing and the transforms did
-    flt: Filter | None
-    mode: str
-    top_k: int
-    fusion: str
-    rerank: bool | None
-    prefer_latest: bool
 
 
 class RetrievalStage:
@@ -118,8 +94,7 @@ class RetrievalStage:
         question = check_question(question)
         history = check_history(history)
         names = check_transforms(s.transforms if transforms is None else transforms)
-        if mode not in MODES:
-            raise InvalidRequest(f"unknown retrieval mode {mode!r}; choose from {list(MODES)}", field="mode")
+        self.retriever.check_mode(mode)
         top_k = check_count("top_k", self.retriever.top_k if top_k is None else top_k)
         limit = check_count("limit", s.context_top_n if limit is None else limit)
         knowledge = self._kbs().open(kb)
@@ -135,21 +110,13 @@ class RetrievalStage:
         variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
                                       mode=mode)
         timings["transform"] = time.perf_counter() - t
-        search = _Search(question, kb, knowledge, history, lang, standalone, tuple(variants), tlog, flt, mode, top_k,
-                         self.retriever.fusion if fusion is None else fusion, rerank,
-                         s.prefer_latest_version if prefer_latest is None else prefer_latest)
-        result = self._ranked(search, limit, timings)
-        result.timings["retrieval_total"] = time.perf_counter() - started
-        return result
-
-    def _ranked(self, search: _Search, limit: int, timings: dict[str, float]) -> RetrievalResult:
-        """The condensed, transformed request searched, fetched, reranked and cut to `limit` hits
-        (timed into `timings`)."""
-        retriever, knowledge, question, history = self.retriever, search.knowledge, search.question, search.history
-        warnings = list(search.log.warnings)
-        fused = retriever.search(knowledge, list(search.variants), mode=search.mode, flt=search.flt, timings=timings,
-                                 top_k=search.top_k, fusion=search.fusion)
-        stage, reason = self._rerank_stage(search.rerank)
+        fusion = self.retriever.fusion if fusion is None else fusion
+        prefer_latest = s.prefer_latest_version if prefer_latest is None else prefer_latest
+        retriever = self.retriever
+        warnings = list(tlog.warnings)
+        fused = retriever.search(knowledge, list(variants), mode=mode, flt=flt, timings=timings, top_k=top_k,
+                                 fusion=fusion)
+        stage, reason = self._rerank_stage(rerank)
         t = time.perf_counter()
         hits = retriever.hits(knowledge, fused[: max(stage.candidates, limit) if stage else limit])
         timings["fetch"] = time.perf_counter() - t
@@ -167,13 +134,15 @@ class RetrievalStage:
         else:
             hits = hits[:limit]
         timings["rerank"] = time.perf_counter() - t
-        versions = self.versions.apply(knowledge, hits, question, search.prefer_latest, search.flt)
-        searched = tuple(name for name, planned in retriever.plan(search.variants, search.mode).items() if planned)
-        trace = RetrievalTrace(search.lang, search.mode, search.top_k, limit, retriever.rrf_k, search.fusion,
-                               len(fused), filter_dict(search.flt), search.log.steps, warnings, decided,
-                               searched, {name: retriever.weights[name] for name in searched}, versions)
-        return RetrievalResult(question, search.kb, versions.hits, search.standalone,
-                               [v.as_dict() for v in search.variants], timings, decided.enabled, trace)
+        versions = self.versions.apply(knowledge, hits, question, prefer_latest, flt)
+        searched = tuple(name for name, planned in retriever.plan(variants, mode).items() if planned)
+        trace = RetrievalTrace(lang, mode, top_k, limit, retriever.rrf_k, fusion, len(fused), filter_dict(flt),
+                               tlog.steps, warnings, decided, searched,
+                               {name: retriever.weights[name] for name in searched}, versions)
+        result = RetrievalResult(question, kb, versions.hits, standalone, [v.as_dict() for v in variants], timings,
+                                 decided.enabled, trace)
+        result.timings["retrieval_total"] = time.perf_counter() - started
+        return result
 
     def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, str | None]:
         """The rerank stage for this request, or None with the reason."""
