@@ -9,10 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from rag import prompts
 from rag.answer_check import check_answer, check_sources
 from rag.citations import CitationVerifier, attribute, extract_citations, uncited_sentences
 from rag.generation import sources_from_hits
+from rag.strategies import is_refusal
 from rag.trace import (EMPTY_MODEL_ANSWER, LOW_RERANK_SCORE, MODEL_REFUSED, NO_HITS, OFF_TOPIC_ANSWER,
                        OFF_TOPIC_SOURCES, UNSUPPORTED_ANSWER, Checked, Refusal)
 from rag.types import Citation, Hit, Source
@@ -62,7 +62,7 @@ class AnswerChecker:
 
     def after(self, question: str, text: str, invalid: list[int], sources: Sequence[Source]) -> Outcome:
         """Check a generated (cleaned) answer against the sources it was written from."""
-        if not text.strip() or is_refusal(text):
+        if is_refusal(text):  # empty, or the refusal sentence of some language
             return Outcome([], Checked(invalid), Refusal(MODEL_REFUSED if text.strip() else EMPTY_MODEL_ANSWER))
         citations = extract_citations(text, sources)
         uncited = len(uncited_sentences(text))
@@ -102,8 +102,3 @@ class AnswerChecker:
 def _refused(reason: str, text: str, citations: Sequence[Citation]) -> Refusal:
     return Refusal(reason, text, tuple(sorted({c.chunk_id for c in citations})))
 
-
-def is_refusal(text: str) -> bool:
-    """Whether the model's answer is (starts with) the refusal sentence of some language."""
-    head = text.strip().lower()
-    return any(head.startswith(r.lower().rstrip(".。")) for r in prompts.REFUSAL.values())
