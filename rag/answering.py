@@ -21,8 +21,6 @@ from rag.types import Hit
 
 @dataclass(frozen=True)
 class AnswerConfig:
-    max_tokens: int
-    temperature: float
     strategy: StrategyConfig  # group size, parallel map calls, grounding of partial answers, layout
 
 
@@ -90,5 +88,6 @@ class Answerer:
         if step.messages is None:
             yield step.text or ""
             return
-        yield from timer.watch(llm.stream(step.messages, max_tokens=self.config.max_tokens,
-                                          temperature=self.config.temperature, usage=timer.usage))
+        config = self.config.strategy  # the answer's max_tokens and temperature, the strategy's calls' too
+        yield from timer.watch(llm.stream(step.messages, max_tokens=config.max_tokens,
+                                          temperature=config.temperature, usage=timer.usage))

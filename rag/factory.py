@@ -233,11 +233,11 @@ class Services:
             context=ContextBuilder(ContextConfig(
                 s.context_top_n, s.llm_context_window, s.llm_max_tokens, s.context_dedupe, s.match_years,
                 s.context_focus, s.context_focus_tokens, s.context_about, s.answer_min_coverage, layout)),
-            answerer=Answerer(lambda: self.llm, AnswerConfig(s.llm_max_tokens, s.llm_temperature, StrategyConfig(
+            answerer=Answerer(lambda: self.llm, AnswerConfig(StrategyConfig(
                 s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel, grounded, layout))),
             checker=checker,
             config=PipelineConfig(strategy=s.strategy, strategy_sources=s.strategy_sources,
-                                  collection_questions=s.collection_questions, default_kb=s.default_kb))
+                                  collection_questions=s.collection_questions))
 
     def close(self) -> None:
         """Close the store, the catalog and the lexical indexes this object opened (given ones

@@ -60,7 +60,6 @@ class PipelineConfig:
     strategy: str
     strategy_sources: int
     collection_questions: bool
-    default_kb: str = "default"  # for callers that name no knowledge base (the integrations)
 
 
 class Pipeline:
