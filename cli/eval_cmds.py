@@ -12,8 +12,10 @@ from cli.output import echo
 from eval.ablations import parse_compare, parse_config, valid_config_help
 from eval.datasets import SPLITS
 from eval.robustness_report import DEFAULT_K, DEFAULT_PASSAGE_TOKENS, RobustnessSpec, run_robustness
-from eval.runner import LEVELS, EvalSpec, ingest_summary, run_eval
+from eval.multiturn import MultiturnSpec, run_multiturn
+from eval.runner import LEVELS, EvalSpec, ProgressBar, ingest_summary, run_eval
 from rag.factory import build_services
+from rag.names import CONDENSE_METHODS
 from rag.strategies import check_strategy
 from rag.settings import load_settings
 
@@ -64,6 +66,13 @@ def eval_cmd(
                                        help="--robustness: estimated tokens per passage window (capped so k fit)."),
     tests: str = typer.Option("noise,rejection,integration,counterfactual", "--tests",
                               help="--robustness: comma-separated abilities to measure."),
+    multiturn: bool = typer.Option(False, "--multiturn", help="Instead of single questions: conversations built "
+                                   "from the dataset's questions (follow-ups with the subject replaced by a pronoun "
+                                   "or dropped; see docs/eval.md), each follow-up retrieved (and with --answers "
+                                   "answered) in full and with each --condense method. --limit counts conversations."),
+    condense: str = typer.Option(",".join(CONDENSE_METHODS), "--condense",
+                                 help=f"--multiturn: comma-separated condensing methods ({', '.join(CONDENSE_METHODS)})."),
+    turns: int = typer.Option(3, "--turns", min=2, max=3, help="--multiturn: questions per conversation at most."),
 ) -> None:
     """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.
 
@@ -71,6 +80,11 @@ def eval_cmd(
     missing passages) and unusable file rows are skipped, counted and listed in the report."""
     if robustness:
         _robustness(dataset, limit, seed, skip, split, qrels_split, k, ratios, passage_tokens, out, quiet, tests)
+        return
+    if multiturn:
+        methods = tuple(m.strip() for m in condense.split(",") if m.strip())
+        _multiturn(MultiturnSpec(dataset, methods, limit, seed, split, turns, answers, kb_prefix, out, qrels_split),
+                   quiet)
         return
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, skip=skip,
                     answers=answers, judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
@@ -93,6 +107,21 @@ def eval_cmd(
     for heading, table in result.tables.items():
         echo(f"\n## {heading}\n\n{table}")
     echo(f"\nreport: {result.report_path}")
+
+
+def _multiturn(spec: MultiturnSpec, quiet: bool) -> None:
+    services = build_services(load_settings())
+    try:
+        if spec.answers:
+            echo("--multiturn --answers: one answer per follow-up and method; with the embedded CPU LLM this takes "
+                 "several seconds per answer", err=True)
+        with ProgressBar(None, "follow-ups", not quiet) as bar:
+            result = run_multiturn(services, spec, progress=bar.update)
+    finally:
+        services.close()
+    for heading, table in result.tables.items():
+        echo(f"\n## {heading}\n\n{table}")
+    echo(f"\nreport: {result.out_dir / 'report.md'}")
 
 
 def _robustness(dataset: str, limit, seed: int, skip: int, split: str, qrels_split, k: int, ratios: str,

@@ -135,7 +135,7 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
     split_ids([], spec.split)  # fail before any work on an unknown split
     path = resolve_dataset_path(spec.dataset)
     written = CorpusFolder(corpus_folder(services, path.name))
-    with _bar(_count_lines(path / "corpus.jsonl"), "passages", show_progress, unit="passage") as bar:
+    with ProgressBar(_count_lines(path / "corpus.jsonl"), "passages", show_progress, unit="passage") as bar:
         written.progress = bar.update
         dataset = load_dataset(spec.dataset, qrels_split=spec.qrels_split, keep_text="judged",
                                on_passage=written.write)
@@ -158,11 +158,11 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
 
     results = []
     for config in spec.configs:
-        with _bar(len(qids), config.name, show_progress) as bar:
+        with ProgressBar(len(qids), config.name, show_progress) as bar:
             results.append(score_config(config, dataset, qids, retrieve, locator, progress=bar.update))
     answers = None
     if spec.answers:
-        with _bar(len(qids), "answers", show_progress) as bar:
+        with ProgressBar(len(qids), "answers", show_progress) as bar:
             answers = evaluate_answers(pipeline, kb, dataset, qids, spec.answer_config, locator,
                                        judge_llm=services.llm if spec.judge else None, progress=bar.update,
                                        strategy=spec.strategy)
@@ -374,10 +374,10 @@ def _reranker_name(services: Services) -> str | None:
     return getattr(reranker, "name", None) if reranker is not None else None
 
 
-class _bar:
+class ProgressBar:
     """A tqdm progress bar on stderr (or a silent counter)."""
 
-    def __init__(self, total: int, desc: str, enabled: bool, unit: str = "q") -> None:
+    def __init__(self, total: int | None, desc: str, enabled: bool, unit: str = "q") -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled,
@@ -386,7 +386,7 @@ class _bar:
     def update(self, n: int = 1) -> None:
         self._tqdm.update(n)
 
-    def __enter__(self) -> _bar:
+    def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

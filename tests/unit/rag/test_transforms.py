@@ -9,8 +9,10 @@ import pytest
 
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.errors import LLMError
-from rag.transforms import QueryTransformer, TransformLog, clean_line, question_language, rerank_query
+from rag.errors import InvalidRequest, LLMError
+from rag.names import BOTH, CONTEXT, GUARDED, LLM_REWRITE
+from rag.transforms import (QueryTransformer, TransformLog, clean_line, conversation_query, question_language,
+                            rewrite_problem)
 from tests.unit.kb_fixtures import KB, OverlapReranker, build_services, kind_of, router
 
 
@@ -135,7 +137,7 @@ def test_condense_chinese_follow_up():
     tlog = TransformLog()
     lang = question_language("那工资呢？", history)
     standalone = QueryTransformer(llm).condense("那工资呢？", history, lang, tlog)
-    assert lang == "zh" and standalone == "病假工资怎么发放？"
+    assert lang == "zh" and standalone.question == "病假工资怎么发放？" and "reason" not in tlog.steps["condense"]
     assert llm.calls[0]["messages"][0]["content"] == prompts.CONDENSE["zh"][0]
     assert "用户: 病假需要什么证明？" in llm.calls[0]["messages"][1]["content"]
 
@@ -144,22 +146,70 @@ def test_condense_without_history_makes_no_llm_call_and_degrades_on_error():
     llm = ScriptedLLM([LLMError("down")])
     tlog = TransformLog()
     transformer = QueryTransformer(llm)
-    assert transformer.condense("What is it?", [], "en", tlog) == "What is it?" and llm.calls == []
-    assert transformer.condense("What is it?", HISTORY, "en", tlog) == "What is it?"
+    assert transformer.condense("What is it?", [], "en", tlog).question == "What is it?" and llm.calls == []
+    # the model failed: the follow-up is asked after the previous question
+    assert transformer.condense("What is it?", HISTORY, "en", tlog).question == \
+        "Tell me about the Acme X200 battery.\nWhat is it?"
     assert tlog.steps["condense"]["ok"] is False and "condense skipped: down" in tlog.warnings
 
 
 def test_condense_rejects_an_empty_reply():
     tlog = TransformLog()
-    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog) == "and it?"
+    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog, LLM_REWRITE).question \
+        == "and it?"
     assert tlog.steps["condense"]["ok"] is False
 
 
-def test_rerank_query_uses_recent_user_turns():
+WARRANTY = [{"role": "user", "content": "How long is the Acme X200 warranty?"},
+            {"role": "assistant", "content": "Two years from the date of purchase [1]."}]
+LEAVE = [{"role": "user", "content": "年假有几天？"}, {"role": "assistant", "content": "工作满一年后每年十天。"}]
+
+
+@pytest.mark.parametrize("history, follow_up, rewrite, why", [
+    # the rewrite repeats the earlier question: the follow-up's own word (cover) is lost
+    (WARRANTY, "What does it not cover?", "How long is the Acme X200 warranty?", "drops the follow-up's own words"),
+    # the rewrite keeps the follow-up but loses the subject (年假)
+    (LEAVE, "工作满五年呢？", "工作满五年吗？", "keeps no word of the conversation"),
+])
+def test_a_rewrite_that_loses_the_follow_up_or_its_subject_is_not_used(history, follow_up, rewrite, why):
+    tlog = TransformLog()
+    lang = question_language(follow_up, history)
+    condensed = QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, tlog, GUARDED)
+    assert condensed.question == f"{history[0]['content']}\n{follow_up}"
+    assert why in tlog.steps["condense"]["reason"] and tlog.steps["condense"]["rejected"] == rewrite
+    assert any("condense:" in w for w in tlog.warnings)
+    # the unchecked method keeps the rewrite as it is
+    assert QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, TransformLog(),
+                                                             LLM_REWRITE).question == rewrite
+
+
+def test_a_rewrite_that_keeps_follow_up_and_subject_is_used():
+    assert rewrite_problem("What does it not cover?", "What does the Acme X200 warranty not cover?", WARRANTY) is None
+    assert rewrite_problem("工作满五年呢？", "工作满五年的年假有几天？", LEAVE) is None
+    # a follow-up that names its subject itself needs nothing from the conversation
+    assert rewrite_problem("Does the Acme X200 float?", "Does the Acme X200 float?", WARRANTY) is None
+
+
+def test_context_method_makes_no_llm_call_and_both_adds_a_retrieval_query(tmp_path):
+    llm = ScriptedLLM(router(condense="How long does charging the Acme X200 battery take?"))
+    services = build_services(tmp_path, llm=llm)
+    context = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY, condense=CONTEXT)
+    assert llm.calls == [] and context.standalone_question == \
+        "Tell me about the Acme X200 battery.\nHow long does charging it take?"
+    both = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY, condense=BOTH)
+    assert both.standalone_question == "How long does charging the Acme X200 battery take?"
+    assert [(v["label"], v["text"]) for v in both.variants] == [
+        ("original", both.standalone_question), ("conversation:1", context.standalone_question)]
+    with pytest.raises(InvalidRequest) as caught:
+        services.pipeline.retrieve("and it?", KB, history=HISTORY, condense="telepathy")
+    assert caught.value.field == "condense"
+
+
+def test_conversation_query_uses_recent_user_turns():
     history = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"},
                {"role": "user", "content": "b"}, {"role": "user", "content": "c"}]
-    assert rerank_query("q", history) == "b\nc\nq"
-    assert rerank_query(" q ", None) == "q"
+    assert conversation_query("q", history) == "b\nc\nq"
+    assert conversation_query(" q ", None) == "q"
 
 
 @pytest.mark.parametrize("line,expected", [
