@@ -8,12 +8,22 @@ sentences the verifier supports, refusals, LLM calls and latency. Strategies run
 order per question (a fixed seed), in one process, sharing one model.
 
     python benchmarks/strategies.py [--strategies stuff,map_reduce,refine,map_rerank] [--out runs/strategies.json]
+
+With `--dataset` the questions are a dataset's instead (a shipped name, covidqa or cmrc2018, or a
+BEIR-layout folder), drawn from its dev or test half as `rag eval` draws them, over the same cached
+evaluation knowledge base (`eval.runner.prepare_kb`), each answered and scored by
+`eval.answer_eval.evaluate_answers`: per strategy the accuracy, citation correctness (the share of
+answered questions whose cited spans contain a gold answer), refusals, LLM calls and p50 latency.
+`--embedded small|large` sets RAG_LLM_EMBEDDED (which bundled model answers, and what `auto` picks).
+
+    python benchmarks/strategies.py --dataset covidqa --split dev --limit 40 --seed 0 [--embedded large]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -72,9 +82,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strategies", default="stuff,map_reduce,refine,map_rerank")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "strategies.json")
+    parser.add_argument("--out", type=Path, default=None, help="default runs/strategies[-<dataset>-<split>].json")
+    parser.add_argument("--dataset", default=None, help="a dataset's questions instead of the summary questions")
+    parser.add_argument("--split", default="dev", help="with --dataset: dev | test | all")
+    parser.add_argument("--limit", type=int, default=20, help="with --dataset: questions drawn from the split")
+    parser.add_argument("--embedded", choices=("small", "large"), default=None, help="sets RAG_LLM_EMBEDDED")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="with --dataset: where the evaluation knowledge base is cached (default: the setting)")
     args = parser.parse_args()
+    if args.embedded:
+        os.environ["RAG_LLM_EMBEDDED"] = args.embedded
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.out is None:
+        name = f"strategies-{Path(args.dataset).name}-{args.split}" if args.dataset else "strategies"
+        args.out = ROOT / "runs" / f"{name}.json"
+    if args.dataset:
+        run_dataset(args, strategies)
+    else:
+        run_summaries(args, strategies)
+
+
+def run_summaries(args: argparse.Namespace, strategies: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="rag-strategies-"))
     try:
         docs = work / "docs"
@@ -125,6 +153,77 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for s in summary:
         print(f"| {s['strategy']} | {s['questions']} | {s['key points']:.3f} | {s['supported citations']} | "
+              f"{s['refused']} | {s['llm calls']:.1f} | {s['p50 s']} |")
+    print(f"\nrows: {args.out}")
+
+
+class _Recorder:
+    """The pipeline, recording each answer's strategy info (`evaluate_answers` keeps the scores)."""
+
+    def __init__(self, pipeline) -> None:
+        self.pipeline = pipeline
+        self.infos: list[dict] = []
+
+    def answer(self, *args, **kwargs):
+        answer = self.pipeline.answer(*args, **kwargs)
+        self.infos.append(answer.info.get("strategy") or {})
+        return answer
+
+
+def run_dataset(args: argparse.Namespace, strategies: list[str]) -> None:
+    from eval.ablations import ChunkLocator
+    from eval.answer_eval import evaluate_answers
+    from eval.datasets import CorpusFolder, load_dataset, resolve_dataset_path
+    from eval.runner import corpus_folder, eval_kb_name, prepare_kb
+
+    settings = load_settings(data_dir=args.data_dir) if args.data_dir else load_settings()
+    services = build_services(settings)
+    try:
+        written = CorpusFolder(corpus_folder(services, resolve_dataset_path(args.dataset).name))
+        dataset = load_dataset(args.dataset, keep_text="judged", on_passage=written.write)
+        qids = [q for q in dataset.sample(args.limit, args.seed, args.split) if q in dataset.answer_keys]
+        kb = eval_kb_name("eval", dataset.name, settings)
+        prepare_kb(services, dataset, kb, written=written)
+        pipeline, locator = _Recorder(services.pipeline), ChunkLocator(dataset)
+        rng = random.Random(args.seed)
+        rows = []
+        for qid in qids:
+            order = strategies[:]
+            rng.shuffle(order)
+            for strategy in order:
+                result = evaluate_answers(pipeline, kb, dataset, [qid], None, locator, strategy=strategy)
+                row, info = result.per_query[0], pipeline.infos[-1]
+                rows.append({"strategy": strategy, "llm_calls": info.get("llm_calls"), "ran": info.get("name"),
+                             "reason": info.get("reason"), "chosen": info.get("chosen"),
+                             "fallback": info.get("fallback"), "seconds": round(row["timings"]["total"], 2),
+                             **{k: row[k] for k in ("qid", "question", "gold", "answer", "refused", "refusal_reason",
+                                                    "accuracy", "citation_correct", "cited")}})
+                print(f"{strategy:10s} {rows[-1]['seconds']:6.1f}s accuracy {row['accuracy']:.0f} "
+                      f"refused={row['refused']}  {row['question'][:50]}", flush=True)
+    finally:
+        services.close()
+    summary = []
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if not mine:
+            continue
+        cited = [r["citation_correct"] for r in mine if r["citation_correct"] is not None]
+        summary.append({"strategy": strategy, "questions": len(mine),
+                        "accuracy": round(statistics.mean(r["accuracy"] for r in mine), 3),
+                        "citation correct": round(statistics.mean(cited), 3) if cited else None,
+                        "refused": sum(r["refused"] for r in mine),
+                        "llm calls": statistics.mean(r["llm_calls"] or 0 for r in mine),
+                        "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
+    record = {"dataset": dataset.name, "split": args.split, "limit": args.limit, "seed": args.seed, "qids": qids,
+              "llm_embedded": settings.llm_embedded, "summary": summary, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
+    print(f"\n{dataset.name} {args.split}, {len(qids)} questions, seed {args.seed}, "
+          f"embedded model {settings.llm_embedded}")
+    print("\n| strategy | questions | accuracy | citation correct | refused | LLM calls | p50 s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for s in summary:
+        print(f"| {s['strategy']} | {s['questions']} | {s['accuracy']:.3f} | {s['citation correct']} | "
               f"{s['refused']} | {s['llm calls']:.1f} | {s['p50 s']} |")
     print(f"\nrows: {args.out}")
 

@@ -206,8 +206,20 @@ def hits_about(question: str, hits: Sequence[Hit], min_coverage: float) -> list[
     return [hits[s.number - 1] for s in sources_about(question, sources_from_hits(hits), min_coverage)]
 
 
-def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> float | None:
-    """`question_coverage` over the sources' texts (`_source_text`), built once by the caller."""
+def candidate_coverage(question: str, answer: str, source: Source, sources: Sequence[Source]) -> float | None:
+    """The weighted share of the question's subject terms (weighted over all the `sources`, as
+    `question_coverage` weighs them) that one candidate answer states together with the `source`
+    it stands on, every missing term counted (one missing term is not forgiven here: candidates
+    are compared, not gated). None when it cannot be judged. map_rerank ranks candidates by it."""
+    texts = {s.number: _source_text(s) for s in sources}
+    return _coverage(question, texts, [texts.get(source.number) or _source_text(source), strip_markers(answer)],
+                     min_missing=1)
+
+
+def _coverage(question: str, texts: dict[int, str], cited: Sequence[str],
+              min_missing: int = _MIN_MISSING) -> float | None:
+    """`question_coverage` over the sources' texts (`_source_text`), built once by the caller;
+    1.0 when fewer than `min_missing` terms are missing."""
     subject = _HOW_RE.sub(" ", normalize(question))
     weights = {term: weight for term, weight in term_weights(subject, list(texts.values()), min_df=1).items()
                if term not in _QUESTION_WORDS and not (len(term) == 1 and has_cjk(term))}
@@ -218,7 +230,7 @@ def _coverage(question: str, texts: dict[int, str], cited: Sequence[str]) -> flo
     plain = normalize(stated)
     tokens = set(tokenize(stated, stopwords=False))
     found = {term for term in weights if term in tokens or (has_cjk(term) and term in plain)}
-    if len(weights) - len(found) < _MIN_MISSING:
+    if len(weights) - len(found) < min_missing:
         return 1.0
     return sum(weights[t] for t in found) / sum(weights.values())
 

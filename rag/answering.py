@@ -53,12 +53,13 @@ class Answerer:
 
     def plan(self, question: str, hits: list[Hit], packed: PackedContext, lang: str, strategy: str) -> Planned:
         """Run the strategy's intermediate LLM calls; the final step."""
-        name = resolve(strategy, packed)
+        choice = resolve(strategy, packed, self.config.strategy.model)
         runner = StrategyRunner(self._llm, self.config.strategy)  # per answer: it counts this answer's calls
         t = time.perf_counter()
-        step = runner.final_step(name, question, hits, packed, lang)
-        seconds = None if name == STUFF else time.perf_counter() - t
-        info = {"requested": strategy, **step.info, "llm_calls": runner.calls + (step.messages is not None)}
+        step = runner.final_step(choice.name, question, hits, packed, lang)
+        seconds = None if choice.name == STUFF else time.perf_counter() - t
+        info = {"requested": strategy, **step.info, "reason": choice.reason,
+                "llm_calls": runner.calls + (step.messages is not None)}
         return Planned(step, info, seconds)
 
     def write(self, step: FinalStep, written: list[Written]) -> Iterator[str]:

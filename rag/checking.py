@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from rag.answer_check import check_answer, check_sources
-from rag.citations import CitationVerifier, attribute, extract_citations, uncited_sentences
+from rag.citations import CitationVerifier, Support, attribute, extract_citations, support, uncited_sentences
 from rag.generation import sources_from_hits
 from rag.strategies import is_refusal
 from rag.trace import (EMPTY_MODEL_ANSWER, LOW_RERANK_SCORE, MODEL_REFUSED, NO_HITS, OFF_TOPIC_ANSWER,
@@ -97,6 +97,11 @@ class AnswerChecker:
             verifier.verify(citations, sources)
         _, grounding = attribute(text, citations, sources, verifier)
         return not grounding["claims"] or grounding["supported_claims"] > 0
+
+    def support(self, text: str, sources: Sequence[Source]) -> Support:
+        """How well the sources back an intermediate (candidate) answer, as a number
+        (`rag.citations.support`): map_rerank ranks its candidates by it."""
+        return support(text, sources, self._verifier())
 
 
 def _refused(reason: str, text: str, citations: Sequence[Citation]) -> Refusal:

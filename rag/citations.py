@@ -335,6 +335,46 @@ def attribute(answer: str, citations: Sequence[Citation], sources: Sequence[Sour
     return added, info
 
 
+@dataclass(frozen=True)
+class Support:
+    """How well sources back a text: `score` is the mean over its claims (over its sentences
+    when it states no claim: "Two years [1].") of the best support any source gives each one
+    (0..1, `CitationVerifier` scores); `supported` how many of them reach the verifier's threshold."""
+
+    score: float
+    supported: int
+    claims: int
+
+
+def support(text: str, sources: Sequence[Source], verifier: CitationVerifier, candidates: int = 2) -> Support:
+    """Score every claim of a cleaned `text` against the sources it cites and the `candidates`
+    sources sharing most words with it, in one verifier call (the citations scored are not kept)."""
+    found = claims(text) or [s for s in answer_sentences(text) if tokenize(s.text)]
+    if not found or not sources:
+        return Support(0.0, 0, len(found))
+    by_number = {s.number: s for s in sources}
+    source_words = {s.number: set(tokenize(s.text)) for s in sources}
+    trial: list[tuple[int, Citation]] = []
+    for index, sentence in enumerate(found):
+        words = set(tokenize(sentence.text))
+        ranked = sorted(sources, key=lambda src: (-_overlap(words, source_words[src.number]), src.number))
+        chosen = [by_number[n] for n in sentence.numbers if n in by_number]
+        cited = {src.number for src in chosen}
+        chosen += [src for src in ranked[:candidates] if src.number not in cited]
+        trial.extend((index, Citation(number=src.number, sentence=sentence.text, sentence_start=sentence.start,
+                                      sentence_end=sentence.end, source_number=src.number, chunk_id=src.chunk_id,
+                                      origin="attributed",
+                                      page=cited_page(src.text, src.pages, sentence.text, src.page)))
+                     for src in chosen)
+    verifier.verify([c for _, c in trial], sources)
+    best = [0.0] * len(found)
+    backed = [False] * len(found)
+    for index, citation in trial:
+        best[index] = max(best[index], citation.support or 0.0)
+        backed[index] = backed[index] or bool(citation.supported)
+    return Support(round(sum(best) / len(best), 4), sum(backed), len(found))
+
+
 def mark_attributed(answer: str, citations: Sequence[Citation]) -> str:
     """The answer with a `[n]` marker for every attributed citation, at the end of its sentence
     (before the final full stop, after the model's own markers), for display."""

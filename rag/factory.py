@@ -219,6 +219,9 @@ class Services:
                                             s.answer_check, s.answer_min_coverage), lambda: self.citation_verifier)
         # partial (map) answers no source supports are dropped when unsupported answers are refused
         grounded = checker.grounded if s.verify_citations and s.refuse_unsupported else None
+        # map_rerank ranks its candidates by the verifier's support; auto picks per embedded model (None: another)
+        support = checker.support if s.verify_citations else None
+        embedded = s.llm_embedded if not (s.llm_base_url or s.llm_local_model or s.llm_gguf_path) else None
         retrieval = RetrievalStage(
             kbs=lambda: self.kbs, rerank=lambda: self.rerank_stage,
             transformer=QueryTransformer(lambda: self.llm, multi_query_n=s.multi_query_n),
@@ -235,7 +238,8 @@ class Services:
                 s.context_top_n, s.llm_context_window, s.llm_max_tokens, s.context_dedupe, s.match_years,
                 s.context_focus, s.context_focus_tokens, s.context_about, s.answer_min_coverage, layout)),
             answerer=Answerer(lambda: self.llm, AnswerConfig(StrategyConfig(
-                s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel, grounded, layout))),
+                s.llm_max_tokens, s.llm_temperature, s.strategy_group_sources, s.strategy_parallel, grounded, layout,
+                support=support, model=embedded))),
             checker=checker,
             config=PipelineConfig(strategy=s.strategy, strategy_sources=s.strategy_sources,
                                   collection_questions=s.collection_questions))

@@ -10,7 +10,9 @@ rag/answer_check.py `check_sources`); the prompt still tells the model to refuse
 After generation every claim of the answer is checked against the sources (model citations
 verified, uncited claims attributed); an answer none of whose claims any source supports is
 replaced by the refusal (`refuse_unsupported`), and so is one that does not address the question
-(`answer_check`).
+(`answer_check`), unless the strategy gave a fallback answer that passes the same checks
+(map_reduce's verified partial answers when the combining call's answer fails: `_fall_back`; a
+stream's `done` event then carries it).
 
 Stages (each built once by the factory, `rag.factory.Services.pipeline`, with its own config
 slice): retrieval (condense, transforms, named lists fused, rerank, versions:
@@ -28,12 +30,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rag import collection, prompts
 from rag.answering import Answerer, Written
-from rag.checking import AnswerChecker
+from rag.checking import AnswerChecker, Outcome
+from rag.citations import clean_answer
 from rag.context_builder import BuiltContext, ContextBuilder
 from rag.errors import RagError
 from rag.generation import sources_from_hits
@@ -51,6 +54,7 @@ from rag.types import Answer, Hit, Source
 __all__ = ["Pipeline", "PipelineConfig", "RetrievalResult", "STAGES"]
 
 log = logging.getLogger(__name__)
+FALLBACK_TRACE_CHARS = 500  # of a refused last answer kept in the strategy info when a fallback replaced it
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,8 @@ class Pipeline:
             trace.generation = text.generation.info()
         ans.model, ans.answer, trace.generated = text.model, text.text, True
         outcome = self.checker.after(ans.standalone_question or ans.question, text.text, text.invalid, sources)
+        if outcome.refusal is not None and planned.step.fallback_text:
+            outcome = self._fall_back(ans, trace, planned.step.fallback_text, outcome, sources)
         if outcome.verify_seconds is not None:
             ans.timings["verify"] = outcome.verify_seconds
         ans.citations, trace.checked = outcome.citations, outcome.checked
@@ -198,6 +204,23 @@ class Pipeline:
             self._refuse(ans, trace, off_topic[0])
             return ans, trace, None
         return ans, trace, built
+
+    def _fall_back(self, ans: Answer, trace: AnswerTrace, fallback: str, refused: Outcome,
+                   sources: Sequence[Source]) -> Outcome:
+        """The last call's answer failed the checks: check the strategy's fallback answer
+        (map_reduce's verified partial answers) and, when it passes, answer with it instead. The
+        strategy info records it (`fallback`: used, and why the last call's answer was refused)."""
+        text, invalid = clean_answer(fallback, len(sources))
+        outcome = self.checker.after(ans.standalone_question or ans.question, text, invalid, sources)
+        used = outcome.refusal is None
+        trace.strategy = {**(trace.strategy or {}), "fallback": {
+            "used": used, "refused_reason": refused.refusal.reason if refused.refusal else None,
+            "refused_answer": ans.answer[:FALLBACK_TRACE_CHARS]}}
+        if not used:
+            return refused
+        ans.answer = text
+        seconds = [x for x in (refused.verify_seconds, outcome.verify_seconds) if x is not None]
+        return replace(outcome, verify_seconds=sum(seconds) if seconds else None)
 
     @staticmethod
     def _refuse(ans: Answer, trace: AnswerTrace, refusal: Refusal) -> None:

@@ -4,10 +4,19 @@
 - map_reduce: each group of sources (at most `group_sources`, sized to the token budget) gives a
   partial answer in parallel; the partial answers, with their `[n]` markers, are combined by a
   reduce call (collapsed in rounds when they do not fit one prompt); a single non-refusing
-  partial answer is the answer itself;
+  partial answer is the answer itself. The partial answers a source supports are kept
+  (`FinalStep.fallback_text`): when the reduce call's answer fails the pipeline's checks, they
+  are the answer;
 - refine: an answer from the first group, improved with each next group;
-- map_rerank: one answer per source with a self-rated "Score: 0-100"; the best one wins;
-- auto: stuff when the sources fit the budget whole, else map_reduce.
+- map_rerank: one answer per source (with a self-rated "Score: 0-100"); the candidates are ranked
+  by what can be measured: the citation verifier's support of each by its source and the share
+  of the question's subject terms it states with its source (`candidate_coverage`); the
+  self-score only breaks ties (a small model's self-ratings are noise). A candidate its source
+  does not support is never chosen; with none left the answer is the refusal. Every candidate
+  (its reply cut to `RERANK_REPLY_CHARS`, scores, rank) is kept in the strategy info;
+- auto: stuff when the sources fit the budget whole; else the strategy `AUTO_WHEN_TOO_LONG`
+  names for the model in use (stuff reads the sources that fit, trimmed).
+Each strategy's info says why it ran (`Choice.reason`).
 
 Sources are numbered once, over all retrieved hits, and keep that number in every step, so the
 final answer's markers name the sources the reader sees and `AnswerChecker.after` verifies them
@@ -23,9 +32,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rag import prompts, strategy_prompts
+from rag.answer_check import candidate_coverage
+from rag.citations import Support
 from rag.errors import InvalidRequest
 from rag.generation import Layout, PackedContext, _as_chunk, build_messages, estimate_tokens, pack_context, source_block
 from rag.llm_timing import Generation, generate_timed
+from rag.models import LARGE_LLM, SMALL_LLM
 from rag.names import AUTO, MAP_REDUCE, MAP_RERANK, REFINE, STRATEGIES, STUFF
 from rag.protocols import LLM
 from rag.text import split_sentences
@@ -34,6 +46,17 @@ from rag.types import Hit, Source
 MAX_COLLAPSE_ROUNDS = 3
 _MARKER = re.compile(r"[ \t]*\[(\d{1,3})\]")
 _SCORE = re.compile(r"(?:score|分数|评分|得分)\s*[:：]?\s*(\d{1,3})", re.IGNORECASE)
+RERANK_REPLY_CHARS = 500  # of each map_rerank candidate's raw reply kept in the strategy info
+
+# auto, when the sources do not fit one prompt whole: the strategy per model in use, the embedded
+# model's key (RAG_LLM_EMBEDDED) or None for any other (an OpenAI-compatible endpoint, a local
+# model or GGUF), and the measurement behind it (docs/benchmarks.md, "Answer strategies")
+AUTO_WHEN_TOO_LONG: dict[str | None, str] = {SMALL_LLM.key: STUFF, LARGE_LLM.key: STUFF, None: MAP_REDUCE}
+AUTO_WHY: dict[str | None, str] = {
+    SMALL_LLM.key: "map_reduce is measured to answer worse than stuff with this model",
+    LARGE_LLM.key: "map_reduce is not measured to answer at least as well as stuff with this model",
+    None: "map_reduce reads every source (not measured against stuff for this model)",
+}
 
 
 def check_strategy(name: str | None, default: str = AUTO) -> str:
@@ -48,11 +71,27 @@ def is_refusal(text: str) -> bool:
     return not head or any(head.startswith(r.lower().rstrip(".。")) for r in prompts.REFUSAL.values())
 
 
-def resolve(strategy: str, packed: PackedContext) -> str:
-    """The strategy to run: `auto` is stuff when every source fit the budget whole, else map_reduce."""
+@dataclass(frozen=True)
+class Choice:
+    """The strategy to run and why (the strategy info's `reason`)."""
+
+    name: str
+    reason: str
+
+
+def resolve(strategy: str, packed: PackedContext, model: str | None = None) -> Choice:
+    """The strategy to run: `auto` is stuff when every source fit the budget whole, else the one
+    `AUTO_WHEN_TOO_LONG` names for `model` (the embedded model's key, None for another model)."""
     if strategy != AUTO:
-        return strategy
-    return STUFF if packed.left_out == 0 and not packed.trimmed else MAP_REDUCE
+        return Choice(strategy, "requested")
+    if packed.left_out == 0 and not packed.trimmed:
+        return Choice(STUFF, f"auto: the {len(packed.sources)} sources fit the prompt whole")
+    model = model if model in AUTO_WHEN_TOO_LONG else None
+    name = AUTO_WHEN_TOO_LONG[model]
+    total = len(packed.sources) + packed.left_out
+    what = name if name != STUFF else f"stuff with the {len(packed.sources)} that fit ({len(packed.trimmed)} trimmed)"
+    return Choice(name, f"auto: {total} sources do not fit whole (budget {packed.budget} tokens); "
+                        f"{what}, because {AUTO_WHY[model]}")
 
 
 @dataclass(frozen=True)
@@ -65,19 +104,26 @@ class StrategyConfig:
     # no source supports are dropped before the reduce step (None: keep every one)
     grounded: Callable[[str, Sequence[Source]], bool] | None = None
     layout: Layout = Layout()  # of the one-call answer prompt (rag.generation.build_messages)
+    # (candidate answer, its source) -> how well the source backs it (rag.checking.AnswerChecker.support):
+    # map_rerank ranks by it and never chooses an unsupported candidate (None: not measured)
+    support: Callable[[str, Sequence[Source]], Support] | None = None
+    model: str | None = None  # the embedded model's key (RAG_LLM_EMBEDDED), None for another: what auto picks
 
 
 @dataclass
 class FinalStep:
     """What the pipeline does last: call the LLM with `messages` (streamed when streaming), or use
     `text` as the answer. `packed` holds every source the final answer may cite. `generation`:
-    the intermediate call `text` comes from (its TTFT/TPOT), None for a refusal no call wrote."""
+    the intermediate call `text` comes from (its TTFT/TPOT), None for a refusal no call wrote.
+    `fallback_text`: the answer to give instead when the last call's answer fails the checks
+    (map_reduce's verified partial answers, markers in the global numbering)."""
 
     packed: PackedContext
     messages: list[dict[str, str]] | None = None
     text: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     generation: Generation | None = None
+    fallback_text: str | None = None
 
 
 def number_sources(hits: Sequence[Hit], budget: int, lang: str) -> list[Source]:
@@ -209,6 +255,7 @@ class StrategyRunner:
             return FinalStep(whole, text=prompts.refusal(lang), info=info)
         if len(kept) == 1:  # one group answered: nothing to combine (and no reduce call to get wrong)
             return FinalStep(whole, text=kept[0], info={**info, "collapse_rounds": 0}, generation=kept_calls[0][1])
+        verified = list(kept)  # the reduce call's answer may fail the checks: these stand instead
         rounds = 0
         numbers = {s.number for s in whole.sources}
         while len(kept) > 1 and estimate_tokens(self._partials(kept, lang)) > whole.budget:
@@ -219,12 +266,14 @@ class StrategyRunner:
             kept = [keep_markers(p.text, numbers) for p in collapsed if not is_refusal(p.text)]
             rounds += 1
             if not kept:
-                return FinalStep(whole, text=prompts.refusal(lang), info={**info, "collapse_rounds": rounds})
+                return FinalStep(whole, text=prompts.refusal(lang), info={**info, "collapse_rounds": rounds},
+                                 fallback_text="\n\n".join(p.strip() for p in verified))
         info["collapse_rounds"] = rounds
         fitting = self._fit(kept, whole.budget, lang)
         if len(fitting) < len(kept):
             info["partials_left_out"] = len(kept) - len(fitting)
-        return FinalStep(whole, self._reduce_messages(question, fitting, lang), info=info)
+        return FinalStep(whole, self._reduce_messages(question, fitting, lang), info=info,
+                         fallback_text="\n\n".join(p.strip() for p in verified))
 
     def _fit(self, partials: list[str], budget: int, lang: str) -> list[str]:
         """The leading partial answers (best-ranked sources first) whose list fits the budget; at least one."""
@@ -277,20 +326,61 @@ class StrategyRunner:
         sources = whole.sources
         replies = self._parallel([prompts.messages(strategy_prompts.RERANK_ANSWER, lang,
                                                    sources=_blocks([s], lang), question=question) for s in sources])
-        candidates = []
-        for source, reply in zip(sources, replies, strict=True):
-            text, score = parse_score(reply.text)
-            # one source was shown: every marker means that source, whatever number the model wrote
-            text = _MARKER.sub(f" [{source.number}]", text).strip()
-            if is_refusal(text) or not re.search(r"\w{2}", _MARKER.sub("", text)):  # refused, or no words
-                score = 0
-            elif not _MARKER.search(text):
-                text = f"{text} [{source.number}]"
-            candidates.append((score, source.number, text, reply))
-        info: dict[str, Any] = {"name": MAP_RERANK, "scores": {n: score for score, n, _, _ in candidates},
-                                "map_calls": len(sources)}
-        best = max(candidates, key=lambda c: c[0], default=None)  # ties: the better-ranked source (first)
-        if best is None or best[0] <= 0:
+        candidates = [self._candidate(question, source, reply, sources)
+                      for source, reply in zip(sources, replies, strict=True)]
+        info: dict[str, Any] = {"name": MAP_RERANK, "map_calls": len(sources),
+                                "candidates": [c.info() for c in candidates]}
+        eligible = [c for c in candidates if c.rank is not None]
+        # the measured rank first; the self-score only breaks ties; then the better-ranked source (first)
+        best = max(eligible, key=lambda c: (c.rank, c.self_score, -c.source), default=None)
+        if best is None:
             return FinalStep(whole, text=prompts.refusal(lang), info={**info, "chosen": None})
-        info["chosen"] = best[1]
-        return FinalStep(whole, text=best[2], info=info, generation=best[3])
+        info["chosen"] = best.source
+        return FinalStep(whole, text=best.text, info=info, generation=best.generation)
+
+    def _candidate(self, question: str, source: Source, reply: Generation, sources: Sequence[Source]) -> Candidate:
+        """One source's answer, measured: its support by the source and its coverage of the question."""
+        text, score = parse_score(reply.text)
+        # one source was shown: every marker means that source, whatever number the model wrote
+        text = _MARKER.sub(f" [{source.number}]", text).strip()
+        if is_refusal(text) or not re.search(r"\w{2}", _MARKER.sub("", text)):  # refused, or no words
+            return Candidate(source.number, text, reply, score, excluded="refused")
+        if not _MARKER.search(text):
+            text = f"{text} [{source.number}]"
+        support = self.config.support(text, [source]) if self.config.support is not None else None
+        coverage = candidate_coverage(question, text, source, sources)
+        if support is not None and support.supported == 0:
+            return Candidate(source.number, text, reply, score, support, coverage, excluded="unsupported")
+        parts = [x for x in (None if support is None else support.score, coverage) if x is not None]
+        rank = round(sum(parts) / len(parts), 2) if parts else 0.0
+        return Candidate(source.number, text, reply, score, support, coverage, rank)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A map_rerank candidate: source `source`'s answer `text`, the model's `reply` and its
+    self-score, the verifier's `support` of it by its source, its `coverage` of the question
+    (`candidate_coverage`), and its `rank` (the mean of those two, rounded: near-equal ranks tie),
+    None when it may not be chosen (`excluded`: refused, unsupported)."""
+
+    source: int
+    text: str
+    generation: Generation
+    self_score: int
+    support: Support | None = None
+    coverage: float | None = None
+    rank: float | None = None
+    excluded: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"source": self.source, "reply": self.generation.text[:RERANK_REPLY_CHARS],
+                               "self_score": self.self_score}
+        if self.support is not None:
+            out["support"] = self.support.score
+            out["supported_claims"] = f"{self.support.supported}/{self.support.claims}"
+        if self.coverage is not None:
+            out["coverage"] = round(self.coverage, 3)
+        out["rank_score"] = self.rank
+        if self.excluded:
+            out["excluded"] = self.excluded
+        return out

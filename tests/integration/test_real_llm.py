@@ -1,5 +1,6 @@
-"""The embedded default LLM for real: the bundled Qwen2.5-Coder-0.5B-Instruct GGUF joined from its
-six packages (into ~/.rag/models, verified once and then reused) and run by llama.cpp on CPU."""
+"""The embedded LLMs for real: the bundled GGUFs joined from their packages (into ~/.rag/models,
+verified once and then reused) and run by llama.cpp on CPU: every test on the small model
+(Qwen2.5-Coder-0.5B-Instruct), the answer tests on the large one (1.5B) when it is installed."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import re
 import pytest
 
 from rag.adapters.llm import EmbeddedLlamaLLM, make_llm
-from rag.models import BUNDLED_GGUF_SIZE, resolve_bundled_gguf
+import importlib.util
+
+from rag.models import LARGE_LLM, SMALL_LLM, resolve_bundled_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -24,23 +27,36 @@ def _messages(question: str, context: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"Question: {question}\n\nContext:\n{context}\n\nQuestion: {question}"}]
 
 
-@pytest.fixture(scope="module")
-def llm() -> EmbeddedLlamaLLM:
-    path = resolve_bundled_gguf()
-    assert path.stat().st_size == BUNDLED_GGUF_SIZE
-    model = make_llm(None, "default", None, 120.0, None, 2048, 0)
-    assert isinstance(model, EmbeddedLlamaLLM)
+def _loaded(bundled) -> EmbeddedLlamaLLM:
+    path = resolve_bundled_gguf(model=bundled)
+    assert path.stat().st_size == bundled.size
+    model = make_llm(None, "default", None, 120.0, None, 2048, 0, embedded=bundled.key)
+    assert isinstance(model, EmbeddedLlamaLLM) and model.info()["embedded"] == bundled.key
     model.warm_up()
     return model
 
 
-def test_answers_in_english_from_the_context(llm):
+@pytest.fixture(scope="module")
+def llm() -> EmbeddedLlamaLLM:
+    return _loaded(SMALL_LLM)
+
+
+@pytest.fixture(scope="module", params=[SMALL_LLM, LARGE_LLM], ids=["small", "large"])
+def each_llm(request) -> EmbeddedLlamaLLM:
+    if importlib.util.find_spec(request.param.packages()[0].replace("-", "_")) is None:
+        pytest.skip(f"the {request.param.key} model is an optional install: pip install -e '.[large-llm]'")
+    return _loaded(request.param)
+
+
+def test_answers_in_english_from_the_context(each_llm):
+    llm = each_llm
     answer = llm.chat(_messages("How long is the warranty of the Acme X200?", CONTEXT_EN), max_tokens=64)
     assert re.search(r"\b(two|2)[ -]years?\b", answer, re.IGNORECASE), answer
     assert llm.info()["loaded"] is True
 
 
-def test_answers_in_chinese_from_the_context(llm):
+def test_answers_in_chinese_from_the_context(each_llm):
+    llm = each_llm
     answer = llm.chat(_messages("Acme X200 的保修期是多久？", CONTEXT_ZH), max_tokens=64)
     assert re.search(r"(两|2|二)\s*年", answer), answer
 

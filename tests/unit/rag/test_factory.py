@@ -73,3 +73,17 @@ def test_per_request_arguments_override_the_wired_stages(tmp_path):
     default = services.pipeline.retrieve("warranty battery", KB, limit=2)
     assert default.info["top_k"] == 3 and default.info["fusion"] == "confidence" and default.rerank_enabled
     assert services.pipeline.retrieval.retriever.top_k == 3  # nothing a request asked for stuck to the stage
+
+
+def test_the_strategies_know_the_embedded_model_only_when_it_answers(tmp_path):
+    """auto picks per embedded model (rag.strategies.AUTO_WHEN_TOO_LONG); any other model is None."""
+    def model(**values):
+        return Services(settings(tmp_path, **values)).pipeline.answerer.config.strategy.model
+
+    assert model() == "small" and model(llm_embedded="large") == "large"
+    assert model(llm_embedded="large", llm_base_url="http://127.0.0.1:9/v1") is None
+    assert model(llm_gguf_path=tmp_path / "other.gguf") is None
+    assert model(llm_local_model=tmp_path / "qwen") is None
+    strategy = Services(settings(tmp_path)).pipeline.answerer.config.strategy
+    assert strategy.support is not None and strategy.grounded is not None  # map_rerank ranks by the verifier
+    assert Services(settings(tmp_path, verify_citations=False)).pipeline.answerer.config.strategy.support is None

@@ -1,18 +1,23 @@
 """Combine strategies through the real pipeline with a scripted LLM: each strategy's call sequence,
 citations that keep the original source numbers through every step, auto choosing stuff or
-map_reduce by the token budget, streaming of the final step, and verification of the final answer."""
+map_reduce by the token budget and the model in use (with its reason), map_rerank ranking its
+candidates by the verifier's support and the question's coverage, map_reduce falling back to its
+verified partial answers, streaming of the final step, and verification of the final answer."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import InvalidRequest
 from rag.pipeline import Pipeline
-from rag.strategies import group_sources, keep_markers, parse_score
-from tests.unit.kb_fixtures import KB, build_services, kind_of, router
+from rag.generation import PackedContext
+from rag.names import MAP_REDUCE, STUFF
+from rag.strategies import AUTO_WHEN_TOO_LONG, RERANK_REPLY_CHARS, group_sources, keep_markers, parse_score, resolve
+from tests.unit.kb_fixtures import KB, build_services, kind_of, make_chunks, router
 
 QUESTION = "warranty battery reset passwords"
 _BLOCK = re.compile(r"\[(\d+)\] [^\n]*\n([^\n]+)")
@@ -65,6 +70,7 @@ def test_map_reduce_maps_each_group_then_reduces_keeping_original_numbers(tmp_pa
     assert cited == by_number  # every final marker names the source with that number
     assert all(c.supported for c in answer.citations)
     assert "strategy" in answer.timings
+    assert info["reason"] == "requested" and "fallback" not in info  # the reduce answer passed its checks
 
 
 def test_map_reduce_drops_markers_a_map_step_was_not_shown(tmp_path):
@@ -110,7 +116,8 @@ def test_map_rerank_returns_the_best_scored_answer_cited_to_its_source(tmp_path)
     assert kinds(llm) == ["map_rerank"] * 4
     chosen = answer.info["strategy"]["chosen"]
     source = next(s for s in answer.sources if s.number == chosen)
-    assert source.chunk_id == "passwords" and answer.info["strategy"]["scores"][chosen] == 90
+    by_source = {c["source"]: c for c in answer.info["strategy"]["candidates"]}
+    assert source.chunk_id == "passwords" and by_source[chosen]["self_score"] == 90
     assert answer.answer.startswith("Passwords must have at least twelve characters")
     assert [c.source_number for c in answer.citations] == [chosen] and answer.citations[0].supported
     assert "Score" not in answer.answer
@@ -120,30 +127,138 @@ def test_map_rerank_ignores_an_answer_without_words(tmp_path):
     llm = ScriptedLLM(router(map_rerank=lambda m: "% [1]\nScore: 95" if blocks(m)[0][0] == 1 else
                              f"{first_sentence(blocks(m)[0][1])} Score: 40"))
     answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_rerank", limit=2)
-    assert answer.info["strategy"]["chosen"] == 2 and answer.info["strategy"]["scores"][1] == 0
+    candidates = answer.info["strategy"]["candidates"]
+    assert answer.info["strategy"]["chosen"] == 2 and candidates[0]["excluded"] == "refused"
 
 
-def test_map_rerank_with_no_positive_score_refuses(tmp_path):
+def test_map_rerank_with_every_candidate_refusing_refuses(tmp_path):
     llm = ScriptedLLM(router(map_rerank="I could not find this in the documents. Score: 0"))
     answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_rerank", limit=2)
     assert answer.refused and answer.info["strategy"]["chosen"] is None
 
 
+WARRANTY = "How long is the Acme X200 warranty?"
+
+
+def test_map_rerank_chooses_the_supported_answer_over_a_higher_self_score(tmp_path):
+    # the 0.5B model chose the security policy with score 90: "warranty is 14 years long"
+    def rerank(messages):
+        number, text = blocks(messages)[0]
+        if "warranty lasts" in text:
+            return "The warranty lasts two years from the date of purchase [1].\nScore: 20"
+        return "The warranty is 14 years long [1].\nScore: 90"
+
+    llm = ScriptedLLM(router(map_rerank=rerank))
+    answer = pipeline(tmp_path, llm, answer_min_coverage=0.5).answer(WARRANTY, KB, strategy="map_rerank", limit=4)
+    info = answer.info["strategy"]
+    chosen = next(s for s in answer.sources if s.number == info["chosen"])
+    assert chosen.chunk_id == "warranty" and not answer.refused
+    assert answer.answer == f"The warranty lasts two years from the date of purchase [{chosen.number}]."
+    # every candidate stays in the trace: its raw reply, self-score, support, coverage and rank
+    assert [c["source"] for c in info["candidates"]] == [1, 2, 3, 4] and info["map_calls"] == 4
+    for candidate in info["candidates"]:
+        assert {"reply", "self_score", "support", "supported_claims", "coverage", "rank_score"} <= set(candidate)
+        if candidate["source"] == chosen.number:
+            assert candidate["self_score"] == 20 and candidate["rank_score"] > 0.5 and "excluded" not in candidate
+        else:
+            assert candidate["reply"].endswith("Score: 90") and candidate["excluded"] == "unsupported"
+            assert candidate["rank_score"] is None and candidate["supported_claims"] == "0/1"
+
+
+def test_map_rerank_ranks_by_the_question_coverage_before_the_self_score(tmp_path):
+    # both answers are true to their source; only one is about the warranty
+    def rerank(messages):
+        number, text = blocks(messages)[0]
+        return f"{first_sentence(text)} [1]\nScore: {10 if 'warranty lasts' in text else 95}"
+
+    llm = ScriptedLLM(router(map_rerank=rerank))
+    answer = pipeline(tmp_path, llm).answer(WARRANTY, KB, strategy="map_rerank", limit=3)
+    info = answer.info["strategy"]
+    by_source = {c["source"]: c for c in info["candidates"]}
+    chosen = next(s for s in answer.sources if s.number == info["chosen"])
+    assert chosen.chunk_id == "warranty" and by_source[chosen.number]["self_score"] == 10
+    assert all(c["support"] > 0.5 and "excluded" not in c for c in info["candidates"])  # all supported
+    assert all(by_source[chosen.number]["coverage"] > c["coverage"] for n, c in by_source.items() if n != chosen.number)
+
+
+def test_map_rerank_self_score_only_breaks_ties(tmp_path):
+    # the same supported answer from two sources that state it alike: equal ranks, the self-score decides
+    chunks = [make_chunks()[0], replace(make_chunks()[0], id="warranty-copy", doc_id="doc-copy", source="copy.pdf",
+                                        title="Acme X200 Manual (copy)")]
+    llm = ScriptedLLM(router(map_rerank=lambda m: f"{first_sentence(blocks(m)[0][1])} [1]\nScore: "
+                                                  f"{90 if '(copy)' in m[-1]['content'] else 40}"))
+    services = build_services(tmp_path, llm=llm, chunks=chunks, strategy_parallel=1, answer_min_coverage=0,
+                              context_dedupe=False)
+    info = services.pipeline.answer(WARRANTY, KB, strategy="map_rerank", limit=2).info["strategy"]
+    first, second = info["candidates"]
+    assert first["rank_score"] == second["rank_score"] is not None
+    assert (first["self_score"], second["self_score"]) == (40, 90) and info["chosen"] == 2
+
+
+def test_map_rerank_refuses_when_no_source_supports_any_candidate(tmp_path):
+    llm = ScriptedLLM(router(map_rerank="The warranty is 14 years long [1].\nScore: 90"))
+    answer = pipeline(tmp_path, llm).answer(WARRANTY, KB, strategy="map_rerank", limit=3)
+    info = answer.info["strategy"]
+    assert answer.refused and info["chosen"] is None and answer.citations == []
+    assert [c["excluded"] for c in info["candidates"]] == ["unsupported"] * 3
+
+
+def test_map_rerank_keeps_replies_bounded_in_the_trace(tmp_path):
+    long_reply = "The Acme X200 warranty lasts two years from the date of purchase [1]. " + "x" * 2000 + " Score: 50"
+    llm = ScriptedLLM(router(map_rerank=long_reply))
+    info = pipeline(tmp_path, llm).answer(WARRANTY, KB, strategy="map_rerank", limit=2).info["strategy"]
+    assert all(len(c["reply"]) == RERANK_REPLY_CHARS for c in info["candidates"])
+
+
 def test_auto_stuffs_sources_that_fit(tmp_path):
     llm = ScriptedLLM(router(answer="The Acme X200 warranty lasts two years from the date of purchase [1]."))
     answer = pipeline(tmp_path, llm).answer("How long is the Acme X200 warranty?", KB)
-    assert kinds(llm) == ["answer"] and answer.info["strategy"] == {"requested": "auto", "name": "stuff",
-                                                                   "llm_calls": 1}
+    n = len(answer.sources)
+    assert kinds(llm) == ["answer"] and answer.info["strategy"] == {
+        "requested": "auto", "name": "stuff", "reason": f"auto: the {n} sources fit the prompt whole", "llm_calls": 1}
+
+
+ENDPOINT = "http://127.0.0.1:9/v1"  # an OpenAI-compatible endpoint (never called: the LLM is given)
 
 
 def test_auto_maps_and_reduces_when_the_sources_do_not_fit(tmp_path):
     llm = ScriptedLLM(router(map=map_reply, reduce=reduce_reply))
-    services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256)
+    services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256, llm_base_url=ENDPOINT)
     answer = services.pipeline.answer(QUESTION, KB, limit=7)
     assert answer.info["strategy"]["requested"] == "auto" and answer.info["strategy"]["name"] == "map_reduce"
+    assert answer.info["strategy"]["reason"].startswith("auto: 7 sources do not fit whole (budget ")
+    assert "; map_reduce, because map_reduce reads every source" in answer.info["strategy"]["reason"]
     assert kinds(llm)[-1] == "reduce" and kinds(llm).count("map") == len(answer.info["strategy"]["groups"]) > 1
     assert len(answer.sources) == 7 and answer.info["context"]["left_out"] == 0  # every hit reached a map step
     assert not answer.refused and all(c.supported for c in answer.citations)
+
+
+@pytest.mark.parametrize("embedded", ["small", "large"])
+def test_auto_stuffs_the_sources_that_fit_with_an_embedded_model(tmp_path, embedded):
+    answer_text = "The Acme X200 warranty lasts two years from the date of purchase [1]."
+    llm = ScriptedLLM(router(answer=answer_text))
+    services = build_services(tmp_path, llm=llm, llm_context_window=640, llm_max_tokens=256, llm_embedded=embedded)
+    answer = services.pipeline.answer(QUESTION, KB, limit=7)
+    info, context = answer.info["strategy"], answer.info["context"]
+    assert kinds(llm) == ["answer"] and info["name"] == "stuff" and info["llm_calls"] == 1
+    assert context["left_out"] + len(context["trimmed"]) > 0  # the sources did not fit whole
+    # the one prompt holds the packed (trimmed) sources, the ones the answer shows
+    assert [n for n, _ in blocks(llm.calls[0]["messages"])] == [s.number for s in answer.sources]
+    assert len(answer.sources) == context["sources"] < 7
+    assert info["reason"].startswith("auto: 7 sources do not fit whole") and (
+        f"stuff with the {len(answer.sources)} that fit" in info["reason"])
+    assert info["reason"].endswith("as stuff with this model" if embedded == "large" else "than stuff with this model")
+
+
+def test_auto_table_per_model():
+    assert AUTO_WHEN_TOO_LONG == {"small": STUFF, "large": STUFF, None: MAP_REDUCE}
+    fits = PackedContext([], 100)
+    too_long = PackedContext([], 100, left_out=3)
+    assert resolve("auto", fits, "small") .name == STUFF and resolve("auto", fits, None).name == STUFF
+    assert resolve("auto", too_long, "small").name == STUFF and resolve("auto", too_long, "large").name == STUFF
+    assert resolve("auto", too_long, None).name == MAP_REDUCE
+    assert resolve("auto", too_long, "some-other-key").name == MAP_REDUCE  # unknown: as any other model
+    assert resolve("refine", too_long, "small").name == "refine" and resolve("refine", fits).reason == "requested"
 
 
 def test_streaming_streams_only_the_reduce_step(tmp_path):
@@ -167,11 +282,37 @@ def test_streaming_map_rerank_sends_the_chosen_answer(tmp_path):
     assert done["info"]["strategy"]["chosen"] == 1 and not done["refused"]
 
 
-def test_verification_refuses_an_unsupported_reduced_answer(tmp_path):
-    llm = ScriptedLLM(router(map=map_reply, reduce="The moon is made of green cheese [1]. Cats can fly [2]."))
+def test_an_unsupported_reduced_answer_falls_back_to_the_verified_partial_answers(tmp_path):
+    bad = "The moon is made of green cheese [1]. Cats can fly [2]."
+    llm = ScriptedLLM(router(map=map_reply, reduce=bad))
     answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_reduce", limit=2)
-    assert answer.refused and answer.info["refusal_reason"] == "unsupported_answer"
-    assert answer.citations == []
+    assert kinds(llm) == ["map", "map", "reduce"] and not answer.refused
+    partials = [map_reply(c["messages"]) for c in llm.calls[:2]]
+    assert answer.answer == "\n\n".join(partials)  # each partial with its own [n], in the global numbering
+    assert {c.source_number for c in answer.citations if c.origin == "model"} == {1, 2}
+    assert all(c.supported for c in answer.citations)
+    fallback = answer.info["strategy"]["fallback"]
+    assert fallback == {"used": True, "refused_reason": "unsupported_answer", "refused_answer": bad}
+    assert "refusal_reason" not in answer.info
+
+
+def test_a_refusing_reduce_call_falls_back_to_the_verified_partial_answers(tmp_path):
+    llm = ScriptedLLM(router(map=map_reply, reduce="I could not find this in the documents."))
+    answer = pipeline(tmp_path, llm).answer(QUESTION, KB, strategy="map_reduce", limit=3)
+    assert not answer.refused and answer.info["strategy"]["fallback"]["refused_reason"] == "model_refused"
+    assert [f"[{n}]" in answer.answer for n in (1, 2, 3)] == [True] * 3
+
+
+def test_the_refusal_stands_when_the_fallback_fails_its_checks_too(tmp_path):
+    # a number question: the reduce answer and the partial answers state no number (answer check)
+    def maps(messages):
+        return f"{blocks(messages)[0][1].split('. ')[1]} [{blocks(messages)[0][0]}]."  # a second sentence
+
+    llm = ScriptedLLM(router(map=maps, reduce="The warranty covers manufacturing defects [1]."))
+    answer = pipeline(tmp_path, llm, answer_min_coverage=0).answer(
+        "How many years does the Acme X200 warranty last?", KB, strategy="map_reduce", limit=2)
+    assert answer.refused and answer.info["refusal_reason"] == "off_topic_answer"
+    assert answer.info["strategy"]["fallback"]["used"] is False
 
 
 def test_unknown_strategy_is_a_clear_error(tmp_path):
