@@ -44,7 +44,7 @@ from rag.errors import ConfigError
 from rag.factory import Services
 from rag.names import CONDENSE_METHODS
 from rag.requests import check_condense
-from rag.text import EN_STOPWORDS, _jieba, has_cjk, tokenize
+from rag.text import EN_STOPWORDS, has_cjk, jieba_ready, tokenize
 
 IN_FULL = "in full"
 TURNS = (2, 3)
@@ -129,7 +129,7 @@ def entity_of(question: str) -> str:
     if has_cjk(question):
         import jieba.posseg
 
-        _jieba()  # the dictionary, loaded once
+        jieba_ready()  # the dictionary, loaded once (quietly)
         return next((w for w, flag in jieba.posseg.cut(question)
                      if flag.startswith(_ZH_ENTITY_FLAGS) and len(w) >= 2), "")
     words = list(_EN_WORD.finditer(question))

@@ -32,19 +32,19 @@ ZH_STOPWORDS = frozenset("的 了 和 是 在 也 有 就 都 而 及 与 着 �
 TOKENIZER = "2:jieba-search+snowball-en"
 
 _jieba_lock = threading.Lock()
-_jieba_ready = False
+_jieba_loaded = False
 
 
-def _jieba():
-    global _jieba_ready
+def jieba_ready():
+    global _jieba_loaded
     import jieba  # lazy: loading the dictionary takes ~1 s
 
-    if not _jieba_ready:
+    if not _jieba_loaded:
         with _jieba_lock:
-            if not _jieba_ready:
+            if not _jieba_loaded:
                 jieba.setLogLevel(logging.WARNING)
                 jieba.initialize()
-                _jieba_ready = True
+                _jieba_loaded = True
     return jieba
 
 
@@ -98,12 +98,12 @@ def _words(text: str, stopwords: bool) -> list[str]:
 
 @lru_cache(maxsize=65536)
 def _cut_cjk_cached(run: str) -> tuple[str, ...]:
-    return tuple(w for w in _jieba().cut_for_search(run) if w.strip())
+    return tuple(w for w in jieba_ready().cut_for_search(run) if w.strip())
 
 
 def _cut_cjk(run: str) -> tuple[str, ...]:
     if len(run) > 64:  # long runs are rarely repeated: do not fill the cache with them
-        return tuple(w for w in _jieba().cut_for_search(run) if w.strip())
+        return tuple(w for w in jieba_ready().cut_for_search(run) if w.strip())
     return _cut_cjk_cached(run)
 
 
