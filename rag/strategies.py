@@ -50,13 +50,16 @@ RERANK_REPLY_CHARS = 500  # of each map_rerank candidate's raw reply kept in the
 
 # auto, when the sources do not fit one prompt whole: the strategy per model in use, the embedded
 # model's key (RAG_LLM_EMBEDDED) or None for any other (an OpenAI-compatible endpoint, a local
-# model or GGUF), and the measurement behind it (docs/benchmarks.md, "Answer strategies")
+# model or GGUF), and the measurement behind it (docs/benchmarks.md, "The embedded model, follow-ups
+# and strategies" and "Answer strategies")
 AUTO_WHEN_TOO_LONG: dict[str | None, str] = {SMALL_LLM.key: STUFF, LARGE_LLM.key: STUFF, None: MAP_REDUCE}
 AUTO_WHY: dict[str | None, str] = {
     SMALL_LLM.key: "map_reduce is measured to answer worse than stuff with this model",
-    LARGE_LLM.key: "map_reduce is not measured to answer at least as well as stuff with this model",
+    LARGE_LLM.key: "map_reduce answered no better than stuff with this model, cited worse and took 3x the time",
     None: "map_reduce reads every source (not measured against stuff for this model)",
 }
+# strategies measured to answer worse than stuff per embedded model: a request for one says so in its reason
+MEASURED_WORSE: dict[str, tuple[str, ...]] = {SMALL_LLM.key: (MAP_REDUCE, REFINE), LARGE_LLM.key: (REFINE,)}
 
 
 def check_strategy(name: str | None, default: str = AUTO) -> str:
@@ -83,6 +86,9 @@ def resolve(strategy: str, packed: PackedContext, model: str | None = None) -> C
     """The strategy to run: `auto` is stuff when every source fit the budget whole, else the one
     `AUTO_WHEN_TOO_LONG` names for `model` (the embedded model's key, None for another model)."""
     if strategy != AUTO:
+        if strategy in MEASURED_WORSE.get(model or "", ()):
+            return Choice(strategy, f"requested; {strategy} is measured to answer worse than stuff with this model "
+                                    "(docs/benchmarks.md): a stronger LLM is advised")
         return Choice(strategy, "requested")
     if packed.left_out == 0 and not packed.trimmed:
         return Choice(STUFF, f"auto: the {len(packed.sources)} sources fit the prompt whole")
