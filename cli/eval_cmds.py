@@ -71,7 +71,8 @@ def eval_cmd(
                                    "or dropped; see docs/eval.md), each follow-up retrieved (and with --answers "
                                    "answered) in full and with each --condense method. --limit counts conversations."),
     condense: str = typer.Option(",".join(CONDENSE_METHODS), "--condense",
-                                 help=f"--multiturn: comma-separated condensing methods ({', '.join(CONDENSE_METHODS)})."),
+                                 help="--multiturn: comma-separated condensing methods "
+                                      f"({', '.join(CONDENSE_METHODS)})."),
     turns: int = typer.Option(3, "--turns", min=2, max=3, help="--multiturn: questions per conversation at most."),
 ) -> None:
     """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.

@@ -138,7 +138,9 @@ class EmbeddedLlamaLLM:
 
     # -- internals ---------------------------------------------------------------------------
     def _path(self) -> Path:
-        return self.gguf_path if self.gguf_path is not None else resolve_bundled_gguf(self.cache_dir, model=self.bundled)
+        if self.gguf_path is not None:
+            return self.gguf_path
+        return resolve_bundled_gguf(self.cache_dir, model=self.bundled)
 
     def _key(self) -> tuple[str, int, int]:
         path = self.gguf_path or self.cache_dir / self.bundled.filename
