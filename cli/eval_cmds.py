@@ -15,7 +15,6 @@ from eval.robustness_report import DEFAULT_K, DEFAULT_PASSAGE_TOKENS, Robustness
 from eval.multiturn import MultiturnSpec, run_multiturn
 from eval.runner import LEVELS, EvalSpec, ProgressBar, ingest_summary, run_eval
 from rag.factory import build_services
-from rag.names import CONDENSE_METHODS
 from rag.strategies import check_strategy
 from rag.settings import load_settings
 
@@ -69,10 +68,8 @@ def eval_cmd(
     multiturn: bool = typer.Option(False, "--multiturn", help="Instead of single questions: conversations built "
                                    "from the dataset's questions (follow-ups with the subject replaced by a pronoun "
                                    "or dropped; see docs/eval.md), each follow-up retrieved (and with --answers "
-                                   "answered) in full and with each --condense method. --limit counts conversations."),
-    condense: str = typer.Option(",".join(CONDENSE_METHODS), "--condense",
-                                 help="--multiturn: comma-separated condensing methods "
-                                      f"({', '.join(CONDENSE_METHODS)})."),
+                                   "answered) with its history and as the question asked in full. --limit counts "
+                                   "conversations."),
     turns: int = typer.Option(3, "--turns", min=2, max=3, help="--multiturn: questions per conversation at most."),
 ) -> None:
     """Evaluate retrieval (hit@k, MRR@10, nDCG@10, recall@k) and optionally answers on a dataset.
@@ -83,9 +80,7 @@ def eval_cmd(
         _robustness(dataset, limit, seed, skip, split, qrels_split, k, ratios, passage_tokens, out, quiet, tests)
         return
     if multiturn:
-        methods = tuple(m.strip() for m in condense.split(",") if m.strip())
-        _multiturn(MultiturnSpec(dataset, methods, limit, seed, split, turns, answers, kb_prefix, out, qrels_split),
-                   quiet)
+        _multiturn(MultiturnSpec(dataset, limit, seed, split, turns, answers, kb_prefix, out, qrels_split), quiet)
         return
     spec = EvalSpec(dataset=dataset, configs=parse_compare(compare), limit=limit, seed=seed, skip=skip,
                     answers=answers, judge=judge, answer_config=parse_config(answer_config) if answer_config else None,
@@ -114,8 +109,8 @@ def _multiturn(spec: MultiturnSpec, quiet: bool) -> None:
     services = build_services(load_settings())
     try:
         if spec.answers:
-            echo("--multiturn --answers: one answer per follow-up and method; with the embedded CPU LLM this takes "
-                 "several seconds per answer", err=True)
+            echo("--multiturn --answers: two answers per follow-up (with its history, and in full); with the embedded "
+                 "CPU LLM this takes several seconds per answer", err=True)
         with ProgressBar(None, "follow-ups", not quiet) as bar:
             result = run_multiturn(services, spec, progress=bar.update)
     finally:

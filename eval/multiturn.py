@@ -1,6 +1,6 @@
 """Multi-turn evaluation (`rag eval DATASET --multiturn`): conversations built from a dataset's own
-questions, and how well a follow-up is retrieved (and answered) against the same question asked
-in full, for each way of condensing it (`rag.names.CONDENSE_METHODS`).
+questions, and how well a follow-up, asked with its history through the pipeline's condensing, is
+retrieved (and answered) against the same question asked in full.
 
 How a conversation is made (any BEIR folder the same way; docs/eval.md "Multi-turn"):
 1. The evaluable questions of the split are grouped by their first relevant passage (highest
@@ -42,11 +42,9 @@ from eval.runner import corpus_folder, eval_kb_name, prepare_kb
 from rag.citations import strip_markers
 from rag.errors import ConfigError
 from rag.factory import Services
-from rag.names import CONDENSE_METHODS
-from rag.requests import check_condense
 from rag.text import EN_STOPWORDS, has_cjk, jieba_ready, tokenize
 
-IN_FULL = "in full"
+IN_FULL, FOLLOW_UP = "in full", "follow-up"
 TURNS = (2, 3)
 _ZH_FUNCTION = set("的是了在和与及或由被把为对于从以其这那之个有哪谁什么怎样如何多少几吗呢吧啊也都就而所")
 _EN_WORD = re.compile(r"[A-Za-z0-9]+(?:[-.][A-Za-z0-9]+)*")
@@ -255,7 +253,6 @@ def build_conversations(dataset: Dataset, qids: Sequence[str], seed: int = 0,
 @dataclass
 class MultiturnSpec:
     dataset: str
-    methods: tuple[str, ...] = CONDENSE_METHODS
     limit: int | None = None  # conversations, drawn with the seed
     seed: int = 0
     split: str = "all"
@@ -289,8 +286,7 @@ def run_multiturn(services: Services, spec: MultiturnSpec, *,
                   progress: Callable[[int], None] | None = None) -> MultiturnResult:
     """Build the conversations, ingest the corpus into its evaluation knowledge base (shared with
     `rag eval`), and retrieve (and with `answers`, answer) every follow-up in full and with each
-    condensing method; write conversations.jsonl, turns.jsonl and report.md into `spec.out_dir`."""
-    methods = tuple(check_condense(m) for m in spec.methods)
+    follow-up with its history; write conversations.jsonl, turns.jsonl and report.md into `spec.out_dir`."""
     path = resolve_dataset_path(spec.dataset)
     written = CorpusFolder(corpus_folder(services, path.name))
     dataset = load_dataset(spec.dataset, qrels_split=spec.qrels_split, keep_text="all", on_passage=written.write)
@@ -314,9 +310,8 @@ def run_multiturn(services: Services, spec: MultiturnSpec, *,
             relevant, gold = dataset.qrels[turn.qid], dataset.answers.get(turn.qid)
             row: dict[str, Any] = {"conversation": conversation.id, "qid": turn.qid, "full": turn.full,
                                    "asked": turn.asked, "style": turn.style, "subject": turn.subject, "runs": {}}
-            for method in (IN_FULL, *methods):
-                question, kwargs = (turn.full, {}) if method == IN_FULL else (turn.asked, {"history": history,
-                                                                                          "condense": method})
+            for asked in (IN_FULL, FOLLOW_UP):
+                question, kwargs = (turn.full, {}) if asked == IN_FULL else (turn.asked, {"history": history})
                 started = time.perf_counter()
                 result = pipeline.retrieve(question, kb, limit=EVAL_DEPTH, **kwargs)
                 run = {"standalone": result.standalone_question, "seconds": time.perf_counter() - started,
@@ -326,12 +321,12 @@ def run_multiturn(services: Services, spec: MultiturnSpec, *,
                     run["rejected"] = condense["reason"]
                 if spec.answers:
                     run.update(_answer(pipeline, kb, dataset, turn.qid, question, kwargs))
-                row["runs"][method] = run
+                row["runs"][asked] = run
             rows.append(row)
             if progress is not None:
                 progress(1)
     result = MultiturnResult(conversations, skipped, rows)
-    result.tables = tables(rows, (IN_FULL, *methods), spec.answers)
+    result.tables = tables(rows, spec.answers)
     out_dir = Path(spec.out_dir) if spec.out_dir else Path("runs") / (
         f"multiturn-{dataset.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     _write(result, spec, dataset, out_dir)
@@ -347,30 +342,30 @@ def _answer(pipeline, kb: str, dataset: Dataset, qid: str, question: str, kwargs
             "accuracy": answer_accuracy(prediction, list(key.answers), key.all_of) if key else None}
 
 
-def tables(rows: Sequence[dict[str, Any]], methods: Sequence[str], answers: bool) -> dict[str, str]:
-    """The retrieval table (and the answer table), each method against the question in full:
+def tables(rows: Sequence[dict[str, Any]], answers: bool) -> dict[str, str]:
+    """The retrieval table (and the answer table), the follow-up against the question in full:
     mean, paired bootstrap 95% interval of the difference, wins/ties/losses."""
     out = {}
     metrics = [m for m in ("hit@1", "hit@5", "mrr@10", "answer_mrr@10")
                if rows and all(m in r["runs"][IN_FULL] for r in rows)]
-    out["Retrieval of the follow-up"] = _table(rows, methods, metrics, "mrr@10")
+    out["Retrieval of the follow-up"] = _table(rows, metrics, "mrr@10")
     if answers:
         scored = [r for r in rows if r["runs"][IN_FULL].get("accuracy") is not None]
-        out["Answers to the follow-up"] = _table(scored, methods, ["accuracy", "refused"], "accuracy")
+        out["Answers to the follow-up"] = _table(scored, ["accuracy", "refused"], "accuracy")
     return out
 
 
-def _table(rows: Sequence[dict[str, Any]], methods: Sequence[str], metrics: Sequence[str], compared: str) -> str:
+def _table(rows: Sequence[dict[str, Any]], metrics: Sequence[str], compared: str) -> str:
     table = []
-    for method in methods:
-        values = {m: [float(r["runs"][method][m]) for r in rows] for m in metrics}
-        line: dict[str, Any] = {"question as": method, "n": len(rows)}
+    for asked in (IN_FULL, FOLLOW_UP):
+        values = {m: [float(r["runs"][asked][m]) for r in rows] for m in metrics}
+        line: dict[str, Any] = {"question as": asked, "n": len(rows)}
         line.update({m: sum(v) / len(v) if v else None for m, v in values.items()})
-        if method != IN_FULL and rows:
+        if asked != IN_FULL and rows:
             b = paired_bootstrap([float(r["runs"][IN_FULL][compared]) for r in rows], values[compared])
             line[f"{compared} − in full [95% CI]"] = f"{b['mean']:+.3f} [{b['low']:+.3f}, {b['high']:+.3f}]"
             line["wins/ties/losses"] = f"{b['wins']}/{b['ties']}/{b['losses']}"
-        rejected = sum(1 for r in rows if r["runs"][method].get("rejected"))
+        rejected = sum(1 for r in rows if r["runs"][asked].get("rejected"))
         if rejected:
             line["rewrites rejected"] = rejected
         table.append(line)

@@ -231,7 +231,7 @@ class Services:
                                       fusion_agreement_depth=s.fusion_agreement_depth),
             versions=VersionStage(s.version_min_overlap),
             config=RetrievalConfig(tuple(s.transforms), s.context_top_n, s.original_query_weight,
-                                   s.prefer_latest_version, s.condense))
+                                   s.prefer_latest_version))
         return Pipeline(
             kbs=lambda: self.kbs, llm=lambda: self.llm, retrieval=retrieval,
             context=ContextBuilder(ContextConfig(

@@ -17,7 +17,3 @@ LISTS = (DENSE, BM25)
 HYBRID = "hybrid"
 MODES = (HYBRID, *LISTS)
 FUSIONS = ("confidence", "rrf")
-
-# condensing a follow-up into the question retrieval and the answer use (rag/transforms.py)
-LLM_REWRITE, GUARDED, CONTEXT, BOTH = "llm", "guarded", "context", "both"
-CONDENSE_METHODS = (LLM_REWRITE, GUARDED, CONTEXT, BOTH)

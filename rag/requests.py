@@ -1,4 +1,4 @@
-"""Checks of a query request's own arguments (question, history, transforms, condensing, counts), each
+"""Checks of a query request's own arguments (question, history, transforms, counts), each
 raising InvalidRequest naming the field, and the filter as shown in `info`."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from rag.errors import InvalidRequest
-from rag.names import CONDENSE_METHODS
 from rag.settings import TRANSFORMS
 from rag.types import Filter
 
@@ -40,13 +39,6 @@ def check_transforms(names: Sequence[str]) -> list[str]:
     if unknown:
         raise InvalidRequest(f"unknown transform(s) {unknown}; choose from {list(TRANSFORMS)}", field="transforms")
     return list(dict.fromkeys(out))
-
-
-def check_condense(method: str) -> str:
-    if method not in CONDENSE_METHODS:
-        raise InvalidRequest(f"unknown condense method {method!r}; choose from {list(CONDENSE_METHODS)}",
-                             field="condense")
-    return method
 
 
 def check_count(name: str, value: int) -> int:

@@ -17,8 +17,8 @@ from typing import Any
 
 from rag.errors import RagError
 from rag.kb import KnowledgeBases
-from rag.names import GUARDED, HYBRID, LISTS
-from rag.requests import check_condense, check_count, check_history, check_question, check_transforms, filter_dict
+from rag.names import HYBRID, LISTS
+from rag.requests import check_count, check_history, check_question, check_transforms, filter_dict
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
 from rag.trace import RerankDecision, RetrievalTrace
@@ -44,7 +44,6 @@ class RetrievalConfig:
     context_top_n: int  # hits kept for the prompt when a request gives no `limit`
     original_query_weight: float
     prefer_latest_version: bool
-    condense: str = GUARDED  # how a follow-up becomes a standalone question (rag.names.CONDENSE_METHODS)
 
 
 @dataclass
@@ -86,12 +85,10 @@ class RetrievalStage:
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
                  history: list[dict] | None = None, mode: str = HYBRID, limit: int | None = None,
-                 fusion: str | None = None, prefer_latest: bool | None = None,
-                 condense: str | None = None) -> RetrievalResult:
+                 fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
         overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
-        `prefer_latest_version` setting (only the newest version of a document family),
-        `condense` the `condense` setting (`rag eval --multiturn` compares the methods)."""
+        `prefer_latest_version` setting (only the newest version of a document family)."""
         s = self.config
         started = time.perf_counter()
         question = check_question(question)
@@ -107,12 +104,11 @@ class RetrievalStage:
         transformer = self.transformer
 
         t = time.perf_counter()
-        condensed = transformer.condense(question, history, lang, tlog, check_condense(condense or s.condense))
-        standalone = condensed.question
+        standalone = transformer.condense(question, history, lang, tlog)
         timings["condense"] = time.perf_counter() - t
         t = time.perf_counter()
         variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
-                                      mode=mode, extra=condensed.extra)
+                                      mode=mode)
         timings["transform"] = time.perf_counter() - t
         fusion = self.retriever.fusion if fusion is None else fusion
         prefer_latest = s.prefer_latest_version if prefer_latest is None else prefer_latest

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM
-from rag.names import AUTO, CONDENSE_METHODS, FUSIONS, GUARDED, STRATEGIES
+from rag.names import AUTO, FUSIONS, STRATEGIES
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
@@ -130,8 +130,6 @@ class Settings(BaseSettings):
     original_query_weight: float = Field(1.0, ge=0)
     bm25_stopwords: bool = True
     transforms: Annotated[tuple[str, ...], NoDecode] = ()  # RAG_TRANSFORMS=rewrite,hyde (comma list)
-    # how a follow-up in a conversation becomes a standalone question (rag/transforms.py condense)
-    condense: Literal[CONDENSE_METHODS] = GUARDED
     multi_query_n: int = Field(3, ge=1, le=10)
 
     # reranking

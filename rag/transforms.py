@@ -18,7 +18,7 @@ from typing import Any
 from rag import prompts
 from rag.errors import RagError
 from rag.protocols import LLM
-from rag.names import BM25, BOTH, CONTEXT, DENSE, GUARDED, HYBRID, LISTS, LLM_REWRITE
+from rag.names import BM25, DENSE, HYBRID, LISTS
 from rag.settings import TRANSFORMS
 from rag.text import detect_language, tokenize
 
@@ -93,15 +93,6 @@ def rewrite_problem(question: str, rewrite: str, history: Sequence[dict[str, str
     return None
 
 
-@dataclass(frozen=True)
-class Condensed:
-    """The question retrieval, the transforms and the answer use, and more retrieval queries
-    (method "both": the follow-up after the previous question)."""
-
-    question: str
-    extra: tuple[str, ...] = ()
-
-
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
@@ -136,32 +127,23 @@ class QueryTransformer:
         return reply
 
     # -- multi-turn ------------------------------------------------------------------------
-    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog,
-                 method: str = GUARDED) -> Condensed:
-        """The standalone question of a follow-up (`rag.names.CONDENSE_METHODS`): "llm" the model's
-        rewrite as it is; "context" the follow-up after the previous user message, no LLM call;
-        "guarded" the rewrite unless `rewrite_problem` rejects it (or the model fails), then
-        "context"; "both" guarded, with the "context" query as a second retrieval query. The
-        question itself when there is no history."""
+    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str:
+        """The standalone question of a follow-up: the model's rewrite unless `rewrite_problem`
+        rejects it (or the model fails), then the follow-up after the previous user message
+        (`conversation_query`). The question itself when there is no history. The rewrite alone,
+        the previous-question query alone and both fused were measured and removed
+        (docs/benchmarks.md, "Follow-ups")."""
         if not history:
-            return Condensed(question)
+            return question
         previous = conversation_query(question, history, turns=1)
-        if method == CONTEXT:
-            log_.steps["condense"] = {"ok": True, "method": CONTEXT, "output": previous}
-            return Condensed(previous)
         rewrite = self._rewrite(question, history, lang, log_)
-        step = log_.steps.setdefault("condense", {})
-        step["method"] = method
-        if method == LLM_REWRITE:
-            return Condensed(rewrite or question)
         problem = "the model gave no usable question" if rewrite is None else rewrite_problem(question, rewrite,
                                                                                                history)
-        if problem is not None:
-            step.update(rejected=rewrite, reason=problem, output=previous)
-            log_.warnings.append(f"condense: {problem}; using the follow-up after the previous question")
-        chosen = previous if problem is not None else rewrite
-        extra = (previous,) if method == BOTH and chosen != previous else ()
-        return Condensed(chosen, extra)
+        if problem is None:
+            return rewrite
+        log_.steps.setdefault("condense", {}).update(rejected=rewrite, reason=problem, output=previous)
+        log_.warnings.append(f"condense: {problem}; using the follow-up after the previous question")
+        return previous
 
     def _rewrite(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str | None:
         """The model's standalone question, or None when it fails or answers with nothing usable."""
@@ -187,15 +169,13 @@ class QueryTransformer:
 
     # -- transforms ------------------------------------------------------------------------
     def expand(self, question: str, names: Sequence[str], lang: str, log_: TransformLog, *,
-               original_weight: float = 1.0, mode: str = HYBRID, extra: Sequence[str] = ()) -> list[Variant]:
-        """The original question, the `extra` queries of condensing, then the variants of each
-        requested transform, in a fixed order (rewrite first: the others work on the rewritten
-        question)."""
+               original_weight: float = 1.0, mode: str = HYBRID) -> list[Variant]:
+        """The original question plus the variants of each requested transform, in a fixed
+        order (rewrite first: the others work on the rewritten question)."""
         unknown = [n for n in names if n not in TRANSFORMS]
         if unknown:
             raise ValueError(f"unknown transform(s) {unknown}")
         variants = [Variant("original", question, LISTS, original_weight)]
-        variants += [Variant(f"conversation:{i}", text[:_MAX_VARIANT_CHARS]) for i, text in enumerate(extra, 1)]
         base = question
         if "rewrite" in names:
             reply = self._ask("rewrite", prompts.messages(prompts.REWRITE, lang, question=question), 96, log_)

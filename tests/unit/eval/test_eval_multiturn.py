@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from eval.datasets import load_dataset
-from eval.multiturn import IN_FULL, MultiturnSpec, build_conversations, entity_of, follow_up, run_multiturn
+from eval.multiturn import FOLLOW_UP, IN_FULL, MultiturnSpec, build_conversations, entity_of, follow_up, run_multiturn
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.errors import ConfigError, InvalidRequest
+from rag.errors import ConfigError
 from rag.factory import build_services
 from rag.settings import Settings
 from rag.testing import HashEmbedder
@@ -96,53 +96,41 @@ def make_services(tmp_path, llm):
     return build_services(settings, embedder=HashEmbedder(dim=64), llm=llm)
 
 
-def test_each_method_is_scored_against_the_question_in_full(tmp_path):
+def test_each_follow_up_is_scored_against_the_question_in_full(tmp_path):
     dataset_dir = write_dataset(tmp_path / "mt")
-    # the rewrite keeps neither the follow-up's words nor the subject: rejected by "guarded"
+    # the rewrite keeps neither the follow-up's words nor the subject: rejected, the previous question is used
     services = make_services(tmp_path, ScriptedLLM(["Tell me something."] * 20))
     try:
-        result = run_multiturn(services, MultiturnSpec(str(dataset_dir), ("llm", "guarded", "context"),
-                                                       out_dir=tmp_path / "out"))
+        result = run_multiturn(services, MultiturnSpec(str(dataset_dir), out_dir=tmp_path / "out"))
     finally:
         services.close()
     assert len(result.rows) == 4  # x200: two follow-ups, leave: one, etna: one
     for row in result.rows:
         runs = row["runs"]
-        assert set(runs) == {IN_FULL, "llm", "guarded", "context"}
-        assert runs[IN_FULL]["standalone"] == row["full"] and runs["llm"]["standalone"] == "Tell me something."
-        assert runs["guarded"]["rejected"] and runs["guarded"]["standalone"] == runs["context"]["standalone"]
-        assert runs["context"]["standalone"].endswith(row["asked"])
-        assert 0 <= runs["context"]["mrr@10"] <= 1
+        assert set(runs) == {IN_FULL, FOLLOW_UP}
+        assert runs[IN_FULL]["standalone"] == row["full"]
+        assert runs[FOLLOW_UP]["rejected"] and runs[FOLLOW_UP]["standalone"].endswith("\n" + row["asked"])
+        assert 0 <= runs[FOLLOW_UP]["mrr@10"] <= 1
     table = result.tables["Retrieval of the follow-up"]
-    assert "| in full |" in table and "| guarded |" in table and "rewrites rejected" in table
+    assert "| in full |" in table and "| follow-up |" in table and "rewrites rejected" in table
     report = (tmp_path / "out" / "report.md").read_text()
     assert "4 follow-ups" in report
     turns = [json.loads(line) for line in (tmp_path / "out" / "turns.jsonl").read_text().splitlines()]
     assert len(turns) == 4 and (tmp_path / "out" / "conversations.jsonl").exists()
 
 
-def test_answers_are_scored_for_every_method(tmp_path):
+def test_answers_are_scored_for_the_follow_up_and_in_full(tmp_path):
     dataset_dir = write_dataset(tmp_path / "mt")
-    # the answers echo the first source; accuracy and refusals are counted per method
+    # the answers echo the first source; accuracy and refusals are counted for both
     services = make_services(tmp_path, ScriptedLLM(["The warranty does not cover water damage [1]."] * 40))
     try:
-        result = run_multiturn(services, MultiturnSpec(str(dataset_dir), ("context",), limit=1, answers=True,
+        result = run_multiturn(services, MultiturnSpec(str(dataset_dir), limit=1, answers=True,
                                                        out_dir=tmp_path / "out"))
     finally:
         services.close()
     assert "Answers to the follow-up" in result.tables
     for row in result.rows:
-        assert {"accuracy", "refused"} <= set(row["runs"]["context"]) and "accuracy" in row["runs"][IN_FULL]
-
-
-def test_unknown_method_is_an_error_naming_the_field(tmp_path):
-    services = make_services(tmp_path, ScriptedLLM([]))
-    try:
-        with pytest.raises(InvalidRequest) as caught:
-            run_multiturn(services, MultiturnSpec(str(write_dataset(tmp_path / "mt")), ("telepathy",)))
-    finally:
-        services.close()
-    assert caught.value.field == "condense"
+        assert {"accuracy", "refused"} <= set(row["runs"][FOLLOW_UP]) and "accuracy" in row["runs"][IN_FULL]
 
 
 @pytest.mark.ci
@@ -150,7 +138,8 @@ def test_cli_multiturn_prints_the_tables(tmp_path, monkeypatch):
     dataset_dir = write_dataset(tmp_path / "mt")
     monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAG_EMBED_MODEL", "hash")
-    result = CliRunner().invoke(app, ["eval", str(dataset_dir), "--multiturn", "--condense", "context", "-q",
-                                      "--out", str(tmp_path / "out")])
+    # no model answers here: condensing falls back to the follow-up after the previous question
+    monkeypatch.setenv("RAG_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    result = CliRunner().invoke(app, ["eval", str(dataset_dir), "--multiturn", "-q", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert "## Retrieval of the follow-up" in result.output and "| context |" in result.output
+    assert "## Retrieval of the follow-up" in result.output and "| follow-up |" in result.output

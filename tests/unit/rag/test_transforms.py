@@ -9,8 +9,7 @@ import pytest
 
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
-from rag.errors import InvalidRequest, LLMError
-from rag.names import BOTH, CONTEXT, GUARDED, LLM_REWRITE
+from rag.errors import LLMError
 from rag.transforms import (QueryTransformer, TransformLog, clean_line, conversation_query, question_language,
                             rewrite_problem)
 from tests.unit.kb_fixtures import KB, OverlapReranker, build_services, kind_of, router
@@ -137,7 +136,7 @@ def test_condense_chinese_follow_up():
     tlog = TransformLog()
     lang = question_language("那工资呢？", history)
     standalone = QueryTransformer(llm).condense("那工资呢？", history, lang, tlog)
-    assert lang == "zh" and standalone.question == "病假工资怎么发放？" and "reason" not in tlog.steps["condense"]
+    assert lang == "zh" and standalone == "病假工资怎么发放？" and "reason" not in tlog.steps["condense"]
     assert llm.calls[0]["messages"][0]["content"] == prompts.CONDENSE["zh"][0]
     assert "用户: 病假需要什么证明？" in llm.calls[0]["messages"][1]["content"]
 
@@ -146,18 +145,18 @@ def test_condense_without_history_makes_no_llm_call_and_degrades_on_error():
     llm = ScriptedLLM([LLMError("down")])
     tlog = TransformLog()
     transformer = QueryTransformer(llm)
-    assert transformer.condense("What is it?", [], "en", tlog).question == "What is it?" and llm.calls == []
+    assert transformer.condense("What is it?", [], "en", tlog) == "What is it?" and llm.calls == []
     # the model failed: the follow-up is asked after the previous question
-    assert transformer.condense("What is it?", HISTORY, "en", tlog).question == \
+    assert transformer.condense("What is it?", HISTORY, "en", tlog) == \
         "Tell me about the Acme X200 battery.\nWhat is it?"
     assert tlog.steps["condense"]["ok"] is False and "condense skipped: down" in tlog.warnings
 
 
 def test_condense_rejects_an_empty_reply():
     tlog = TransformLog()
-    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog, LLM_REWRITE).question \
-        == "and it?"
-    assert tlog.steps["condense"]["ok"] is False
+    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog) == \
+        "Tell me about the Acme X200 battery.\nand it?"
+    assert tlog.steps["condense"]["ok"] is False and tlog.steps["condense"]["reason"] == "the model gave no usable question"
 
 
 WARRANTY = [{"role": "user", "content": "How long is the Acme X200 warranty?"},
@@ -174,13 +173,10 @@ LEAVE = [{"role": "user", "content": "年假有几天？"}, {"role": "assistant"
 def test_a_rewrite_that_loses_the_follow_up_or_its_subject_is_not_used(history, follow_up, rewrite, why):
     tlog = TransformLog()
     lang = question_language(follow_up, history)
-    condensed = QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, tlog, GUARDED)
-    assert condensed.question == f"{history[0]['content']}\n{follow_up}"
+    condensed = QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, tlog)
+    assert condensed == f"{history[0]['content']}\n{follow_up}"
     assert why in tlog.steps["condense"]["reason"] and tlog.steps["condense"]["rejected"] == rewrite
     assert any("condense:" in w for w in tlog.warnings)
-    # the unchecked method keeps the rewrite as it is
-    assert QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, TransformLog(),
-                                                             LLM_REWRITE).question == rewrite
 
 
 def test_a_rewrite_that_keeps_follow_up_and_subject_is_used():
@@ -190,19 +186,15 @@ def test_a_rewrite_that_keeps_follow_up_and_subject_is_used():
     assert rewrite_problem("Does the Acme X200 float?", "Does the Acme X200 float?", WARRANTY) is None
 
 
-def test_context_method_makes_no_llm_call_and_both_adds_a_retrieval_query(tmp_path):
-    llm = ScriptedLLM(router(condense="How long does charging the Acme X200 battery take?"))
+def test_a_rejected_rewrite_is_searched_as_the_follow_up_after_the_previous_question(tmp_path):
+    llm = ScriptedLLM(router(condense="How long does it take?"))  # the subject (battery) is lost
     services = build_services(tmp_path, llm=llm)
-    context = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY, condense=CONTEXT)
-    assert llm.calls == [] and context.standalone_question == \
-        "Tell me about the Acme X200 battery.\nHow long does charging it take?"
-    both = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY, condense=BOTH)
-    assert both.standalone_question == "How long does charging the Acme X200 battery take?"
-    assert [(v["label"], v["text"]) for v in both.variants] == [
-        ("original", both.standalone_question), ("conversation:1", context.standalone_question)]
-    with pytest.raises(InvalidRequest) as caught:
-        services.pipeline.retrieve("and it?", KB, history=HISTORY, condense="telepathy")
-    assert caught.value.field == "condense"
+    result = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY)
+    assert result.standalone_question == "Tell me about the Acme X200 battery.\nHow long does charging it take?"
+    assert [v["text"] for v in result.variants] == [result.standalone_question]
+    condense = result.trace.transforms["condense"]
+    assert condense["rejected"] == "How long does it take?" and condense["reason"] == \
+        "the rewrite keeps no word of the conversation"
 
 
 def test_conversation_query_uses_recent_user_turns():
