@@ -314,7 +314,8 @@ def run_multiturn(services: Services, spec: MultiturnSpec, *,
                 question, kwargs = (turn.full, {}) if asked == IN_FULL else (turn.asked, {"history": history})
                 started = time.perf_counter()
                 result = pipeline.retrieve(question, kb, limit=EVAL_DEPTH, **kwargs)
-                run = {"standalone": result.standalone_question, "seconds": time.perf_counter() - started,
+                run = {"standalone": result.standalone_question, "query": result.variants[0]["text"],
+                       "seconds": time.perf_counter() - started,
                        **_ranks(list(result.hits), relevant, locator, gold)}
                 condense = result.trace.transforms.get("condense") or {}
                 if condense.get("reason"):

@@ -104,10 +104,11 @@ class RetrievalStage:
         transformer = self.transformer
 
         t = time.perf_counter()
-        standalone = transformer.condense(question, history, lang, tlog)
+        condensed = transformer.condense(question, history, lang, tlog)
+        standalone = condensed.question
         timings["condense"] = time.perf_counter() - t
         t = time.perf_counter()
-        variants = transformer.expand(standalone, names, lang, tlog, original_weight=s.original_query_weight,
+        variants = transformer.expand(condensed.query, names, lang, tlog, original_weight=s.original_query_weight,
                                       mode=mode)
         timings["transform"] = time.perf_counter() - t
         fusion = self.retriever.fusion if fusion is None else fusion

@@ -93,6 +93,16 @@ def rewrite_problem(question: str, rewrite: str, history: Sequence[dict[str, str
     return None
 
 
+@dataclass(frozen=True)
+class Condensed:
+    """A follow-up made standalone: `question` is what the answer answers, `query` what retrieval
+    searches (the same, unless the model's rewrite was rejected: then the follow-up as asked is
+    answered from what the previous question and the follow-up together retrieve)."""
+
+    question: str
+    query: str
+
+
 def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
@@ -127,23 +137,26 @@ class QueryTransformer:
         return reply
 
     # -- multi-turn ------------------------------------------------------------------------
-    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str:
-        """The standalone question of a follow-up: the model's rewrite unless `rewrite_problem`
-        rejects it (or the model fails), then the follow-up after the previous user message
-        (`conversation_query`). The question itself when there is no history. The rewrite alone,
-        the previous-question query alone and both fused were measured and removed
-        (docs/benchmarks.md, "Follow-ups")."""
+    def condense(self, question: str, history: Sequence[dict[str, str]], lang: str,
+                 log_: TransformLog) -> Condensed:
+        """A follow-up made standalone: the model's rewrite, answered and searched, unless
+        `rewrite_problem` rejects it (or the model fails); then the follow-up as asked is answered
+        from what the previous user message and the follow-up together retrieve
+        (`conversation_query`: that combined text as the question made the model answer the
+        previous question). The question itself when there is no history. The rewrite alone, the
+        previous-question query alone and both fused were measured and removed (docs/benchmarks.md,
+        "Follow-ups")."""
         if not history:
-            return question
-        previous = conversation_query(question, history, turns=1)
+            return Condensed(question, question)
         rewrite = self._rewrite(question, history, lang, log_)
         problem = "the model gave no usable question" if rewrite is None else rewrite_problem(question, rewrite,
                                                                                                history)
         if problem is None:
-            return rewrite
-        log_.steps.setdefault("condense", {}).update(rejected=rewrite, reason=problem, output=previous)
-        log_.warnings.append(f"condense: {problem}; using the follow-up after the previous question")
-        return previous
+            return Condensed(rewrite, rewrite)
+        query = conversation_query(question, history, turns=1)
+        log_.steps.setdefault("condense", {}).update(rejected=rewrite, reason=problem, output=question, query=query)
+        log_.warnings.append(f"condense: {problem}; answering the follow-up from the previous question's search")
+        return Condensed(question, query)
 
     def _rewrite(self, question: str, history: Sequence[dict[str, str]], lang: str, log_: TransformLog) -> str | None:
         """The model's standalone question, or None when it fails or answers with nothing usable."""

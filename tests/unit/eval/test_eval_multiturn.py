@@ -109,7 +109,8 @@ def test_each_follow_up_is_scored_against_the_question_in_full(tmp_path):
         runs = row["runs"]
         assert set(runs) == {IN_FULL, FOLLOW_UP}
         assert runs[IN_FULL]["standalone"] == row["full"]
-        assert runs[FOLLOW_UP]["rejected"] and runs[FOLLOW_UP]["standalone"].endswith("\n" + row["asked"])
+        assert runs[FOLLOW_UP]["rejected"] and runs[FOLLOW_UP]["standalone"] == row["asked"]
+        assert runs[FOLLOW_UP]["query"].endswith("\n" + row["asked"])
         assert 0 <= runs[FOLLOW_UP]["mrr@10"] <= 1
     table = result.tables["Retrieval of the follow-up"]
     assert "| in full |" in table and "| follow-up |" in table and "rewrites rejected" in table

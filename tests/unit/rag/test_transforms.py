@@ -10,7 +10,7 @@ import pytest
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import LLMError
-from rag.transforms import (QueryTransformer, TransformLog, clean_line, conversation_query, question_language,
+from rag.transforms import (Condensed, QueryTransformer, TransformLog, clean_line, conversation_query, question_language,
                             rewrite_problem)
 from tests.unit.kb_fixtures import KB, OverlapReranker, build_services, kind_of, router
 
@@ -136,7 +136,8 @@ def test_condense_chinese_follow_up():
     tlog = TransformLog()
     lang = question_language("那工资呢？", history)
     standalone = QueryTransformer(llm).condense("那工资呢？", history, lang, tlog)
-    assert lang == "zh" and standalone == "病假工资怎么发放？" and "reason" not in tlog.steps["condense"]
+    assert lang == "zh" and standalone.question == standalone.query == "病假工资怎么发放？"
+    assert "reason" not in tlog.steps["condense"]
     assert llm.calls[0]["messages"][0]["content"] == prompts.CONDENSE["zh"][0]
     assert "用户: 病假需要什么证明？" in llm.calls[0]["messages"][1]["content"]
 
@@ -145,16 +146,16 @@ def test_condense_without_history_makes_no_llm_call_and_degrades_on_error():
     llm = ScriptedLLM([LLMError("down")])
     tlog = TransformLog()
     transformer = QueryTransformer(llm)
-    assert transformer.condense("What is it?", [], "en", tlog) == "What is it?" and llm.calls == []
-    # the model failed: the follow-up is asked after the previous question
-    assert transformer.condense("What is it?", HISTORY, "en", tlog) == \
-        "Tell me about the Acme X200 battery.\nWhat is it?"
+    assert transformer.condense("What is it?", [], "en", tlog).question == "What is it?" and llm.calls == []
+    # the model failed: the follow-up is answered from a search with the previous question
+    assert transformer.condense("What is it?", HISTORY, "en", tlog) == Condensed(
+        "What is it?", "Tell me about the Acme X200 battery.\nWhat is it?")
     assert tlog.steps["condense"]["ok"] is False and "condense skipped: down" in tlog.warnings
 
 
 def test_condense_rejects_an_empty_reply():
     tlog = TransformLog()
-    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog) == \
+    assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog).query == \
         "Tell me about the Acme X200 battery.\nand it?"
     assert tlog.steps["condense"]["ok"] is False and tlog.steps["condense"]["reason"] == "the model gave no usable question"
 
@@ -174,7 +175,7 @@ def test_a_rewrite_that_loses_the_follow_up_or_its_subject_is_not_used(history, 
     tlog = TransformLog()
     lang = question_language(follow_up, history)
     condensed = QueryTransformer(ScriptedLLM([rewrite])).condense(follow_up, history, lang, tlog)
-    assert condensed == f"{history[0]['content']}\n{follow_up}"
+    assert condensed == Condensed(follow_up, f"{history[0]['content']}\n{follow_up}")
     assert why in tlog.steps["condense"]["reason"] and tlog.steps["condense"]["rejected"] == rewrite
     assert any("condense:" in w for w in tlog.warnings)
 
@@ -190,8 +191,9 @@ def test_a_rejected_rewrite_is_searched_as_the_follow_up_after_the_previous_ques
     llm = ScriptedLLM(router(condense="How long does it take?"))  # the subject (battery) is lost
     services = build_services(tmp_path, llm=llm)
     result = services.pipeline.retrieve("How long does charging it take?", KB, history=HISTORY)
-    assert result.standalone_question == "Tell me about the Acme X200 battery.\nHow long does charging it take?"
-    assert [v["text"] for v in result.variants] == [result.standalone_question]
+    # answered as asked, from a search with the previous question
+    assert result.standalone_question == "How long does charging it take?"
+    assert [v["text"] for v in result.variants] == ["Tell me about the Acme X200 battery.\nHow long does charging it take?"]
     condense = result.trace.transforms["condense"]
     assert condense["rejected"] == "How long does it take?" and condense["reason"] == \
         "the rewrite keeps no word of the conversation"
