@@ -1,7 +1,7 @@
 """Query understanding with the configured LLM: condensing a conversation into a standalone
-question (checked: a rewrite that loses the follow-up or its subject is replaced by the follow-up
-asked after the previous question), and the query transforms (rewrite, multi_query, hyde, step_back, sub_question) that
-turn one question into several retrieval variants.
+question (checked: when the model's rewrite loses the follow-up or its subject, the follow-up as
+asked is answered from a search with the previous question), and the query transforms (rewrite,
+multi_query, hyde, step_back, sub_question) that turn one question into several retrieval variants.
 
 Every LLM call degrades gracefully: on an LLM or model error the step logs a warning, records
 the error in `info` and retrieval goes on with what it has (at least the original question)."""

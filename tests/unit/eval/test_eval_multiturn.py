@@ -37,7 +37,8 @@ def write_dataset(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "corpus.jsonl").write_text(lines({"_id": k, "title": t, "text": v} for k, (t, v) in DOCS.items()))
     (root / "queries.jsonl").write_text(lines({"_id": k, "text": v} for k, v in QUERIES.items()))
-    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items()))
+    qrels = "".join(f"{q}\t{d}\t1\n" for q, d in QRELS.items())
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + qrels)
     (root / "answers.jsonl").write_text(lines(
         {"_id": q, "doc_id": QRELS[q], "answers": [a], "answer_starts": [DOCS[QRELS[q]][1].index(a)]}
         for q, a in ANSWERS.items()))

@@ -10,8 +10,8 @@ import pytest
 from rag import prompts
 from rag.adapters.llm_fake import ScriptedLLM
 from rag.errors import LLMError
-from rag.transforms import (Condensed, QueryTransformer, TransformLog, clean_line, conversation_query, question_language,
-                            rewrite_problem)
+from rag.transforms import (Condensed, QueryTransformer, TransformLog, clean_line, conversation_query,
+                            question_language, rewrite_problem)
 from tests.unit.kb_fixtures import KB, OverlapReranker, build_services, kind_of, router
 
 
@@ -157,7 +157,8 @@ def test_condense_rejects_an_empty_reply():
     tlog = TransformLog()
     assert QueryTransformer(ScriptedLLM(["  \n"])).condense("and it?", HISTORY, "en", tlog).query == \
         "Tell me about the Acme X200 battery.\nand it?"
-    assert tlog.steps["condense"]["ok"] is False and tlog.steps["condense"]["reason"] == "the model gave no usable question"
+    assert tlog.steps["condense"]["ok"] is False
+    assert tlog.steps["condense"]["reason"] == "the model gave no usable question"
 
 
 WARRANTY = [{"role": "user", "content": "How long is the Acme X200 warranty?"},
