@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from eval.report import markdown_table  # noqa: E402
 from ingest.service import build_ingestor  # noqa: E402
 from rag.citations import strip_markers  # noqa: E402
 from rag.factory import build_services  # noqa: E402
@@ -149,12 +150,7 @@ def run_summaries(args: argparse.Namespace, strategies: list[str]) -> None:
                         "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8")
-    print("\n| strategy | questions | key points | supported citations | refused | LLM calls | p50 s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for s in summary:
-        print(f"| {s['strategy']} | {s['questions']} | {s['key points']:.3f} | {s['supported citations']} | "
-              f"{s['refused']} | {s['llm calls']:.1f} | {s['p50 s']} |")
-    print(f"\nrows: {args.out}")
+    print(f"\n{markdown_table(summary)}\n\nrows: {args.out}")
 
 
 class _Recorder:
@@ -173,14 +169,12 @@ class _Recorder:
 def run_dataset(args: argparse.Namespace, strategies: list[str]) -> None:
     from eval.ablations import ChunkLocator
     from eval.answer_eval import evaluate_answers
-    from eval.datasets import CorpusFolder, load_dataset, resolve_dataset_path
-    from eval.runner import corpus_folder, eval_kb_name, prepare_kb
+    from eval.runner import eval_kb_name, open_dataset, prepare_kb
 
     settings = load_settings(data_dir=args.data_dir) if args.data_dir else load_settings()
     services = build_services(settings)
     try:
-        written = CorpusFolder(corpus_folder(services, resolve_dataset_path(args.dataset).name))
-        dataset = load_dataset(args.dataset, keep_text="judged", on_passage=written.write)
+        dataset, written = open_dataset(services, args.dataset)
         qids = [q for q in dataset.sample(args.limit, args.seed, args.split) if q in dataset.answer_keys]
         kb = eval_kb_name("eval", dataset.name, settings)
         prepare_kb(services, dataset, kb, written=written)
@@ -220,12 +214,7 @@ def run_dataset(args: argparse.Namespace, strategies: list[str]) -> None:
     args.out.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
     print(f"\n{dataset.name} {args.split}, {len(qids)} questions, seed {args.seed}, "
           f"embedded model {settings.llm_embedded}")
-    print("\n| strategy | questions | accuracy | citation correct | refused | LLM calls | p50 s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for s in summary:
-        print(f"| {s['strategy']} | {s['questions']} | {s['accuracy']:.3f} | {s['citation correct']} | "
-              f"{s['refused']} | {s['llm calls']:.1f} | {s['p50 s']} |")
-    print(f"\nrows: {args.out}")
+    print(f"\n{markdown_table(summary)}\n\nrows: {args.out}")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from eval.ablations import EVAL_DEPTH, ChunkLocator
-from eval.datasets import CorpusFolder, Dataset, load_dataset, resolve_dataset_path
+from eval.datasets import Dataset
 from eval.metrics import answer_accuracy, dedupe_docs, paired_bootstrap, retrieval_metrics
 from eval.report import markdown_table, write_jsonl
-from eval.runner import corpus_folder, eval_kb_name, prepare_kb
+from eval.runner import eval_kb_name, open_dataset, prepare_kb
 from rag.citations import strip_markers
 from rag.errors import ConfigError
 from rag.factory import Services
@@ -285,11 +285,10 @@ def _ranks(hits, relevant: dict[str, int | float], locator: ChunkLocator, gold) 
 def run_multiturn(services: Services, spec: MultiturnSpec, *,
                   progress: Callable[[int], None] | None = None) -> MultiturnResult:
     """Build the conversations, ingest the corpus into its evaluation knowledge base (shared with
-    `rag eval`), and retrieve (and with `answers`, answer) every follow-up in full and with each
-    follow-up with its history; write conversations.jsonl, turns.jsonl and report.md into `spec.out_dir`."""
-    path = resolve_dataset_path(spec.dataset)
-    written = CorpusFolder(corpus_folder(services, path.name))
-    dataset = load_dataset(spec.dataset, qrels_split=spec.qrels_split, keep_text="all", on_passage=written.write)
+    `rag eval`), and retrieve (and with `answers`, answer) every follow-up twice: as the question in
+    full and as asked with its history; write conversations.jsonl, turns.jsonl and report.md into
+    `spec.out_dir`."""
+    dataset, written = open_dataset(services, spec.dataset, qrels_split=spec.qrels_split, keep_text="all")
     if spec.answers and not dataset.answer_keys:
         raise ConfigError(f"dataset {dataset.name} has no answers.jsonl: --answers cannot be scored", field="answers")
     conversations, skipped = build_conversations(dataset, dataset.sample(None, spec.seed, spec.split), spec.seed,

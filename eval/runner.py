@@ -10,7 +10,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,15 @@ def corpus_folder(services: Services, dataset_name: str) -> Path:
     return services.data_dir / "eval" / re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_name) / "files"
 
 
+def open_dataset(services: Services, name: str, *, qrels_split: str | None = None, keep_text: str = "judged",
+                 progress: Callable[[int], None] | None = None) -> tuple[Dataset, CorpusFolder]:
+    """Load a dataset (a shipped name or a BEIR folder), writing its passages as they stream into
+    its corpus folder (`corpus_folder`): the files `prepare_kb` ingests. `progress(n)` counts
+    passages written."""
+    written = CorpusFolder(corpus_folder(services, resolve_dataset_path(name).name), progress)
+    return load_dataset(name, qrels_split=qrels_split, keep_text=keep_text, on_passage=written.write), written
+
+
 def prepare_kb(services: Services, dataset: Dataset, kb: str, progress_factory=None,
                written: CorpusFolder | None = None) -> IngestReport:
     """Ingest the corpus folder into `kb` with the configured chunker; unchanged files are not
@@ -133,12 +142,9 @@ def run_eval(services: Services, spec: EvalSpec, *, show_progress: bool = True, 
     if spec.strategy and not spec.answers:
         raise ConfigError("--strategy needs --answers (it is how the answers are generated)", field="strategy")
     split_ids([], spec.split)  # fail before any work on an unknown split
-    path = resolve_dataset_path(spec.dataset)
-    written = CorpusFolder(corpus_folder(services, path.name))
-    with ProgressBar(_count_lines(path / "corpus.jsonl"), "passages", show_progress, unit="passage") as bar:
-        written.progress = bar.update
-        dataset = load_dataset(spec.dataset, qrels_split=spec.qrels_split, keep_text="judged",
-                               on_passage=written.write)
+    passages = _count_lines(resolve_dataset_path(spec.dataset) / "corpus.jsonl")
+    with ProgressBar(passages, "passages", show_progress, unit="passage") as bar:
+        dataset, written = open_dataset(services, spec.dataset, qrels_split=spec.qrels_split, progress=bar.update)
     if spec.answers and not dataset.answer_keys:
         raise ConfigError(f"dataset {dataset.name} has no answers.jsonl: --answers cannot be scored", field="answers")
     main_level(spec.level, dataset)  # fail before any work when the level is not available
