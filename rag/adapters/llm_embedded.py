@@ -123,7 +123,7 @@ class EmbeddedLlamaLLM:
 
     def info(self) -> dict[str, Any]:
         loaded = _loaded.get(self._key())
-        path = self.gguf_path or self.cache_dir / self.bundled.filename
+        path = self._target()
         data: dict[str, Any] = {"runtime": f"llama.cpp (xllamacpp {package_version('xllamacpp')}), in-process",
                                 "name": self.name, "path": str(path), "n_ctx": self.n_ctx,
                                 "threads": self.n_threads or "auto"}
@@ -142,9 +142,12 @@ class EmbeddedLlamaLLM:
             return self.gguf_path
         return resolve_bundled_gguf(self.cache_dir, model=self.bundled)
 
+    def _target(self) -> Path:
+        """Where the model file is, or will be once the bundled model is joined."""
+        return self.gguf_path or self.cache_dir / self.bundled.filename
+
     def _key(self) -> tuple[str, int, int]:
-        path = self.gguf_path or self.cache_dir / self.bundled.filename
-        return (str(path.resolve()), self.n_ctx, self.n_threads)
+        return (str(self._target().resolve()), self.n_ctx, self.n_threads)
 
     def _model(self) -> _Loaded:
         key = self._key()

