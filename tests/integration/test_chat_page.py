@@ -64,6 +64,7 @@ class Chromium:
                                      stderr=subprocess.DEVNULL)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
+        self.width, self.height = width, height
         self._id, self._buffer = 0, b""
         target = next(t for t in self.send("Target.getTargets")["targetInfos"] if t["type"] == "page")
         self.session = self.send("Target.attachToTarget", targetId=target["targetId"], flatten=True)["sessionId"]
@@ -89,6 +90,13 @@ class Chromium:
     def page(self, method: str, **params) -> dict:
         return self.send(method, session=self.session, **params)
 
+    def open(self, url: str) -> None:
+        """Navigate to `url` in a viewport of the window's size (no device scaling)."""
+        self.page("Page.enable")
+        self.page("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1,
+                  mobile=False)
+        self.page("Page.navigate", url=url)
+
     def evaluate(self, expression: str) -> object:
         result = self.page("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
         if "exceptionDetails" in result:
@@ -108,10 +116,7 @@ def browser_on_page(tmp_path):
     with running_server(create_app(services)) as base:
         browser = Chromium()
         try:
-            browser.page("Page.enable")
-            browser.page("Emulation.setDeviceMetricsOverride", width=1100, height=760, deviceScaleFactor=1,
-                         mobile=False)
-            browser.page("Page.navigate", url=f"{base}/?q={quote(QUESTION)}")
+            browser.open(f"{base}/?q={quote(QUESTION)}")
             time.sleep(0.2)
             browser.evaluate(WAIT_FOR_ANSWER)
             yield browser
@@ -153,10 +158,7 @@ def test_first_run_without_a_key_says_how_to_make_one(tmp_path):
     with running_server(create_app(services)) as base:
         browser = Chromium()
         try:
-            browser.page("Page.enable")
-            browser.page("Emulation.setDeviceMetricsOverride", width=1100, height=760, deviceScaleFactor=1,
-                         mobile=False)
-            browser.page("Page.navigate", url=f"{base}/")
+            browser.open(f"{base}/")
             wait_for(browser, "document.readyState === 'complete'")
             browser.evaluate("localStorage.clear(); location.reload(); true")
             wait_for(browser, "document.readyState === 'complete'")

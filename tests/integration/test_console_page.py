@@ -60,10 +60,7 @@ def console(tmp_path):
     with running_server(create_app(services)) as base:
         browser = Chromium(width=1200, height=900)
         try:
-            browser.page("Page.enable")
-            browser.page("Emulation.setDeviceMetricsOverride", width=1200, height=900, deviceScaleFactor=1,
-                         mobile=False)
-            browser.page("Page.navigate", url=f"{base}/console")
+            browser.open(f"{base}/console")
             wait_for(browser, "document.readyState === 'complete' && !!document.getElementById('kbs-table')")
             browser.evaluate("localStorage.setItem('rag-lang', 'en'); window.confirm = () => true; true")
             yield browser
@@ -131,9 +128,7 @@ def test_first_run_without_a_key_says_how_to_make_one(tmp_path):
     with running_server(create_app(services)) as base:
         b = Chromium(width=1200, height=700)
         try:
-            b.page("Page.enable")
-            b.page("Emulation.setDeviceMetricsOverride", width=1200, height=700, deviceScaleFactor=1, mobile=False)
-            b.page("Page.navigate", url=f"{base}/console")
+            b.open(f"{base}/console")
             wait_for(b, "document.readyState === 'complete'")
             b.evaluate("localStorage.clear(); localStorage.setItem('rag-lang', 'en'); location.reload(); true")
             wait_for(b, "document.readyState === 'complete'")
