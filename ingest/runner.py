@@ -39,7 +39,7 @@ from rag.catalog import DocRecord
 from rag.errors import ParseError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
 from rag.kb import EXTRA_SEP, KnowledgeBase
-from rag.types import Chunk, ChunkSpan, ParsedDocument
+from rag.types import Chunk, ParsedDocument
 
 log = logging.getLogger(__name__)
 
@@ -189,23 +189,10 @@ def _link_target(path: Path, root: Path, follow_links: bool, scan: FolderScan, k
     return real
 
 
-def with_header(title: str, span: ChunkSpan) -> str | None:
-    """What a plain text chunk is matched by: its document title and section path, then its
-    text ("contextual chunk header"), so that a passage deep in a paper or a manual still carries
-    what it is about. Q&A spans keep their question; a header already at the start of the text
-    is not repeated. None when there is nothing to add."""
-    if span.kind != "text" or span.embed_text is not None:
-        return span.embed_text
-    parts = [p.strip() for p in (title, *span.section_path) if p and p.strip()]
-    head = span.text.lstrip()[:200]
-    parts = [p for i, p in enumerate(parts) if p not in parts[:i] and not head.startswith(p)]
-    return "\n".join([" > ".join(parts), span.text]) if parts else None
-
-
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, chunker: Chunker, *, tags: dict[str, str] | None = None,
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
-                 headers: bool = False, embed_batch: int = 32, limits: ParseLimits | None = None,
+                 embed_batch: int = 32, limits: ParseLimits | None = None,
                  ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES,
                  write_behind: int = WRITE_BEHIND, titles: Mapping[str, str] | None = None) -> None:
         self.kb = kb
@@ -215,7 +202,6 @@ class Ingestor:
         self.limits = limits or ParseLimits()
         self.ocr = ocr
         self.chunker = chunker
-        self.headers = headers
         self.tags = dict(sorted((tags or {}).items()))
         self.question_writer = question_writer
         self.batch_chunks = batch_chunks
@@ -225,7 +211,7 @@ class Ingestor:
         self.write_behind = max(0, write_behind)  # batches waiting to be written in a thread (0: inline)
         self._known = self._embedded = 0
         questions = question_writer.n if question_writer else 0
-        self.signature = f"{chunker.signature}|q{questions}" + ("|h1" if headers else "")
+        self.signature = f"{chunker.signature}|q{questions}"
 
     # public ------------------------------------------------------------------------------------
     def ingest_folder(self, root: Path, prune: bool = True, follow_links: bool = False) -> IngestReport:
@@ -351,7 +337,7 @@ class Ingestor:
             chunks.append(Chunk(id=cid, kb=self.kb.name, doc_id=record.doc_id, source=record.source, text=span.text,
                                 start=span.start, end=span.end, title=parsed.title, section_path=span.section_path,
                                 page=span.page, kind=span.kind,
-                                embed_text=with_header(parsed.title, span) if self.headers else span.embed_text,
+                                embed_text=span.embed_text,
                                 doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags, ocr=ocr,
                                 ocr_confidence=ocr_confidence, pages=span.pages))
         if self.question_writer is not None:

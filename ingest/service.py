@@ -31,6 +31,6 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
                          max_zip_ratio=s.max_zip_ratio, max_rows=s.parse_max_rows, max_cells=s.parse_max_cells,
                          max_seconds=s.parse_max_seconds)
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
-                    batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress, headers=s.chunk_headers,
+                    batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress,
                     embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress),
                     write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0, titles=titles)

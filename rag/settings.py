@@ -23,10 +23,10 @@ log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
 SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
-# answer switches measured not to help and removed (issue 32; docs/benchmarks.md, "Removed levers"):
-# still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
+# switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
+# "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
-                    "answer_vote", "answer_retry")
+                    "answer_vote", "answer_retry", "chunk_headers")
 
 
 def _comma_list(value: Any) -> Any:
@@ -87,10 +87,6 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(120, ge=0, le=5000)
     semantic_percentile: float = Field(90.0, gt=0, lt=100)
     generate_questions: int = Field(0, ge=0, le=10)
-    # embed and BM25-index each chunk with its document title and section path. Off by default: on
-    # COVID-QA it moved neither BM25 (MRR@10 0.595 both ways, 1,380 questions) nor dense retrieval
-    # (0.525 with, 0.538 without, 278 questions on 25 papers); try it on corpora of short sections
-    chunk_headers: bool = False
     # write a batch's chunks (vector store, BM25, catalog swap) in a background thread while the next
     # batch embeds, in order and as crash-safe as inline (ingest/writer.py); off: write, then embed on
     ingest_overlap_writes: bool = True

@@ -216,6 +216,7 @@ def test_a_removed_answer_switch_is_ignored_with_one_warning_naming_it(clean_env
     environment, the `.env` file or a RAG_CONFIG file does not fail the start; one warning names
     them all and where their numbers are."""
     clean_env.setenv("RAG_ANSWER_VOTE", "1")
+    clean_env.setenv("RAG_CHUNK_HEADERS", "true")
     (tmp_path / ".env").write_text("# old settings\nRAG_CONTEXT_SINGLE=agree\nexport RAG_TOP_K=12\n")
     config = tmp_path / "rag.json"
     config.write_text(json.dumps({"answer_style": "extract", "context_top_n": 4}))
@@ -223,10 +224,11 @@ def test_a_removed_answer_switch_is_ignored_with_one_warning_naming_it(clean_env
     with caplog.at_level("WARNING", logger="rag.settings"):
         s = load_settings()
     assert (s.top_k, s.context_top_n) == (12, 4)  # the settings beside them still apply
-    assert not any(hasattr(s, name) for name in ("answer_vote", "context_single", "answer_style"))
+    assert not any(hasattr(s, name) for name in ("answer_vote", "context_single", "answer_style", "chunk_headers"))
     (record,) = [r for r in caplog.records if r.name == "rag.settings"]
     assert record.levelname == "WARNING" and "Removed levers" in record.getMessage()
-    assert all(v in record.getMessage() for v in ("RAG_ANSWER_VOTE", "RAG_CONTEXT_SINGLE", "RAG_ANSWER_STYLE"))
+    assert all(v in record.getMessage()
+               for v in ("RAG_ANSWER_VOTE", "RAG_CONTEXT_SINGLE", "RAG_ANSWER_STYLE", "RAG_CHUNK_HEADERS"))
 
 
 def test_no_warning_without_removed_settings_and_none_is_still_a_field(clean_env, caplog):
