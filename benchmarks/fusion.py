@@ -1,30 +1,33 @@
-"""Fusion benchmark: which Reciprocal Rank Fusion setting ranks best when there is no reranker.
+"""Fusion benchmark: which fusion of the dense and BM25 lists ranks best when there is no reranker.
 
-    python -m benchmarks.fusion fetch --data-dir runs/fusion cmrc2018-p463 covidqa-d15 cmrcwin-100 covidwin-6
+    python -m benchmarks.fusion fetch --data-dir ~/.rag --kb-prefix eval --no-ingest --lists runs/fusion/lists \
+        cmrc2018 covidqa ../shared/eval/rgb_zh_refine ../shared/eval/rgb_zh_int
+    python -m benchmarks.fusion fetch --data-dir runs/fusion cmrcwin-100 covidwin-6
     python -m benchmarks.fusion evaluate --data-dir runs/fusion [--seed 13] [--out runs/fusion/report.md]
 
 `fetch` ingests each dataset once through the real eval path (`eval.runner.prepare_kb`: the
-configured chunker and embedder) and caches, for every judged query, the dense list and the BM25
-list to depth 100 with their scores (`benchmarks/fusion_data.py` builds the derived datasets).
-`evaluate` then scores fusion variants offline in seconds, with the fusion code of the query
-path (`rag.fusion`):
+configured chunker and embedder; or, with `--kb-prefix eval --no-ingest`, reads the knowledge
+base `rag eval` already built in that data dir) and caches, for every judged query, the dense
+list and the BM25 list to depth 100 with their scores (`benchmarks/fusion_data.py` builds the
+derived datasets). `evaluate` then scores fusion variants offline in seconds, with the fusion
+code of the query path (`rag.fusion`):
 
 - queries are split into a dev and a test half with a fixed seed; every tuned parameter is
   chosen on the dev halves of all datasets together (one setting for all: the best worst-case
-  margin over the better single list, over datasets and both metrics), and reported on the
-  test halves;
+  margin over the better single list, over datasets and both metrics, the mean margin breaking
+  ties), and reported on the test halves;
 - MRR@10 and nDCG@10 over the top 10 chunks, at document level (chunks deduplicated to their
   documents, as `rag eval` does) or answer-chunk level (a chunk holding a gold answer span);
 - each row of a test table carries the paired bootstrap 95 % interval of the settings
   default's difference to it (resampling test queries, 2,000 draws, fixed seed).
 
-Datasets (names understood by `fusion_data`): `cmrc2018-pN` (the first N CMRC 2018 paragraphs in
-file order and their questions, doc level), `covidqa-dN` (the N COVID-QA papers with the most
-questions per character and all their questions, answer-chunk level), `cmrcwin-N` / `covidwin-N`
+Datasets (names understood by `fusion_data`): a shipped name or a BEIR folder (`covidqa*` is
+scored at answer-chunk level, the rest at document level); `cmrc2018-pN` (the first N CMRC 2018
+paragraphs in file order and their questions), `covidqa-dN` (the N COVID-QA papers with the
+most questions per character and all their questions), `cmrcwin-N` / `covidwin-N`
 (multi-positive sets with same-document hard negatives: 3-sentence windows, stride 1, of N CMRC
 paragraphs drawn with seed 0 / of the N densest COVID-QA papers; positives = the windows that
-hold a gold answer span, so most questions have 2-3; doc = window level, nDCG@10). Subsets,
-because the bundled e5-small embeds ~1-5 chunks/s on the shared 2-core CPU."""
+hold a gold answer span, so most questions have 2-3; doc = window level)."""
 
 from __future__ import annotations
 
@@ -72,8 +75,14 @@ class Data:
     queries: list[Query]
 
 
-def load(name: str, data_dir: Path) -> Data:
-    raw = fetch(name, data_dir, data_dir / "lists" / f"{name}.json")
+def list_file(lists: Path, name: str) -> Path:
+    """Where `fetch` caches a dataset's lists (a folder path is named by its last part)."""
+    return lists / f"{Path(name).name}.json"
+
+
+def load(name: str, data_dir: Path, lists: Path | None = None) -> Data:
+    raw = fetch(name, data_dir, list_file(lists or data_dir / "lists", name))
+    name = Path(name).name
     answer_level = name.startswith("covidqa")
     queries = []
     for row in raw["queries"]:
@@ -140,20 +149,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     f = sub.add_parser("fetch")
     f.add_argument("datasets", nargs="+")
     f.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
+    f.add_argument("--kb-prefix", default="fusion", help="eval: the knowledge bases `rag eval` built in --data-dir")
+    f.add_argument("--no-ingest", action="store_true", help="read the knowledge base as it is")
+    f.add_argument("--lists", type=Path, help="folder of the cached lists (default: DATA_DIR/lists)")
     e = sub.add_parser("evaluate")
-    e.add_argument("--datasets", default="cmrc2018-p463,covidqa-d15,cmrcwin-100,covidwin-6")
+    e.add_argument("--datasets", default="cmrc2018,covidqa,rgb_zh_refine,rgb_zh_int,cmrcwin-100,covidwin-6")
     e.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
+    e.add_argument("--lists", type=Path, help="folder of the cached lists (default: DATA_DIR/lists)")
     e.add_argument("--seed", type=int, default=13)
     e.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "fetch":
         for name in args.datasets:
-            fetch(name, args.data_dir, args.data_dir / "lists" / f"{name}.json")
+            fetch(name, args.data_dir, list_file(args.lists or args.data_dir / "lists", name), kb_prefix=args.kb_prefix,
+                  ingest=not args.no_ingest)
         return 0
     from benchmarks.fusion_eval import run_evaluation
 
-    report = run_evaluation([load(n, args.data_dir) for n in args.datasets.split(",")], args.seed)
+    report = run_evaluation([load(n, args.data_dir, args.lists) for n in args.datasets.split(",")], args.seed)
     if args.out:
         args.out.write_text(report)
     print(report)

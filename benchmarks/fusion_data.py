@@ -154,9 +154,12 @@ def prepare_part(services, dataset: Dataset, kb: str, doc_ids: list[str]):
         return ingestor.ingest_folder(folder, prune=True)
 
 
-def fetch(name: str, data_dir: Path, out: Path, batch: int = 64) -> dict[str, Any]:
+def fetch(name: str, data_dir: Path, out: Path, batch: int = 64, kb_prefix: str = "fusion",
+          ingest: bool = True) -> dict[str, Any]:
     """Ingest the dataset (cached) and cache both lists to depth DEPTH for every judged query.
-    `<shipped>-pN` (e.g. `cmrc2018-p463`) takes the first N documents of a shipped dataset."""
+    `<shipped>-pN` (e.g. `cmrc2018-p463`) takes the first N documents of a shipped dataset; a
+    folder path is a BEIR dataset. `kb_prefix` "eval" with `ingest` off reads the knowledge base
+    `rag eval` built in `data_dir` as it is."""
     if out.is_file():
         return json.loads(out.read_text())
     base, _, part = name.partition("-p")
@@ -165,16 +168,17 @@ def fetch(name: str, data_dir: Path, out: Path, batch: int = 64) -> dict[str, An
     try:
         if part.isdigit():
             dataset = load_dataset(base)
-            kb_name = eval_kb_name("fusion", base, settings)
+            kb_name = eval_kb_name(kb_prefix, base, settings)
             keep = set(first_docs(dataset, int(part)))
             report = prepare_part(services, dataset, kb_name, sorted(keep))
             qids = [q for q in dataset.sample(None) if set(dataset.qrels[q]) & keep]
         else:
-            dataset = load_dataset(str(build(name, data_dir)))
-            kb_name = eval_kb_name("fusion", name, settings)
-            report = prepare_kb(services, dataset, kb_name)
+            dataset = load_dataset(str(build(name, data_dir)), keep_text="all" if ingest else "judged")
+            kb_name = eval_kb_name(kb_prefix, dataset.name, settings)
+            report = prepare_kb(services, dataset, kb_name) if ingest else None
             qids = dataset.sample(None)
-        log.info("%s: %d chunks added in %.0f s", name, report.chunks_added, report.seconds)
+        if report is not None:
+            log.info("%s: %d chunks added in %.0f s", name, report.chunks_added, report.seconds)
         kb = services.kbs.open(kb_name)
         locator = ChunkLocator(dataset)
         rows: list[dict[str, Any]] = []

@@ -164,7 +164,7 @@ def _print_hits(data: dict[str, Any]) -> None:
     for i, h in enumerate(data["hits"], 1):
         rerank = f" rerank {h['rerank_score']:.3f}" if h["rerank_score"] is not None else ""
         found = ", ".join(f"{p['list']}:{p['variant']}#{p['rank']}" for p in h["provenance"])
-        echo(f"[{i}] {_where(h)}  rrf {h['score']:.4f}{rerank}  ({found})")
+        echo(f"[{i}] {_where(h)}  fused {h['score']:.4f}{rerank}  ({found})")
         text = " ".join(h["text"].split())
         echo(f"    {text[:300]}{'…' if len(text) > 300 else ''}")
     _print_status(data)

@@ -227,8 +227,7 @@ class Services:
             transformer=QueryTransformer(lambda: self.llm, multi_query_n=s.multi_query_n),
             retriever=HybridRetriever(top_k=s.top_k, rrf_k=s.rrf_k,
                                       weights={DENSE: s.dense_weight, BM25: s.bm25_weight}, fusion=s.fusion,
-                                      fusion_depth=s.fusion_depth, fusion_power=s.fusion_power,
-                                      fusion_agreement_depth=s.fusion_agreement_depth),
+                                      fusion_alpha=s.fusion_alpha),
             versions=VersionStage(s.version_min_overlap),
             config=RetrievalConfig(tuple(s.transforms), s.context_top_n, s.original_query_weight,
                                    s.prefer_latest_version))

@@ -16,4 +16,4 @@ LISTS = (DENSE, BM25)
 # retrieval modes: every list, or one of them alone
 HYBRID = "hybrid"
 MODES = (HYBRID, *LISTS)
-FUSIONS = ("confidence", "rrf")
+FUSIONS = ("convex", "rrf")  # the default first

@@ -1,11 +1,11 @@
 """Hybrid retrieval: for every query variant one search per named list (`SEARCHERS`: dense and
-BM25, top-k each, the same metadata filter on all), fused by Reciprocal Rank Fusion with provenance.
+BM25, top-k each, the same metadata filter on all), fused with provenance.
 
 All dense variants are embedded in one batch. A variant's lists are weighted by the list weight
 (`weights[name]`, from `dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
-original question); lists whose weight is 0 are not searched at all. With `fusion="confidence"`
-(the default) the two lists of each variant are also weighted by their confidence for this query
-(`rag.fusion.confidence_weights`): the list that singles out its top hit leads."""
+original question); lists whose weight is 0 are not searched at all. `fusion="convex"` (the
+default) adds each list's min-max normalised scores, the dense list's with share `fusion_alpha`
+and BM25's with 1 - fusion_alpha (`rag.fusion.convex`); `fusion="rrf"` is Reciprocal Rank Fusion."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from rag.errors import InvalidRequest
-from rag.fusion import Fused, RankedList, confidence_weights, rrf
+from rag.fusion import Fused, RankedList, convex, rrf
 from rag.names import BM25, DENSE, FUSIONS, HYBRID
 from rag.transforms import Variant
 from rag.types import Chunk, Filter, Hit, ScoredId
@@ -74,8 +74,8 @@ class HybridRetriever:
     defaults; the knowledge base (and a request's own `top_k` / `fusion`) come with each search."""
 
     def __init__(self, *, top_k: int = 30, rrf_k: int = 60, weights: Mapping[str, float] | None = None,
-                 searchers: Mapping[str, Searcher] | None = None, fusion: str = "confidence",
-                 fusion_depth: int = 30, fusion_power: float = 16.0, fusion_agreement_depth: int = 10) -> None:
+                 searchers: Mapping[str, Searcher] | None = None, fusion: str = "convex",
+                 fusion_alpha: float = 0.4) -> None:
         _check_top_k(top_k)
         _check_fusion(fusion)
         self.searchers = dict(SEARCHERS if searchers is None else searchers)
@@ -87,8 +87,9 @@ class HybridRetriever:
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.searchers}
         self.top_k = top_k
         self.rrf_k = rrf_k
-        self.fusion, self.fusion_depth, self.fusion_power = fusion, fusion_depth, fusion_power
-        self.fusion_agreement_depth = fusion_agreement_depth
+        if not 0.0 <= fusion_alpha <= 1.0:
+            raise InvalidRequest(f"fusion_alpha must be within 0..1, got {fusion_alpha}", field="fusion_alpha")
+        self.fusion, self.fusion_alpha = fusion, fusion_alpha
 
     def check_mode(self, mode: str) -> None:
         """Raise InvalidRequest unless `mode` is hybrid or one of this retriever's lists."""
@@ -120,9 +121,10 @@ class HybridRetriever:
             timings[name] = time.perf_counter() - started - sum(steps.values())
 
         started = time.perf_counter()
-        if fusion == "confidence":
-            lists = self._confidence_weighted(lists)
-        fused = rrf(lists, k=self.rrf_k)
+        if fusion == "convex":
+            fused = convex(lists, {DENSE: self.fusion_alpha, BM25: 1.0 - self.fusion_alpha})
+        else:
+            fused = rrf(lists, k=self.rrf_k)
         timings["fusion"] = time.perf_counter() - started
         log.debug("retrieval: %d lists, %d fused hits", len(lists), len(fused))
         return fused
@@ -133,19 +135,6 @@ class HybridRetriever:
         wanted = tuple(self.searchers) if mode == HYBRID else (mode,)
         return {name: [v for v in variants if name in wanted and name in v.lists and self.weights[name] * v.weight > 0]
                 for name in self.searchers}
-
-    def _confidence_weighted(self, lists: list[RankedList]) -> list[RankedList]:
-        """Each variant's lists weighted by their confidence against each other (order kept)."""
-        by_variant: dict[str, list[int]] = {}
-        for i, ranked in enumerate(lists):
-            by_variant.setdefault(ranked.variant, []).append(i)
-        out = list(lists)
-        for idx in by_variant.values():
-            group = [lists[i] for i in idx]
-            weighted = confidence_weights(group, self.fusion_depth, self.fusion_power, self.fusion_agreement_depth)
-            for i, ranked in zip(idx, weighted):
-                out[i] = ranked
-        return out
 
     @staticmethod
     def hits(kb: SearchableKB, fused: Sequence[Fused]) -> list[Hit]:

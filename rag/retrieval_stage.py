@@ -87,7 +87,7 @@ class RetrievalStage:
                  history: list[dict] | None = None, mode: str = HYBRID, limit: int | None = None,
                  fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
-        overrides the `fusion` setting ("confidence" or "rrf"), `prefer_latest` the
+        overrides the `fusion` setting ("convex" or "rrf"), `prefer_latest` the
         `prefer_latest_version` setting (only the newest version of a document family)."""
         s = self.config
         started = time.perf_counter()

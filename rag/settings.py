@@ -26,7 +26,10 @@ SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
 # switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
 # "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
-                    "answer_vote", "answer_retry", "chunk_headers")
+                    "answer_vote", "answer_retry", "chunk_headers", "fusion_depth", "fusion_power",
+                    "fusion_agreement_depth")
+# setting values removed the same way: (setting, old value) -> the value used instead, with a warning
+REMOVED_VALUES = {("fusion", "confidence"): "convex"}
 
 
 def _comma_list(value: Any) -> Any:
@@ -109,18 +112,14 @@ class Settings(BaseSettings):
     # retrieval and fusion
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
     rrf_k: int = Field(60, ge=1)
-    # "confidence": RRF whose list weights are scaled per query by how clearly each list singles
-    # out its top hit (standardised margin of its top score over its first `fusion_depth` scores),
-    # damped more the less the list agrees with the most confident one: weight x (confidence /
-    # best confidence) ** (fusion_power x (1 - overlap of the top `fusion_agreement_depth`));
-    # rag.fusion.confidence_weights. Without a reranker the fused list is the final ranking, and
-    # equal-weight RRF ("rrf") ranked below its better list on most sets (BM25 on COVID-QA, dense
-    # on news QA with hard negatives); this rule, chosen on dev halves, matched or beat the better
-    # list on every test half of benchmarks/fusion.py (docs/benchmarks.md, "Fusion").
-    fusion: Literal[FUSIONS] = "confidence"
-    fusion_depth: int = Field(30, ge=3, le=1000)
-    fusion_power: float = Field(16.0, ge=0, le=256)
-    fusion_agreement_depth: int = Field(10, ge=0, le=1000)  # 0: damp by confidence alone
+    # "convex": the convex combination of each list's min-max normalised scores, the dense list's
+    # share `fusion_alpha`, BM25's 1 - fusion_alpha (rag.fusion.convex); "rrf": reciprocal rank
+    # fusion with `rrf_k`. Without a reranker the fused list is the final ranking; convex with
+    # alpha 0.4 won the worst case over six datasets where either list is the better one (the
+    # selection rule and the test halves: docs/benchmarks.md, "Fusion"). The per-query
+    # confidence-weighted RRF ("confidence") lost there and was removed: set, it means "convex".
+    fusion: Literal[FUSIONS] = "convex"
+    fusion_alpha: float = Field(0.4, ge=0, le=1)
     dense_weight: float = Field(1.0, ge=0)
     bm25_weight: float = Field(1.0, ge=0)
     original_query_weight: float = Field(1.0, ge=0)
@@ -235,6 +234,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: Any) -> Any:
         return _comma_list(value)
+
+    @field_validator("fusion", mode="before")
+    @classmethod
+    def _removed_fusion(cls, value: Any) -> Any:
+        instead = REMOVED_VALUES.get(("fusion", value)) if isinstance(value, str) else None
+        if instead is None:
+            return value
+        log.warning("fusion %r was measured not to help and removed (docs/benchmarks.md, \"Fusion\"); "
+                    "using %r", value, instead)
+        return instead
 
     @field_validator("transforms")
     @classmethod

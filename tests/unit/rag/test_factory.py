@@ -71,7 +71,7 @@ def test_per_request_arguments_override_the_wired_stages(tmp_path):
     result = services.pipeline.retrieve("warranty battery", KB, top_k=5, fusion="rrf", rerank=False, limit=4)
     assert result.info["top_k"] == 5 and result.info["fusion"] == "rrf" and not result.rerank_enabled
     default = services.pipeline.retrieve("warranty battery", KB, limit=2)
-    assert default.info["top_k"] == 3 and default.info["fusion"] == "confidence" and default.rerank_enabled
+    assert default.info["top_k"] == 3 and default.info["fusion"] == "convex" and default.rerank_enabled
     assert services.pipeline.retrieval.retriever.top_k == 3  # nothing a request asked for stuck to the stage
 
 

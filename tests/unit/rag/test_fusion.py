@@ -1,17 +1,19 @@
-"""Confidence-weighted RRF: the list confidence against hand-computed values, the weights it
-gives, and the fused order when one list cannot tell its candidates apart."""
+"""Convex fusion: min-max scaling, the fused scores against hand-computed values, shares and
+weights, and the fused order when one list cannot tell its candidates apart; RRF one setting away;
+the removed confidence fusion falls back to convex with a warning."""
 
 from __future__ import annotations
 
-import math
+import logging
 
 import numpy as np
 import pytest
 
 from eval.ablations import EvalConfig, parse_config
 from rag.errors import ConfigError, InvalidRequest
-from rag.fusion import RankedList, confidence_weights, list_confidence, rrf, top_overlap
+from rag.fusion import RankedList, convex, min_max, rrf
 from rag.retrieval import HybridRetriever
+from rag.settings import load_settings
 from rag.transforms import Variant
 from rag.types import ScoredId
 from tests.unit.kb_fixtures import KB, build_services
@@ -21,99 +23,40 @@ def ranked(name: str, pairs: list[tuple[str, float]], weight: float = 1.0, varia
     return RankedList(name, variant, [ScoredId(c, s) for c, s in pairs], weight)
 
 
-def test_list_confidence_is_the_standardised_top_margin():
-    # rest = [3, 2, 1]: mean 2, population std sqrt(2/3); top 5 -> (5 - 2) / 0.8165
-    assert list_confidence([5.0, 3.0, 2.0, 1.0]) == pytest.approx(3 / math.sqrt(2 / 3))
-    # only the first `depth` scores count
-    assert list_confidence([5.0, 3.0, 2.0, 1.0, -50.0], depth=4) == pytest.approx(3 / math.sqrt(2 / 3))
+def test_min_max_scales_each_list_to_its_own_head():
+    assert min_max(ranked("bm25", [("a", 12.0), ("b", 7.0), ("c", 2.0)])) == {
+        "a": (12.0, 1.0), "b": (7.0, 0.5), "c": (2.0, 0.0)}
+    # a repeated chunk keeps its first score; a flat or one-item list is all at the top; empty stays empty
+    assert min_max(ranked("dense", [("a", 0.9), ("b", 0.7), ("a", 0.5)])) == {"a": (0.9, 1.0), "b": (0.7, 0.0)}
+    assert min_max(ranked("bm25", [("a", 4.0), ("b", 4.0)])) == {"a": (4.0, 1.0), "b": (4.0, 1.0)}
+    assert min_max(ranked("bm25", [])) == {}
 
 
-def test_list_confidence_ignores_scale_and_offset():
-    scores = [0.91, 0.84, 0.83, 0.80, 0.79, 0.78]
-    moved = [100 + 40 * s for s in scores]
-    assert list_confidence(moved) == pytest.approx(list_confidence(scores))
+def test_convex_adds_shares_of_scaled_scores_and_keeps_provenance():
+    dense = ranked("dense", [("a", 0.90), ("b", 0.85), ("c", 0.70)])
+    bm25 = ranked("bm25", [("c", 20.0), ("a", 12.0), ("d", 4.0)])
+    fused = convex([dense, bm25], {"dense": 0.4, "bm25": 0.6})
+    scores = {f.chunk_id: f.score for f in fused}
+    assert scores == pytest.approx({"a": 0.4 * 1.0 + 0.6 * 0.5, "b": 0.4 * 0.75, "c": 0.6 * 1.0, "d": 0.0})
+    assert [f.chunk_id for f in fused] == ["a", "c", "b", "d"]
+    assert [(p.list_name, p.rank, p.score) for p in fused[0].provenance] == [("dense", 1, 0.90), ("bm25", 2, 12.0)]
+    # the list weight multiplies its share; a list without a share counts fully; limit cuts
+    heavy = convex([dense, RankedList("bm25", "original", bm25.items, 2.0)], {"dense": 0.4, "bm25": 0.6}, limit=2)
+    assert [f.chunk_id for f in heavy] == ["c", "a"] and heavy[0].score == pytest.approx(1.2)
+    assert convex([ranked("other", [("x", 3.0), ("y", 1.0)])], {})[0].score == pytest.approx(1.0)
 
 
-def test_list_confidence_flat_short_and_standout_heads():
-    assert list_confidence([0.8, 0.8, 0.8, 0.8]) == 0.0
-    assert list_confidence([2.0, 1.0]) is None
-    assert list_confidence([]) is None
-    assert list_confidence([5.0, 1.0, 1.0, 1.0]) == math.inf
-    assert list_confidence([1.0, 2.0, 3.0]) == 0.0  # a top below the rest is no evidence at all
+def test_convex_ties_break_by_best_rank_then_chunk_id():
+    one = ranked("dense", [("b", 1.0), ("a", 0.0)])
+    two = ranked("bm25", [("a", 5.0), ("b", 0.0)])
+    assert [f.chunk_id for f in convex([one, two], {"dense": 0.5, "bm25": 0.5})] == ["a", "b"]
 
 
-def test_flat_list_is_silenced_and_the_other_list_decides():
-    dense = ranked("dense", [("a", 0.8), ("b", 0.8), ("c", 0.8), ("d", 0.8)])  # cannot tell them apart
-    bm25 = ranked("bm25", [("d", 9.0), ("c", 3.0), ("b", 2.9), ("x", 2.8)])
-    weighted = confidence_weights([dense, bm25])
-    assert [r.weight for r in weighted] == [0.0, 1.0]
-    assert [f.chunk_id for f in rrf(weighted)][:4] == ["d", "c", "b", "x"]
-    assert [f.chunk_id for f in rrf(weighted)][4] == "a"  # only the silenced list found it
-    # plain RRF lets the flat list reorder: "b" (2nd in dense, 3rd in bm25) passes "c"
-    assert [f.chunk_id for f in rrf([dense, bm25])] == ["d", "b", "c", "a", "x"]
-
-
-def test_weights_follow_the_confidence_ratio_to_the_power():
-    sure = ranked("dense", [("a", 10.0), ("b", 2.0), ("c", 1.0), ("d", 0.0)], weight=2.0)
-    unsure = ranked("bm25", [("b", 4.0), ("a", 3.5), ("c", 3.0), ("d", 2.5)])
-    c_sure, c_unsure = list_confidence([10.0, 2.0, 1.0, 0.0]), list_confidence([4.0, 3.5, 3.0, 2.5])
-    weighted = confidence_weights([sure, unsure], power=2.0, agreement_depth=0)
-    assert weighted[0].weight == pytest.approx(2.0)  # the most confident list keeps its weight
-    assert weighted[1].weight == pytest.approx((c_unsure / c_sure) ** 2)
-    assert [r.items for r in weighted] == [sure.items, unsure.items]
-    assert [r.weight for r in confidence_weights([sure, unsure], power=0.0, agreement_depth=0)] == [2.0, 1.0]
-
-
-def test_equally_confident_lists_fuse_as_plain_rrf():
-    one = ranked("dense", [("a", 0.9), ("b", 0.8), ("c", 0.7)])
-    two = ranked("bm25", [("c", 30.0), ("a", 20.0), ("b", 10.0)])
-    weighted, plain = rrf(confidence_weights([one, two])), rrf([one, two])
-    assert [f.chunk_id for f in weighted] == [f.chunk_id for f in plain] == ["a", "c", "b"]
-    assert [f.score for f in weighted] == pytest.approx([f.score for f in plain])
-
-
-def test_short_lists_keep_their_weight_and_no_confidence_changes_nothing():
-    short = ranked("bm25", [("a", 3.0)], weight=0.5)
-    flat = ranked("dense", [("a", 0.5), ("b", 0.5), ("c", 0.5)])
-    assert [r.weight for r in confidence_weights([short, flat])] == [0.5, 1.0]
-    standout = ranked("dense", [("a", 5.0), ("b", 1.0), ("c", 1.0)])
-    graded = ranked("bm25", [("b", 3.0), ("c", 2.0), ("a", 1.0)])
-    assert [r.weight for r in confidence_weights([standout, graded], agreement_depth=0)] == [1.0, 0.0]
-    # the same three chunks at the top of both: full agreement, so the graded list keeps its weight
-    assert [r.weight for r in confidence_weights([standout, graded], agreement_depth=3)] == [1.0, 1.0]
-
-
-def test_top_overlap_counts_shared_head_chunks_over_the_shorter_head():
-    a = ranked("dense", [("a", 3.0), ("b", 2.0), ("c", 1.0), ("d", 0.5)])
-    b = ranked("bm25", [("c", 9.0), ("x", 8.0), ("a", 7.0)])
-    assert top_overlap(a, b, depth=4) == pytest.approx(2 / 3)
-    assert top_overlap(a, b, depth=1) == 0.0
-    assert top_overlap(a, ranked("bm25", []), depth=4) == 0.0
-
-
-def test_agreeing_lists_keep_their_weights_and_disagreeing_ones_give_way():
-    sure = ranked("dense", [("a", 10.0), ("b", 2.0), ("c", 1.0), ("d", 0.0)])
-    c_sure = list_confidence([10.0, 2.0, 1.0, 0.0])
-    same_head = ranked("bm25", [("b", 4.0), ("a", 3.5), ("d", 3.0), ("c", 2.5)])
-    c_unsure = list_confidence([4.0, 3.5, 3.0, 2.5])
-    assert [r.weight for r in confidence_weights([sure, same_head], power=8.0, agreement_depth=4)] == [1.0, 1.0]
-    half = ranked("bm25", [("b", 4.0), ("a", 3.5), ("x", 3.0), ("y", 2.5)])
-    weights = [r.weight for r in confidence_weights([sure, half], power=8.0, agreement_depth=4)]
-    assert weights == pytest.approx([1.0, (c_unsure / c_sure) ** 4.0])  # half the head shared: half the power
-    other = ranked("bm25", [("w", 4.0), ("x", 3.5), ("y", 3.0), ("z", 2.5)])
-    weights = [r.weight for r in confidence_weights([sure, other], power=8.0, agreement_depth=4)]
-    assert weights == pytest.approx([1.0, (c_unsure / c_sure) ** 8.0])
-    flat = ranked("bm25", [("b", 1.0), ("a", 1.0), ("d", 1.0), ("c", 1.0)])  # same chunks, no order
-    assert [r.weight for r in confidence_weights([sure, flat], power=8.0, agreement_depth=4)] == [1.0, 0.0]
-
-
-def test_bad_parameters():
-    with pytest.raises(ValueError):
-        confidence_weights([], power=-1.0)
-    with pytest.raises(ValueError):
-        confidence_weights([], depth=2)
-    with pytest.raises(ValueError):
-        confidence_weights([], agreement_depth=-1)
+def test_convex_with_no_dense_share_is_the_bm25_order():
+    dense = ranked("dense", [(c, s) for c, s in zip("abc", (0.9, 0.8, 0.7))])
+    bm25 = ranked("bm25", [(c, s) for c, s in zip("cba", (9.0, 5.0, 1.0))])
+    assert [f.chunk_id for f in convex([dense, bm25], {"dense": 0.0, "bm25": 1.0})] == list("cba")
+    assert [f.chunk_id for f in convex([dense, bm25], {"dense": 1.0, "bm25": 0.0})] == list("abc")
 
 
 class FlatBM25KB:
@@ -132,41 +75,54 @@ class FlatBM25KB:
         return {}
 
 
-def test_retriever_follows_the_confident_list_by_default_and_rrf_is_selectable():
+def test_retriever_fuses_by_scores_by_default_and_rrf_is_selectable():
     variants = [Variant("original", "q")]
-    confident = HybridRetriever(top_k=5).search(FlatBM25KB(), variants)
-    assert [f.chunk_id for f in confident] == list("dcbae")
+    by_scores = HybridRetriever(top_k=5).search(FlatBM25KB(), variants)
+    assert [f.chunk_id for f in by_scores] == list("dcbae")  # a flat list adds the same to every chunk
     plain = HybridRetriever(top_k=5, fusion="rrf").search(FlatBM25KB(), variants)
     assert [f.chunk_id for f in plain] == list("adbce")  # the flat list's arbitrary order pulls "a" up
-    assert {p.list_name for p in confident[0].provenance} == {"dense", "bm25"}  # provenance kept
+    assert {p.list_name for p in by_scores[0].provenance} == {"dense", "bm25"}  # provenance kept
+    with pytest.raises(InvalidRequest) as err:
+        HybridRetriever(fusion_alpha=1.5)
+    assert err.value.field == "fusion_alpha"
 
 
-def test_confidence_is_weighed_within_each_query_variant():
-    kb = FlatBM25KB()
-    retriever = HybridRetriever(top_k=5)
-    lists = [ranked("dense", [(c, s) for c, s in zip("dcbae", (0.95, 0.8, 0.79, 0.78, 0.77))], variant="original"),
-             ranked("bm25", [(c, 4.0) for c in "abcde"], variant="original"),
-             ranked("bm25", [("e", 9.0), ("a", 2.0), ("b", 1.0)], variant="multi_query:1")]
-    weighted = retriever._confidence_weighted(lists)
-    # the flat BM25 list loses to its own variant's dense list; the lone list of another variant keeps its weight
-    assert [r.weight for r in weighted] == [1.0, 0.0, 1.0]
+def test_each_query_variant_adds_its_own_scaled_lists():
+    retriever = HybridRetriever(top_k=5, fusion_alpha=0.5)
+    variants = [Variant("original", "q"), Variant("multi_query:1", "q2", weight=0.5)]
+    fused = retriever.search(FlatBM25KB(), variants)
+    # each variant: dense 0.5 x scaled + bm25 0.5 x 1; the second variant at half weight
+    assert fused[0].chunk_id == "d" and fused[0].score == pytest.approx((0.5 + 0.5) * 1.5)
+    assert len(fused[0].provenance) == 4
 
 
 def test_pipeline_reports_its_fusion_and_rrf_can_be_asked_for(tmp_path):
     services = build_services(tmp_path)
     pipeline = services.pipeline
-    assert pipeline.retrieve("how long is the warranty", KB, limit=3).info["fusion"] == "confidence"
+    assert pipeline.retrieve("how long is the warranty", KB, limit=3).info["fusion"] == "convex"
     plain = pipeline.retrieve("how long is the warranty", KB, limit=3, fusion="rrf")
     assert plain.info["fusion"] == "rrf"
     assert plain.hits[0].score == pytest.approx(sum(1 / (60 + p.rank) for p in plain.hits[0].provenance))
     with pytest.raises(InvalidRequest) as err:
-        pipeline.retrieve("how long is the warranty", KB, fusion="magic")
+        pipeline.retrieve("how long is the warranty", KB, fusion="confidence")
+    assert err.value.field == "fusion"
+
+
+def test_the_removed_confidence_fusion_falls_back_to_convex_with_a_warning(monkeypatch, caplog):
+    monkeypatch.setenv("RAG_FUSION", "confidence")
+    monkeypatch.setenv("RAG_FUSION_POWER", "16")
+    with caplog.at_level(logging.WARNING):
+        settings = load_settings()
+    assert settings.fusion == "convex" and settings.fusion_alpha == 0.4
+    assert "RAG_FUSION_POWER" in caplog.text and "'confidence'" in caplog.text
+    with pytest.raises(ConfigError) as err:
+        load_settings(fusion="magic")
     assert err.value.field == "fusion"
 
 
 def test_eval_configs_name_their_fusion():
-    assert parse_config("hybrid") == EvalConfig("hybrid", "hybrid", fusion="confidence")
+    assert parse_config("hybrid") == EvalConfig("hybrid", "hybrid", fusion="convex")
     assert parse_config("hybrid+rrf") == EvalConfig("hybrid+rrf", "hybrid", fusion="rrf")
     assert parse_config("hybrid+rerank+rrf").rerank
     with pytest.raises(ConfigError):
-        parse_config("hybrid+rrf+confidence")
+        parse_config("hybrid+rrf+convex")

@@ -41,7 +41,7 @@ class SpyKB:
 
 def test_rrf_matches_hand_computed_ranks():
     kb = SpyKB(dense=["a", "b", "c"], bm25=["c", "a", "d"])
-    fused = HybridRetriever(top_k=3).search(kb, [Variant("original", "q")])
+    fused = HybridRetriever(top_k=3, fusion="rrf").search(kb, [Variant("original", "q")])
     scores = {f.chunk_id: f.score for f in fused}
     assert scores["a"] == pytest.approx(1 / 61 + 1 / 62)
     assert scores["c"] == pytest.approx(1 / 63 + 1 / 61)
@@ -54,7 +54,7 @@ def test_rrf_matches_hand_computed_ranks():
 
 def test_list_and_variant_weights_and_rrf_constant():
     kb = SpyKB(dense=["a", "b"], bm25=["b", "a"])
-    retriever = HybridRetriever(top_k=2, rrf_k=10, weights={"dense": 2.0, "bm25": 0.5})
+    retriever = HybridRetriever(top_k=2, rrf_k=10, weights={"dense": 2.0, "bm25": 0.5}, fusion="rrf")
     fused = retriever.search(kb, [Variant("original", "q", weight=3.0), Variant("multi_query:1", "q2")])
     scores = {f.chunk_id: f.score for f in fused}
     # original: dense a1 b2 (x2 x3), bm25 b1 a2 (x0.5 x3); variant: same lists with weight 1
@@ -100,7 +100,8 @@ def test_same_filter_reaches_both_lists_and_missing_chunks_are_dropped():
 
 def test_pipeline_provenance_and_scores(tmp_path):
     services = build_services(tmp_path, llm=ScriptedLLM(router(multi_query="warranty period\nwarranty duration")))
-    result = services.pipeline.retrieve("how long is the warranty", KB, transforms=["multi_query"], limit=3)
+    result = services.pipeline.retrieve("how long is the warranty", KB, transforms=["multi_query"], limit=3,
+                                        fusion="rrf")
     top = result.hits[0]
     assert top.chunk.id == "warranty"
     assert top.score == pytest.approx(sum(1 / (60 + p.rank) for p in top.provenance))

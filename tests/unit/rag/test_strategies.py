@@ -242,8 +242,8 @@ def test_auto_stuffs_the_sources_that_fit_with_an_embedded_model(tmp_path, embed
     info, context = answer.info["strategy"], answer.info["context"]
     assert kinds(llm) == ["answer"] and info["name"] == "stuff" and info["llm_calls"] == 1
     assert context["left_out"] + len(context["trimmed"]) > 0  # the sources did not fit whole
-    # the one prompt holds the packed (trimmed) sources, the ones the answer shows
-    assert [n for n, _ in blocks(llm.calls[0]["messages"])] == [s.number for s in answer.sources]
+    # the one prompt holds the packed (trimmed) sources, the ones the answer shows (best last: from the last number)
+    assert [n for n, _ in blocks(llm.calls[0]["messages"])] == [s.number for s in reversed(answer.sources)]
     assert len(answer.sources) == context["sources"] < 7
     assert info["reason"].startswith("auto: 7 sources do not fit whole") and (
         f"stuff with the {len(answer.sources)} that fit" in info["reason"])
