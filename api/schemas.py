@@ -158,9 +158,6 @@ class KbOut(BaseModel):
     documents: int
     chunks: int
     bytes: int
-    fusion_alpha: float = Field(description="The dense list's share in the convex fusion: learnt from verified "
-                                            "answers when fusion_alpha_answers > 0, else the configured one.")
-    fusion_alpha_answers: int = 0
 
 
 class CheckOut(BaseModel):

@@ -18,7 +18,7 @@ from rag.factory import build_services
 from rag.strategies import check_strategy
 from rag.settings import load_settings
 
-DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+convex_fixed,hybrid+rrf,hybrid+rerank"
+DEFAULT_COMPARE = "bm25,dense,hybrid,hybrid+rrf,hybrid+rerank"
 
 
 @app.command("eval")

@@ -217,16 +217,13 @@ def kbs(as_json: bool = typer.Option(False, "--json")) -> None:
     """List knowledge bases."""
     with open_services() as services:
         rows = [{"name": r.name, "embed_model": r.embed_model, "dim": r.dim, "collection": r.collection,
-                 **services.catalog.kb_stats(r.name), **services.fusion_learner.alpha(r.collection).info()}
-                for r in services.catalog.list_kbs()]
+                 **services.catalog.kb_stats(r.name)} for r in services.catalog.list_kbs()]
         if as_json:
             echo(json.dumps(rows, ensure_ascii=False, indent=2))
             return
         for r in rows:
-            learned = (f", fusion α {r['fusion_alpha']:g} learnt from {r['fusion_alpha_answers']} verified answers"
-                       if r["fusion_alpha_answers"] else "")
             echo(f"{r['name']}: {r['documents']} documents, {r['chunks']} chunks, model {r['embed_model']} "
-                 f"(dim {r['dim']}){learned}")
+                       f"(dim {r['dim']})")
         if not rows:
             echo("no knowledge bases yet: run `rag ingest ./docs --kb NAME`")
 

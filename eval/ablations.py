@@ -2,10 +2,9 @@
 configuration over a query sample.
 
 A configuration name is a retrieval mode (`bm25`, `dense`, `hybrid`) optionally followed by
-`+rerank`, `+<transform>` (`+multi_query`, `+hyde`, ...) and/or a fusion (the default `convex`:
-min-max normalised scores combined with the knowledge base's learnt dense share when it has one;
-`+convex_fixed`: the configured share, uncalibrated; `+rrf`: plain weighted RRF), e.g.
-`hybrid+rerank+multi_query`, `hybrid+convex_fixed`. Every configuration states all its choices explicitly, so the settings' defaults
+`+rerank`, `+<transform>` (`+multi_query`, `+hyde`, ...) and/or a fusion (`+rrf`: plain weighted
+RRF; `+confidence`, the default: confidence-weighted RRF), e.g. `hybrid+rerank+multi_query`,
+`hybrid+rrf`. Every configuration states all its choices explicitly, so the settings' defaults
 never leak into an ablation row.
 """
 

@@ -92,9 +92,8 @@ def evaluate_answers(
     (None for a query that has only `all_of` parts). Refused answers score 0; citation
     correctness (over queries whose answers were located in a passage) and the judge scores
     are averaged over the answered (not refused) queries only."""
-    kwargs: dict[str, Any] = {"learn": False}  # an evaluation measures the fusion, it does not teach it
-    if config is not None:
-        kwargs.update(mode=config.mode, rerank=config.rerank, transforms=config.transforms, fusion=config.fusion)
+    kwargs = {} if config is None else {"mode": config.mode, "rerank": config.rerank,
+                                        "transforms": config.transforms, "fusion": config.fusion}
     if strategy is not None:
         kwargs["strategy"] = strategy
     rows, timings, failures = [], [], 0

@@ -336,7 +336,7 @@ def run_multiturn(services: Services, spec: MultiturnSpec, *,
 def _answer(pipeline, kb: str, dataset: Dataset, qid: str, question: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     key = dataset.answer_keys.get(qid)
     started = time.perf_counter()
-    answer = pipeline.answer(question, kb, learn=False, **kwargs)  # an evaluation does not teach the fusion
+    answer = pipeline.answer(question, kb, **kwargs)
     prediction = "" if answer.refused else strip_markers(answer.answer)
     return {"answer": answer.answer, "refused": answer.refused, "answer_seconds": time.perf_counter() - started,
             "accuracy": answer_accuracy(prediction, list(key.answers), key.all_of) if key else None}

@@ -20,7 +20,6 @@ from rag.catalog import Catalog
 from rag.checking import AnswerChecker, CheckConfig
 from rag.citations import CitationVerifier
 from rag.context_builder import ContextConfig, ContextBuilder
-from rag.fusion_learning import FusionLearner
 from rag.generation import Layout
 from rag.kb import KnowledgeBases
 from rag.locks import WriteLocks
@@ -162,19 +161,13 @@ class Services:
         return index_names(self.data_dir / "bm25")
 
     @cached_property
-    def fusion_learner(self) -> FusionLearner:
-        """The convex fusion's dense share learnt per knowledge base from verified answers."""
-        return FusionLearner(self.data_dir / "fusion", self.settings.fusion_alpha)
-
-    @cached_property
     def kbs(self) -> KnowledgeBases:
         # a Qdrant server may hold other applications' collections: only `<kb>__v<n>` ones are orphans there
         # the store and the embedder are built on first use: `kbs.writing` opens no store, loads no model
         return KnowledgeBases(self.catalog, lambda: self.store, self.lexical_factory, lambda: self.embedder,
                               self.collection_options(), locks=WriteLocks(self.data_dir / "locks"),
                               lexical_names=self.lexical_names,
-                              own_store=self.settings.resolved_vector_backend != "server",
-                              on_drop=lambda collection: self.fusion_learner.forget(collection))
+                              own_store=self.settings.resolved_vector_backend != "server")
 
     @cached_property
     def reranker(self):
@@ -237,8 +230,7 @@ class Services:
                                       fusion_alpha=s.fusion_alpha),
             versions=VersionStage(s.version_min_overlap),
             config=RetrievalConfig(tuple(s.transforms), s.context_top_n, s.original_query_weight,
-                                   s.prefer_latest_version),
-            learner=self.fusion_learner)
+                                   s.prefer_latest_version))
         return Pipeline(
             kbs=lambda: self.kbs, llm=lambda: self.llm, retrieval=retrieval,
             context=ContextBuilder(ContextConfig(

@@ -16,7 +16,7 @@ RRF: score(d) = sum over lists of weight / (k + rank(d)), rank from 1."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rag.types import ListHit, ScoredId
 
@@ -36,9 +36,6 @@ class Fused:
     chunk_id: str
     score: float
     provenance: list[ListHit]
-    # convex fusion: per list name, the sum of weight x min-max scaled score before the list's share
-    # (score = sum of shares[name] x parts[name]); empty for RRF
-    parts: dict[str, float] = field(default_factory=dict)
 
 
 def rrf(lists: Sequence[RankedList], k: int = 60, limit: int | None = None) -> list[Fused]:
@@ -95,7 +92,6 @@ def convex(lists: Sequence[RankedList], shares: Mapping[str, float], limit: int 
             if entry is None:
                 entry = fused[cid] = Fused(cid, 0.0, [])
             entry.score += share * scaled
-            entry.parts[ranked.list_name] = entry.parts.get(ranked.list_name, 0.0) + ranked.weight * scaled
             entry.provenance.append(ListHit(ranked.list_name, ranked.variant, rank, score))
             best_rank[cid] = min(best_rank.get(cid, rank), rank)
     ordered = sorted(fused.values(), key=lambda f: (-f.score, best_rank[f.chunk_id], f.chunk_id))

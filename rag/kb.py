@@ -250,15 +250,13 @@ class KnowledgeBases(KbLifecycle):
     `lexical_names` lists the lexical indexes that exist, by collection (none where BM25 lives in
     the vector store). `own_store`: every collection of the store is this service's (the embedded
     engines under the data folder); else (a Qdrant server other applications may share) only
-    `<kb>__v<n>` collections can be orphans. `on_drop(collection)` deletes what else a dropped
-    knowledge base owns (the fusion's learnt samples, rag/fusion_learning.py)."""
+    `<kb>__v<n>` collections can be orphans."""
 
     def __init__(self, catalog: Catalog, store: Callable[[], VectorStore],
                  lexical_factory: Callable[[str], LexicalIndex], embedder: Callable[[], Embedder], collection_options: CollectionOptions | None = None, *,
                  locks: WriteLocks, lexical_names: Callable[[], Sequence[str]] | None = None,
-                 own_store: bool = True, on_drop: Callable[[str], None] | None = None) -> None:
+                 own_store: bool = True) -> None:
         self.locks = locks
-        self.on_drop = on_drop
         self.lexical_names = lexical_names or (lambda: [])
         self.own_store = own_store
         self.catalog = catalog

@@ -65,7 +65,6 @@ class KbLifecycle:
     lexical_names: Callable[[], Sequence[str]]
     collection_options: CollectionOptions
     own_store: bool
-    on_drop: Callable[[str], None] | None  # called with the dropped collection (what else it owns goes)
     _open: dict[str, KnowledgeBase]
     _lock: threading.RLock
 
@@ -99,8 +98,6 @@ class KbLifecycle:
             lexical.drop()
             if self.store.collection_exists(record.collection):
                 self.store.drop_collection(record.collection)
-            if self.on_drop is not None:
-                self.on_drop(record.collection)
             self.drop_orphans(kb=name)
             self.catalog.delete_kb(name)
         log.info("dropped knowledge base %s", name)

@@ -16,7 +16,4 @@ LISTS = (DENSE, BM25)
 # retrieval modes: every list, or one of them alone
 HYBRID = "hybrid"
 MODES = (HYBRID, *LISTS)
-# convex: the knowledge base's learnt dense share when it has one (rag/fusion_learning.py);
-# convex_fixed: always the configured share; the default first
-CONVEX, CONVEX_FIXED, RRF = "convex", "convex_fixed", "rrf"
-FUSIONS = (CONVEX, CONVEX_FIXED, RRF)
+FUSIONS = ("convex", "rrf")  # the default first

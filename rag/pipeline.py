@@ -177,8 +177,6 @@ class Pipeline:
             if added:
                 ans.answer += " " + added
                 yield " " + added
-            # the verified citations teach the knowledge base's fusion (rag/fusion_learning.py)
-            self.retrieval.learn(result, [c.chunk_id for c in ans.citations if c.supported])
         return self._done(ans, trace, started)
 
     def _prepare(self, result: RetrievalResult, generate: bool) -> tuple[Answer, AnswerTrace, BuiltContext | None]:

@@ -4,10 +4,8 @@ BM25, top-k each, the same metadata filter on all), fused with provenance.
 All dense variants are embedded in one batch. A variant's lists are weighted by the list weight
 (`weights[name]`, from `dense_weight` / `bm25_weight`) times the variant's own weight (`original_query_weight` for the
 original question); lists whose weight is 0 are not searched at all. `fusion="convex"` (the
-default) adds each list's min-max normalised scores, the dense list's with share α and BM25's with
-1 - α (`rag.fusion.convex`): α is `fusion_alpha`, or the knowledge base's learnt one that the
-retrieval stage passes (rag/fusion_learning.py; `convex_fixed` never learns); `fusion="rrf"` is
-Reciprocal Rank Fusion."""
+default) adds each list's min-max normalised scores, the dense list's with share `fusion_alpha`
+and BM25's with 1 - fusion_alpha (`rag.fusion.convex`); `fusion="rrf"` is Reciprocal Rank Fusion."""
 
 from __future__ import annotations
 
@@ -22,7 +20,7 @@ import numpy as np
 
 from rag.errors import InvalidRequest
 from rag.fusion import Fused, RankedList, convex, rrf
-from rag.names import BM25, CONVEX, CONVEX_FIXED, DENSE, FUSIONS, HYBRID
+from rag.names import BM25, DENSE, FUSIONS, HYBRID
 from rag.transforms import Variant
 from rag.types import Chunk, Filter, Hit, ScoredId
 
@@ -76,7 +74,7 @@ class HybridRetriever:
     defaults; the knowledge base (and a request's own `top_k` / `fusion`) come with each search."""
 
     def __init__(self, *, top_k: int = 30, rrf_k: int = 60, weights: Mapping[str, float] | None = None,
-                 searchers: Mapping[str, Searcher] | None = None, fusion: str = CONVEX,
+                 searchers: Mapping[str, Searcher] | None = None, fusion: str = "convex",
                  fusion_alpha: float = 0.4) -> None:
         _check_top_k(top_k)
         _check_fusion(fusion)
@@ -101,11 +99,10 @@ class HybridRetriever:
 
     def search(self, kb: SearchableKB, variants: Sequence[Variant], *, mode: str = HYBRID,
                flt: Filter | None = None, timings: dict[str, float] | None = None, top_k: int | None = None,
-               fusion: str | None = None, alpha: float | None = None) -> list[Fused]:
-        """Fused ranking (best first) of every chunk of `kb` found by any list. `top_k`, `fusion`
-        and the convex fusion's dense share `alpha` override this retriever's for one search.
-        Fills `timings` with each list's seconds under its name (the dense list also `embed`) and
-        `fusion`."""
+               fusion: str | None = None) -> list[Fused]:
+        """Fused ranking (best first) of every chunk of `kb` found by any list. `top_k` and `fusion`
+        override this retriever's for one search. Fills `timings` with each list's seconds under
+        its name (the dense list also `embed`) and `fusion`."""
         top_k = self.top_k if top_k is None else _check_top_k(top_k)
         fusion = self.fusion if fusion is None else _check_fusion(fusion)
         self.check_mode(mode)
@@ -124,9 +121,8 @@ class HybridRetriever:
             timings[name] = time.perf_counter() - started - sum(steps.values())
 
         started = time.perf_counter()
-        if fusion in (CONVEX, CONVEX_FIXED):
-            alpha = self.fusion_alpha if alpha is None else alpha
-            fused = convex(lists, {DENSE: alpha, BM25: 1.0 - alpha})
+        if fusion == "convex":
+            fused = convex(lists, {DENSE: self.fusion_alpha, BM25: 1.0 - self.fusion_alpha})
         else:
             fused = rrf(lists, k=self.rrf_k)
         timings["fusion"] = time.perf_counter() - started

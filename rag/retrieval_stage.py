@@ -5,10 +5,7 @@ one search per named list and variant (`HybridRetriever`, rag/retrieval.py) -> f
 Built once by the factory with its own config slice; a request's own `top_k`, `mode`, `fusion`,
 `limit`, transforms, rerank on/off and `prefer_latest` are call arguments. Its decisions travel in a
 `RetrievalTrace` (rag/trace.py), from which `info` is serialised. With reranking on, a model that
-cannot be resolved or fails skips reranking (a warning, the fused order kept). The convex fusion
-uses the knowledge base's learnt dense share when it has one (`FusionLearner`,
-rag/fusion_learning.py); a hybrid result keeps its fused candidates (`LearnFrom`) so that the
-pipeline can teach it from a verified answer."""
+cannot be resolved or fails skips reranking (a warning, the fused order kept)."""
 
 from __future__ import annotations
 
@@ -20,8 +17,7 @@ from typing import Any
 
 from rag.errors import RagError
 from rag.kb import KnowledgeBases
-from rag.fusion_learning import FusionLearner, LearnedAlpha
-from rag.names import CONVEX, CONVEX_FIXED, HYBRID, LISTS
+from rag.names import HYBRID, LISTS
 from rag.requests import check_count, check_history, check_question, check_transforms, filter_dict
 from rag.rerank import RerankStage
 from rag.retrieval import HybridRetriever
@@ -50,15 +46,6 @@ class RetrievalConfig:
     prefer_latest_version: bool
 
 
-@dataclass(frozen=True)
-class LearnFrom:
-    """What a verified answer teaches the fusion: the knowledge base's collection and the fused
-    candidates, best first, with their convex parts by list name."""
-
-    collection: str
-    candidates: list[tuple[str, dict[str, float]]]
-
-
 @dataclass
 class RetrievalResult:
     question: str
@@ -70,7 +57,6 @@ class RetrievalResult:
     rerank_enabled: bool
     trace: RetrievalTrace | None = None  # None: the hits were given, not retrieved (`answer_from_hits`)
     given_language: str = "en"  # the language when there is no trace
-    learn_from: LearnFrom | None = None  # a hybrid convex retrieval that may learn from its answer
 
     @property
     def language(self) -> str:
@@ -89,10 +75,9 @@ class RetrievalStage:
 
     def __init__(self, *, kbs: Callable[[], KnowledgeBases], transformer: QueryTransformer,
                  retriever: HybridRetriever, rerank: Callable[[], RerankStage | None], versions: VersionStage,
-                 config: RetrievalConfig, learner: FusionLearner | None = None) -> None:
+                 config: RetrievalConfig) -> None:
         check_transforms(config.transforms)
         self._kbs, self._rerank = kbs, rerank
-        self.learner = learner
         self.transformer, self.retriever, self.versions = transformer, retriever, versions
         self.config = config
         self._rerank_notice = False  # "no reranker" is logged once per stage
@@ -100,12 +85,10 @@ class RetrievalStage:
     def retrieve(self, question: str, kb: str, *, flt: Filter | None = None, top_k: int | None = None,
                  transforms: Sequence[str] | None = None, rerank: bool | None = None,
                  history: list[dict] | None = None, mode: str = HYBRID, limit: int | None = None,
-                 fusion: str | None = None, prefer_latest: bool | None = None, learn: bool = True) -> RetrievalResult:
+                 fusion: str | None = None, prefer_latest: bool | None = None) -> RetrievalResult:
         """Ranked hits for a question (at most `limit`, default `context_top_n`); `fusion`
-        overrides the `fusion` setting ("convex", "convex_fixed" or "rrf"), `prefer_latest` the
-        `prefer_latest_version` setting (only the newest version of a document family). `learn`
-        off: an answer from this retrieval teaches the fusion nothing (`rag eval` measures, it
-        does not teach)."""
+        overrides the `fusion` setting ("convex" or "rrf"), `prefer_latest` the
+        `prefer_latest_version` setting (only the newest version of a document family)."""
         s = self.config
         started = time.perf_counter()
         question = check_question(question)
@@ -132,9 +115,8 @@ class RetrievalStage:
         prefer_latest = s.prefer_latest_version if prefer_latest is None else prefer_latest
         retriever = self.retriever
         warnings = list(tlog.warnings)
-        alpha = self.alpha(knowledge.collection, fusion)
         fused = retriever.search(knowledge, list(variants), mode=mode, flt=flt, timings=timings, top_k=top_k,
-                                 fusion=fusion, alpha=alpha.alpha if alpha is not None else None)
+                                 fusion=fusion)
         stage, reason = self._rerank_stage(rerank)
         t = time.perf_counter()
         hits = retriever.hits(knowledge, fused[: max(stage.candidates, limit) if stage else limit])
@@ -157,34 +139,11 @@ class RetrievalStage:
         searched = tuple(name for name, planned in retriever.plan(variants, mode).items() if planned)
         trace = RetrievalTrace(lang, mode, top_k, limit, retriever.rrf_k, fusion, len(fused), filter_dict(flt),
                                tlog.steps, warnings, decided, searched,
-                               {name: retriever.weights[name] for name in searched}, versions, alpha)
-        learn_from = None
-        if learn and fusion == CONVEX and self.learner is not None and len(searched) > 1:
-            learn_from = LearnFrom(knowledge.collection, [(f.chunk_id, dict(f.parts)) for f in fused])
+                               {name: retriever.weights[name] for name in searched}, versions)
         result = RetrievalResult(question, kb, versions.hits, standalone, [v.as_dict() for v in variants], timings,
-                                 decided.enabled, trace, learn_from=learn_from)
+                                 decided.enabled, trace)
         result.timings["retrieval_total"] = time.perf_counter() - started
         return result
-
-    def alpha(self, collection: str, fusion: str) -> LearnedAlpha | None:
-        """The convex fusion's dense share for this collection: learnt (`convex`, when the learner
-        has enough verified answers) or configured; None for RRF."""
-        if fusion not in (CONVEX, CONVEX_FIXED):
-            return None
-        if fusion == CONVEX and self.learner is not None:
-            return self.learner.alpha(collection)
-        return LearnedAlpha(self.retriever.fusion_alpha, 0)
-
-    def learn(self, result: RetrievalResult, useful: Sequence[str]) -> LearnedAlpha | None:
-        """Teach the fusion from a verified answer to `result`: `useful` are the chunks whose
-        citations the verifier found supported. A learning failure is logged, never raised."""
-        if result.learn_from is None or self.learner is None or not useful:
-            return None
-        try:
-            return self.learner.record(result.learn_from.collection, result.learn_from.candidates, useful)
-        except OSError as exc:
-            log.warning("could not keep the answer's fusion sample: %s", exc)
-            return None
 
     def _rerank_stage(self, wanted: bool | None) -> tuple[RerankStage | None, str | None]:
         """The rerank stage for this request, or None with the reason."""

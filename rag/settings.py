@@ -113,9 +113,8 @@ class Settings(BaseSettings):
     top_k: int = Field(30, ge=1, le=1000)  # per list, per query variant
     rrf_k: int = Field(60, ge=1)
     # "convex": the convex combination of each list's min-max normalised scores, the dense list's
-    # share α, BM25's 1 - α (rag.fusion.convex): α is `fusion_alpha` until the knowledge base has
-    # learnt its own from verified answers (rag/fusion_learning.py); "convex_fixed": always
-    # `fusion_alpha`; "rrf": reciprocal rank fusion with `rrf_k`. Without a reranker the fused list is the final ranking; convex with
+    # share `fusion_alpha`, BM25's 1 - fusion_alpha (rag.fusion.convex); "rrf": reciprocal rank
+    # fusion with `rrf_k`. Without a reranker the fused list is the final ranking; convex with
     # alpha 0.4 won the worst case over six datasets where either list is the better one (the
     # selection rule and the test halves: docs/benchmarks.md, "Fusion"). The per-query
     # confidence-weighted RRF ("confidence") lost there and was removed: set, it means "convex".

@@ -2,8 +2,7 @@
 `RetrievalTrace`; the pipeline fills one `AnswerTrace` per answer and serialises it into
 `Answer.info` once, at the end (`to_info`); nothing reads `info` back to decide. The JSON shape of
 `info` is unchanged: the retrieval keys (language, mode, top_k, limit, rrf_k, fusion,
-fused_candidates, filter, transforms, warnings, rerank, fusion_alpha and fusion_alpha_answers for
-the convex fusion, versions), then
+fused_candidates, filter, transforms, warnings, rerank, versions), then
 context, strategy, generated, generation, invalid_citations, uncited_sentences, verification,
 grounding, answer_check, refusal_reason, refused_sources, unsupported_answer, each only when set."""
 
@@ -13,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rag.fusion_learning import LearnedAlpha
     from rag.version_stage import VersionDecision
 
 # why an answer is the refusal sentence (`info["refusal_reason"]`)
@@ -99,15 +97,12 @@ class RetrievalTrace:
     lists: tuple[str, ...] = ()
     weights: dict[str, float] = field(default_factory=dict)
     versions: VersionDecision | None = None  # what the version stage decided (rag/version_stage.py)
-    alpha: LearnedAlpha | None = None  # the convex fusion's dense share (None: RRF)
 
     def info(self) -> dict[str, Any]:
         out = {"language": self.language, "mode": self.mode, "top_k": self.top_k, "limit": self.limit,
                "rrf_k": self.rrf_k, "fusion": self.fusion, "fused_candidates": self.fused_candidates,
                "filter": self.filter, "transforms": self.transforms, "warnings": self.warnings,
                "rerank": self.rerank.info()}
-        if self.alpha is not None:
-            out.update(self.alpha.info())
         if self.versions is not None and self.versions.uses:
             out["versions"] = self.versions.info()
         return out

@@ -34,8 +34,7 @@ def _kb_out(state: ApiState, record: KbRecord) -> KbOut:
     stats = state.services.catalog.kb_stats(record.name)
     meta = record.meta if isinstance(record.meta, dict) else {}
     return KbOut(name=record.name, embed_model=record.embed_model, dim=record.dim, created_at=record.created_at,
-                 description=str(meta.get("description", "")), **stats,
-                 **state.services.fusion_learner.alpha(record.collection).info())
+                 description=str(meta.get("description", "")), **stats)
 
 
 @contextmanager

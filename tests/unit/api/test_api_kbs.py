@@ -56,8 +56,7 @@ def test_kb_lifecycle(client):
     assert r.json()["embed_model"] == "hash-bow-64" and r.json()["dim"] == 64
     assert client.post("/v1/kbs", json={"name": "manuals"}, headers=ADMIN).status_code == 409
     assert {k["name"] for k in client.get("/v1/kbs", headers=ADMIN).json()} == {"handbook", "manuals"}
-    manuals = client.get("/v1/kbs/manuals", headers=ADMIN).json()
-    assert manuals["name"] == "manuals" and (manuals["fusion_alpha"], manuals["fusion_alpha_answers"]) == (0.4, 0)
+    assert client.get("/v1/kbs/manuals", headers=ADMIN).json()["name"] == "manuals"
     assert client.delete("/v1/kbs/manuals", headers=ADMIN).status_code == 204
     assert client.get("/v1/kbs/manuals", headers=ADMIN).status_code == 404
     assert client.delete("/v1/kbs/manuals", headers=ADMIN).status_code == 404

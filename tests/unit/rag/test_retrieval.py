@@ -212,7 +212,7 @@ def test_lists_are_a_mapping_of_named_searchers_with_weights_and_timings_by_name
 
 
 RETRIEVAL_INFO_KEYS = ["language", "mode", "top_k", "limit", "rrf_k", "fusion", "fused_candidates", "filter",
-                       "transforms", "warnings", "rerank", "fusion_alpha", "fusion_alpha_answers"]
+                       "transforms", "warnings", "rerank"]
 
 
 def test_retrieval_is_a_stage_whose_decisions_travel_in_a_typed_trace(tmp_path):
