@@ -7,7 +7,7 @@ Documents.
 
 Each Document's `page_content` is the chunk text; `metadata` holds source (the document path),
 title, section_path, section, page, start/end (character span in the parsed document), chunk_id,
-doc_id, kind, tags, score (fused RRF score), rerank_score and provenance (list, variant, rank,
+doc_id, kind, tags, score (the fused score), rerank_score and provenance (list, variant, rank,
 score per ranked list). Give `pipeline=services.pipeline` instead of `base_url` to query in
 this process. Needs `pip install "rag-service[langchain]"`."""
 
@@ -31,7 +31,7 @@ __all__ = ["RagRetriever", "documents_from_rag"]
 
 
 class RagRetriever(BaseRetriever):
-    """Retrieval from one knowledge base: hybrid (dense + BM25, RRF), dense or bm25, optionally
+    """Retrieval from one knowledge base: hybrid (dense + BM25 fused), dense or bm25, optionally
     reranked; nothing is generated."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)

@@ -8,7 +8,7 @@
 
 Each `NodeWithScore` holds a `TextNode` (id = our chunk id, text = the chunk, metadata as in the
 LangChain retriever: source, title, section_path, section, page, start, end, doc_id, kind, tags,
-provenance, rerank_score) and its score: the rerank score when reranked, else the fused RRF
+provenance, rerank_score) and its score: the rerank score when reranked, else the fused
 score. `start_char_idx`/`end_char_idx` are the chunk's span in the parsed document. Give
 `pipeline=services.pipeline` instead of `base_url` to query in this process. Needs
 `pip install "rag-service[llamaindex]"`."""

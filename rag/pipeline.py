@@ -3,7 +3,7 @@ rerank -> refuse or generate with numbered sources -> citations -> verification.
 
 Refusal: with reranking on, the best rerank score under `refuse_min_score` (or no hit left after
 the `rerank_min_score` cut) answers the refusal sentence in the question's language without
-calling the LLM. With reranking off, fused RRF scores say nothing about relevance on an
+calling the LLM. With reranking off, fused scores (scaled per list) say nothing about relevance on an
 absolute scale, so only an empty result refuses, or sources that together state too little of
 the question's subject for any answer to pass the answer check (`off_topic_sources`,
 rag/answer_check.py `check_sources`); the prompt still tells the model to refuse.

@@ -203,7 +203,7 @@ class Hit:
     """A retrieved chunk with its fused score, provenance and (optionally) rerank score."""
 
     chunk: Chunk
-    score: float  # fused RRF score
+    score: float  # fused score (convex or RRF, rag/fusion.py)
     provenance: list[ListHit] = field(default_factory=list)
     rerank_score: float | None = None
 
