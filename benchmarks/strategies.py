@@ -103,6 +103,26 @@ def main() -> None:
         run_summaries(args, strategies)
 
 
+def summarise(rows: list[dict], strategies: list[str], score: tuple[str, str], citations: tuple[str, str], *,
+              unknown_calls: int) -> list[dict]:
+    """One summary row per strategy that ran: questions, the mean of the `score` column and of the
+    `citations` column over the rows that have one (each given as (label, row key)), refusals,
+    mean LLM calls (`unknown_calls` for a row without strategy info), median seconds."""
+    summary = []
+    for strategy in strategies:
+        mine = [r for r in rows if r["strategy"] == strategy]
+        if not mine:
+            continue
+        cited = [r[citations[1]] for r in mine if r[citations[1]] is not None]
+        summary.append({"strategy": strategy, "questions": len(mine),
+                        score[0]: round(statistics.mean(r[score[1]] for r in mine), 3),
+                        citations[0]: round(statistics.mean(cited), 3) if cited else None,
+                        "refused": sum(r["refused"] for r in mine),
+                        "llm calls": statistics.mean(r["llm_calls"] or unknown_calls for r in mine),
+                        "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
+    return summary
+
+
 def run_summaries(args: argparse.Namespace, strategies: list[str]) -> None:
     work = Path(tempfile.mkdtemp(prefix="rag-strategies-"))
     try:
@@ -138,16 +158,8 @@ def run_summaries(args: argparse.Namespace, strategies: list[str]) -> None:
             services.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    summary = []
-    for strategy in strategies:
-        mine = [r for r in rows if r["strategy"] == strategy]
-        supported = [r["supported"] for r in mine if r["supported"] is not None]
-        summary.append({"strategy": strategy, "questions": len(mine),
-                        "key points": round(statistics.mean(r["key_points"] for r in mine), 3),
-                        "supported citations": round(statistics.mean(supported), 3) if supported else None,
-                        "refused": sum(r["refused"] for r in mine),
-                        "llm calls": statistics.mean(r["llm_calls"] or 1 for r in mine),
-                        "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
+    summary = summarise(rows, strategies, ("key points", "key_points"), ("supported citations", "supported"),
+                        unknown_calls=1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"summary": summary, "rows": rows}, ensure_ascii=False, indent=2), encoding="utf-8")
     print(f"\n{markdown_table(summary)}\n\nrows: {args.out}")
@@ -196,18 +208,8 @@ def run_dataset(args: argparse.Namespace, strategies: list[str]) -> None:
                       f"refused={row['refused']}  {row['question'][:50]}", flush=True)
     finally:
         services.close()
-    summary = []
-    for strategy in strategies:
-        mine = [r for r in rows if r["strategy"] == strategy]
-        if not mine:
-            continue
-        cited = [r["citation_correct"] for r in mine if r["citation_correct"] is not None]
-        summary.append({"strategy": strategy, "questions": len(mine),
-                        "accuracy": round(statistics.mean(r["accuracy"] for r in mine), 3),
-                        "citation correct": round(statistics.mean(cited), 3) if cited else None,
-                        "refused": sum(r["refused"] for r in mine),
-                        "llm calls": statistics.mean(r["llm_calls"] or 0 for r in mine),
-                        "p50 s": round(statistics.median(r["seconds"] for r in mine), 1)})
+    summary = summarise(rows, strategies, ("accuracy", "accuracy"), ("citation correct", "citation_correct"),
+                        unknown_calls=0)
     record = {"dataset": dataset.name, "split": args.split, "limit": args.limit, "seed": args.seed, "qids": qids,
               "llm_embedded": settings.llm_embedded, "summary": summary, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
