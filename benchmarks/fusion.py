@@ -54,6 +54,7 @@ from rag.types import ScoredId  # noqa: E402
 log = logging.getLogger("bench.fusion")
 DEPTH = 10  # chunks scored per query, as in `rag eval`
 METRICS = ("mrr@10", "ndcg@10")
+DATASETS = ("cmrc2018", "covidqa", "rgb_zh_refine", "rgb_zh_int", "cmrcwin-100", "covidwin-6")  # evaluated by default
 BOOTSTRAP = 2000
 
 
@@ -87,12 +88,29 @@ def load(name: str, data_dir: Path, lists: Path | None = None) -> Data:
     queries = []
     for row in raw["queries"]:
         if answer_level:
-            relevant, n_rel = set(row["answer_chunks"] or ()), 1
+            queries.append(query_from_row(row, set(row["answer_chunks"] or ()), 1))
         else:
-            relevant, n_rel = set(row["relevant_docs"]), len(row["relevant_docs"])
-        queries.append(Query(row["qid"], row["question"], [ScoredId(c, s) for c, s in row["dense"]],
-                             [ScoredId(c, s) for c, s in row["bm25"]], relevant, n_rel))
+            queries.append(query_from_row(row, set(row["relevant_docs"]), len(row["relevant_docs"])))
     return Data(name, "answer" if answer_level else "doc", raw["chunk_doc"], queries)
+
+
+def query_from_row(row: dict[str, Any], relevant: set[str], n_relevant: int) -> Query:
+    """A cached row (qid, question, the two lists as [chunk id, score] pairs) as a Query."""
+    return Query(row["qid"], row["question"], [ScoredId(c, s) for c, s in row["dense"]],
+                 [ScoredId(c, s) for c, s in row["bm25"]], relevant, n_relevant)
+
+
+def add_source_args(parser: argparse.ArgumentParser, *, kb_prefix: bool = True) -> None:
+    """--data-dir, --lists (and --kb-prefix): where the knowledge bases and the cached lists are."""
+    parser.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
+    if kb_prefix:
+        parser.add_argument("--kb-prefix", default="fusion",
+                            help="eval: the knowledge bases `rag eval` built in --data-dir")
+    parser.add_argument("--lists", type=Path, help="folder of the cached lists (default: DATA_DIR/lists)")
+
+
+def lists_dir(args: argparse.Namespace) -> Path:
+    return args.lists or args.data_dir / "lists"
 
 
 def split(qids: Sequence[str], seed: int) -> tuple[set[str], set[str]]:
@@ -148,21 +166,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch")
     f.add_argument("datasets", nargs="+")
-    f.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
-    f.add_argument("--kb-prefix", default="fusion", help="eval: the knowledge bases `rag eval` built in --data-dir")
+    add_source_args(f)
     f.add_argument("--no-ingest", action="store_true", help="read the knowledge base as it is")
-    f.add_argument("--lists", type=Path, help="folder of the cached lists (default: DATA_DIR/lists)")
     e = sub.add_parser("evaluate")
-    e.add_argument("--datasets", default="cmrc2018,covidqa,rgb_zh_refine,rgb_zh_int,cmrcwin-100,covidwin-6")
-    e.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
-    e.add_argument("--lists", type=Path, help="folder of the cached lists (default: DATA_DIR/lists)")
+    e.add_argument("--datasets", default=",".join(DATASETS))
+    add_source_args(e, kb_prefix=False)
     e.add_argument("--seed", type=int, default=13)
     e.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "fetch":
         for name in args.datasets:
-            fetch(name, args.data_dir, list_file(args.lists or args.data_dir / "lists", name), kb_prefix=args.kb_prefix,
+            fetch(name, args.data_dir, list_file(lists_dir(args), name), kb_prefix=args.kb_prefix,
                   ingest=not args.no_ingest)
         return 0
     from benchmarks.fusion_eval import run_evaluation

@@ -30,9 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.fusion import METRICS, Data, Query, evaluate_ranker, list_file, load, score, split  # noqa: E402
+from benchmarks.fusion import (DATASETS, METRICS, Data, Query, add_source_args, evaluate_ranker, lists_dir,  # noqa: E402
+                               load, query_from_row, score, split)
+from benchmarks.fusion_data import both_lists, scored_pairs  # noqa: E402
 from benchmarks.fusion_eval import by_convex  # noqa: E402
-from rag.types import ScoredId  # noqa: E402
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 PROMPT = {"en": ("You write one question that the passage answers, the way a user searching these documents would "
@@ -79,11 +80,8 @@ def pseudo(name: str, data_dir: Path, lists: Path, kb_prefix: str, kind: str, n:
             if len(questions) >= n:
                 break
         seconds = time.perf_counter() - started
-        rows = []
-        for (cid, question), vector in zip(questions, kb.embed_queries([q for _, q in questions])):
-            rows.append({"qid": cid, "question": question,
-                         "dense": [[h.chunk_id, round(h.score, 6)] for h in kb.search_dense(vector, 100)],
-                         "bm25": [[h.chunk_id, round(h.score, 6)] for h in kb.search_bm25(question, 100)]})
+        rows = [{"qid": cid, "question": question, "dense": scored_pairs(dense), "bm25": scored_pairs(bm25)}
+                for (cid, question), (dense, bm25) in zip(questions, both_lists(kb, [q for _, q in questions]))]
     finally:
         services.close()
     out = lists / f"{Path(name).name}.pseudo-{kind}.json"
@@ -94,9 +92,7 @@ def pseudo(name: str, data_dir: Path, lists: Path, kb_prefix: str, kind: str, n:
 
 def load_pseudo(path: Path) -> Data:
     raw = json.loads(path.read_text())
-    queries = [Query(r["qid"], r["question"], [ScoredId(c, s) for c, s in r["dense"]],
-                     [ScoredId(c, s) for c, s in r["bm25"]], {r["qid"]}, 1) for r in raw["queries"]]
-    return Data(raw["dataset"], "answer", {}, queries)
+    return Data(raw["dataset"], "answer", {}, [query_from_row(r, {r["qid"]}, 1) for r in raw["queries"]])
 
 
 def best_alpha(data: Data, qids: set[str] | None = None) -> tuple[float, float]:
@@ -113,7 +109,9 @@ def report(names: Sequence[str], data_dir: Path, lists: Path, kind: str, seed: i
         path = lists / f"{name}.pseudo-{kind}.json"
         fake = load_pseudo(path) if path.is_file() else None
         real_a, real_m = best_alpha(data)
-        cell = f"{best_alpha(fake)[0]:.1f} ({best_alpha(fake)[1]:.3f}), {len(fake.queries)}" if fake else "–"
+        if fake is not None:
+            fake_a, fake_m = best_alpha(fake)
+        cell = f"{fake_a:.1f} ({fake_m:.3f}), {len(fake.queries)}" if fake is not None else "–"
         lines.append(f"| {name} | {real_a:.1f} ({real_m:.3f}) | {cell} |")
     lines += ["", "| set | labels from n dev questions: test MRR@10 / nDCG@10 (mean α) | with the verifier's bias, "
               "100 questions: final α of 5 draws | fixed α 0.4 |", "|---|---|---|---|"]
@@ -159,18 +157,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pseudo")
     p.add_argument("datasets", nargs="+")
-    p.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
-    p.add_argument("--kb-prefix", default="fusion")
-    p.add_argument("--lists", type=Path)
+    add_source_args(p)
     p.add_argument("--kind", choices=("crop", "llm"), default="crop")
     p.add_argument("--n", type=int, default=150)
     r = sub.add_parser("report")
-    r.add_argument("--datasets", default="cmrc2018,covidqa,rgb_zh_refine,rgb_zh_int,cmrcwin-100,covidwin-6")
-    r.add_argument("--data-dir", type=Path, default=Path("runs/fusion"))
-    r.add_argument("--lists", type=Path)
+    r.add_argument("--datasets", default=",".join(DATASETS))
+    add_source_args(r, kb_prefix=False)
     r.add_argument("--kind", choices=("crop", "llm"), default="llm")
     args = parser.parse_args(argv)
-    lists = args.lists or args.data_dir / "lists"
+    lists = lists_dir(args)
     if args.cmd == "pseudo":
         for name in args.datasets:
             pseudo(name, args.data_dir, lists, args.kb_prefix, args.kind, args.n)

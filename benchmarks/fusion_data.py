@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from ingest.service import build_ingestor
 from rag.factory import build_services
 from rag.settings import load_settings
 from rag.text import split_sentences
+from rag.types import ScoredId
 
 log = logging.getLogger("bench.fusion")
 DEPTH = 100
@@ -154,6 +156,20 @@ def prepare_part(services, dataset: Dataset, kb: str, doc_ids: list[str]):
         return ingestor.ingest_folder(folder, prune=True)
 
 
+def both_lists(kb, questions: Sequence[str], batch: int = 64) -> Iterator[tuple[list[ScoredId], list[ScoredId]]]:
+    """(dense list, BM25 list) to depth DEPTH for each question, in order; the dense queries are
+    embedded `batch` at a time."""
+    for i in range(0, len(questions), batch):
+        part = questions[i : i + batch]
+        for question, vector in zip(part, kb.embed_queries(part)):
+            yield kb.search_dense(vector, DEPTH), kb.search_bm25(question, DEPTH)
+
+
+def scored_pairs(hits: Sequence[ScoredId]) -> list[list]:
+    """A ranked list as the cache stores it: [[chunk id, score rounded to 6 places], ...]."""
+    return [[h.chunk_id, round(h.score, 6)] for h in hits]
+
+
 def fetch(name: str, data_dir: Path, out: Path, batch: int = 64, kb_prefix: str = "fusion",
           ingest: bool = True) -> dict[str, Any]:
     """Ingest the dataset (cached) and cache both lists to depth DEPTH for every judged query.
@@ -183,26 +199,19 @@ def fetch(name: str, data_dir: Path, out: Path, batch: int = 64, kb_prefix: str 
         locator = ChunkLocator(dataset)
         rows: list[dict[str, Any]] = []
         chunk_doc: dict[str, str] = {}
-        for i in range(0, len(qids), batch):
-            part = qids[i : i + batch]
-            vectors = kb.embed_queries([dataset.queries[q] for q in part])
-            for qid, vector in zip(part, vectors):
-                question = dataset.queries[qid]
-                dense = kb.search_dense(vector, DEPTH)
-                bm25 = kb.search_bm25(question, DEPTH)
-                ids = list(dict.fromkeys([h.chunk_id for h in dense] + [h.chunk_id for h in bm25]))
-                chunks = kb.get_chunks(ids)
-                gold = dataset.answers.get(qid)
-                answer = [cid for cid in ids if gold and cid in chunks and locator.contains(chunks[cid], gold)]
-                for cid in ids:
-                    if cid in chunks:
-                        chunk_doc[cid] = locator.doc_id(chunks[cid].source)
-                rows.append({"qid": qid, "question": question, "n_relevant": len(dataset.qrels[qid]),
-                             "dense": [[h.chunk_id, round(h.score, 6)] for h in dense],
-                             "bm25": [[h.chunk_id, round(h.score, 6)] for h in bm25],
-                             "relevant_docs": sorted(dataset.qrels[qid]),
-                             "answer_chunks": answer if gold else None})
-            log.info("%s: %d/%d queries fetched", name, len(rows), len(qids))
+        for qid, (dense, bm25) in zip(qids, both_lists(kb, [dataset.queries[q] for q in qids], batch)):
+            ids = list(dict.fromkeys([h.chunk_id for h in dense] + [h.chunk_id for h in bm25]))
+            chunks = kb.get_chunks(ids)
+            gold = dataset.answers.get(qid)
+            answer = [cid for cid in ids if gold and cid in chunks and locator.contains(chunks[cid], gold)]
+            for cid in ids:
+                if cid in chunks:
+                    chunk_doc[cid] = locator.doc_id(chunks[cid].source)
+            rows.append({"qid": qid, "question": dataset.queries[qid], "n_relevant": len(dataset.qrels[qid]),
+                         "dense": scored_pairs(dense), "bm25": scored_pairs(bm25),
+                         "relevant_docs": sorted(dataset.qrels[qid]), "answer_chunks": answer if gold else None})
+            if len(rows) % batch == 0 or len(rows) == len(qids):
+                log.info("%s: %d/%d queries fetched", name, len(rows), len(qids))
         result = {"dataset": name, "kb": kb_name, "chunks": kb.count(),
                   "embedder": services.embedder.name, "depth": DEPTH, "chunk_doc": chunk_doc, "queries": rows}
     finally:
