@@ -59,8 +59,7 @@ def rrf(lists: Sequence[RankedList], k: int = 60, limit: int | None = None) -> l
             entry.score += ranked.weight / (k + rank)
             entry.provenance.append(ListHit(ranked.list_name, ranked.variant, rank, item.score))
             best_rank[item.chunk_id] = min(best_rank.get(item.chunk_id, rank), rank)
-    ordered = sorted(fused.values(), key=lambda f: (-f.score, best_rank[f.chunk_id], f.chunk_id))
-    return ordered[:limit] if limit is not None else ordered
+    return _ordered(fused, best_rank, limit)
 
 
 def min_max(ranked: RankedList) -> dict[str, tuple[float, float]]:
@@ -94,5 +93,10 @@ def convex(lists: Sequence[RankedList], shares: Mapping[str, float], limit: int 
             entry.score += share * scaled
             entry.provenance.append(ListHit(ranked.list_name, ranked.variant, rank, score))
             best_rank[cid] = min(best_rank.get(cid, rank), rank)
+    return _ordered(fused, best_rank, limit)
+
+
+def _ordered(fused: dict[str, Fused], best_rank: dict[str, int], limit: int | None) -> list[Fused]:
+    """Best fused score first; ties by the best single rank, then by chunk id (deterministic)."""
     ordered = sorted(fused.values(), key=lambda f: (-f.score, best_rank[f.chunk_id], f.chunk_id))
     return ordered[:limit] if limit is not None else ordered

@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
@@ -235,14 +236,15 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: Any) -> Any:
         return _comma_list(value)
 
-    @field_validator("fusion", mode="before")
+    @field_validator(*dict.fromkeys(name for name, _ in REMOVED_VALUES), mode="before")
     @classmethod
-    def _removed_fusion(cls, value: Any) -> Any:
-        instead = REMOVED_VALUES.get(("fusion", value)) if isinstance(value, str) else None
+    def _removed_value(cls, value: Any, info: ValidationInfo) -> Any:
+        """A REMOVED_VALUES value of any setting becomes the value used instead, with one warning."""
+        instead = REMOVED_VALUES.get((info.field_name, value)) if isinstance(value, str) else None
         if instead is None:
             return value
-        log.warning("fusion %r was measured not to help and removed (docs/benchmarks.md, \"Fusion\"); "
-                    "using %r", value, instead)
+        log.warning("%s %r was measured not to help and removed (docs/benchmarks.md, \"Removed levers\"); "
+                    "using %r", info.field_name, value, instead)
         return instead
 
     @field_validator("transforms")
