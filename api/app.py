@@ -64,12 +64,12 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     data_dir = services.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics()
-    key_store = ApiKeyStore(data_dir / "api_keys.sqlite")
-    jobs = JobManager(services, data_dir / "jobs.sqlite", on_finish=lambda job: metrics.jobs.inc(job.status))
+    key_store = ApiKeyStore(services.database("api_keys"))
+    jobs = JobManager(services, services.database("jobs"), on_finish=lambda job: metrics.jobs.inc(job.status))
     metrics.jobs_active.read = jobs.active
     state = ApiState(services=services, settings=settings, pipeline=services.pipeline,
                      auth=Authenticator(key_store, Settings.secret(settings.api_admin_key), settings.auth_disabled),
-                     conversations=ConversationStore(data_dir / "conversations.sqlite"), jobs=jobs, metrics=metrics)
+                     conversations=ConversationStore(services.database("conversations")), jobs=jobs, metrics=metrics)
     _announce_auth(settings, key_store.count())
 
     @asynccontextmanager

@@ -1,6 +1,7 @@
 """API keys: the admin key comes from the environment (`RAG_API_ADMIN_KEY`); other keys are created
 through `/v1/keys` (or `rag keys create`) and stored as SHA-256 hashes in SQLite
-(`<data_dir>/api_keys.sqlite`); the plain key is shown once, at creation.
+(`<data_dir>/api_keys.sqlite`) or in the PostgreSQL catalog (`RAG_CATALOG_URL`, rag/db.py); the plain
+key is shown once, at creation.
 
 Each key lists the knowledge bases it may read and those it may write (`"*"` = all); writing
 implies reading. The admin key may do everything, including managing keys. With
@@ -13,8 +14,6 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,21 +21,21 @@ from pathlib import Path
 
 from api.errors import Forbidden, Unauthorized
 from rag.errors import InvalidRequest, NotFound
-from rag.sqlite import connect
+from rag.db import Database, Row
 
 KEY_PREFIX = "rag-"
 _KB_OR_STAR = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    hash TEXT NOT NULL UNIQUE,
-    prefix TEXT NOT NULL,
-    read_kbs TEXT NOT NULL,
-    write_kbs TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-"""
+MIGRATIONS = [
+    ("""CREATE TABLE IF NOT EXISTS api_keys (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        read_kbs TEXT NOT NULL,
+        write_kbs TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL
+    )""",),  # 1: the schema before versioning
+]
 
 
 def hash_key(secret: str) -> str:
@@ -100,17 +99,17 @@ class KeyRecord:
 
 
 class ApiKeyStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = connect(path, _SCHEMA)
+    """The keys, in a `Database` (a SQLite path, a PostgreSQL URL or an open Database)."""
+
+    def __init__(self, target: Database | str | Path) -> None:
+        self.db = Database.of(target)
+        self.db.migrate("api_keys", MIGRATIONS)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
     @staticmethod
-    def _record(row: sqlite3.Row) -> KeyRecord:
+    def _record(row: Row) -> KeyRecord:
         return KeyRecord(row["id"], row["name"], row["prefix"], json.loads(row["read_kbs"]),
                          json.loads(row["write_kbs"]), row["created_at"])
 
@@ -126,38 +125,30 @@ class ApiKeyStore:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         record = KeyRecord("key_" + secrets.token_hex(6), name, secret[:10], list(read_kbs), list(write_kbs),
                            time.time(), secret)
-        with self._lock:
-            self._conn.execute("INSERT INTO api_keys VALUES (?,?,?,?,?,?,?)",
-                               (record.id, record.name, hash_key(secret), record.prefix, json.dumps(record.read),
-                                json.dumps(record.write), record.created_at))
+        self.db.execute("INSERT INTO api_keys (id, name, hash, prefix, read_kbs, write_kbs, created_at) "
+                        "VALUES (?,?,?,?,?,?,?)", (record.id, record.name, hash_key(secret), record.prefix,
+                                                   json.dumps(record.read), json.dumps(record.write), record.created_at))
         return record
 
     def list(self) -> list[KeyRecord]:
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM api_keys ORDER BY created_at").fetchall()
-        return [self._record(r) for r in rows]
+        return [self._record(r) for r in self.db.query("SELECT * FROM api_keys ORDER BY created_at")]
 
     def get(self, key_id: str) -> KeyRecord:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM api_keys WHERE id=?", (key_id,)).fetchone()
+        row = self.db.one("SELECT * FROM api_keys WHERE id=?", (key_id,))
         if row is None:
             raise NotFound(f"unknown API key id {key_id!r}", field="key_id")
         return self._record(row)
 
     def revoke(self, key_id: str) -> None:
-        with self._lock:
-            deleted = self._conn.execute("DELETE FROM api_keys WHERE id=?", (key_id,)).rowcount
-        if not deleted:
+        if not self.db.execute("DELETE FROM api_keys WHERE id=?", (key_id,)):
             raise NotFound(f"unknown API key id {key_id!r}", field="key_id")
 
     def lookup(self, secret: str) -> KeyRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM api_keys WHERE hash=?", (hash_key(secret),)).fetchone()
+        row = self.db.one("SELECT * FROM api_keys WHERE hash=?", (hash_key(secret),))
         return self._record(row) if row else None
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._conn.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0])
+        return int(self.db.one("SELECT COUNT(*) AS n FROM api_keys")["n"])
 
 
 class Authenticator:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,29 +16,31 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import InvalidRequest, NotFound
-from rag.sqlite import connect
+from rag.db import Database, Row
 
 CONVERSATION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    kb TEXT NOT NULL,
-    title TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    seq INTEGER NOT NULL,
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL,
-    PRIMARY KEY (conversation_id, seq)
-);
-CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated_at);
-"""
+MIGRATIONS = [
+    (  # 1: the schema before versioning
+        """CREATE TABLE IF NOT EXISTS conversations (
+            id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            kb TEXT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            created_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS messages (
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (conversation_id, seq)
+        )""",
+        "CREATE INDEX IF NOT EXISTS conversations_owner ON conversations (owner, updated_at)",
+    ),
+]
 
 
 @dataclass
@@ -74,32 +74,31 @@ def check_conversation_id(conversation_id: str) -> str:
 
 
 class ConversationStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._conn = connect(path, _SCHEMA, pragmas=("foreign_keys=ON",))
+    """Conversations in a `Database` (a SQLite path, a PostgreSQL URL or an open Database)."""
+
+    def __init__(self, target: Database | str | Path) -> None:
+        self.db = Database.of(target)
+        self.db.migrate("conversations", MIGRATIONS)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.db.close()
 
-    def _row(self, conversation_id: str) -> sqlite3.Row | None:
-        return self._conn.execute("SELECT * FROM conversations WHERE id=?", (conversation_id,)).fetchone()
+    def _row(self, conversation_id: str) -> Row | None:
+        return self.db.one("SELECT * FROM conversations WHERE id=?", (conversation_id,))
 
     @staticmethod
-    def _visible(row: sqlite3.Row | None, owner: str, admin: bool) -> bool:
+    def _visible(row: Row | None, owner: str, admin: bool) -> bool:
         return row is not None and (admin or row["owner"] == owner)
 
     def get(self, conversation_id: str, owner: str, admin: bool = False, *, last: int | None = None) -> Conversation:
         """The conversation with its messages (only the `last` ones when given). NotFound for an
         unknown id or one started by another key."""
         check_conversation_id(conversation_id)
-        with self._lock:
+        with self.db.snapshot() as db:
             row = self._row(conversation_id)
             if not self._visible(row, owner, admin):
                 raise NotFound(f"unknown conversation {conversation_id!r}", field="conversation_id")
-            query = "SELECT * FROM messages WHERE conversation_id=? ORDER BY seq"
-            rows = self._conn.execute(query, (conversation_id,)).fetchall()
+            rows = db.query("SELECT * FROM messages WHERE conversation_id=? ORDER BY seq", (conversation_id,))
         if last is not None:
             rows = rows[-last:] if last > 0 else []
         messages = [Message(r["role"], r["content"], r["created_at"], json.loads(r["meta"])) for r in rows]
@@ -109,8 +108,7 @@ class ConversationStore:
     def exists_for(self, conversation_id: str, owner: str, admin: bool = False) -> bool:
         """True if visible to this caller; NotFound when it exists but belongs to another key."""
         check_conversation_id(conversation_id)
-        with self._lock:
-            row = self._row(conversation_id)
+        row = self._row(conversation_id)
         if row is None:
             return False
         if not self._visible(row, owner, admin):
@@ -129,41 +127,29 @@ class ConversationStore:
         """Append a user message and the assistant's answer, creating the conversation if needed."""
         check_conversation_id(conversation_id)
         now = time.time()
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._row(conversation_id)
-                if row is None:
-                    self._conn.execute("INSERT INTO conversations VALUES (?,?,?,?,?,?)",
-                                       (conversation_id, owner, kb, question.strip()[:120], now, now))
-                else:
-                    self._conn.execute("UPDATE conversations SET updated_at=?, kb=? WHERE id=?",
-                                       (now, kb, conversation_id))
-                seq = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id=?",
-                                         (conversation_id,)).fetchone()[0]
-                self._conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)",
-                                   (conversation_id, seq + 1, "user", question, json.dumps({"kb": kb}), now))
-                self._conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)",
-                                   (conversation_id, seq + 2, "assistant", answer,
-                                    json.dumps(meta or {}, ensure_ascii=False), now))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        with self.db.transaction() as db:
+            # the upsert locks the conversation's row: turns added at once (by any replica) take turns
+            db.execute("INSERT INTO conversations (id, owner, kb, title, created_at, updated_at) VALUES (?,?,?,?,?,?) "
+                       "ON CONFLICT (id) DO UPDATE SET updated_at=excluded.updated_at, kb=excluded.kb",
+                       (conversation_id, owner, kb, question.strip()[:120], now, now))
+            seq = db.one("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE conversation_id=?",
+                         (conversation_id,))["seq"]
+            insert = "INSERT INTO messages (conversation_id, seq, role, content, meta, created_at) VALUES (?,?,?,?,?,?)"
+            db.execute(insert, (conversation_id, seq + 1, "user", question, json.dumps({"kb": kb}), now))
+            db.execute(insert, (conversation_id, seq + 2, "assistant", answer, json.dumps(meta or {}, ensure_ascii=False),
+                                now))
 
     def list(self, owner: str, admin: bool = False, limit: int = 50, offset: int = 0) -> list[Conversation]:
         query, args = "SELECT * FROM conversations", []
         if not admin:
             query, args = query + " WHERE owner=?", [owner]
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY updated_at DESC LIMIT ? OFFSET ?",
-                                      [*args, limit, offset]).fetchall()
+        rows = self.db.query(query + " ORDER BY updated_at DESC LIMIT ? OFFSET ?", [*args, limit, offset])
         return [Conversation(r["id"], r["owner"], r["kb"], r["title"], r["created_at"], r["updated_at"]) for r in rows]
 
     def delete(self, conversation_id: str, owner: str, admin: bool = False) -> None:
         check_conversation_id(conversation_id)
-        with self._lock:
+        with self.db.transaction() as db:
             row = self._row(conversation_id)
             if not self._visible(row, owner, admin):
                 raise NotFound(f"unknown conversation {conversation_id!r}", field="conversation_id")
-            self._conn.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))
+            db.execute("DELETE FROM conversations WHERE id=?", (conversation_id,))

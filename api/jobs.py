@@ -1,15 +1,25 @@
 """Background ingest jobs for uploads: a small thread pool, one writer per knowledge base
-(`KnowledgeBases.writing`, shared with the CLI), status and per-file results kept in SQLite
-(`<data_dir>/jobs.sqlite`) so `GET /v1/jobs/{id}` still answers after a restart.
+(`KnowledgeBases.writing`, shared with the CLI), status and per-file results kept in the jobs
+database (`<data_dir>/jobs.sqlite`, or the PostgreSQL catalog that every replica shares) so
+`GET /v1/jobs/{id}` answers after a restart and from any replica.
 
 Statuses: queued -> running -> succeeded | partial (some files skipped) | failed.
 
-A job the server stopped in the middle of (killed, crashed) is finished on the next start: it is
-marked `interrupted`, then resumed in the pool before any new job: files still staged are moved in,
-files already indexed with their uploaded bytes are reported as such ("indexed before the server
-stopped"), the others are ingested, and failures put the previous version back, as in a normal job.
-The job record says so (`recovery`). Staging folders and `.bak` copies no job will finish are cleaned
-up at start: a backup is dropped when the catalog indexed the file that replaced it, else restored."""
+Each unfinished job is leased by the replica running it (`lease_holder`, `lease_until`), renewed
+every third of `job_lease_s`. A job whose replica stopped (killed, crashed, host lost) is claimed by
+another replica, or by the restarted one, once the lease has expired; a holder on the same host
+whose process is gone is known dead at once, so a restart resumes its jobs without waiting. The
+claim is one compare-and-set on the lease, so exactly one replica resumes a job; the write lock of
+the knowledge base keeps even a replica that stalled past its lease from writing beside it.
+
+A resumed job is marked `interrupted`, then run in the pool: files still staged are moved in, files
+already indexed with their uploaded bytes are reported as such ("indexed before the server stopped"),
+the others are ingested, and failures put the previous version back, as in a normal job. The job
+record says so (`recovery`). At start, staging folders and `.bak` copies that no unfinished job will
+finish are cleaned up: a backup is dropped when the catalog indexed the file that replaced it, else
+restored; a staging folder younger than `STAGING_GRACE_S` is left, as it may be an upload another
+replica is still receiving. The staged and uploaded files live in `<data_dir>/uploads`: replicas
+on several hosts share it as a volume (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -29,10 +40,10 @@ from typing import Any
 from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor
+from rag.db import DB_ERRORS, Database
 from rag.errors import NotFound, RagError
 from rag.factory import Services
 from rag.ids import sha256_hex
-from rag.sqlite import connect
 
 log = logging.getLogger(__name__)
 FINAL = ("succeeded", "partial", "failed")
@@ -40,16 +51,23 @@ UNFINISHED = ("queued", "running", "interrupted")
 OK_STATUSES = ("indexed", "updated", "unchanged")
 BACKUP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<job>job_[0-9a-f]+)\.bak$")
 INDEXED_BEFORE = "indexed before the server stopped"
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    kb TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    data TEXT NOT NULL
-);
-"""
+STAGING_GRACE_S = 600.0
+MIGRATIONS = [
+    ("""CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        kb TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at DOUBLE PRECISION NOT NULL,
+        data TEXT NOT NULL
+    )""",),  # 1: the schema before versioning
+    (  # 2: leases, so that any replica can resume the job of one that stopped
+        "ALTER TABLE jobs ADD COLUMN lease_holder TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION NOT NULL DEFAULT 0",
+        "CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, created_at)",
+    ),
+]
+_LIVE_HOLDERS: set[str] = set()  # the lease holders (JobManagers) of this process that are open
 
 
 @dataclass
@@ -84,16 +102,51 @@ def new_job_id() -> str:
     return "job_" + secrets.token_hex(8)
 
 
+def new_holder() -> str:
+    """A lease holder's name: host, process id and a token (one per JobManager)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def holder_gone(holder: str) -> bool:
+    """Whether the lease holder is known to be gone without waiting for its lease: a holder of this
+    host whose process has exited, or one of this process that was closed (a holder of another host
+    is gone only when its lease expires)."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return not holder  # a job from before leases has no holder
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return holder not in _LIVE_HOLDERS
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
 class JobManager:
-    def __init__(self, services: Services, db_path: Path, *, workers: int = 2,
-                 on_finish: Callable[[Job], None] | None = None) -> None:
+    """The ingest jobs of one replica. `db`: the jobs database (a SQLite path, a PostgreSQL URL or
+    an open Database), shared by the replicas of a deployment."""
+
+    def __init__(self, services: Services, db: Database | str | Path, *, workers: int = 2,
+                 on_finish: Callable[[Job], None] | None = None, lease_s: float | None = None) -> None:
         self.services = services
         self.on_finish = on_finish
+        self.lease_s = lease_s if lease_s is not None else services.settings.job_lease_s
+        self.holder = new_holder()
         self._lock = threading.Lock()
-        self._jobs: dict[str, Job] = {}  # jobs of this process that are not finished
-        self._conn = connect(db_path, _SCHEMA, rows=False)
+        self._jobs: dict[str, Job] = {}  # jobs this replica runs that are not finished
+        self._db = Database.of(db)
+        self._db.migrate("jobs", MIGRATIONS)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest-job")
-        self._recover_interrupted()
+        _LIVE_HOLDERS.add(self.holder)
+        self._stopping = threading.Event()
+        self._claim(startup=True)
+        self._renewer = threading.Thread(target=self._renew_loop, name="ingest-job-leases", daemon=True)
+        self._renewer.start()
 
     # public --------------------------------------------------------------------------------------
     def submit(self, job: Job, staged: dict[str, Path]) -> Job:
@@ -114,16 +167,14 @@ class JobManager:
         with self._lock:
             if job_id in self._jobs:
                 return Job(**asdict(self._jobs[job_id]))
-            row = self._conn.execute("SELECT data FROM jobs WHERE id=?", (job_id,)).fetchone()
+        row = self._db.one("SELECT data FROM jobs WHERE id=?", (job_id,))
         if row is None:
             raise NotFound(f"unknown job {job_id!r}", field="job_id")
-        return Job(**json.loads(row[0]))
+        return Job(**json.loads(row["data"]))
 
     def list(self, kbs: Callable[[str], bool], limit: int = 50) -> list[Job]:
-        with self._lock:
-            rows = self._conn.execute("SELECT data FROM jobs ORDER BY created_at DESC LIMIT ?",
-                                      (limit * 4,)).fetchall()
-        jobs = [Job(**json.loads(r[0])) for r in rows]
+        rows = self._db.query("SELECT data FROM jobs ORDER BY created_at DESC LIMIT ?", (limit * 4,))
+        jobs = [Job(**json.loads(r["data"])) for r in rows]
         return [j for j in jobs if kbs(j.kb)][:limit]
 
     def active(self) -> int:
@@ -140,15 +191,21 @@ class JobManager:
         return job
 
     def close(self, wait: bool = True) -> None:
+        self._stopping.set()
+        self._renewer.join()
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        _LIVE_HOLDERS.discard(self.holder)
         with self._lock:
-            self._conn.close()
+            self._db.close()
 
     # internals -----------------------------------------------------------------------------------
     def _save(self, job: Job) -> None:
-        self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?,?,?,?,?,?)",
-                           (job.id, job.kb, job.owner, job.status, job.created_at,
-                            json.dumps(asdict(job), ensure_ascii=False)))
+        """Write the job's record; an unfinished job's lease is this replica's, renewed."""
+        final = job.status in FINAL
+        self._db.upsert("jobs", {"id": job.id, "kb": job.kb, "owner": job.owner, "status": job.status,
+                                 "created_at": job.created_at, "data": json.dumps(asdict(job), ensure_ascii=False),
+                                 "lease_holder": "" if final else self.holder,
+                                 "lease_until": 0.0 if final else time.time() + self.lease_s}, ("id",))
 
     def _update(self, job: Job, **changes: Any) -> None:
         with self._lock:
@@ -158,21 +215,50 @@ class JobManager:
             if job.status in FINAL:
                 self._jobs.pop(job.id, None)
 
-    def _recover_interrupted(self) -> None:
-        """Queue every job a stopped server left unfinished (ahead of any new job), then clean the
-        staging folders and backups that no job will finish."""
-        rows = self._conn.execute("SELECT data FROM jobs WHERE status IN (?, ?, ?)", UNFINISHED).fetchall()
-        jobs = [Job(**json.loads(data)) for (data,) in rows]
-        for job in jobs:
-            log.warning("ingest job %s (%s) was %s when the server stopped: resuming it", job.id, job.kb, job.status)
-            job.recovery = f"the server stopped while this job was {job.status}; resumed at restart"
+    def _renew_loop(self) -> None:
+        """Renew the leases of this replica's jobs, and claim those of replicas that stopped."""
+        while not self._stopping.wait(self.lease_s / 3):
+            with self._lock:
+                ids = list(self._jobs)
+            until = time.time() + self.lease_s
+            try:
+                for job_id in ids:
+                    self._db.execute("UPDATE jobs SET lease_until=? WHERE id=? AND lease_holder=?",
+                                     (until, job_id, self.holder))
+                self._claim()
+            except DB_ERRORS as exc:  # the database is away: try again next round, the jobs run on
+                log.warning("ingest job leases: the jobs database failed: %s", exc)
+
+    def _claim(self, startup: bool = False) -> None:
+        """Resume every unfinished job whose holder is gone (lease expired, or its process known
+        dead), oldest first and ahead of any new job; at start, before that, clean the staging
+        folders and backups that no unfinished job will finish."""
+        rows = self._db.query("SELECT data, lease_holder, lease_until FROM jobs WHERE status IN (?, ?, ?) "
+                              "AND lease_holder<>? ORDER BY created_at", (*UNFINISHED, self.holder))
+        if startup:  # before any job runs here: no race on a file
+            self._clean_uploads(keep={json.loads(r["data"])["id"] for r in rows})
+        now = time.time()
+        for row in rows:
+            if row["lease_until"] >= now and not holder_gone(row["lease_holder"]):
+                continue
+            until = now + self.lease_s
+            if not self._db.execute("UPDATE jobs SET lease_holder=?, lease_until=? WHERE id=? AND lease_holder=? "
+                                    "AND lease_until=?", (self.holder, until, json.loads(row["data"])["id"],
+                                                          row["lease_holder"], row["lease_until"])):
+                continue  # another replica claimed it first
+            job = Job(**json.loads(row["data"]))
+            gone = row["lease_holder"] or "a server before job leases"
+            log.warning("ingest job %s (%s) was %s when its server %s stopped: resuming it", job.id, job.kb,
+                        job.status, gone)
+            job.recovery = (f"the server stopped while this job was {job.status}; resumed at restart"
+                            if startup and holder_gone(row["lease_holder"]) else
+                            f"the server stopped while this job was {job.status} ({gone}); resumed by {self.holder} "
+                            "after its lease expired")
             job.status = "interrupted"
             job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_done": 0}
             with self._lock:
                 self._jobs[job.id] = job
                 self._save(job)
-        self._clean_uploads(keep={job.id for job in jobs})  # before any job runs: no race on a file
-        for job in jobs:
             self._pool.submit(self._run, job)
 
     def _clean_uploads(self, keep: set[str]) -> None:
@@ -181,7 +267,13 @@ class JobManager:
             return
         staging_root = root / ".staging"
         for folder in sorted(staging_root.iterdir()) if staging_root.is_dir() else []:
-            if folder.name not in keep:
+            if folder.name in keep:
+                continue
+            try:
+                age = time.time() - folder.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age >= STAGING_GRACE_S:
                 log.warning("removing the staging folder of a finished or unknown job: %s", folder.name)
                 remove_tree(folder)
         for kb_dir in sorted(p for p in root.iterdir() if p.is_dir() and p != staging_root):
@@ -314,8 +406,7 @@ class JobManager:
         error = None if ok else f"no file could be indexed: {reasons}"
         if job.recovery:
             resumed = sum(1 for f in files if f["status"] in OK_STATUSES and f["reason"] != INDEXED_BEFORE)
-            job.recovery = (f"the server stopped during this job; at restart {len(before)} file(s) were found indexed "
-                            f"and {resumed} were indexed by the resumed job"
-                            + (f", {len(files) - ok} could not be" if ok < len(files) else ""))
+            job.recovery = (f"{job.recovery}: {len(before)} file(s) were found indexed and {resumed} were indexed by "
+                            "the resumed job" + (f", {len(files) - ok} could not be" if ok < len(files) else ""))
         self._update(job, status=status, files=files, summary=summary, progress=progress, error=error,
                      finished_at=time.time())

@@ -63,7 +63,7 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 def _register() -> None:
     from cli import ingest_cmds  # noqa: F401  (commands register themselves on `app`)
 
-    for optional in ("cli.query_cmds", "cli.serve_cmd", "cli.eval_cmds"):
+    for optional in ("cli.query_cmds", "cli.serve_cmd", "cli.catalog_cmd", "cli.eval_cmds"):
         try:
             __import__(optional)
         except ModuleNotFoundError as exc:

@@ -44,8 +44,9 @@ def serve(
 
 def _store():
     from api.auth import ApiKeyStore
+    from rag.factory import Services
 
-    return ApiKeyStore(load_settings().data_dir / "api_keys.sqlite")
+    return ApiKeyStore(Services(load_settings()).database("api_keys"))
 
 
 @keys_app.command("create")

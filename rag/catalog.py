@@ -12,6 +12,9 @@ in one transaction and records the old ids still in the stores as garbage (`pend
 indexed row) until `clear_garbage` says they were deleted. Every change of the live set bumps the
 knowledge base's generation, so readers in any process can cache the set.
 
+It lives in `<data_dir>/catalog.sqlite`, or in PostgreSQL with `RAG_CATALOG_URL` (rag/db.py), where
+every replica of the API shares it.
+
 A drop first marks the knowledge base `dropping` (in its meta: no schema change), which hides it
 from `get_kb` and `list_kbs`; its rows go last, after its indexes (`KnowledgeBases.drop`), so a
 killed drop leaves a mark that the next command finishes."""
@@ -20,52 +23,50 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.db import Database, Row
 from rag.errors import InvalidRequest, NotFound
-from rag.sqlite import connect
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kbs (
-    name TEXT PRIMARY KEY,
-    embed_model TEXT NOT NULL,
-    dim INTEGER NOT NULL,
-    collection TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    meta TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE IF NOT EXISTS documents (
-    kb TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    origin TEXT NOT NULL DEFAULT '',
-    content_hash TEXT NOT NULL,
-    mtime REAL NOT NULL,
-    size INTEGER NOT NULL,
-    title TEXT NOT NULL DEFAULT '',
-    format TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '{}',
-    chunker TEXT NOT NULL DEFAULT '',
-    state TEXT NOT NULL,
-    chunk_ids TEXT NOT NULL DEFAULT '[]',
-    pending_ids TEXT NOT NULL DEFAULT '[]',
-    ingested_at REAL NOT NULL,
-    PRIMARY KEY (kb, doc_id)
-);
-CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source);
-CREATE TABLE IF NOT EXISTS generations (
-    kb TEXT PRIMARY KEY,
-    gen INTEGER NOT NULL
-);
-"""
+MIGRATIONS = [
+    (  # 1: the schema of the SQLite catalog before versioning
+        """CREATE TABLE IF NOT EXISTS kbs (
+            name TEXT PRIMARY KEY,
+            embed_model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            collection TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}'
+        )""",
+        """CREATE TABLE IF NOT EXISTS documents (
+            kb TEXT NOT NULL,
+            doc_id TEXT NOT NULL,
+            source TEXT NOT NULL,
+            origin TEXT NOT NULL DEFAULT '',
+            content_hash TEXT NOT NULL,
+            mtime DOUBLE PRECISION NOT NULL,
+            size BIGINT NOT NULL,
+            title TEXT NOT NULL DEFAULT '',
+            format TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '{}',
+            chunker TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL,
+            chunk_ids TEXT NOT NULL DEFAULT '[]',
+            pending_ids TEXT NOT NULL DEFAULT '[]',
+            ingested_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (kb, doc_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source)",
+        "CREATE TABLE IF NOT EXISTS generations (kb TEXT PRIMARY KEY, gen BIGINT NOT NULL)",
+    ),
+]
+_DOC_COLUMNS = ("kb", "doc_id", "source", "origin", "content_hash", "mtime", "size", "title", "format", "tags",
+                "chunker", "state", "chunk_ids", "pending_ids", "ingested_at")
 
 
 DROPPING_KEY = "dropping"  # in a knowledge base's meta: when its drop began
@@ -122,39 +123,29 @@ class DocRecord:
 
 
 class Catalog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.RLock()
-        self._conn = connect(path, _SCHEMA, pragmas=("synchronous=NORMAL",))
+    """The catalog over a `Database`: a SQLite path, a PostgreSQL URL or an open Database."""
+
+    def __init__(self, target: Database | str | Path) -> None:
+        self.db = Database.of(target)
+        self.db.migrate("catalog", MIGRATIONS)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+        self.db.close()
 
     # knowledge bases -------------------------------------------------------------------------
     def create_kb(self, name: str, embed_model: str, dim: int, collection: str, meta: dict | None = None) -> KbRecord:
         check_new_kb_name(name)
         rec = KbRecord(name, embed_model, dim, collection, time.time(), meta or {})
-        with self.transaction() as conn:
-            self._refuse_shared_collection(conn, name, collection)
-            conn.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)",
-                         (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
+        with self.db.transaction() as db:
+            self._refuse_shared_collection(db, name, collection)
+            if db.one("SELECT name FROM kbs WHERE name=?", (name,)) is not None:
+                raise InvalidRequest(f"knowledge base {name!r} already exists", field="kb")
+            db.execute("INSERT INTO kbs (name, embed_model, dim, collection, created_at, meta) VALUES (?,?,?,?,?,?)",
+                       (rec.name, rec.embed_model, rec.dim, rec.collection, rec.created_at, json.dumps(rec.meta)))
         return rec
 
     def _kb_record(self, name: str) -> KbRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM kbs WHERE name=?", (name,)).fetchone()
+        row = self.db.one("SELECT * FROM kbs WHERE name=?", (name,))
         if row is None:
             return None
         meta = json.loads(row["meta"])
@@ -174,23 +165,24 @@ class Catalog:
 
     def dropping_kbs(self) -> list[KbRecord]:
         """Knowledge bases whose drop began and did not finish (a killed `rag drop`)."""
-        with self._lock:
-            names = [r["name"] for r in self._conn.execute(
-                "SELECT name FROM kbs WHERE json_extract(meta, ?) IS NOT NULL ORDER BY name", (f"$.{DROPPING_KEY}",))]
+        names = [r["name"] for r in self.db.query("SELECT name FROM kbs ORDER BY name")]
         return [rec for rec in (self.get_dropping(n) for n in names) if rec is not None]
 
     def mark_dropping(self, name: str) -> None:
         """The first step of a drop, in one transaction: the knowledge base disappears from `get_kb`
         and `list_kbs` at once; its rows stay until its indexes are deleted (`delete_kb`)."""
-        with self.transaction() as conn:
-            conn.execute("UPDATE kbs SET meta=json_set(meta, ?, ?) WHERE name=?",
-                         (f"$.{DROPPING_KEY}", time.time(), name))
-            self._bump(conn, name)
+        with self.db.transaction() as db:
+            row = db.one("SELECT meta FROM kbs WHERE name=?" + db.for_update, (name,))
+            if row is None:
+                return
+            meta = json.loads(row["meta"])
+            meta[DROPPING_KEY] = time.time()
+            db.execute("UPDATE kbs SET meta=? WHERE name=?", (json.dumps(meta), name))
+            self._bump(db, name)
 
     def collections(self) -> set[str]:
         """The collections the catalog's knowledge bases name (those being dropped included)."""
-        with self._lock:
-            return {r["collection"] for r in self._conn.execute("SELECT collection FROM kbs")}
+        return {r["collection"] for r in self.db.query("SELECT collection FROM kbs")}
 
     def require_kb(self, name: str) -> KbRecord:
         rec = self.get_kb(name)
@@ -200,82 +192,71 @@ class Catalog:
 
     def list_kbs(self) -> list[KbRecord]:
         """The knowledge bases, without those being dropped."""
-        with self._lock:
-            names = [r["name"] for r in self._conn.execute("SELECT name FROM kbs ORDER BY name")]
+        names = [r["name"] for r in self.db.query("SELECT name FROM kbs ORDER BY name")]
         return [rec for rec in (self.get_kb(n) for n in names) if rec is not None]
 
     def collection_owner(self, collection: str) -> str | None:
         """The knowledge base whose vectors live in `collection`, if any."""
-        with self._lock:
-            row = self._conn.execute("SELECT name FROM kbs WHERE collection=?", (collection,)).fetchone()
+        row = self.db.one("SELECT name FROM kbs WHERE collection=?", (collection,))
         return row["name"] if row else None
 
     @staticmethod
-    def _refuse_shared_collection(conn: sqlite3.Connection, name: str, collection: str) -> None:
-        row = conn.execute("SELECT name FROM kbs WHERE collection=? AND name<>?", (collection, name)).fetchone()
+    def _refuse_shared_collection(db: Database, name: str, collection: str) -> None:
+        row = db.one("SELECT name FROM kbs WHERE collection=? AND name<>?", (collection, name))
         if row is not None:
             raise InvalidRequest(f"collection {collection!r} belongs to knowledge base {row['name']!r}; a collection "
                                  f"holds exactly one knowledge base, so {name!r} cannot use it", field="kb")
 
     def update_kb(self, name: str, *, embed_model: str, dim: int, collection: str) -> None:
-        with self.transaction() as conn:
-            self._refuse_shared_collection(conn, name, collection)
-            conn.execute("UPDATE kbs SET embed_model=?, dim=?, collection=? WHERE name=?",
-                         (embed_model, dim, collection, name))
+        with self.db.transaction() as db:
+            self._refuse_shared_collection(db, name, collection)
+            db.execute("UPDATE kbs SET embed_model=?, dim=?, collection=? WHERE name=?",
+                       (embed_model, dim, collection, name))
 
     def delete_kb(self, name: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM documents WHERE kb=?", (name,))
-            conn.execute("DELETE FROM kbs WHERE name=?", (name,))
-            self._bump(conn, name)
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM documents WHERE kb=?", (name,))
+            db.execute("DELETE FROM kbs WHERE name=?", (name,))
+            self._bump(db, name)
 
     # the live set ----------------------------------------------------------------------------
     @staticmethod
-    def _bump(conn: sqlite3.Connection, kb: str) -> None:
-        conn.execute("INSERT INTO generations VALUES (?, 1) ON CONFLICT(kb) DO UPDATE SET gen = gen + 1", (kb,))
+    def _bump(db: Database, kb: str) -> None:
+        db.execute("INSERT INTO generations (kb, gen) VALUES (?, 1) ON CONFLICT (kb) DO UPDATE SET gen = generations.gen + 1",
+                   (kb,))
 
     def generation(self, kb: str) -> int:
         """A number that changes whenever the live chunk ids of `kb` may have changed (any process)."""
-        with self._lock:
-            row = self._conn.execute("SELECT gen FROM generations WHERE kb=?", (kb,)).fetchone()
+        row = self.db.one("SELECT gen FROM generations WHERE kb=?", (kb,))
         return int(row["gen"]) if row else 0
 
     def live_chunk_ids(self, kb: str) -> tuple[int, frozenset[str]]:
         """(generation, the chunk ids queries may see), read in one snapshot."""
-        with self._lock:
-            self._conn.execute("BEGIN")
-            try:
-                row = self._conn.execute("SELECT gen FROM generations WHERE kb=?", (kb,)).fetchone()
-                rows = self._conn.execute(
-                    "SELECT chunk_ids FROM documents WHERE kb=? AND state IN ('indexed', 'pending')", (kb,)).fetchall()
-            finally:
-                self._conn.execute("COMMIT")
+        with self.db.snapshot() as db:
+            row = db.one("SELECT gen FROM generations WHERE kb=?", (kb,))
+            rows = db.query("SELECT chunk_ids FROM documents WHERE kb=? AND state IN ('indexed', 'pending')", (kb,))
         ids: set[str] = set()
         for r in rows:
             ids.update(json.loads(r["chunk_ids"]))
         return (int(row["gen"]) if row else 0), frozenset(ids)
 
     def kb_stats(self, name: str) -> dict[str, int]:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT COUNT(*) AS docs, COALESCE(SUM(json_array_length(chunk_ids)),0) AS chunks, "
-                "COALESCE(SUM(size),0) AS bytes FROM documents WHERE kb=? AND state='indexed'", (name,)).fetchone()
-        return {"documents": row["docs"], "chunks": row["chunks"], "bytes": row["bytes"]}
+        row = self.db.one(f"SELECT COUNT(*) AS docs, COALESCE(SUM({self.db.json_len('chunk_ids')}),0) AS chunks, "
+                          "COALESCE(SUM(size),0) AS bytes FROM documents WHERE kb=? AND state='indexed'", (name,))
+        return {"documents": int(row["docs"]), "chunks": int(row["chunks"]), "bytes": int(row["bytes"])}
 
     # documents -------------------------------------------------------------------------------
-    def _doc(self, row: sqlite3.Row) -> DocRecord:
+    def _doc(self, row: Row) -> DocRecord:
         return DocRecord(row["kb"], row["doc_id"], row["source"], row["origin"], row["content_hash"], row["mtime"], row["size"],
                          row["title"], row["format"], json.loads(row["tags"]), row["chunker"], row["state"],
                          json.loads(row["chunk_ids"]), json.loads(row["pending_ids"]), row["ingested_at"])
 
     def get_doc(self, kb: str, doc_id: str) -> DocRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id)).fetchone()
+        row = self.db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
         return self._doc(row) if row else None
 
     def find_doc_by_source(self, kb: str, source: str) -> DocRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT * FROM documents WHERE kb=? AND source=?", (kb, source)).fetchone()
+        row = self.db.one("SELECT * FROM documents WHERE kb=? AND source=?", (kb, source))
         return self._doc(row) if row else None
 
     def list_docs(self, kb: str, state: str | None = None) -> list[DocRecord]:
@@ -283,9 +264,7 @@ class Catalog:
         if state:
             query += " AND state=?"
             args.append(state)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY source", args).fetchall()
-        return [self._doc(r) for r in rows]
+        return [self._doc(r) for r in self.db.query(query + " ORDER BY source", args)]
 
     def mark_pending(self, doc: DocRecord, pending_ids: Sequence[str]) -> None:
         """Record the intent to write `pending_ids` for this document. Its live chunk ids stay those of
@@ -296,12 +275,8 @@ class Catalog:
         chunk_ids = old.chunk_ids if old is not None and live_old else []
         dead_old = set(old.chunk_ids) if old is not None and not live_old else set()
         pending = sorted(set(pending_ids) | set(old.pending_ids if old else []) | dead_old)
-        with self.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (doc.kb, doc.doc_id, doc.source, doc.origin, old.content_hash if old else "", doc.mtime, doc.size, doc.title,
-                 doc.format, json.dumps(doc.tags), doc.chunker, "pending", json.dumps(chunk_ids),
-                 json.dumps(pending), time.time()))
+        self._write_doc(doc, content_hash=old.content_hash if old else "", state="pending", chunk_ids=chunk_ids,
+                        pending_ids=pending)
 
     def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str], garbage: Sequence[str] = ()) -> None:
         """The swap: `chunk_ids` become the document's live ids in one transaction; `garbage` (old
@@ -310,44 +285,43 @@ class Catalog:
 
     def mark_many_indexed(self, items: Sequence[tuple[DocRecord, Sequence[str], Sequence[str]]]) -> None:
         """`mark_indexed` for many documents in one transaction."""
-        with self.transaction() as conn:
+        with self.db.transaction() as db:
             for doc, chunk_ids, garbage in items:
-                conn.execute(
-                    "INSERT OR REPLACE INTO documents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (doc.kb, doc.doc_id, doc.source, doc.origin, doc.content_hash, doc.mtime, doc.size, doc.title,
-                     doc.format, json.dumps(doc.tags), doc.chunker, "indexed", json.dumps(list(chunk_ids)),
-                     json.dumps(sorted(set(garbage) - set(chunk_ids))), time.time()))
-                self._bump(conn, doc.kb)
+                self._write_doc(doc, content_hash=doc.content_hash, state="indexed", chunk_ids=list(chunk_ids),
+                                pending_ids=sorted(set(garbage) - set(chunk_ids)))
+                self._bump(db, doc.kb)
+
+    def _write_doc(self, doc: DocRecord, *, content_hash: str, state: str, chunk_ids: list[str],
+                   pending_ids: list[str]) -> None:
+        values = (doc.kb, doc.doc_id, doc.source, doc.origin, content_hash, doc.mtime, doc.size, doc.title, doc.format,
+                  json.dumps(doc.tags), doc.chunker, state, json.dumps(chunk_ids), json.dumps(pending_ids), time.time())
+        self.db.upsert("documents", dict(zip(_DOC_COLUMNS, values)), ("kb", "doc_id"))
 
     def clear_garbage(self, kb: str, doc_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE documents SET pending_ids='[]' WHERE kb=? AND doc_id=? AND state='indexed'",
-                         (kb, doc_id))
+        self.db.execute("UPDATE documents SET pending_ids='[]' WHERE kb=? AND doc_id=? AND state='indexed'", (kb, doc_id))
 
     def docs_with_garbage(self, kb: str) -> list[DocRecord]:
         """Indexed documents whose old chunks a killed run swapped out but did not delete."""
-        with self._lock:
-            rows = self._conn.execute("SELECT * FROM documents WHERE kb=? AND state='indexed' AND pending_ids<>'[]'",
-                                      (kb,)).fetchall()
+        rows = self.db.query("SELECT * FROM documents WHERE kb=? AND state='indexed' AND pending_ids<>'[]'", (kb,))
         return [self._doc(r) for r in rows]
 
     def roll_back_pending(self, kb: str, doc_id: str) -> None:
         """A pending document back to the version it replaces (its live ids and content hash,
         which `mark_pending` kept); the caller deleted the pending ids first."""
-        with self.transaction() as conn:
-            conn.execute("UPDATE documents SET state='indexed', pending_ids='[]' WHERE kb=? AND doc_id=? "
-                         "AND state='pending'", (kb, doc_id))
-            self._bump(conn, kb)
+        with self.db.transaction() as db:
+            db.execute("UPDATE documents SET state='indexed', pending_ids='[]' WHERE kb=? AND doc_id=? AND state='pending'",
+                       (kb, doc_id))
+            self._bump(db, kb)
 
     def mark_deleting(self, kb: str, doc_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("UPDATE documents SET state='deleting' WHERE kb=? AND doc_id=?", (kb, doc_id))
-            self._bump(conn, kb)
+        with self.db.transaction() as db:
+            db.execute("UPDATE documents SET state='deleting' WHERE kb=? AND doc_id=?", (kb, doc_id))
+            self._bump(db, kb)
 
     def remove_doc(self, kb: str, doc_id: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
-            self._bump(conn, kb)
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
+            self._bump(db, kb)
 
     def all_chunk_ids(self, kb: str) -> set[str]:
         """The chunk ids the catalog says are indexed (pending documents count with their old ids)."""

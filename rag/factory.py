@@ -22,7 +22,8 @@ from rag.citations import CitationVerifier
 from rag.context_builder import ContextConfig, ContextBuilder
 from rag.generation import Layout
 from rag.kb import KnowledgeBases
-from rag.locks import WriteLocks
+from rag.db import Database
+from rag.locks import write_locks
 from rag.models import ModelLocator
 from rag.names import BM25, DENSE
 from rag.pipeline import Pipeline, PipelineConfig
@@ -81,7 +82,17 @@ class Services:
     def catalog(self) -> Catalog:
         if "catalog" in self._given:
             return self._given["catalog"]
-        return Catalog(self.data_dir / "catalog.sqlite")
+        return Catalog(self.database("catalog"))
+
+    @property
+    def catalog_url(self) -> str | None:
+        """The PostgreSQL catalog's URL (RAG_CATALOG_URL), or None for the SQLite files in data_dir."""
+        return Settings.secret(self.settings.catalog_url)
+
+    def database(self, name: str) -> Database:
+        """A new connection to the database of one store (`catalog`, `api_keys`, `conversations`,
+        `jobs`): `<data_dir>/<name>.sqlite`, or the PostgreSQL catalog that every store shares."""
+        return Database(self.catalog_url or self.data_dir / f"{name}.sqlite")
 
     @cached_property
     def model_locator(self) -> ModelLocator:
@@ -165,7 +176,7 @@ class Services:
         # a Qdrant server may hold other applications' collections: only `<kb>__v<n>` ones are orphans there
         # the store and the embedder are built on first use: `kbs.writing` opens no store, loads no model
         return KnowledgeBases(self.catalog, lambda: self.store, self.lexical_factory, lambda: self.embedder,
-                              self.collection_options(), locks=WriteLocks(self.data_dir / "locks"),
+                              self.collection_options(), locks=write_locks(self.data_dir / "locks", self.catalog_url),
                               lexical_names=self.lexical_names,
                               own_store=self.settings.resolved_vector_backend != "server")
 

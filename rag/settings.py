@@ -19,11 +19,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
 from rag.names import AUTO, FUSIONS, STRATEGIES
+from rag.urls import is_postgres_url, redact_url
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
-SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
+SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key", "catalog_url")
 # switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
 # "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
 
     # where knowledge bases, catalogs, caches and conversations live
     data_dir: Path = Field(default_factory=lambda: Path(os.path.expanduser("~/.rag")))
+    # the catalog (knowledge bases, documents, version families, API keys, conversations, jobs):
+    # SQLite files in data_dir by default; a postgresql:// URL (a secret: it may hold a password)
+    # puts it in a PostgreSQL database that API replicas on any number of hosts share, with
+    # advisory write locks and leased ingest jobs (docs/scaling.md)
+    catalog_url: SecretStr | None = None
+    # an ingest job whose replica stopped renewing its lease (killed, host lost) is resumed by
+    # another replica this many seconds after the last renewal (at once by a restart on its host)
+    job_lease_s: float = Field(30.0, ge=2, le=3600)
 
     # vector store: embedded qdrant-edge engine by default; qdrant-client local mode on request;
     # a Qdrant server when qdrant_url is set
@@ -255,6 +264,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown transform(s) {unknown}; choose from {list(TRANSFORMS)}")
         return value
 
+    @field_validator("catalog_url")
+    @classmethod
+    def _check_catalog_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not is_postgres_url(value.get_secret_value()):
+            raise ValueError("use a postgresql://user:password@host:port/database URL, or leave it unset for "
+                             "the SQLite catalog in data_dir")
+        return value if value is not None and value.get_secret_value() else None
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.chunk_overlap >= self.chunk_size:
@@ -284,6 +301,8 @@ class Settings(BaseSettings):
         for secret in SECRET_FIELDS:
             if data.get(secret):
                 data[secret] = "***"
+        if self.catalog_url is not None:  # where it is, without the password
+            data["catalog_url"] = redact_url(self.catalog_url.get_secret_value())
         return data
 
     @staticmethod

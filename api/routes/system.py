@@ -8,7 +8,6 @@ needs a key unless `RAG_PUBLIC_METRICS=true`. Nothing here shows a secret."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from api.deps import MaybeCaller, State
 from api.errors import Unauthorized
+from rag.db import DB_ERRORS
 from rag.errors import RagError
 
 router = APIRouter(tags=["system"])
@@ -38,7 +38,7 @@ def _store_check(state: Any) -> dict[str, Any]:
         for record in records[:1]:
             services.store.collection_exists(record.collection)
         return {"ok": True, "backend": backend, "knowledge_bases": len(records)}
-    except (RagError, sqlite3.Error, OSError) as exc:
+    except (RagError, *DB_ERRORS, OSError) as exc:
         return {"ok": False, "backend": backend, "error": getattr(exc, "message", str(exc))}
     except Exception as exc:  # a probe reports any client failure (connection refused, timeout, ...) as not ready
         log.warning("readiness: store check failed: %s", exc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 
 import pytest
@@ -53,8 +54,8 @@ def test_an_existing_kb_with_a_double_underscore_keeps_working(env, tmp_path):
     data = tmp_path / "data"
     data.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(data / "catalog.sqlite")
-    with catalog.transaction() as conn:  # as an older version wrote it
-        conn.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)", ("old__kb", "hash-bow-256", 256, "old__kb", 0.0, "{}"))
+    catalog.db.execute("INSERT INTO kbs VALUES (?,?,?,?,?,?)",  # as an older version wrote it
+                       ("old__kb", "hash-bow-256", 256, "old__kb", 0.0, "{}"))
     catalog.close()
     from rag.factory import build_services
     from rag.settings import load_settings
@@ -113,7 +114,7 @@ def test_two_api_requests_creating_the_same_kb_at_once(tmp_path):
 def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
     """Leftovers of jobs that are finished (or unknown): the staging folder is removed; a backup
     whose replacement the catalog indexed is dropped, one whose replacement it did not is put back."""
-    from api.jobs import JobManager
+    from api.jobs import STAGING_GRACE_S, JobManager
     from api.uploads import kb_upload_dir, staging_dir
     from ingest.service import build_ingestor
     from tests.unit.api_helpers import make_services
@@ -130,8 +131,12 @@ def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
     orphan = staging_dir(data, "job_00000000000000aa")
     orphan.mkdir(parents=True)
     (orphan / "x.txt").write_text("staged", encoding="utf-8")
+    receiving = staging_dir(data, "job_00000000000000bb")  # an upload another replica is still receiving
+    receiving.mkdir(parents=True)
+    old = time.time() - STAGING_GRACE_S - 1
+    os.utime(orphan, (old, old))
     JobManager(services, data / "jobs.sqlite").close()
-    assert not orphan.exists()
+    assert not orphan.exists() and receiving.exists()
     assert sorted(p.name for p in upload_dir.iterdir()) == ["kept.txt", "restored.txt"]
     assert (upload_dir / "restored.txt").read_text(encoding="utf-8") == "previous bytes"
 

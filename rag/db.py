@@ -1,0 +1,243 @@
+"""The one way this service reaches its relational state (catalog, version families, API keys,
+conversations, jobs): a SQLite file (the embedded default, one file per store in the data folder) or
+a PostgreSQL database (`RAG_CATALOG_URL=postgresql://...`, shared by every store and every replica).
+
+The stores write one SQL for both: `?` placeholders, column types SQLite maps by affinity
+(`DOUBLE PRECISION`, `BIGINT`), `INSERT ... ON CONFLICT ... DO UPDATE`, and no JSON functions
+(`json_len` is the one place the dialects differ). A `Database` is one connection shared by the
+threads of its store, serialised by its lock; a broken PostgreSQL connection is reopened on the next
+call outside a transaction.
+
+Schemas are versioned per component (`schema_versions`): a store passes its ordered migration steps
+to `migrate`, which applies those the database has not seen, in one transaction (on PostgreSQL
+under an advisory lock, so replicas starting together migrate once). Step 1 of each component is
+the schema as it was before versioning, written with IF NOT EXISTS, so an existing SQLite file is
+adopted as it is."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Union
+
+import psycopg
+from psycopg.rows import dict_row
+
+from rag.errors import InvalidRequest, RagError
+from rag.urls import is_postgres_url, redact_url
+
+# what a failing database raises, for the edges that report it (readiness, CLI)
+DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
+_MIGRATION_LOCK = 7_233_001  # pg_advisory_xact_lock key while a release migrates the schema
+
+Row = Any  # sqlite3.Row or dict: both read by column name
+Step = Union[Sequence[str], Callable[["Database"], None]]
+
+
+class SchemaTooNew(RagError):
+    """The database was migrated by a newer release than this one."""
+
+
+class Database:
+    """One connection to a SQLite file or a PostgreSQL database; see the module docstring."""
+
+    def __init__(self, target: str | Path) -> None:
+        self.target = target
+        self.dialect = "postgresql" if is_postgres_url(target) else "sqlite"
+        self._lock = threading.RLock()
+        self._depth = 0  # nesting of `transaction` in the holding thread
+        self._translated: dict[str, str] = {}
+        self._migrated: set[str] = set()
+        self._conn: Any = self._open()
+
+    @classmethod
+    def of(cls, target: Database | str | Path) -> Database:
+        """`target` itself when it is a Database, else one opened on the path or URL."""
+        return target if isinstance(target, Database) else cls(target)
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def label(self) -> str:
+        """Where this database is, for messages (a URL without its password)."""
+        return redact_url(self.target) if self.postgres else str(self.target)
+
+    def _open(self) -> Any:
+        if self.postgres:
+            return psycopg.connect(str(self.target), autocommit=True, row_factory=dict_row)
+        path = Path(self.target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def _connection(self) -> Any:
+        if self.postgres and not self._depth and (self._conn.closed or self._conn.broken):
+            self._conn = self._open()
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # statements ----------------------------------------------------------------------------------
+    def _sql(self, sql: str) -> str:
+        if not self.postgres:
+            return sql
+        out = self._translated.get(sql)
+        if out is None:
+            out = self._translated[sql] = sql.replace("%", "%%").replace("?", "%s")
+        return out
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """All rows of a SELECT, read by column name."""
+        with self._lock:
+            return self._connection().execute(self._sql(sql), tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        with self._lock:
+            return self._connection().execute(self._sql(sql), tuple(params)).fetchone()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; the number of rows it changed."""
+        with self._lock:
+            return self._connection().execute(self._sql(sql), tuple(params)).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            if self.postgres:
+                with conn.cursor() as cur:
+                    cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+            else:
+                conn.executemany(sql, [tuple(r) for r in rows])
+
+    def upsert(self, table: str, row: dict[str, Any], key: Sequence[str]) -> None:
+        """Insert `row`, or replace the columns it names in the row with the same `key`."""
+        cols = list(row)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in cols if c not in key) or f"{key[0]}=excluded.{key[0]}"
+        self.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+                     f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}", [row[c] for c in cols])
+
+    def json_len(self, column: str) -> str:
+        """The SQL length of a JSON array stored as text in `column`."""
+        return f"json_array_length({column}::json)" if self.postgres else f"json_array_length({column})"
+
+    @property
+    def for_update(self) -> str:
+        """The row-lock suffix of a SELECT inside `transaction` (SQLite's write transaction is
+        exclusive already)."""
+        return " FOR UPDATE" if self.postgres else ""
+
+    # transactions --------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """One write transaction (nested calls join the outer one). SQLite takes its write lock at
+        the start (BEGIN IMMEDIATE); PostgreSQL locks rows as they are written (`for_update` for a
+        read that the transaction then writes)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            conn = self._connection()
+            if self.postgres:
+                with conn.transaction():
+                    self._depth = 1
+                    try:
+                        yield self
+                    finally:
+                        self._depth = 0
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Database]:
+        """Several reads that see one state of the database."""
+        with self._lock:
+            conn = self._connection()
+            if self.postgres:
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    self._depth = 1
+                    try:
+                        yield self
+                    finally:
+                        self._depth = 0
+                return
+            conn.execute("BEGIN")
+            try:
+                yield self
+            finally:
+                conn.execute("COMMIT")
+
+    # schema --------------------------------------------------------------------------------------
+    def schema_version(self, component: str) -> int:
+        self.execute("CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        row = self.one("SELECT version FROM schema_versions WHERE component=?", (component,))
+        return int(row["version"]) if row else 0
+
+    def migrate(self, component: str, steps: Sequence[Step]) -> int:
+        """Apply the steps of `component` this database has not seen (step i brings it to version i),
+        in one transaction; returns the version. Refuses a database a newer release migrated. Once per
+        component and Database: later calls return at once."""
+        if component in self._migrated:
+            return len(steps)
+        with self.transaction():
+            if self.postgres:
+                self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            version = self.schema_version(component)
+            if version > len(steps):
+                raise SchemaTooNew(f"the {component} schema in {self.label} is at version {version}, newer than this "
+                                   f"release knows ({len(steps)}): run the newer release, or restore a backup")
+            for step in steps[version:]:
+                if callable(step):
+                    step(self)
+                else:
+                    for statement in step:
+                        self.execute(statement)
+            if len(steps) > version:
+                self.upsert("schema_versions", {"component": component, "version": len(steps)}, ("component",))
+        self._migrated.add(component)
+        return len(steps)
+
+
+def copy_rows(source: Database, target: Database, tables: Sequence[str]) -> dict[str, int]:
+    """Copy every row of `tables` (migrated on both sides) from `source` into `target`, in one
+    transaction of the target; the number of rows per table. Refuses a target table that holds
+    rows already (a copy is made once, into an empty database)."""
+    counts: dict[str, int] = {}
+    with target.transaction():
+        for table in tables:
+            if target.one(f"SELECT 1 AS held FROM {table} LIMIT 1") is not None:
+                raise InvalidRequest(f"table {table} of {target.label} holds rows already: copy into an empty "
+                                     "database", field="to")
+            rows = source.query(f"SELECT * FROM {table}")
+            if rows:
+                columns = list(rows[0].keys())
+                target.execute_many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                                    f"({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
+            counts[table] = len(rows)
+    return counts
