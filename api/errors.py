@@ -1,7 +1,8 @@
 """Errors at the HTTP edge. Every error body is `{"error": {"code", "message", "field"}}`:
 a `RagError` keeps its own `code` and `http_status`; request validation is 422 naming the
 first bad field (all of them under `error.details`); Starlette's HTTP errors (404 unknown
-route, 405, 408 from the body timeout, 413 from the body limit, ...) get a code derived from the status."""
+route, 405, 408 from the body timeout, 413 from the body limit, ...) get a code derived from the status.
+An error with a `retry_after` (ModelUnavailable: a model server is down) also sends `Retry-After`."""
 
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ def count_error(request: Request, code: str) -> None:
 
 
 def error_response(exc: RagError, **extra: Any) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if exc.http_status == 401 else {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(exc.retry_after)
     content = error_body(exc.code, exc.message, exc.field)
     content.update(extra)
     return JSONResponse(content, status_code=exc.http_status, headers=headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag.names import HYBRID, MODES, STRATEGIES
 
@@ -293,6 +293,90 @@ class ModelOut(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]
+
+
+# -- model serving (api/routes/model_serving.py) --------------------------------------------------
+
+MAX_EMBED_INPUTS = 2048  # texts in one /v1/embeddings request (OpenAI's limit)
+MAX_RERANK_TEXTS = 1000  # passages in one /v1/rerank request
+
+
+class EmbeddingRequest(BaseModel):
+    """The OpenAI embeddings body. `model`, when given, must be the loaded embedder's name (`GET
+    /v1/system` shows it). `input_type` (as NVIDIA NIM has it) picks the model's query or passage
+    encoding (bge's instruction, e5's prefixes); without it texts are embedded as passages, which for
+    bge and most models is the text as given. Other OpenAI parameters (`user`) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    input: str | list[str] = Field(description="One text or a list of texts (token-id arrays are not accepted).")
+    model: str | None = Field(None, max_length=500)
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, description="Must be the model's dimension when given.")
+    input_type: Literal["query", "passage"] | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _some_texts(cls, value: Any) -> Any:
+        """One error naming `input` (not one per member of the union)."""
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ValueError("give a text or a list of texts (token-id arrays are not accepted)")
+        if not 1 <= len(value) <= MAX_EMBED_INPUTS:
+            raise ValueError(f"give 1 to {MAX_EMBED_INPUTS} texts, got {len(value)}")
+        return value
+
+
+class EmbeddingOut(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="L2-normalised float32 values, or their bytes in base64.")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingOut]
+    model: str
+    usage: EmbeddingUsage
+
+
+class RerankRequest(BaseModel):
+    """TEI's `/rerank` body (`texts`, answered by a list of {index, score}) or the Cohere/Jina one
+    (`documents`, answered by {results: [{index, relevance_score}]}); exactly one of the two. Scores
+    are in 0..1 (`raw_scores` true is refused). `model`, when given, must be the loaded reranker's name."""
+
+    model_config = ConfigDict(extra="allow")
+    query: str = Field(min_length=1, max_length=100_000)
+    texts: list[str] | None = Field(None, min_length=1, max_length=MAX_RERANK_TEXTS)
+    documents: list[str] | None = Field(None, min_length=1, max_length=MAX_RERANK_TEXTS)
+    model: str | None = Field(None, max_length=500)
+    raw_scores: bool = False
+    return_text: bool = False
+    return_documents: bool = False
+    top_n: int | None = Field(None, ge=1)
+    truncate: bool | None = None
+
+
+class RerankHit(BaseModel):
+    index: int
+    score: float
+    text: str | None = None
+
+
+class RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+    document: dict[str, str] | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
 
 
 class ChunkOut(BaseModel):

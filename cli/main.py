@@ -1,7 +1,7 @@
 """`rag` command line: thin commands that call into rag/, ingest/, api/ and eval/.
 
 Errors the service raises on purpose print one line and exit 2 (bad arguments), 75 (the knowledge
-base is being written by another job: retry later, EX_TEMPFAIL) or 1."""
+base is being written by another job, or a model server is unreachable: retry later, EX_TEMPFAIL) or 1."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 import typer
 
 from cli.output import echo
-from rag.errors import Busy, ConfigError, InvalidRequest, NotFound, RagError, StoreHeld
+from rag.errors import Busy, ConfigError, InvalidRequest, ModelUnavailable, NotFound, RagError, StoreHeld
 
 app = typer.Typer(help="Self-hosted RAG question answering over your documents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -35,7 +35,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except (ConfigError, InvalidRequest, NotFound) as exc:
             fail(exc.message, 2)
-        except Busy as exc:
+        except (Busy, ModelUnavailable) as exc:
             fail(exc.message, 75)
         except StoreHeld as exc:
             fail(f"{exc.message}: a running `rag serve` holds this store; use its API (or stop it)", 75)

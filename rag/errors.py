@@ -9,6 +9,7 @@ class RagError(Exception):
 
     code = "rag_error"
     http_status = 500
+    retry_after: int | None = None  # seconds: the API sends it as `Retry-After`
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -54,6 +55,16 @@ class ModelError(RagError):
 
     code = "model_error"
     http_status = 503
+
+
+class ModelUnavailable(ModelError):
+    """A model server (RAG_EMBED_BASE_URL, RAG_RERANK_BASE_URL) is unreachable, timed out, refused
+    the request or answered with something that is not embeddings or scores. Nothing was written:
+    an ingest stops with its documents pending, and the same request can be retried later."""
+
+    code = "model_unavailable"
+    http_status = 503
+    retry_after = 10
 
 
 class EmbeddingMismatch(RagError):

@@ -106,9 +106,17 @@ class Services:
 
             given = self._given["embedder"]
             return Resolution(given, f"{given.name} (given)")
+        s = self.settings
+        if s.embed_base_url:
+            from rag.adapters.embedders import Resolution
+            from rag.adapters.model_servers import RemoteEmbedder
+
+            remote = RemoteEmbedder(s.embed_base_url, s.embed_model, api=s.embed_api,
+                                    api_key=Settings.secret(s.embed_api_key), batch_size=s.embed_batch_size,
+                                    timeout=s.embed_timeout, retries=s.embed_retries, dim=s.embed_dim)
+            return Resolution(remote, f"{remote.name} served by {remote.server.shown} ({s.embed_api} API)")
         from rag.adapters.embedders import resolve_embedder
 
-        s = self.settings
         return resolve_embedder(s.embed_model, batch_size=s.embed_batch_size, device=s.embed_device,
                                 max_length=s.embed_max_length, locator=self.model_locator)
 
@@ -184,11 +192,19 @@ class Services:
     def reranker(self):
         if "reranker" in self._given:
             return self._given["reranker"]
-        from rag.adapters.rerankers import resolve_reranker
-
         s = self.settings
-        reranker = resolve_reranker(s.rerank_model, max_length=s.rerank_max_length, batch_size=s.rerank_batch_size,
-                                    device=s.embed_device, locator=self.model_locator)
+        if s.rerank_base_url:
+            from rag.adapters.model_servers import RemoteReranker
+
+            reranker = RemoteReranker(s.rerank_base_url, s.rerank_model, api=s.rerank_api,
+                                      api_key=Settings.secret(s.rerank_api_key), batch_size=s.rerank_batch_size,
+                                      timeout=s.rerank_timeout, retries=s.rerank_retries)
+        else:
+            from rag.adapters.rerankers import resolve_reranker
+
+            reranker = resolve_reranker(s.rerank_model, max_length=s.rerank_max_length,
+                                        batch_size=s.rerank_batch_size, device=s.embed_device,
+                                        locator=self.model_locator)
         if reranker is None or not s.batch_queries:
             return reranker
         from rag.batching import BatchingReranker

@@ -17,3 +17,11 @@ LISTS = (DENSE, BM25)
 HYBRID = "hybrid"
 MODES = (HYBRID, *LISTS)
 FUSIONS = ("convex", "rrf")  # the default first
+
+# model servers (rag/adapters/model_servers.py): the request shapes the remote embedder and reranker
+# speak. "openai": POST /embeddings as vLLM, TEI, Ollama, Xinference, OpenAI serve it (the client adds
+# the model's query/passage prefixes); "rag": another `rag serve`, told `input_type` (its own embedder
+# adds them, so the vectors are its local model's). "tei": POST /rerank {query, texts} (TEI, `rag
+# serve`); "cohere": POST /rerank {query, documents} (Cohere, Jina, Xinference, vLLM)
+EMBED_APIS = ("openai", "rag")
+RERANK_APIS = ("tei", "cohere")

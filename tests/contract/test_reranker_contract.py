@@ -1,17 +1,21 @@
 """One contract for every Reranker: the deterministic test rerankers, and the real adapters
 (CrossEncoder and FlagReranker, alone and behind the micro-batching wrapper) over a cross-encoder
 directory built from the bundled MiniLM weights (random classification head: scores are
-meaningless, the code path is real; marked slow)."""
+meaningless, the code path is real; marked slow); and the remote reranker, in the TEI and the
+Cohere shape, against a real `rag serve` on a loopback port serving the overlap reranker through
+`/v1/rerank`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from rag.protocols import PairReranker, Reranker
 from rag.testing import minilm_cross_encoder
+from rag.testing import HashEmbedder
+from tests.unit.api_helpers import ADMIN_KEY, serving_models
 from tests.unit.kb_fixtures import OverlapReranker, TableReranker
 
 QUERY = "How long is the warranty?"
@@ -23,6 +27,21 @@ PASSAGES = ["The warranty lasts two years.", "Returns are accepted within thirty
 def ce_dir(tmp_path_factory) -> Path:
     """A BertForSequenceClassification (num_labels=1) from the bundled all-MiniLM-L6-v2 weights."""
     return minilm_cross_encoder(tmp_path_factory.mktemp("models") / "minilm-reranker")
+
+
+@pytest.fixture(scope="module")
+def models_url(tmp_path_factory) -> Iterator[str]:
+    """A real `rag serve` (uvicorn, loopback) whose loaded reranker is the overlap reranker."""
+    with serving_models(tmp_path_factory.mktemp("model-server"), HashEmbedder(64), OverlapReranker()) as url:
+        yield url
+
+
+def _remote(api: str) -> Callable[[str], Reranker]:
+    def build(url: str) -> Reranker:
+        from rag.adapters.model_servers import RemoteReranker
+
+        return RemoteReranker(url, "overlap-reranker", api=api, api_key=ADMIN_KEY, batch_size=3, retries=0)
+    return build
 
 
 def _cross_encoder(path: Path) -> Reranker:
@@ -43,19 +62,24 @@ def _batching(path: Path) -> Reranker:
     return BatchingReranker(_cross_encoder(path), max_items=3)
 
 
-FACTORIES: dict[str, Callable[[Path], Reranker]] = {
+FACTORIES: dict[str, Callable[..., Reranker]] = {
     "overlap": lambda p: OverlapReranker(),
     "table": lambda p: TableReranker({"warranty": 0.9, "保修": 0.7}, default=0.1),
     "cross-encoder": _cross_encoder,
     "flagreranker": _flag,
     "batching-cross-encoder": _batching,
+    "remote-tei-rag-serve": _remote("tei"),
+    "remote-cohere-rag-serve": _remote("cohere"),
 }
 REAL = {"cross-encoder", "flagreranker", "batching-cross-encoder"}
+SERVED = {"remote-tei-rag-serve", "remote-cohere-rag-serve"}
 
 
 @pytest.fixture(scope="module", params=[pytest.param(k, marks=pytest.mark.slow) if k in REAL else k
                                         for k in FACTORIES])
 def reranker(request: pytest.FixtureRequest) -> Reranker:
+    if request.param in SERVED:
+        return FACTORIES[request.param](request.getfixturevalue("models_url"))
     path = request.getfixturevalue("ce_dir") if request.param in REAL else Path("unused")
     return FACTORIES[request.param](path)
 

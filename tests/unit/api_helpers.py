@@ -79,11 +79,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: FastAPI, timeout: float = 20.0) -> Iterator[str]:
-    """Serve `app` with uvicorn on 127.0.0.1:<random port> in a thread; yields the base URL."""
+def running_server(app: FastAPI, timeout: float = 20.0, port: int | None = None) -> Iterator[str]:
+    """Serve `app` with uvicorn on 127.0.0.1:<port> (default: a random one) in a thread; yields the base URL."""
     import uvicorn
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -97,3 +97,21 @@ def running_server(app: FastAPI, timeout: float = 20.0) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout)
+
+
+def model_server_app(data_dir: Path, embedder: Any, reranker: Any = None, admin_key: str = ADMIN_KEY) -> FastAPI:
+    """A `rag serve` app whose loaded models are `embedder` and `reranker` (what `/v1/embeddings` and
+    `/v1/rerank` serve), over an empty data folder, with a scripted LLM and no warm-up thread."""
+    from rag.factory import build_services
+    from rag.settings import Settings
+
+    settings = Settings(_env_file=None, data_dir=data_dir, api_admin_key=admin_key, vector_backend="local")
+    return create_app(build_services(settings, embedder=embedder, reranker=reranker, llm=answering_llm()),
+                      warm_up=False)
+
+
+@contextmanager
+def serving_models(data_dir: Path, embedder: Any, reranker: Any = None, port: int | None = None) -> Iterator[str]:
+    """`model_server_app` served by uvicorn on loopback; yields its model base URL (".../v1")."""
+    with running_server(model_server_app(data_dir, embedder, reranker), port=port) as url:
+        yield f"{url}/v1"

@@ -236,3 +236,50 @@ def test_no_warning_without_removed_settings_and_none_is_still_a_field(clean_env
         load_settings(top_k=7)
     assert not [r for r in caplog.records if r.name == "rag.settings"]
     assert not set(REMOVED_SETTINGS) & set(Settings.model_fields)
+
+
+EMBED_SECRET = "emb-Kp42-never-printed"
+RERANK_SECRET = "rr-Lq93-never-printed"
+
+
+def test_model_server_settings_from_the_environment_wire_the_remote_adapters(clean_env):
+    from rag.adapters.model_servers import RemoteEmbedder, RemoteReranker
+    from rag.factory import Services
+
+    for name, value in {"RAG_EMBED_BASE_URL": "http://gpu:8080/v1", "RAG_EMBED_MODEL": "BAAI/bge-m3",
+                        "RAG_EMBED_API": "rag", "RAG_EMBED_API_KEY": EMBED_SECRET, "RAG_EMBED_DIM": "1024",
+                        "RAG_EMBED_TIMEOUT": "5", "RAG_EMBED_RETRIES": "1", "RAG_RERANK_BASE_URL": "http://gpu:8080/v1",
+                        "RAG_RERANK_API": "cohere", "RAG_RERANK_MODEL": "BAAI/bge-reranker-v2-m3",
+                        "RAG_RERANK_API_KEY": RERANK_SECRET, "RAG_BATCH_QUERIES": "false"}.items():
+        clean_env.setenv(name, value)
+    s = load_settings()
+    services = Services(s)
+    embedder, reranker = services.embedder, services.reranker
+    assert isinstance(embedder, RemoteEmbedder) and isinstance(reranker, RemoteReranker)
+    assert (embedder.name, embedder.dim, embedder.api, embedder.server.timeout, embedder.server.retries) == (
+        "BAAI/bge-m3", 1024, "rag", 5.0, 1)  # dim configured: nothing asked of the server
+    assert (reranker.name, reranker.api) == ("BAAI/bge-reranker-v2-m3", "cohere")
+    assert services.embedder_resolution.reason == "BAAI/bge-m3 served by http://gpu:8080/v1 (rag API)"
+    for text in (repr(s), json.dumps(s.public_dict()), s.model_dump_json()):
+        assert EMBED_SECRET not in text and RERANK_SECRET not in text
+    assert s.public_dict()["embed_api_key"] == s.public_dict()["rerank_api_key"] == "***"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RAG_EMBED_BASE_URL": "http://gpu/v1"}, "needs embed_model"),
+    ({"RAG_RERANK_BASE_URL": "http://gpu/v1", "RAG_RERANK_MODEL": "none"}, "reranking off"),
+    ({"RAG_RERANK_BASE_URL": "http://gpu/v1", "RAG_RERANK_API": "cohere"}, "needs rerank_model"),
+    ({"RAG_EMBED_API": "tei"}, "embed_api"),
+])
+def test_model_server_settings_that_cannot_work_fail_at_start(clean_env, env, message):
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=message):
+        load_settings()
+
+
+def test_an_empty_base_url_means_none(clean_env):
+    clean_env.setenv("RAG_EMBED_BASE_URL", "")
+    clean_env.setenv("RAG_RERANK_BASE_URL", " ")
+    s = load_settings()
+    assert s.embed_base_url is None and s.rerank_base_url is None
