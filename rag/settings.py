@@ -19,11 +19,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
 from rag.names import AUTO, FUSIONS, STRATEGIES
+from rag.redact import redact_url
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
 SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key")
+# connection URLs that may carry a password: shown with it masked (rag.redact) in repr, public_dict
+# and error messages; the factory passes the plain value to the adapters
+URL_FIELDS = ("catalog_url", "pgvector_url")
 # switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
 # "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
@@ -53,12 +57,15 @@ class Settings(BaseSettings):
 
     # where knowledge bases, catalogs, caches and conversations live
     data_dir: Path = Field(default_factory=lambda: Path(os.path.expanduser("~/.rag")))
+    catalog_url: str | None = None
 
     # vector store: embedded qdrant-edge engine by default; qdrant-client local mode on request;
-    # a Qdrant server when qdrant_url is set
+    # a Qdrant server when qdrant_url is set; PostgreSQL + pgvector on request ("pgvector", at
+    # pgvector_url, default catalog_url; docs/scaling.md)
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
-    vector_backend: Literal["auto", "edge", "local", "server"] = "auto"
+    vector_backend: Literal["auto", "edge", "local", "server", "pgvector"] = "auto"
+    pgvector_url: str | None = None  # postgresql://user:password@host:5432/db (the password is never shown)
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construct: int = Field(100, ge=8, le=1000)
     hnsw_ef: int = Field(128, ge=8, le=4096)
@@ -72,7 +79,8 @@ class Settings(BaseSettings):
     scalar_quantization: bool = False
     shard_number: int = Field(1, ge=1, le=256)
     replication_factor: int = Field(1, ge=1, le=16)
-    lexical_backend: Literal["auto", "local", "sparse"] = "auto"  # sparse = BM25 as Qdrant sparse vectors
+    # sparse = BM25 as Qdrant sparse vectors; pgvector = BM25 as sparsevecs in the pgvector tables
+    lexical_backend: Literal["auto", "local", "sparse", "pgvector"] = "auto"
 
     # folders holding models by name (embedders and rerankers alike), searched before ~/.rag/models
     # and the Hugging Face cache; RAG_MODELS_DIR (or RAG_MODELS_DIRS): a path list, os.pathsep separated
@@ -264,7 +272,24 @@ class Settings(BaseSettings):
                              f"({self.max_upload_mb}): a request carries a whole file and its framing")
         if self.vector_backend == "server" and not self.qdrant_url:
             raise ValueError("vector_backend 'server' needs qdrant_url (RAG_QDRANT_URL)")
+        if self.vector_backend == "pgvector" and not self.resolved_pgvector_url:
+            raise ValueError("vector_backend 'pgvector' needs pgvector_url (RAG_PGVECTOR_URL) or catalog_url "
+                             "(RAG_CATALOG_URL)")
+        lexical, backend = self.resolved_lexical_backend, self.resolved_vector_backend
+        if (lexical == "pgvector" and backend != "pgvector") or (lexical == "sparse" and backend == "pgvector"):
+            raise ValueError(f"lexical_backend {lexical!r} does not go with vector_backend {backend!r}: "
+                             f"BM25 as pgvector sparsevecs needs vector_backend 'pgvector', BM25 as Qdrant sparse "
+                             f"vectors a qdrant-client store; or set lexical_backend 'local'")
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in URL_FIELDS and isinstance(value, str) else value
+
+    @property
+    def resolved_pgvector_url(self) -> str | None:
+        """Where the pgvector store lives: pgvector_url, else the catalog's database."""
+        return self.pgvector_url or self.catalog_url
 
     @property
     def resolved_vector_backend(self) -> str:
@@ -276,7 +301,7 @@ class Settings(BaseSettings):
     def resolved_lexical_backend(self) -> str:
         if self.lexical_backend != "auto":
             return self.lexical_backend
-        return "sparse" if self.resolved_vector_backend == "server" else "local"
+        return {"server": "sparse", "pgvector": "pgvector"}.get(self.resolved_vector_backend, "local")
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved settings without secrets, for reports and `/readyz`."""
@@ -284,6 +309,9 @@ class Settings(BaseSettings):
         for secret in SECRET_FIELDS:
             if data.get(secret):
                 data[secret] = "***"
+        for url in URL_FIELDS:
+            if data.get(url):
+                data[url] = redact_url(data[url])
         return data
 
     @staticmethod
@@ -351,4 +379,6 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         return f"invalid setting {name}: {msg}", name
     value = err.get("input")
     shown = value if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    if loc[0] in URL_FIELDS and isinstance(shown, str):
+        shown = redact_url(shown)
     return f"invalid setting {name}={shown!r}: {msg}", name
