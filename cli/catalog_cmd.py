@@ -9,7 +9,7 @@ import typer
 from cli.main import app, fail, handle_errors
 from cli.output import echo
 from rag.settings import load_settings
-from rag.urls import is_postgres_url, redact_url
+from rag.redact import is_postgres_url, redact_url
 
 catalog_app = typer.Typer(help="The catalog database (SQLite files, or PostgreSQL with RAG_CATALOG_URL).",
                           no_args_is_help=True)

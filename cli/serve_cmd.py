@@ -32,9 +32,10 @@ def serve(
     echo(f"serving on http://{host}:{port}  (data: {settings.data_dir}, docs: http://{host}:{port}/docs)",
                err=True)
     if workers > 1:
-        if settings.resolved_vector_backend != "server":  # an embedded store is one process's at a time
-            fail(f"--workers {workers} needs a Qdrant server (RAG_QDRANT_URL): the embedded vector store "
-                 f"({settings.resolved_vector_backend}) is opened by one process only", 2)
+        if settings.resolved_vector_backend not in ("server", "pgvector"):  # an embedded store is one process's
+            fail(f"--workers {workers} needs a Qdrant server (RAG_QDRANT_URL) or pgvector (RAG_VECTOR_BACKEND="
+                 f"pgvector): the embedded vector store ({settings.resolved_vector_backend}) is opened by one "
+                 f"process only", 2)
         uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
         return
     from api.app import create_app

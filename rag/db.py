@@ -27,7 +27,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from rag.errors import InvalidRequest, RagError
-from rag.urls import is_postgres_url, redact_url
+from rag.redact import is_postgres_url, redact_url
 
 # what a failing database raises, for the edges that report it (readiness, CLI)
 DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)

@@ -87,7 +87,7 @@ class Services:
     @property
     def catalog_url(self) -> str | None:
         """The PostgreSQL catalog's URL (RAG_CATALOG_URL), or None for the SQLite files in data_dir."""
-        return Settings.secret(self.settings.catalog_url)
+        return self.settings.catalog_url
 
     def database(self, name: str) -> Database:
         """A new connection to the database of one store (`catalog`, `api_keys`, `conversations`,
@@ -143,6 +143,11 @@ class Services:
 
             return EdgeStore(self.data_dir / "vectors-edge", hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
                              hnsw_ef=s.hnsw_ef)
+        if backend == "pgvector":
+            from rag.adapters.pgvector_store import PgVectorStore
+
+            return PgVectorStore(s.resolved_pgvector_url, hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
+                                 hnsw_ef=s.hnsw_ef)
         from rag.adapters.qdrant_store import QdrantClientStore
 
         if backend == "local":
@@ -151,9 +156,10 @@ class Services:
 
     def collection_options(self) -> CollectionOptions:
         """How new collections are created: the server's options from settings (the embedded
-        engines take theirs at construction), sparse vectors when BM25 lives in Qdrant."""
+        engines and pgvector take theirs at construction), sparse vectors when BM25 lives in the
+        vector store (Qdrant or pgvector)."""
         s = self.settings
-        sparse = s.resolved_lexical_backend == "sparse"
+        sparse = s.resolved_lexical_backend in ("sparse", "pgvector")
         if s.resolved_vector_backend != "server":
             return CollectionOptions(sparse=sparse)
         return CollectionOptions(sparse=sparse, hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
@@ -167,13 +173,17 @@ class Services:
             from rag.adapters.sparse_lexical import QdrantSparseIndex
 
             return QdrantSparseIndex(self.store, collection, stopwords=s.bm25_stopwords)
+        if s.resolved_lexical_backend == "pgvector":
+            from rag.adapters.pgvector_lexical import PgSparseIndex
+
+            return PgSparseIndex(self.store, collection, stopwords=s.bm25_stopwords)
         from rag.adapters.bm25 import LocalBM25Index
 
         return LocalBM25Index(self.data_dir / "bm25" / collection, stopwords=s.bm25_stopwords)
 
     def lexical_names(self) -> list[str]:
-        """The local BM25 indexes on disk, by collection (none when BM25 lives in Qdrant)."""
-        if self.settings.resolved_lexical_backend == "sparse":
+        """The local BM25 indexes on disk, by collection (none when BM25 lives in the vector store)."""
+        if self.settings.resolved_lexical_backend != "local":
             return []
         from rag.adapters.bm25 import index_names
 
@@ -181,12 +191,13 @@ class Services:
 
     @cached_property
     def kbs(self) -> KnowledgeBases:
-        # a Qdrant server may hold other applications' collections: only `<kb>__v<n>` ones are orphans there
+        # a Qdrant server (or a PostgreSQL database other deployments share) may hold other applications'
+        # collections: only `<kb>__v<n>` ones are orphans there
         # the store and the embedder are built on first use: `kbs.writing` opens no store, loads no model
         return KnowledgeBases(self.catalog, lambda: self.store, self.lexical_factory, lambda: self.embedder,
                               self.collection_options(), locks=write_locks(self.data_dir / "locks", self.catalog_url),
                               lexical_names=self.lexical_names,
-                              own_store=self.settings.resolved_vector_backend != "server")
+                              own_store=self.settings.resolved_vector_backend not in ("server", "pgvector"))
 
     @cached_property
     def reranker(self):

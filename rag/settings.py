@@ -19,12 +19,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
 from rag.names import AUTO, EMBED_APIS, FUSIONS, RERANK_APIS, STRATEGIES
-from rag.urls import is_postgres_url, redact_url
+from rag.redact import is_postgres_url, redact_url
 
 log = logging.getLogger(__name__)
 TRANSFORMS = ("rewrite", "multi_query", "hyde", "step_back", "sub_question")
 # fields typed SecretStr: masked in repr, model_dump and every error message
-SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key", "embed_api_key", "rerank_api_key", "catalog_url")
+SECRET_FIELDS = ("qdrant_api_key", "llm_api_key", "api_admin_key", "embed_api_key", "rerank_api_key")
+# connection URLs that may carry a password: shown with it masked (rag.redact) in repr, public_dict
+# and error messages; the factory passes the plain value to the adapters
+URL_FIELDS = ("catalog_url", "pgvector_url")
 # switches measured not to help and removed (issue 32, chunk headers since; docs/benchmarks.md,
 # "Removed levers"): still set in an environment, `.env` or RAG_CONFIG file, they are ignored with one warning
 REMOVED_SETTINGS = ("context_focus_first_tokens", "context_single", "answer_style", "answer_example",
@@ -55,19 +58,21 @@ class Settings(BaseSettings):
     # where knowledge bases, catalogs, caches and conversations live
     data_dir: Path = Field(default_factory=lambda: Path(os.path.expanduser("~/.rag")))
     # the catalog (knowledge bases, documents, version families, API keys, conversations, jobs):
-    # SQLite files in data_dir by default; a postgresql:// URL (a secret: it may hold a password)
-    # puts it in a PostgreSQL database that API replicas on any number of hosts share, with
-    # advisory write locks and leased ingest jobs (docs/scaling.md)
-    catalog_url: SecretStr | None = None
+    # SQLite files in data_dir by default; a postgresql:// URL (its password is never shown) puts
+    # it in a PostgreSQL database that API replicas on any number of hosts share, with advisory
+    # write locks and leased ingest jobs (docs/scaling.md)
+    catalog_url: str | None = None
     # an ingest job whose replica stopped renewing its lease (killed, host lost) is resumed by
     # another replica this many seconds after the last renewal (at once by a restart on its host)
     job_lease_s: float = Field(30.0, ge=2, le=3600)
 
     # vector store: embedded qdrant-edge engine by default; qdrant-client local mode on request;
-    # a Qdrant server when qdrant_url is set
+    # a Qdrant server when qdrant_url is set; PostgreSQL + pgvector on request ("pgvector", at
+    # pgvector_url, default catalog_url; docs/scaling.md)
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
-    vector_backend: Literal["auto", "edge", "local", "server"] = "auto"
+    vector_backend: Literal["auto", "edge", "local", "server", "pgvector"] = "auto"
+    pgvector_url: str | None = None  # postgresql://user:password@host:5432/db (the password is never shown)
     hnsw_m: int = Field(16, ge=4, le=128)
     hnsw_ef_construct: int = Field(100, ge=8, le=1000)
     hnsw_ef: int = Field(128, ge=8, le=4096)
@@ -81,7 +86,8 @@ class Settings(BaseSettings):
     scalar_quantization: bool = False
     shard_number: int = Field(1, ge=1, le=256)
     replication_factor: int = Field(1, ge=1, le=16)
-    lexical_backend: Literal["auto", "local", "sparse"] = "auto"  # sparse = BM25 as Qdrant sparse vectors
+    # sparse = BM25 as Qdrant sparse vectors; pgvector = BM25 as sparsevecs in the pgvector tables
+    lexical_backend: Literal["auto", "local", "sparse", "pgvector"] = "auto"
 
     # folders holding models by name (embedders and rerankers alike), searched before ~/.rag/models
     # and the Hugging Face cache; RAG_MODELS_DIR (or RAG_MODELS_DIRS): a path list, os.pathsep separated
@@ -287,13 +293,12 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown transform(s) {unknown}; choose from {list(TRANSFORMS)}")
         return value
 
-    @field_validator("catalog_url")
+    @field_validator("catalog_url", "pgvector_url")
     @classmethod
-    def _check_catalog_url(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value() and not is_postgres_url(value.get_secret_value()):
-            raise ValueError("use a postgresql://user:password@host:port/database URL, or leave it unset for "
-                             "the SQLite catalog in data_dir")
-        return value if value is not None and value.get_secret_value() else None
+    def _check_postgres_url(cls, value: str | None) -> str | None:
+        if value and not is_postgres_url(value):
+            raise ValueError("use a postgresql://user:password@host:port/database URL, or leave it unset")
+        return value or None
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -312,7 +317,24 @@ class Settings(BaseSettings):
             raise ValueError("rerank_api 'cohere' needs rerank_model (RAG_RERANK_MODEL): the served model's name")
         if self.vector_backend == "server" and not self.qdrant_url:
             raise ValueError("vector_backend 'server' needs qdrant_url (RAG_QDRANT_URL)")
+        if self.vector_backend == "pgvector" and not self.resolved_pgvector_url:
+            raise ValueError("vector_backend 'pgvector' needs pgvector_url (RAG_PGVECTOR_URL) or catalog_url "
+                             "(RAG_CATALOG_URL)")
+        lexical, backend = self.resolved_lexical_backend, self.resolved_vector_backend
+        if (lexical == "pgvector" and backend != "pgvector") or (lexical == "sparse" and backend == "pgvector"):
+            raise ValueError(f"lexical_backend {lexical!r} does not go with vector_backend {backend!r}: "
+                             f"BM25 as pgvector sparsevecs needs vector_backend 'pgvector', BM25 as Qdrant sparse "
+                             f"vectors a qdrant-client store; or set lexical_backend 'local'")
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name in URL_FIELDS and isinstance(value, str) else value
+
+    @property
+    def resolved_pgvector_url(self) -> str | None:
+        """Where the pgvector store lives: pgvector_url, else the catalog's database."""
+        return self.pgvector_url or self.catalog_url
 
     @property
     def resolved_vector_backend(self) -> str:
@@ -324,7 +346,7 @@ class Settings(BaseSettings):
     def resolved_lexical_backend(self) -> str:
         if self.lexical_backend != "auto":
             return self.lexical_backend
-        return "sparse" if self.resolved_vector_backend == "server" else "local"
+        return {"server": "sparse", "pgvector": "pgvector"}.get(self.resolved_vector_backend, "local")
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved settings without secrets, for reports and `/readyz`."""
@@ -332,8 +354,9 @@ class Settings(BaseSettings):
         for secret in SECRET_FIELDS:
             if data.get(secret):
                 data[secret] = "***"
-        if self.catalog_url is not None:  # where it is, without the password
-            data["catalog_url"] = redact_url(self.catalog_url.get_secret_value())
+        for url in URL_FIELDS:
+            if data.get(url):
+                data[url] = redact_url(data[url])
         return data
 
     @staticmethod
@@ -401,4 +424,6 @@ def _describe(exc: ValidationError) -> tuple[str, str]:
         return f"invalid setting {name}: {msg}", name
     value = err.get("input")
     shown = value if isinstance(value, (str, int, float, bool)) or value is None else type(value).__name__
+    if loc[0] in URL_FIELDS and isinstance(shown, str):
+        shown = redact_url(shown)
     return f"invalid setting {name}={shown!r}: {msg}", name

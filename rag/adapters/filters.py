@@ -1,5 +1,6 @@
 """Translate `rag.types.Filter` into engine-neutral conditions, then into each engine's own
-filter classes (qdrant-client models, qdrant-edge). The meaning is `Filter.matches`:
+filter classes (qdrant-client models, qdrant-edge) or SQL over a jsonb payload (pgvector). The
+meaning is `Filter.matches`:
 
 - `sources` / `doc_ids`: the keyword field equals one of the values (any-of);
 - `tags`: every `key=value` tag is an element of the `tags` array (one condition per tag);
@@ -95,3 +96,40 @@ def to_edge(flt: Filter | None) -> Any:
         else:
             must.append(qe.FieldCondition(c.key, range=qe.RangeFloat(gte=c.gte, lte=c.lte)))
     return qe.Filter(must=must)
+
+
+def pg_float(key: str) -> Any:
+    """The SQL expression of a float payload field, `(payload ->> 'key')::float8`: ranges use it
+    and `PgVectorStore` indexes it (FLOAT_FIELDS), so both must be written by this function."""
+    from psycopg import sql
+
+    return sql.SQL("(payload ->> {})::float8").format(sql.Literal(key))
+
+
+def to_pg(flt: Filter | None) -> tuple[Any, list[Any]]:
+    """A `psycopg.sql` condition over the jsonb column `payload` and its parameters ("TRUE" when
+    nothing is filtered). Keyword conditions are jsonb containment, which the payload's GIN index
+    (jsonb_path_ops) answers; like Qdrant's match, a value matches a field equal to it or an array
+    holding it. Ranges compare `pg_float(key)` (NULL, so no match, when the field is missing)."""
+    from psycopg import sql
+    from psycopg.types.json import Jsonb
+
+    parts: list[Any] = []
+    params: list[Any] = []
+    for c in conditions(flt):
+        if isinstance(c, Between):
+            bounds = [(">=", c.gte), ("<=", c.lte)]
+            for op, bound in bounds:
+                if bound is not None:
+                    parts.append(sql.SQL("{} {} %s").format(pg_float(c.key), sql.SQL(op)))
+                    params.append(bound)
+            continue
+        values = c.values if isinstance(c, AnyOf) else (c.value,)
+        options = []
+        for value in values:
+            options.append(sql.SQL("payload @> %s OR payload @> %s"))
+            params.extend([Jsonb({c.key: value}), Jsonb({c.key: [value]})])
+        parts.append(sql.SQL("({})").format(sql.SQL(" OR ").join(options)))
+    if not parts:
+        return sql.SQL("TRUE"), []
+    return sql.SQL(" AND ").join(parts), params

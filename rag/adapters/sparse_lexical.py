@@ -52,6 +52,28 @@ log = logging.getLogger(__name__)
 AVG_LEN_KEY = "bm25_avg_len"  # collection metadata: the average length the stored weights assume
 
 
+def check_parameters(k1: float, b: float, avg_len: float | None, batch_size: int) -> None:
+    """ConfigError unless k1 >= 0, 0 <= b <= 1, avg_len (when fixed) > 0 and batch_size >= 1."""
+    if k1 < 0 or not 0.0 <= b <= 1.0 or (avg_len is not None and avg_len <= 0):
+        raise ConfigError(f"sparse BM25 needs k1 >= 0, 0 <= b <= 1 and avg_len > 0, got k1={k1} b={b} "
+                          f"avg_len={avg_len}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def document_tokens(chunk: Chunk, stopwords: bool) -> list[str]:
+    """The tokens a chunk's sparse vector counts: exactly those `LocalBM25Index` indexes."""
+    return [t for tok in chunk_tokens(chunk, stopwords) for t in tok.split()]
+
+
+def estimated_length(first_batch: Sequence[list[str]]) -> float | None:
+    """The average length a collection's first batch of token lists gives (None: no batch yet)."""
+    lengths = [len(t) for t in first_batch]
+    if not lengths:
+        return None
+    return sum(lengths) / len(lengths) if sum(lengths) else DEFAULT_AVG_LEN
+
+
 class QdrantSparseIndex:
     """`LexicalIndex` over the `bm25` sparse vectors of one collection of a `QdrantClientStore`.
     `k1` and `b` default to `LocalBM25Index`'s so that both rank alike."""
@@ -61,11 +83,7 @@ class QdrantSparseIndex:
         if not isinstance(store, SparseVectorStore):
             raise ConfigError(f"lexical backend 'sparse' needs a qdrant-client store (local or server), "
                               f"got {type(store).__name__}; set RAG_LEXICAL_BACKEND=local", field="lexical_backend")
-        if k1 < 0 or not 0.0 <= b <= 1.0 or (avg_len is not None and avg_len <= 0):
-            raise ConfigError(f"sparse BM25 needs k1 >= 0, 0 <= b <= 1 and avg_len > 0, got k1={k1} b={b} "
-                              f"avg_len={avg_len}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        check_parameters(k1, b, avg_len, batch_size)
         self.store = store
         self.collection = collection
         self.stopwords, self.k1, self.b, self.avg_len = stopwords, k1, b, avg_len
@@ -111,7 +129,7 @@ class QdrantSparseIndex:
         return models.Filter(must=[models.HasVectorCondition(has_vector=SPARSE_NAME), *(must or [])])
 
     def tokens(self, chunk: Chunk) -> list[str]:
-        return [t for tok in chunk_tokens(chunk, self.stopwords) for t in tok.split()]
+        return document_tokens(chunk, self.stopwords)
 
     def document_vector(self, tokens: list[str], avg_len: float) -> tuple[list[int], list[float]]:
         """The sparse vector stored for a chunk's tokens (hashed term ids, BM25-saturated weights)."""
@@ -126,14 +144,13 @@ class QdrantSparseIndex:
             meta = self.client.get_collection(self.collection).config.metadata or {}
         value = meta.get(AVG_LEN_KEY)
         if not isinstance(value, (int, float)) or value <= 0:
-            lengths = [len(t) for t in first_batch]
-            if not lengths:  # nothing written yet and nothing to estimate from
+            value = estimated_length(first_batch)
+            if value is None:  # nothing written yet and nothing to estimate from
                 return DEFAULT_AVG_LEN
-            value = sum(lengths) / len(lengths) if sum(lengths) else DEFAULT_AVG_LEN
             with self._call("update_collection"):
                 self.client.update_collection(self.collection, metadata={AVG_LEN_KEY: value})
             log.info("collection %s: BM25 average length estimated at %.1f tokens from %d chunks", self.collection,
-                     value, len(lengths))
+                     value, len(first_batch))
         self._avg = float(value)
         return self._avg
 

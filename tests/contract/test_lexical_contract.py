@@ -1,16 +1,20 @@
-"""One contract for every LexicalIndex: LocalBM25Index in memory and on disk, and QdrantSparseIndex
-(BM25 as Qdrant sparse vectors) over qdrant-client's in-memory and on-disk local mode. Qdrant Edge
-is not a `SparseVectorStore` (it has no qdrant-client API): `QdrantSparseIndex` refuses it, and
-edge knowledge bases use `LocalBM25Index`."""
+"""One contract for every LexicalIndex: LocalBM25Index in memory and on disk, QdrantSparseIndex
+(BM25 as Qdrant sparse vectors) over qdrant-client's in-memory and on-disk local mode, and
+PgSparseIndex (BM25 as pgvector sparsevecs) on the test run's PostgreSQL. Qdrant Edge is not a
+`SparseVectorStore` (it has no qdrant-client API): `QdrantSparseIndex` refuses it, and edge
+knowledge bases use `LocalBM25Index`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from rag.adapters.bm25 import LocalBM25Index
+from rag.adapters.pgvector_lexical import PgSparseIndex
+from rag.adapters.pgvector_store import PgVectorStore
 from rag.adapters.qdrant_store import QdrantClientStore
 from rag.adapters.sparse_lexical import QdrantSparseIndex
 from rag.protocols import CollectionOptions, LexicalIndex
@@ -29,13 +33,26 @@ TEXTS = [
     "电池续航时间为十二小时。",
 ]
 
-_STORES: dict[tuple[str, Path], QdrantClientStore] = {}  # one store per test: a path store opens once
+_STORES: dict[tuple[str, Path], QdrantClientStore | PgVectorStore] = {}  # one store per test: a path store opens once
 _EMBEDDER = HashEmbedder(16)
 
 
-class DenseFirstSparseIndex(QdrantSparseIndex):
-    """`QdrantSparseIndex` driven the way `KnowledgeBase.write` drives it: the dense points are
-    upserted before their sparse vectors are set."""
+@dataclass
+class Place:
+    """Where a test's indexes live: a folder, and (asked for only by the pgvector kind, so other
+    kinds start no PostgreSQL) the test's database."""
+
+    path: Path
+    request: pytest.FixtureRequest
+
+    @property
+    def pg_url(self) -> str:
+        return self.request.getfixturevalue("pg_url")
+
+
+class DenseFirst:
+    """A sparse index driven the way `KnowledgeBase.write` drives it: the dense points are upserted
+    before their sparse vectors are set."""
 
     def add(self, chunks):
         if chunks:
@@ -43,22 +60,33 @@ class DenseFirstSparseIndex(QdrantSparseIndex):
         super().add(chunks)
 
 
-def _sparse(kind: str, path: Path) -> QdrantSparseIndex:
-    key = (kind, path)
+class DenseFirstSparseIndex(DenseFirst, QdrantSparseIndex):
+    pass
+
+
+class DenseFirstPgSparseIndex(DenseFirst, PgSparseIndex):
+    pass
+
+
+def _sparse(kind: str, place: Place) -> QdrantSparseIndex | PgSparseIndex:
+    key = (kind, place.path)
     if key not in _STORES:
-        _STORES[key] = QdrantClientStore.memory() if kind == "memory" else QdrantClientStore.local(str(path / "q"))
+        _STORES[key] = {"memory": QdrantClientStore.memory,
+                        "local": lambda: QdrantClientStore.local(str(place.path / "q")),
+                        "pg": lambda: PgVectorStore(place.pg_url)}[kind]()
     store = _STORES[key]
     store.ensure_collection("kb", _EMBEDDER.dim, CollectionOptions(sparse=True))
-    return DenseFirstSparseIndex(store, "kb")
+    return DenseFirstPgSparseIndex(store, "kb") if kind == "pg" else DenseFirstSparseIndex(store, "kb")
 
 
-FACTORIES: dict[str, Callable[[Path], LexicalIndex]] = {
+FACTORIES: dict[str, Callable[[Place], LexicalIndex]] = {
     "memory": lambda p: LocalBM25Index(None),
-    "disk": lambda p: LocalBM25Index(p / "bm25"),
+    "disk": lambda p: LocalBM25Index(p.path / "bm25"),
     "sparse_memory": lambda p: _sparse("memory", p),
     "sparse_local": lambda p: _sparse("local", p),
+    "pgvector": lambda p: _sparse("pg", p),
 }
-SPARSE = ("sparse_memory", "sparse_local")
+SPARSE = ("sparse_memory", "sparse_local", "pgvector")
 
 
 @pytest.fixture(autouse=True)
@@ -80,8 +108,13 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def index(kind: str, tmp_path: Path):
-    ix = FACTORIES[kind](tmp_path)
+def place(tmp_path: Path, request: pytest.FixtureRequest) -> Place:
+    return Place(tmp_path, request)
+
+
+@pytest.fixture
+def index(kind: str, place: Place):
+    ix = FACTORIES[kind](place)
     ix.add(make_chunks())
     yield ix
     ix.close()
@@ -158,10 +191,10 @@ FILTERS = [
 
 
 @pytest.mark.parametrize("flt", FILTERS, ids=range(len(FILTERS)))
-def test_filters_match_filter_semantics(kind, tmp_path, flt):
+def test_filters_match_filter_semantics(kind, place, flt):
     texts = [f"common word plus item{i % 5}" for i in range(40)]
     chunks = make_chunks(texts)
-    ix = FACTORIES[kind](tmp_path)
+    ix = FACTORIES[kind](place)
     try:
         ix.add(chunks)
         expected = {c.id for c in chunks if flt.matches(c.payload())}
@@ -177,7 +210,7 @@ def test_replace_is_atomic(kind, index):
     index.replace(["c0", "c4"], new)
     assert index.ids() == ({f"c{i}" for i in range(len(TEXTS))} - {"c0", "c4"}) | {"n0"}
     assert ids_of(index.search("gadgets", 3)) == ["n0"]
-    if kind in SPARSE:  # no transactions in Qdrant: replace is idempotent instead
+    if kind in SPARSE:  # no transactions in Qdrant: replace is idempotent instead (atomic in PostgreSQL)
         index.replace(["c0", "c4"], new)
         assert index.ids() == ({f"c{i}" for i in range(len(TEXTS))} - {"c0", "c4"}) | {"n0"}
         return
@@ -190,17 +223,17 @@ def test_replace_is_atomic(kind, index):
     assert index.search("ghost", 3) == []
 
 
-def test_reopen_from_disk(kind, tmp_path):
+def test_reopen_from_disk(kind, place):
     if kind != "disk":
         pytest.skip("in-memory index")
-    ix = FACTORIES[kind](tmp_path)
+    ix = FACTORIES[kind](place)
     ix.add(make_chunks())
     ix.delete(["c1"])
     ix.add_tokens("t1", tokenize("hand tokenised battery note"), {"source": "x", "doc_id": "dx", "tags": ["lang=en"],
                                                                   "mtime": 5.0})
     before = ix.search("battery warranty", 10)
     ix.close()
-    reopened = FACTORIES[kind](tmp_path)
+    reopened = FACTORIES[kind](place)
     try:
         assert reopened.ids() == ({f"c{i}" for i in range(len(TEXTS))} - {"c1"}) | {"t1"}
         assert reopened.search("battery warranty", 10) == before
@@ -209,13 +242,13 @@ def test_reopen_from_disk(kind, tmp_path):
         reopened.close()
 
 
-def test_drop(kind, tmp_path):
-    ix = FACTORIES[kind](tmp_path)
+def test_drop(kind, place):
+    ix = FACTORIES[kind](place)
     ix.add(make_chunks())
     ix.drop()
     if kind == "disk":
-        assert not (tmp_path / "bm25" / "bm25.sqlite").exists()
-    fresh = FACTORIES[kind](tmp_path)
+        assert not (place.path / "bm25" / "bm25.sqlite").exists()
+    fresh = FACTORIES[kind](place)
     try:
         assert fresh.count() == 0 and fresh.search("battery", 3) == []
     finally:

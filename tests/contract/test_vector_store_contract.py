@@ -1,5 +1,6 @@
 """One contract, run against every VectorStore: EdgeStore (qdrant-edge), QdrantClientStore in
-memory and on disk (qdrant-client local mode)."""
+memory and on disk (qdrant-client local mode), and PgVectorStore on the test run's PostgreSQL
+(`pg_url`: a fresh database per test)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 import textwrap
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rag.adapters.edge_store import EdgeStore
+from rag.adapters.pgvector_store import PgVectorStore
 from rag.adapters.qdrant_store import QdrantClientStore, sparse_document, sparse_query, term_id
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound
 from rag.protocols import CollectionOptions, VectorStore
@@ -40,12 +43,26 @@ TEXTS = [
     "The X200 weighs one point two kilograms including the battery.",
 ]
 
-FACTORIES: dict[str, Callable[[Path], VectorStore]] = {
-    "edge": lambda p: EdgeStore(p / "edge"),
+@dataclass
+class Place:
+    """Where a test's stores live: a folder, and (asked for only by the pgvector store, so other
+    kinds start no PostgreSQL) the test's database."""
+
+    path: Path
+    request: pytest.FixtureRequest
+
+    @property
+    def pg_url(self) -> str:
+        return self.request.getfixturevalue("pg_url")
+
+
+FACTORIES: dict[str, Callable[[Place], VectorStore]] = {
+    "edge": lambda p: EdgeStore(p.path / "edge"),
     "qdrant_memory": lambda p: QdrantClientStore.memory(),
-    "qdrant_local": lambda p: QdrantClientStore.local(str(p / "qlocal")),
+    "qdrant_local": lambda p: QdrantClientStore.local(str(p.path / "qlocal")),
+    "pgvector": lambda p: PgVectorStore(p.pg_url, hnsw_ef=64),
 }
-PERSISTENT = {"edge", "qdrant_local"}
+PERSISTENT = {"edge", "qdrant_local", "pgvector"}
 
 
 def make_chunks(texts: list[str] = TEXTS) -> list[Chunk]:
@@ -66,8 +83,13 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(kind: str, tmp_path: Path):
-    s = FACTORIES[kind](tmp_path)
+def place(tmp_path: Path, request: pytest.FixtureRequest) -> Place:
+    return Place(tmp_path, request)
+
+
+@pytest.fixture
+def store(kind: str, place: Place):
+    s = FACTORIES[kind](place)
     yield s
     s.close()
 
@@ -224,19 +246,20 @@ def test_filters_match_filter_semantics(store, flt):
     assert [h.chunk_id for h in store.search(KB, query, 5, flt)] == expected
 
 
-def test_reopen_from_disk(kind, tmp_path):
+def test_reopen_from_disk(kind, place):
+    """A new store object over the same folder or database sees what the first one wrote."""
     if kind not in PERSISTENT:
         pytest.skip("in-memory store")
     chunks = make_chunks()
     vectors = random_unit(len(chunks), DIM, 11)
-    store = FACTORIES[kind](tmp_path)
+    store = FACTORIES[kind](place)
     store.ensure_collection(KB, DIM)
     store.upsert(KB, chunks, vectors)
     store.delete(KB, [chunks[1].id])
     query = vectors[2]
     before = store.search(KB, query, 5)
     store.close()
-    reopened = FACTORIES[kind](tmp_path)
+    reopened = FACTORIES[kind](place)
     try:
         assert reopened.collection_exists(KB)
         assert reopened.count(KB) == len(chunks) - 1
@@ -248,14 +271,14 @@ def test_reopen_from_disk(kind, tmp_path):
         reopened.close()
 
 
-def test_parity_across_stores(tmp_path):
+def test_parity_across_stores(place):
     texts = [f"passage {i} about topic {i % 7} and item {i * 13 % 11}" for i in range(300)]
     chunks = make_chunks(texts)
     vectors = random_unit(len(chunks), DIM, 5)
     queries = random_unit(10, DIM, 6)
     results = {}
     for kind, factory in FACTORIES.items():
-        store = factory(tmp_path)
+        store = factory(place)
         try:
             store.ensure_collection(KB, DIM)
             store.upsert(KB, chunks, vectors)
@@ -265,8 +288,8 @@ def test_parity_across_stores(tmp_path):
         finally:
             store.close()
     expected = [[chunks[i].id for i in np.argsort(-(vectors @ q), kind="stable")[:10]] for q in queries]
-    assert results["edge"] == results["qdrant_memory"] == results["qdrant_local"] == expected
-    assert results["edge+filter"] == results["qdrant_memory+filter"] == results["qdrant_local+filter"]
+    assert all(results[kind] == expected for kind in FACTORIES)
+    assert all(results[kind + "+filter"] == results["edge+filter"] for kind in FACTORIES)
 
 
 def test_sparse_bm25_vectors(store):

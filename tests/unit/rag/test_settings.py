@@ -283,3 +283,62 @@ def test_an_empty_base_url_means_none(clean_env):
     clean_env.setenv("RAG_RERANK_BASE_URL", " ")
     s = load_settings()
     assert s.embed_base_url is None and s.rerank_base_url is None
+
+
+PG_PASSWORD = "pg-s3cret-pw"
+
+
+@pytest.mark.parametrize(("env", "expected_url"), [
+    ({"RAG_PGVECTOR_URL": f"postgresql://rag:{PG_PASSWORD}@db:5432/vectors"}, "vectors"),
+    ({"RAG_CATALOG_URL": f"postgresql://rag:{PG_PASSWORD}@db:5432/catalog"}, "catalog"),  # the default
+    ({"RAG_PGVECTOR_URL": f"postgresql://rag:{PG_PASSWORD}@db:5432/vectors",
+      "RAG_CATALOG_URL": f"postgresql://rag:{PG_PASSWORD}@db:5432/catalog"}, "vectors"),
+])
+def test_pgvector_backend_takes_its_url_or_the_catalogs(clean_env, env, expected_url):
+    clean_env.setenv("RAG_VECTOR_BACKEND", "pgvector")
+    for key, value in env.items():
+        clean_env.setenv(key, value)
+    s = load_settings()
+    assert s.resolved_vector_backend == "pgvector"
+    assert s.resolved_lexical_backend == "pgvector"  # BM25 as sparsevecs in the same database
+    assert s.resolved_pgvector_url.endswith("/" + expected_url)
+    for text in (repr(s), str(s), json.dumps(s.public_dict())):
+        assert PG_PASSWORD not in text
+    shown = s.public_dict()["pgvector_url" if "RAG_PGVECTOR_URL" in env else "catalog_url"]
+    assert shown.startswith("postgresql://rag:***@db")
+
+
+def test_pgvector_backend_needs_a_url(clean_env):
+    clean_env.setenv("RAG_VECTOR_BACKEND", "pgvector")
+    with pytest.raises(ConfigError, match=r"RAG_PGVECTOR_URL.*RAG_CATALOG_URL"):
+        load_settings()
+
+
+@pytest.mark.parametrize(("backend", "lexical", "ok"), [
+    ("pgvector", "local", True),
+    ("pgvector", "sparse", False),
+    ("edge", "pgvector", False),
+    ("server", "pgvector", False),
+])
+def test_lexical_backend_must_go_with_the_vector_backend(clean_env, backend, lexical, ok):
+    clean_env.setenv("RAG_QDRANT_URL", "http://localhost:6333")
+    clean_env.setenv("RAG_PGVECTOR_URL", "postgresql://rag@db/vectors")
+    clean_env.setenv("RAG_VECTOR_BACKEND", backend)
+    clean_env.setenv("RAG_LEXICAL_BACKEND", lexical)
+    if ok:
+        assert load_settings().resolved_lexical_backend == lexical
+        return
+    with pytest.raises(ConfigError, match="does not go with"):
+        load_settings()
+
+
+def test_a_bad_url_value_is_shown_without_its_password(clean_env):
+    clean_env.setenv("RAG_CONFIG", str(Path.cwd() / "bad.json"))
+    Path("bad.json").write_text(json.dumps({"pgvector_url": f"postgresql://rag:{PG_PASSWORD}@db/v",
+                                            "vector_backend": "pgvector", "hnsw_ef": 1}))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert PG_PASSWORD not in str(info.value)
+    Path("bad.json").write_text(json.dumps({"pgvector_url": ["not", "a", "url"]}))
+    with pytest.raises(ConfigError):
+        load_settings()
