@@ -1,22 +1,27 @@
-"""The deployment files: docker-compose.yml (with its `cluster` profile), deploy/api-gpu.yml, the
-Dockerfile and .dockerignore. The YAML is parsed and its wiring checked here; `docker compose
-config` (which needs the docker client with the compose plugin, not an engine) validates the
-files against the Compose specification when the client is present, and is skipped otherwise."""
+"""The deployment files: docker-compose.yml (with its `replicas`, `models` and `cluster` profiles),
+deploy/api-gpu.yml, the Dockerfile and .dockerignore. The YAML is validated against the Compose
+specification's JSON schema (compose-spec.json beside this file, Apache-2.0, from
+github.com/compose-spec/compose-spec) and its wiring checked here; `docker compose config` (which
+needs the docker client with the compose plugin, not an engine) also resolves the files when the
+client is present, and is skipped otherwise."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from rag.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
+SCHEMA = Path(__file__).with_name("compose-spec.json")
 COMPOSE = ROOT / "docker-compose.yml"
 GPU_OVERRIDE = ROOT / "deploy" / "api-gpu.yml"
 VAR = re.compile(r"\$\{([A-Z0-9_]+)(:?[-?])?([^}]*)\}")
@@ -43,13 +48,55 @@ def env_of(service: dict) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+@pytest.mark.parametrize("path", [COMPOSE, GPU_OVERRIDE], ids=lambda p: p.name)
+def test_the_files_follow_the_compose_specification(path):
+    schema = json.loads(SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(load(path))]
+    assert errors == []
+
+
 def test_services_and_profiles(compose):
     services = compose["services"]
-    assert {"api", "qdrant", "vllm"} <= set(services)
     default = {name for name, s in services.items() if not s.get("profiles")}
-    assert default == {"api", "qdrant", "vllm"}
-    cluster = {name for name, s in services.items() if "cluster" in (s.get("profiles") or [])}
-    assert cluster == {"qdrant-node2", "qdrant-node3"}
+    assert default == {"api", "postgres", "qdrant", "vllm"}
+
+    def profile(name: str) -> set[str]:
+        return {n for n, s in services.items() if name in (s.get("profiles") or [])}
+
+    assert profile("cluster") == {"qdrant-node2", "qdrant-node3"}
+    assert profile("replicas") == {"api-2", "api-3", "proxy"}
+    assert profile("models") == {"embeddings", "reranker"}
+
+
+def test_replicas_share_postgresql_and_the_proxy_balances_them(compose):
+    services = compose["services"]
+    envs = [env_of(services[name]) for name in ("api", "api-2", "api-3")]
+    assert all(e == envs[0] for e in envs)  # one configuration: the same catalog, store and models
+    assert envs[0]["RAG_CATALOG_URL"].startswith("postgresql://rag:${POSTGRES_PASSWORD:?")
+    assert default_of(envs[0]["RAG_CATALOG_URL"]) == "postgresql://rag:@postgres:5432/rag"
+    for name in ("api", "api-2", "api-3"):
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "ports" not in services["api-2"] and "ports" not in services["api-3"]
+    conf = compose["configs"]["proxy-conf"]["content"]
+    assert all(f"server {name}:8080;" in conf for name in ("api", "api-2", "api-3"))
+    assert "proxy_buffering off" in conf  # streamed answers (SSE) pass through
+    body_mb = int(re.search(r"client_max_body_size (\d+)m", conf).group(1))
+    assert body_mb > Settings.model_fields["max_request_mb"].default
+    postgres = services["postgres"]
+    assert re.fullmatch(r"pgvector/pgvector:\d+\.\d+\.\d+-pg1[78]", default_of(postgres["image"]))
+    assert "pg_isready" in postgres["healthcheck"]["test"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+    assert any(p.startswith('"127.0.0.1:') or p.startswith("127.0.0.1:") for p in postgres["ports"])
+
+
+def test_model_servers_are_tei_with_bge_m3_and_its_reranker(compose):
+    services = compose["services"]
+    assert "BAAI/bge-m3" in " ".join(services["embeddings"]["command"])
+    assert "BAAI/bge-reranker-v2-m3" in " ".join(services["reranker"]["command"])
+    assert "text-embeddings-inference" in services["embeddings"]["image"]
+    env = env_of(services["api"])
+    assert default_of(env["RAG_EMBED_BASE_URL"]) == "" and default_of(env["RAG_RERANK_BASE_URL"]) == ""
 
 
 def test_api_is_wired_to_qdrant_and_vllm(compose):
@@ -80,6 +127,8 @@ def test_every_rag_variable_is_a_setting_and_its_default_parses(compose):
               if k not in ("RAG_MODELS_DIR", "RAG_API_ADMIN_KEY")}
     s = Settings(**values)
     assert s.resolved_vector_backend == "server" and s.resolved_lexical_backend == "sparse"
+    assert s.catalog_url == "postgresql://rag:@postgres:5432/rag"
+    assert Settings(**{**values, "vector_backend": "pgvector"}).resolved_pgvector_url == s.catalog_url
 
 
 def test_qdrant_image_pinned_persistent_and_healthchecked(compose):
@@ -160,13 +209,15 @@ def compose_command() -> list[str] | None:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("variant", [[], ["--profile", "cluster"], ["-f", "deploy/api-gpu.yml"]])
+@pytest.mark.parametrize("variant", [[], ["--profile", "cluster"], ["--profile", "replicas"], ["--profile", "models"],
+                                     ["-f", "deploy/api-gpu.yml"]])
 def test_docker_compose_config_validates(variant):
     cmd = compose_command()
     if cmd is None:
         pytest.skip("no docker compose v2 client here (it needs no engine: install the compose plugin to run this)")
     files = ["-f", "docker-compose.yml"]
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "RAG_API_ADMIN_KEY": "test"}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"), "RAG_API_ADMIN_KEY": "test",
+           "POSTGRES_PASSWORD": "test"}
     out = subprocess.run([*cmd, *files, *variant, "config", "--format", "json"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
