@@ -398,7 +398,9 @@ class DocumentChunks(BaseModel):
     title: str
     state: str
     chunks: list[ChunkOut]
-    missing: int = Field(0, description="Chunk ids the catalog lists but the vector store does not hold")
+    missing: int = Field(0, description="Chunk ids of this page the catalog lists but the vector store does not hold")
+    total: int = Field(0, description="The document's chunks, all pages")
+    offset: int = 0
 
 
 class DocumentText(BaseModel):

@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile
 
@@ -20,13 +20,15 @@ from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, Job
                          RepairOut)
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
-from rag.catalog import KbRecord, check_new_kb_name
+from rag.catalog import DocRecord, KbRecord, check_new_kb_name
+from rag.doc_query import MAX_PAGE, DocQuery
 from rag.errors import Busy, InvalidRequest, NotFound
 from rag.kb import CheckReport
 from rag.repair import repair
 from rag.types import parse_tags
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
+TOTAL_HEADER = "X-Total-Count"
 KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
 
 
@@ -120,16 +122,30 @@ def repair_kb(kb: KbName, state: State, caller: Caller) -> Any:
     return RepairOut(changed=done.changed, **body)
 
 
-@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])
-def list_documents(kb: KbName, state: State, caller: Caller, limit: int = Query(1000, ge=1, le=10000),
-                   offset: int = Query(0, ge=0, le=10_000_000)) -> Any:
+def document_out(state: ApiState, kb: str, doc: DocRecord) -> DocumentOut:
+    upload_dir = str(kb_upload_dir(state.services.data_dir, kb).resolve())
+    return DocumentOut(doc_id=doc.doc_id, source=doc.source, title=doc.title, format=doc.format, size=doc.size,
+                       mtime=doc.mtime, state=doc.state, chunks=len(doc.chunk_ids), tags=doc.tags,
+                       ingested_at=doc.ingested_at, uploaded=doc.origin == upload_dir)
+
+
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut],
+            responses={200: {"headers": {TOTAL_HEADER: {"description": "How many documents match (all pages)",
+                                                        "schema": {"type": "integer"}}}}})
+def list_documents(kb: KbName, state: State, caller: Caller, response: Response,
+                   limit: int = Query(1000, ge=1, le=MAX_PAGE, description="Documents per page"),
+                   offset: int = Query(0, ge=0, le=10_000_000, description="Documents to skip"),
+                   q: str = Query("", max_length=200, description="A substring of the source or title (any case)"),
+                   doc_state: Literal["indexed", "pending", "deleting"] | None = Query(None, alias="state"),
+                   tag: list[str] = Query([], description="key=value (or key:value); repeat: all must match")) -> Any:
+    """One page of the knowledge base's documents by source name, filtered in the catalog (SQL) by
+    `q`, `state` and `tag`; the `X-Total-Count` header says how many match."""
     caller.require_read(kb)
     state.services.catalog.require_kb(kb)
-    upload_dir = str(kb_upload_dir(state.services.data_dir, kb).resolve())
-    docs = state.services.catalog.list_docs(kb)[offset: offset + limit]
-    return [DocumentOut(doc_id=d.doc_id, source=d.source, title=d.title, format=d.format, size=d.size, mtime=d.mtime,
-                        state=d.state, chunks=len(d.chunk_ids), tags=d.tags, ingested_at=d.ingested_at,
-                        uploaded=d.origin == upload_dir) for d in docs]
+    query = DocQuery(q=q, state=doc_state, tags=tuple(DocQuery.parse_tag(t) for t in tag), limit=limit, offset=offset)
+    page = state.services.catalog.page_docs(kb, query)
+    response.headers[TOTAL_HEADER] = str(page.total)
+    return [document_out(state, kb, d) for d in page.docs]
 
 
 @router.delete("/kbs/{kb}/documents/{doc_id}", response_model=DocumentDeleted)

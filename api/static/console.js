@@ -16,7 +16,8 @@ const I18N = {
         summary: "已索引 {0}，未变化 {1}，跳过 {2}，新增分块 {3}", loading: "加载中…", textGone: "无法显示文本：",
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
         needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
-        kbsUnknown: "无法列出知识库（见上方提示）。" },
+        kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
+        perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
         confirmDelDoc: "Remove “{0}” from the knowledge base?", rerankOff: "reranking: off (no model)", rerankOn: "rerank",
@@ -24,14 +25,16 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         summary: "indexed {0}, unchanged {1}, skipped {2}, chunks added {3}", loading: "Loading…", textGone: "Cannot show the text: ",
         hits: "hits", fused: "fused", rerankScore: "rerank", page: "page", span: "chars", noHits: "Nothing retrieved.",
         needKey: "An API key is needed (401).", forbidden: "This key may not do that (403).",
-        kbsUnknown: "The knowledge bases cannot be listed (see above)." };
+        kbsUnknown: "The knowledge bases cannot be listed (see above).", range: "{0}–{1} of {2}",
+        moreChunks: "More chunks ({0} of {1} shown)" };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
   let s = (I18N[lang] || {})[key] || EN[key] || key;
   args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
   return s;
 };
-const state = { kbs: undefined, docs: [], system: null, selectedDoc: null, chunks: [], text: null };
+const state = { kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
+                chunksTotal: 0, text: null };
 
 function applyLanguage() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -60,20 +63,22 @@ function headers(json) {
   return h;
 }
 function say(text, isError) { $("status").textContent = text || ""; $("status").className = isError ? "error" : "muted"; }
-async function api(method, path, body, isForm) {
+async function api(method, path, body, isForm) { return (await call(method, path, body, isForm)).data; }
+// the body and the response (for headers such as X-Total-Count); errors carry the field the server named
+async function call(method, path, body, isForm) {
   const init = { method, headers: headers(body !== undefined && !isForm) };
   if (body !== undefined) init.body = isForm ? body : JSON.stringify(body);
   const r = await fetch(path, init);
-  if (r.status === 204) return null;
+  if (r.status === 204) return { data: null, response: r };
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const err = (data && data.error) || {};
     const msg = r.status === 401 ? t("needKey") : r.status === 403 ? t("forbidden") : (err.message || `HTTP ${r.status}`);
     const error = new Error(msg + (err.field && r.status === 422 ? ` (${err.field})` : ""));
-    error.status = r.status; error.detail = err.message || "";
+    error.status = r.status; error.detail = err.message || ""; error.field = err.field || "";
     throw error;
   }
-  return data;
+  return { data, response: r };
 }
 const fmtSize = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
 const fmtTime = (s) => s ? new Date(s * 1000).toLocaleString(lang === "zh" ? "zh-CN" : undefined) : "";
@@ -137,7 +142,7 @@ function renderKbs() {
     const actions = tr.insertCell();
     const open = el("button", "secondary", t("open"));
     open.type = "button"; open.setAttribute("aria-label", `${t("open")} ${kb.name}`);
-    open.addEventListener("click", () => { $("kb").value = kb.name; localStorage.setItem("rag-kb", kb.name); selectTab($("tab-docs")); });
+    open.addEventListener("click", () => { $("kb").value = kb.name; localStorage.setItem("rag-kb", kb.name); state.docsOffset = 0; selectTab($("tab-docs")); });
     const del = el("button", "danger", t("del"));
     del.type = "button"; del.setAttribute("aria-label", `${t("del")} ${kb.name}`);
     del.addEventListener("click", async () => {
@@ -158,7 +163,7 @@ $("create-kb").addEventListener("submit", async (ev) => {
     say(`${name} ✓`);
   } catch (e) { say(e.message, true); }
 });
-$("kb").addEventListener("change", () => { localStorage.setItem("rag-kb", currentKb()); renderKbs(); loadDocs(); });
+$("kb").addEventListener("change", () => { localStorage.setItem("rag-kb", currentKb()); renderKbs(); state.docsOffset = 0; loadDocs(); });
 
 // upload ----------------------------------------------------------------------------------------
 const drop = $("drop");
@@ -215,19 +220,45 @@ function renderJob(job) {
 }
 
 // documents and chunks --------------------------------------------------------------------------
+// one page at a time, searched and filtered by the server (q, state, tag); X-Total-Count gives the total
+const pageSize = () => Number($("docs-size").value) || 50;
 async function loadDocs() {
   $("upload-kb").textContent = currentKb() ? `→ ${currentKb()}` : "";
-  if (!currentKb()) { state.docs = []; renderDocs(); return; }
-  try { state.docs = await api("GET", `/v1/kbs/${enc(currentKb())}/documents`); renderDocs(); }
-  catch (e) { say(e.message, true); }
+  $("docs-error").textContent = "";
+  if (!currentKb()) { state.docs = []; state.docsTotal = 0; renderDocs(); return; }
+  const params = new URLSearchParams({ limit: pageSize(), offset: state.docsOffset });
+  const q = $("doc-filter").value.trim(), st = $("doc-state").value, tag = $("doc-tag").value.trim();
+  if (q) params.set("q", q);
+  if (st) params.set("state", st);
+  if (tag) params.set("tag", tag);
+  try {
+    const { data, response } = await call("GET", `/v1/kbs/${enc(currentKb())}/documents?${params}`);
+    state.docs = data; state.docsTotal = Number(response.headers.get("X-Total-Count") || data.length);
+    if (!data.length && state.docsOffset > 0 && state.docsTotal > 0) {  // the page emptied (deletes): back one
+      state.docsOffset = Math.max(0, Math.floor((state.docsTotal - 1) / pageSize()) * pageSize()); return loadDocs();
+    }
+  } catch (e) { state.docs = []; state.docsTotal = 0; $("docs-error").textContent = e.message; }
+  renderDocs();
 }
-$("doc-filter").addEventListener("input", () => renderDocs());
-$("refresh-docs").addEventListener("click", () => loadDocs());
+let searchTimer = null;
+const searchDocs = () => { state.docsOffset = 0; loadDocs(); };
+$("doc-filter").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(searchDocs, 250); });
+$("doc-state").addEventListener("change", searchDocs);
+$("docs-size").addEventListener("change", searchDocs);
+$("doc-search").addEventListener("submit", (ev) => { ev.preventDefault(); clearTimeout(searchTimer); searchDocs(); });
+$("docs-prev").addEventListener("click", () => { state.docsOffset = Math.max(0, state.docsOffset - pageSize()); loadDocs(); });
+$("docs-next").addEventListener("click", () => { state.docsOffset += pageSize(); loadDocs(); });
+function renderPager() {
+  const first = state.docs.length ? state.docsOffset + 1 : 0, last = state.docsOffset + state.docs.length;
+  $("docs-range").textContent = t("range", first, last, state.docsTotal);
+  $("docs-prev").disabled = state.docsOffset === 0;
+  $("docs-next").disabled = last >= state.docsTotal;
+}
 function renderDocs() {
   const body = $("docs-table").tBodies[0];
   body.innerHTML = "";
-  const q = $("doc-filter").value.trim().toLowerCase();
-  const docs = state.docs.filter((d) => !q || d.source.toLowerCase().includes(q) || (d.title || "").toLowerCase().includes(q));
+  const docs = state.docs;
+  renderPager();
   if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = 8; td.textContent = t("noDocs"); }
   for (const d of docs) {
     const tr = body.insertRow();
@@ -265,16 +296,24 @@ async function openDoc(d) {
   $("doc-meta").textContent = t("loading");
   $("chunk-list").innerHTML = ""; $("doc-text").textContent = "";
   const base = `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`;
-  try {
-    const data = await api("GET", `${base}/chunks`);
-    state.chunks = data.chunks;
-    $("doc-meta").textContent = `${d.source} · ${data.chunks.length} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
-    renderChunks();
-  } catch (e) { $("doc-meta").textContent = e.message; $("doc-meta").className = "error"; return; }
+  state.chunks = []; state.chunksDoc = d;
+  try { await loadChunks(); } catch (e) { $("doc-meta").textContent = e.message; $("doc-meta").className = "error"; return; }
   try { state.text = (await api("GET", `${base}/text`)).text; showText(null); }
   catch (e) { state.text = null; $("doc-text").textContent = t("textGone") + e.message; }
   $("doc-view").scrollIntoView({ block: "start" });
 }
+const CHUNK_PAGE = 50;
+async function loadChunks() {  // the next page of the open document's chunks
+  const d = state.chunksDoc;
+  const data = await api("GET", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}/chunks?limit=${CHUNK_PAGE}&offset=${state.chunks.length}`);
+  state.chunks = state.chunks.concat(data.chunks); state.chunksTotal = data.total;
+  $("doc-meta").className = "muted";
+  $("doc-meta").textContent = `${d.source} · ${data.total} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
+  $("more-chunks").hidden = state.chunks.length >= data.total;
+  $("more-chunks").textContent = t("moreChunks", state.chunks.length, data.total);
+  renderChunks();
+}
+$("more-chunks").addEventListener("click", async () => { try { await loadChunks(); } catch (e) { say(e.message, true); } });
 function renderChunks() {
   const list = $("chunk-list");
   list.innerHTML = "";

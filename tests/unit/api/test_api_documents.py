@@ -1,0 +1,87 @@
+"""Documents at scale, from the API: a page of documents with its total, searched and filtered in
+the catalog; a document's chunks paged; tags and titles edited after the upload (and their effect
+on tag filters); bulk delete and tag with per-id results; bad input as a 4xx naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from rag.types import Chunk
+from tests.unit.api_helpers import ADMIN, make_app
+
+BIG = "big"
+
+
+def _chunks(n_docs: int, per_doc: int = 3) -> list[Chunk]:
+    out = []
+    for d in range(n_docs):
+        tags = {"team": "hr"} if d % 4 == 0 else {"team": "ops"}
+        for c in range(per_doc):
+            text = f"document {d} part {c} about {'holidays' if d % 4 == 0 else 'servers'} number{d}"
+            out.append(Chunk(id=f"c{d:03d}-{c}", kb=BIG, doc_id=f"d{d:03d}", source=f"file-{d:03d}.md", text=text,
+                             start=c * 100, end=c * 100 + len(text), title=f"Title {d:03d}", tags=dict(tags)))
+    return out
+
+
+@pytest.fixture
+def app_services(tmp_path):
+    app, services = make_app(tmp_path)
+    chunks = _chunks(30)
+    kb = services.kbs.open_or_create(BIG)
+    kb.write_documents(chunks, services.embedder.encode_corpus([c.text for c in chunks]))
+    return app, services
+
+
+@pytest.fixture
+def client(app_services):
+    with TestClient(app_services[0]) as c:
+        yield c
+
+
+def _docs(client, **params):
+    r = client.get(f"/v1/kbs/{BIG}/documents", params=params, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return int(r.headers["X-Total-Count"]), r.json()
+
+
+def test_documents_come_in_pages_with_a_total(client):
+    total, everything = _docs(client)  # the unpaged call of existing clients: a list, as before
+    assert total == 30 and len(everything) == 30 and everything[0]["source"] == "file-000.md"
+    total, page = _docs(client, limit=10, offset=20)
+    assert total == 30 and [d["source"] for d in page] == [f"file-{i:03d}.md" for i in range(20, 30)]
+    assert page[0]["chunks"] == 3 and page[0]["tags"] == {"team": "hr"} and page[0]["uploaded"] is False
+    assert _docs(client, limit=10, offset=40) == (30, [])
+
+
+def test_documents_are_searched_by_name_title_state_and_tag(client):
+    assert [d["source"] for d in _docs(client, q="FILE-01")[1]][:2] == ["file-010.md", "file-011.md"]
+    assert _docs(client, q="title 007")[0] == 1
+    assert _docs(client, q="nothing like this")[0] == 0
+    assert _docs(client, state="indexed")[0] == 30 and _docs(client, state="pending")[0] == 0
+    total, hr = _docs(client, tag="team:hr", limit=3)
+    assert total == 8 and [d["doc_id"] for d in hr] == ["d000", "d004", "d008"]
+    assert _docs(client, **{"tag": ["team=hr", "team=ops"]})[0] == 0
+    assert _docs(client, tag="team=hr", q="file-00")[0] == 3  # 000, 004, 008
+
+
+@pytest.mark.parametrize("params, field", [({"tag": "team"}, "tag"), ({"state": "gone"}, "state"),
+                                           ({"limit": 0}, "limit"), ({"offset": -1}, "offset"),
+                                           ({"q": "x" * 201}, "q")])
+def test_bad_document_queries_name_the_field(client, params, field):
+    r = client.get(f"/v1/kbs/{BIG}/documents", params=params, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+
+
+def test_a_documents_chunks_come_in_pages(client, app_services):
+    services = app_services[1]
+    chunks = [Chunk(id=f"long-{i:02d}", kb=BIG, doc_id="long", source="long.md", text=f"part {i}", start=i * 10,
+                    end=i * 10 + 6) for i in range(12)]
+    services.kbs.open(BIG).write_documents(chunks, services.embedder.encode_corpus([c.text for c in chunks]))
+    url = f"/v1/kbs/{BIG}/documents/long/chunks"
+    whole = client.get(url, headers=ADMIN).json()
+    assert whole["total"] == 12 and len(whole["chunks"]) == 12  # no limit: every chunk, as before
+    page = client.get(url, params={"limit": 5, "offset": 10}, headers=ADMIN).json()
+    assert page["total"] == 12 and page["offset"] == 10 and page["missing"] == 0
+    assert [c["chunk_id"] for c in page["chunks"]] == ["long-10", "long-11"]
+    assert client.get(url, params={"limit": 0}, headers=ADMIN).json()["error"]["field"] == "limit"
