@@ -212,6 +212,16 @@ class DocumentOut(BaseModel):
     uploaded: bool
 
 
+class DocumentPatch(BaseModel):
+    """Tags and title of a document, edited after its upload; at least one field."""
+
+    model_config = ConfigDict(extra="forbid")
+    tags: dict[str, str] | None = Field(None, description="Replace every tag with these (`{}` removes all)")
+    add_tags: dict[str, str] = Field(default_factory=dict, description="Set these tags, keeping the others")
+    remove_tags: list[str] = Field(default_factory=list, max_length=100, description="Remove the tags with these keys")
+    title: str | None = Field(None, min_length=1, max_length=500)
+
+
 class DocumentDeleted(BaseModel):
     doc_id: str
     source: str

@@ -16,11 +16,13 @@ from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, U
 from api.deps import ApiState, Caller, State
 from api.errors import Conflict
 from api.jobs import Job, new_job_id
-from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut,
-                         RepairOut)
+from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, DocumentPatch, JobAccepted, JobOut,
+                         KbCreate, KbOut, RepairOut)
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
+from rag import doc_edits
 from rag.catalog import DocRecord, KbRecord, check_new_kb_name
+from rag.doc_edits import DocEdit
 from rag.doc_query import MAX_PAGE, DocQuery
 from rag.errors import Busy, InvalidRequest, NotFound
 from rag.kb import CheckReport
@@ -146,6 +148,19 @@ def list_documents(kb: KbName, state: State, caller: Caller, response: Response,
     page = state.services.catalog.page_docs(kb, query)
     response.headers[TOTAL_HEADER] = str(page.total)
     return [document_out(state, kb, d) for d in page.docs]
+
+
+@router.patch("/kbs/{kb}/documents/{doc_id}", response_model=DocumentOut,
+              responses={409: {"description": "An ingest job is writing the knowledge base"}})
+def edit_document(kb: KbName, doc_id: str, body: DocumentPatch, state: State, caller: Caller) -> Any:
+    """Edit a document's tags (replace all with `tags`, set `add_tags`, remove `remove_tags` keys)
+    and title, under the knowledge base's write lock (409 while an ingest job writes it). Tag
+    filters of queries see the new tags at once."""
+    caller.require_write(kb)
+    edit = DocEdit(tags=body.tags, add_tags=body.add_tags, remove_tags=body.remove_tags, title=body.title)
+    state.services.catalog.require_kb(kb)
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
+        return document_out(state, kb, doc_edits.edit_document(state.services.catalog, kb, doc_id, edit))
 
 
 @router.delete("/kbs/{kb}/documents/{doc_id}", response_model=DocumentDeleted)

@@ -16,7 +16,8 @@ const I18N = {
         summary: "已索引 {0}，未变化 {1}，跳过 {2}，新增分块 {3}", loading: "加载中…", textGone: "无法显示文本：",
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
         needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
-        kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
+        kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", edit: "编辑", save: "保存", cancel: "取消",
+        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
         perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
@@ -26,6 +27,8 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         hits: "hits", fused: "fused", rerankScore: "rerank", page: "page", span: "chars", noHits: "Nothing retrieved.",
         needKey: "An API key is needed (401).", forbidden: "This key may not do that (403).",
         kbsUnknown: "The knowledge bases cannot be listed (see above).", range: "{0}–{1} of {2}",
+        edit: "Edit", save: "Save", cancel: "Cancel", titleLabel: "Title", tags: "Tags",
+        badTag: "invalid tag “{0}”: use key=value",
         moreChunks: "More chunks ({0} of {1} shown)" };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
@@ -33,7 +36,7 @@ const t = (key, ...args) => {
   args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
   return s;
 };
-const state = { kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
+const state = { editing: null, kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
                 chunksTotal: 0, text: null };
 
 function applyLanguage() {
@@ -179,6 +182,7 @@ async function upload(fileList) {
   if (!files.length || !currentKb()) return;
   const form = new FormData();
   files.forEach((f) => form.append("files", f, f.name));
+  if ($("upload-tags").value.trim()) form.append("tags", $("upload-tags").value.trim());
   $("job").hidden = false;
   $("job-summary").textContent = "";
   try {
@@ -269,7 +273,7 @@ function renderDocs() {
     [d.chunks, fmtSize(d.size)].forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
     tr.insertCell().textContent = fmtTime(d.mtime);
     tr.insertCell().textContent = fmtTime(d.ingested_at);
-    tr.insertCell().textContent = Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    tr.insertCell().textContent = tagText(d.tags);
     const st = tr.insertCell(); st.textContent = d.state;
     for (const marker of ["ocr", "version_of"]) if (d[marker]) st.appendChild(el("span", "pill", marker));
     const actions = tr.insertCell();
@@ -286,8 +290,50 @@ function renderDocs() {
         await loadDocs(); await loadKbs();
       } catch (e) { say(e.message, true); }
     });
-    actions.append(open, " ", del);
+    const edit = el("button", "secondary", t("edit"));
+    edit.type = "button"; edit.setAttribute("aria-label", `${t("edit")} ${d.source}`);
+    edit.addEventListener("click", () => { state.editing = state.editing === d.doc_id ? null : d.doc_id; renderDocs(); });
+    actions.append(open, " ", edit, " ", del);
+    if (state.editing === d.doc_id) editorRow(body, d);
   }
+}
+const tagText = (tags) => Object.entries(tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+// "team=hr, lang=en" -> {team: "hr", lang: "en"}; throws naming the bad item (the server checks the rest)
+function parseTags(text) {
+  const tags = {};
+  for (const item of text.split(/[,，]/).map((s) => s.trim()).filter(Boolean)) {
+    const at = item.indexOf("=");
+    if (at <= 0 || at === item.length - 1) throw new Error(t("badTag", item));
+    tags[item.slice(0, at).trim()] = item.slice(at + 1).trim();
+  }
+  return tags;
+}
+// a row under the document: its title and tags, saved with PATCH; errors (the field the server names) shown in it
+function editorRow(body, d) {
+  const td = body.insertRow().insertCell(); td.colSpan = 8; td.className = "editor";
+  const form = el("form", "row");
+  const title = el("input"); title.type = "text"; title.value = d.title || ""; title.size = 24; title.id = "edit-title";
+  const tags = el("input"); tags.type = "text"; tags.value = tagText(d.tags); tags.size = 32; tags.id = "edit-tags";
+  tags.placeholder = "team=hr, lang=en";
+  const lt = el("label", "field"); lt.append(el("span", null, t("titleLabel")), " ", title);
+  const lg = el("label", "field"); lg.append(el("span", null, t("tags")), " ", tags);
+  const save = el("button", null, t("save")); save.type = "submit";
+  const cancel = el("button", "secondary", t("cancel")); cancel.type = "button";
+  const error = el("p", "error"); error.setAttribute("role", "alert"); error.id = "edit-error";
+  cancel.addEventListener("click", () => { state.editing = null; renderDocs(); });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    try {
+      const patch = { tags: parseTags(tags.value) };
+      if (title.value.trim() && title.value.trim() !== d.title) patch.title = title.value.trim();
+      await api("PATCH", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`, patch);
+      state.editing = null; await loadDocs(); say(`${d.source} ✓`);
+    } catch (e) { error.textContent = e.message; (e.field === "title" ? title : tags).focus(); }
+  });
+  form.append(lt, lg, save, cancel);
+  td.append(form, error);
+  tags.focus();
 }
 async function openDoc(d) {
   state.selectedDoc = d.doc_id; renderDocs();

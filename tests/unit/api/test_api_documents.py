@@ -85,3 +85,60 @@ def test_a_documents_chunks_come_in_pages(client, app_services):
     assert page["total"] == 12 and page["offset"] == 10 and page["missing"] == 0
     assert [c["chunk_id"] for c in page["chunks"]] == ["long-10", "long-11"]
     assert client.get(url, params={"limit": 0}, headers=ADMIN).json()["error"]["field"] == "limit"
+
+
+def _query(client, *filters, mode="bm25"):
+    body = {"question": "document holidays servers", "kb": BIG, "mode": mode, "top_k": 50, "limit": 50,
+            "generate": False, "include_hits": True, "filters": list(filters)}
+    r = client.post("/v1/query", json=body, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    return r.json()["hits"]
+
+
+def test_tags_edited_after_upload_reach_the_tag_filters(client):
+    assert {h["doc_id"] for h in _query(client, "team=hr")} == {f"d{i:03d}" for i in range(0, 30, 4)}
+    r = client.patch(f"/v1/kbs/{BIG}/documents/d001", json={"add_tags": {"lang": "en", "team": "hr"}, "title": "Ops"},
+                     headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["tags"] == {"lang": "en", "team": "hr"} and r.json()["title"] == "Ops"
+    for mode in ("bm25", "dense", "hybrid"):
+        hits = _query(client, "team=hr", "lang=en", mode=mode)
+        assert {h["doc_id"] for h in hits} == {"d001"} and hits[0]["tags"] == {"lang": "en", "team": "hr"}, mode
+    assert "d000" in {h["doc_id"] for h in _query(client, "team=hr")}
+    client.patch(f"/v1/kbs/{BIG}/documents/d000", json={"remove_tags": ["team"]}, headers=ADMIN)
+    assert "d000" not in {h["doc_id"] for h in _query(client, "team=hr")}
+    assert _query(client, "team=nobody") == []
+    client.patch(f"/v1/kbs/{BIG}/documents/d002", json={"tags": {}}, headers=ADMIN)
+    assert _docs(client, q="file-002")[1][0]["tags"] == {}
+    assert _docs(client, tag="lang=en")[0] == 1  # the listing's tag filter sees the edit too
+
+
+@pytest.mark.parametrize("body, field", [({}, "tags"), ({"tags": {"a=b": "c"}}, "tags"),
+                                         ({"add_tags": {"team": "a,b"}}, "add_tags"), ({"title": ""}, "title"),
+                                         ({"add_tags": {"": "x"}}, "add_tags"), ({"colour": "red"}, "colour")])
+def test_bad_edits_name_the_field(client, body, field):
+    r = client.patch(f"/v1/kbs/{BIG}/documents/d001", json=body, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+
+
+def test_edits_of_unknown_documents_and_while_an_ingest_writes(client, app_services):
+    r = client.patch(f"/v1/kbs/{BIG}/documents/nope", json={"title": "x"}, headers=ADMIN)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "doc_id"
+    assert client.patch(f"/v1/kbs/nokb/documents/d001", json={"title": "x"}, headers=ADMIN).status_code == 404
+    assert client.patch(f"/v1/kbs/{BIG}/documents/d001", json={"title": "x"}).status_code == 401
+    import threading
+    held, release = threading.Event(), threading.Event()
+
+    def writer():
+        with app_services[1].kbs.writing(BIG):
+            held.set()
+            release.wait(10)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(10)
+    try:
+        busy = client.patch(f"/v1/kbs/{BIG}/documents/d001", json={"title": "x"}, headers=ADMIN)
+        assert busy.status_code == 409 and busy.json()["error"]["field"] == "kb"
+    finally:
+        release.set()
+        thread.join()
