@@ -222,6 +222,32 @@ class DocumentPatch(BaseModel):
     title: str | None = Field(None, min_length=1, max_length=500)
 
 
+class DocumentsBulk(BaseModel):
+    """One action on many documents of a knowledge base: `delete` them, or `tag` them (set `tags`,
+    remove the `remove_tags` keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["delete", "tag"]
+    doc_ids: list[str] = Field(min_length=1, max_length=1000)
+    tags: dict[str, str] = Field(default_factory=dict, description="tag: set these tags, keeping the others")
+    remove_tags: list[str] = Field(default_factory=list, max_length=100, description="tag: remove these keys")
+
+
+class BulkItem(BaseModel):
+    doc_id: str
+    status: Literal["deleted", "tagged", "not_found"]
+    source: str | None = None
+    chunks_removed: int = 0
+    tags: dict[str, str] | None = None
+
+
+class BulkResult(BaseModel):
+    action: str
+    done: int = Field(description="Documents deleted or tagged")
+    not_found: int
+    results: list[BulkItem] = Field(description="One per distinct doc id, in the order given")
+
+
 class DocumentDeleted(BaseModel):
     doc_id: str
     source: str

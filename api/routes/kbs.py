@@ -16,8 +16,8 @@ from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, U
 from api.deps import ApiState, Caller, State
 from api.errors import Conflict
 from api.jobs import Job, new_job_id
-from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, DocumentPatch, JobAccepted, JobOut,
-                         KbCreate, KbOut, RepairOut)
+from api.schemas import (KB_PATTERN, BulkItem, BulkResult, CheckOut, DocumentDeleted, DocumentOut, DocumentPatch,
+                         DocumentsBulk, JobAccepted, JobOut, KbCreate, KbOut, RepairOut)
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
 from rag import doc_edits
@@ -27,7 +27,7 @@ from rag.doc_query import MAX_PAGE, DocQuery
 from rag.errors import Busy, InvalidRequest, NotFound
 from rag.kb import CheckReport
 from rag.repair import repair
-from rag.types import parse_tags
+from rag.types import check_tags, parse_tags
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
 TOTAL_HEADER = "X-Total-Count"
@@ -163,22 +163,54 @@ def edit_document(kb: KbName, doc_id: str, body: DocumentPatch, state: State, ca
         return document_out(state, kb, doc_edits.edit_document(state.services.catalog, kb, doc_id, edit))
 
 
+def _remove_document(state: ApiState, kb: str, doc: DocRecord) -> int:
+    """Remove a document's chunks and catalog row, and its uploaded file (the caller holds the
+    write lock); the number of chunks removed."""
+    chunks_removed = state.services.kbs.open(kb).remove_document(doc)
+    upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
+    if doc.origin == str(upload_dir):
+        (upload_dir / doc.source).unlink(missing_ok=True)
+    return chunks_removed
+
+
 @router.delete("/kbs/{kb}/documents/{doc_id}", response_model=DocumentDeleted)
 def delete_document(kb: KbName, doc_id: str, state: State, caller: Caller) -> Any:
     """Remove a document's chunks from both indexes and the catalog (and its uploaded file)."""
     caller.require_write(kb)
     catalog = state.services.catalog
     catalog.require_kb(kb)
-    kbs = state.services.kbs
-    with _busy_is_conflict(), kbs.writing(kb):
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
         doc = catalog.get_doc(kb, doc_id)
         if doc is None:
             raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb!r}", field="doc_id")
-        chunks_removed = kbs.open(kb).remove_document(doc)
-        upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
-        if doc.origin == str(upload_dir):
-            (upload_dir / doc.source).unlink(missing_ok=True)
+        chunks_removed = _remove_document(state, kb, doc)
     return DocumentDeleted(doc_id=doc_id, source=doc.source, chunks_removed=chunks_removed)
+
+
+@router.post("/kbs/{kb}/documents/bulk", response_model=BulkResult,
+             responses={409: {"description": "An ingest job is writing the knowledge base"}})
+def bulk_documents(kb: KbName, body: DocumentsBulk, state: State, caller: Caller) -> Any:
+    """Delete or tag many documents at once, under one hold of the write lock (409 while an ingest
+    job writes the knowledge base): one result per doc id, `not_found` for ids it does not hold
+    (the others are still done)."""
+    caller.require_write(kb)
+    edit = DocEdit(add_tags=check_tags(body.tags, "tags"), remove_tags=body.remove_tags) if body.action == "tag" else None
+    catalog = state.services.catalog
+    catalog.require_kb(kb)
+    results: list[BulkItem] = []
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
+        for doc_id in dict.fromkeys(body.doc_ids):
+            doc = catalog.get_doc(kb, doc_id)
+            if doc is None:
+                results.append(BulkItem(doc_id=doc_id, status="not_found"))
+            elif edit is None:
+                results.append(BulkItem(doc_id=doc_id, status="deleted", source=doc.source,
+                                        chunks_removed=_remove_document(state, kb, doc)))
+            else:
+                edited = doc_edits.edit_document(catalog, kb, doc_id, edit)
+                results.append(BulkItem(doc_id=doc_id, status="tagged", source=doc.source, tags=edited.tags))
+    missing = sum(r.status == "not_found" for r in results)
+    return BulkResult(action=body.action, done=len(results) - missing, not_found=missing, results=results)
 
 
 @router.post("/kbs/{kb}/documents", response_model=JobAccepted, status_code=202,

@@ -17,7 +17,9 @@ const I18N = {
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
         needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
         kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", edit: "编辑", save: "保存", cancel: "取消",
-        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
+        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", select: "选择",
+        selected: "已选 {0} 个", bulkDelete: "删除所选", bulkTag: "添加标签", bulkTagsLabel: "给所选文档加标签",
+        bulkDeleted: "已删除 {0} 个，未找到 {1} 个", bulkTagged: "已加标签 {0} 个，未找到 {1} 个", confirmBulkDelete: "确定删除所选的 {0} 个文档吗？", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
         perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
@@ -28,7 +30,9 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         needKey: "An API key is needed (401).", forbidden: "This key may not do that (403).",
         kbsUnknown: "The knowledge bases cannot be listed (see above).", range: "{0}–{1} of {2}",
         edit: "Edit", save: "Save", cancel: "Cancel", titleLabel: "Title", tags: "Tags",
-        badTag: "invalid tag “{0}”: use key=value",
+        badTag: "invalid tag “{0}”: use key=value", select: "Select", selected: "{0} selected",
+        bulkDeleted: "deleted {0}, not found {1}", bulkTagged: "tagged {0}, not found {1}",
+        confirmBulkDelete: "Delete the {0} selected documents?",
         moreChunks: "More chunks ({0} of {1} shown)" };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
@@ -36,7 +40,8 @@ const t = (key, ...args) => {
   args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
   return s;
 };
-const state = { editing: null, kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
+const DOC_COLS = 9;
+const state = { editing: null, picked: new Set(), kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
                 chunksTotal: 0, text: null };
 
 function applyLanguage() {
@@ -238,6 +243,8 @@ async function loadDocs() {
   try {
     const { data, response } = await call("GET", `/v1/kbs/${enc(currentKb())}/documents?${params}`);
     state.docs = data; state.docsTotal = Number(response.headers.get("X-Total-Count") || data.length);
+    const onPage = new Set(data.map((d) => d.doc_id));
+    state.picked = new Set([...state.picked].filter((id) => onPage.has(id)));  // a selection is of this page
     if (!data.length && state.docsOffset > 0 && state.docsTotal > 0) {  // the page emptied (deletes): back one
       state.docsOffset = Math.max(0, Math.floor((state.docsTotal - 1) / pageSize()) * pageSize()); return loadDocs();
     }
@@ -262,11 +269,15 @@ function renderDocs() {
   const body = $("docs-table").tBodies[0];
   body.innerHTML = "";
   const docs = state.docs;
-  renderPager();
-  if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = 8; td.textContent = t("noDocs"); }
+  renderPager(); renderBulk();
+  if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = DOC_COLS; td.textContent = t("noDocs"); }
   for (const d of docs) {
     const tr = body.insertRow();
     if (state.selectedDoc === d.doc_id) tr.className = "selected";
+    const pick = el("input"); pick.type = "checkbox"; pick.checked = state.picked.has(d.doc_id);
+    pick.setAttribute("aria-label", `${t("select")} ${d.source}`); pick.className = "pick";
+    pick.addEventListener("change", () => { if (pick.checked) state.picked.add(d.doc_id); else state.picked.delete(d.doc_id); renderBulk(); });
+    const pc = tr.insertCell(); pc.className = "pick"; pc.appendChild(pick);
     const name = tr.insertCell();
     name.textContent = d.source;
     if (d.title && d.title !== d.source) name.appendChild(el("div", "muted", d.title));
@@ -297,6 +308,37 @@ function renderDocs() {
     if (state.editing === d.doc_id) editorRow(body, d);
   }
 }
+// bulk: the selected documents of this page deleted or tagged in one call, with a result per id
+function renderBulk() {
+  const n = state.picked.size;
+  $("bulk-count").textContent = t("selected", n);
+  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n;
+  const all = $("select-page");
+  all.checked = n > 0 && state.docs.every((d) => state.picked.has(d.doc_id));
+  all.indeterminate = n > 0 && !all.checked;
+}
+$("select-page").addEventListener("change", () => {
+  state.picked = $("select-page").checked ? new Set(state.docs.map((d) => d.doc_id)) : new Set();
+  renderDocs();
+});
+async function bulk(body) {
+  $("bulk-result").textContent = ""; $("bulk-result").className = "muted";
+  try {
+    const r = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/bulk`, { ...body, doc_ids: [...state.picked] });
+    $("bulk-result").textContent = t(r.action === "delete" ? "bulkDeleted" : "bulkTagged", r.done, r.not_found);
+    state.picked = new Set();
+    if (r.action === "delete" && r.results.some((x) => x.doc_id === state.selectedDoc)) { state.selectedDoc = null; $("doc-view").hidden = true; }
+    await loadDocs();
+    if (r.action === "delete") await loadKbs();
+  } catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; }
+}
+$("bulk-delete").addEventListener("click", () => { if (confirm(t("confirmBulkDelete", state.picked.size))) bulk({ action: "delete" }); });
+$("bulk-bar").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  let tags;
+  try { tags = parseTags($("bulk-tags").value); } catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; return; }
+  bulk({ action: "tag", tags });
+});
 const tagText = (tags) => Object.entries(tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
 // "team=hr, lang=en" -> {team: "hr", lang: "en"}; throws naming the bad item (the server checks the rest)
 function parseTags(text) {
@@ -310,7 +352,7 @@ function parseTags(text) {
 }
 // a row under the document: its title and tags, saved with PATCH; errors (the field the server names) shown in it
 function editorRow(body, d) {
-  const td = body.insertRow().insertCell(); td.colSpan = 8; td.className = "editor";
+  const td = body.insertRow().insertCell(); td.colSpan = DOC_COLS; td.className = "editor";
   const form = el("form", "row");
   const title = el("input"); title.type = "text"; title.value = d.title || ""; title.size = 24; title.id = "edit-title";
   const tags = el("input"); tags.type = "text"; tags.value = tagText(d.tags); tags.size = 32; tags.id = "edit-tags";

@@ -142,3 +142,31 @@ def test_edits_of_unknown_documents_and_while_an_ingest_writes(client, app_servi
     finally:
         release.set()
         thread.join()
+
+
+def test_bulk_tag_and_delete_report_each_id(client):
+    url = f"/v1/kbs/{BIG}/documents/bulk"
+    r = client.post(url, json={"action": "tag", "doc_ids": ["d001", "d002", "nope", "d001"], "tags": {"batch": "7"},
+                               "remove_tags": ["team"]}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["action"], body["done"], body["not_found"]) == ("tag", 2, 1)
+    assert [(x["doc_id"], x["status"]) for x in body["results"]] == [("d001", "tagged"), ("d002", "tagged"),
+                                                                     ("nope", "not_found")]
+    assert body["results"][0]["tags"] == {"batch": "7"}
+    assert {h["doc_id"] for h in _query(client, "batch=7")} == {"d001", "d002"}
+    r = client.post(url, json={"action": "delete", "doc_ids": ["d001", "d003", "gone"]}, headers=ADMIN)
+    body = r.json()
+    assert (body["done"], body["not_found"]) == (2, 1) and body["results"][0]["chunks_removed"] == 3
+    assert _docs(client)[0] == 28 and {h["doc_id"] for h in _query(client, "batch=7")} == {"d002"}
+    assert not {"d001", "d003"} & {h["doc_id"] for h in _query(client)}
+
+
+@pytest.mark.parametrize("body, field", [({"action": "tag", "doc_ids": ["d001"]}, "tags"),
+                                         ({"action": "drop", "doc_ids": ["d001"]}, "action"),
+                                         ({"action": "delete", "doc_ids": []}, "doc_ids"),
+                                         ({"action": "tag", "doc_ids": ["d001"], "tags": {"k": ""}}, "tags")])
+def test_bad_bulk_requests_name_the_field(client, body, field):
+    r = client.post(f"/v1/kbs/{BIG}/documents/bulk", json=body, headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+    assert _docs(client)[0] == 30
