@@ -20,6 +20,14 @@ const I18N = {
         titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", select: "选择",
         selected: "已选 {0} 个", bulkDelete: "删除所选", bulkTag: "添加标签", bulkTagsLabel: "给所选文档加标签",
         bulkDeleted: "已删除 {0} 个，未找到 {1} 个", bulkTagged: "已加标签 {0} 个，未找到 {1} 个", confirmBulkDelete: "确定删除所选的 {0} 个文档吗？", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
+        tabKeys: "API 密钥", keysHeading: "API 密钥", keyId: "编号", keyPrefix: "开头", keyRead: "可读", keyWrite: "可写",
+        created: "创建时间", newKey: "新建密钥", createKey: "创建密钥", revoke: "吊销", revoked: "已吊销", noKeys: "还没有密钥。",
+        confirmRevoke: "确定吊销密钥 “{0}” 吗？使用它的程序会立即失效。", keyKbs: "知识库：{0}（或 * 表示全部）",
+        secretOnce: "新密钥只显示这一次：请现在复制。服务器只保存它的哈希。", secretDone: "我已复制",
+        keysNeedAdmin: "管理密钥需要管理员密钥：把 RAG_API_ADMIN_KEY 的值填到上方的 API 密钥框。",
+        keysNotAdmin: "只有管理员密钥（RAG_API_ADMIN_KEY）可以管理密钥：把它填到上方的 API 密钥框。",
+        keysNoAdmin: "这台服务器没有设置管理员密钥（RAG_API_ADMIN_KEY）：在服务器上用 rag keys create 创建密钥，或设置 RAG_API_ADMIN_KEY 并重启后在这里管理。",
+        keysAuthOff: "认证已关闭（RAG_AUTH_DISABLED=true）：任何请求都不需要密钥。在这里创建的密钥会在重新开启认证后生效。",
         perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
@@ -32,7 +40,13 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         edit: "Edit", save: "Save", cancel: "Cancel", titleLabel: "Title", tags: "Tags",
         badTag: "invalid tag “{0}”: use key=value", select: "Select", selected: "{0} selected",
         bulkDeleted: "deleted {0}, not found {1}", bulkTagged: "tagged {0}, not found {1}",
-        confirmBulkDelete: "Delete the {0} selected documents?",
+        confirmBulkDelete: "Delete the {0} selected documents?", revoke: "Revoke", revoked: "revoked", noKeys: "No keys yet.",
+        confirmRevoke: "Revoke the key “{0}”? Programs using it stop working at once.",
+        keyKbs: "Knowledge bases: {0} (or * for all)",
+        keysNeedAdmin: "Managing keys needs the admin key: paste the value of RAG_API_ADMIN_KEY into the API key box above.",
+        keysNotAdmin: "Only the admin key (RAG_API_ADMIN_KEY) may manage keys: paste it into the API key box above.",
+        keysNoAdmin: "This server has no admin key (RAG_API_ADMIN_KEY is not set): create keys on the server with rag keys create, or set RAG_API_ADMIN_KEY and restart to manage them here.",
+        keysAuthOff: "Authentication is off (RAG_AUTH_DISABLED=true): every request is allowed without a key. Keys made here take effect once authentication is on again.",
         moreChunks: "More chunks ({0} of {1} shown)" };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
@@ -104,6 +118,7 @@ function selectTab(tab) {
   });
   if (tab.id === "tab-docs") loadDocs();
   if (tab.id === "tab-settings") loadSystem();
+  if (tab.id === "tab-keys") loadKeys();
 }
 tabs.forEach((b, i) => {
   b.addEventListener("click", () => selectTab(b));
@@ -479,6 +494,61 @@ function renderHits(data) {
   });
 }
 
+// API keys (admin only) -----------------------------------------------------------------------------
+// the first-run states said in words: no key entered, a key that is not the admin key (and whether
+// the server has an admin key at all), authentication off
+function keysState(error) {
+  const box = $("keys-state"), s = state.system && state.system.settings;
+  const authOff = !!(s && s.auth_disabled), adminSet = !!(s && s.api_admin_key);
+  let text = "";
+  if (error && error.status === 401) text = t("keysNeedAdmin");
+  else if (error && error.status === 403) text = s && !adminSet ? t("keysNoAdmin") : t("keysNotAdmin");
+  else if (error) text = error.message;
+  else if (authOff) text = t("keysAuthOff");
+  box.textContent = text; box.hidden = !text;
+  $("create-key").hidden = !!error;
+}
+async function loadKeys() {
+  if (!state.system) { try { state.system = await api("GET", "/v1/system"); } catch (e) { state.system = null; } }
+  const body = $("keys-table").tBodies[0];
+  body.innerHTML = "";
+  $("key-kbs").textContent = state.kbs && state.kbs.length ? t("keyKbs", state.kbs.map((k) => k.name).join(", ")) : "";
+  let keys;
+  try { keys = await api("GET", "/v1/keys"); keysState(null); }
+  catch (e) { keysState(e); $("keys-table").hidden = true; return; }
+  $("keys-table").hidden = false;
+  if (!keys.length) { const td = body.insertRow().insertCell(); td.colSpan = 7; td.textContent = t("noKeys"); }
+  for (const k of keys) {
+    const tr = body.insertRow();
+    [k.name, k.id, `${k.prefix}…`, k.read.join(", "), k.write.join(", "), fmtTime(k.created_at)].forEach((v) => { tr.insertCell().textContent = v; });
+    const revoke = el("button", "danger", t("revoke"));
+    revoke.type = "button"; revoke.setAttribute("aria-label", `${t("revoke")} ${k.name}`);
+    revoke.addEventListener("click", async () => {
+      if (!confirm(t("confirmRevoke", k.name))) return;
+      try { await api("DELETE", `/v1/keys/${enc(k.id)}`); say(`${k.name}: ${t("revoked")}`); await loadKeys(); }
+      catch (e) { $("key-error").textContent = e.message; }
+    });
+    tr.insertCell().appendChild(revoke);
+  }
+}
+const kbList = (text) => text.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean);
+$("create-key").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("key-error").textContent = "";
+  const body = { name: $("new-key-name").value.trim(), read: kbList($("new-key-read").value), write: kbList($("new-key-write").value) };
+  try {
+    const created = await api("POST", "/v1/keys", body);
+    $("key-secret-value").textContent = created.key;  // shown this once; never stored by the page
+    $("key-secret").hidden = false;
+    $("new-key-name").value = ""; $("new-key-read").value = ""; $("new-key-write").value = "";
+    await loadKeys();
+  } catch (e) {
+    $("key-error").textContent = e.message;
+    ({ name: $("new-key-name"), read: $("new-key-read"), write: $("new-key-write") }[e.field] || $("new-key-name")).focus();
+  }
+});
+$("key-secret-done").addEventListener("click", () => { $("key-secret-value").textContent = ""; $("key-secret").hidden = true; });
+
 // settings ----------------------------------------------------------------------------------------
 async function loadSystem() {
   try {
@@ -495,6 +565,9 @@ async function loadSystem() {
   renderRerank();
 }
 
-async function reloadAll() { await loadKbs(); await loadSystem(); loadDocs(); }
+async function reloadAll() {
+  await loadKbs(); await loadSystem(); loadDocs();
+  if ($("tab-keys").getAttribute("aria-selected") === "true") loadKeys();
+}
 applyLanguage();
 reloadAll();
