@@ -281,7 +281,7 @@ class Catalog:
 
     def doc_ids_with_tags(self, kb: str, tags: Sequence[str]) -> list[str]:
         """The documents of `kb` carrying every `key=value` of `tags` now (edits included)."""
-        where, args = tag_filter_sql(tags)
+        where, args = tag_filter_sql(kb, tags)
         return [r["doc_id"] for r in self.db.query(f"SELECT doc_id FROM documents WHERE kb=?{where} ORDER BY doc_id",
                                                    [kb, *args])]
 

@@ -43,14 +43,14 @@ def write_tag_rows(db: Database, kb: str, doc_id: str, tags: Mapping[str, str]) 
                     [(kb, doc_id, str(k), str(v)) for k, v in sorted(tags.items())])
 
 
-def tag_filter_sql(tags: Sequence[str]) -> tuple[str, list[Any]]:
-    """` AND ...` conditions on `documents` for `key=value` tags that must all be present."""
+def tag_filter_sql(kb: str, tags: Sequence[str]) -> tuple[str, list[Any]]:
+    """` AND ...` conditions on `documents` of `kb` for `key=value` tags that must all be present
+    (uncorrelated subqueries on the (kb, key, value) index)."""
     sql, args = "", []
     for tag in dict.fromkeys(tags):
         key, _, value = tag.partition("=")
-        sql += (" AND doc_id IN (SELECT t.doc_id FROM document_tags t WHERE t.kb=documents.kb AND t.tag_key=? "
-                "AND t.tag_value=?)")
-        args += [key, value]
+        sql += " AND doc_id IN (SELECT doc_id FROM document_tags WHERE kb=? AND tag_key=? AND tag_value=?)"
+        args += [kb, key, value]
     return sql, args
 
 
@@ -95,7 +95,7 @@ class DocQuery:
         if self.state:
             sql += " AND state=?"
             args.append(self.state)
-        tags_sql, tag_args = tag_filter_sql(self.tags)
+        tags_sql, tag_args = tag_filter_sql(kb, self.tags)
         return sql + tags_sql, args + tag_args
 
 
