@@ -293,6 +293,7 @@ def check_tags(tags: Mapping[str, str], field: str = "tags") -> dict[str, str]:
     for key, value in tags.items():
         k, v = str(key).strip(), str(value).strip()
         if not k or not v or "=" in k or "," in k or "," in v or len(k) > MAX_TAG_LEN or len(v) > MAX_TAG_LEN:
-            raise InvalidRequest(f"invalid tag {key!r}: {value!r} in {field}: a key and a value of 1-{MAX_TAG_LEN} "
+            shown = ": ".join(repr(x if len(x) <= 40 else x[:40] + "…") for x in (str(key), str(value)))
+            raise InvalidRequest(f"invalid tag {shown} in {field}: a key and a value of 1-{MAX_TAG_LEN} "
                                  "characters, no ',' (nor '=' in the key)", field=field)
     return {str(k).strip(): str(v).strip() for k, v in tags.items()}

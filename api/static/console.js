@@ -340,11 +340,11 @@ async function bulk(body) {
   $("bulk-result").textContent = ""; $("bulk-result").className = "muted";
   try {
     const r = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/bulk`, { ...body, doc_ids: [...state.picked] });
-    $("bulk-result").textContent = t(r.action === "delete" ? "bulkDeleted" : "bulkTagged", r.done, r.not_found);
     state.picked = new Set();
     if (r.action === "delete" && r.results.some((x) => x.doc_id === state.selectedDoc)) { state.selectedDoc = null; $("doc-view").hidden = true; }
     await loadDocs();
     if (r.action === "delete") await loadKbs();
+    $("bulk-result").textContent = t(r.action === "delete" ? "bulkDeleted" : "bulkTagged", r.done, r.not_found);
   } catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; }
 }
 $("bulk-delete").addEventListener("click", () => { if (confirm(t("confirmBulkDelete", state.picked.size))) bulk({ action: "delete" }); });
