@@ -100,6 +100,6 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
-                           expose_headers=["X-Conversation-Id", "Location"], allow_credentials=False)
+                           expose_headers=["X-Conversation-Id", "Location", "X-Total-Count"], allow_credentials=False)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -212,6 +212,42 @@ class DocumentOut(BaseModel):
     uploaded: bool
 
 
+class DocumentPatch(BaseModel):
+    """Tags and title of a document, edited after its upload; at least one field."""
+
+    model_config = ConfigDict(extra="forbid")
+    tags: dict[str, str] | None = Field(None, description="Replace every tag with these (`{}` removes all)")
+    add_tags: dict[str, str] = Field(default_factory=dict, description="Set these tags, keeping the others")
+    remove_tags: list[str] = Field(default_factory=list, max_length=100, description="Remove the tags with these keys")
+    title: str | None = Field(None, min_length=1, max_length=500)
+
+
+class DocumentsBulk(BaseModel):
+    """One action on many documents of a knowledge base: `delete` them, or `tag` them (set `tags`,
+    remove the `remove_tags` keys)."""
+
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["delete", "tag"]
+    doc_ids: list[str] = Field(min_length=1, max_length=1000)
+    tags: dict[str, str] = Field(default_factory=dict, description="tag: set these tags, keeping the others")
+    remove_tags: list[str] = Field(default_factory=list, max_length=100, description="tag: remove these keys")
+
+
+class BulkItem(BaseModel):
+    doc_id: str
+    status: Literal["deleted", "tagged", "not_found"]
+    source: str | None = None
+    chunks_removed: int = 0
+    tags: dict[str, str] | None = None
+
+
+class BulkResult(BaseModel):
+    action: str
+    done: int = Field(description="Documents deleted or tagged")
+    not_found: int
+    results: list[BulkItem] = Field(description="One per distinct doc id, in the order given")
+
+
 class DocumentDeleted(BaseModel):
     doc_id: str
     source: str
@@ -398,7 +434,9 @@ class DocumentChunks(BaseModel):
     title: str
     state: str
     chunks: list[ChunkOut]
-    missing: int = Field(0, description="Chunk ids the catalog lists but the vector store does not hold")
+    missing: int = Field(0, description="Chunk ids of this page the catalog lists but the vector store does not hold")
+    total: int = Field(0, description="The document's chunks, all pages")
+    offset: int = 0
 
 
 class DocumentText(BaseModel):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.db import Database, Row
+from rag.doc_query import DocPage, DocQuery, add_tag_rows, tag_filter_sql, write_tag_rows
 from rag.errors import InvalidRequest, NotFound
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -64,6 +65,7 @@ MIGRATIONS = [
         "CREATE INDEX IF NOT EXISTS documents_source ON documents (kb, source)",
         "CREATE TABLE IF NOT EXISTS generations (kb TEXT PRIMARY KEY, gen BIGINT NOT NULL)",
     ),
+    add_tag_rows,  # 2: document_tags, the tags as rows (indexed filters, rag/doc_query.py)
 ]
 _DOC_COLUMNS = ("kb", "doc_id", "source", "origin", "content_hash", "mtime", "size", "title", "format", "tags",
                 "chunker", "state", "chunk_ids", "pending_ids", "ingested_at")
@@ -215,6 +217,7 @@ class Catalog:
 
     def delete_kb(self, name: str) -> None:
         with self.db.transaction() as db:
+            db.execute("DELETE FROM document_tags WHERE kb=?", (name,))
             db.execute("DELETE FROM documents WHERE kb=?", (name,))
             db.execute("DELETE FROM kbs WHERE name=?", (name,))
             self._bump(db, name)
@@ -266,6 +269,49 @@ class Catalog:
             args.append(state)
         return [self._doc(r) for r in self.db.query(query + " ORDER BY source", args)]
 
+    def page_docs(self, kb: str, query: DocQuery) -> DocPage:
+        """One page of `kb`'s documents matching `query` (by source, then doc id) and how many match,
+        read in one snapshot; the filters and the page are SQL (indexed), never all rows."""
+        where, args = query.where_sql(kb)
+        with self.db.snapshot() as db:
+            total = db.one(f"SELECT COUNT(*) AS n FROM documents WHERE {where}", args)
+            rows = db.query(f"SELECT * FROM documents WHERE {where} ORDER BY source, doc_id LIMIT ? OFFSET ?",
+                            [*args, query.limit, query.offset])
+        return DocPage(int(total["n"]), [self._doc(r) for r in rows])
+
+    def doc_ids_with_tags(self, kb: str, tags: Sequence[str]) -> list[str]:
+        """The documents of `kb` carrying every `key=value` of `tags` now (edits included)."""
+        where, args = tag_filter_sql(kb, tags)
+        return [r["doc_id"] for r in self.db.query(f"SELECT doc_id FROM documents WHERE kb=?{where} ORDER BY doc_id",
+                                                   [kb, *args])]
+
+    def tags_of(self, kb: str, doc_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The current tags of these documents of `kb` (those it holds)."""
+        out: dict[str, dict[str, str]] = {}
+        ids = list(dict.fromkeys(doc_ids))
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            rows = self.db.query(f"SELECT doc_id, tags FROM documents WHERE kb=? AND doc_id IN "
+                                 f"({', '.join('?' * len(part))})", [kb, *part])
+            out.update((r["doc_id"], json.loads(r["tags"])) for r in rows)
+        return out
+
+    def update_doc_meta(self, kb: str, doc_id: str, *, tags: dict[str, str] | None = None,
+                        title: str | None = None) -> DocRecord:
+        """Set a document's tags (all of them) and/or title, in one transaction; its chunks keep
+        their stored payloads: searches read tags from here (`KnowledgeBase`)."""
+        with self.db.transaction() as db:
+            row = db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?" + db.for_update, (kb, doc_id))
+            if row is None:
+                raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb!r}", field="doc_id")
+            if tags is not None:
+                db.execute("UPDATE documents SET tags=? WHERE kb=? AND doc_id=?",
+                           (json.dumps(dict(sorted(tags.items()))), kb, doc_id))
+                write_tag_rows(db, kb, doc_id, tags)
+            if title is not None:
+                db.execute("UPDATE documents SET title=? WHERE kb=? AND doc_id=?", (title, kb, doc_id))
+            return self._doc(db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id)))
+
     def mark_pending(self, doc: DocRecord, pending_ids: Sequence[str]) -> None:
         """Record the intent to write `pending_ids` for this document. Its live chunk ids stay those of
         the version being replaced, so the live set does not change (a document half-removed earlier
@@ -295,7 +341,9 @@ class Catalog:
                    pending_ids: list[str]) -> None:
         values = (doc.kb, doc.doc_id, doc.source, doc.origin, content_hash, doc.mtime, doc.size, doc.title, doc.format,
                   json.dumps(doc.tags), doc.chunker, state, json.dumps(chunk_ids), json.dumps(pending_ids), time.time())
-        self.db.upsert("documents", dict(zip(_DOC_COLUMNS, values)), ("kb", "doc_id"))
+        with self.db.transaction() as db:
+            db.upsert("documents", dict(zip(_DOC_COLUMNS, values)), ("kb", "doc_id"))
+            write_tag_rows(db, doc.kb, doc.doc_id, doc.tags)
 
     def clear_garbage(self, kb: str, doc_id: str) -> None:
         self.db.execute("UPDATE documents SET pending_ids='[]' WHERE kb=? AND doc_id=? AND state='indexed'", (kb, doc_id))
@@ -320,6 +368,7 @@ class Catalog:
 
     def remove_doc(self, kb: str, doc_id: str) -> None:
         with self.db.transaction() as db:
+            db.execute("DELETE FROM document_tags WHERE kb=? AND doc_id=?", (kb, doc_id))
             db.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
             self._bump(db, kb)
 

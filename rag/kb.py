@@ -22,7 +22,10 @@ pending with the chunk ids about to be written (queries still see the version it
 `roll_back` undoes a pending document a killed run left; `remove_document` marks a document
 deleting, deletes its chunks, then its row; `delete_garbage` deletes the old chunks a killed swap
 left. Every step is idempotent, so the next run or `rag check --repair` finishes a killed one.
-Drop, reindex and orphans: rag/kb_lifecycle.py."""
+Drop, reindex and orphans: rag/kb_lifecycle.py.
+
+Tags are read from the catalog at query time (`catalog_filter`, `get_chunks`): a document's tags
+edited after its upload (rag/doc_edits.py) reach every retriever without rewriting stored payloads."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 EXTRA_SEP = "#"
 OVERFETCH = 4  # each retry asks the index for this many times more hits
 MAX_OVERFETCH = 64  # at most this many times `limit`
+NO_MATCH = Filter(doc_ids=("",))  # `catalog_filter`: no document carries the tags asked for
 
 
 def parent_of(chunk_id: str) -> str:
@@ -212,15 +216,35 @@ class KnowledgeBase:
                 return kept[:limit]
             fetch = min(fetch * OVERFETCH, limit * MAX_OVERFETCH)
 
+    def catalog_filter(self, flt: Filter | None) -> Filter | None:
+        """`flt` with its tags read from the catalog, where tags edited after the upload live
+        (`Catalog.update_doc_meta`; the stored chunks keep the tags they were written with): a tag
+        filter becomes the ids of the documents that carry every tag now. `NO_MATCH` when none does."""
+        if flt is None or not flt.tags:
+            return flt
+        tagged = self.catalog.doc_ids_with_tags(self.name, flt.tags)
+        ids = [d for d in flt.doc_ids if d in set(tagged)] if flt.doc_ids else tagged
+        return replace(flt, tags=(), doc_ids=tuple(ids)) if ids else NO_MATCH
+
     def search_dense(self, vector: np.ndarray, limit: int, flt: Filter | None = None) -> list[ScoredId]:
+        flt = self.catalog_filter(flt)
+        if flt is NO_MATCH:
+            return []
         return self._live_search(lambda n: self.store.search(self.collection, vector, n, flt), limit)
 
     def search_bm25(self, query: str, limit: int, flt: Filter | None = None) -> list[ScoredId]:
+        flt = self.catalog_filter(flt)
+        if flt is NO_MATCH:
+            return []
         return self._live_search(lambda n: self.lexical.search(query, n, flt), limit)
 
     def get_chunks(self, chunk_ids: Sequence[str]) -> dict[str, Chunk]:
+        """The chunks read back from their payloads, with their document's current tags."""
         payloads = self.store.get_payloads(self.collection, list(chunk_ids))
-        return {cid: Chunk.from_payload(p) for cid, p in payloads.items()}
+        chunks = {cid: Chunk.from_payload(p) for cid, p in payloads.items()}
+        tags = self.catalog.tags_of(self.name, [c.doc_id for c in chunks.values()])
+        return {cid: replace(c, tags=tags[c.doc_id]) if c.doc_id in tags and tags[c.doc_id] != c.tags else c
+                for cid, c in chunks.items()}
 
     def iter_chunks(self, chunk_ids: Sequence[str] | None = None, batch: int = 1024) -> Iterator[list[Chunk]]:
         """The stored chunks of `chunk_ids` (default: every id the vector store holds), read back

@@ -6,7 +6,7 @@ Offsets (`start`, `end`) are character offsets into the *parsed* text of a docum
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -281,3 +281,19 @@ def parse_tags(values: Iterable[str], field: str = "tags") -> dict[str, str]:
                 raise InvalidRequest(f"invalid tag {item.strip()!r} in {field}: use key=value", field=field)
             tags[key.strip()] = val.strip()
     return tags
+
+
+MAX_TAG_LEN = 200
+
+
+def check_tags(tags: Mapping[str, str], field: str = "tags") -> dict[str, str]:
+    """Tags given as a mapping (an edit through the API): every key and value non-empty, at most
+    MAX_TAG_LEN characters, without the `,` that separates tags in `parse_tags` (nor `=` in a key),
+    so that every tag reads back as the same `key=value`. Raises InvalidRequest naming `field`."""
+    for key, value in tags.items():
+        k, v = str(key).strip(), str(value).strip()
+        if not k or not v or "=" in k or "," in k or "," in v or len(k) > MAX_TAG_LEN or len(v) > MAX_TAG_LEN:
+            shown = ": ".join(repr(x if len(x) <= 40 else x[:40] + "…") for x in (str(key), str(value)))
+            raise InvalidRequest(f"invalid tag {shown} in {field}: a key and a value of 1-{MAX_TAG_LEN} "
+                                 "characters, no ',' (nor '=' in the key)", field=field)
+    return {str(k).strip(): str(v).strip() for k, v in tags.items()}

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam
+from fastapi import APIRouter, Path as PathParam, Query
 from fastapi.responses import FileResponse
 
 from api.deps import ApiState, Caller, State
@@ -41,22 +41,30 @@ def _document(state: ApiState, kb: str, doc_id: str) -> DocRecord:
 
 
 @router.get("/kbs/{kb}/documents/{doc_id}/chunks", response_model=DocumentChunks)
-def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller) -> Any:
+def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller,
+                    limit: int | None = Query(None, ge=1, le=10_000, description="Chunks per page (default: all)"),
+                    offset: int = Query(0, ge=0, le=10_000_000, description="Chunks to skip")) -> Any:
     """The document's chunks in reading order (character start), each with its section path, page,
-    span, kind (`text` or `qa`) and the questions generated for it (`--generate-questions`)."""
+    span, kind (`text` or `qa`) and the questions generated for it (`--generate-questions`). Paged
+    with `limit` / `offset` in the order the ingest wrote them (reading order); `total` counts them
+    all, and only the page's chunks are read from the store."""
     caller.require_read(kb)
     doc = _document(state, kb, doc_id)
     ids = list(dict.fromkeys(doc.chunk_ids))
-    chunks = state.services.kbs.open(kb).get_chunks([i for i in ids if EXTRA_SEP not in i]) if ids else {}
+    parents = [i for i in ids if EXTRA_SEP not in i]
+    page = parents[offset:] if limit is None else parents[offset:offset + limit]
+    wanted = set(page)
+    knowledge = state.services.kbs.open(kb) if page else None
+    chunks = knowledge.get_chunks(page) if knowledge else {}
     questions: dict[str, list[str]] = {}
-    extras = state.services.kbs.open(kb).get_chunks([i for i in ids if EXTRA_SEP in i]) if ids else {}
+    extras = knowledge.get_chunks([i for i in ids if EXTRA_SEP in i and parent_of(i) in wanted]) if knowledge else {}
     for cid in sorted(extras):
         questions.setdefault(parent_of(cid), []).append(extras[cid].embed_text or "")
     rows = [ChunkOut(chunk_id=c.id, text=c.text, start=c.start, end=c.end, section_path=list(c.section_path),
                      page=c.page, kind=c.kind, embed_text=c.embed_text, questions=questions.get(c.id, []))
             for c in sorted(chunks.values(), key=lambda c: (c.start, c.end, c.id))]
     return DocumentChunks(kb=kb, doc_id=doc.doc_id, source=doc.source, title=doc.title, state=doc.state,
-                          chunks=rows, missing=len([i for i in ids if EXTRA_SEP not in i]) - len(rows))
+                          chunks=rows, missing=len(page) - len(rows), total=len(parents), offset=offset)
 
 
 @router.get("/kbs/{kb}/documents/{doc_id}/text", response_model=DocumentText,

@@ -9,24 +9,28 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path as PathParam, Query, Response, UploadFile
 
 from api.deps import ApiState, Caller, State
 from api.errors import Conflict
 from api.jobs import Job, new_job_id
-from api.schemas import (KB_PATTERN, CheckOut, DocumentDeleted, DocumentOut, JobAccepted, JobOut, KbCreate, KbOut,
-                         RepairOut)
+from api.schemas import (KB_PATTERN, BulkItem, BulkResult, CheckOut, DocumentDeleted, DocumentOut, DocumentPatch,
+                         DocumentsBulk, JobAccepted, JobOut, KbCreate, KbOut, RepairOut)
 from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, remove_tree,
                          sanitize_filename, save_stream, staging_dir, too_large)
-from rag.catalog import KbRecord, check_new_kb_name
+from rag import doc_edits
+from rag.catalog import DocRecord, KbRecord, check_new_kb_name
+from rag.doc_edits import DocEdit
+from rag.doc_query import MAX_PAGE, DocQuery
 from rag.errors import Busy, InvalidRequest, NotFound
 from rag.kb import CheckReport
 from rag.repair import repair
-from rag.types import parse_tags
+from rag.types import check_tags, parse_tags
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
+TOTAL_HEADER = "X-Total-Count"
 KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
 
 
@@ -120,16 +124,53 @@ def repair_kb(kb: KbName, state: State, caller: Caller) -> Any:
     return RepairOut(changed=done.changed, **body)
 
 
-@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut])
-def list_documents(kb: KbName, state: State, caller: Caller, limit: int = Query(1000, ge=1, le=10000),
-                   offset: int = Query(0, ge=0, le=10_000_000)) -> Any:
+def document_out(state: ApiState, kb: str, doc: DocRecord) -> DocumentOut:
+    upload_dir = str(kb_upload_dir(state.services.data_dir, kb).resolve())
+    return DocumentOut(doc_id=doc.doc_id, source=doc.source, title=doc.title, format=doc.format, size=doc.size,
+                       mtime=doc.mtime, state=doc.state, chunks=len(doc.chunk_ids), tags=doc.tags,
+                       ingested_at=doc.ingested_at, uploaded=doc.origin == upload_dir)
+
+
+@router.get("/kbs/{kb}/documents", response_model=list[DocumentOut],
+            responses={200: {"headers": {TOTAL_HEADER: {"description": "How many documents match (all pages)",
+                                                        "schema": {"type": "integer"}}}}})
+def list_documents(kb: KbName, state: State, caller: Caller, response: Response,
+                   limit: int = Query(1000, ge=1, le=MAX_PAGE, description="Documents per page"),
+                   offset: int = Query(0, ge=0, le=10_000_000, description="Documents to skip"),
+                   q: str = Query("", max_length=200, description="A substring of the source or title (any case)"),
+                   doc_state: Literal["indexed", "pending", "deleting"] | None = Query(None, alias="state"),
+                   tag: list[str] = Query([], description="key=value (or key:value); repeat: all must match")) -> Any:
+    """One page of the knowledge base's documents by source name, filtered in the catalog (SQL) by
+    `q`, `state` and `tag`; the `X-Total-Count` header says how many match."""
     caller.require_read(kb)
     state.services.catalog.require_kb(kb)
-    upload_dir = str(kb_upload_dir(state.services.data_dir, kb).resolve())
-    docs = state.services.catalog.list_docs(kb)[offset: offset + limit]
-    return [DocumentOut(doc_id=d.doc_id, source=d.source, title=d.title, format=d.format, size=d.size, mtime=d.mtime,
-                        state=d.state, chunks=len(d.chunk_ids), tags=d.tags, ingested_at=d.ingested_at,
-                        uploaded=d.origin == upload_dir) for d in docs]
+    query = DocQuery(q=q, state=doc_state, tags=tuple(DocQuery.parse_tag(t) for t in tag), limit=limit, offset=offset)
+    page = state.services.catalog.page_docs(kb, query)
+    response.headers[TOTAL_HEADER] = str(page.total)
+    return [document_out(state, kb, d) for d in page.docs]
+
+
+@router.patch("/kbs/{kb}/documents/{doc_id}", response_model=DocumentOut,
+              responses={409: {"description": "An ingest job is writing the knowledge base"}})
+def edit_document(kb: KbName, doc_id: str, body: DocumentPatch, state: State, caller: Caller) -> Any:
+    """Edit a document's tags (replace all with `tags`, set `add_tags`, remove `remove_tags` keys)
+    and title, under the knowledge base's write lock (409 while an ingest job writes it). Tag
+    filters of queries see the new tags at once."""
+    caller.require_write(kb)
+    edit = DocEdit(tags=body.tags, add_tags=body.add_tags, remove_tags=body.remove_tags, title=body.title)
+    state.services.catalog.require_kb(kb)
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
+        return document_out(state, kb, doc_edits.edit_document(state.services.catalog, kb, doc_id, edit))
+
+
+def _remove_document(state: ApiState, kb: str, doc: DocRecord) -> int:
+    """Remove a document's chunks and catalog row, and its uploaded file (the caller holds the
+    write lock); the number of chunks removed."""
+    chunks_removed = state.services.kbs.open(kb).remove_document(doc)
+    upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
+    if doc.origin == str(upload_dir):
+        (upload_dir / doc.source).unlink(missing_ok=True)
+    return chunks_removed
 
 
 @router.delete("/kbs/{kb}/documents/{doc_id}", response_model=DocumentDeleted)
@@ -138,16 +179,38 @@ def delete_document(kb: KbName, doc_id: str, state: State, caller: Caller) -> An
     caller.require_write(kb)
     catalog = state.services.catalog
     catalog.require_kb(kb)
-    kbs = state.services.kbs
-    with _busy_is_conflict(), kbs.writing(kb):
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
         doc = catalog.get_doc(kb, doc_id)
         if doc is None:
             raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb!r}", field="doc_id")
-        chunks_removed = kbs.open(kb).remove_document(doc)
-        upload_dir = kb_upload_dir(state.services.data_dir, kb).resolve()
-        if doc.origin == str(upload_dir):
-            (upload_dir / doc.source).unlink(missing_ok=True)
+        chunks_removed = _remove_document(state, kb, doc)
     return DocumentDeleted(doc_id=doc_id, source=doc.source, chunks_removed=chunks_removed)
+
+
+@router.post("/kbs/{kb}/documents/bulk", response_model=BulkResult,
+             responses={409: {"description": "An ingest job is writing the knowledge base"}})
+def bulk_documents(kb: KbName, body: DocumentsBulk, state: State, caller: Caller) -> Any:
+    """Delete or tag many documents at once, under one hold of the write lock (409 while an ingest
+    job writes the knowledge base): one result per doc id, `not_found` for ids it does not hold
+    (the others are still done)."""
+    caller.require_write(kb)
+    edit = DocEdit(add_tags=check_tags(body.tags, "tags"), remove_tags=body.remove_tags) if body.action == "tag" else None
+    catalog = state.services.catalog
+    catalog.require_kb(kb)
+    results: list[BulkItem] = []
+    with _busy_is_conflict(), state.services.kbs.writing(kb):
+        for doc_id in dict.fromkeys(body.doc_ids):
+            doc = catalog.get_doc(kb, doc_id)
+            if doc is None:
+                results.append(BulkItem(doc_id=doc_id, status="not_found"))
+            elif edit is None:
+                results.append(BulkItem(doc_id=doc_id, status="deleted", source=doc.source,
+                                        chunks_removed=_remove_document(state, kb, doc)))
+            else:
+                edited = doc_edits.edit_document(catalog, kb, doc_id, edit)
+                results.append(BulkItem(doc_id=doc_id, status="tagged", source=doc.source, tags=edited.tags))
+    missing = sum(r.status == "not_found" for r in results)
+    return BulkResult(action=body.action, done=len(results) - missing, not_found=missing, results=results)
 
 
 @router.post("/kbs/{kb}/documents", response_model=JobAccepted, status_code=202,

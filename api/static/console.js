@@ -16,7 +16,19 @@ const I18N = {
         summary: "已索引 {0}，未变化 {1}，跳过 {2}，新增分块 {3}", loading: "加载中…", textGone: "无法显示文本：",
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
         needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
-        kbsUnknown: "无法列出知识库（见上方提示）。" },
+        kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", edit: "编辑", save: "保存", cancel: "取消",
+        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", select: "选择",
+        selected: "已选 {0} 个", bulkDelete: "删除所选", bulkTag: "添加标签", bulkTagsLabel: "给所选文档加标签",
+        bulkDeleted: "已删除 {0} 个，未找到 {1} 个", bulkTagged: "已加标签 {0} 个，未找到 {1} 个", confirmBulkDelete: "确定删除所选的 {0} 个文档吗？", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
+        tabKeys: "API 密钥", keysHeading: "API 密钥", keyId: "编号", keyPrefix: "开头", keyRead: "可读", keyWrite: "可写",
+        created: "创建时间", newKey: "新建密钥", createKey: "创建密钥", revoke: "吊销", revoked: "已吊销", noKeys: "还没有密钥。",
+        confirmRevoke: "确定吊销密钥 “{0}” 吗？使用它的程序会立即失效。", keyKbs: "知识库：{0}（或 * 表示全部）",
+        secretOnce: "新密钥只显示这一次：请现在复制。服务器只保存它的哈希。", secretDone: "我已复制",
+        keysNeedAdmin: "管理密钥需要管理员密钥：把 RAG_API_ADMIN_KEY 的值填到上方的 API 密钥框。",
+        keysNotAdmin: "只有管理员密钥（RAG_API_ADMIN_KEY）可以管理密钥：把它填到上方的 API 密钥框。",
+        keysNoAdmin: "这台服务器没有设置管理员密钥（RAG_API_ADMIN_KEY）：在服务器上用 rag keys create 创建密钥，或设置 RAG_API_ADMIN_KEY 并重启后在这里管理。",
+        keysAuthOff: "认证已关闭（RAG_AUTH_DISABLED=true）：任何请求都不需要密钥。在这里创建的密钥会在重新开启认证后生效。",
+        perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
         confirmDelDoc: "Remove “{0}” from the knowledge base?", rerankOff: "reranking: off (no model)", rerankOn: "rerank",
@@ -24,14 +36,27 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         summary: "indexed {0}, unchanged {1}, skipped {2}, chunks added {3}", loading: "Loading…", textGone: "Cannot show the text: ",
         hits: "hits", fused: "fused", rerankScore: "rerank", page: "page", span: "chars", noHits: "Nothing retrieved.",
         needKey: "An API key is needed (401).", forbidden: "This key may not do that (403).",
-        kbsUnknown: "The knowledge bases cannot be listed (see above)." };
+        kbsUnknown: "The knowledge bases cannot be listed (see above).", range: "{0}–{1} of {2}",
+        edit: "Edit", save: "Save", cancel: "Cancel", titleLabel: "Title", tags: "Tags",
+        badTag: "invalid tag “{0}”: use key=value", select: "Select", selected: "{0} selected",
+        bulkDeleted: "deleted {0}, not found {1}", bulkTagged: "tagged {0}, not found {1}",
+        confirmBulkDelete: "Delete the {0} selected documents?", revoke: "Revoke", revoked: "revoked", noKeys: "No keys yet.",
+        confirmRevoke: "Revoke the key “{0}”? Programs using it stop working at once.",
+        keyKbs: "Knowledge bases: {0} (or * for all)",
+        keysNeedAdmin: "Managing keys needs the admin key: paste the value of RAG_API_ADMIN_KEY into the API key box above.",
+        keysNotAdmin: "Only the admin key (RAG_API_ADMIN_KEY) may manage keys: paste it into the API key box above.",
+        keysNoAdmin: "This server has no admin key (RAG_API_ADMIN_KEY is not set): create keys on the server with rag keys create, or set RAG_API_ADMIN_KEY and restart to manage them here.",
+        keysAuthOff: "Authentication is off (RAG_AUTH_DISABLED=true): every request is allowed without a key. Keys made here take effect once authentication is on again.",
+        moreChunks: "More chunks ({0} of {1} shown)" };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
   let s = (I18N[lang] || {})[key] || EN[key] || key;
   args.forEach((a, i) => { s = s.replace(`{${i}}`, a); });
   return s;
 };
-const state = { kbs: undefined, docs: [], system: null, selectedDoc: null, chunks: [], text: null };
+const DOC_COLS = 9;
+const state = { editing: null, picked: new Set(), kbs: undefined, docs: [], docsTotal: 0, docsOffset: 0, system: null, selectedDoc: null, chunks: [],
+                chunksTotal: 0, text: null };
 
 function applyLanguage() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -60,20 +85,22 @@ function headers(json) {
   return h;
 }
 function say(text, isError) { $("status").textContent = text || ""; $("status").className = isError ? "error" : "muted"; }
-async function api(method, path, body, isForm) {
+async function api(method, path, body, isForm) { return (await call(method, path, body, isForm)).data; }
+// the body and the response (for headers such as X-Total-Count); errors carry the field the server named
+async function call(method, path, body, isForm) {
   const init = { method, headers: headers(body !== undefined && !isForm) };
   if (body !== undefined) init.body = isForm ? body : JSON.stringify(body);
   const r = await fetch(path, init);
-  if (r.status === 204) return null;
+  if (r.status === 204) return { data: null, response: r };
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
     const err = (data && data.error) || {};
     const msg = r.status === 401 ? t("needKey") : r.status === 403 ? t("forbidden") : (err.message || `HTTP ${r.status}`);
     const error = new Error(msg + (err.field && r.status === 422 ? ` (${err.field})` : ""));
-    error.status = r.status; error.detail = err.message || "";
+    error.status = r.status; error.detail = err.message || ""; error.field = err.field || "";
     throw error;
   }
-  return data;
+  return { data, response: r };
 }
 const fmtSize = (n) => n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1048576).toFixed(1)} MB`;
 const fmtTime = (s) => s ? new Date(s * 1000).toLocaleString(lang === "zh" ? "zh-CN" : undefined) : "";
@@ -91,6 +118,7 @@ function selectTab(tab) {
   });
   if (tab.id === "tab-docs") loadDocs();
   if (tab.id === "tab-settings") loadSystem();
+  if (tab.id === "tab-keys") loadKeys();
 }
 tabs.forEach((b, i) => {
   b.addEventListener("click", () => selectTab(b));
@@ -137,7 +165,7 @@ function renderKbs() {
     const actions = tr.insertCell();
     const open = el("button", "secondary", t("open"));
     open.type = "button"; open.setAttribute("aria-label", `${t("open")} ${kb.name}`);
-    open.addEventListener("click", () => { $("kb").value = kb.name; localStorage.setItem("rag-kb", kb.name); selectTab($("tab-docs")); });
+    open.addEventListener("click", () => { $("kb").value = kb.name; localStorage.setItem("rag-kb", kb.name); state.docsOffset = 0; selectTab($("tab-docs")); });
     const del = el("button", "danger", t("del"));
     del.type = "button"; del.setAttribute("aria-label", `${t("del")} ${kb.name}`);
     del.addEventListener("click", async () => {
@@ -158,7 +186,7 @@ $("create-kb").addEventListener("submit", async (ev) => {
     say(`${name} ✓`);
   } catch (e) { say(e.message, true); }
 });
-$("kb").addEventListener("change", () => { localStorage.setItem("rag-kb", currentKb()); renderKbs(); loadDocs(); });
+$("kb").addEventListener("change", () => { localStorage.setItem("rag-kb", currentKb()); renderKbs(); state.docsOffset = 0; loadDocs(); });
 
 // upload ----------------------------------------------------------------------------------------
 const drop = $("drop");
@@ -174,6 +202,7 @@ async function upload(fileList) {
   if (!files.length || !currentKb()) return;
   const form = new FormData();
   files.forEach((f) => form.append("files", f, f.name));
+  if ($("upload-tags").value.trim()) form.append("tags", $("upload-tags").value.trim());
   $("job").hidden = false;
   $("job-summary").textContent = "";
   try {
@@ -215,30 +244,62 @@ function renderJob(job) {
 }
 
 // documents and chunks --------------------------------------------------------------------------
+// one page at a time, searched and filtered by the server (q, state, tag); X-Total-Count gives the total
+const pageSize = () => Number($("docs-size").value) || 50;
 async function loadDocs() {
   $("upload-kb").textContent = currentKb() ? `→ ${currentKb()}` : "";
-  if (!currentKb()) { state.docs = []; renderDocs(); return; }
-  try { state.docs = await api("GET", `/v1/kbs/${enc(currentKb())}/documents`); renderDocs(); }
-  catch (e) { say(e.message, true); }
+  $("docs-error").textContent = "";
+  if (!currentKb()) { state.docs = []; state.docsTotal = 0; renderDocs(); return; }
+  const params = new URLSearchParams({ limit: pageSize(), offset: state.docsOffset });
+  const q = $("doc-filter").value.trim(), st = $("doc-state").value, tag = $("doc-tag").value.trim();
+  if (q) params.set("q", q);
+  if (st) params.set("state", st);
+  if (tag) params.set("tag", tag);
+  try {
+    const { data, response } = await call("GET", `/v1/kbs/${enc(currentKb())}/documents?${params}`);
+    state.docs = data; state.docsTotal = Number(response.headers.get("X-Total-Count") || data.length);
+    const onPage = new Set(data.map((d) => d.doc_id));
+    state.picked = new Set([...state.picked].filter((id) => onPage.has(id)));  // a selection is of this page
+    if (!data.length && state.docsOffset > 0 && state.docsTotal > 0) {  // the page emptied (deletes): back one
+      state.docsOffset = Math.max(0, Math.floor((state.docsTotal - 1) / pageSize()) * pageSize()); return loadDocs();
+    }
+  } catch (e) { state.docs = []; state.docsTotal = 0; $("docs-error").textContent = e.message; }
+  renderDocs();
 }
-$("doc-filter").addEventListener("input", () => renderDocs());
-$("refresh-docs").addEventListener("click", () => loadDocs());
+let searchTimer = null;
+const searchDocs = () => { state.docsOffset = 0; loadDocs(); };
+$("doc-filter").addEventListener("input", () => { clearTimeout(searchTimer); searchTimer = setTimeout(searchDocs, 250); });
+$("doc-state").addEventListener("change", searchDocs);
+$("docs-size").addEventListener("change", searchDocs);
+$("doc-search").addEventListener("submit", (ev) => { ev.preventDefault(); clearTimeout(searchTimer); searchDocs(); });
+$("docs-prev").addEventListener("click", () => { state.docsOffset = Math.max(0, state.docsOffset - pageSize()); loadDocs(); });
+$("docs-next").addEventListener("click", () => { state.docsOffset += pageSize(); loadDocs(); });
+function renderPager() {
+  const first = state.docs.length ? state.docsOffset + 1 : 0, last = state.docsOffset + state.docs.length;
+  $("docs-range").textContent = t("range", first, last, state.docsTotal);
+  $("docs-prev").disabled = state.docsOffset === 0;
+  $("docs-next").disabled = last >= state.docsTotal;
+}
 function renderDocs() {
   const body = $("docs-table").tBodies[0];
   body.innerHTML = "";
-  const q = $("doc-filter").value.trim().toLowerCase();
-  const docs = state.docs.filter((d) => !q || d.source.toLowerCase().includes(q) || (d.title || "").toLowerCase().includes(q));
-  if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = 8; td.textContent = t("noDocs"); }
+  const docs = state.docs;
+  renderPager(); renderBulk();
+  if (!docs.length) { const td = body.insertRow().insertCell(); td.colSpan = DOC_COLS; td.textContent = t("noDocs"); }
   for (const d of docs) {
     const tr = body.insertRow();
     if (state.selectedDoc === d.doc_id) tr.className = "selected";
+    const pick = el("input"); pick.type = "checkbox"; pick.checked = state.picked.has(d.doc_id);
+    pick.setAttribute("aria-label", `${t("select")} ${d.source}`); pick.className = "pick";
+    pick.addEventListener("change", () => { if (pick.checked) state.picked.add(d.doc_id); else state.picked.delete(d.doc_id); renderBulk(); });
+    const pc = tr.insertCell(); pc.className = "pick"; pc.appendChild(pick);
     const name = tr.insertCell();
     name.textContent = d.source;
     if (d.title && d.title !== d.source) name.appendChild(el("div", "muted", d.title));
     [d.chunks, fmtSize(d.size)].forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
     tr.insertCell().textContent = fmtTime(d.mtime);
     tr.insertCell().textContent = fmtTime(d.ingested_at);
-    tr.insertCell().textContent = Object.entries(d.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+    tr.insertCell().textContent = tagText(d.tags);
     const st = tr.insertCell(); st.textContent = d.state;
     for (const marker of ["ocr", "version_of"]) if (d[marker]) st.appendChild(el("span", "pill", marker));
     const actions = tr.insertCell();
@@ -255,8 +316,81 @@ function renderDocs() {
         await loadDocs(); await loadKbs();
       } catch (e) { say(e.message, true); }
     });
-    actions.append(open, " ", del);
+    const edit = el("button", "secondary", t("edit"));
+    edit.type = "button"; edit.setAttribute("aria-label", `${t("edit")} ${d.source}`);
+    edit.addEventListener("click", () => { state.editing = state.editing === d.doc_id ? null : d.doc_id; renderDocs(); });
+    actions.append(open, " ", edit, " ", del);
+    if (state.editing === d.doc_id) editorRow(body, d);
   }
+}
+// bulk: the selected documents of this page deleted or tagged in one call, with a result per id
+function renderBulk() {
+  const n = state.picked.size;
+  $("bulk-count").textContent = t("selected", n);
+  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n;
+  const all = $("select-page");
+  all.checked = n > 0 && state.docs.every((d) => state.picked.has(d.doc_id));
+  all.indeterminate = n > 0 && !all.checked;
+}
+$("select-page").addEventListener("change", () => {
+  state.picked = $("select-page").checked ? new Set(state.docs.map((d) => d.doc_id)) : new Set();
+  renderDocs();
+});
+async function bulk(body) {
+  $("bulk-result").textContent = ""; $("bulk-result").className = "muted";
+  try {
+    const r = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/bulk`, { ...body, doc_ids: [...state.picked] });
+    state.picked = new Set();
+    if (r.action === "delete" && r.results.some((x) => x.doc_id === state.selectedDoc)) { state.selectedDoc = null; $("doc-view").hidden = true; }
+    await loadDocs();
+    if (r.action === "delete") await loadKbs();
+    $("bulk-result").textContent = t(r.action === "delete" ? "bulkDeleted" : "bulkTagged", r.done, r.not_found);
+  } catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; }
+}
+$("bulk-delete").addEventListener("click", () => { if (confirm(t("confirmBulkDelete", state.picked.size))) bulk({ action: "delete" }); });
+$("bulk-bar").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  let tags;
+  try { tags = parseTags($("bulk-tags").value); } catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; return; }
+  bulk({ action: "tag", tags });
+});
+const tagText = (tags) => Object.entries(tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+// "team=hr, lang=en" -> {team: "hr", lang: "en"}; throws naming the bad item (the server checks the rest)
+function parseTags(text) {
+  const tags = {};
+  for (const item of text.split(/[,，]/).map((s) => s.trim()).filter(Boolean)) {
+    const at = item.indexOf("=");
+    if (at <= 0 || at === item.length - 1) throw new Error(t("badTag", item));
+    tags[item.slice(0, at).trim()] = item.slice(at + 1).trim();
+  }
+  return tags;
+}
+// a row under the document: its title and tags, saved with PATCH; errors (the field the server names) shown in it
+function editorRow(body, d) {
+  const td = body.insertRow().insertCell(); td.colSpan = DOC_COLS; td.className = "editor";
+  const form = el("form", "row");
+  const title = el("input"); title.type = "text"; title.value = d.title || ""; title.size = 24; title.id = "edit-title";
+  const tags = el("input"); tags.type = "text"; tags.value = tagText(d.tags); tags.size = 32; tags.id = "edit-tags";
+  tags.placeholder = "team=hr, lang=en";
+  const lt = el("label", "field"); lt.append(el("span", null, t("titleLabel")), " ", title);
+  const lg = el("label", "field"); lg.append(el("span", null, t("tags")), " ", tags);
+  const save = el("button", null, t("save")); save.type = "submit";
+  const cancel = el("button", "secondary", t("cancel")); cancel.type = "button";
+  const error = el("p", "error"); error.setAttribute("role", "alert"); error.id = "edit-error";
+  cancel.addEventListener("click", () => { state.editing = null; renderDocs(); });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    error.textContent = "";
+    try {
+      const patch = { tags: parseTags(tags.value) };
+      if (title.value.trim() && title.value.trim() !== d.title) patch.title = title.value.trim();
+      await api("PATCH", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`, patch);
+      state.editing = null; await loadDocs(); say(`${d.source} ✓`);
+    } catch (e) { error.textContent = e.message; (e.field === "title" ? title : tags).focus(); }
+  });
+  form.append(lt, lg, save, cancel);
+  td.append(form, error);
+  tags.focus();
 }
 async function openDoc(d) {
   state.selectedDoc = d.doc_id; renderDocs();
@@ -265,16 +399,24 @@ async function openDoc(d) {
   $("doc-meta").textContent = t("loading");
   $("chunk-list").innerHTML = ""; $("doc-text").textContent = "";
   const base = `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}`;
-  try {
-    const data = await api("GET", `${base}/chunks`);
-    state.chunks = data.chunks;
-    $("doc-meta").textContent = `${d.source} · ${data.chunks.length} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
-    renderChunks();
-  } catch (e) { $("doc-meta").textContent = e.message; $("doc-meta").className = "error"; return; }
+  state.chunks = []; state.chunksDoc = d;
+  try { await loadChunks(); } catch (e) { $("doc-meta").textContent = e.message; $("doc-meta").className = "error"; return; }
   try { state.text = (await api("GET", `${base}/text`)).text; showText(null); }
   catch (e) { state.text = null; $("doc-text").textContent = t("textGone") + e.message; }
   $("doc-view").scrollIntoView({ block: "start" });
 }
+const CHUNK_PAGE = 50;
+async function loadChunks() {  // the next page of the open document's chunks
+  const d = state.chunksDoc;
+  const data = await api("GET", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}/chunks?limit=${CHUNK_PAGE}&offset=${state.chunks.length}`);
+  state.chunks = state.chunks.concat(data.chunks); state.chunksTotal = data.total;
+  $("doc-meta").className = "muted";
+  $("doc-meta").textContent = `${d.source} · ${data.total} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
+  $("more-chunks").hidden = state.chunks.length >= data.total;
+  $("more-chunks").textContent = t("moreChunks", state.chunks.length, data.total);
+  renderChunks();
+}
+$("more-chunks").addEventListener("click", async () => { try { await loadChunks(); } catch (e) { say(e.message, true); } });
 function renderChunks() {
   const list = $("chunk-list");
   list.innerHTML = "";
@@ -352,6 +494,61 @@ function renderHits(data) {
   });
 }
 
+// API keys (admin only) -----------------------------------------------------------------------------
+// the first-run states said in words: no key entered, a key that is not the admin key (and whether
+// the server has an admin key at all), authentication off
+function keysState(error) {
+  const box = $("keys-state"), s = state.system && state.system.settings;
+  const authOff = !!(s && s.auth_disabled), adminSet = !!(s && s.api_admin_key);
+  let text = "";
+  if (error && error.status === 401) text = t("keysNeedAdmin");
+  else if (error && error.status === 403) text = s && !adminSet ? t("keysNoAdmin") : t("keysNotAdmin");
+  else if (error) text = error.message;
+  else if (authOff) text = t("keysAuthOff");
+  box.textContent = text; box.hidden = !text;
+  $("create-key").hidden = !!error;
+}
+async function loadKeys() {
+  if (!state.system) { try { state.system = await api("GET", "/v1/system"); } catch (e) { state.system = null; } }
+  const body = $("keys-table").tBodies[0];
+  body.innerHTML = "";
+  $("key-kbs").textContent = state.kbs && state.kbs.length ? t("keyKbs", state.kbs.map((k) => k.name).join(", ")) : "";
+  let keys;
+  try { keys = await api("GET", "/v1/keys"); keysState(null); }
+  catch (e) { keysState(e); $("keys-table").hidden = true; return; }
+  $("keys-table").hidden = false;
+  if (!keys.length) { const td = body.insertRow().insertCell(); td.colSpan = 7; td.textContent = t("noKeys"); }
+  for (const k of keys) {
+    const tr = body.insertRow();
+    [k.name, k.id, `${k.prefix}…`, k.read.join(", "), k.write.join(", "), fmtTime(k.created_at)].forEach((v) => { tr.insertCell().textContent = v; });
+    const revoke = el("button", "danger", t("revoke"));
+    revoke.type = "button"; revoke.setAttribute("aria-label", `${t("revoke")} ${k.name}`);
+    revoke.addEventListener("click", async () => {
+      if (!confirm(t("confirmRevoke", k.name))) return;
+      try { await api("DELETE", `/v1/keys/${enc(k.id)}`); say(`${k.name}: ${t("revoked")}`); await loadKeys(); }
+      catch (e) { $("key-error").textContent = e.message; }
+    });
+    tr.insertCell().appendChild(revoke);
+  }
+}
+const kbList = (text) => text.split(/[,，\s]+/).map((x) => x.trim()).filter(Boolean);
+$("create-key").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("key-error").textContent = "";
+  const body = { name: $("new-key-name").value.trim(), read: kbList($("new-key-read").value), write: kbList($("new-key-write").value) };
+  try {
+    const created = await api("POST", "/v1/keys", body);
+    $("key-secret-value").textContent = created.key;  // shown this once; never stored by the page
+    $("key-secret").hidden = false;
+    $("new-key-name").value = ""; $("new-key-read").value = ""; $("new-key-write").value = "";
+    await loadKeys();
+  } catch (e) {
+    $("key-error").textContent = e.message;
+    ({ name: $("new-key-name"), read: $("new-key-read"), write: $("new-key-write") }[e.field] || $("new-key-name")).focus();
+  }
+});
+$("key-secret-done").addEventListener("click", () => { $("key-secret-value").textContent = ""; $("key-secret").hidden = true; });
+
 // settings ----------------------------------------------------------------------------------------
 async function loadSystem() {
   try {
@@ -368,6 +565,9 @@ async function loadSystem() {
   renderRerank();
 }
 
-async function reloadAll() { await loadKbs(); await loadSystem(); loadDocs(); }
+async function reloadAll() {
+  await loadKbs(); await loadSystem(); loadDocs();
+  if ($("tab-keys").getAttribute("aria-selected") === "true") loadKeys();
+}
 applyLanguage();
 reloadAll();

@@ -10,8 +10,9 @@ import pytest
 
 from api.auth import ApiKeyStore
 from api.conversations import ConversationStore
-from rag.catalog import Catalog, DocRecord
+from rag.catalog import MIGRATIONS, Catalog, DocRecord
 from rag.db import Database, SchemaTooNew
+from rag.doc_query import DocQuery
 from rag.errors import InvalidRequest, NotFound
 
 
@@ -199,4 +200,78 @@ def test_replicas_starting_together_migrate_once(target):
     for t in threads:
         t.join()
     assert not errors
-    assert Database(target).schema_version("catalog") == 1
+    assert Database(target).schema_version("catalog") == len(MIGRATIONS)
+
+
+def _indexed(catalog: Catalog, kb: str, n: int) -> None:
+    """`n` indexed documents: doc-0000 ... with every third tagged team=hr, every second lang=en."""
+    items = []
+    for i in range(n):
+        tags = {**({"team": "hr"} if i % 3 == 0 else {}), **({"lang": "en"} if i % 2 == 0 else {})}
+        items.append((doc(kb, f"d{i:04d}", f"doc-{i:04d}.md", tags=tags), [f"c{i}a", f"c{i}b"], []))
+    catalog.mark_many_indexed(items)
+
+
+def test_documents_are_paged_searched_and_filtered_in_sql(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    catalog.create_kb("other", "m", 8, "other")
+    _indexed(catalog, "kb", 120)
+    _indexed(catalog, "other", 5)
+    catalog.mark_pending(doc("kb", "p1", "zeta_100%.md"), ["z1"])
+    page = catalog.page_docs("kb", DocQuery(limit=50, offset=100))
+    assert page.total == 121 and [d.source for d in page.docs][:2] == ["doc-0100.md", "doc-0101.md"]
+    assert len(page.docs) == 21 and page.docs[-1].source == "zeta_100%.md" and page.docs[0].chunk_ids == ["c100a", "c100b"]
+    assert catalog.page_docs("kb", DocQuery(q="DOC-001", limit=5)).total == 10  # doc-0010 ... doc-0019
+    assert [d.source for d in catalog.page_docs("kb", DocQuery(q="title doc-0042")).docs] == ["doc-0042.md"]
+    assert [d.doc_id for d in catalog.page_docs("kb", DocQuery(q="_100%")).docs] == ["p1"]  # wildcards literal
+    assert catalog.page_docs("kb", DocQuery(q="c_0")).total == 0  # not doc-0...
+    assert catalog.page_docs("kb", DocQuery(state="pending")).total == 1
+    hr = catalog.page_docs("kb", DocQuery(tags=("team=hr",), limit=10000))
+    assert hr.total == 40 and all(d.tags["team"] == "hr" for d in hr.docs)
+    assert catalog.page_docs("kb", DocQuery(tags=("team=hr", "lang=en"))).total == 20
+    assert catalog.page_docs("kb", DocQuery(tags=("team=hr",), q="doc-000")).total == 4  # 0, 3, 6, 9
+    assert catalog.doc_ids_with_tags("kb", ["team=hr", "lang=en"])[:3] == ["d0000", "d0006", "d0012"]
+    assert catalog.doc_ids_with_tags("kb", ["team=nobody"]) == []
+    with pytest.raises(InvalidRequest) as bad:
+        DocQuery(state="gone")
+    assert bad.value.field == "state"
+    assert DocQuery.parse_tag("team:hr") == DocQuery.parse_tag(" team = hr") == "team=hr"
+    with pytest.raises(InvalidRequest):
+        DocQuery.parse_tag("team")
+    catalog.close()
+
+
+def test_tags_and_titles_edited_after_upload_drive_tag_filters(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    _indexed(catalog, "kb", 4)
+    gen = catalog.generation("kb")
+    edited = catalog.update_doc_meta("kb", "d0001", tags={"team": "hr", "år": "2024"}, title="Handbook")
+    assert edited.tags == {"team": "hr", "år": "2024"} and edited.title == "Handbook" and edited.chunk_ids == ["c1a", "c1b"]
+    assert catalog.doc_ids_with_tags("kb", ["team=hr"]) == ["d0000", "d0001", "d0003"]
+    assert catalog.doc_ids_with_tags("kb", ["år=2024"]) == ["d0001"]
+    catalog.update_doc_meta("kb", "d0000", tags={})
+    assert catalog.doc_ids_with_tags("kb", ["team=hr"]) == ["d0001", "d0003"]
+    assert catalog.tags_of("kb", ["d0000", "d0001", "nope"]) == {"d0000": {}, "d0001": {"team": "hr", "år": "2024"}}
+    assert catalog.generation("kb") == gen  # the live set did not move
+    with pytest.raises(NotFound):
+        catalog.update_doc_meta("kb", "nope", title="x")
+    catalog.remove_doc("kb", "d0001")
+    assert catalog.doc_ids_with_tags("kb", ["år=2024"]) == []
+    catalog.close()
+
+
+def test_a_catalog_from_before_tag_rows_gets_them_filled(target):
+    db = Database(target)
+    db.migrate("catalog", MIGRATIONS[:1])
+    old = Catalog.__new__(Catalog)
+    old.db = db
+    old._write_doc = lambda d, **kw: db.upsert("documents", {  # noqa: E731 (the step-1 write, no tag rows)
+        "kb": d.kb, "doc_id": d.doc_id, "source": d.source, "origin": "", "content_hash": "h", "mtime": 0.0,
+        "size": 1, "title": "", "format": "", "tags": '{"team": "hr"}', "chunker": "", "state": "indexed",
+        "chunk_ids": "[]", "pending_ids": "[]", "ingested_at": 0.0}, ("kb", "doc_id"))
+    db.execute("INSERT INTO kbs (name, embed_model, dim, collection, created_at, meta) VALUES ('kb','m',8,'kb',0,'{}')")
+    old._write_doc(doc("kb", "d1", "a.md"))
+    db.close()
+    assert Catalog(target).doc_ids_with_tags("kb", ["team=hr"]) == ["d1"]

@@ -85,7 +85,7 @@ def test_console_create_upload_inspect_test_delete(console, tmp_path):
       return true; }})()""")
     status = wait_for(b, "(s => /succeeded|partial|failed/.test(s) && s)(document.getElementById('job-status').textContent)")
     assert "succeeded" in status, status
-    rows = wait_for(b, "(r => r.length === 3 && r)([...document.querySelectorAll('#docs-table tbody tr')].map(tr => tr.cells[0].textContent))")
+    rows = wait_for(b, "(r => r.length === 3 && r)([...document.querySelectorAll('#docs-table tbody tr')].map(tr => tr.cells.length > 1 ? tr.cells[1].textContent : ''))")
     assert any("休假制度.md" in r for r in rows)
     job = b.evaluate("[...document.querySelectorAll('#job-files tbody tr')].map(tr => tr.cells[1].textContent)")
     assert job == ["indexed"] * 3

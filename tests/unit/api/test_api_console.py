@@ -96,7 +96,8 @@ def test_console_page_is_offline_and_linked_with_the_chat_page(client):
     # no external resources: every src/href is local
     assert not re.findall(r'''(?:src|href)\s*=\s*["']https?://''', html)
     script = client.get("/static/console.js").text  # the page's script (no inline script: CSP)
-    for call in ("/v1/kbs", "/documents", "/chunks", "/text", "/v1/jobs/", "/v1/query", "/v1/system"):
+    for call in ("/v1/kbs", "/documents", "/chunks", "/text", "/v1/jobs/", "/v1/query", "/v1/system", "/bulk",
+                 "/v1/keys", "X-Total-Count"):
         assert call in script
     assert 'href="/"' in html and "知识库控制台" in script
     assert 'href="/console"' in client.get("/").text
