@@ -219,15 +219,15 @@ def load(urls: Sequence[str], key: str, kb: str, questions: Sequence[str], clien
             "p95_ms": round(1000 * ordered[int(0.95 * (len(ordered) - 1))], 1) if ordered else None}
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU seconds of the processes `pids` and all their children so far."""
+def cpu_seconds(pids: Sequence[int], children: bool = True) -> float:
+    """User + system CPU seconds of the processes `pids` (and all their children) so far."""
     import psutil
 
     total = 0.0
     for pid in pids:
         try:
             root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
+            for proc in [root, *(root.children(recursive=True) if children else [])]:
                 times = proc.cpu_times()
                 total += times.user + times.system
         except psutil.NoSuchProcess:
@@ -236,10 +236,15 @@ def cpu_seconds(pids: Sequence[int]) -> float:
 
 
 def measured(parts: dict[str, Sequence[int]], run: Any) -> dict[str, Any]:
-    """`run()`'s result with the CPU seconds each part (name -> pids) used during it."""
-    before = {name: cpu_seconds(pids) for name, pids in parts.items()}
+    """`run()`'s result with the CPU seconds each part (name -> pids, with their children) used
+    during it; `load_generator` is this process alone (the servers it started are its children)."""
+    def sample() -> dict[str, float]:
+        return {name: cpu_seconds(pids, children=name != "load_generator") for name, pids in parts.items()}
+
+    before = sample()
     result = run()
-    result["cpu_s"] = {name: round(cpu_seconds(pids) - before[name], 2) for name, pids in parts.items()}
+    after = sample()
+    result["cpu_s"] = {name: round(after[name] - before[name], 2) for name in parts}
     return result
 
 

@@ -31,6 +31,7 @@ from rag.redact import is_postgres_url, redact_url
 
 # what a failing database raises, for the edges that report it (readiness, CLI)
 DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
+CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer fails the call instead of hanging it
 _MIGRATION_LOCK = 7_233_001  # pg_advisory_xact_lock key while a release migrates the schema
 
 Row = Any  # sqlite3.Row or dict: both read by column name
@@ -69,7 +70,8 @@ class Database:
 
     def _open(self) -> Any:
         if self.postgres:
-            return psycopg.connect(str(self.target), autocommit=True, row_factory=dict_row)
+            return psycopg.connect(str(self.target), autocommit=True, row_factory=dict_row,
+                                   connect_timeout=CONNECT_TIMEOUT_S)
         path = Path(self.target)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)

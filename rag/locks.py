@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 
+from rag.db import CONNECT_TIMEOUT_S
 from rag.errors import Busy
 
 LOCK_NAMESPACE = 0x52414700  # "RAG\0": the first key of every advisory lock this service takes
@@ -114,7 +115,7 @@ class PgWriteLocks(WriteLocks):
 
     @contextmanager
     def _outer(self, kb: str, wait: bool) -> Iterator[None]:
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
             key = (LOCK_NAMESPACE, advisory_key(kb))
             if wait:
                 conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
