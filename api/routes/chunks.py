@@ -1,0 +1,56 @@
+"""Chunk curation: a chunk's text edited (re-embedded and re-indexed at once) or the chunk disabled
+(kept, never retrieved), under the knowledge base's write lock (409 while an ingest job writes it).
+The work is rag/curation.py; the edits live in the catalog (rag/chunk_edits.py) and survive a
+re-ingest of the file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path as PathParam
+
+from api.deps import ApiState, Caller, State
+from api.routes.kbs import _busy_is_conflict
+from api.schemas import KB_PATTERN, ChunkEditOut, ChunkOut, ChunkPatchIn
+from rag import curation
+from rag.catalog import DocRecord
+from rag.chunk_edits import ChunkEdit, ChunkPatch
+from rag.types import Chunk
+
+router = APIRouter(prefix="/v1", tags=["chunks"])
+KbName = Annotated[str, PathParam(pattern=KB_PATTERN, description="Knowledge base name")]
+_CONFLICT = {409: {"description": "An ingest job is writing the knowledge base"}}
+
+
+def chunk_out(chunk: Chunk, doc: DocRecord, edit: ChunkEdit | None, questions: list[str] | None = None) -> ChunkOut:
+    """A chunk as the API shows it, with its edit (None: it has none) and generated questions."""
+    shown = None
+    if edit is not None:
+        shown = ChunkEditOut(edited=edit.text is not None and not edit.manual, manual=edit.manual,
+                             original_text=edit.base_text if edit.text is not None and not edit.manual else None,
+                             disabled=edit.disabled, updated_at=edit.updated_at)
+    return ChunkOut(chunk_id=chunk.id, text=chunk.text, start=chunk.start, end=chunk.end,
+                    section_path=list(chunk.section_path), page=chunk.page, kind=chunk.kind,
+                    embed_text=chunk.embed_text, questions=questions or [], disabled=chunk.id in doc.disabled_ids,
+                    edit=shown)
+
+
+def _curated_out(done: curation.CuratedChunk) -> ChunkOut:
+    return chunk_out(done.chunk, done.doc, done.edit)
+
+
+def _writing(state: ApiState, kb: str):
+    state.services.catalog.require_kb(kb)
+    return state.services.kbs.writing(kb)
+
+
+@router.patch("/kbs/{kb}/chunks/{chunk_id}", response_model=ChunkOut, responses=_CONFLICT)
+def edit_chunk(kb: KbName, chunk_id: str, body: ChunkPatchIn, state: State, caller: Caller) -> Any:
+    """Edit a chunk: `text` replaces its text (re-embedded and re-indexed in BM25 at once; the chunk
+    gets a new id, derived from its new content: the response has it), `disabled` keeps it but no
+    search returns it (dense, BM25, hybrid). The edit is recorded and re-applied when the file is
+    ingested again (a changed file: as the upload's `edits` says)."""
+    caller.require_write(kb)
+    patch = ChunkPatch(text=body.text, disabled=body.disabled)
+    with _busy_is_conflict(), _writing(state, kb):
+        return _curated_out(curation.edit_chunk(state.services.kbs.open(kb), chunk_id, patch))

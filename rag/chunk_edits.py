@@ -1,0 +1,183 @@
+"""Chunk curation: a chunk's text edited, a chunk disabled, a chunk added by hand, keywords and
+questions attached to a chunk. The edits are records in the catalog (`chunk_edits`, one row per
+document and key), and the chunks written from them are ordinary chunks in every store.
+
+The key of an edit is the text the chunker gave its chunk (`rag.ids.edit_key_for`), so a re-ingest
+finds the chunk again, also where the file changed around it; a chunk added by hand has a key of
+its own. A chunk written from an edit has an id of its own, derived from its new content
+(`curated`), and carries the key in its payload (`Chunk.edit_key`), so the next edit finds its row.
+
+A re-ingest re-applies the edits to the fresh chunks (`reapply`): always when the file's bytes are
+unchanged (a re-chunk after a tag or chunker change), and, when the file changed, as the ingest's
+`edits` choice says: `keep` (the default: no work is lost silently) re-applies the edits whose
+chunk text is still there and keeps the added chunks; `drop` deletes every edit of the document.
+An edit whose chunk text is gone is dropped. The ingest report says how many were kept and dropped.
+
+A disabled chunk stays in the stores and in the document's `chunk_ids`; the document's
+`disabled_ids` (catalog) take it out of the live set (`Catalog.live_chunk_ids`), so no retriever
+returns it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from rag.errors import InvalidRequest
+from rag.ids import chunk_id_for, edit_key_for, sha256_hex
+from rag.types import Chunk
+
+if TYPE_CHECKING:
+    from rag.db import Row
+
+KEEP, DROP = "keep", "drop"
+EDIT_MODES = (KEEP, DROP)  # what a re-ingest of a changed file does with its document's edits; KEEP first: the default
+MAX_TEXT = 20_000
+
+# catalog migration 3: the edits, and the disabled chunk ids of each document
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS chunk_edits (
+        kb TEXT NOT NULL,
+        doc_id TEXT NOT NULL,
+        chunk_key TEXT NOT NULL,
+        base_text TEXT NOT NULL DEFAULT '',
+        base_embed TEXT,
+        text TEXT,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        keywords TEXT NOT NULL DEFAULT '[]',
+        questions TEXT NOT NULL DEFAULT '[]',
+        manual INTEGER NOT NULL DEFAULT 0,
+        created_at DOUBLE PRECISION NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (kb, doc_id, chunk_key)
+    )""",
+    "ALTER TABLE documents ADD COLUMN disabled_ids TEXT NOT NULL DEFAULT '[]'",
+)
+_COLUMNS = ("kb", "doc_id", "chunk_key", "base_text", "base_embed", "text", "disabled", "keywords", "questions",
+            "manual", "created_at", "updated_at")
+
+
+def check_mode(mode: str, field_name: str = "edits") -> str:
+    if mode not in EDIT_MODES:
+        raise InvalidRequest(f"invalid edits choice {mode!r}: use {' or '.join(EDIT_MODES)}", field=field_name)
+    return mode
+
+
+@dataclass(frozen=True)
+class ChunkEdit:
+    """One chunk's edit. `base_text` / `base_embed`: the chunk as the chunker gave it (empty for a
+    chunk added by hand); `text`: its edited text (None: unchanged; an added chunk's text)."""
+
+    kb: str
+    doc_id: str
+    key: str
+    base_text: str = ""
+    base_embed: str | None = None
+    text: str | None = None
+    disabled: bool = False
+    keywords: tuple[str, ...] = ()
+    questions: tuple[str, ...] = ()
+    manual: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        """Nothing left to apply (the row is deleted)."""
+        return self.text is None and not self.disabled and not self.keywords and not self.questions and not self.manual
+
+    def row(self) -> dict[str, Any]:
+        return dict(zip(_COLUMNS, (self.kb, self.doc_id, self.key, self.base_text, self.base_embed, self.text,
+                                   int(self.disabled), json.dumps(list(self.keywords)),
+                                   json.dumps(list(self.questions)), int(self.manual), self.created_at,
+                                   self.updated_at)))
+
+    @classmethod
+    def from_row(cls, row: Row) -> ChunkEdit:
+        return cls(row["kb"], row["doc_id"], row["chunk_key"], row["base_text"], row["base_embed"], row["text"],
+                   bool(row["disabled"]), tuple(json.loads(row["keywords"])), tuple(json.loads(row["questions"])),
+                   bool(row["manual"]), row["created_at"], row["updated_at"])
+
+
+def _clean_text(text: str, field_name: str) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest("the text cannot be empty", field=field_name)
+    if len(text) > MAX_TEXT:
+        raise InvalidRequest(f"the text has {len(text)} characters; the limit is {MAX_TEXT}", field=field_name)
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class ChunkPatch:
+    """What to change in a chunk: its text, whether it is disabled; at least one."""
+
+    text: str | None = None
+    disabled: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.text is None and self.disabled is None:
+            raise InvalidRequest("nothing to change: give text or disabled", field="text")
+        if self.text is not None:
+            object.__setattr__(self, "text", _clean_text(self.text, "text"))
+
+    def applied_to(self, edit: ChunkEdit) -> ChunkEdit:
+        now = time.time()
+        changes: dict[str, Any] = {"updated_at": now, "created_at": edit.created_at or now}
+        if self.text is not None:
+            changes["text"] = None if self.text == edit.base_text and not edit.manual else self.text
+        if self.disabled is not None:
+            changes["disabled"] = self.disabled
+        return replace(edit, **changes)
+
+
+def curated(base: Chunk, edit: ChunkEdit) -> Chunk:
+    """The chunk `base` (as the chunker gave it) with `edit` applied; `base` itself when the edit
+    changes nothing that is indexed (only disabled). A new content, a new id."""
+    text = edit.text if edit.text is not None else base.text
+    if text == base.text:
+        return base
+    content = json.dumps([text, base.embed_text], ensure_ascii=False)
+    cid = chunk_id_for(base.kb, base.source, base.start, base.end, content, variant=f"edit:{edit.key}")
+    return replace(base, id=cid, text=text, edit_key=edit.key, pages=base.pages[:1], parent_id=None)
+
+
+@dataclass
+class Reapplied:
+    """The chunks of a re-ingested document with its edits applied, and what became of the edits."""
+
+    chunks: list[Chunk]
+    disabled_ids: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # keys of the edits deleted at the swap
+    kept: int = 0
+
+
+def reapply(edits: Sequence[ChunkEdit], chunks: Sequence[Chunk], *, changed: bool, mode: str) -> Reapplied:
+    """Apply a document's `edits` to its fresh `chunks` (extra vectors included): see the module
+    docstring. `changed`: the file's bytes are not those the edits were made on."""
+    if not edits:
+        return Reapplied(list(chunks))
+    if changed and mode == DROP:
+        return Reapplied(list(chunks), dropped=[e.key for e in edits])
+    by_key = {e.key: e for e in edits if not e.manual}
+    parents, disabled, used, replaced = [], [], set(), set()
+    for chunk in chunks:
+        if chunk.parent_id is not None:
+            continue
+        edit = by_key.get(edit_key_for(chunk.text))
+        new = curated(chunk, edit) if edit is not None else chunk
+        if edit is not None:
+            used.add(edit.key)
+            if new.id != chunk.id:
+                replaced.add(chunk.id)
+            if edit.disabled:
+                disabled.append(new.id)
+        parents.append(new)
+    extras = [c for c in chunks if c.parent_id is not None and c.parent_id not in replaced]
+    return Reapplied(parents + extras, disabled, [k for k in by_key if k not in used], len(used))
+
+
+def new_key(doc_id: str) -> str:
+    """The key of a chunk added by hand (unique)."""
+    return "m" + sha256_hex(f"{doc_id}\x00{time.time_ns()}")[:31]
