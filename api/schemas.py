@@ -441,6 +441,15 @@ class ChunkOut(BaseModel):
     edit: ChunkEditOut | None = None
 
 
+class ChunkCreate(BaseModel):
+    """A chunk added by hand to a document: `text`, or `question` and `answer` (a Q&A chunk)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    question: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    answer: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+
+
 class ChunkPatchIn(BaseModel):
     """A chunk's edit: its text (re-embedded and re-indexed at once), and/or disabled; at least one."""
 

@@ -335,7 +335,7 @@ class Ingestor:
         chunks = self._chunks(record, parsed, spans)
         edits = None
         if old is not None:  # the edits of its chunks, re-applied (or dropped) as the ingest's `edits` says
-            edits = reapply(catalog.chunk_edits(self.kb.name, record.doc_id), chunks,
+            edits = reapply(catalog.chunk_edits(self.kb.name, record.doc_id), chunks, record,
                             changed=old.content_hash != content_hash, mode=self.edits)
             chunks, record.disabled_ids = edits.chunks, edits.disabled_ids
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()

@@ -13,6 +13,9 @@ unchanged (a re-chunk after a tag or chunker change), and, when the file changed
 chunk text is still there and keeps the added chunks; `drop` deletes every edit of the document.
 An edit whose chunk text is gone is dropped. The ingest report says how many were kept and dropped.
 
+A chunk added by hand (`NewChunk`, a text or a question and its answer) is part of its document
+(offset 0: it is in no file's text), kept by every re-ingest but `edits=drop` of a changed file.
+
 A disabled chunk stays in the stores and in the document's `chunk_ids`; the document's
 `disabled_ids` (catalog) take it out of the live set (`Catalog.live_chunk_ids`), so no retriever
 returns it."""
@@ -30,6 +33,7 @@ from rag.ids import chunk_id_for, edit_key_for, sha256_hex
 from rag.types import Chunk
 
 if TYPE_CHECKING:
+    from rag.catalog import DocRecord
     from rag.db import Row
 
 KEEP, DROP = "keep", "drop"
@@ -103,9 +107,9 @@ class ChunkEdit:
 
 def _clean_text(text: str, field_name: str) -> str:
     if not isinstance(text, str) or not text.strip():
-        raise InvalidRequest("the text cannot be empty", field=field_name)
+        raise InvalidRequest(f"the {field_name} cannot be empty", field=field_name)
     if len(text) > MAX_TEXT:
-        raise InvalidRequest(f"the text has {len(text)} characters; the limit is {MAX_TEXT}", field=field_name)
+        raise InvalidRequest(f"the {field_name} has {len(text)} characters; the limit is {MAX_TEXT}", field=field_name)
     return text.strip()
 
 
@@ -132,6 +136,45 @@ class ChunkPatch:
         return replace(edit, **changes)
 
 
+@dataclass(frozen=True)
+class NewChunk:
+    """A chunk added by hand to a document: a `text`, or a `question` and its `answer` (a Q&A chunk:
+    the question is what is embedded, as for the Q&A rows of a spreadsheet)."""
+
+    text: str | None = None
+    question: str | None = None
+    answer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.text is not None:
+            if self.question is not None or self.answer is not None:
+                raise InvalidRequest("give text, or question and answer, not both", field="text")
+            object.__setattr__(self, "text", _clean_text(self.text, "text"))
+        elif self.question is None and self.answer is None:
+            raise InvalidRequest("give text, or question and answer", field="text")
+        else:
+            for name in ("question", "answer"):
+                if getattr(self, name) is None:
+                    raise InvalidRequest(f"a Q&A chunk needs a {name}", field=name)
+                object.__setattr__(self, name, _clean_text(getattr(self, name), name))
+
+    def edit(self, kb: str, doc_id: str) -> ChunkEdit:
+        now = time.time()
+        text = self.text if self.text is not None else f"Q: {self.question}\nA: {self.answer}"
+        return ChunkEdit(kb, doc_id, new_key(doc_id), "", self.question, text, manual=True, created_at=now,
+                         updated_at=now)
+
+
+def manual_chunk(doc: DocRecord, edit: ChunkEdit) -> Chunk:
+    """The chunk of an edit that added one by hand to `doc` (at offset 0: it is not in the file's
+    text); a Q&A chunk when it has a question (`base_embed`)."""
+    content = json.dumps([edit.text, edit.base_embed], ensure_ascii=False)
+    cid = chunk_id_for(doc.kb, doc.source, 0, 0, content, variant=f"manual:{edit.key}")
+    return Chunk(id=cid, kb=doc.kb, doc_id=doc.doc_id, source=doc.source, text=edit.text or "", start=0, end=0,
+                 title=doc.title, kind="qa" if edit.base_embed is not None else "text", embed_text=edit.base_embed,
+                 doc_hash=doc.content_hash, mtime=doc.mtime, tags=dict(doc.tags), edit_key=edit.key)
+
+
 def curated(base: Chunk, edit: ChunkEdit) -> Chunk:
     """The chunk `base` (as the chunker gave it) with `edit` applied; `base` itself when the edit
     changes nothing that is indexed (only disabled). A new content, a new id."""
@@ -153,9 +196,11 @@ class Reapplied:
     kept: int = 0
 
 
-def reapply(edits: Sequence[ChunkEdit], chunks: Sequence[Chunk], *, changed: bool, mode: str) -> Reapplied:
-    """Apply a document's `edits` to its fresh `chunks` (extra vectors included): see the module
-    docstring. `changed`: the file's bytes are not those the edits were made on."""
+def reapply(edits: Sequence[ChunkEdit], chunks: Sequence[Chunk], doc: DocRecord, *, changed: bool,
+            mode: str) -> Reapplied:
+    """Apply the `edits` of `doc` (its new version) to its fresh `chunks` (extra vectors included)
+    and add its chunks added by hand: see the module docstring. `changed`: the file's bytes are
+    not those the edits were made on."""
     if not edits:
         return Reapplied(list(chunks))
     if changed and mode == DROP:
@@ -174,8 +219,11 @@ def reapply(edits: Sequence[ChunkEdit], chunks: Sequence[Chunk], *, changed: boo
             if edit.disabled:
                 disabled.append(new.id)
         parents.append(new)
+    manual = [(manual_chunk(doc, e), e.disabled) for e in edits if e.manual]
+    disabled += [c.id for c, off in manual if off]
     extras = [c for c in chunks if c.parent_id is not None and c.parent_id not in replaced]
-    return Reapplied(parents + extras, disabled, [k for k in by_key if k not in used], len(used))
+    return Reapplied(parents + [c for c, _ in manual] + extras, disabled, [k for k in by_key if k not in used],
+                     len(used) + len(manual))
 
 
 def new_key(doc_id: str) -> str:

@@ -1,5 +1,6 @@
 """Chunk curation on a knowledge base (the caller holds its write lock, `KnowledgeBases.writing`):
-a chunk's text edited or a chunk disabled (`edit_chunk`); the edit records are rag/chunk_edits.py.
+a chunk's text edited or a chunk disabled (`edit_chunk`), a chunk added by hand (`add_chunk`); the
+edit records are rag/chunk_edits.py.
 
 A change of what is indexed follows the catalog's crash-safety rules (rag/catalog.py): the
 document is marked pending with the new chunk's id, the new chunk is embedded and written to both
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from rag.catalog import DocRecord
-from rag.chunk_edits import ChunkEdit, ChunkPatch, curated
+from rag.chunk_edits import ChunkEdit, ChunkPatch, NewChunk, curated, manual_chunk
 from rag.errors import Busy, NotFound
 from rag.ids import EXTRA_SEP, chunk_id_for, edit_key_for, parent_of
 from rag.kb import KnowledgeBase
@@ -56,11 +57,25 @@ def edit_chunk(kb: KnowledgeBase, chunk_id: str, patch: ChunkPatch) -> CuratedCh
     """Apply `patch` to the chunk `chunk_id` and record it (see the module docstring)."""
     doc, current = find_chunk(kb, chunk_id)
     edit = patch.applied_to(edit_of(kb, doc, current))
-    return commit(kb, doc, current, rebuild(kb, current, edit), edit)
+    return commit(kb, doc, current, rebuild(kb, doc, current, edit), edit)
 
 
-def rebuild(kb: KnowledgeBase, current: Chunk, edit: ChunkEdit) -> Chunk:
+def add_chunk(kb: KnowledgeBase, doc_id: str, new: NewChunk) -> CuratedChunk:
+    """Add a chunk by hand to the document `doc_id` (embedded and indexed at once) and record it."""
+    doc = kb.catalog.get_doc(kb.name, doc_id)
+    if doc is None:
+        raise NotFound(f"unknown document {doc_id!r} in knowledge base {kb.name!r}", field="doc_id")
+    if doc.state != "indexed":
+        raise Busy(f"document {doc_id!r} is being written (a run was interrupted: `rag check --repair` finishes "
+                   "it)", field="doc_id")
+    edit = new.edit(kb.name, doc.doc_id)
+    return commit(kb, doc, None, manual_chunk(doc, edit), edit)
+
+
+def rebuild(kb: KnowledgeBase, doc: DocRecord, current: Chunk, edit: ChunkEdit) -> Chunk:
     """The chunk `edit` gives, from the stored chunk `current` (its base read back from the edit)."""
+    if edit.manual:
+        return manual_chunk(doc, edit)
     base = current
     if current.edit_key is not None:  # written from an edit: back to the chunk the chunker gave
         base = replace(current, id=chunk_id_for(kb.name, current.source, current.start, current.end, edit.base_text),

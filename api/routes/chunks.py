@@ -1,5 +1,5 @@
 """Chunk curation: a chunk's text edited (re-embedded and re-indexed at once) or the chunk disabled
-(kept, never retrieved), under the knowledge base's write lock (409 while an ingest job writes it).
+(kept, never retrieved), a chunk or a Q&A pair added by hand to a document, under the knowledge base's write lock (409 while an ingest job writes it).
 The work is rag/curation.py; the edits live in the catalog (rag/chunk_edits.py) and survive a
 re-ingest of the file."""
 
@@ -11,10 +11,10 @@ from fastapi import APIRouter, Path as PathParam
 
 from api.deps import ApiState, Caller, State
 from api.routes.kbs import _busy_is_conflict
-from api.schemas import KB_PATTERN, ChunkEditOut, ChunkOut, ChunkPatchIn
+from api.schemas import KB_PATTERN, ChunkCreate, ChunkEditOut, ChunkOut, ChunkPatchIn
 from rag import curation
 from rag.catalog import DocRecord
-from rag.chunk_edits import ChunkEdit, ChunkPatch
+from rag.chunk_edits import ChunkEdit, ChunkPatch, NewChunk
 from rag.types import Chunk
 
 router = APIRouter(prefix="/v1", tags=["chunks"])
@@ -54,3 +54,15 @@ def edit_chunk(kb: KbName, chunk_id: str, body: ChunkPatchIn, state: State, call
     patch = ChunkPatch(text=body.text, disabled=body.disabled)
     with _busy_is_conflict(), _writing(state, kb):
         return _curated_out(curation.edit_chunk(state.services.kbs.open(kb), chunk_id, patch))
+
+
+@router.post("/kbs/{kb}/documents/{doc_id}/chunks", response_model=ChunkOut, status_code=201, responses=_CONFLICT)
+def add_chunk(kb: KbName, doc_id: str, body: ChunkCreate, state: State, caller: Caller) -> Any:
+    """Add a chunk by hand to a document: `text`, or `question` and `answer` (a Q&A chunk, its
+    question embedded). Embedded and indexed at once, listed after the document's other chunks,
+    kept when the file is ingested again (a changed file: as the upload's `edits` says) and
+    deleted with the document."""
+    caller.require_write(kb)
+    new = NewChunk(text=body.text, question=body.question, answer=body.answer)
+    with _busy_is_conflict(), _writing(state, kb):
+        return _curated_out(curation.add_chunk(state.services.kbs.open(kb), doc_id, new))

@@ -63,9 +63,10 @@ def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller,
     for cid in sorted(extras):
         questions.setdefault(parent_of(cid), []).append(extras[cid].embed_text or "")
     edits = {e.key: e for e in state.services.catalog.chunk_edits(kb, doc_id)} if page else {}
+    at = {cid: n for n, cid in enumerate(ids)}  # the order written (chunks added by hand: the order added)
     rows = [chunk_out(c, doc, edits.get(c.edit_key or edit_key_for(c.text)), questions.get(c.id, []))
             for c in sorted(chunks.values(), key=lambda c: (c.edit_key in edits and edits[c.edit_key].manual,
-                                                            c.start, c.end, c.id))]
+                                                            c.start, c.end, at[c.id]))]
     return DocumentChunks(kb=kb, doc_id=doc.doc_id, source=doc.source, title=doc.title, state=doc.state,
                           chunks=rows, missing=len(page) - len(rows), total=len(parents), offset=offset)
 

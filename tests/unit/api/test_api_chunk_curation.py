@@ -221,3 +221,56 @@ def test_curation_on_postgresql_and_pgvector(tmp_path, pg_url):
         assert c.delete(f"/v1/kbs/{KB}/documents/{doc_id(c)}", headers=ADMIN).status_code == 200
         assert services.catalog.db.query("SELECT * FROM chunk_edits") == []
     services.close()
+
+
+def add(client, **body):
+    return client.post(f"/v1/kbs/{KB}/documents/{doc_id(client)}/chunks", json=body, headers=ADMIN)
+
+
+def test_chunks_added_by_hand_are_found_kept_and_deleted_with_their_document(client, app_services):
+    r = add(client, text="The kettle ships with a quokka-shaped limescale filter.")
+    assert r.status_code == 201, r.text
+    text = r.json()
+    assert text["edit"]["manual"] and not text["edit"]["edited"] and text["kind"] == "text"
+    qa = add(client, question="Can the kettle boil milk?", answer="No: only water, or the element scorches.").json()
+    assert qa["kind"] == "qa" and qa["text"].startswith("Q: Can the kettle boil milk?")
+    for mode in MODES:
+        assert text["chunk_id"] in ids(client, "quokka limescale filter", mode), mode
+    assert qa["chunk_id"] in ids(client, "boil milk", "bm25")
+    listed = chunks(client)
+    assert [c["chunk_id"] for c in listed[-2:]] == [text["chunk_id"], qa["chunk_id"]]  # after the file's chunks
+    assert_clean(client)
+    # an added chunk is edited and disabled like the others, and stays added
+    renamed = patch(client, text["chunk_id"], text="The kettle ships with a wombat-shaped filter.").json()
+    assert renamed["edit"]["manual"] and "wombat" in texts(client, "wombat filter", "bm25")
+    patch(client, qa["chunk_id"], disabled=True)
+    assert qa["chunk_id"] not in ids(client, "boil milk", "bm25")
+    job = upload(client, MANUAL, tags="team=home")  # re-chunked: both kept, the Q&A still disabled
+    assert job["files"][0]["edits_kept"] == 2, job
+    assert renamed["chunk_id"] in ids(client, "wombat filter", "bm25")
+    assert qa["chunk_id"] not in ids(client, "boil milk", "hybrid")
+    assert upload(client, CHANGED, edits="keep")["files"][0]["edits_kept"] == 2
+    assert renamed["chunk_id"] in ids(client, "wombat filter", "hybrid")
+    assert_clean(client)
+    dropped = upload(client, MANUAL, edits="drop")
+    assert dropped["files"][0]["edits_dropped"] == 2 and not any(c["edit"] for c in chunks(client))
+    assert "wombat" not in texts(client, "wombat filter", "bm25")
+    add(client, text="One more chunk about the teal descaler.")
+    the_doc = doc_id(client)
+    assert client.delete(f"/v1/kbs/{KB}/documents/{the_doc}", headers=ADMIN).status_code == 200
+    assert app_services[1].catalog.chunk_edits(KB, the_doc) == []
+    assert_clean(client)
+
+
+@pytest.mark.parametrize("body, field", [({}, "text"), ({"text": "a", "question": "b"}, "text"),
+                                         ({"question": "Why?"}, "answer"), ({"answer": "Because."}, "question"),
+                                         ({"question": " ", "answer": "x"}, "question"), ({"text": ""}, "text"),
+                                         ({"text": "a", "page": 3}, "page")])
+def test_bad_added_chunks_name_the_field(client, body, field):
+    r = add(client, **body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
+
+
+def test_a_chunk_added_to_an_unknown_document_is_404(client):
+    r = client.post(f"/v1/kbs/{KB}/documents/nope/chunks", json={"text": "x"}, headers=ADMIN)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "doc_id"
