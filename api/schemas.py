@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag.chunk_edits import EDIT_MODES, KEEP, MAX_TEXT
+from rag.chunk_edits import EDIT_MODES, KEEP, MAX_TERMS, MAX_TEXT
 from rag.names import HYBRID, MODES, STRATEGIES
 
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -424,6 +424,8 @@ class ChunkEditOut(BaseModel):
     original_text: str | None = None
     disabled: bool = False
     manual: bool = Field(False, description="Added by hand to the document")
+    keywords: list[str] = Field([], description="Matched by retrieval with the chunk's text (BM25 and dense)")
+    questions: list[str] = Field([], description="Questions it answers, matched by retrieval like the keywords")
     updated_at: float
 
 
@@ -451,11 +453,14 @@ class ChunkCreate(BaseModel):
 
 
 class ChunkPatchIn(BaseModel):
-    """A chunk's edit: its text (re-embedded and re-indexed at once), and/or disabled; at least one."""
+    """A chunk's edit: its text (re-embedded and re-indexed at once), disabled, its keywords and
+    questions (each list replaces the one before; `[]` removes them); at least one."""
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     disabled: bool | None = None
+    keywords: list[str] | None = Field(None, max_length=MAX_TERMS, description="Words retrieval also matches")
+    questions: list[str] | None = Field(None, max_length=MAX_TERMS, description="Questions retrieval also matches")
 
 
 class DocumentChunks(BaseModel):

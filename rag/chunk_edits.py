@@ -16,6 +16,11 @@ An edit whose chunk text is gone is dropped. The ingest report says how many wer
 A chunk added by hand (`NewChunk`, a text or a question and its answer) is part of its document
 (offset 0: it is in no file's text), kept by every re-ingest but `edits=drop` of a changed file.
 
+Keywords and questions attached to a chunk (RAGFlow's and FastGPT's) are written before the text
+the chunk embeds (`embed_text_of`): its one dense vector holds them and BM25 indexes them with the
+chunk's text, the same on every vector store and BM25 backend; the text shown and given to the
+model stays the chunk's.
+
 A disabled chunk stays in the stores and in the document's `chunk_ids`; the document's
 `disabled_ids` (catalog) take it out of the live set (`Catalog.live_chunk_ids`), so no retriever
 returns it."""
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
 KEEP, DROP = "keep", "drop"
 EDIT_MODES = (KEEP, DROP)  # what a re-ingest of a changed file does with its document's edits; KEEP first: the default
 MAX_TEXT = 20_000
+MAX_TERMS, MAX_TERM = 32, 300  # keywords or questions of one chunk, and characters of each
 
 # catalog migration 3: the edits, and the disabled chunk ids of each document
 SCHEMA = (
@@ -113,18 +119,38 @@ def _clean_text(text: str, field_name: str) -> str:
     return text.strip()
 
 
+def _clean_terms(terms: Sequence[str], field_name: str) -> tuple[str, ...]:
+    if len(terms) > MAX_TERMS:
+        raise InvalidRequest(f"{len(terms)} {field_name}; the limit is {MAX_TERMS}", field=field_name)
+    out = []
+    for term in terms:
+        if not isinstance(term, str) or not term.strip():
+            raise InvalidRequest(f"an empty entry in {field_name}", field=field_name)
+        if len(term.strip()) > MAX_TERM:
+            raise InvalidRequest(f"an entry of {field_name} has {len(term.strip())} characters; the limit is "
+                                 f"{MAX_TERM}", field=field_name)
+        out.append(" ".join(term.split()))
+    return tuple(dict.fromkeys(out))
+
+
 @dataclass(frozen=True)
 class ChunkPatch:
-    """What to change in a chunk: its text, whether it is disabled; at least one."""
+    """What to change in a chunk: its text, whether it is disabled, its keywords and questions (each
+    list replaces the one before; `[]` removes them); at least one."""
 
     text: str | None = None
     disabled: bool | None = None
+    keywords: Sequence[str] | None = None
+    questions: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
-        if self.text is None and self.disabled is None:
-            raise InvalidRequest("nothing to change: give text or disabled", field="text")
+        if self.text is None and self.disabled is None and self.keywords is None and self.questions is None:
+            raise InvalidRequest("nothing to change: give text, disabled, keywords or questions", field="text")
         if self.text is not None:
             object.__setattr__(self, "text", _clean_text(self.text, "text"))
+        for name in ("keywords", "questions"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _clean_terms(getattr(self, name), name))
 
     def applied_to(self, edit: ChunkEdit) -> ChunkEdit:
         now = time.time()
@@ -133,7 +159,22 @@ class ChunkPatch:
             changes["text"] = None if self.text == edit.base_text and not edit.manual else self.text
         if self.disabled is not None:
             changes["disabled"] = self.disabled
+        for name in ("keywords", "questions"):
+            if getattr(self, name) is not None:
+                changes[name] = getattr(self, name)
         return replace(edit, **changes)
+
+
+def embed_text_of(text: str, base_embed: str | None, edit: ChunkEdit) -> str | None:
+    """What is embedded and matched for a chunk with `edit`'s questions and keywords: they go
+    before what the chunk embedded without them (its text, or a Q&A chunk's question), so the one
+    dense vector holds them and BM25, which indexes the embedded text with the chunk's text
+    (`chunk_tokens`), matches them on every backend."""
+    extra = "\n".join([*edit.questions, *([" ".join(edit.keywords)] if edit.keywords else [])])
+    if not extra:
+        return base_embed
+    return f"{extra}\n\n{text}" if base_embed is None else f"{extra}\n{base_embed}"
+
 
 
 @dataclass(frozen=True)
@@ -168,10 +209,12 @@ class NewChunk:
 def manual_chunk(doc: DocRecord, edit: ChunkEdit) -> Chunk:
     """The chunk of an edit that added one by hand to `doc` (at offset 0: it is not in the file's
     text); a Q&A chunk when it has a question (`base_embed`)."""
-    content = json.dumps([edit.text, edit.base_embed], ensure_ascii=False)
+    text = edit.text or ""
+    embed = embed_text_of(text, edit.base_embed, edit)
+    content = json.dumps([text, embed], ensure_ascii=False)
     cid = chunk_id_for(doc.kb, doc.source, 0, 0, content, variant=f"manual:{edit.key}")
-    return Chunk(id=cid, kb=doc.kb, doc_id=doc.doc_id, source=doc.source, text=edit.text or "", start=0, end=0,
-                 title=doc.title, kind="qa" if edit.base_embed is not None else "text", embed_text=edit.base_embed,
+    return Chunk(id=cid, kb=doc.kb, doc_id=doc.doc_id, source=doc.source, text=text, start=0, end=0,
+                 title=doc.title, kind="qa" if edit.base_embed is not None else "text", embed_text=embed,
                  doc_hash=doc.content_hash, mtime=doc.mtime, tags=dict(doc.tags), edit_key=edit.key)
 
 
@@ -179,11 +222,13 @@ def curated(base: Chunk, edit: ChunkEdit) -> Chunk:
     """The chunk `base` (as the chunker gave it) with `edit` applied; `base` itself when the edit
     changes nothing that is indexed (only disabled). A new content, a new id."""
     text = edit.text if edit.text is not None else base.text
-    if text == base.text:
+    embed = embed_text_of(text, base.embed_text, edit)
+    if text == base.text and embed == base.embed_text:
         return base
-    content = json.dumps([text, base.embed_text], ensure_ascii=False)
+    content = json.dumps([text, embed], ensure_ascii=False)
     cid = chunk_id_for(base.kb, base.source, base.start, base.end, content, variant=f"edit:{edit.key}")
-    return replace(base, id=cid, text=text, edit_key=edit.key, pages=base.pages[:1], parent_id=None)
+    return replace(base, id=cid, text=text, embed_text=embed, edit_key=edit.key,
+                   pages=base.pages if text == base.text else base.pages[:1], parent_id=None)
 
 
 @dataclass

@@ -28,7 +28,8 @@ def chunk_out(chunk: Chunk, doc: DocRecord, edit: ChunkEdit | None, questions: l
     if edit is not None:
         shown = ChunkEditOut(edited=edit.text is not None and not edit.manual, manual=edit.manual,
                              original_text=edit.base_text if edit.text is not None and not edit.manual else None,
-                             disabled=edit.disabled, updated_at=edit.updated_at)
+                             disabled=edit.disabled, keywords=list(edit.keywords), questions=list(edit.questions),
+                             updated_at=edit.updated_at)
     return ChunkOut(chunk_id=chunk.id, text=chunk.text, start=chunk.start, end=chunk.end,
                     section_path=list(chunk.section_path), page=chunk.page, kind=chunk.kind,
                     embed_text=chunk.embed_text, questions=questions or [], disabled=chunk.id in doc.disabled_ids,
@@ -48,10 +49,12 @@ def _writing(state: ApiState, kb: str):
 def edit_chunk(kb: KbName, chunk_id: str, body: ChunkPatchIn, state: State, caller: Caller) -> Any:
     """Edit a chunk: `text` replaces its text (re-embedded and re-indexed in BM25 at once; the chunk
     gets a new id, derived from its new content: the response has it), `disabled` keeps it but no
-    search returns it (dense, BM25, hybrid). The edit is recorded and re-applied when the file is
+    search returns it (dense, BM25, hybrid), `keywords` and `questions` are matched by retrieval with
+    the chunk's text (written before the text it embeds: BM25 and the dense vector hold them; a new
+    id too). Each list replaces the one before; `[]` removes it. The edit is recorded and re-applied when the file is
     ingested again (a changed file: as the upload's `edits` says)."""
     caller.require_write(kb)
-    patch = ChunkPatch(text=body.text, disabled=body.disabled)
+    patch = ChunkPatch(text=body.text, disabled=body.disabled, keywords=body.keywords, questions=body.questions)
     with _busy_is_conflict(), _writing(state, kb):
         return _curated_out(curation.edit_chunk(state.services.kbs.open(kb), chunk_id, patch))
 

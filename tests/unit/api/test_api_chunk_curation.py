@@ -27,7 +27,7 @@ MODES = ("dense", "bm25", "hybrid")
 
 @pytest.fixture
 def app_services(tmp_path):
-    return make_app(tmp_path, chunk_size=200, chunk_overlap=0)
+    return make_app(tmp_path, chunk_size=200, chunk_overlap=0, dim=256)  # 256: fewer hash collisions in dense
 
 
 @pytest.fixture
@@ -201,7 +201,8 @@ def test_unknown_chunks_bad_uploads_and_edits_while_an_ingest_writes(client, app
 
 
 def test_curation_on_postgresql_and_pgvector(tmp_path, pg_url):
-    app, services = make_app(tmp_path, catalog_url=pg_url, backend="pgvector", chunk_size=200, chunk_overlap=0)
+    app, services = make_app(tmp_path, catalog_url=pg_url, backend="pgvector", chunk_size=200, chunk_overlap=0,
+                           dim=256)
     with TestClient(app) as c:
         assert c.post("/v1/kbs", json={"name": KB}, headers=ADMIN).status_code == 201
         assert upload(c, MANUAL)["status"] == "succeeded"
@@ -213,9 +214,15 @@ def test_curation_on_postgresql_and_pgvector(tmp_path, pg_url):
             assert "zanzibar" in texts(c, "zanzibar vinegar pantry", mode), mode
             assert old["chunk_id"] not in ids(c, "citric acid monthly descale", mode)
             assert target not in ids(c, "immerse the kettle base in water", mode), mode
+        qa = c.post(f"/v1/kbs/{KB}/documents/{doc_id(c)}/chunks", json={"question": "Boil milk?", "answer": "No."},
+                    headers=ADMIN).json()
+        keyed = patch(c, chunk_with(c, "warranty")["chunk_id"], keywords=["flamingo"]).json()
+        assert [s["chunk_id"] for s in found(c, "flamingo", "bm25")] == [keyed["chunk_id"]]
+        assert qa["chunk_id"] in ids(c, "boil milk", "hybrid")
         assert_clean(c)
         job = upload(c, CHANGED, edits="keep")
-        assert job["files"][0]["edits_kept"] == 2, job
+        assert job["files"][0]["edits_kept"] == 4, job
+        assert [s["chunk_id"] for s in found(c, "flamingo", "bm25")] == [keyed["chunk_id"]]
         assert "zanzibar" in texts(c, "zanzibar vinegar", "bm25")
         assert_clean(c)
         assert c.delete(f"/v1/kbs/{KB}/documents/{doc_id(c)}", headers=ADMIN).status_code == 200
@@ -274,3 +281,43 @@ def test_bad_added_chunks_name_the_field(client, body, field):
 def test_a_chunk_added_to_an_unknown_document_is_404(client):
     r = client.post(f"/v1/kbs/{KB}/documents/nope/chunks", json={"text": "x"}, headers=ADMIN)
     assert r.status_code == 404 and r.json()["error"]["field"] == "doc_id"
+
+
+def test_keywords_and_questions_are_matched_by_bm25_and_dense(client):
+    target = chunk_with(client, "immerse")
+    assert target["chunk_id"] not in ids(client, "flamingo", "bm25")
+    r = patch(client, target["chunk_id"], keywords=["flamingo", " pelican  bay "],
+              questions=["Is the kettle dishwasher safe?"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["edit"]["keywords"] == ["flamingo", "pelican bay"] and body["edit"]["questions"][0].startswith("Is")
+    assert body["text"] == target["text"] and not body["edit"]["edited"]  # the text shown stays the chunk's
+    for mode in MODES:
+        hits = found(client, "flamingo dishwasher", mode)
+        assert hits and hits[0]["chunk_id"] == body["chunk_id"], (mode, hits)
+    assert [s["chunk_id"] for s in found(client, "pelican", "bm25")] == [body["chunk_id"]]
+    assert chunk_with(client, "immerse")["edit"]["keywords"] == ["flamingo", "pelican bay"]
+    assert_clean(client)
+    job = upload(client, CHANGED, edits="keep")  # re-applied with the rest
+    assert job["files"][0]["edits_kept"] == 1
+    assert [s["chunk_id"] for s in found(client, "pelican", "bm25")] == [body["chunk_id"]]
+    cleared = patch(client, body["chunk_id"], keywords=[], questions=[]).json()
+    assert cleared["edit"] is None and cleared["chunk_id"] == target["chunk_id"]
+    assert found(client, "pelican", "bm25") == []
+    assert_clean(client)
+
+
+def test_an_added_qa_pair_takes_keywords_too(client):
+    qa = add(client, question="Can the kettle boil milk?", answer="No, only water.").json()
+    tagged = patch(client, qa["chunk_id"], keywords=["lactose"]).json()
+    assert tagged["edit"]["manual"] and tagged["edit"]["keywords"] == ["lactose"] and tagged["kind"] == "qa"
+    assert [s["chunk_id"] for s in found(client, "lactose", "bm25")] == [tagged["chunk_id"]]
+    assert_clean(client)
+
+
+@pytest.mark.parametrize("body, field", [({"keywords": [""]}, "keywords"), ({"keywords": ["x" * 301]}, "keywords"),
+                                         ({"questions": ["q"] * 33}, "questions"), ({"keywords": "flamingo"}, "keywords"),
+                                         ({"questions": [" "]}, "questions")])
+def test_bad_keywords_and_questions_name_the_field(client, body, field):
+    r = patch(client, chunk_with(client, "citric")["chunk_id"], **body)
+    assert r.status_code == 422 and r.json()["error"]["field"] == field, r.text
