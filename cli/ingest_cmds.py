@@ -82,13 +82,13 @@ def ingest(
     arguments, 75 when another job is writing the knowledge base."""
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
+    check_mode(edits, "--edits")
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                              semantic_percentile=percentile, generate_questions=generate_questions,
                              ocr=None if ocr is None else ("auto" if ocr else "off"))
     services = build_services(settings)
     kb = kb or settings.default_kb
     tags = parse_tags(tag, field="--tag")
-    check_mode(edits, "--edits")
     echo(f"embedding model: {services.embedder_resolution.reason}", err=True)
     files = None if path.is_dir() else [path]  # a single file (a pipe or device is skipped with its reason)
     progress = None

@@ -71,7 +71,8 @@ _COLUMNS = ("kb", "doc_id", "chunk_key", "base_text", "base_embed", "text", "dis
 
 def check_mode(mode: str, field_name: str = "edits") -> str:
     if mode not in EDIT_MODES:
-        raise InvalidRequest(f"invalid edits choice {mode!r}: use {' or '.join(EDIT_MODES)}", field=field_name)
+        raise InvalidRequest(f"invalid {field_name} {mode!r}: use {' or '.join(EDIT_MODES)} (what a changed "
+                             "file's re-ingest does with its chunk edits)", field=field_name)
     return mode
 
 
