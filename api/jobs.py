@@ -40,6 +40,7 @@ from typing import Any
 from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor
+from rag.chunk_edits import KEEP
 from rag.db import DB_ERRORS, Database
 from rag.errors import NotFound, RagError
 from rag.factory import Services
@@ -79,6 +80,7 @@ class Job:
     created_at: float
     files: list[dict[str, Any]]
     tags: dict[str, str] = field(default_factory=dict)
+    edits: str = KEEP  # what re-ingesting a changed file does with its chunk edits (rag/chunk_edits.py)
     started_at: float | None = None
     finished_at: float | None = None
     progress: dict[str, int] = field(default_factory=dict)
@@ -350,7 +352,7 @@ class JobManager:
                 self._update(job)
 
         try:
-            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress)
+            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress, edits=job.edits)
             return ingestor.ingest_files(upload_dir, targets), before
         finally:
             for name in names:
@@ -396,6 +398,8 @@ class JobManager:
                           "chunks_added": result.chunks_added if result else 0,
                           "chunks_removed": result.chunks_removed if result else 0,
                           "note": result.note if result else "",
+                          "edits_kept": result.edits_kept if result else 0,
+                          "edits_dropped": result.edits_dropped if result else 0,
                           "doc_id": record.doc_id if record is not None and status in OK_STATUSES else None})
         ok = sum(1 for f in files if f["status"] in OK_STATUSES)
         status = "succeeded" if ok == len(files) else "partial" if ok else "failed"

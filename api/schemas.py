@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rag.chunk_edits import EDIT_MODES, KEEP, MAX_TERMS, MAX_TEXT
 from rag.names import HYBRID, MODES, STRATEGIES
 
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -265,6 +266,7 @@ class JobOut(BaseModel):
     files: list[dict[str, Any]]
     errors: list[dict[str, str]]
     tags: dict[str, str] = {}
+    edits: Literal[EDIT_MODES] = KEEP  # what re-ingesting a changed file did with its chunk edits
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # set when the server stopped during the job and resumed it at restart
@@ -415,6 +417,18 @@ class RerankResponse(BaseModel):
     results: list[RerankResult]
 
 
+class ChunkEditOut(BaseModel):
+    """A chunk's edit (chunk curation), when it has one."""
+
+    edited: bool = Field(description="Its text was edited (`original_text`: the text the chunker gave it)")
+    original_text: str | None = None
+    disabled: bool = False
+    manual: bool = Field(False, description="Added by hand to the document")
+    keywords: list[str] = Field([], description="Matched by retrieval with the chunk's text (BM25 and dense)")
+    questions: list[str] = Field([], description="Questions it answers, matched by retrieval like the keywords")
+    updated_at: float
+
+
 class ChunkOut(BaseModel):
     chunk_id: str
     text: str
@@ -424,7 +438,29 @@ class ChunkOut(BaseModel):
     page: int | None
     kind: str
     embed_text: str | None = None
-    questions: list[str] = []
+    questions: list[str] = Field([], description="Questions generated for it at ingest (`--generate-questions`)")
+    disabled: bool = Field(False, description="Kept, but never retrieved")
+    edit: ChunkEditOut | None = None
+
+
+class ChunkCreate(BaseModel):
+    """A chunk added by hand to a document: `text`, or `question` and `answer` (a Q&A chunk)."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    question: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    answer: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+
+
+class ChunkPatchIn(BaseModel):
+    """A chunk's edit: its text (re-embedded and re-indexed at once), disabled, its keywords and
+    questions (each list replaces the one before; `[]` removes them); at least one."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    disabled: bool | None = None
+    keywords: list[str] | None = Field(None, max_length=MAX_TERMS, description="Words retrieval also matches")
+    questions: list[str] | None = Field(None, max_length=MAX_TERMS, description="Questions retrieval also matches")
 
 
 class DocumentChunks(BaseModel):

@@ -22,7 +22,7 @@ def _parts():
     from rag import catalog, versions
 
     return [("catalog", [("catalog", catalog.MIGRATIONS), ("versions", versions.MIGRATIONS)],
-             ["kbs", "documents", "document_tags", "generations", "doc_versions", "doc_version_state"]),
+             ["kbs", "documents", "document_tags", "chunk_edits", "generations", "doc_versions", "doc_version_state"]),
             ("api_keys", [("api_keys", auth.MIGRATIONS)], ["api_keys"]),
             ("conversations", [("conversations", conversations.MIGRATIONS)], ["conversations", "messages"]),
             ("jobs", [("jobs", jobs.MIGRATIONS)], ["jobs"])]

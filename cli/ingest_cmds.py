@@ -15,6 +15,7 @@ from cli.output import echo, name
 from ingest.runner import IngestProgress
 from ingest.service import build_ingestor
 from rag import versions
+from rag.chunk_edits import KEEP, check_mode
 from rag.errors import StoreHeld
 from rag.factory import build_services, open_services
 from rag.settings import load_settings
@@ -68,6 +69,9 @@ def ingest(
     follow_links: bool = typer.Option(False, "--follow-links",
                                       help="Also index symbolic links that point outside the folder."),
     ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images (default: RAG_OCR, auto)."),
+    edits: str = typer.Option(KEEP, "--edits", help="What a changed file's re-ingest does with its chunk edits "
+                              "(text, disabled, added chunks, keywords): keep (re-apply those whose chunk is still "
+                              "there) or drop."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -78,6 +82,7 @@ def ingest(
     arguments, 75 when another job is writing the knowledge base."""
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
+    check_mode(edits, "--edits")
     settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
                              semantic_percentile=percentile, generate_questions=generate_questions,
                              ocr=None if ocr is None else ("auto" if ocr else "off"))
@@ -92,7 +97,7 @@ def ingest(
             progress = None if quiet or as_json else _Progress(
                 total=len(files) if files else _count_files(path, follow_links))
             ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
-                                      page_progress=progress.page if progress else None)
+                                      page_progress=progress.page if progress else None, edits=edits)
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
             # version families are detected now (and again whenever the documents change)

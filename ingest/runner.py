@@ -36,6 +36,7 @@ from ingest.parse import (OCR_SUFFIXES, SUPPORTED_SUFFIXES, not_regular_reason, 
 from ingest.prefetch import prefetched
 from ingest.writer import OrderedWriter
 from rag.catalog import DocRecord
+from rag.chunk_edits import KEEP, Reapplied, check_mode, reapply
 from rag.errors import ParseError
 from rag.ids import chunk_id_for, doc_id_for, sha256_hex
 from rag.kb import EXTRA_SEP, KnowledgeBase
@@ -59,6 +60,8 @@ class FileResult:
     chunks_added: int = 0
     chunks_removed: int = 0
     note: str = ""  # something the user should know about an indexed file ("3 invalid bytes replaced")
+    edits_kept: int = 0  # chunk edits re-applied to the new version (rag/chunk_edits.py)
+    edits_dropped: int = 0  # chunk edits deleted: the file changed and `edits=drop`, or their chunk is gone
 
 
 @dataclass
@@ -92,6 +95,8 @@ class IngestReport:
                 "indexed": self.count("indexed", "updated"), "unchanged": self.count("unchanged"),
                 "removed": self.count("removed"), "skipped": len(self.skipped),
                 "chunks_added": self.chunks_added, "chunks_removed": self.chunks_removed,
+                "edits_kept": sum(f.edits_kept for f in self.files),
+                "edits_dropped": sum(f.edits_dropped for f in self.files),
                 "files": [f.__dict__ for f in self.files]}
 
 
@@ -103,6 +108,7 @@ class _Prepared:
     status: str
     note: str = ""  # something the user should know ("3 invalid bytes replaced")
     partial: str = ""  # what of an indexed file was left out (the scanned pages that gave no text)
+    edits: Reapplied | None = None  # the document's chunk edits re-applied (None: it had none)
 
 
 @dataclass(frozen=True)
@@ -194,8 +200,11 @@ class Ingestor:
                  question_writer=None, batch_chunks: int = 128, progress: ProgressFn | None = None,
                  embed_batch: int = 32, limits: ParseLimits | None = None,
                  ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES,
-                 write_behind: int = WRITE_BEHIND, titles: Mapping[str, str] | None = None) -> None:
+                 write_behind: int = WRITE_BEHIND, titles: Mapping[str, str] | None = None,
+                 edits: str = KEEP) -> None:
         self.kb = kb
+        # what a changed file's re-ingest does with its chunk edits (rag/chunk_edits.py: keep or drop)
+        self.edits = check_mode(edits)
         # source (path relative to the folder) -> the title its document gets instead of the parsed one
         # (`rag eval` gives each corpus passage its dataset title; its file holds the text alone)
         self.titles = dict(titles or {})
@@ -324,10 +333,15 @@ class Ingestor:
                            self.tags, signature + (f"{OCR_STOPPED}{stopped}" if stopped else ""), "pending", [], [],
                            time.time())
         chunks = self._chunks(record, parsed, spans)
+        edits = None
+        if old is not None:  # the edits of its chunks, re-applied (or dropped) as the ingest's `edits` says
+            edits = reapply(catalog.chunk_edits(self.kb.name, record.doc_id), chunks, record,
+                            changed=old.content_hash != content_hash, mode=self.edits)
+            chunks, record.disabled_ids = edits.chunks, edits.disabled_ids
         old_ids = set(old.chunk_ids) | set(old.pending_ids) if old else set()
         status = "updated" if old is not None and old.state == "indexed" else "indexed"
         return _Prepared(record, chunks, old_ids, status, str(parsed.metadata.get("note", "")),
-                         "; ".join(parsed.metadata.get("ocr_skipped") or ())), ocr_seconds
+                         "; ".join(parsed.metadata.get("ocr_skipped") or ()), edits), ocr_seconds
 
     def _chunks(self, record: DocRecord, parsed: ParsedDocument, spans) -> list[Chunk]:
         chunks = []
@@ -398,9 +412,12 @@ class Ingestor:
         offset = 0
         for item in batch:
             n = len(item.chunks)
-            removed = self.kb.finish_document(item.record, item.chunks, vectors[offset : offset + n], item.old_ids)
+            edits = item.edits or Reapplied([])
+            removed = self.kb.finish_document(item.record, item.chunks, vectors[offset : offset + n], item.old_ids,
+                                              drop_edits=edits.dropped)
             offset += n
-            results.append(FileResult(item.record.source, item.status, item.partial, n, removed, item.note))
+            results.append(FileResult(item.record.source, item.status, item.partial, n, removed, item.note,
+                                      edits.kept, len(edits.dropped)))
         return results, time.perf_counter() - t0
 
     def _collect(self, done: list[tuple[list[FileResult], float]], report: IngestReport) -> None:

@@ -9,6 +9,7 @@ from ingest.formats.ocr import OcrOptions
 from ingest.limits import ParseLimits
 from ingest.questions import QuestionWriter
 from ingest.runner import WRITE_BEHIND, Ingestor
+from rag.chunk_edits import KEEP
 from rag.factory import Services
 from rag.settings import Settings
 
@@ -20,7 +21,7 @@ def ocr_options(settings: Settings, page_progress=None) -> OcrOptions:
 
 
 def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None,
-                   page_progress=None, titles: dict[str, str] | None = None) -> Ingestor:
+                   page_progress=None, titles: dict[str, str] | None = None, edits: str = KEEP) -> Ingestor:
     s = services.settings
     embedder = services.embedder if s.chunker == "semantic" else None
     chunker = make_chunker(s.chunker, size=s.chunk_size, overlap=s.chunk_overlap, embedder=embedder,
@@ -33,4 +34,4 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     return Ingestor(knowledge_base, chunker, tags=tags, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress,
                     embed_batch=s.embed_batch_size, limits=limits, ocr=ocr_options(s, page_progress),
-                    write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0, titles=titles)
+                    write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0, titles=titles, edits=edits)

@@ -10,7 +10,10 @@ The catalog is also the source of truth for which chunks queries may see (`live_
 replaced stays visible until the new one is complete). `mark_indexed` swaps a document's live ids
 in one transaction and records the old ids still in the stores as garbage (`pending_ids` of an
 indexed row) until `clear_garbage` says they were deleted. Every change of the live set bumps the
-knowledge base's generation, so readers in any process can cache the set.
+knowledge base's generation, so readers in any process can cache the set. A document's
+`disabled_ids` (chunks disabled by hand, and their extra vectors) stay out of the live set; the
+edits themselves are rows of `chunk_edits` (rag/chunk_edits.py), written with the swap they cause
+(`save_chunk_edit`) and deleted with their document.
 
 It lives in `<data_dir>/catalog.sqlite`, or in PostgreSQL with `RAG_CATALOG_URL` (rag/db.py), where
 every replica of the API shares it.
@@ -28,9 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag import chunk_edits
+from rag.chunk_edits import ChunkEdit
 from rag.db import Database, Row
 from rag.doc_query import DocPage, DocQuery, add_tag_rows, tag_filter_sql, write_tag_rows
 from rag.errors import InvalidRequest, NotFound
+from rag.ids import parent_of
 
 KB_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -66,9 +72,10 @@ MIGRATIONS = [
         "CREATE TABLE IF NOT EXISTS generations (kb TEXT PRIMARY KEY, gen BIGINT NOT NULL)",
     ),
     add_tag_rows,  # 2: document_tags, the tags as rows (indexed filters, rag/doc_query.py)
+    chunk_edits.SCHEMA,  # 3: chunk_edits, and documents.disabled_ids (rag/chunk_edits.py)
 ]
 _DOC_COLUMNS = ("kb", "doc_id", "source", "origin", "content_hash", "mtime", "size", "title", "format", "tags",
-                "chunker", "state", "chunk_ids", "pending_ids", "ingested_at")
+                "chunker", "state", "chunk_ids", "pending_ids", "ingested_at", "disabled_ids")
 
 
 DROPPING_KEY = "dropping"  # in a knowledge base's meta: when its drop began
@@ -122,6 +129,7 @@ class DocRecord:
     chunk_ids: list[str]  # the live ids (for a pending document: those of the version being replaced)
     pending_ids: list[str]  # pending: ids being written; indexed: old ids not yet deleted (garbage)
     ingested_at: float
+    disabled_ids: list[str] = field(default_factory=list)  # of `chunk_ids`: disabled by hand, never retrieved
 
 
 class Catalog:
@@ -218,6 +226,7 @@ class Catalog:
     def delete_kb(self, name: str) -> None:
         with self.db.transaction() as db:
             db.execute("DELETE FROM document_tags WHERE kb=?", (name,))
+            db.execute("DELETE FROM chunk_edits WHERE kb=?", (name,))
             db.execute("DELETE FROM documents WHERE kb=?", (name,))
             db.execute("DELETE FROM kbs WHERE name=?", (name,))
             self._bump(db, name)
@@ -234,13 +243,16 @@ class Catalog:
         return int(row["gen"]) if row else 0
 
     def live_chunk_ids(self, kb: str) -> tuple[int, frozenset[str]]:
-        """(generation, the chunk ids queries may see), read in one snapshot."""
+        """(generation, the chunk ids queries may see), read in one snapshot: disabled chunks (and
+        their extra vectors) left out."""
         with self.db.snapshot() as db:
             row = db.one("SELECT gen FROM generations WHERE kb=?", (kb,))
-            rows = db.query("SELECT chunk_ids FROM documents WHERE kb=? AND state IN ('indexed', 'pending')", (kb,))
+            rows = db.query("SELECT chunk_ids, disabled_ids FROM documents WHERE kb=? "
+                            "AND state IN ('indexed', 'pending')", (kb,))
         ids: set[str] = set()
         for r in rows:
-            ids.update(json.loads(r["chunk_ids"]))
+            disabled = set(json.loads(r["disabled_ids"]))
+            ids.update(i for i in json.loads(r["chunk_ids"]) if not disabled or parent_of(i) not in disabled)
         return (int(row["gen"]) if row else 0), frozenset(ids)
 
     def kb_stats(self, name: str) -> dict[str, int]:
@@ -252,7 +264,8 @@ class Catalog:
     def _doc(self, row: Row) -> DocRecord:
         return DocRecord(row["kb"], row["doc_id"], row["source"], row["origin"], row["content_hash"], row["mtime"], row["size"],
                          row["title"], row["format"], json.loads(row["tags"]), row["chunker"], row["state"],
-                         json.loads(row["chunk_ids"]), json.loads(row["pending_ids"]), row["ingested_at"])
+                         json.loads(row["chunk_ids"]), json.loads(row["pending_ids"]), row["ingested_at"],
+                         json.loads(row["disabled_ids"]))
 
     def get_doc(self, kb: str, doc_id: str) -> DocRecord | None:
         row = self.db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
@@ -322,25 +335,32 @@ class Catalog:
         dead_old = set(old.chunk_ids) if old is not None and not live_old else set()
         pending = sorted(set(pending_ids) | set(old.pending_ids if old else []) | dead_old)
         self._write_doc(doc, content_hash=old.content_hash if old else "", state="pending", chunk_ids=chunk_ids,
-                        pending_ids=pending)
+                        pending_ids=pending, disabled_ids=old.disabled_ids if old is not None and live_old else [])
 
-    def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str], garbage: Sequence[str] = ()) -> None:
-        """The swap: `chunk_ids` become the document's live ids in one transaction; `garbage` (old
+    def mark_indexed(self, doc: DocRecord, chunk_ids: Sequence[str], garbage: Sequence[str] = (),
+                     drop_edits: Sequence[str] = ()) -> None:
+        """The swap: `chunk_ids` become the document's live ids (and `doc.disabled_ids` its disabled
+        ones) in one transaction, which also deletes the edits `drop_edits` (keys); `garbage` (old
         ids still in the stores, deleted next) stays recorded until `clear_garbage`."""
-        self.mark_many_indexed([(doc, chunk_ids, garbage)])
+        with self.db.transaction() as db:
+            self.mark_many_indexed([(doc, chunk_ids, garbage)])
+            for key in drop_edits:
+                db.execute("DELETE FROM chunk_edits WHERE kb=? AND doc_id=? AND chunk_key=?", (doc.kb, doc.doc_id, key))
 
     def mark_many_indexed(self, items: Sequence[tuple[DocRecord, Sequence[str], Sequence[str]]]) -> None:
         """`mark_indexed` for many documents in one transaction."""
         with self.db.transaction() as db:
             for doc, chunk_ids, garbage in items:
                 self._write_doc(doc, content_hash=doc.content_hash, state="indexed", chunk_ids=list(chunk_ids),
-                                pending_ids=sorted(set(garbage) - set(chunk_ids)))
+                                pending_ids=sorted(set(garbage) - set(chunk_ids)),
+                                disabled_ids=[i for i in doc.disabled_ids if i in set(chunk_ids)])
                 self._bump(db, doc.kb)
 
     def _write_doc(self, doc: DocRecord, *, content_hash: str, state: str, chunk_ids: list[str],
-                   pending_ids: list[str]) -> None:
+                   pending_ids: list[str], disabled_ids: list[str]) -> None:
         values = (doc.kb, doc.doc_id, doc.source, doc.origin, content_hash, doc.mtime, doc.size, doc.title, doc.format,
-                  json.dumps(doc.tags), doc.chunker, state, json.dumps(chunk_ids), json.dumps(pending_ids), time.time())
+                  json.dumps(doc.tags), doc.chunker, state, json.dumps(chunk_ids), json.dumps(pending_ids), time.time(),
+                  json.dumps(disabled_ids))
         with self.db.transaction() as db:
             db.upsert("documents", dict(zip(_DOC_COLUMNS, values)), ("kb", "doc_id"))
             write_tag_rows(db, doc.kb, doc.doc_id, doc.tags)
@@ -369,6 +389,7 @@ class Catalog:
     def remove_doc(self, kb: str, doc_id: str) -> None:
         with self.db.transaction() as db:
             db.execute("DELETE FROM document_tags WHERE kb=? AND doc_id=?", (kb, doc_id))
+            db.execute("DELETE FROM chunk_edits WHERE kb=? AND doc_id=?", (kb, doc_id))
             db.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
             self._bump(db, kb)
 
@@ -379,3 +400,43 @@ class Catalog:
             if doc.state != "deleting":
                 ids.update(doc.chunk_ids)
         return ids
+
+    # chunk edits (rag/chunk_edits.py) ----------------------------------------------------------
+    def chunk_edits(self, kb: str, doc_id: str) -> list[ChunkEdit]:
+        """The edits of one document, oldest first."""
+        rows = self.db.query("SELECT * FROM chunk_edits WHERE kb=? AND doc_id=? ORDER BY created_at, chunk_key",
+                             (kb, doc_id))
+        return [ChunkEdit.from_row(r) for r in rows]
+
+    def chunk_edit(self, kb: str, doc_id: str, key: str) -> ChunkEdit | None:
+        row = self.db.one("SELECT * FROM chunk_edits WHERE kb=? AND doc_id=? AND chunk_key=?", (kb, doc_id, key))
+        return ChunkEdit.from_row(row) if row else None
+
+    def save_chunk_edit(self, edit: ChunkEdit, chunk_id: str, replaces: Sequence[str] = ()) -> DocRecord:
+        """Record `edit` and the swap it causes, in one transaction: the chunk `chunk_id` (already in
+        the stores) takes the place of `replaces` in its document's live ids (or joins them: a chunk
+        added by hand), disabled or not as `edit` says; the replaced ids become garbage (deleted next,
+        `clear_garbage`). An edit that changes nothing any more is deleted."""
+        with self.db.transaction() as db:
+            row = db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?" + db.for_update, (edit.kb, edit.doc_id))
+            if row is None:
+                raise NotFound(f"unknown document {edit.doc_id!r} in knowledge base {edit.kb!r}", field="doc_id")
+            doc = self._doc(row)
+            gone = set(replaces) - {chunk_id}
+            ids = list(doc.chunk_ids)
+            at = next((n for n, i in enumerate(ids) if i in gone), len(ids))
+            ids = [i for i in ids[:at] if i not in gone] + [chunk_id] + [i for i in ids[at:] if i not in gone]
+            ids = list(dict.fromkeys(ids))
+            disabled = [i for i in doc.disabled_ids if i not in gone and i != chunk_id]
+            disabled += [chunk_id] if edit.disabled else []
+            pending = sorted((set(doc.pending_ids) | gone) - set(ids))
+            db.execute("UPDATE documents SET chunk_ids=?, pending_ids=?, disabled_ids=?, state='indexed' "
+                       "WHERE kb=? AND doc_id=?", (json.dumps(ids), json.dumps(pending), json.dumps(disabled),
+                                                   edit.kb, edit.doc_id))
+            if edit.empty:
+                db.execute("DELETE FROM chunk_edits WHERE kb=? AND doc_id=? AND chunk_key=?",
+                           (edit.kb, edit.doc_id, edit.key))
+            else:
+                db.upsert("chunk_edits", edit.row(), ("kb", "doc_id", "chunk_key"))
+            self._bump(db, edit.kb)
+            return self._doc(db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?", (edit.kb, edit.doc_id)))

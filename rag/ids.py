@@ -26,3 +26,18 @@ def chunk_id_for(kb: str, source: str, start: int, end: int, text: str, variant:
 def point_uuid(chunk_id: str) -> str:
     """Qdrant point ids must be UUIDs or integers: a UUID derived from the chunk id."""
     return str(uuid.UUID(hex=sha256_hex(chunk_id)[:32]))
+
+
+# extra vectors of a chunk (generated questions) have ids `<chunk id>#q<n>`; searches map them back
+EXTRA_SEP = "#"
+
+
+def parent_of(chunk_id: str) -> str:
+    """The chunk an id belongs to: itself, or the chunk of an extra vector."""
+    return chunk_id.split(EXTRA_SEP, 1)[0]
+
+
+def edit_key_for(text: str) -> str:
+    """What a chunk edit is attached to (rag/chunk_edits.py): the text the chunker gave the chunk, so
+    that a re-ingest finds the same chunk again even where the file changed around it."""
+    return sha256_hex(f"edit\x00{text}")[:32]

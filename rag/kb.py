@@ -19,7 +19,8 @@ holds it around its work and uses the `KnowledgeBase` methods inside it.
 Document states, all changed here (the catalog holds the rows): `begin_document` marks a document
 pending with the chunk ids about to be written (queries still see the version it replaces);
 `finish_document` writes the new chunks, swaps them live (indexed) and deletes the old ones;
-`roll_back` undoes a pending document a killed run left; `remove_document` marks a document
+`roll_back` undoes a pending document a killed run left; `swap_chunk` puts one edited or added
+chunk in (rag/curation.py) by the same steps; `remove_document` marks a document
 deleting, deletes its chunks, then its row; `delete_garbage` deletes the old chunks a killed swap
 left. Every step is idempotent, so the next run or `rag check --repair` finishes a killed one.
 Drop, reindex and orphans: rag/kb_lifecycle.py.
@@ -40,7 +41,9 @@ from functools import cached_property
 import numpy as np
 
 from rag.catalog import Catalog, DocRecord, KbRecord, check_kb_name, check_new_kb_name
+from rag.chunk_edits import ChunkEdit
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, RagError
+from rag.ids import EXTRA_SEP, parent_of  # noqa: F401 (EXTRA_SEP: imported from here by callers)
 from rag.kb_lifecycle import KbLifecycle, iter_stored_chunks
 from rag.locks import WriteLocks
 from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
@@ -48,14 +51,9 @@ from rag.types import Chunk, Filter, ScoredId
 
 log = logging.getLogger(__name__)
 
-EXTRA_SEP = "#"
 OVERFETCH = 4  # each retry asks the index for this many times more hits
 MAX_OVERFETCH = 64  # at most this many times `limit`
 NO_MATCH = Filter(doc_ids=("",))  # `catalog_filter`: no document carries the tags asked for
-
-
-def parent_of(chunk_id: str) -> str:
-    return chunk_id.split(EXTRA_SEP, 1)[0]
 
 
 def collapse_to_parents(items: Sequence[ScoredId]) -> list[ScoredId]:
@@ -140,16 +138,37 @@ class KnowledgeBase:
         self.catalog.mark_pending(doc, chunk_ids)
 
     def finish_document(self, doc: DocRecord, chunks: Sequence[Chunk], vectors: np.ndarray,
-                        old_ids: Iterable[str]) -> int:
-        """Write the new version of a pending `doc` (not yet live), swap it live in the catalog, then
-        delete the ids of `old_ids` it no longer has; the number deleted."""
+                        old_ids: Iterable[str], drop_edits: Sequence[str] = ()) -> int:
+        """Write the new version of a pending `doc` (not yet live), swap it live in the catalog (and
+        delete its chunk edits `drop_edits`, rag/chunk_edits.py), then delete the ids of `old_ids`
+        it no longer has; the number deleted."""
         new_ids = [c.id for c in chunks]
         garbage = sorted(set(old_ids) - set(new_ids))
         self.write(chunks, vectors)  # new version written, not yet live
-        self.catalog.mark_indexed(doc, new_ids, garbage=garbage)  # the swap
+        self.catalog.mark_indexed(doc, new_ids, garbage=garbage, drop_edits=drop_edits)  # the swap
         self.delete(garbage)
         self.catalog.clear_garbage(doc.kb, doc.doc_id)
         return len(garbage)
+
+    def swap_chunk(self, doc: DocRecord, edit: ChunkEdit, new: Chunk, replaces: Sequence[str] = ()) -> DocRecord:
+        """A chunk edit (rag/curation.py) on indexed `doc`: when `new` is not yet stored, mark `doc`
+        pending with its id, embed and write it (a failure rolls the document back); then record
+        `edit` and swap `new` in for `replaces` in one catalog transaction, and delete those. The
+        document's record after it."""
+        if new.id not in doc.chunk_ids:
+            self.begin_document(doc, [new.id])
+            try:
+                self.write([new], self.embedder.encode_corpus([new.match_text]))
+            except BaseException:  # the embedder or a store failed: the document back as it was
+                pending = self.catalog.get_doc(self.name, doc.doc_id)
+                if pending is not None and pending.state == "pending":
+                    self.roll_back(pending)
+                raise
+        saved = self.catalog.save_chunk_edit(edit, new.id, replaces)
+        if replaces:
+            self.delete([i for i in replaces if i != new.id])
+            self.catalog.clear_garbage(self.name, doc.doc_id)
+        return saved
 
     def delete_garbage(self, doc: DocRecord) -> int:
         """Delete the old chunks a swap of indexed `doc` left in the stores (a run killed after the

@@ -91,13 +91,14 @@ class Chunk:
     ocr: bool = False  # the text was recognised from a page image
     ocr_confidence: float | None = None  # mean OCR recognition confidence (0..1) of that text
     pages: tuple[tuple[int, int], ...] = ()  # (page, offset in text) where each page begins (rag/pages.py)
+    edit_key: str | None = None  # a chunk written from an edit (rag/chunk_edits.py): the edit's key
 
     @property
     def match_text(self) -> str:
         return self.embed_text if self.embed_text is not None else self.text
 
     def payload(self) -> dict[str, Any]:
-        return {
+        out = {
             "chunk_id": self.id,
             "kb": self.kb,
             "doc_id": self.doc_id,
@@ -118,6 +119,9 @@ class Chunk:
             "ocr_confidence": self.ocr_confidence,
             "pages": [list(p) for p in self.pages],
         }
+        if self.edit_key is not None:  # only on edited and added chunks: the others' payloads stay as they were
+            out["edit_key"] = self.edit_key
+        return out
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> Chunk:
@@ -144,6 +148,7 @@ class Chunk:
             pages=tuple((int(p), int(o)) for p, o in payload["pages"]) if "pages" in payload
             # stored before chunks recorded their page boundaries: the one page they knew
             else (((int(payload["page"]), 0),) if payload.get("page") is not None else ()),
+            edit_key=payload.get("edit_key"),
         )
 
 

@@ -14,10 +14,11 @@ from fastapi.responses import FileResponse
 
 from api.deps import ApiState, Caller, State
 from api.errors import Conflict
-from api.schemas import KB_PATTERN, ChunkOut, DocumentChunks, DocumentText, SystemInfo
+from api.routes.chunks import chunk_out
+from api.schemas import KB_PATTERN, DocumentChunks, DocumentText, SystemInfo
 from rag.catalog import DocRecord
 from rag.errors import NotFound, ParseError, RagError
-from rag.ids import sha256_hex
+from rag.ids import edit_key_for, sha256_hex
 from rag.kb import EXTRA_SEP, parent_of
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,8 @@ def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller,
                     limit: int | None = Query(None, ge=1, le=10_000, description="Chunks per page (default: all)"),
                     offset: int = Query(0, ge=0, le=10_000_000, description="Chunks to skip")) -> Any:
     """The document's chunks in reading order (character start), each with its section path, page,
-    span, kind (`text` or `qa`) and the questions generated for it (`--generate-questions`). Paged
+    span, kind (`text` or `qa`), the questions generated for it (`--generate-questions`), whether it
+    is disabled and its edit (chunk curation; chunks added by hand come after the others). Paged
     with `limit` / `offset` in the order the ingest wrote them (reading order); `total` counts them
     all, and only the page's chunks are read from the store."""
     caller.require_read(kb)
@@ -60,9 +62,11 @@ def document_chunks(kb: KbName, doc_id: str, state: State, caller: Caller,
     extras = knowledge.get_chunks([i for i in ids if EXTRA_SEP in i and parent_of(i) in wanted]) if knowledge else {}
     for cid in sorted(extras):
         questions.setdefault(parent_of(cid), []).append(extras[cid].embed_text or "")
-    rows = [ChunkOut(chunk_id=c.id, text=c.text, start=c.start, end=c.end, section_path=list(c.section_path),
-                     page=c.page, kind=c.kind, embed_text=c.embed_text, questions=questions.get(c.id, []))
-            for c in sorted(chunks.values(), key=lambda c: (c.start, c.end, c.id))]
+    edits = {e.key: e for e in state.services.catalog.chunk_edits(kb, doc_id)} if page else {}
+    at = {cid: n for n, cid in enumerate(ids)}  # the order written (chunks added by hand: the order added)
+    rows = [chunk_out(c, doc, edits.get(c.edit_key or edit_key_for(c.text)), questions.get(c.id, []))
+            for c in sorted(chunks.values(), key=lambda c: (c.edit_key in edits and edits[c.edit_key].manual,
+                                                            c.start, c.end, at[c.id]))]
     return DocumentChunks(kb=kb, doc_id=doc.doc_id, source=doc.source, title=doc.title, state=doc.state,
                           chunks=rows, missing=len(page) - len(rows), total=len(parents), offset=offset)
 

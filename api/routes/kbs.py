@@ -22,6 +22,7 @@ from api.uploads import (MAX_FILES_PER_UPLOAD, MIB, check_type, kb_upload_dir, r
                          sanitize_filename, save_stream, staging_dir, too_large)
 from rag import doc_edits
 from rag.catalog import DocRecord, KbRecord, check_new_kb_name
+from rag.chunk_edits import KEEP, check_mode
 from rag.doc_edits import DocEdit
 from rag.doc_query import MAX_PAGE, DocQuery
 from rag.errors import Busy, InvalidRequest, NotFound
@@ -218,7 +219,10 @@ def bulk_documents(kb: KbName, body: DocumentsBulk, state: State, caller: Caller
                         415: {"description": "Unsupported file type"}})
 def upload_documents(kb: KbName, state: State, caller: Caller, response: Response,
                      files: Annotated[list[UploadFile], File(description="One or many files (field `files`)")],
-                     tags: Annotated[list[str], Form(description="key=value tags for every file")] = []) -> Any:
+                     tags: Annotated[list[str], Form(description="key=value tags for every file")] = [],
+                     edits: Annotated[str, Form(description="A file that replaces a document with other bytes: "
+                                                "`keep` its chunk edits (re-applied where their chunk text is "
+                                                "still there; the default) or `drop` them")] = KEEP) -> Any:
     """Upload documents and ingest them in a background job: 202 with the job id; poll
     `GET /v1/jobs/{job_id}`. A name already in the knowledge base replaces that document (only
     re-indexed when its bytes changed). At most 32 files per request."""
@@ -227,6 +231,7 @@ def upload_documents(kb: KbName, state: State, caller: Caller, response: Respons
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise InvalidRequest(f"{len(files)} files in one request; the limit is {MAX_FILES_PER_UPLOAD}", field="files")
     tag_map = parse_tags(tags)
+    check_mode(edits)
     limit_mb = state.settings.max_upload_mb
     names: list[str] = []
     for upload in files:
@@ -249,7 +254,7 @@ def upload_documents(kb: KbName, state: State, caller: Caller, response: Respons
         remove_tree(staging)
         raise
     entries = [{"filename": n, "size": p.stat().st_size, "status": "queued"} for n, p in staged.items()]
-    job = Job(job_id, kb, caller.key_id, "queued", time.time(), entries, tags=tag_map)
+    job = Job(job_id, kb, caller.key_id, "queued", time.time(), entries, tags=tag_map, edits=edits)
     state.jobs.submit(job, staged)
     response.headers["Location"] = f"/v1/jobs/{job_id}"
     return JobAccepted(job_id=job_id, kb=kb, status="queued", status_url=f"/v1/jobs/{job_id}",

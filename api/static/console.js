@@ -28,7 +28,12 @@ const I18N = {
         keysNotAdmin: "只有管理员密钥（RAG_API_ADMIN_KEY）可以管理密钥：把它填到上方的 API 密钥框。",
         keysNoAdmin: "这台服务器没有设置管理员密钥（RAG_API_ADMIN_KEY）：在服务器上用 rag keys create 创建密钥，或设置 RAG_API_ADMIN_KEY 并重启后在这里管理。",
         keysAuthOff: "认证已关闭（RAG_AUTH_DISABLED=true）：任何请求都不需要密钥。在这里创建的密钥会在重新开启认证后生效。",
-        perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）" },
+        perPage: "每页", range: "第 {0}–{1} 条，共 {2} 条", moreChunks: "更多分块（已显示 {0}/{1}）",
+        disable: "停用", enable: "启用", disabledPill: "已停用", editedPill: "已编辑", manualPill: "手动添加",
+        keywords: "关键词", keywordsHelp: "关键词（逗号分隔）", questionsHelp: "问题（每行一个）", questionsLabel: "问题",
+        textLabel: "文本", addHeading: "给这个文档添加分块", addText: "文本", addQa: "问答对", questionLabel: "问题",
+        answerLabel: "答案", add: "添加", chunkSaved: "分块已保存", chunkAdded: "分块已添加", originalText: "原文：",
+        matchedBy: "匹配问题：", generated: "生成的问题：" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
         confirmDelDoc: "Remove “{0}” from the knowledge base?", rerankOff: "reranking: off (no model)", rerankOn: "rerank",
@@ -47,7 +52,10 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         keysNotAdmin: "Only the admin key (RAG_API_ADMIN_KEY) may manage keys: paste it into the API key box above.",
         keysNoAdmin: "This server has no admin key (RAG_API_ADMIN_KEY is not set): create keys on the server with rag keys create, or set RAG_API_ADMIN_KEY and restart to manage them here.",
         keysAuthOff: "Authentication is off (RAG_AUTH_DISABLED=true): every request is allowed without a key. Keys made here take effect once authentication is on again.",
-        moreChunks: "More chunks ({0} of {1} shown)" };
+        moreChunks: "More chunks ({0} of {1} shown)", disable: "Disable", enable: "Enable", disabledPill: "disabled",
+        editedPill: "edited", manualPill: "added by hand", keywords: "Keywords", keywordsHelp: "Keywords (comma-separated)",
+        questionsHelp: "Questions (one per line)", questionsLabel: "Questions", textLabel: "Text", chunkSaved: "chunk saved",
+        chunkAdded: "chunk added", originalText: "Original: ", matchedBy: "matched by: ", generated: "generated questions: " };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
   let s = (I18N[lang] || {})[key] || EN[key] || key;
@@ -406,9 +414,9 @@ async function openDoc(d) {
   $("doc-view").scrollIntoView({ block: "start" });
 }
 const CHUNK_PAGE = 50;
-async function loadChunks() {  // the next page of the open document's chunks
+async function loadChunks(limit) {  // the next page of the open document's chunks
   const d = state.chunksDoc;
-  const data = await api("GET", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}/chunks?limit=${CHUNK_PAGE}&offset=${state.chunks.length}`);
+  const data = await api("GET", `/v1/kbs/${enc(currentKb())}/documents/${enc(d.doc_id)}/chunks?limit=${limit || CHUNK_PAGE}&offset=${state.chunks.length}`);
   state.chunks = state.chunks.concat(data.chunks); state.chunksTotal = data.total;
   $("doc-meta").className = "muted";
   $("doc-meta").textContent = `${d.source} · ${data.total} ${t("chunks")} · ${d.format}` + (data.missing ? ` · ${data.missing} missing` : "");
@@ -417,25 +425,103 @@ async function loadChunks() {  // the next page of the open document's chunks
   renderChunks();
 }
 $("more-chunks").addEventListener("click", async () => { try { await loadChunks(); } catch (e) { say(e.message, true); } });
+// the chunks loaded so far read again (after an edit: ids change), as many as were shown
+async function reloadChunks() { const n = Math.max(state.chunks.length + 1, CHUNK_PAGE); state.chunks = []; await loadChunks(n); }
 function renderChunks() {
   const list = $("chunk-list");
   list.innerHTML = "";
   state.chunks.forEach((c, i) => {
-    const box = el("div", "chunk");
-    box.tabIndex = 0; box.setAttribute("role", "button"); box.dataset.index = i;
+    const edit = c.edit || {};
+    const box = el("div", "chunk" + (c.disabled ? " disabled" : ""));
+    box.tabIndex = 0; box.setAttribute("role", "button"); box.dataset.index = i; box.dataset.chunkId = c.chunk_id;
     const where = [c.section_path.join(" > "), c.page !== null && c.page !== undefined ? `${t("page")} ${c.page}` : "",
-                   `${t("span")} ${c.start}–${c.end}`].filter(Boolean).join(" · ");
-    const meta = el("div", "meta", `#${i + 1} · ${where}`);
+                   edit.manual ? "" : `${t("span")} ${c.start}–${c.end}`].filter(Boolean).join(" · ");
+    const meta = el("div", "meta", `#${i + 1}` + (where ? ` · ${where}` : ""));
     meta.appendChild(el("span", "pill" + (c.kind === "qa" ? " qa" : ""), c.kind));
+    if (c.disabled) meta.appendChild(el("span", "pill off", t("disabledPill")));
+    if (edit.edited) meta.appendChild(el("span", "pill edited", t("editedPill")));
+    if (edit.manual) meta.appendChild(el("span", "pill edited", t("manualPill")));
     box.append(meta, el("div", "text", c.text));
-    if (c.kind === "qa" && c.embed_text) box.appendChild(el("div", "meta", `matched by: ${c.embed_text}`));
-    if (c.questions && c.questions.length) box.appendChild(el("div", "meta", `questions: ${c.questions.join(" | ")}`));
-    const pick = () => { list.querySelectorAll(".chunk").forEach((x) => x.classList.remove("selected")); box.classList.add("selected"); showText(c); };
+    if (edit.edited && edit.original_text) box.appendChild(el("div", "meta original", t("originalText") + edit.original_text));
+    if (c.kind === "qa" && c.embed_text && !(edit.keywords || []).length && !(edit.questions || []).length) {
+      box.appendChild(el("div", "meta", t("matchedBy") + c.embed_text));
+    }
+    if ((edit.keywords || []).length) box.appendChild(el("div", "meta terms", `${t("keywords")}: ${edit.keywords.join(", ")}`));
+    if ((edit.questions || []).length) box.appendChild(el("div", "meta terms", `${t("questionsLabel")}: ${edit.questions.join(" | ")}`));
+    if (c.questions && c.questions.length) box.appendChild(el("div", "meta", t("generated") + c.questions.join(" | ")));
+    const actions = el("div", "row chunk-actions");
+    const editBtn = el("button", "secondary", t("edit")); editBtn.type = "button";
+    const toggle = el("button", c.disabled ? "secondary" : "danger", c.disabled ? t("enable") : t("disable")); toggle.type = "button";
+    editBtn.setAttribute("aria-label", `${t("edit")} #${i + 1}`); toggle.setAttribute("aria-label", `${toggle.textContent} #${i + 1}`);
+    const error = el("span", "error"); error.setAttribute("role", "alert");
+    actions.append(editBtn, toggle, error);
+    box.appendChild(actions);
+    editBtn.addEventListener("click", (ev) => { ev.stopPropagation(); editChunk(box, c); });
+    toggle.addEventListener("click", async (ev) => {
+      ev.stopPropagation(); error.textContent = "";
+      try { await patchChunk(c, { disabled: !c.disabled }); } catch (e) { error.textContent = e.message; }
+    });
+    const pick = () => { list.querySelectorAll(".chunk").forEach((x) => x.classList.remove("selected")); box.classList.add("selected"); showText(edit.manual ? null : c); };
     box.addEventListener("click", pick);
-    box.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(); } });
+    box.addEventListener("keydown", (ev) => { if (ev.target === box && (ev.key === "Enter" || ev.key === " ")) { ev.preventDefault(); pick(); } });
     list.appendChild(box);
   });
 }
+async function patchChunk(c, body) {
+  await api("PATCH", `/v1/kbs/${enc(currentKb())}/chunks/${enc(c.chunk_id)}`, body);
+  await reloadChunks(); say(t("chunkSaved"));
+}
+const splitTerms = (text, sep) => text.split(sep).map((x) => x.trim()).filter(Boolean);
+// the chunk's editor in its place: text, keywords, questions; saved as one PATCH (only what changed)
+function editChunk(box, c) {
+  const edit = c.edit || {};
+  const form = el("form", "chunk-editor");
+  form.addEventListener("click", (ev) => ev.stopPropagation());
+  const field = (label, input) => { const l = el("label", "field stack"); l.append(el("span", null, label), input); return l; };
+  const text = el("textarea"); text.rows = 5; text.value = c.text; text.name = "text";
+  const keywords = el("input"); keywords.type = "text"; keywords.value = (edit.keywords || []).join(", "); keywords.name = "keywords";
+  const questions = el("textarea"); questions.rows = 2; questions.value = (edit.questions || []).join("\n"); questions.name = "questions";
+  const save = el("button", null, t("save")); save.type = "submit";
+  const cancel = el("button", "secondary", t("cancel")); cancel.type = "button";
+  const error = el("span", "error"); error.setAttribute("role", "alert");
+  const buttons = el("div", "row"); buttons.append(save, cancel, error);
+  form.append(field(t("textLabel"), text), field(t("keywordsHelp"), keywords), field(t("questionsHelp"), questions), buttons);
+  box.querySelector(".text").replaceWith(form);
+  box.querySelector(".chunk-actions").hidden = true;
+  box.querySelectorAll(".terms, .original").forEach((x) => { x.hidden = true; });
+  cancel.addEventListener("click", () => renderChunks());
+  form.addEventListener("keydown", (ev) => { if (ev.key === "Escape") renderChunks(); });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault(); error.textContent = "";
+    const body = {};
+    if (text.value !== c.text) body.text = text.value;
+    const kw = splitTerms(keywords.value, /[,，]/), qs = splitTerms(questions.value, /\n/);
+    if (kw.join("\n") !== (edit.keywords || []).join("\n")) body.keywords = kw;
+    if (qs.join("\n") !== (edit.questions || []).join("\n")) body.questions = qs;
+    if (!Object.keys(body).length) { renderChunks(); return; }
+    try { await patchChunk(c, body); }
+    catch (e) { error.textContent = e.message; ({ keywords, questions }[e.field] || text).focus(); }
+  });
+  text.focus();
+}
+// adding a chunk (a text, or a question and its answer) to the open document
+document.querySelectorAll("input[name=add-kind]").forEach((r) => r.addEventListener("change", () => {
+  const qa = document.querySelector("input[name=add-kind]:checked").value === "qa";
+  $("add-text-label").hidden = qa; $("add-question-label").hidden = !qa; $("add-answer-label").hidden = !qa;
+}));
+$("add-chunk").addEventListener("submit", async (ev) => {
+  ev.preventDefault(); $("add-error").textContent = "";
+  const qa = document.querySelector("input[name=add-kind]:checked").value === "qa";
+  const body = qa ? { question: $("add-question").value, answer: $("add-answer").value } : { text: $("add-text").value };
+  try {
+    await api("POST", `/v1/kbs/${enc(currentKb())}/documents/${enc(state.chunksDoc.doc_id)}/chunks`, body);
+    $("add-text").value = ""; $("add-question").value = ""; $("add-answer").value = "";
+    await reloadChunks(); say(t("chunkAdded")); loadDocs();  // the document's chunk count
+  } catch (e) {
+    $("add-error").textContent = e.message;
+    ({ question: $("add-question"), answer: $("add-answer") }[e.field] || (qa ? $("add-question") : $("add-text"))).focus();
+  }
+});
 // the parsed text with the chunk's [start, end) span highlighted and scrolled into view
 function showText(chunk) {
   const pane = $("doc-text");
@@ -484,7 +570,7 @@ function renderHits(data) {
     head.appendChild(el("span", "rank", `${i + 1}`));
     head.appendChild(document.createTextNode(`${h.title || h.document}`));
     const where = [h.document, (h.section_path || []).join(" > "), h.page !== null && h.page !== undefined ? `${t("page")} ${h.page}` : "",
-                   `${t("span")} ${h.start}–${h.end}`].filter(Boolean).join(" · ");
+                   h.end > h.start ? `${t("span")} ${h.start}–${h.end}` : ""].filter(Boolean).join(" · ");  // added by hand: no span
     const scores = `${t("fused")} ${h.score.toFixed(4)}` + (h.rerank_score !== null && h.rerank_score !== undefined ? ` · ${t("rerankScore")} ${h.rerank_score.toFixed(3)}` : "");
     card.append(head, el("div", "meta", `${where} · ${scores}`));
     const prov = (h.provenance || []).map((p) => `${p.list}${p.variant && p.variant !== "original" ? ` (${p.variant})` : ""} #${p.rank} (${Number(p.score).toFixed(3)})`);

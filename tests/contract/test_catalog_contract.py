@@ -289,3 +289,35 @@ def test_reads_inside_a_transaction_see_its_writes_and_a_failure_rolls_back(targ
         raise RuntimeError("a failure halfway")
     assert [r["id"] for r in Database(target).query("SELECT id FROM things ORDER BY id")] == ["a"]
     db.close()
+
+
+def test_chunk_edits_swap_disable_and_go_with_their_document(target):
+    from rag.chunk_edits import ChunkEdit
+
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    a = doc("kb", "d1", "a.md")
+    catalog.mark_pending(a, ["c1", "c2", "c2#q0", "c3"])
+    catalog.mark_indexed(a, ["c1", "c2", "c2#q0", "c3"])
+    gen = catalog.generation("kb")
+    edit = ChunkEdit("kb", "d1", "k2", "old text", None, "new text", created_at=1.0, updated_at=2.0)
+    saved = catalog.save_chunk_edit(edit, "e2", replaces=["c2", "c2#q0"])  # an edited chunk takes c2's place
+    assert saved.chunk_ids == ["c1", "e2", "c3"] and saved.pending_ids == ["c2", "c2#q0"] and saved.state == "indexed"
+    assert catalog.generation("kb") > gen and catalog.chunk_edit("kb", "d1", "k2") == edit
+    catalog.clear_garbage("kb", "d1")
+    disabled = catalog.save_chunk_edit(ChunkEdit("kb", "d1", "k1", "one", disabled=True, created_at=3.0), "c1")
+    assert disabled.disabled_ids == ["c1"] and catalog.live_chunk_ids("kb")[1] == {"e2", "c3"}
+    assert [e.key for e in catalog.chunk_edits("kb", "d1")] == ["k2", "k1"]
+    # the next version keeps its own disabled ids (the re-applied edits) and drops the edits asked
+    a.disabled_ids = ["e2"]
+    catalog.mark_pending(a, ["c1", "e2"])
+    assert catalog.get_doc("kb", "d1").disabled_ids == ["c1"]  # pending: the live version unchanged
+    catalog.mark_indexed(a, ["c1", "e2"], drop_edits=["k1"])
+    assert catalog.live_chunk_ids("kb")[1] == {"c1"} and [e.key for e in catalog.chunk_edits("kb", "d1")] == ["k2"]
+    enabled = catalog.save_chunk_edit(ChunkEdit("kb", "d1", "k3", "three", created_at=4.0), "e2")  # nothing left
+    assert enabled.disabled_ids == [] and catalog.chunk_edit("kb", "d1", "k3") is None
+    catalog.remove_doc("kb", "d1")
+    assert catalog.chunk_edits("kb", "d1") == []
+    with pytest.raises(NotFound):
+        catalog.save_chunk_edit(edit, "e2")
+    catalog.close()

@@ -52,7 +52,9 @@ def test_bad_arguments_give_one_line_and_nonzero_exit(env, tmp_path):
     assert bad_tag.exit_code == 2 and "--tag" in bad_tag.output
     unknown = run("docs", "--kb", "ghost")
     assert unknown.exit_code == 2 and "unknown knowledge base" in unknown.output
-    for result in (missing, bad_kb, bad_chunker, bad_tag, unknown):
+    bad_edits = run("ingest", str(env), "--kb", "x", "--edits", "maybe")
+    assert bad_edits.exit_code == 2 and "--edits" in bad_edits.output
+    for result in (missing, bad_kb, bad_chunker, bad_tag, unknown, bad_edits):
         assert "Traceback" not in result.output
 
 

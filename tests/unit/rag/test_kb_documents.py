@@ -19,7 +19,7 @@ LOCK_HOMES = {"rag/kb.py", "rag/kb_lifecycle.py", "rag/locks.py", "rag/factory.p
 STATE_HOMES = {"rag/kb.py", "rag/catalog.py"}
 LOCK_CALL = re.compile(r"write_locks|\.hold\(|\.locks\.hold")
 STATE_CALL = re.compile(r"\.(mark_pending|mark_indexed|mark_many_indexed|clear_garbage|roll_back_pending|"
-                        r"mark_deleting|remove_doc)\(")
+                        r"mark_deleting|remove_doc|save_chunk_edit)\(")
 
 
 def _sources() -> dict[str, str]:
