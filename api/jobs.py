@@ -85,11 +85,15 @@ class Job:
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # what a restart found and did, for a job the server stopped in
+    kind: str = "upload"  # "upload" | "url" (fetched first) | "reparse" (the stored files, forced)
+    chunking: dict[str, Any] = field(default_factory=dict)  # chunking overrides of a re-parse
+    retry_of: str | None = None  # the job whose failed files this one retries
+    current_file: str | None = None  # the file last worked on while running
 
     @property
     def errors(self) -> list[dict[str, str]]:
         return [{"file": f["filename"], "reason": f.get("reason") or f["status"]} for f in self.files
-                if f["status"] not in OK_STATUSES + ("queued",)]
+                if f["status"] not in OK_STATUSES + ("queued", "running")]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -349,12 +353,19 @@ class JobManager:
                 last_save[0] = time.monotonic()
                 self._update(job)
 
+        reparse = job.kind == "reparse"
         try:
-            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress)
-            return ingestor.ingest_files(upload_dir, targets), before
+            kept_docs = ([d for d in (self.services.catalog.find_doc_by_source(job.kb, n) for n in names) if d]
+                         if reparse else [])
+            # a re-parse keeps each document's own tags and title (edited ones included)
+            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress,
+                                      overrides=job.chunking, file_tags={d.source: d.tags for d in kept_docs},
+                                      titles={d.source: d.title for d in kept_docs if d.title})
+            return ingestor.ingest_files(upload_dir, targets, force=reparse), before
         finally:
             for name in names:
-                if self._settle(job.kb, upload_dir / name, backups.get(name)):
+                # a re-parsed file is the document's source already: it stays whatever happened
+                if reparse or self._settle(job.kb, upload_dir / name, backups.get(name)):
                     kept.add(name)
 
     def _indexed_as_is(self, kb: str, target: Path) -> bool:

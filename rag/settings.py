@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
-from rag.names import AUTO, EMBED_APIS, FUSIONS, RERANK_APIS, STRATEGIES
+from rag.names import (AUTO, CHUNK_OVERLAP_RANGE, CHUNK_SIZE_RANGE, CHUNKERS, EMBED_APIS, FUSIONS, RERANK_APIS,
+                       STRATEGIES)
 from rag.redact import is_postgres_url, redact_url
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,9 @@ class Settings(BaseSettings):
     embed_dim: int | None = Field(None, ge=2, le=65536)
 
     # chunking
-    chunker: Literal["recursive", "semantic", "qa"] = "recursive"
-    chunk_size: int = Field(800, ge=50, le=20000)
-    chunk_overlap: int = Field(120, ge=0, le=5000)
+    chunker: Literal[CHUNKERS] = "recursive"
+    chunk_size: int = Field(800, ge=CHUNK_SIZE_RANGE[0], le=CHUNK_SIZE_RANGE[1])
+    chunk_overlap: int = Field(120, ge=CHUNK_OVERLAP_RANGE[0], le=CHUNK_OVERLAP_RANGE[1])
     semantic_percentile: float = Field(90.0, gt=0, lt=100)
     generate_questions: int = Field(0, ge=0, le=10)
     # write a batch's chunks (vector store, BM25, catalog swap) in a background thread while the next

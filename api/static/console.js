@@ -327,7 +327,7 @@ function renderDocs() {
 function renderBulk() {
   const n = state.picked.size;
   $("bulk-count").textContent = t("selected", n);
-  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n;
+  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n; $("bulk-reparse").disabled = !n;
   const all = $("select-page");
   all.checked = n > 0 && state.docs.every((d) => state.picked.has(d.doc_id));
   all.indeterminate = n > 0 && !all.checked;

@@ -275,3 +275,46 @@ def test_a_catalog_from_before_tag_rows_gets_them_filled(target):
     old._write_doc(doc("kb", "d1", "a.md"))
     db.close()
     assert Catalog(target).doc_ids_with_tags("kb", ["team=hr"]) == ["d1"]
+
+
+def test_kb_meta_keys_are_set_and_removed_one_at_a_time(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb", meta={"description": "Handbook"})
+    rec = catalog.update_kb_meta("kb", {"settings": {"chunk_size": 300, "tags": {"团队": "人事"}}})
+    assert rec.meta == {"description": "Handbook", "settings": {"chunk_size": 300, "tags": {"团队": "人事"}}}
+    assert catalog.update_kb_meta("kb", {"settings": None}).meta == {"description": "Handbook"}
+    with pytest.raises(InvalidRequest):
+        catalog.update_kb_meta("kb", {"dropping": 1.0})
+    with pytest.raises(NotFound):
+        catalog.update_kb_meta("missing", {"settings": {}})
+    catalog.mark_dropping("kb")
+    with pytest.raises(NotFound):  # a knowledge base being dropped takes no settings
+        catalog.update_kb_meta("kb", {"settings": {}})
+    catalog.close()
+
+
+def test_concurrent_meta_updates_of_different_keys_both_land(target):
+    Catalog(target).create_kb("kb", "m", 8, "kb")
+    catalogs = [Catalog(target) for _ in range(2)]
+    threads = [threading.Thread(target=lambda c=c, i=i: [c.update_kb_meta("kb", {f"k{i}": n}) for n in range(15)])
+               for i, c in enumerate(catalogs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert catalogs[0].require_kb("kb").meta == {"k0": 14, "k1": 14}
+    for c in catalogs:
+        c.close()
+
+
+def test_documents_ingested_before_a_time_are_counted(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    for i in range(3):
+        d = doc("kb", f"d{i}", f"{i}.md")
+        catalog.mark_pending(d, [f"c{i}"])
+        catalog.mark_indexed(d, [f"c{i}"])
+    after = catalog.get_doc("kb", "d2").ingested_at + 1
+    assert catalog.count_docs_ingested_before("kb", after) == 3
+    assert catalog.count_docs_ingested_before("kb", 0) == 0 and catalog.count_docs_ingested_before("other", after) == 0
+    catalog.close()

@@ -1,0 +1,77 @@
+"use strict";
+// knowledge-base settings, re-parse, URL import, jobs with retry, usage: the parts of the console over
+// /v1/kbs/{kb}/settings, /documents/reparse, /documents/url, /v1/jobs and /v1/kbs/{kb}/usage.
+// Uses console.js's helpers ($, api, el, t, state, currentKb, enc, pollJob, loadDocs, parseTags, tagText).
+Object.assign(EN, {
+  staleDocs: "{0} document(s) were chunked before the last chunking change: re-parse them to apply it (their chunks are embedded again with the same model; no re-embedding with another model).",
+  saved: "Saved.", model: "Embedding model (read-only): {0} ({1} dimensions)", serverValue: "server: {0}",
+  reparseQueued: "re-parse of {0} document(s) queued", reparseErrors: "not re-parsed: {0}", confirmReparseAll: "Re-parse every uploaded document of “{0}” with its current settings?",
+});
+Object.assign(I18N.zh, {
+  kbSettings: "入库设置", chunker: "分块方式", chunkSize: "分块大小", chunkOverlap: "重叠", ocr: "扫描页 OCR", newFileTags: "新文件的标签",
+  reparseAll: "重新解析全部文档", bulkReparse: "重新解析所选", reparseSize: "分块大小",
+  staleDocs: "{0} 个文档是在上次修改分块设置之前分块的：重新解析后生效（用同一模型重新嵌入分块，无需更换模型）。",
+  saved: "已保存。", model: "嵌入模型（只读）：{0}（{1} 维）", serverValue: "服务器：{0}",
+  reparseQueued: "已排队重新解析 {0} 个文档", reparseErrors: "未能重新解析：{0}", confirmReparseAll: "用当前设置重新解析 “{0}” 中所有上传的文档吗？",
+});
+
+// settings ----------------------------------------------------------------------------------------
+async function loadKbSettings() {
+  const kb = currentKb();
+  $("kb-settings").hidden = !kb;
+  if (!kb) return;
+  $("kbs-error").textContent = "";
+  try { showKbSettings(await api("GET", `/v1/kbs/${enc(kb)}/settings`)); }
+  catch (e) { $("kbs-error").textContent = e.message; }
+}
+function showKbSettings(s) {
+  $("kbs-kb").textContent = `→ ${s.kb}`;
+  $("kbs-chunker").value = s.chunker; $("kbs-size").value = s.chunk_size; $("kbs-overlap").value = s.chunk_overlap;
+  $("kbs-ocr").checked = s.ocr; $("kbs-tags").value = tagText(s.tags);
+  for (const [id, f] of [["kbs-chunker", "chunker"], ["kbs-size", "chunk_size"], ["kbs-overlap", "chunk_overlap"], ["kbs-ocr", "ocr"]]) {
+    $(id).title = s.own.includes(f) ? "" : t("serverValue", s.server[f]);
+  }
+  $("kbs-model").textContent = t("model", s.embed_model, s.dim);
+  $("kbs-msg").textContent = s.reparse_needed ? t("staleDocs", s.stale_documents) : s.message || "";
+  $("kbs-msg").className = s.reparse_needed ? "notice" : "muted";
+  $("kbs-reparse-row").hidden = !s.reparse_needed;
+}
+$("kb-settings").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("kbs-error").textContent = "";
+  try {
+    const body = { chunker: $("kbs-chunker").value, chunk_size: Number($("kbs-size").value),
+                   chunk_overlap: Number($("kbs-overlap").value), ocr: $("kbs-ocr").checked, tags: parseTags($("kbs-tags").value) };
+    const s = await api("PATCH", `/v1/kbs/${enc(currentKb())}/settings`, body);
+    showKbSettings(s);
+    if (!s.reparse_needed) $("kbs-msg").textContent = t("saved") + (s.message ? ` ${s.message}` : "");
+  } catch (e) {
+    $("kbs-error").textContent = e.message;
+    const input = { chunker: "kbs-chunker", chunk_size: "kbs-size", chunk_overlap: "kbs-overlap", ocr: "kbs-ocr", tags: "kbs-tags" }[e.field];
+    if (input) $(input).focus();
+  }
+});
+async function reparse(body) {
+  const r = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/reparse`, body);
+  const errors = r.errors.map((x) => x.message).join("; ");
+  const text = t("reparseQueued", r.documents.length) + (errors ? ` · ${t("reparseErrors", errors)}` : "");
+  if (r.job_id) { $("job").hidden = false; $("job-summary").textContent = text; await pollJob(r.job_id); }
+  await loadKbSettings(); loadJobs();
+  return text;
+}
+$("kbs-reparse").addEventListener("click", async () => {
+  if (!confirm(t("confirmReparseAll", currentKb()))) return;
+  try { $("kbs-msg").textContent = await reparse({ all: true }); } catch (e) { $("kbs-error").textContent = e.message; }
+});
+$("bulk-reparse").addEventListener("click", async () => {
+  $("bulk-result").textContent = ""; $("bulk-result").className = "muted";
+  const size = Number($("bulk-size").value);
+  const body = { doc_ids: [...state.picked] };
+  if (size) body.settings = { chunk_size: size, chunk_overlap: Math.min(Number($("kbs-overlap").value) || 0, Math.floor(size / 5)) };
+  try { state.picked = new Set(); $("bulk-result").textContent = await reparse(body); }
+  catch (e) { $("bulk-result").textContent = e.message; $("bulk-result").className = "error"; }
+});
+$("kb").addEventListener("change", loadKbSettings);
+$("tab-docs").addEventListener("click", loadKbSettings);
+function loadJobs() {}  // replaced below once the jobs card is in the page
+loadKbSettings();
