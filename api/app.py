@@ -34,7 +34,7 @@ from api.errors import install_error_handlers
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyTimeoutMiddleware, PageSecurityMiddleware
-from api.routes import console, kb_settings, kbs, keys, model_serving, openai_compat, query, system
+from api.routes import console, imports, kb_settings, kbs, keys, model_serving, openai_compat, query, system
 from api.uploads import BodyLimitMiddleware, UploadSlotsMiddleware, body_limit
 from rag.factory import Services, build_services
 from rag.settings import Settings, load_settings
@@ -90,8 +90,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.state.api = state
     install_error_handlers(app)
     for router in (query.router, openai_compat.router, model_serving.router, kbs.router, kb_settings.router,
-                   keys.router, console.router,
-                   system.router, console.page_router):
+                   imports.router, keys.router, console.router, system.router, console.page_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings.max_request_mb))

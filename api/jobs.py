@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
+from api.url_import import fetch
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor
 from rag.db import DB_ERRORS, Database
@@ -293,6 +294,8 @@ class JobManager:
         staging = staging_dir(self.services.data_dir, job.id)
         kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
+            if job.kind == "url" and not self._fetch(job, staging):
+                return
             with self.services.kbs.writing(job.kb, wait=True):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
@@ -310,6 +313,28 @@ class JobManager:
             remove_tree(staging)
             if self.on_finish is not None:
                 self.on_finish(job)
+
+    def _fetch(self, job: Job, staging: Path) -> bool:
+        """Fetch a URL job's page into its staging folder, outside the write lock (once: a resumed
+        job that fetched it goes on). False when the fetch failed: the job is finished, failed, with
+        the reason on its file."""
+        entry = job.files[0]
+        if entry.get("fetched"):
+            return True
+        s = self.services.settings
+        self._update(job, status="running", started_at=job.started_at or time.time(), current_file=entry["url"])
+        try:
+            path = fetch(entry["url"], staging, limit_mb=s.max_upload_mb, timeout=s.url_import_timeout,
+                         allow_private=s.url_import_allow_private)
+        except RagError as exc:
+            log.warning("URL import job %s: %s", job.id, exc.message)
+            entry.update(status="failed", reason=f"fetch failed: {exc.message}")
+            self._update(job, status="failed", files=job.files, error=f"{entry['url']}: {exc.message}",
+                         finished_at=time.time(), current_file=None)
+            return False
+        entry.update(filename=path.name, size=path.stat().st_size, fetched=True)
+        self._update(job, files=job.files)
+        return True
 
     def _fail(self, job: Job, reason: str, kept: set[str]) -> None:
         """Mark a job failed (a store write failed, the knowledge base went away, ...): each file

@@ -528,3 +528,9 @@ class ReparseAccepted(BaseModel):
     ocr: bool
     documents: list[dict[str, Any]] = Field(description="{doc_id, source} of each document queued")
     errors: list[DocError] = Field(description="The documents that cannot be re-parsed, and why")
+
+
+class UrlImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=2000, description="An http(s) URL of one page or file")
+    tags: dict[str, str] = Field(default_factory=dict, description="key=value tags for the imported document")

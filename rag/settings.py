@@ -242,6 +242,12 @@ class Settings(BaseSettings):
     # seconds a request body may take to arrive (from the app's first read): 408 and the connection closed
     request_body_timeout: float = Field(60.0, gt=0, le=3600)
     max_concurrent_uploads_per_key: int = Field(4, ge=1, le=1000)  # one more upload of that key: 429
+    # `POST /v1/kbs/{kb}/documents/url`: one page fetched by the server (api/url_import.py), within this many
+    # seconds; loopback, private, link-local and reserved addresses are refused unless allowed (SSRF)
+    url_import_timeout: float = Field(20.0, gt=0, le=600)
+    url_import_allow_private: bool = False
+    # the bytes of an upload's failed files are kept this long for `POST /v1/jobs/{id}/retry` (api/jobs.py)
+    failed_upload_keep_hours: float = Field(72.0, gt=0, le=24 * 365)
     # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
     max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
     max_unzipped_mb: float = Field(200.0, gt=0)  # DOCX/XLSX: what one member and all members may unpack to

@@ -75,3 +75,20 @@ $("kb").addEventListener("change", loadKbSettings);
 $("tab-docs").addEventListener("click", loadKbSettings);
 function loadJobs() {}  // replaced below once the jobs card is in the page
 loadKbSettings();
+
+// import from a URL: the server fetches one page into an ingest job (the upload's tags apply)
+Object.assign(I18N.zh, { importUrl: "从网址导入", importButton: "导入" });
+$("url-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  $("url-error").textContent = "";
+  const url = $("url-input").value.trim();
+  if (!url || !currentKb()) return;
+  try {
+    const tags = parseTags($("upload-tags").value);
+    const accepted = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/url`, { url, tags });
+    $("url-input").value = "";
+    $("job").hidden = false; $("job-summary").textContent = "";
+    await pollJob(accepted.job_id);
+    loadJobs();
+  } catch (e) { $("url-error").textContent = e.message; $("url-input").focus(); }
+});
