@@ -280,6 +280,9 @@ class JobAccepted(BaseModel):
     status: str
     status_url: str
     files: list[dict[str, Any]]
+    retry_of: str | None = None
+    not_retried: list[dict[str, str]] = Field(default_factory=list,
+                                              description="A retry: the failed files that could not be, and why")
 
 
 class KeyCreate(BaseModel):

@@ -115,6 +115,7 @@ class IngestProgress:
     chunks_known: int  # chunks of the files parsed so far in this run
     chunks_embedded: int  # of those, chunks embedded so far
     chunks_written: int  # chunks written to the stores (the files that are done)
+    done: FileResult | None = None  # the result of the file that has just finished, if one has
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -419,15 +420,15 @@ class Ingestor:
             report.write_seconds += seconds
             for result in results:
                 report.files.append(result)
-                self._tick(result.source, report)
+                self._tick(result.source, report, result)
 
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
         return FileResult(doc.source, "removed", reason, 0, self.kb.remove_document(doc))
 
-    def _tick(self, source: str, report: IngestReport) -> None:
+    def _tick(self, source: str, report: IngestReport, done: FileResult | None = None) -> None:
         if self.progress is not None:
             self.progress(IngestProgress(source, len(report.files), self._known, self._embedded,
-                                         report.chunks_added))
+                                         report.chunks_added, done))
 
 
 def ocr_unchanged(recorded: str, signature: str, ocr: OcrOptions) -> bool:

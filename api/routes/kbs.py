@@ -264,6 +264,22 @@ def get_job(job_id: str, state: State, caller: Caller) -> Any:
     return job.as_dict()
 
 
+@router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202, tags=["jobs"],
+             responses={409: {"description": "The job has not finished"},
+                        422: {"description": "No failed file of the job can be retried (`job_id`)"}})
+def retry_job(job_id: str, state: State, caller: Caller, response: Response) -> Any:
+    """Re-run the failed files of a finished job in a new job (`retry_of`): an upload's failed files
+    from their bytes, kept for RAG_FAILED_UPLOAD_KEEP_HOURS after the job (then removed, as they are
+    when the knowledge base is dropped); a URL import fetched again; a re-parse from the stored
+    uploads. `not_retried` lists the failed files that could not be, with why."""
+    caller.require_write(state.jobs.get(job_id).kb)
+    job, not_retried = state.jobs.retry(job_id, caller.key_id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobAccepted(job_id=job.id, kb=job.kb, status=job.status, status_url=f"/v1/jobs/{job.id}",
+                       files=[{"filename": f["filename"], "size": f["size"]} for f in job.files], retry_of=job_id,
+                       not_retried=not_retried)
+
+
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])
 def list_jobs(state: State, caller: Caller, kb: str | None = Query(None, pattern=KB_PATTERN),
               limit: int = Query(50, ge=1, le=500)) -> Any:

@@ -73,7 +73,6 @@ $("bulk-reparse").addEventListener("click", async () => {
 });
 $("kb").addEventListener("change", loadKbSettings);
 $("tab-docs").addEventListener("click", loadKbSettings);
-function loadJobs() {}  // replaced below once the jobs card is in the page
 loadKbSettings();
 
 // import from a URL: the server fetches one page into an ingest job (the upload's tags apply)
@@ -92,3 +91,46 @@ $("url-form").addEventListener("submit", async (ev) => {
     loadJobs();
   } catch (e) { $("url-error").textContent = e.message; $("url-input").focus(); }
 });
+
+// recent jobs of the knowledge base: failed files with their reasons, and a retry of them
+Object.assign(EN, { retry: "Retry failed files", retried: "retry of {0}: {1}", noJobs: "No jobs yet.", notRetried: "not retried: {0}" });
+Object.assign(I18N.zh, { jobsHeading: "最近的任务", kind: "类型", files: "文件", failures: "失败的文件及原因", pages: "页",
+  retry: "重试失败的文件", retried: "{0} 的重试：{1}", noJobs: "还没有任务。", notRetried: "未重试：{0}" });
+async function loadJobs() {
+  const kb = currentKb(), body = $("jobs-table").tBodies[0];
+  $("jobs-card").hidden = !kb;
+  if (!kb) return;
+  $("jobs-error").textContent = "";
+  let jobs;
+  try { jobs = await api("GET", `/v1/jobs?kb=${enc(kb)}&limit=10`); } catch (e) { $("jobs-error").textContent = e.message; return; }
+  body.innerHTML = "";
+  if (!jobs.length) { const td = body.insertRow().insertCell(); td.colSpan = 6; td.textContent = t("noJobs"); }
+  for (const job of jobs) {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = fmtTime(job.created_at);
+    tr.insertCell().textContent = job.kind + (job.retry_of ? " ↻" : "");
+    const st = tr.insertCell(); st.textContent = job.status;
+    st.className = job.status === "failed" ? "error" : job.status === "succeeded" ? "ok" : "";
+    const n = tr.insertCell(); n.className = "num";
+    n.textContent = `${job.files.length - job.errors.length}/${job.files.length}`;
+    const why = tr.insertCell();
+    for (const e of job.errors) why.appendChild(el("div", "error", `${e.file}: ${e.reason}`));
+    const actions = tr.insertCell();
+    if (job.errors.length && ["failed", "partial"].includes(job.status)) {
+      const retry = el("button", "secondary", t("retry"));
+      retry.type = "button"; retry.setAttribute("aria-label", `${t("retry")} ${job.id}`);
+      retry.addEventListener("click", async () => {
+        try {
+          const r = await api("POST", `/v1/jobs/${enc(job.id)}/retry`);
+          $("job").hidden = false;
+          $("job-summary").textContent = r.not_retried.length ? t("notRetried", r.not_retried.map((x) => `${x.file}: ${x.reason}`).join("; ")) : "";
+          await pollJob(r.job_id); loadJobs();
+        } catch (e) { $("jobs-error").textContent = e.message; }
+      });
+      actions.appendChild(retry);
+    }
+  }
+}
+$("kb").addEventListener("change", loadJobs);
+$("tab-docs").addEventListener("click", loadJobs);
+loadJobs();
