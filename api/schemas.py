@@ -537,3 +537,28 @@ class UrlImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=2000, description="An http(s) URL of one page or file")
     tags: dict[str, str] = Field(default_factory=dict, description="key=value tags for the imported document")
+
+
+class UsageDay(BaseModel):
+    day: str = Field(description="UTC date, YYYY-MM-DD")
+    questions: int = Field(description="Answers generated from the knowledge base")
+    refusals: int = Field(description="Of those, answers that refused (nothing in the documents supported one)")
+    cited_documents: int = Field(description="Distinct documents the answers cited")
+
+
+class UsageDoc(BaseModel):
+    doc_id: str
+    source: str | None = Field(description="null: the document has been removed since")
+    answers: int = Field(0, description="Answers that cited it in the period")
+
+
+class UsageOut(BaseModel):
+    kb: str
+    since: str
+    days: list[UsageDay]
+    questions: int
+    refusals: int
+    top_cited: list[UsageDoc]
+    never_cited: list[UsageDoc] = Field(description="Indexed documents no answer cited in the period, by name "
+                                                    "(one page: limit, offset)")
+    never_cited_total: int

@@ -90,7 +90,9 @@ def delete_kb(kb: KbName, state: State, caller: Caller) -> Response:
     kbs.require(kb)  # also a knowledge base whose drop was interrupted: this one finishes it
     with _busy_is_conflict(), kbs.writing(kb):  # the uploaded files go under the same write lock
         kbs.drop(kb)
-        remove_tree(kb_upload_dir(state.services.data_dir, kb))
+        remove_tree(kb_upload_dir(state.services.data_dir, kb))  # kept failed files (.retry) included
+        if state.usage is not None:
+            state.usage.forget(kb)
     return Response(status_code=204)
 
 

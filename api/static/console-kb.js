@@ -134,3 +134,51 @@ async function loadJobs() {
 $("kb").addEventListener("change", loadJobs);
 $("tab-docs").addEventListener("click", loadJobs);
 loadJobs();
+
+// usage: answers, refusals and cited documents per day; the most and never cited documents
+Object.assign(EN, { usageTotals: "{0} questions, {1} refused ({2}%), over {3} days", noQuestions: "No question was answered from this knowledge base in this period.", removed: "(removed)" });
+Object.assign(I18N.zh, { tabUsage: "使用情况", usageHeading: "使用情况", period: "时间范围", perDay: "每天", day: "日期", questions: "提问",
+  refusals: "拒答", citedDocs: "被引用文档", topCited: "引用最多的文档", answers: "回答数", neverCited: "这段时间从未被引用",
+  usageTotals: "{3} 天内 {0} 个提问，拒答 {1} 个（{2}%）", noQuestions: "这段时间没有基于这个知识库的回答。", removed: "（已删除）" });
+const NEVER_PAGE = 20;
+let neverOffset = 0;
+async function loadUsage() {
+  const kb = currentKb();
+  $("usage-kb").textContent = kb ? `→ ${kb}` : "";
+  $("usage-error").textContent = "";
+  if (!kb) return;
+  const days = Number($("usage-days").value);
+  let u;
+  try { u = await api("GET", `/v1/kbs/${enc(kb)}/usage?days=${days}&limit=${NEVER_PAGE}&offset=${neverOffset}`); }
+  catch (e) { $("usage-error").textContent = e.message; return; }
+  $("usage-totals").textContent = u.questions ? t("usageTotals", u.questions, u.refusals, Math.round(100 * u.refusals / u.questions), days) : t("noQuestions");
+  const body = $("usage-days-table").tBodies[0];
+  body.innerHTML = "";
+  const most = Math.max(1, ...u.days.map((d) => d.questions));
+  for (const d of u.days.filter((x) => x.questions || days <= 7).reverse()) {
+    const tr = body.insertRow();
+    tr.insertCell().textContent = d.day;
+    [d.questions, d.refusals, d.cited_documents].forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
+    const bar = el("div", "ubar"); bar.style.width = `${Math.round(100 * d.questions / most)}%`;
+    const refused = el("div", "refused"); refused.style.width = d.questions ? `${Math.round(100 * d.refusals / d.questions)}%` : "0";
+    bar.appendChild(refused); tr.insertCell().appendChild(bar);
+  }
+  const top = $("usage-top").tBodies[0];
+  top.innerHTML = "";
+  for (const d of u.top_cited) {
+    const tr = top.insertRow();
+    tr.insertCell().textContent = d.source || `${d.doc_id} ${t("removed")}`;
+    const c = tr.insertCell(); c.className = "num"; c.textContent = d.answers;
+  }
+  const never = $("usage-never");
+  never.innerHTML = "";
+  u.never_cited.forEach((d) => never.appendChild(el("li", null, d.source)));
+  $("never-total").textContent = `(${u.never_cited_total})`;
+  $("never-range").textContent = t("range", u.never_cited.length ? neverOffset + 1 : 0, neverOffset + u.never_cited.length, u.never_cited_total);
+  $("never-prev").disabled = neverOffset === 0;
+  $("never-next").disabled = neverOffset + u.never_cited.length >= u.never_cited_total;
+}
+$("usage-days").addEventListener("change", () => { neverOffset = 0; loadUsage(); });
+$("never-prev").addEventListener("click", () => { neverOffset = Math.max(0, neverOffset - NEVER_PAGE); loadUsage(); });
+$("never-next").addEventListener("click", () => { neverOffset += NEVER_PAGE; loadUsage(); });
+$("kb").addEventListener("change", () => { neverOffset = 0; if ($("tab-usage").getAttribute("aria-selected") === "true") loadUsage(); });

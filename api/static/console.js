@@ -119,6 +119,7 @@ function selectTab(tab) {
   if (tab.id === "tab-docs") loadDocs();
   if (tab.id === "tab-settings") loadSystem();
   if (tab.id === "tab-keys") loadKeys();
+  if (tab.id === "tab-usage") { neverOffset = 0; loadUsage(); }  // console-kb.js
 }
 tabs.forEach((b, i) => {
   b.addEventListener("click", () => selectTab(b));
