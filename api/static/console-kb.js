@@ -5,14 +5,14 @@
 Object.assign(EN, {
   staleDocs: "{0} document(s) were chunked before the last chunking change: re-parse them to apply it (their chunks are embedded again with the same model; no re-embedding with another model).",
   saved: "Saved.", model: "Embedding model (read-only): {0} ({1} dimensions)", serverValue: "server: {0}",
-  reparseQueued: "re-parse of {0} document(s) queued", reparseErrors: "not re-parsed: {0}", confirmReparseAll: "Re-parse every uploaded document of “{0}” with its current settings?",
+  reparseQueued: "re-parse of {0} document(s) queued", reparseDone: "re-parse of {0} document(s): {1}", reparseErrors: "not re-parsed: {0}", confirmReparseAll: "Re-parse every uploaded document of “{0}” with its current settings?",
 });
 Object.assign(I18N.zh, {
   kbSettings: "入库设置", chunker: "分块方式", chunkSize: "分块大小", chunkOverlap: "重叠", ocr: "扫描页 OCR", newFileTags: "新文件的标签",
   reparseAll: "重新解析全部文档", bulkReparse: "重新解析所选", reparseSize: "分块大小",
   staleDocs: "{0} 个文档是在上次修改分块设置之前分块的：重新解析后生效（用同一模型重新嵌入分块，无需更换模型）。",
   saved: "已保存。", model: "嵌入模型（只读）：{0}（{1} 维）", serverValue: "服务器：{0}",
-  reparseQueued: "已排队重新解析 {0} 个文档", reparseErrors: "未能重新解析：{0}", confirmReparseAll: "用当前设置重新解析 “{0}” 中所有上传的文档吗？",
+  reparseQueued: "已排队重新解析 {0} 个文档", reparseDone: "重新解析 {0} 个文档：{1}", reparseErrors: "未能重新解析：{0}", confirmReparseAll: "用当前设置重新解析 “{0}” 中所有上传的文档吗？",
 });
 
 // settings ----------------------------------------------------------------------------------------
@@ -32,6 +32,7 @@ function showKbSettings(s) {
     $(id).title = s.own.includes(f) ? "" : t("serverValue", s.server[f]);
   }
   $("kbs-model").textContent = t("model", s.embed_model, s.dim);
+  $("bulk-size").placeholder = s.chunk_size;
   $("kbs-msg").textContent = s.reparse_needed ? t("staleDocs", s.stale_documents) : s.message || "";
   $("kbs-msg").className = s.reparse_needed ? "notice" : "muted";
   $("kbs-reparse-row").hidden = !s.reparse_needed;
@@ -55,9 +56,11 @@ async function reparse(body) {
   const r = await api("POST", `/v1/kbs/${enc(currentKb())}/documents/reparse`, body);
   const errors = r.errors.map((x) => x.message).join("; ");
   const text = t("reparseQueued", r.documents.length) + (errors ? ` · ${t("reparseErrors", errors)}` : "");
-  if (r.job_id) { $("job").hidden = false; $("job-summary").textContent = text; await pollJob(r.job_id); }
+  if (!r.job_id) { await loadKbSettings(); return text; }
+  $("job").hidden = false; $("job-summary").textContent = text;
+  const job = await pollJob(r.job_id);
   await loadKbSettings(); loadJobs();
-  return text;
+  return t("reparseDone", r.documents.length, job.status) + (errors ? ` · ${t("reparseErrors", errors)}` : "");
 }
 $("kbs-reparse").addEventListener("click", async () => {
   if (!confirm(t("confirmReparseAll", currentKb()))) return;
@@ -136,10 +139,10 @@ $("tab-docs").addEventListener("click", loadJobs);
 loadJobs();
 
 // usage: answers, refusals and cited documents per day; the most and never cited documents
-Object.assign(EN, { usageTotals: "{0} questions, {1} refused ({2}%), over {3} days", noQuestions: "No question was answered from this knowledge base in this period.", removed: "(removed)" });
+Object.assign(EN, { usageTotals: "{0} questions, {1} refused ({2}%), over {3} days", noQuestions: "No question was answered from this knowledge base in this period.", removed: "(removed)", noneCited: "No answer cited a document in this period." });
 Object.assign(I18N.zh, { tabUsage: "使用情况", usageHeading: "使用情况", period: "时间范围", perDay: "每天", day: "日期", questions: "提问",
   refusals: "拒答", citedDocs: "被引用文档", topCited: "引用最多的文档", answers: "回答数", neverCited: "这段时间从未被引用",
-  usageTotals: "{3} 天内 {0} 个提问，拒答 {1} 个（{2}%）", noQuestions: "这段时间没有基于这个知识库的回答。", removed: "（已删除）" });
+  usageTotals: "{3} 天内 {0} 个提问，拒答 {1} 个（{2}%）", noQuestions: "这段时间没有基于这个知识库的回答。", removed: "（已删除）", noneCited: "这段时间没有回答引用文档。" });
 const NEVER_PAGE = 20;
 let neverOffset = 0;
 async function loadUsage() {
@@ -165,6 +168,7 @@ async function loadUsage() {
   }
   const top = $("usage-top").tBodies[0];
   top.innerHTML = "";
+  if (!u.top_cited.length) { const td = top.insertRow().insertCell(); td.colSpan = 2; td.className = "muted"; td.textContent = t("noneCited"); }
   for (const d of u.top_cited) {
     const tr = top.insertRow();
     tr.insertCell().textContent = d.source || `${d.doc_id} ${t("removed")}`;
