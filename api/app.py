@@ -34,10 +34,12 @@ from api.errors import install_error_handlers
 from api.jobs import JobManager
 from api.metrics import Metrics, MetricsMiddleware
 from api.middleware import BodyTimeoutMiddleware, PageSecurityMiddleware
-from api.routes import chunks, console, kbs, keys, model_serving, openai_compat, query, system
+from api.routes import (chunks, console, imports, kb_settings, kbs, keys, model_serving, openai_compat, query, system,
+                        usage)
 from api.uploads import BodyLimitMiddleware, UploadSlotsMiddleware, body_limit
 from rag.factory import Services, build_services
 from rag.settings import Settings, load_settings
+from rag.usage import UsageLog
 
 log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
@@ -69,7 +71,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     metrics.jobs_active.read = jobs.active
     state = ApiState(services=services, settings=settings, pipeline=services.pipeline,
                      auth=Authenticator(key_store, Settings.secret(settings.api_admin_key), settings.auth_disabled),
-                     conversations=ConversationStore(services.database("conversations")), jobs=jobs, metrics=metrics)
+                     conversations=ConversationStore(services.database("conversations")), jobs=jobs, metrics=metrics,
+                     usage=UsageLog(services.catalog.db))
     _announce_auth(settings, key_store.count())
 
     @asynccontextmanager
@@ -89,8 +92,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
                               "citations. Authenticate with `Authorization: Bearer <API key>` or `X-API-Key`.")
     app.state.api = state
     install_error_handlers(app)
-    for router in (query.router, openai_compat.router, model_serving.router, kbs.router, chunks.router, keys.router,
-                   console.router, system.router, console.page_router):
+    for router in (query.router, openai_compat.router, model_serving.router, kbs.router, chunks.router, kb_settings.router,
+                   imports.router, usage.router, keys.router, console.router, system.router, console.page_router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit(settings.max_request_mb))

@@ -20,6 +20,7 @@ from rag.errors import RagError
 from rag.factory import Services
 from rag.pipeline import Pipeline
 from rag.settings import Settings
+from rag.usage import UsageLog
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class ApiState:
     conversations: ConversationStore
     jobs: JobManager
     metrics: Metrics
+    usage: UsageLog | None = None  # per-knowledge-base answers, refusals and cited documents (rag/usage.py)
     warmup_error: str | None = None
     warmup_failed: str | None = None  # the stage whose loading failed ("embedder", "reranker", "llm")
     warmed_up: bool = False  # every stage below is loaded

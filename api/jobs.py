@@ -37,12 +37,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from api.uploads import kb_upload_dir, remove_tree, staging_dir, uploads_root
+from api.errors import Conflict
+from api.uploads import RETRY_FOLDER, kb_upload_dir, remove_tree, retry_dir, staging_dir, uploads_root
+from api.url_import import fetch
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor
 from rag.chunk_edits import KEEP
 from rag.db import DB_ERRORS, Database
-from rag.errors import NotFound, RagError
+from rag.errors import InvalidRequest, NotFound, RagError
 from rag.factory import Services
 from rag.ids import sha256_hex
 
@@ -87,11 +89,15 @@ class Job:
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # what a restart found and did, for a job the server stopped in
+    kind: str = "upload"  # "upload" | "url" (fetched first) | "reparse" (the stored files, forced)
+    chunking: dict[str, Any] = field(default_factory=dict)  # chunking overrides of a re-parse
+    retry_of: str | None = None  # the job whose failed files this one retries
+    current_file: str | None = None  # the file last worked on while running
 
     @property
     def errors(self) -> list[dict[str, str]]:
         return [{"file": f["filename"], "reason": f.get("reason") or f["status"]} for f in self.files
-                if f["status"] not in OK_STATUSES + ("queued",)]
+                if f["status"] not in OK_STATUSES + ("queued", "running")]
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -164,6 +170,46 @@ class JobManager:
             self._save(job)
         self._pool.submit(self._run, job)
         return job
+
+    def retry(self, job_id: str, owner: str) -> tuple[Job, list[dict[str, str]]]:
+        """A new job (`retry_of`) for the failed files of a finished job whose bytes are still kept
+        (moved from its retry folder into the new job's staging), or whose URL can be fetched again,
+        or (a re-parse) whose stored upload is there; and the failed files that cannot be retried,
+        with why. Conflict while the job runs; InvalidRequest when no file can be retried."""
+        old = self.get(job_id)
+        if old.status not in FINAL:
+            raise Conflict(f"job {job_id} is {old.status}: retry its failed files once it has finished",
+                           field="job_id")
+        data_dir = self.services.data_dir
+        new_id = new_job_id()
+        staging, kept = staging_dir(data_dir, new_id), retry_dir(data_dir, old.kb, old.id)
+        entries: list[dict[str, Any]] = []
+        staged: dict[str, Path] = {}
+        not_retried: list[dict[str, str]] = []
+        for entry in (f for f in old.files if f["status"] not in OK_STATUSES):
+            name, url = entry["filename"], entry.get("url")
+            base = {"filename": name, "status": "queued", **({"url": url} if url else {})}
+            if old.kind == "reparse" and (kb_upload_dir(data_dir, old.kb) / name).is_file():
+                entries.append({**base, "size": (kb_upload_dir(data_dir, old.kb) / name).stat().st_size,
+                                "doc_id": entry.get("doc_id")})
+            elif old.kind != "reparse" and (kept / name).is_file():
+                staging.mkdir(parents=True, exist_ok=True)
+                os.replace(kept / name, staging / name)
+                staged[name] = staging / name
+                entries.append({**base, "size": staged[name].stat().st_size, **({"fetched": True} if url else {})})
+            elif old.kind == "url" and url:
+                entries.append({**base, "size": 0})  # fetched again
+            else:
+                not_retried.append({"file": name, "reason": "its bytes were not kept (removed after "
+                                    "RAG_FAILED_UPLOAD_KEEP_HOURS, or retried already): upload it again"})
+        if not entries:
+            detail = "; ".join(f"{f['file']}: {f['reason']}" for f in not_retried) or "every file was indexed"
+            raise InvalidRequest(f"job {job_id} has no failed file that can be retried ({detail})", field="job_id")
+        if kept.is_dir() and not any(kept.iterdir()):
+            remove_tree(kept)
+        job = Job(new_id, old.kb, owner, "queued", time.time(), entries, tags=old.tags, kind=old.kind,
+                  chunking=old.chunking, retry_of=old.id)
+        return self.submit(job, staged), not_retried
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -284,13 +330,16 @@ class JobManager:
                 if match is None or match["job"] in keep:
                     continue
                 log.warning("settling the backup %s left by job %s", backup.name, match["job"])
-                self._settle(kb_dir.name, kb_dir / match["name"], backup)
+                self._settle(kb_dir.name, kb_dir / match["name"], backup, match["job"])
+            self._clean_retries(kb_dir)
 
     def _run(self, job: Job) -> None:
         """Run a job, or resume one the server stopped in (its files may be staged, in place, or both)."""
         staging = staging_dir(self.services.data_dir, job.id)
         kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
+            if job.kind == "url" and not self._fetch(job, staging):
+                return
             with self.services.kbs.writing(job.kb, wait=True):
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
@@ -306,8 +355,31 @@ class JobManager:
             self._fail(job, "internal error while indexing; the server log has the details", kept)
         finally:
             remove_tree(staging)
+            self._clean_retries(kb_upload_dir(self.services.data_dir, job.kb))
             if self.on_finish is not None:
                 self.on_finish(job)
+
+    def _fetch(self, job: Job, staging: Path) -> bool:
+        """Fetch a URL job's page into its staging folder, outside the write lock (once: a resumed
+        job that fetched it goes on). False when the fetch failed: the job is finished, failed, with
+        the reason on its file."""
+        entry = job.files[0]
+        if entry.get("fetched"):
+            return True
+        s = self.services.settings
+        self._update(job, status="running", started_at=job.started_at or time.time(), current_file=entry["url"])
+        try:
+            path = fetch(entry["url"], staging, limit_mb=s.max_upload_mb, timeout=s.url_import_timeout,
+                         allow_private=s.url_import_allow_private)
+        except RagError as exc:
+            log.warning("URL import job %s: %s", job.id, exc.message)
+            entry.update(status="failed", reason=f"fetch failed: {exc.message}")
+            self._update(job, status="failed", files=job.files, error=f"{entry['url']}: {exc.message}",
+                         finished_at=time.time(), current_file=None)
+            return False
+        entry.update(filename=path.name, size=path.stat().st_size, fetched=True)
+        self._update(job, files=job.files)
+        return True
 
     def _fail(self, job: Job, reason: str, kept: set[str]) -> None:
         """Mark a job failed (a store write failed, the knowledge base went away, ...): each file
@@ -319,7 +391,7 @@ class JobManager:
             indexed = entry["filename"] in kept
             files.append({**entry, "status": "indexed" if indexed else "failed",
                           "reason": "indexed before the job failed" if indexed else reason})
-        self._update(job, status="failed", files=files, error=reason, finished_at=time.time())
+        self._update(job, status="failed", files=files, error=reason, finished_at=time.time(), current_file=None)
 
     def _ingest(self, job: Job, staging: Path, kept: set[str]) -> tuple[IngestReport, set[str]]:
         """Move the staged files in (the previous version of each kept as a backup) and ingest them.
@@ -344,19 +416,46 @@ class JobManager:
         before = {t.name for t in targets if job.recovery and self._indexed_as_is(job.kb, t)}
         last_save = [0.0]
 
-        def progress(step: IngestProgress) -> None:
-            job.progress.update(files_done=min(step.files_done, len(job.files)), chunks_known=step.chunks_known,
-                                chunks_embedded=step.chunks_embedded, chunks_done=step.chunks_written)
+        entries = {entry["filename"]: entry for entry in job.files}
+
+        def save() -> None:
             if time.monotonic() - last_save[0] > 0.5:
                 last_save[0] = time.monotonic()
                 self._update(job)
 
+        def progress(step: IngestProgress) -> None:
+            job.progress.update(files_done=min(step.files_done, len(job.files)), chunks_known=step.chunks_known,
+                                chunks_embedded=step.chunks_embedded, chunks_done=step.chunks_written)
+            job.current_file = step.source
+            entry = entries.get(step.done.source) if step.done else None
+            if entry is not None:  # a file's result as soon as it has one (the job's end says it again)
+                entry.update(status=step.done.status, reason=step.done.reason, chunks_added=step.done.chunks_added)
+            save()
+
+        def page_progress(name: str, page: int, pages: int) -> None:
+            """OCR, page by page; `name` is the file's name or stem (of the file OCR reads now)."""
+            named = [e for e in job.files if name in (e["filename"], Path(e["filename"]).stem)]
+            unfinished = [e for e in named if "pages_total" not in e or e["pages_done"] < e["pages_total"]]
+            entry = (unfinished or named or [None])[0]
+            if entry is not None:
+                entry.update(pages_done=page, pages_total=pages)
+                job.current_file = entry["filename"]
+            save()
+
+        reparse = job.kind == "reparse"
         try:
-            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress, edits=job.edits)
-            return ingestor.ingest_files(upload_dir, targets), before
+            kept_docs = ([d for d in (self.services.catalog.find_doc_by_source(job.kb, n) for n in names) if d]
+                         if reparse else [])
+            # a re-parse keeps each document's own tags and title (edited ones included)
+            ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress,
+                                      page_progress=page_progress, overrides=job.chunking, edits=job.edits,
+                                      file_tags={d.source: d.tags for d in kept_docs},
+                                      titles={d.source: d.title for d in kept_docs if d.title})
+            return ingestor.ingest_files(upload_dir, targets, force=reparse), before
         finally:
             for name in names:
-                if self._settle(job.kb, upload_dir / name, backups.get(name)):
+                # a re-parsed file is the document's source already: it stays whatever happened
+                if reparse or self._settle(job.kb, upload_dir / name, backups.get(name), job.id):
                     kept.add(name)
 
     def _indexed_as_is(self, kb: str, target: Path) -> bool:
@@ -368,18 +467,34 @@ class JobManager:
         except OSError:
             return False
 
-    def _settle(self, kb: str, target: Path, backup: Path | None) -> bool:
-        """Keep the uploaded file if the catalog indexed exactly its bytes (True); otherwise put the
-        previous version back (or remove the file), so the uploads folder always matches the index."""
+    def _settle(self, kb: str, target: Path, backup: Path | None, job_id: str) -> bool:
+        """Keep the uploaded file if the catalog indexed exactly its bytes (True); otherwise move it
+        to the job's retry folder and put the previous version back, so the uploads folder always
+        matches the index."""
         if self._indexed_as_is(kb, target):
             if backup is not None:
                 backup.unlink(missing_ok=True)
             return True
+        if target.exists():
+            keep = retry_dir(self.services.data_dir, kb, job_id)
+            keep.mkdir(parents=True, exist_ok=True)
+            os.replace(target, keep / target.name)
         if backup is not None:
             os.replace(backup, target)
-        else:
-            target.unlink(missing_ok=True)
         return False
+
+    def _clean_retries(self, kb_dir: Path) -> None:
+        """Remove the kept bytes of failed files older than RAG_FAILED_UPLOAD_KEEP_HOURS."""
+        root = kb_dir / RETRY_FOLDER
+        horizon = time.time() - self.services.settings.failed_upload_keep_hours * 3600
+        for folder in sorted(root.iterdir()) if root.is_dir() else []:
+            try:
+                old = folder.stat().st_mtime < horizon
+            except FileNotFoundError:
+                continue
+            if old:
+                log.info("removing the kept failed files of %s (older than RAG_FAILED_UPLOAD_KEEP_HOURS)", folder.name)
+                remove_tree(folder)
 
     def _finish(self, job: Job, report: IngestReport, before: set[str] = frozenset()) -> None:
         by_source = {f.source: f for f in report.files}
@@ -413,4 +528,4 @@ class JobManager:
             job.recovery = (f"{job.recovery}: {len(before)} file(s) were found indexed and {resumed} were indexed by "
                             "the resumed job" + (f", {len(files) - ok} could not be" if ok < len(files) else ""))
         self._update(job, status=status, files=files, summary=summary, progress=progress, error=error,
-                     finished_at=time.time())
+                     finished_at=time.time(), current_file=None)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.deps import ApiState
 from api.errors import error_body
 from api.schemas import RetrievalOptions
+from rag.db import DB_ERRORS
 from rag.errors import LLMError, RagError
 from rag.names import HYBRID
 from rag.pipeline import Pipeline
@@ -60,8 +61,23 @@ def answer_json(state: ApiState, pipeline: Pipeline, question: str, kb: str, kwa
         return JSONResponse(body, status_code=exc.http_status)
     state.metrics.observe_stages(answer.timings)
     payload = answer_payload(answer_to_dict(answer), kb, include_hits)
+    if generate:
+        record_usage(state, kb, payload)
     payload.update(extra or {})
     return payload
+
+
+def record_usage(state: ApiState, kb: str, answer: dict[str, Any]) -> None:
+    """Count a generated answer in the knowledge base's usage (rag/usage.py): a question, a refusal
+    or not, the documents its verified citations point to. A failing database costs the count, not
+    the answer."""
+    if state.usage is None:
+        return
+    cited = [s["doc_id"] for s in answer.get("sources", []) if s.get("cited")]
+    try:
+        state.usage.record(kb, refused=bool(answer.get("refused")), cited=cited)
+    except DB_ERRORS as exc:
+        log.warning("usage of %s not recorded: %s", kb, exc)
 
 
 def sse(event: str, data: Any) -> str:
@@ -93,12 +109,14 @@ def guarded(state: ApiState, events: Iterator[dict[str, Any]]) -> Iterator[dict[
 
 def sse_events(state: ApiState, events: Iterator[dict[str, Any]], kb: str,
                on_done: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
-               first: dict[str, Any] | None = None) -> Iterator[str]:
+               first: dict[str, Any] | None = None, generate: bool = True) -> Iterator[str]:
     """The SSE text of a pipeline stream; `on_done(done_event)` may return fields added to `done`."""
     if first is not None:
         yield sse(first["type"], first)
     for event in guarded(state, events):
         if event["type"] == "done":
+            if generate:
+                record_usage(state, kb, event.get("answer") or {})
             event = {**event, "kb": kb}
             if on_done is not None:
                 event.update(on_done(event) or {})

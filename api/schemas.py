@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rag.chunk_edits import EDIT_MODES, KEEP, MAX_TERMS, MAX_TEXT
-from rag.names import HYBRID, MODES, STRATEGIES
+from rag.names import CHUNK_OVERLAP_RANGE, CHUNK_SIZE_RANGE, CHUNKERS, HYBRID, MODES, STRATEGIES
 
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONV_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -270,6 +270,10 @@ class JobOut(BaseModel):
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # set when the server stopped during the job and resumed it at restart
+    kind: Literal["upload", "url", "reparse"] = "upload"
+    chunking: dict[str, Any] = Field(default_factory=dict, description="A re-parse's chunking overrides")
+    retry_of: str | None = Field(None, description="The job whose failed files this one retries")
+    current_file: str | None = Field(None, description="The file last worked on (running)")
 
 
 class JobAccepted(BaseModel):
@@ -278,6 +282,9 @@ class JobAccepted(BaseModel):
     status: str
     status_url: str
     files: list[dict[str, Any]]
+    retry_of: str | None = None
+    not_retried: list[dict[str, str]] = Field(default_factory=list,
+                                              description="A retry: the failed files that could not be, and why")
 
 
 class KeyCreate(BaseModel):
@@ -493,3 +500,101 @@ class SystemInfo(BaseModel):
     lexical_backend: str
     ready: bool
     admin: bool
+
+
+class ChunkingFields(BaseModel):
+    """Chunking fields of a knowledge base's settings or of one re-parse; left out (or null in a
+    PATCH): unchanged (or back to the server's setting)."""
+
+    model_config = ConfigDict(extra="forbid")
+    chunker: Literal[CHUNKERS] | None = Field(None, description="recursive | semantic | qa (= recursive: Q&A rows "
+                                              "are one chunk each with any chunker)")
+    chunk_size: int | None = Field(None, ge=CHUNK_SIZE_RANGE[0], le=CHUNK_SIZE_RANGE[1],
+                                   description="Characters per chunk (the semantic chunker's maximum)")
+    chunk_overlap: int | None = Field(None, ge=CHUNK_OVERLAP_RANGE[0], le=CHUNK_OVERLAP_RANGE[1],
+                                      description="Characters of overlap; smaller than the chunk size")
+    ocr: bool | None = Field(None, description="OCR scanned PDF pages and images")
+
+
+class KbSettingsPatch(ChunkingFields):
+    tags: dict[str, str] | None = Field(None, description="key=value tags given to files ingested from now on")
+
+
+class KbSettingsOut(BaseModel):
+    """A knowledge base's ingest settings as they apply now (its own, else the server's)."""
+
+    kb: str
+    chunker: str
+    chunk_size: int
+    chunk_overlap: int
+    ocr: bool
+    tags: dict[str, str]
+    embed_model: str = Field(description="The embedding model the knowledge base was built with (read-only)")
+    dim: int
+    own: list[str] = Field(description="The fields the knowledge base sets itself; the others are the server's")
+    server: dict[str, Any] = Field(description="The server's settings (RAG_CHUNKER, ...) the others come from")
+    stale_documents: int = Field(description="Indexed documents chunked before the last chunking change: "
+                                             "re-parse them to apply it")
+    reparse_needed: bool = Field(description="A chunking change waits for a re-parse of the documents above "
+                                             "(re-read, re-chunked, embedded with the same model)")
+    reembed_needed: bool = Field(False, description="Always false: the embedding model is not a setting here "
+                                                    "(`rag reindex` changes it)")
+    message: str = ""
+
+
+class ReparseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    doc_ids: list[str] = Field(default_factory=list, max_length=1000,
+                               description="The documents to re-parse (empty with `all`)")
+    all: bool = Field(False, description="Every uploaded document of the knowledge base")
+    settings: ChunkingFields | None = Field(None, description="Chunking for this re-parse only, over the knowledge "
+                                                              "base's settings")
+
+
+class DocError(BaseModel):
+    doc_id: str
+    error: Literal["not_found", "not_uploaded", "file_missing"]
+    message: str
+
+
+class ReparseAccepted(BaseModel):
+    job_id: str | None = Field(description="The re-parse job (null when no document could be re-parsed)")
+    kb: str
+    status_url: str | None = None
+    chunker: str
+    chunk_size: int
+    chunk_overlap: int
+    ocr: bool
+    documents: list[dict[str, Any]] = Field(description="{doc_id, source} of each document queued")
+    errors: list[DocError] = Field(description="The documents that cannot be re-parsed, and why")
+
+
+class UrlImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1, max_length=2000, description="An http(s) URL of one page or file")
+    tags: dict[str, str] = Field(default_factory=dict, description="key=value tags for the imported document")
+
+
+class UsageDay(BaseModel):
+    day: str = Field(description="UTC date, YYYY-MM-DD")
+    questions: int = Field(description="Answers generated from the knowledge base")
+    refusals: int = Field(description="Of those, answers that refused (nothing in the documents supported one)")
+    cited_documents: int = Field(description="Distinct documents the answers cited")
+
+
+class UsageDoc(BaseModel):
+    doc_id: str
+    source: str | None = Field(description="null: the document has been removed since")
+    answers: int = Field(0, description="Answers that cited it in the period")
+
+
+class UsageOut(BaseModel):
+    kb: str
+    since: str
+    days: list[UsageDay]
+    questions: int
+    refusals: int
+    top_cited: list[UsageDoc]
+    never_cited: list[UsageDoc] = Field(description="Indexed documents no answer cited in the period, by name "
+                                                    "(one page: limit, offset)")
+    never_cited_total: int

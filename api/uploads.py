@@ -4,7 +4,8 @@ a cap on the uploads one API key has in progress.
 Files are first written to `<data_dir>/uploads/.staging/<job id>/`; the ingest job moves them to
 `<data_dir>/uploads/<kb>/<name>` under the knowledge base's write lock. Those files are the source
 of truth of an uploaded document: re-uploading a name replaces it (and re-indexes only if its
-bytes changed), deleting the document deletes it."""
+bytes changed), deleting the document deletes it. A file the job could not index is moved to
+`<data_dir>/uploads/<kb>/.retry/<job id>/` for a retry (`retry_dir`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ MAX_NAME_BYTES = 200
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\x9f<>:"/\\|?*]')
 # kept of the invisible format characters (Cf): the joiners, which join letters (Persian, Indic) and emoji
 _JOINERS = frozenset("\u200c\u200d")
+RETRY_FOLDER = ".retry"  # in a knowledge base's uploads folder (hidden: never a document)
 UPLOAD_PATH_RE = re.compile(r"^/v1/kbs/[^/]+/documents/?$")
 
 
@@ -45,6 +47,12 @@ def kb_upload_dir(data_dir: Path, kb: str) -> Path:
 
 def staging_dir(data_dir: Path, job_id: str) -> Path:
     return uploads_root(data_dir) / ".staging" / job_id
+
+
+def retry_dir(data_dir: Path, kb: str, job_id: str) -> Path:
+    """Where the bytes of a job's failed files are kept for a retry (`POST /v1/jobs/{id}/retry`),
+    until retried, the knowledge base is dropped, or RAG_FAILED_UPLOAD_KEEP_HOURS have passed."""
+    return kb_upload_dir(data_dir, kb) / RETRY_FOLDER / job_id
 
 
 def strip_invisible(text: str) -> str:

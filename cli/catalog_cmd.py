@@ -19,10 +19,12 @@ app.add_typer(catalog_app, name="catalog")
 def _parts():
     """(SQLite file stem, its components' migrations, its tables), for every store of the catalog."""
     from api import auth, conversations, jobs
-    from rag import catalog, versions
+    from rag import catalog, usage, versions
 
-    return [("catalog", [("catalog", catalog.MIGRATIONS), ("versions", versions.MIGRATIONS)],
-             ["kbs", "documents", "document_tags", "chunk_edits", "generations", "doc_versions", "doc_version_state"]),
+    return [("catalog", [("catalog", catalog.MIGRATIONS), ("versions", versions.MIGRATIONS),
+                         ("usage", usage.MIGRATIONS)],
+             ["kbs", "documents", "document_tags", "chunk_edits", "generations", "doc_versions", "doc_version_state",
+              "usage_days", "usage_citations"]),
             ("api_keys", [("api_keys", auth.MIGRATIONS)], ["api_keys"]),
             ("conversations", [("conversations", conversations.MIGRATIONS)], ["conversations", "messages"]),
             ("jobs", [("jobs", jobs.MIGRATIONS)], ["jobs"])]

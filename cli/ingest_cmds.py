@@ -59,16 +59,21 @@ def ingest(
     kb: str = typer.Option(None, "--kb", envvar="RAG_DEFAULT_KB",
                            help="Knowledge base name (default: RAG_DEFAULT_KB, else 'default')."),
     chunker: str = typer.Option(None, "--chunker", help="recursive | semantic | qa (= recursive: Q&A rows are "
-                                "one chunk each with any chunker) (default: recursive)."),
-    chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk."),
-    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap."),
+                                "one chunk each with any chunker) (default: the knowledge base's setting, else "
+                                "RAG_CHUNKER, recursive)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Characters per chunk (default: the knowledge "
+                                   "base's setting, else RAG_CHUNK_SIZE)."),
+    chunk_overlap: int = typer.Option(None, "--chunk-overlap", help="Characters of overlap (default: the "
+                                      "knowledge base's setting, else RAG_CHUNK_OVERLAP)."),
     percentile: float = typer.Option(None, "--semantic-percentile", help="Semantic split threshold percentile."),
     generate_questions: int = typer.Option(None, "--generate-questions", help="LLM questions per chunk (0 = off)."),
-    tag: list[str] = typer.Option([], "--tag", help="key=value tag on every chunk (repeatable)."),
+    tag: list[str] = typer.Option([], "--tag", help="key=value tag on every chunk (repeatable), added to the "
+                                  "knowledge base's tags for new files."),
     prune: bool = typer.Option(True, "--prune/--no-prune", help="Remove documents whose file left the folder."),
     follow_links: bool = typer.Option(False, "--follow-links",
                                       help="Also index symbolic links that point outside the folder."),
-    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images (default: RAG_OCR, auto)."),
+    ocr: bool = typer.Option(None, "--ocr/--no-ocr", help="OCR scanned PDF pages and images (default: the knowledge "
+                             "base's setting, else RAG_OCR, auto)."),
     edits: str = typer.Option(KEEP, "--edits", help="What a changed file's re-ingest does with its chunk edits "
                               "(text, disabled, added chunks, keywords): keep (re-apply those whose chunk is still "
                               "there) or drop."),
@@ -83,9 +88,9 @@ def ingest(
     if not path.exists():
         fail(f"path does not exist: {path}", 2)
     check_mode(edits, "--edits")
-    settings = load_settings(chunker=chunker, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                             semantic_percentile=percentile, generate_questions=generate_questions,
-                             ocr=None if ocr is None else ("auto" if ocr else "off"))
+    settings = load_settings(semantic_percentile=percentile, generate_questions=generate_questions)
+    # the flags win over the knowledge base's own settings, which win over RAG_CHUNKER & co (rag/kb_settings.py)
+    overrides = {"chunker": chunker, "chunk_size": chunk_size, "chunk_overlap": chunk_overlap, "ocr": ocr}
     services = build_services(settings)
     kb = kb or settings.default_kb
     tags = parse_tags(tag, field="--tag")
@@ -97,7 +102,8 @@ def ingest(
             progress = None if quiet or as_json else _Progress(
                 total=len(files) if files else _count_files(path, follow_links))
             ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
-                                      page_progress=progress.page if progress else None, edits=edits)
+                                      page_progress=progress.page if progress else None, overrides=overrides,
+                                      edits=edits)
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
             # version families are detected now (and again whenever the documents change)

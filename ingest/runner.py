@@ -121,6 +121,7 @@ class IngestProgress:
     chunks_known: int  # chunks of the files parsed so far in this run
     chunks_embedded: int  # of those, chunks embedded so far
     chunks_written: int  # chunks written to the stores (the files that are done)
+    done: FileResult | None = None  # the result of the file that has just finished, if one has
 
 
 ProgressFn = Callable[[IngestProgress], None]
@@ -201,8 +202,11 @@ class Ingestor:
                  embed_batch: int = 32, limits: ParseLimits | None = None,
                  ocr: OcrOptions = DEFAULT_OCR, prefetch: int = PREFETCH_FILES,
                  write_behind: int = WRITE_BEHIND, titles: Mapping[str, str] | None = None,
-                 edits: str = KEEP) -> None:
+                 file_tags: Mapping[str, Mapping[str, str]] | None = None, edits: str = KEEP) -> None:
         self.kb = kb
+        # source -> the tags that file gets instead of `tags` (a re-parse keeps each document's own)
+        self.file_tags = {k: dict(sorted(v.items())) for k, v in (file_tags or {}).items()}
+        self.force = False  # re-read every file given, even when unchanged (`ingest_files(force=True)`)
         # what a changed file's re-ingest does with its chunk edits (rag/chunk_edits.py: keep or drop)
         self.edits = check_mode(edits)
         # source (path relative to the folder) -> the title its document gets instead of the parsed one
@@ -231,9 +235,14 @@ class Ingestor:
         skipped = [FileResult(self._source(root, p), "skipped", reason) for p, reason in scan.skipped]
         return self._run(root, scan.files, prune=prune, skipped=skipped)
 
-    def ingest_files(self, root: Path, paths: Sequence[Path]) -> IngestReport:
-        """Ingest some files whose sources are their paths relative to `root` (no pruning)."""
-        return self._run(root.resolve(), [p.resolve() for p in paths], prune=False)
+    def ingest_files(self, root: Path, paths: Sequence[Path], force: bool = False) -> IngestReport:
+        """Ingest some files whose sources are their paths relative to `root` (no pruning);
+        `force`: re-parse and re-chunk them even when their bytes and settings are unchanged."""
+        self.force = force
+        try:
+            return self._run(root.resolve(), [p.resolve() for p in paths], prune=False)
+        finally:
+            self.force = False
 
     # internals ---------------------------------------------------------------------------------
     def _run(self, root: Path, paths: list[Path], prune: bool, skipped: Sequence[FileResult] = ()) -> IngestReport:
@@ -310,8 +319,9 @@ class Ingestor:
         ocr_off = path.suffix.lower() in OCR_SUFFIXES and not self.ocr.enabled
         signature = self.signature + ("|ocr-off" if ocr_off else "")
         title = self.titles.get(source, "").strip()
-        if (old is not None and old.state == "indexed" and old.content_hash == content_hash
-                and ocr_unchanged(old.chunker, signature, self.ocr) and old.tags == self.tags
+        tags = self.file_tags.get(source, self.tags)
+        if (not self.force and old is not None and old.state == "indexed" and old.content_hash == content_hash
+                and ocr_unchanged(old.chunker, signature, self.ocr) and old.tags == tags
                 and (not title or old.title == title)):
             return FileResult(source, "unchanged", note=_stopped_note(old.chunker)), 0.0
         ocr_seconds = 0.0
@@ -330,7 +340,7 @@ class Ingestor:
         stopped = parsed.metadata.get("ocr_stopped")
         record = DocRecord(self.kb.name, doc_id_for(self.kb.name, source), source, str(origin), content_hash, stat.st_mtime,
                            stat.st_size, parsed.title, str(parsed.metadata.get("format", path.suffix.lower())),
-                           self.tags, signature + (f"{OCR_STOPPED}{stopped}" if stopped else ""), "pending", [], [],
+                           tags, signature + (f"{OCR_STOPPED}{stopped}" if stopped else ""), "pending", [], [],
                            time.time())
         chunks = self._chunks(record, parsed, spans)
         edits = None
@@ -352,7 +362,7 @@ class Ingestor:
                                 start=span.start, end=span.end, title=parsed.title, section_path=span.section_path,
                                 page=span.page, kind=span.kind,
                                 embed_text=span.embed_text,
-                                doc_hash=record.content_hash, mtime=record.mtime, tags=self.tags, ocr=ocr,
+                                doc_hash=record.content_hash, mtime=record.mtime, tags=record.tags, ocr=ocr,
                                 ocr_confidence=ocr_confidence, pages=span.pages))
         if self.question_writer is not None:
             extra = []
@@ -426,15 +436,15 @@ class Ingestor:
             report.write_seconds += seconds
             for result in results:
                 report.files.append(result)
-                self._tick(result.source, report)
+                self._tick(result.source, report, result)
 
     def _remove(self, doc: DocRecord, reason: str) -> FileResult:
         return FileResult(doc.source, "removed", reason, 0, self.kb.remove_document(doc))
 
-    def _tick(self, source: str, report: IngestReport) -> None:
+    def _tick(self, source: str, report: IngestReport, done: FileResult | None = None) -> None:
         if self.progress is not None:
             self.progress(IngestProgress(source, len(report.files), self._known, self._embedded,
-                                         report.chunks_added))
+                                         report.chunks_added, done))
 
 
 def ocr_unchanged(recorded: str, signature: str, ocr: OcrOptions) -> bool:

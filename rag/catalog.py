@@ -190,6 +190,31 @@ class Catalog:
             db.execute("UPDATE kbs SET meta=? WHERE name=?", (json.dumps(meta), name))
             self._bump(db, name)
 
+    def update_kb_meta(self, name: str, changes: dict) -> KbRecord:
+        """Set top-level keys of a knowledge base's meta (a None value removes the key), in one
+        transaction with the row locked, so two edits of different keys both land; NotFound for an
+        unknown knowledge base or one being dropped."""
+        with self.db.transaction() as db:
+            row = db.one("SELECT meta FROM kbs WHERE name=?" + db.for_update, (name,))
+            meta = json.loads(row["meta"]) if row is not None else {}
+            if row is None or DROPPING_KEY in meta:
+                raise NotFound(f"unknown knowledge base {name!r}", field="kb")
+            for key, value in changes.items():
+                if key == DROPPING_KEY:
+                    raise InvalidRequest(f"{key!r} is not a meta key a caller may set", field="meta")
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
+            db.execute("UPDATE kbs SET meta=? WHERE name=?", (json.dumps(meta, ensure_ascii=False), name))
+        return self.require_kb(name)
+
+    def count_docs_ingested_before(self, kb: str, before: float) -> int:
+        """Indexed documents of `kb` last (re)indexed before `before` (unix seconds)."""
+        row = self.db.one("SELECT COUNT(*) AS n FROM documents WHERE kb=? AND state='indexed' AND ingested_at<?",
+                          (kb, before))
+        return int(row["n"])
+
     def collections(self) -> set[str]:
         """The collections the catalog's knowledge bases name (those being dropped included)."""
         return {r["collection"] for r in self.db.query("SELECT collection FROM kbs")}

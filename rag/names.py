@@ -25,3 +25,10 @@ FUSIONS = ("convex", "rrf")  # the default first
 # serve`); "cohere": POST /rerank {query, documents} (Cohere, Jina, Xinference, vLLM)
 EMBED_APIS = ("openai", "rag")
 RERANK_APIS = ("tei", "cohere")
+
+# chunkers (ingest/chunkers): "qa" is the recursive chunker under its old name (Q&A rows are one chunk
+# each with any chunker); the chunk size and overlap ranges the settings and the per-knowledge-base
+# settings accept
+CHUNKERS = ("recursive", "semantic", "qa")
+CHUNK_SIZE_RANGE = (50, 20000)
+CHUNK_OVERLAP_RANGE = (0, 5000)

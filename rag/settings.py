@@ -18,7 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from rag.errors import ConfigError
 from rag.models import DEFAULT_EMBEDDED_LLM, EMBEDDED_LLMS
-from rag.names import AUTO, EMBED_APIS, FUSIONS, RERANK_APIS, STRATEGIES
+from rag.names import (AUTO, CHUNK_OVERLAP_RANGE, CHUNK_SIZE_RANGE, CHUNKERS, EMBED_APIS, FUSIONS, RERANK_APIS,
+                       STRATEGIES)
 from rag.redact import is_postgres_url, redact_url
 
 log = logging.getLogger(__name__)
@@ -111,9 +112,9 @@ class Settings(BaseSettings):
     embed_dim: int | None = Field(None, ge=2, le=65536)
 
     # chunking
-    chunker: Literal["recursive", "semantic", "qa"] = "recursive"
-    chunk_size: int = Field(800, ge=50, le=20000)
-    chunk_overlap: int = Field(120, ge=0, le=5000)
+    chunker: Literal[CHUNKERS] = "recursive"
+    chunk_size: int = Field(800, ge=CHUNK_SIZE_RANGE[0], le=CHUNK_SIZE_RANGE[1])
+    chunk_overlap: int = Field(120, ge=CHUNK_OVERLAP_RANGE[0], le=CHUNK_OVERLAP_RANGE[1])
     semantic_percentile: float = Field(90.0, gt=0, lt=100)
     generate_questions: int = Field(0, ge=0, le=10)
     # write a batch's chunks (vector store, BM25, catalog swap) in a background thread while the next
@@ -241,6 +242,12 @@ class Settings(BaseSettings):
     # seconds a request body may take to arrive (from the app's first read): 408 and the connection closed
     request_body_timeout: float = Field(60.0, gt=0, le=3600)
     max_concurrent_uploads_per_key: int = Field(4, ge=1, le=1000)  # one more upload of that key: 429
+    # `POST /v1/kbs/{kb}/documents/url`: one page fetched by the server (api/url_import.py), within this many
+    # seconds; loopback, private, link-local and reserved addresses are refused unless allowed (SSRF)
+    url_import_timeout: float = Field(20.0, gt=0, le=600)
+    url_import_allow_private: bool = False
+    # the bytes of an upload's failed files are kept this long for `POST /v1/jobs/{id}/retry` (api/jobs.py)
+    failed_upload_keep_hours: float = Field(72.0, gt=0, le=24 * 365)
     # bounds on parsing one file, CLI and API alike (ingest/limits.py); the upload limit above is separate
     max_file_mb: float = Field(100.0, gt=0)  # larger files are skipped with a reason
     max_unzipped_mb: float = Field(200.0, gt=0)  # DOCX/XLSX: what one member and all members may unpack to

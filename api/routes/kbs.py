@@ -91,7 +91,9 @@ def delete_kb(kb: KbName, state: State, caller: Caller) -> Response:
     kbs.require(kb)  # also a knowledge base whose drop was interrupted: this one finishes it
     with _busy_is_conflict(), kbs.writing(kb):  # the uploaded files go under the same write lock
         kbs.drop(kb)
-        remove_tree(kb_upload_dir(state.services.data_dir, kb))
+        remove_tree(kb_upload_dir(state.services.data_dir, kb))  # kept failed files (.retry) included
+        if state.usage is not None:
+            state.usage.forget(kb)
     return Response(status_code=204)
 
 
@@ -267,6 +269,22 @@ def get_job(job_id: str, state: State, caller: Caller) -> Any:
     job = state.jobs.get(job_id)
     caller.require_read(job.kb)
     return job.as_dict()
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobAccepted, status_code=202, tags=["jobs"],
+             responses={409: {"description": "The job has not finished"},
+                        422: {"description": "No failed file of the job can be retried (`job_id`)"}})
+def retry_job(job_id: str, state: State, caller: Caller, response: Response) -> Any:
+    """Re-run the failed files of a finished job in a new job (`retry_of`): an upload's failed files
+    from their bytes, kept for RAG_FAILED_UPLOAD_KEEP_HOURS after the job (then removed, as they are
+    when the knowledge base is dropped); a URL import fetched again; a re-parse from the stored
+    uploads. `not_retried` lists the failed files that could not be, with why."""
+    caller.require_write(state.jobs.get(job_id).kb)
+    job, not_retried = state.jobs.retry(job_id, caller.key_id)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobAccepted(job_id=job.id, kb=job.kb, status=job.status, status_url=f"/v1/jobs/{job.id}",
+                       files=[{"filename": f["filename"], "size": f["size"]} for f in job.files], retry_of=job_id,
+                       not_retried=not_retried)
 
 
 @router.get("/jobs", response_model=list[JobOut], tags=["jobs"])

@@ -25,7 +25,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import Caller, PipelineDep, State
-from api.querying import answer_json, guarded, pipeline_kwargs, sse_response
+from api.querying import answer_json, guarded, pipeline_kwargs, record_usage, sse_response
 from api.schemas import ChatCompletionRequest, ModelList, ModelOut, OpenAIMessage
 from rag.errors import InvalidRequest
 from rag.generation import estimate_tokens
@@ -132,6 +132,7 @@ def _stream(state: Any, events: Iterator[dict[str, Any]], kb: str, completion_id
             return
         elif kind == "done":
             answer = event["answer"]
+            record_usage(state, kb, answer)
             tail = _sources_text(answer.get("sources", [])) if append_sources else ""
             if tail:
                 yield chunk({"content": tail})

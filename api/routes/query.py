@@ -32,7 +32,7 @@ def query(body: QueryRequest, state: State, pipeline: PipelineDep, caller: Calle
     kwargs = pipeline_kwargs(body, history)
     if body.stream:
         events = pipeline.stream(body.question, kb, generate=body.generate, **kwargs)
-        return sse_response(sse_events(state, events, kb))
+        return sse_response(sse_events(state, events, kb, generate=body.generate))
     return answer_json(state, pipeline, body.question, kb, kwargs, generate=body.generate,
                        retrieval_on_error=body.retrieval_on_error, include_hits=body.include_hits)
 
@@ -69,7 +69,7 @@ def chat(body: ChatRequest, state: State, pipeline: PipelineDep, caller: Caller,
             return {"conversation_id": conversation_id}
 
         first = {"type": "conversation", "conversation_id": conversation_id, "kb": kb}
-        return sse_response(sse_events(state, events, kb, on_done, first), headers)
+        return sse_response(sse_events(state, events, kb, on_done, first, generate=body.generate), headers)
     result = answer_json(state, pipeline, body.message, kb, kwargs, generate=body.generate,
                          retrieval_on_error=body.retrieval_on_error, include_hits=body.include_hits,
                          extra={"conversation_id": conversation_id})

@@ -127,6 +127,7 @@ function selectTab(tab) {
   if (tab.id === "tab-docs") loadDocs();
   if (tab.id === "tab-settings") loadSystem();
   if (tab.id === "tab-keys") loadKeys();
+  if (tab.id === "tab-usage") { neverOffset = 0; loadUsage(); }  // console-kb.js
 }
 tabs.forEach((b, i) => {
   b.addEventListener("click", () => selectTab(b));
@@ -216,6 +217,7 @@ async function upload(fileList) {
   try {
     const accepted = await api("POST", `/v1/kbs/${enc(currentKb())}/documents`, form, true);
     await pollJob(accepted.job_id);
+    loadJobs();  // console-kb.js
   } catch (e) { $("job-status").textContent = e.message; $("job-status").className = "error"; }
 }
 async function pollJob(jobId) {
@@ -236,11 +238,13 @@ function renderJob(job) {
   $("job-bar").style.width = `${Math.round(100 * (["queued", "running"].includes(job.status) ? frac : 1))}%`;
   const body = $("job-files").tBodies[0];
   body.innerHTML = "";
-  for (const f of job.files) {
+  for (const f of job.files) {  // each file's state as soon as it has one, OCR pages as they are read
     const tr = body.insertRow();
+    if (job.current_file === f.filename && ["queued", "running"].includes(job.status)) tr.className = "selected";
     tr.insertCell().textContent = f.filename;
     const st = tr.insertCell(); st.textContent = f.status;
     st.className = f.status === "skipped" || f.status === "failed" ? "error" : ["indexed", "updated", "unchanged"].includes(f.status) ? "ok" : "";
+    const pg = tr.insertCell(); pg.className = "num"; pg.textContent = f.pages_total ? `${f.pages_done}/${f.pages_total}` : "";
     const c = tr.insertCell(); c.className = "num"; c.textContent = f.chunks_added ?? "";
     tr.insertCell().textContent = f.reason || "";
   }
@@ -335,7 +339,7 @@ function renderDocs() {
 function renderBulk() {
   const n = state.picked.size;
   $("bulk-count").textContent = t("selected", n);
-  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n;
+  $("bulk-delete").disabled = !n; $("bulk-tag").disabled = !n; $("bulk-reparse").disabled = !n;
   const all = $("select-page");
   all.checked = n > 0 && state.docs.every((d) => state.picked.has(d.doc_id));
   all.indeterminate = n > 0 && !all.checked;

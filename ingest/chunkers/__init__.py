@@ -15,9 +15,10 @@ from ingest.chunkers.qa import QAChunker
 from ingest.chunkers.recursive import RecursiveChunker
 from ingest.chunkers.semantic import SemanticChunker
 from rag.errors import ConfigError
+from rag.names import CHUNKERS
 from rag.protocols import Embedder
 
-CHUNKER_NAMES = ("recursive", "semantic", "qa")
+CHUNKER_NAMES = CHUNKERS
 
 __all__ = ["CHUNKER_NAMES", "Chunker", "QAChunker", "RecursiveChunker", "SemanticChunker", "make_chunker"]
 

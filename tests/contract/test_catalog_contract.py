@@ -320,4 +320,77 @@ def test_chunk_edits_swap_disable_and_go_with_their_document(target):
     assert catalog.chunk_edits("kb", "d1") == []
     with pytest.raises(NotFound):
         catalog.save_chunk_edit(edit, "e2")
+
+
+def test_kb_meta_keys_are_set_and_removed_one_at_a_time(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb", meta={"description": "Handbook"})
+    rec = catalog.update_kb_meta("kb", {"settings": {"chunk_size": 300, "tags": {"团队": "人事"}}})
+    assert rec.meta == {"description": "Handbook", "settings": {"chunk_size": 300, "tags": {"团队": "人事"}}}
+    assert catalog.update_kb_meta("kb", {"settings": None}).meta == {"description": "Handbook"}
+    with pytest.raises(InvalidRequest):
+        catalog.update_kb_meta("kb", {"dropping": 1.0})
+    with pytest.raises(NotFound):
+        catalog.update_kb_meta("missing", {"settings": {}})
+    catalog.mark_dropping("kb")
+    with pytest.raises(NotFound):  # a knowledge base being dropped takes no settings
+        catalog.update_kb_meta("kb", {"settings": {}})
+    catalog.close()
+
+
+def test_concurrent_meta_updates_of_different_keys_both_land(target):
+    Catalog(target).create_kb("kb", "m", 8, "kb")
+    catalogs = [Catalog(target) for _ in range(2)]
+    threads = [threading.Thread(target=lambda c=c, i=i: [c.update_kb_meta("kb", {f"k{i}": n}) for n in range(15)])
+               for i, c in enumerate(catalogs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert catalogs[0].require_kb("kb").meta == {"k0": 14, "k1": 14}
+    for c in catalogs:
+        c.close()
+
+
+def test_documents_ingested_before_a_time_are_counted(target):
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    for i in range(3):
+        d = doc("kb", f"d{i}", f"{i}.md")
+        catalog.mark_pending(d, [f"c{i}"])
+        catalog.mark_indexed(d, [f"c{i}"])
+    after = catalog.get_doc("kb", "d2").ingested_at + 1
+    assert catalog.count_docs_ingested_before("kb", after) == 3
+    assert catalog.count_docs_ingested_before("kb", 0) == 0 and catalog.count_docs_ingested_before("other", after) == 0
+    catalog.close()
+
+
+def test_usage_counts_per_day_top_cited_and_never_cited(target):
+    from rag.usage import UsageLog
+
+    catalog = Catalog(target)
+    catalog.create_kb("kb", "m", 8, "kb")
+    for i, source in enumerate(["a.md", "b.md", "c.md"]):
+        d = doc("kb", f"d{i}", source)
+        catalog.mark_pending(d, [f"c{i}"])
+        catalog.mark_indexed(d, [f"c{i}"])
+    usage = UsageLog(catalog.db)
+    day = 86400.0
+    now = 1_750_000_000.0  # 2025-06-15 UTC
+    usage.record("kb", refused=False, cited=["d0", "d1"], at=now)
+    usage.record("kb", refused=False, cited=["d0", "d0"], at=now)
+    usage.record("kb", refused=True, cited=[], at=now - day)
+    usage.record("kb", refused=False, cited=["d2"], at=now - 10 * day)  # outside a 7-day window
+    usage.record("kb", refused=False, cited=["gone"], at=now)  # a document removed since
+    usage.record("other", refused=False, cited=["d1"], at=now)
+    report = usage.report("kb", 7, now=now)
+    assert [d.day for d in report.days][-2:] == ["2025-06-14", "2025-06-15"] and report.since == "2025-06-09"
+    assert [(d.questions, d.refusals, d.cited_documents) for d in report.days[-2:]] == [(1, 1, 0), (3, 0, 3)]
+    assert [(c.doc_id, c.source, c.answers) for c in report.top_cited] == [("d0", "a.md", 2), ("d1", "b.md", 1),
+                                                                            ("gone", None, 1)]
+    assert [(c.doc_id, c.source) for c in report.never_cited] == [("d2", "c.md")] and report.never_cited_total == 1
+    assert usage.report("kb", 30, now=now).never_cited_total == 0
+    assert usage.report("kb", 7, now=now, limit=1, offset=1).never_cited == []  # paged
+    usage.forget("kb")
+    assert usage.report("kb", 30, now=now).top_cited == [] and usage.report("other", 1, now=now).days[0].questions == 1
     catalog.close()

@@ -137,8 +137,12 @@ def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
     os.utime(orphan, (old, old))
     JobManager(services, data / "jobs.sqlite").close()
     assert not orphan.exists() and receiving.exists()
-    assert sorted(p.name for p in upload_dir.iterdir()) == ["kept.txt", "restored.txt"]
+    assert sorted(p.name for p in upload_dir.iterdir() if not p.name.startswith(".")) == ["kept.txt", "restored.txt"]
     assert (upload_dir / "restored.txt").read_text(encoding="utf-8") == "previous bytes"
+    # the bytes that were never indexed wait for a retry of their job (api/jobs.py)
+    kept_for_retry = upload_dir / ".retry" / "job_00000000000000aa" / "restored.txt"
+    assert kept_for_retry.read_text(encoding="utf-8") == "never indexed new bytes"
+    assert not list(upload_dir.glob(".*.bak"))
 
 
 @pytest.mark.parametrize("command", [["ingest", "{docs}", "--kb", "busy", "-q"], ["rm", "faq.csv", "--kb", "busy"],
