@@ -125,6 +125,14 @@ def to_pg(flt: Filter | None) -> tuple[Any, list[Any]]:
                     params.append(bound)
             continue
         values = c.values if isinstance(c, AnyOf) else (c.value,)
+        if len(values) > 1 and all(isinstance(v, str) for v in values):
+            # many strings (a tag filter turned into the ids of the documents carrying the tags): one
+            # array lookup per row instead of two containment tests per value, which cost seconds at
+            # 100k chunks and a few hundred ids
+            parts.append(sql.SQL("(payload ->> %s = ANY(%s::text[]) OR (jsonb_typeof(payload -> %s) = 'array' "
+                                 "AND payload -> %s ?| %s::text[]))"))
+            params.extend([c.key, list(values), c.key, c.key, list(values)])
+            continue
         options = []
         for value in values:
             options.append(sql.SQL("payload @> %s OR payload @> %s"))
