@@ -11,7 +11,8 @@ the database (the catalog may share it):
   with a hash, since PostgreSQL cuts identifiers at 63 bytes): `id` (the chunk id, primary key),
   `embedding vector(dim)` with an HNSW index (cosine: scores are 1 - cosine distance, as in
   Qdrant), `payload jsonb` (`Chunk.payload()`) with a GIN index (jsonb_path_ops) for the keyword
-  filters and a btree per float field (`filters.FLOAT_FIELDS`) for ranges; with sparse vectors
+  filters, a btree per float field (`filters.FLOAT_FIELDS`) for ranges and one per one-string field
+  (`filters.SCALAR_FIELDS`: source, doc_id) for any-of lists; with sparse vectors
   also `bm25 sparsevec` and `bm25_terms int4[]` (GIN), written by `PgSparseIndex`.
 
 Searches set `hnsw.ef_search` per query (the store's `hnsw_ef`, at least `limit`, at most
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from rag.adapters.filters import FLOAT_FIELDS, pg_float, to_pg
+from rag.adapters.filters import FLOAT_FIELDS, SCALAR_FIELDS, pg_float, to_pg
 from rag.adapters.qdrant_store import check_batch
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
 from rag.protocols import CollectionOptions, RecoveryReport
@@ -251,6 +252,9 @@ class PgVectorStore:
         for field in FLOAT_FIELDS:
             conn.execute(sql.SQL("CREATE INDEX {} ON {} (({}))").format(
                 sql.Identifier(f"{tbl}_{field}"[:63]), table, pg_float(field)))
+        for field in SCALAR_FIELDS:
+            conn.execute(sql.SQL("CREATE INDEX {} ON {} ((payload ->> {}))").format(
+                sql.Identifier(f"{tbl}_{field}"[:63]), table, sql.Literal(field)))
         if options.sparse:
             conn.execute(sql.SQL("CREATE INDEX {} ON {} USING gin (bm25_terms)").format(
                 sql.Identifier(f"{tbl}_terms"), table))
