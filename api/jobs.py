@@ -19,7 +19,13 @@ record says so (`recovery`). At start, staging folders and `.bak` copies that no
 finish are cleaned up: a backup is dropped when the catalog indexed the file that replaced it, else
 restored; a staging folder younger than `STAGING_GRACE_S` is left, as it may be an upload another
 replica is still receiving. The staged and uploaded files live in `<data_dir>/uploads`: replicas
-on several hosts share it as a volume (docs/scaling.md)."""
+on several hosts share it as a volume (docs/scaling.md).
+
+A `reindex` job (no files) re-embeds the knowledge base with the server's model
+(`KnowledgeBases.reindex`, under its write lock; progress: chunks embedded of `chunks_known`). A
+resumed one runs the reindex again from the start: a killed reindex leaves either the old
+collection live (its half-written new one an orphan the next reindex removes) or, once switched,
+the new one live (the old one the orphan): either way running it again is correct."""
 
 from __future__ import annotations
 
@@ -89,7 +95,8 @@ class Job:
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # what a restart found and did, for a job the server stopped in
-    kind: str = "upload"  # "upload" | "url" (fetched first) | "reparse" (the stored files, forced)
+    kind: str = "upload"  # JOB_KINDS: "upload" | "url" (fetched first) | "reparse" (the stored files, forced)
+    # | "reindex" (no files: the knowledge base re-embedded with the server's model)
     chunking: dict[str, Any] = field(default_factory=dict)  # chunking overrides of a re-parse
     retry_of: str | None = None  # the job whose failed files this one retries
     current_file: str | None = None  # the file last worked on while running
@@ -180,6 +187,11 @@ class JobManager:
         if old.status not in FINAL:
             raise Conflict(f"job {job_id} is {old.status}: retry its failed files once it has finished",
                            field="job_id")
+        if old.kind == "reindex":
+            if old.status != "failed":
+                raise InvalidRequest(f"job {job_id} has {old.status}: nothing to retry", field="job_id")
+            return self.submit(Job(new_job_id(), old.kb, owner, "queued", time.time(), [], kind="reindex",
+                                   retry_of=old.id), {}), []
         data_dir = self.services.data_dir
         new_id = new_job_id()
         staging, kept = staging_dir(data_dir, new_id), retry_dir(data_dir, old.kb, old.id)
@@ -224,6 +236,12 @@ class JobManager:
         rows = self._db.query("SELECT data FROM jobs ORDER BY created_at DESC LIMIT ?", (limit * 4,))
         jobs = [Job(**json.loads(r["data"])) for r in rows]
         return [j for j in jobs if kbs(j.kb)][:limit]
+
+    def unfinished(self, kb: str) -> list[Job]:
+        """The jobs of knowledge base `kb` queued or running, on any replica."""
+        rows = self._db.query("SELECT data FROM jobs WHERE kb=? AND status IN (?, ?, ?) ORDER BY created_at",
+                              (kb, *UNFINISHED))
+        return [Job(**json.loads(r["data"])) for r in rows]
 
     def active(self) -> int:
         with self._lock:
@@ -338,6 +356,9 @@ class JobManager:
         staging = staging_dir(self.services.data_dir, job.id)
         kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
+            if job.kind == "reindex":
+                self._reindex(job)
+                return
             if job.kind == "url" and not self._fetch(job, staging):
                 return
             with self.services.kbs.writing(job.kb, wait=True):
@@ -358,6 +379,31 @@ class JobManager:
             self._clean_retries(kb_upload_dir(self.services.data_dir, job.kb))
             if self.on_finish is not None:
                 self.on_finish(job)
+
+    def _reindex(self, job: Job) -> None:
+        """Re-embed the job's knowledge base with the server's model (run again from the start when
+        resumed: see the module docstring)."""
+        kbs = self.services.kbs
+        last_save = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            job.progress.update(chunks_known=total, chunks_embedded=done, chunks_done=done)
+            if time.monotonic() - last_save[0] > 0.5 or done == total:
+                last_save[0] = time.monotonic()
+                self._update(job)
+
+        with kbs.writing(job.kb, wait=True):
+            record = kbs.catalog.get_kb(job.kb)
+            if record is None:
+                raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
+            self._update(job, status="running", started_at=job.started_at or time.time())
+            chunks, collection = kbs.reindex(job.kb, wait=True, progress=progress)
+        if job.recovery:
+            job.recovery += ": the resumed job re-embedded it again from the start"
+        summary = {"chunks": chunks, "collection": collection, "from_embed_model": record.embed_model,
+                   "from_dim": record.dim, "embed_model": kbs.embedder.name, "dim": kbs.embedder.dim}
+        self._update(job, status="succeeded", summary=summary, finished_at=time.time(), current_file=None,
+                     progress={**job.progress, "chunks_known": chunks, "chunks_embedded": chunks, "chunks_done": chunks})
 
     def _fetch(self, job: Job, staging: Path) -> bool:
         """Fetch a URL job's page into its staging folder, outside the write lock (once: a resumed

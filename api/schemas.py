@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rag.chunk_edits import EDIT_MODES, KEEP, MAX_TERMS, MAX_TEXT
 from rag.names import CHUNK_OVERLAP_RANGE, CHUNK_SIZE_RANGE, CHUNKERS, HYBRID, MODES, STRATEGIES
 
+JOB_KINDS = ("upload", "url", "reparse", "reindex")  # api/jobs.py: what a job does
+
 KB_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CONV_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 FilterValue = str | int | float | list[str | int | float]
@@ -159,6 +161,8 @@ class KbOut(BaseModel):
     documents: int
     chunks: int
     bytes: int
+    reembed_needed: bool = Field(False, description="Built with another embedding model or dimension than the "
+                                                    "server's: re-embed it (`POST /v1/kbs/{kb}/reindex`)")
 
 
 class CheckOut(BaseModel):
@@ -270,10 +274,24 @@ class JobOut(BaseModel):
     summary: dict[str, Any] | None = None
     error: str | None = None
     recovery: str | None = None  # set when the server stopped during the job and resumed it at restart
-    kind: Literal["upload", "url", "reparse"] = "upload"
+    kind: Literal[JOB_KINDS] = "upload"
     chunking: dict[str, Any] = Field(default_factory=dict, description="A re-parse's chunking overrides")
     retry_of: str | None = Field(None, description="The job whose failed files this one retries")
     current_file: str | None = Field(None, description="The file last worked on (running)")
+
+
+class ReindexAccepted(BaseModel):
+    job_id: str
+    kb: str
+    status: str
+    status_url: str
+    embed_model: str = Field(description="The model the knowledge base records now")
+    dim: int
+    to_embed_model: str = Field(description="The server's model it is re-embedded with")
+    to_dim: int | None
+    reembed_needed: bool = Field(description="False: the models are the same, and it is re-embedded with the same "
+                                             "model anyway (a rebuilt collection)")
+    message: str
 
 
 class JobAccepted(BaseModel):
@@ -537,8 +555,12 @@ class KbSettingsOut(BaseModel):
                                              "re-parse them to apply it")
     reparse_needed: bool = Field(description="A chunking change waits for a re-parse of the documents above "
                                              "(re-read, re-chunked, embedded with the same model)")
-    reembed_needed: bool = Field(False, description="Always false: the embedding model is not a setting here "
-                                                    "(`rag reindex` changes it)")
+    reembed_needed: bool = Field(False, description="The server's embedding model (`server_embed_model`, "
+                                 "`server_dim`) differs from `embed_model`/`dim`: the knowledge base cannot be queried "
+                                 "or written until it is re-embedded (`POST /v1/kbs/{kb}/reindex`)")
+    server_embed_model: str = Field("", description="The server's configured embedding model (RAG_EMBED_MODEL)")
+    server_dim: int | None = Field(None, description="Its dimension (null: it could not be read)")
+    reembed_message: str = Field("", description="What to do when `reembed_needed`")
     message: str = ""
 
 

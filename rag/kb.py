@@ -338,17 +338,11 @@ class KnowledgeBases(KbLifecycle):
             kb.lexical.close()
 
     def _check_model(self, record: KbRecord) -> None:
-        """The configured model must be the one the knowledge base was built with. Reads the
-        embedder's name and dimension only: neither loads the model (`Embedder.dim` comes from
-        the model's files), so opening a knowledge base to check or remove documents stays cheap."""
-        name = self.embedder.name
-        dim = self.embedder.dim if record.embed_model == name else None
-        if record.embed_model != name or record.dim != dim:
-            shown = f" (dim {dim})" if dim is not None else ""
-            raise EmbeddingMismatch(
-                f"knowledge base {record.name!r} was built with embedding model {record.embed_model!r} "
-                f"(dim {record.dim}); the configured model is {name!r}{shown}. "
-                f"Set RAG_EMBED_MODEL back, or run `rag reindex --kb {record.name}` to re-embed it", field="kb")
+        """The configured model must be the one the knowledge base was built with (`model_check`:
+        cheap, so opening a knowledge base to check or remove documents stays cheap)."""
+        check = self.model_check(record, dim_always=False)
+        if check.differs:
+            raise EmbeddingMismatch(check.message(), field="kb")
 
     def open(self, name: str) -> KnowledgeBase:
         check_kb_name(name)

@@ -7,7 +7,13 @@ indexes, then its rows; whoever opens, creates or drops it next finishes a drop 
 (`list` hides it). Orphans are collections and BM25 folders that no catalog record names (a killed
 reindex's `<kb>__vN`, the old collection of a reindex killed after its switch) and whose knowledge
 base's write lock nobody holds (a reindex in progress): `drop` and `reindex` remove those of their
-knowledge base, `rag check --repair` (`rag.repair`) all of them."""
+knowledge base, `rag check --repair` (`rag.repair`) all of them.
+
+`model_check` compares the model a knowledge base records with the configured embedder (opening a
+knowledge base refuses a mismatch: `EmbeddingMismatch`); `reindex` re-embeds it with the configured
+one. A reindex killed anywhere is finished by running it again: before its switch, the old
+collection is still the live one and the half-written `<kb>__vN` an orphan the next reindex removes;
+after it, the old collection is the orphan (the next reindex re-embeds again, with the same model)."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from rag.catalog import COLLECTION_SEP, Catalog, KbRecord
-from rag.errors import Busy
+from rag.errors import Busy, RagError
 from rag.locks import WriteLocks
 from rag.protocols import CollectionOptions, Embedder, LexicalIndex, VectorStore
 from rag.types import Chunk
@@ -38,6 +44,31 @@ def collection_kb(collection: str) -> str:
     lock guards it while it is written."""
     match = _REINDEXED.match(collection)
     return match.group(1) if match else collection
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """The embedding model a knowledge base records against the configured one (`server_dim` None:
+    the configured model's dimension could not be read, and its name differs anyway)."""
+
+    kb: str
+    kb_model: str
+    kb_dim: int
+    server_model: str
+    server_dim: int | None
+
+    @property
+    def differs(self) -> bool:
+        return self.kb_model != self.server_model or self.kb_dim != self.server_dim
+
+    def message(self) -> str:
+        """What to do about a difference ("" when there is none)."""
+        if not self.differs:
+            return ""
+        shown = f" (dim {self.server_dim})" if self.server_dim is not None else ""
+        return (f"knowledge base {self.kb!r} was built with embedding model {self.kb_model!r} (dim {self.kb_dim}); "
+                f"the configured model is {self.server_model!r}{shown}. Set RAG_EMBED_MODEL back, or run "
+                f"`rag reindex --kb {self.kb}` to re-embed it")
 
 
 @dataclass
@@ -72,6 +103,24 @@ class KbLifecycle:
         def writing(self, name: str, wait: bool = False) -> AbstractContextManager[None]: ...
         def open(self, name: str) -> KnowledgeBase: ...
         def require(self, name: str) -> KbRecord: ...
+
+    def model_check(self, record: KbRecord, *, dim_always: bool = True) -> ModelCheck:
+        """The knowledge base's recorded model against the configured embedder. Reads the embedder's
+        name and dimension only: neither loads a local model (`Embedder.dim` comes from its files;
+        a remote embedder may ask its server once). The dimension is read only when the names are
+        equal unless `dim_always` (for showing it), and then a failure to read it leaves it None."""
+        name = self.embedder.name
+        if record.embed_model == name:
+            dim: int | None = self.embedder.dim
+        elif dim_always:
+            try:
+                dim = self.embedder.dim
+            except RagError as exc:  # the names differ: the check does not need it
+                log.warning("could not read the dimension of embedding model %s: %s", name, exc.message)
+                dim = None
+        else:
+            dim = None
+        return ModelCheck(record.name, record.embed_model, record.dim, name, dim)
 
     def drop(self, name: str, *, wait: bool = False) -> bool:
         """Delete knowledge base `name`, its indexes, its orphans and catalog rows, under its write
@@ -177,11 +226,13 @@ class KbLifecycle:
         report.half_dropped = [r.name for r in self.catalog.dropping_kbs() if keep(r.name)]
         return report
 
-    def reindex(self, name: str, *, batch: int = 256, wait: bool = False) -> tuple[int, str]:
+    def reindex(self, name: str, *, batch: int = 256, wait: bool = False,
+                progress: Callable[[int, int], None] | None = None) -> tuple[int, str]:
         """Re-embed every live chunk of `name` with the configured model into a new collection, under
         its write lock (chunk texts are read back from the old collection, nothing is re-parsed),
         then switch the knowledge base to it and drop the old collection. Queries keep working on
-        the old collection until the switch. The chunk count and the new collection."""
+        the old collection until the switch. `progress(chunks embedded, chunks in all)` after each
+        batch. The chunk count and the new collection."""
         self.catalog.require_kb(name)
         with self.writing(name, wait):
             record = self.catalog.require_kb(name)
@@ -196,10 +247,16 @@ class KbLifecycle:
             ids = sorted(store.ids(record.collection) & live)  # what queries see: no half-written or swapped-out chunk
             store.ensure_collection(new_collection, embedder.dim, self.collection_options)
             lexical = self.lexical_factory(new_collection)
+            done = 0
+            if progress is not None:
+                progress(0, len(ids))
             try:
                 for chunks in iter_stored_chunks(store, record.collection, ids, batch):
                     store.upsert(new_collection, chunks, embedder.encode_corpus([c.match_text for c in chunks]))
                     lexical.add(chunks)
+                    done += len(chunks)
+                    if progress is not None:
+                        progress(done, len(ids))
             finally:
                 lexical.close()  # `open` opens it again once it is the knowledge base's
             self._switch_collection(name, new_collection)

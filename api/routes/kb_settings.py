@@ -5,7 +5,15 @@ The settings apply to every later ingest of the knowledge base: API uploads and 
 and `rag ingest` unless its flags say otherwise (precedence: rag/kb_settings.py). A chunking change
 does not touch indexed documents: the answer says how many were chunked before it and the console
 offers to re-parse them (a re-parse re-reads the stored upload; nothing is re-embedded with another
-model). A re-parse runs as an ingest job (`GET /v1/jobs/{id}`: leased, resumed by another replica)."""
+model). A re-parse runs as an ingest job (`GET /v1/jobs/{id}`: leased, resumed by another replica).
+
+The embedding model is not a setting: a knowledge base records the model it was built with, and
+when the server's (RAG_EMBED_MODEL) differs, in name or dimension, it cannot be queried or written
+(409 `embedding_mismatch`) until it is re-embedded. The settings say so (`reembed_needed`, both
+models, a message), and `POST /v1/kbs/{kb}/reindex` re-embeds it as a `reindex` job
+(`KnowledgeBases.reindex`: chunk texts read back, embedded with the server's model into a new
+collection, switched to at the end). Asked when the models are the same, it re-embeds all the same
+(a rebuilt collection, as `rag reindex` does) and says so."""
 
 from __future__ import annotations
 
@@ -15,12 +23,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path as PathParam, Response
 
 from api.deps import ApiState, Caller, State
+from api.errors import Conflict
 from api.jobs import Job, new_job_id
 from api.routes.kbs import _busy_is_conflict
-from api.schemas import KB_PATTERN, DocError, KbSettingsOut, KbSettingsPatch, ReparseAccepted, ReparseRequest
+from api.schemas import (KB_PATTERN, DocError, KbSettingsOut, KbSettingsPatch, ReindexAccepted, ReparseAccepted,
+                         ReparseRequest)
 from api.uploads import kb_upload_dir
 from ingest.service import kb_chunking, server_chunking
 from rag.errors import ConfigError, InvalidRequest
+from rag.kb_lifecycle import ModelCheck
 from rag.kb_settings import CHUNKING_FIELDS, SETTINGS_KEY, KbSettings, resolve
 
 router = APIRouter(prefix="/v1", tags=["knowledge bases"])
@@ -38,9 +49,12 @@ def settings_out(state: ApiState, kb: str, message: str = "") -> KbSettingsOut:
     chunking = resolve(server, own.overrides())
     stale = (state.services.catalog.count_docs_ingested_before(kb, own.chunking_changed_at)
              if own.chunking_changed_at else 0)
+    model = state.services.kbs.model_check(record)
     return KbSettingsOut(kb=kb, chunker=chunking.chunker, chunk_size=chunking.chunk_size,
                          chunk_overlap=chunking.chunk_overlap, ocr=chunking.ocr, tags=own.tags,
-                         embed_model=record.embed_model, dim=record.dim,
+                         embed_model=record.embed_model, dim=record.dim, reembed_needed=model.differs,
+                         server_embed_model=model.server_model, server_dim=model.server_dim,
+                         reembed_message=reembed_message(model),
                          own=[f for f in (*CHUNKING_FIELDS, "tags") if getattr(own, f) not in (None, {})],
                          server=server.__dict__, stale_documents=stale, reparse_needed=stale > 0,
                          message=message or (f"{stale} document(s) were chunked before the last chunking change: "
@@ -48,10 +62,15 @@ def settings_out(state: ApiState, kb: str, message: str = "") -> KbSettingsOut:
                                              "is needed)" if stale else ""))
 
 
+def reembed_message(model: ModelCheck) -> str:
+    return f"{model.message()} (POST /v1/kbs/{model.kb}/reindex)" if model.differs else ""
+
+
 @router.get("/kbs/{kb}/settings", response_model=KbSettingsOut)
 def get_settings(kb: KbName, state: State, caller: Caller) -> Any:
     """The knowledge base's ingest settings as they apply now (its own, else the server's), its
-    embedding model (read-only) and how many documents wait for a re-parse after a chunking change."""
+    embedding model (read-only) against the server's (`reembed_needed`) and how many documents wait
+    for a re-parse after a chunking change. Readable also when the models differ."""
     caller.require_read(kb)
     return settings_out(state, kb)
 
@@ -121,3 +140,31 @@ def reparse_documents(kb: KbName, body: ReparseRequest, state: State, caller: Ca
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return ReparseAccepted(job_id=job.id, kb=kb, status_url=f"/v1/jobs/{job.id}", **chunking.__dict__,
                            documents=queued, errors=errors)
+
+
+@router.post("/kbs/{kb}/reindex", response_model=ReindexAccepted, status_code=202,
+             responses={409: {"description": "Another job (or `rag ingest`) is writing the knowledge base"}})
+def reindex_kb(kb: KbName, state: State, caller: Caller, response: Response) -> Any:
+    """Re-embed the knowledge base with the server's embedding model as a `reindex` job (202; poll
+    `status_url`: progress in chunks embedded of `chunks_known`); queries keep answering from the
+    old vectors until it switches at the end. Allowed when the models are the same too: it
+    re-embeds with the same model (`reembed_needed` false in the answer). 409 while another job of
+    the knowledge base is queued or running, or another process holds its write lock."""
+    caller.require_write(kb)
+    kbs = state.services.kbs
+    model = kbs.model_check(kbs.catalog.require_kb(kb))
+    others = state.jobs.unfinished(kb)
+    if others:
+        raise Conflict(f"knowledge base {kb!r} has a {others[0].kind} job {others[0].id} {others[0].status}; "
+                       "re-embed it once that has finished", field="kb")
+    with _busy_is_conflict(), kbs.writing(kb):  # not queued behind a `rag ingest` of another process
+        pass
+    job = Job(new_job_id(), kb, caller.key_id, "queued", time.time(), [], kind="reindex")
+    state.jobs.submit(job, {})
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    message = (f"re-embedding {kb!r} from {model.kb_model!r} (dim {model.kb_dim}) with {model.server_model!r}"
+               if model.differs else
+               f"the models are the same ({model.kb_model!r}): re-embedding {kb!r} with it all the same")
+    return ReindexAccepted(job_id=job.id, kb=kb, status=job.status, status_url=f"/v1/jobs/{job.id}",
+                           embed_model=model.kb_model, dim=model.kb_dim, to_embed_model=model.server_model,
+                           to_dim=model.server_dim, reembed_needed=model.differs, message=message)

@@ -39,7 +39,8 @@ def _kb_out(state: ApiState, record: KbRecord) -> KbOut:
     stats = state.services.catalog.kb_stats(record.name)
     meta = record.meta if isinstance(record.meta, dict) else {}
     return KbOut(name=record.name, embed_model=record.embed_model, dim=record.dim, created_at=record.created_at,
-                 description=str(meta.get("description", "")), **stats)
+                 description=str(meta.get("description", "")),
+                 reembed_needed=state.services.kbs.model_check(record, dim_always=False).differs, **stats)
 
 
 @contextmanager

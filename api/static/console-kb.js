@@ -6,6 +6,10 @@ Object.assign(EN, {
   staleDocs: "{0} document(s) were chunked before the last chunking change: re-parse them to apply it (their chunks are embedded again with the same model; no re-embedding with another model).",
   saved: "Saved.", model: "Embedding model (read-only): {0} ({1} dimensions)", serverValue: "server: {0}",
   reparseQueued: "re-parse of {0} document(s) queued", reparseDone: "re-parse of {0} document(s): {1}", reparseErrors: "not re-parsed: {0}", confirmReparseAll: "Re-parse every uploaded document of “{0}” with its current settings?",
+  reembedNeeded: "Re-embedding needed: this knowledge base was built with {0} ({1} dimensions), the server embeds with {2} ({3} dimensions). It cannot be searched or written until it is re-embedded.",
+  reembedNow: "Re-embed now", confirmReembed: "Re-embed every chunk of “{0}” with {1}? Queries keep using the old vectors until it has finished.",
+  reembedQueued: "re-embedding queued", reembedRunning: "Re-embedding", reembedFinished: "Re-embedding finished", reembedDone: "re-embedding: {0}", reembedProgress: "{0}/{1} chunks embedded",
+  reembedSummary: "{0} chunks re-embedded with {1} ({2} dimensions)", reembedPill: "re-embed", reembedPillTitle: "Built with another embedding model than the server's: re-embed it from its settings",
 });
 Object.assign(I18N.zh, {
   kbSettings: "入库设置", chunker: "分块方式", chunkSize: "分块大小", chunkOverlap: "重叠", ocr: "扫描页 OCR", newFileTags: "新文件的标签",
@@ -13,6 +17,10 @@ Object.assign(I18N.zh, {
   staleDocs: "{0} 个文档是在上次修改分块设置之前分块的：重新解析后生效（用同一模型重新嵌入分块，无需更换模型）。",
   saved: "已保存。", model: "嵌入模型（只读）：{0}（{1} 维）", serverValue: "服务器：{0}",
   reparseQueued: "已排队重新解析 {0} 个文档", reparseDone: "重新解析 {0} 个文档：{1}", reparseErrors: "未能重新解析：{0}", confirmReparseAll: "用当前设置重新解析 “{0}” 中所有上传的文档吗？",
+  reembedNeeded: "需要重新嵌入：此知识库用 {0}（{1} 维）构建，服务器使用 {2}（{3} 维）。重新嵌入之前无法检索或写入。",
+  reembedNow: "立即重新嵌入", confirmReembed: "用 {1} 重新嵌入 “{0}” 的全部分块吗？完成之前查询仍使用旧向量。",
+  reembedQueued: "已排队重新嵌入", reembedRunning: "正在重新嵌入", reembedFinished: "重新嵌入完成", reembedDone: "重新嵌入：{0}", reembedProgress: "已嵌入 {0}/{1} 个分块",
+  reembedSummary: "已用 {1}（{2} 维）重新嵌入 {0} 个分块", reembedPill: "需重新嵌入", reembedPillTitle: "用与服务器不同的嵌入模型构建：在其设置中重新嵌入",
 });
 
 // settings ----------------------------------------------------------------------------------------
@@ -36,6 +44,9 @@ function showKbSettings(s) {
   $("kbs-msg").textContent = s.reparse_needed ? t("staleDocs", s.stale_documents) : s.message || "";
   $("kbs-msg").className = s.reparse_needed ? "notice" : "muted";
   $("kbs-reparse-row").hidden = !s.reparse_needed;
+  $("kbs-reembed").hidden = !s.reembed_needed;
+  $("kbs-reembed-msg").textContent = s.reembed_needed ? t("reembedNeeded", s.embed_model, s.dim, s.server_embed_model, s.server_dim ?? "?") : "";
+  state.serverModel = s.server_embed_model;
 }
 $("kb-settings").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -65,6 +76,25 @@ async function reparse(body) {
 $("kbs-reparse").addEventListener("click", async () => {
   if (!confirm(t("confirmReparseAll", currentKb()))) return;
   try { $("kbs-msg").textContent = await reparse({ all: true }); } catch (e) { $("kbs-error").textContent = e.message; }
+});
+// re-embedding with the server's model (POST /v1/kbs/{kb}/reindex): a job, shown in the job panel and the recent jobs
+$("kbs-reembed-btn").addEventListener("click", async () => {
+  const kb = currentKb();
+  if (!confirm(t("confirmReembed", kb, state.serverModel))) return;
+  $("kbs-error").textContent = "";
+  $("kbs-reembed-btn").disabled = true;
+  try {
+    const r = await api("POST", `/v1/kbs/${enc(kb)}/reindex`);
+    $("kbs-msg").textContent = t("reembedQueued"); $("kbs-msg").className = "muted";
+    $("job").hidden = false; $("job-summary").textContent = r.message;
+    loadJobs();
+    const job = await pollJob(r.job_id);
+    await loadKbSettings(); loadJobs();
+    if (job.status === "succeeded" && state.chunksDoc && !$("doc-view").hidden) openDoc(state.chunksDoc);  // its 409 is gone
+    $("kbs-msg").textContent = t("reembedDone", job.status) + (job.error ? ` · ${job.error}` : "");
+    $("kbs-msg").className = job.status === "succeeded" ? "ok" : "error";
+  } catch (e) { $("kbs-error").textContent = e.message; }
+  finally { $("kbs-reembed-btn").disabled = false; }
 });
 $("bulk-reparse").addEventListener("click", async () => {
   $("bulk-result").textContent = ""; $("bulk-result").className = "muted";
@@ -115,11 +145,14 @@ async function loadJobs() {
     const st = tr.insertCell(); st.textContent = job.status;
     st.className = job.status === "failed" ? "error" : job.status === "succeeded" ? "ok" : "";
     const n = tr.insertCell(); n.className = "num";
-    n.textContent = `${job.files.length - job.errors.length}/${job.files.length}`;
+    const reindex = job.kind === "reindex";  // no files: its chunks, and its error
+    n.textContent = reindex ? t("reembedProgress", job.progress.chunks_done || 0, job.progress.chunks_known || 0)
+      : `${job.files.length - job.errors.length}/${job.files.length}`;
     const why = tr.insertCell();
     for (const e of job.errors) why.appendChild(el("div", "error", `${e.file}: ${e.reason}`));
+    if (reindex && job.error) why.appendChild(el("div", "error", job.error));
     const actions = tr.insertCell();
-    if (job.errors.length && ["failed", "partial"].includes(job.status)) {
+    if ((job.errors.length || reindex) && ["failed", "partial"].includes(job.status)) {
       const retry = el("button", "secondary", t("retry"));
       retry.type = "button"; retry.setAttribute("aria-label", `${t("retry")} ${job.id}`);
       retry.addEventListener("click", async () => {

@@ -170,7 +170,8 @@ function renderKbs() {
     tr.insertCell().textContent = kb.name + (kb.description ? ` — ${kb.description}` : "");
     const cells = [kb.documents, kb.chunks, fmtSize(kb.bytes)];
     cells.forEach((v) => { const c = tr.insertCell(); c.className = "num"; c.textContent = v; });
-    tr.insertCell().textContent = `${kb.embed_model} (${kb.dim})`;
+    const model = tr.insertCell(); model.textContent = `${kb.embed_model} (${kb.dim})`;
+    if (kb.reembed_needed) { model.appendChild(el("span", "pill warn", t("reembedPill"))).title = t("reembedPillTitle"); }
     const actions = tr.insertCell();
     const open = el("button", "secondary", t("open"));
     open.type = "button"; open.setAttribute("aria-label", `${t("open")} ${kb.name}`);
@@ -230,11 +231,18 @@ async function pollJob(jobId) {
 }
 function renderJob(job) {
   const p = job.progress || {};
-  const done = ["queued", "running"].includes(job.status) ? t("jobRunning") : t("jobDone");
-  const chunkInfo = p.chunks_total ? `, ${p.chunks_done || 0}/${p.chunks_total} chunks` : p.chunks_done ? `, ${p.chunks_done} chunks` : "";
-  $("job-status").textContent = `${done}: ${job.status} — ${p.files_done || 0}/${p.files_total || job.files.length} files${chunkInfo}`;
+  const reindex = job.kind === "reindex", running = ["queued", "running"].includes(job.status);
+  const done = reindex ? t(running ? "reembedRunning" : "reembedFinished") : t(running ? "jobRunning" : "jobDone");
+  $("job-files").hidden = reindex;
+  if (reindex) {  // no files: chunks embedded of those the knowledge base has (console-kb.js)
+    $("job-status").textContent = `${done}: ${job.status} — ${t("reembedProgress", p.chunks_done || 0, p.chunks_known || 0)}`;
+  } else {
+    const chunkInfo = p.chunks_total ? `, ${p.chunks_done || 0}/${p.chunks_total} chunks` : p.chunks_done ? `, ${p.chunks_done} chunks` : "";
+    $("job-status").textContent = `${done}: ${job.status} — ${p.files_done || 0}/${p.files_total || job.files.length} files${chunkInfo}`;
+  }
   $("job-status").className = job.status === "failed" ? "error" : job.status === "succeeded" ? "ok" : "";
-  const frac = p.chunks_total ? (p.chunks_done || 0) / p.chunks_total : (p.files_done || 0) / Math.max(p.files_total || job.files.length, 1);
+  const frac = reindex ? (p.chunks_done || 0) / Math.max(p.chunks_known || 0, 1)
+    : p.chunks_total ? (p.chunks_done || 0) / p.chunks_total : (p.files_done || 0) / Math.max(p.files_total || job.files.length, 1);
   $("job-bar").style.width = `${Math.round(100 * (["queued", "running"].includes(job.status) ? frac : 1))}%`;
   const body = $("job-files").tBodies[0];
   body.innerHTML = "";
@@ -248,7 +256,9 @@ function renderJob(job) {
     const c = tr.insertCell(); c.className = "num"; c.textContent = f.chunks_added ?? "";
     tr.insertCell().textContent = f.reason || "";
   }
-  if (job.summary) {
+  if (job.kind === "reindex") {
+    $("job-summary").textContent = job.error || (job.summary ? t("reembedSummary", job.summary.chunks, job.summary.embed_model, job.summary.dim) : "");
+  } else if (job.summary) {
     const s = job.summary;
     $("job-summary").textContent = t("summary", s.indexed, s.unchanged, s.skipped, s.chunks_added) +
       (s.seconds !== undefined ? ` · ${s.seconds.toFixed(1)} s` : "");
