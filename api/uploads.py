@@ -13,7 +13,7 @@ import json
 import re
 import shutil
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -95,10 +95,16 @@ def too_large(filename: str, limit_mb: int) -> PayloadTooLarge:
 
 def save_stream(source: BinaryIO, target: Path, limit_bytes: int, filename: str, limit_mb: int) -> int:
     """Copy an upload to `target`, refusing (and removing) it past `limit_bytes`. Returns the size."""
+    return save_blocks(iter(lambda: source.read(MIB), b""), target, limit_bytes, filename, limit_mb)
+
+
+def save_blocks(blocks: Iterable[bytes], target: Path, limit_bytes: int, filename: str, limit_mb: int) -> int:
+    """Write `blocks` to `target`, refusing (and removing) it past `limit_bytes`; an upload's body or a
+    fetched page alike. Returns the size."""
     target.parent.mkdir(parents=True, exist_ok=True)
     size = 0
     with open(target, "wb") as out:
-        while block := source.read(MIB):
+        for block in blocks:
             size += len(block)
             if size > limit_bytes:
                 out.close()

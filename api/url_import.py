@@ -20,7 +20,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-from api.uploads import MIB, check_type, sanitize_filename, too_large
+from api.uploads import MIB, check_type, sanitize_filename, save_blocks, too_large
 from ingest.parse import SUPPORTED_SUFFIXES
 from rag.errors import InvalidRequest, RagError
 
@@ -128,15 +128,6 @@ def _save(response: httpx.Response, url: str, folder: Path, limit: int, limit_mb
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise too_large(name, limit_mb)
-    folder.mkdir(parents=True, exist_ok=True)
     target = folder / name
-    size = 0
-    with open(target, "wb") as out:
-        for block in response.iter_bytes(MIB):
-            size += len(block)
-            if size > limit:
-                out.close()
-                target.unlink(missing_ok=True)
-                raise too_large(name, limit_mb)
-            out.write(block)
+    save_blocks(response.iter_bytes(MIB), target, limit, name, limit_mb)
     return target
