@@ -17,7 +17,8 @@ const I18N = {
         hits: "条结果", fused: "融合分", rerankScore: "重排序分", page: "页", span: "字符", noHits: "没有检索到内容。",
         needKey: "需要 API 密钥（401）。", forbidden: "这个密钥无权访问（403）。",
         kbsUnknown: "无法列出知识库（见上方提示）。", anyState: "全部", edit: "编辑", save: "保存", cancel: "取消",
-        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", select: "选择",
+        titleLabel: "标题", badTag: "标签 “{0}” 无效：请用 键=值", uploadTags: "上传时的标签", uploadEdits: "文件变化后，原有的分块编辑", editsKeep: "保留仍能对应到分块的编辑",
+        editsDrop: "丢弃编辑", select: "选择",
         selected: "已选 {0} 个", bulkDelete: "删除所选", bulkTag: "添加标签", bulkTagsLabel: "给所选文档加标签",
         bulkDeleted: "已删除 {0} 个，未找到 {1} 个", bulkTagged: "已加标签 {0} 个，未找到 {1} 个", confirmBulkDelete: "确定删除所选的 {0} 个文档吗？", tag: "标签", prev: "‹ 上一页", next: "下一页 ›",
         tabKeys: "API 密钥", keysHeading: "API 密钥", keyId: "编号", keyPrefix: "开头", keyRead: "可读", keyWrite: "可写",
@@ -213,6 +214,7 @@ async function upload(fileList) {
   const form = new FormData();
   files.forEach((f) => form.append("files", f, f.name));
   if ($("upload-tags").value.trim()) form.append("tags", $("upload-tags").value.trim());
+  form.append("edits", $("upload-edits").value);  // what a changed file's re-ingest does with its chunk edits
   $("job").hidden = false;
   $("job-summary").textContent = "";
   try {

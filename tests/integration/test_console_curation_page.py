@@ -1,7 +1,8 @@
 """Chunk curation in the console, in headless Chromium (issue 37): a chunk's text and keywords edited
 in place (markup typed into it shown as text, an empty text named by the server), the edit found by
 the page's retrieval test and the old text not; a chunk disabled (shown struck through) and gone from
-the retrieval test; a Q&A pair added to the document. Screenshots go to the test's tmp folder (or
+the retrieval test; a Q&A pair added to the document; a changed file uploaded with "drop the edits"
+chosen in the upload card loses them. Screenshots go to the test's tmp folder (or
 RAG_SCREENSHOT_DIR) and, for a person to look at, to /tmp/console-shots-curation/."""
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def test_chunks_edited_disabled_and_added_in_the_console(tmp_path):
             _chunk_button(b, "immerse", "Enable")
             wait_for(b, f"(c => c && !c.classList.contains('disabled'))({CHUNK.format('immerse')})")
             assert "immerse" in _retrieve(b, "immerse the kettle base in water", "hybrid")
+            # a changed file uploaded with "drop the edits" chosen in the upload card: the edits go
+            b.evaluate("document.getElementById('tab-docs').click(); document.getElementById('upload-edits').value = 'drop';"
+                       f"upload([new File([{(MANUAL.decode() + ' A new closing line.')!r}], 'kettle.md')]); true")
+            wait_for(b, "/finished|完成/.test(document.getElementById('job-status').textContent)", timeout=60)
+            doc = services.catalog.find_doc_by_source(LIB, "kettle.md")
+            assert services.catalog.chunk_edits(LIB, doc.doc_id) == []
+            assert "zanzibar" not in _retrieve(b, "zanzibar vinegar descale", "hybrid")
         finally:
             b.close()
     assert services.kbs.check(LIB).ok
