@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -36,6 +37,22 @@ _MIGRATION_LOCK = 7_233_001  # pg_advisory_xact_lock key while a release migrate
 
 Row = Any  # sqlite3.Row or dict: both read by column name
 Step = Union[Sequence[str], Callable[["Database"], None]]
+
+
+def _wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Put a SQLite file in WAL mode. Switching a new file takes an exclusive lock that SQLite does
+    not wait for (no busy handler on that path): processes opening the same new file at once get
+    "database is locked", so try again until one of them has switched it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class SchemaTooNew(RagError):
@@ -76,7 +93,7 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
+        _wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
