@@ -8,8 +8,11 @@ Content-Length), the upload's allowed types by extension; the extension comes fr
 http and https, no credentials in the URL, and every address the host resolves to must be public
 (not loopback, private, link-local, shared, reserved or multicast) unless
 RAG_URL_IMPORT_ALLOW_PRIVATE=true; the check runs when the import is asked for (422 naming `url`)
-and again before each request of the fetch (a redirect, or a name that resolves elsewhere by then).
-The whole fetch is bounded by RAG_URL_IMPORT_TIMEOUT seconds per request."""
+and again for each connection of the fetch (a redirect's too), which goes to the very addresses
+that were checked (`_PublicOnly`): a name that resolves to a public address for the check
+and to a private one a moment later (DNS rebinding) cannot slip through, and TLS still verifies the
+certificate against the URL's host name. The whole fetch is bounded by RAG_URL_IMPORT_TIMEOUT seconds
+per request."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import socket
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
+import httpcore
 import httpx
 
 from api.uploads import MIB, check_type, sanitize_filename, save_blocks, too_large
@@ -62,11 +66,18 @@ def check_url(url: str, allow_private: bool) -> str:
     if len(url) > MAX_URL_CHARS:
         raise InvalidRequest(f"the URL is longer than {MAX_URL_CHARS} characters", field="url")
     if not allow_private:
-        for address in _addresses(parts.hostname, port or (443 if parts.scheme.lower() == "https" else 80)):
-            if not _public(address):
-                raise InvalidRequest(f"{parts.hostname} is a loopback, private or reserved address ({address}): "
-                                     "refused (RAG_URL_IMPORT_ALLOW_PRIVATE=true allows it)", field="url")
+        public_addresses(parts.hostname, port or (443 if parts.scheme.lower() == "https" else 80))
     return url
+
+
+def public_addresses(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, when every one is public; else InvalidRequest naming `url`."""
+    addresses = _addresses(host, port)
+    for address in addresses:
+        if not _public(address):
+            raise InvalidRequest(f"{host} is a loopback, private or reserved address ({address}): "
+                                 "refused (RAG_URL_IMPORT_ALLOW_PRIVATE=true allows it)", field="url")
+    return addresses
 
 
 def _addresses(host: str, port: int) -> list[str]:
@@ -81,6 +92,33 @@ def _public(address: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_global and not ip.is_multicast
+
+
+class _PublicOnly(httpcore.SyncBackend):
+    """Opens a connection only to the public addresses its host resolves to, resolved and checked
+    here, once (`public_addresses`), so nothing can resolve the name again in between; TLS is
+    started on the connection with the URL's host name (httpcore passes the origin's, not the
+    address), so certificates are verified as usual."""
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options=None) -> httpcore.NetworkStream:
+        failed: httpcore.ConnectError | None = None
+        for address in public_addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:  # the next address, as a resolver's client would
+                failed = exc
+        raise failed or httpcore.ConnectError(f"no address for {host}")
+
+
+def _transport(allow_private: bool) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(trust_env=False)
+    if not allow_private:  # the same pool, on the backend that checks what it connects to
+        if not isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):  # an httpx of another make
+            raise RuntimeError("httpx.HTTPTransport keeps no httpcore pool: URL import cannot pin addresses")
+        transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(trust_env=False),
+                                                  network_backend=_PublicOnly())
+    return transport
 
 
 def file_name(url: str, content_type: str | None) -> str:
@@ -106,10 +144,10 @@ def fetch(url: str, folder: Path, *, limit_mb: int, timeout: float, allow_privat
     limit = limit_mb * MIB
     current = url
     try:
-        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False, transport=_transport(allow_private),
                           headers={"User-Agent": USER_AGENT}) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                check_url(current, allow_private)
+                check_url(current, allow_private=True)  # its addresses: checked as it connects (`_PublicOnly`)
                 with client.stream("GET", current) as response:
                     if response.is_redirect:
                         current = urljoin(current, response.headers.get("location", ""))

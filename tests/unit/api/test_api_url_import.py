@@ -5,11 +5,16 @@ unless allowed) refused with a 422 naming `url`."""
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
 import pytest
 from fastapi.testclient import TestClient
 
-from api.url_import import file_name
-from tests.unit.api.url_server import url_server
+from api import url_import
+from api.url_import import fetch, file_name
+from rag.errors import InvalidRequest
+from tests.unit.api.url_server import SEEN, url_server
 from tests.unit.api_helpers import ADMIN, make_app, wait_for_job
 
 KB = "web"
@@ -93,3 +98,41 @@ def test_file_names_follow_the_content_type():
     assert file_name("https://x.org/index.php", "text/html") == "index.php.html"
     assert file_name("https://x.org/data.csv", "application/octet-stream") == "data.csv"
     assert file_name("https://x.org/%E6%89%8B%E5%86%8C", "text/markdown") == "手册.md"
+
+
+def _resolving(monkeypatch, name: str, *answers: str) -> list[str]:
+    """`name` resolves to each of `answers` in turn (the last one from then on); other names as usual.
+    The list of what each lookup of `name` returned."""
+    real, given = socket.getaddrinfo, []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        given.append(answers[min(len(given), len(answers) - 1)])
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (given[-1], port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return given
+
+
+def test_a_name_rebound_to_a_private_address_after_the_check_is_not_fetched(monkeypatch, tmp_path, server):
+    port = urlsplit(server).port
+    lookups = _resolving(monkeypatch, "rebind.test", "93.184.216.34", "127.0.0.1")  # public, then loopback
+    SEEN.clear()
+    url = f"http://rebind.test:{port}/policy"
+    assert url_import.check_url(url, allow_private=False) == url  # the name looked public
+    with pytest.raises(InvalidRequest, match="loopback, private or reserved") as caught:
+        fetch(url, tmp_path, limit_mb=1, timeout=5, allow_private=False)
+    assert caught.value.field == "url" and lookups[-1] == "127.0.0.1"
+    assert SEEN == []  # the loopback server got no request
+
+
+def test_a_pinned_fetch_connects_to_the_address_it_checked_with_the_urls_host(monkeypatch, tmp_path, server):
+    port = urlsplit(server).port
+    monkeypatch.setattr(url_import, "_public", lambda address: address == "127.0.0.1")  # this one counts as public
+    lookups = _resolving(monkeypatch, "pinned.test", "127.0.0.1")
+    SEEN.clear()
+    saved = fetch(f"http://pinned.test:{port}/to-policy", tmp_path, limit_mb=1, timeout=5, allow_private=False)
+    assert saved.name == "policy.html" and b"Travel policy" in saved.read_bytes()
+    assert SEEN == [(f"pinned.test:{port}", "/to-policy"), (f"pinned.test:{port}", "/policy")]
+    assert len(lookups) == 2  # checked as each of the two requests connects

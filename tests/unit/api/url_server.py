@@ -22,8 +22,12 @@ ROUTES: dict[str, tuple[int, dict[str, str], bytes]] = {
 }
 
 
+SEEN: list[tuple[str, str]] = []  # (Host header, path) of every request served
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        SEEN.append((self.headers.get("Host", ""), self.path))
         status, headers, body = ROUTES.get(self.path, (404, {}, b""))
         self.send_response(status)
         for key, value in headers.items():
