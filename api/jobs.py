@@ -495,6 +495,7 @@ class JobManager:
             # a re-parse keeps each document's own tags and title (edited ones included)
             ingestor = build_ingestor(self.services, job.kb, tags=job.tags, progress=progress,
                                       page_progress=page_progress, overrides=job.chunking, edits=job.edits,
+                                      overrides_by="the re-parse's settings: ocr false",
                                       file_tags={d.source: d.tags for d in kept_docs},
                                       titles={d.source: d.title for d in kept_docs if d.title})
             return ingestor.ingest_files(upload_dir, targets, force=reparse), before

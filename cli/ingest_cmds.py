@@ -103,7 +103,7 @@ def ingest(
                 total=len(files) if files else _count_files(path, follow_links))
             ingestor = build_ingestor(services, kb, tags=tags, progress=progress,
                                       page_progress=progress.page if progress else None, overrides=overrides,
-                                      edits=edits)
+                                      edits=edits, overrides_by="--no-ocr")
             report = (ingestor.ingest_files(path.parent, files) if files
                       else ingestor.ingest_folder(path, prune=prune, follow_links=follow_links))
             # version families are detected now (and again whenever the documents change)

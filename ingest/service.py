@@ -33,6 +33,14 @@ def server_chunking(settings: Settings) -> Chunking:
     return Chunking(settings.chunker, settings.chunk_size, settings.chunk_overlap, settings.ocr == "auto")
 
 
+def ocr_off_by(own: KbSettings, overrides: Mapping[str, Any] | None, overrides_by: str) -> str:
+    """What turned OCR off for an ingest, as a skip reason names it: the ingest's own options
+    (`overrides_by`), the knowledge base's settings, or the server's RAG_OCR."""
+    if (overrides or {}).get("ocr") is False:
+        return overrides_by
+    return "the knowledge base's settings: ocr off" if own.ocr is False else "RAG_OCR=off"
+
+
 def kb_chunking(services: Services, kb: str, overrides: Mapping[str, Any] | None = None,
                 prefix: str = "") -> Chunking:
     """The chunking an ingest of `kb` uses now (server < knowledge base < `overrides`), checked."""
@@ -44,14 +52,16 @@ def kb_chunking(services: Services, kb: str, overrides: Mapping[str, Any] | None
 def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None = None, progress=None,
                    page_progress=None, titles: dict[str, str] | None = None,
                    overrides: Mapping[str, Any] | None = None,
-                   file_tags: Mapping[str, dict[str, str]] | None = None, edits: str = KEEP) -> Ingestor:
+                   file_tags: Mapping[str, dict[str, str]] | None = None, edits: str = KEEP,
+                   overrides_by: str = "this ingest's settings: ocr off") -> Ingestor:
     """An Ingestor of `kb` (created when missing). `overrides`: chunking fields over the knowledge
-    base's settings; `file_tags`: per source, the tags that file keeps instead (a re-parse); `edits`:
-    what a changed file's re-ingest does with its chunk edits (keep or drop)."""
+    base's settings (`overrides_by`: how a skip reason names them when they turn OCR off); `file_tags`:
+    per source, the tags that file keeps instead (a re-parse); `edits`: what a changed file's
+    re-ingest does with its chunk edits (keep or drop)."""
     s = services.settings
     knowledge_base = services.kbs.open_or_create(kb)
     chunking = kb_chunking(services, kb, overrides)
-    own_tags = KbSettings.from_meta(services.catalog.require_kb(kb).meta).tags
+    own = KbSettings.from_meta(services.catalog.require_kb(kb).meta)
     embedder = services.embedder if chunking.chunker == "semantic" else None
     chunker = make_chunker(chunking.chunker, size=chunking.chunk_size, overlap=chunking.chunk_overlap,
                            embedder=embedder, percentile=s.semantic_percentile)
@@ -59,8 +69,9 @@ def build_ingestor(services: Services, kb: str, *, tags: dict[str, str] | None =
     limits = ParseLimits(max_file_mb=s.max_file_mb, max_unzipped_mb=s.max_unzipped_mb,
                          max_zip_ratio=s.max_zip_ratio, max_rows=s.parse_max_rows, max_cells=s.parse_max_cells,
                          max_seconds=s.parse_max_seconds)
-    ocr = replace(ocr_options(s, page_progress), enabled=chunking.ocr)
-    return Ingestor(knowledge_base, chunker, tags={**own_tags, **(tags or {})}, question_writer=writer,
+    ocr = replace(ocr_options(s, page_progress), enabled=chunking.ocr,
+                  off_by=ocr_off_by(own, overrides, overrides_by))
+    return Ingestor(knowledge_base, chunker, tags={**own.tags, **(tags or {})}, question_writer=writer,
                     batch_chunks=max(4 * s.embed_batch_size, 64), progress=progress,
                     embed_batch=s.embed_batch_size, limits=limits, ocr=ocr,
                     write_behind=WRITE_BEHIND if s.ingest_overlap_writes else 0, titles=titles, file_tags=file_tags,

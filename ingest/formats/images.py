@@ -25,7 +25,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 
 def parse_image(data: bytes, fmt: str, stem: str, *, ocr: OcrOptions) -> ParsedDocument:
     if not ocr.enabled:
-        raise ParseError("image files need OCR, which is off (RAG_OCR=off)")
+        raise ParseError(f"image files need OCR, which is off ({ocr.off_by})")
     from PIL import Image, ImageOps
 
     with warnings.catch_warnings():

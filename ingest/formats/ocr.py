@@ -57,6 +57,7 @@ class OcrOptions:
     max_seconds: float = 600.0
     engine: OcrEngine | None = None  # None: the bundled RapidOCR engine, shared by the process
     progress: PageProgress | None = None
+    off_by: str = "RAG_OCR=off"  # what turned it off, for the skip reasons (`ingest.service.ocr_off_by`)
 
     def get_engine(self) -> OcrEngine:
         return self.engine if self.engine is not None else shared_engine()

@@ -94,7 +94,7 @@ def scans_for(data: bytes, ocr: OcrOptions, stem: str, pages: int, builder: DocB
 
 def no_text_reason(metadata: dict, ocr: OcrOptions) -> str:
     if not ocr.enabled:
-        return "no extractable text: the PDF has no text layer (scanned pages need OCR, which is off: RAG_OCR=off)"
+        return f"no extractable text: the PDF has no text layer (scanned pages need OCR, which is off: {ocr.off_by})"
     skipped = metadata.get("ocr_skipped")
     if skipped:
         return f"no extractable text: no text layer, and OCR found none ({'; '.join(skipped[:3])})"

@@ -142,3 +142,12 @@ def test_ingest_uses_the_kb_settings_unless_overridden(client, app_services, tmp
         report = build_ingestor(services, KB, overrides={"chunk_size": 2000, "chunk_overlap": 0}).ingest_folder(folder)
     assert 0 < report.chunks_added < small
     assert services.catalog.find_doc_by_source(KB, "a.md").tags == {"src": "kb"}
+
+
+def test_a_file_skipped_for_ocr_off_names_the_knowledge_bases_setting(client, tmp_path):
+    from tests.unit import ocr_fixtures as of
+
+    assert client.patch(f"/v1/kbs/{KB}/settings", json={"ocr": False}, headers=ADMIN).status_code == 200
+    job = _upload(client, "notice.png", of.write_image(tmp_path, "notice.png").read_bytes())
+    reason = job["files"][0]["reason"]
+    assert "need OCR, which is off (the knowledge base's settings: ocr off)" in reason, job

@@ -45,8 +45,8 @@ def test_ingest_summary_shows_ocr_time_and_no_ocr_skips_images(env, scripted):
     off = CliRunner().invoke(app, ["ingest", str(env), "--kb", "off", "--no-ocr", "-q"])
     assert off.exit_code == 3, off.output  # the image and the scan are skipped, the notes indexed
     assert "files indexed: 1" in off.output and "OCR" not in off.output.split("time:")[1].splitlines()[0]
-    assert "skipped  notice.png: image files need OCR, which is off (RAG_OCR=off)" in off.output
-    assert "skipped  scan.pdf:" in off.output and "RAG_OCR=off" in off.output
+    assert "skipped  notice.png: image files need OCR, which is off (--no-ocr)" in off.output
+    assert "skipped  scan.pdf:" in off.output and "which is off: --no-ocr" in off.output
     assert scripted.calls == []
 
     on = CliRunner().invoke(app, ["ingest", str(env), "--kb", "on", "-q"])
