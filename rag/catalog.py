@@ -437,11 +437,12 @@ class Catalog:
         row = self.db.one("SELECT * FROM chunk_edits WHERE kb=? AND doc_id=? AND chunk_key=?", (kb, doc_id, key))
         return ChunkEdit.from_row(row) if row else None
 
-    def save_chunk_edit(self, edit: ChunkEdit, chunk_id: str, replaces: Sequence[str] = ()) -> DocRecord:
+    def save_chunk_edit(self, edit: ChunkEdit, chunk_id: str | None, replaces: Sequence[str] = ()) -> DocRecord:
         """Record `edit` and the swap it causes, in one transaction: the chunk `chunk_id` (already in
         the stores) takes the place of `replaces` in its document's live ids (or joins them: a chunk
         added by hand), disabled or not as `edit` says; the replaced ids become garbage (deleted next,
-        `clear_garbage`). An edit that changes nothing any more is deleted."""
+        `clear_garbage`). An edit that changes nothing any more is deleted, and so is the edit of a
+        chunk removed (`chunk_id` None: a chunk added by hand, deleted with `replaces`)."""
         with self.db.transaction() as db:
             row = db.one("SELECT * FROM documents WHERE kb=? AND doc_id=?" + db.for_update, (edit.kb, edit.doc_id))
             if row is None:
@@ -450,15 +451,16 @@ class Catalog:
             gone = set(replaces) - {chunk_id}
             ids = list(doc.chunk_ids)
             at = next((n for n, i in enumerate(ids) if i in gone), len(ids))
-            ids = [i for i in ids[:at] if i not in gone] + [chunk_id] + [i for i in ids[at:] if i not in gone]
+            kept = [chunk_id] if chunk_id is not None else []
+            ids = [i for i in ids[:at] if i not in gone] + kept + [i for i in ids[at:] if i not in gone]
             ids = list(dict.fromkeys(ids))
             disabled = [i for i in doc.disabled_ids if i not in gone and i != chunk_id]
-            disabled += [chunk_id] if edit.disabled else []
+            disabled += kept if edit.disabled else []
             pending = sorted((set(doc.pending_ids) | gone) - set(ids))
             db.execute("UPDATE documents SET chunk_ids=?, pending_ids=?, disabled_ids=?, state='indexed' "
                        "WHERE kb=? AND doc_id=?", (json.dumps(ids), json.dumps(pending), json.dumps(disabled),
                                                    edit.kb, edit.doc_id))
-            if edit.empty:
+            if edit.empty or chunk_id is None:
                 db.execute("DELETE FROM chunk_edits WHERE kb=? AND doc_id=? AND chunk_key=?",
                            (edit.kb, edit.doc_id, edit.key))
             else:

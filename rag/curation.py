@@ -1,6 +1,7 @@
 """Chunk curation on a knowledge base (the caller holds its write lock, `KnowledgeBases.writing`):
-a chunk's text edited or a chunk disabled (`edit_chunk`), a chunk added by hand (`add_chunk`); the
-edit records are rag/chunk_edits.py.
+a chunk's text edited or a chunk disabled (`edit_chunk`), a chunk added by hand (`add_chunk`) or
+deleted (`delete_chunk`: a chunk of the file is disabled instead); the edit records are
+rag/chunk_edits.py.
 
 A change of what is indexed follows the catalog's crash-safety rules (rag/catalog.py): the
 document is marked pending with the new chunk's id, the new chunk is embedded and written to both
@@ -15,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from rag.catalog import DocRecord
 from rag.chunk_edits import ChunkEdit, ChunkPatch, NewChunk, curated, manual_chunk
-from rag.errors import Busy, NotFound
+from rag.errors import Busy, InvalidRequest, NotFound
 from rag.ids import EXTRA_SEP, chunk_id_for, edit_key_for, parent_of
 from rag.kb import KnowledgeBase
 from rag.types import Chunk
@@ -70,6 +71,18 @@ def add_chunk(kb: KnowledgeBase, doc_id: str, new: NewChunk) -> CuratedChunk:
                    "it)", field="doc_id")
     edit = new.edit(kb.name, doc.doc_id)
     return commit(kb, doc, None, manual_chunk(doc, edit), edit)
+
+
+def delete_chunk(kb: KnowledgeBase, chunk_id: str) -> DocRecord:
+    """Delete the chunk added by hand `chunk_id` (and its edit); the document after it. A chunk the
+    chunker gave is refused: every re-ingest of its file writes it again (disable it instead)."""
+    doc, current = find_chunk(kb, chunk_id)
+    edit = edit_of(kb, doc, current)
+    if not edit.manual:
+        raise InvalidRequest(f"chunk {chunk_id!r} comes from the document's file, and a re-ingest writes it "
+                             "again: disable it (`disabled: true`) to keep it out of retrieval; only a chunk "
+                             "added by hand can be deleted", field="chunk_id")
+    return kb.remove_chunk(doc, edit, [i for i in doc.chunk_ids if parent_of(i) == current.id])
 
 
 def rebuild(kb: KnowledgeBase, doc: DocRecord, current: Chunk, edit: ChunkEdit) -> Chunk:

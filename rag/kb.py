@@ -170,6 +170,15 @@ class KnowledgeBase:
             self.catalog.clear_garbage(self.name, doc.doc_id)
         return saved
 
+    def remove_chunk(self, doc: DocRecord, edit: ChunkEdit, chunk_ids: Sequence[str]) -> DocRecord:
+        """Remove the chunk added by hand that `edit` records (`chunk_ids`: it and its extra
+        vectors) from indexed `doc`: out of the live set and its edit deleted in one catalog
+        transaction, then out of the stores. The document's record after it."""
+        saved = self.catalog.save_chunk_edit(edit, None, chunk_ids)
+        self.delete(list(chunk_ids))
+        self.catalog.clear_garbage(self.name, doc.doc_id)
+        return saved
+
     def delete_garbage(self, doc: DocRecord) -> int:
         """Delete the old chunks a swap of indexed `doc` left in the stores (a run killed after the
         swap); the number deleted."""

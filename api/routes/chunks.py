@@ -1,5 +1,6 @@
 """Chunk curation: a chunk's text edited (re-embedded and re-indexed at once) or the chunk disabled
-(kept, never retrieved), a chunk or a Q&A pair added by hand to a document, under the knowledge base's write lock (409 while an ingest job writes it).
+(kept, never retrieved), a chunk or a Q&A pair added by hand to a document (and deleted again),
+under the knowledge base's write lock (409 while an ingest job writes it).
 The work is rag/curation.py; the edits live in the catalog (rag/chunk_edits.py) and survive a
 re-ingest of the file."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path as PathParam
+from fastapi import APIRouter, Path as PathParam, Response
 
 from api.deps import ApiState, Caller, State
 from api.routes.kbs import _busy_is_conflict
@@ -69,3 +70,14 @@ def add_chunk(kb: KbName, doc_id: str, body: ChunkCreate, state: State, caller: 
     new = NewChunk(text=body.text, question=body.question, answer=body.answer)
     with _busy_is_conflict(), _writing(state, kb):
         return _curated_out(curation.add_chunk(state.services.kbs.open(kb), doc_id, new))
+
+
+@router.delete("/kbs/{kb}/chunks/{chunk_id}", status_code=204, response_class=Response, responses=_CONFLICT)
+def delete_chunk(kb: KbName, chunk_id: str, state: State, caller: Caller) -> Response:
+    """Delete a chunk added by hand (with its keywords and questions): gone from every search at
+    once. A chunk of the document's file is refused (422 naming `chunk_id`): a re-ingest would write
+    it again, so disable it instead."""
+    caller.require_write(kb)
+    with _busy_is_conflict(), _writing(state, kb):
+        curation.delete_chunk(state.services.kbs.open(kb), chunk_id)
+    return Response(status_code=204)

@@ -33,7 +33,10 @@ const I18N = {
         disable: "停用", enable: "启用", disabledPill: "已停用", editedPill: "已编辑", manualPill: "手动添加",
         keywords: "关键词", keywordsHelp: "关键词（逗号分隔）", questionsHelp: "问题（每行一个）", questionsLabel: "问题",
         textLabel: "文本", addHeading: "给这个文档添加分块", addText: "文本", addQa: "问答对", questionLabel: "问题",
-        answerLabel: "答案", add: "添加", chunkSaved: "分块已保存", chunkAdded: "分块已添加", originalText: "原文：",
+        indexed: "已索引", pending: "写入中", deleting: "删除中", days7: "近 7 天", days30: "近 30 天", days90: "近 90 天",
+        keyReadHint: "handbook, manuals 或 *", keyWriteHint: "handbook 或 *", bearerKey: "Bearer 密钥", kind_text: "文本", kind_qa: "问答",
+        answerLabel: "答案", add: "添加", chunkSaved: "分块已保存", chunkAdded: "分块已添加", deleteChunk: "删除", chunkDeleted: "分块已删除", confirmDelChunk: "删除手动添加的分块 #{0}？",
+        originalText: "原文：",
         matchedBy: "匹配问题：", generated: "生成的问题：" },
 };
 const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge base “{0}” and all its documents? This cannot be undone.",
@@ -56,7 +59,9 @@ const EN = { open: "Open", del: "Delete", confirmDropKb: "Delete the knowledge b
         moreChunks: "More chunks ({0} of {1} shown)", disable: "Disable", enable: "Enable", disabledPill: "disabled",
         editedPill: "edited", manualPill: "added by hand", keywords: "Keywords", keywordsHelp: "Keywords (comma-separated)",
         questionsHelp: "Questions (one per line)", questionsLabel: "Questions", textLabel: "Text", chunkSaved: "chunk saved",
-        chunkAdded: "chunk added", originalText: "Original: ", matchedBy: "matched by: ", generated: "generated questions: " };
+        chunkAdded: "chunk added", indexed: "indexed", pending: "pending", deleting: "deleting", kind_text: "text", kind_qa: "qa",
+        deleteChunk: "Delete", chunkDeleted: "chunk deleted", confirmDelChunk: "Delete chunk #{0}, added by hand?",
+        originalText: "Original: ", matchedBy: "matched by: ", generated: "generated questions: " };
 let lang = localStorage.getItem("rag-lang") || ((navigator.language || "").startsWith("zh") ? "zh" : "en");
 const t = (key, ...args) => {
   let s = (I18N[lang] || {})[key] || EN[key] || key;
@@ -73,6 +78,10 @@ function applyLanguage() {
   document.querySelectorAll("[data-i18n]").forEach((e) => {
     if (!e.dataset.en) e.dataset.en = e.textContent;
     e.textContent = lang === "en" ? e.dataset.en : ((I18N[lang] || {})[e.dataset.i18n] || e.dataset.en);
+  });
+  document.querySelectorAll("[data-i18n-placeholder]").forEach((e) => {
+    if (!e.dataset.enPlaceholder) e.dataset.enPlaceholder = e.placeholder;
+    e.placeholder = lang === "en" ? e.dataset.enPlaceholder : ((I18N[lang] || {})[e.dataset.i18nPlaceholder] || e.dataset.enPlaceholder);
   });
   renderRerank(); renderKbs(); renderDocs();
 }
@@ -324,7 +333,7 @@ function renderDocs() {
     tr.insertCell().textContent = fmtTime(d.mtime);
     tr.insertCell().textContent = fmtTime(d.ingested_at);
     tr.insertCell().textContent = tagText(d.tags);
-    const st = tr.insertCell(); st.textContent = d.state;
+    const st = tr.insertCell(); st.textContent = t(d.state);
     for (const marker of ["ocr", "version_of"]) if (d[marker]) st.appendChild(el("span", "pill", marker));
     const actions = tr.insertCell();
     const open = el("button", "secondary", t("open"));
@@ -453,7 +462,7 @@ function renderChunks() {
     const where = [c.section_path.join(" > "), c.page !== null && c.page !== undefined ? `${t("page")} ${c.page}` : "",
                    edit.manual ? "" : `${t("span")} ${c.start}–${c.end}`].filter(Boolean).join(" · ");
     const meta = el("div", "meta", `#${i + 1}` + (where ? ` · ${where}` : ""));
-    meta.appendChild(el("span", "pill" + (c.kind === "qa" ? " qa" : ""), c.kind));
+    meta.appendChild(el("span", "pill" + (c.kind === "qa" ? " qa" : ""), t(`kind_${c.kind}`).replace(/^kind_/, "")));  // an unnamed kind as it is
     if (c.disabled) meta.appendChild(el("span", "pill off", t("disabledPill")));
     if (edit.edited) meta.appendChild(el("span", "pill edited", t("editedPill")));
     if (edit.manual) meta.appendChild(el("span", "pill edited", t("manualPill")));
@@ -470,7 +479,21 @@ function renderChunks() {
     const toggle = el("button", c.disabled ? "secondary" : "danger", c.disabled ? t("enable") : t("disable")); toggle.type = "button";
     editBtn.setAttribute("aria-label", `${t("edit")} #${i + 1}`); toggle.setAttribute("aria-label", `${toggle.textContent} #${i + 1}`);
     const error = el("span", "error"); error.setAttribute("role", "alert");
-    actions.append(editBtn, toggle, error);
+    actions.append(editBtn, toggle);
+    if (edit.manual) {  // a chunk of the file comes back with a re-ingest: it is disabled instead
+      const del = el("button", "danger", t("deleteChunk")); del.type = "button";
+      del.setAttribute("aria-label", `${t("deleteChunk")} #${i + 1}`);
+      del.addEventListener("click", async (ev) => {
+        ev.stopPropagation(); error.textContent = "";
+        if (!confirm(t("confirmDelChunk", i + 1))) return;
+        try {
+          await api("DELETE", `/v1/kbs/${enc(currentKb())}/chunks/${enc(c.chunk_id)}`);
+          await reloadChunks(); say(t("chunkDeleted")); loadDocs();
+        } catch (e) { error.textContent = e.message; }
+      });
+      actions.appendChild(del);
+    }
+    actions.appendChild(error);
     box.appendChild(actions);
     editBtn.addEventListener("click", (ev) => { ev.stopPropagation(); editChunk(box, c); });
     toggle.addEventListener("click", async (ev) => {

@@ -1,13 +1,13 @@
 """Chunk curation in the console, in headless Chromium (issue 37): a chunk's text and keywords edited
 in place (markup typed into it shown as text, an empty text named by the server), the edit found by
 the page's retrieval test and the old text not; a chunk disabled (shown struck through) and gone from
-the retrieval test; a Q&A pair added to the document; a changed file uploaded with "drop the edits"
+the retrieval test; a Q&A pair added to the document and deleted again; a changed file uploaded with "drop the edits"
 chosen in the upload card loses them. Screenshots go to the test's tmp folder (or
 RAG_SCREENSHOT_DIR) and, for a person to look at, to /tmp/console-shots-curation/."""
 
 from __future__ import annotations
 
-import shutil
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -28,10 +28,7 @@ CHUNK = "[...document.querySelectorAll('#chunk-list .chunk')].find(c => c.queryS
 HITS = "[...document.querySelectorAll('#test-hits .hit')].map(h => h.querySelector('.text').textContent).join('\\n')"
 
 
-def _shot(browser, name: str, tmp_path: Path) -> None:
-    screenshot(browser, name, tmp_path)
-    SHOTS.mkdir(exist_ok=True)
-    shutil.copy(tmp_path / name, SHOTS / name)
+_shot = partial(screenshot, keep=SHOTS)
 
 
 def _chunk_button(b, word: str, label: str) -> None:
@@ -105,6 +102,13 @@ def test_chunks_edited_disabled_and_added_in_the_console(tmp_path):
             _chunk_button(b, "immerse", "Enable")
             wait_for(b, f"(c => c && !c.classList.contains('disabled'))({CHUNK.format('immerse')})")
             assert "immerse" in _retrieve(b, "immerse the kettle base in water", "hybrid")
+            # the Q&A pair deleted from the page (a chunk of the file has no Delete button): gone from retrieval
+            b.evaluate("document.getElementById('tab-docs').click(); window.confirm = () => true; true")
+            assert b.evaluate(f"[...({CHUNK.format('immerse')}).querySelectorAll('button')]"
+                              ".every(x => x.textContent !== 'Delete')")
+            _chunk_button(b, "boil milk", "Delete")
+            wait_for(b, f"!({CHUNK.format('boil milk')}) && /chunk deleted/.test(document.body.innerText)")
+            assert "boil milk" not in _retrieve(b, "boil milk", "bm25")
             # a changed file uploaded with "drop the edits" chosen in the upload card: the edits go
             b.evaluate("document.getElementById('tab-docs').click(); document.getElementById('upload-edits').value = 'drop';"
                        f"upload([new File([{(MANUAL.decode() + ' A new closing line.')!r}], 'kettle.md')]); true")

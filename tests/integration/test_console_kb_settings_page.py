@@ -7,8 +7,8 @@ person to look at, to /tmp/console-shots-kbsettings/."""
 
 from __future__ import annotations
 
-import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -30,13 +30,7 @@ TEXT = "\n\n".join(f"Section {i}. " + "Travel is booked through the travel desk,
 ROWS = "[...document.querySelectorAll('#docs-table tbody tr')].filter(tr => tr.cells.length > 1)"
 
 
-def _shot(browser, name: str, tmp_path: Path, scroll_to: str | None = None) -> None:
-    if scroll_to:
-        browser.evaluate(f"document.querySelector({scroll_to!r}).scrollIntoView({{block: 'start'}}); true")
-        time.sleep(0.2)
-    screenshot(browser, name, tmp_path)
-    SHOTS.mkdir(exist_ok=True)
-    shutil.copy(tmp_path / name, SHOTS / name)
+_shot = partial(screenshot, keep=SHOTS)
 
 
 def _api(base: str, method: str, path: str, **kwargs) -> dict:

@@ -6,8 +6,8 @@ folder (or RAG_SCREENSHOT_DIR) and, for a person to look at, to /tmp/console-sho
 
 from __future__ import annotations
 
-import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,10 +32,7 @@ def _library(services, n: int = 120) -> None:
     services.kbs.open_or_create(LIB).write_documents(chunks, services.embedder.encode_corpus([c.text for c in chunks]))
 
 
-def _shot(browser, name: str, tmp_path: Path) -> None:
-    screenshot(browser, name, tmp_path)
-    SHOTS.mkdir(exist_ok=True)
-    shutil.copy(tmp_path / name, SHOTS / name)
+_shot = partial(screenshot, keep=SHOTS)
 
 
 def _open(base: str, key: str | None, height: int = 1000) -> Chromium:

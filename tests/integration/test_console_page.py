@@ -43,11 +43,21 @@ def wait_for(browser: Chromium, condition: str, timeout: float = 60.0) -> object
         time.sleep(0.1)
 
 
-def screenshot(browser: Chromium, name: str, tmp_path: Path):
+def screenshot(browser: Chromium, name: str, tmp_path: Path, scroll_to: str | None = None, *,
+               keep: Path | None = None):
+    """A screenshot of the page (after scrolling the element `scroll_to` selects to the top) into
+    RAG_SCREENSHOT_DIR or `tmp_path`, and into `keep` too (a folder for a person to look at); the
+    image, checked not blank."""
     from PIL import Image
 
+    if scroll_to:
+        browser.evaluate(f"document.querySelector({scroll_to!r}).scrollIntoView({{block: 'start'}}); true")
+        time.sleep(0.2)
     png = base64.b64decode(browser.page("Page.captureScreenshot", format="png")["data"])
     (Path(os.environ.get("RAG_SCREENSHOT_DIR", tmp_path)) / name).write_bytes(png)
+    if keep is not None:
+        keep.mkdir(exist_ok=True)
+        (keep / name).write_bytes(png)
     image = Image.open(io.BytesIO(png)).convert("RGB")
     colours = image.getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50, "a blank page"

@@ -8,8 +8,8 @@ to look at, to /tmp/console-shots-reembed/."""
 
 from __future__ import annotations
 
-import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -31,13 +31,7 @@ ROWS = "[...document.querySelectorAll('#docs-table tbody tr')].filter(tr => tr.c
 NOTICE = "document.getElementById('kbs-reembed')"
 
 
-def _shot(browser, name: str, tmp_path: Path, scroll_to: str | None = None) -> None:
-    if scroll_to:
-        browser.evaluate(f"document.querySelector({scroll_to!r}).scrollIntoView({{block: 'start'}}); true")
-        time.sleep(0.2)
-    screenshot(browser, name, tmp_path)
-    SHOTS.mkdir(exist_ok=True)
-    shutil.copy(tmp_path / name, SHOTS / name)
+_shot = partial(screenshot, keep=SHOTS)
 
 
 def _query(base: str) -> httpx.Response:

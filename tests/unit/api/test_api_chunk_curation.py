@@ -1,7 +1,8 @@
 """Chunk curation from the API: a chunk's text edited (found by its new words, not its old ones, in
 dense, BM25 and hybrid retrieval), a chunk disabled and enabled again, edits kept through a re-ingest
 of the unchanged file and kept or dropped (as asked) when the file changed; `check` clean after each
-step; bad input as a 4xx naming the field; 409 while the write lock is held; on SQLite and on
+step; a chunk added by hand deleted again (a chunk of the file refused); bad input as a 4xx naming
+the field; 409 while the write lock is held; on SQLite and on
 PostgreSQL with pgvector."""
 
 from __future__ import annotations
@@ -224,6 +225,8 @@ def test_curation_on_postgresql_and_pgvector(tmp_path, pg_url):
         assert job["files"][0]["edits_kept"] == 4, job
         assert [s["chunk_id"] for s in found(c, "flamingo", "bm25")] == [keyed["chunk_id"]]
         assert "zanzibar" in texts(c, "zanzibar vinegar", "bm25")
+        assert c.delete(f"/v1/kbs/{KB}/chunks/{qa['chunk_id']}", headers=ADMIN).status_code == 204
+        assert qa["chunk_id"] not in ids(c, "boil milk", "hybrid")
         assert_clean(c)
         assert c.delete(f"/v1/kbs/{KB}/documents/{doc_id(c)}", headers=ADMIN).status_code == 200
         assert services.catalog.db.query("SELECT * FROM chunk_edits") == []
@@ -266,6 +269,29 @@ def test_chunks_added_by_hand_are_found_kept_and_deleted_with_their_document(cli
     the_doc = doc_id(client)
     assert client.delete(f"/v1/kbs/{KB}/documents/{the_doc}", headers=ADMIN).status_code == 200
     assert app_services[1].catalog.chunk_edits(KB, the_doc) == []
+    assert_clean(client)
+
+
+def test_a_chunk_added_by_hand_is_deleted_and_a_chunk_of_the_file_is_not(client, app_services):
+    before = len(chunks(client))
+    added = add(client, text="The kettle ships with a quokka-shaped limescale filter.").json()
+    keyed = patch(client, added["chunk_id"], keywords=["marmot"]).json()
+    kept = add(client, question="Can the kettle boil milk?", answer="No, only water.").json()
+    r = client.delete(f"/v1/kbs/{KB}/chunks/{keyed['chunk_id']}", headers=ADMIN)
+    assert r.status_code == 204, r.text
+    for mode in MODES:
+        assert keyed["chunk_id"] not in ids(client, "quokka limescale filter marmot", mode), mode
+    assert [c["chunk_id"] for c in chunks(client)][before:] == [kept["chunk_id"]]
+    assert [e.manual for e in app_services[1].catalog.chunk_edits(KB, doc_id(client))] == [True]  # the Q&A's
+    assert_clean(client)
+    assert upload(client, CHANGED, edits="keep")["files"][0]["edits_kept"] == 1  # it does not come back
+    assert "quokka" not in texts(client, "quokka limescale filter", "bm25")
+    again = client.delete(f"/v1/kbs/{KB}/chunks/{keyed['chunk_id']}", headers=ADMIN)
+    assert again.status_code == 404 and again.json()["error"]["field"] == "chunk_id"
+    own = chunk_with(client, "citric")["chunk_id"]
+    refused = client.delete(f"/v1/kbs/{KB}/chunks/{own}", headers=ADMIN)
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "chunk_id", refused.text
+    assert "disable" in refused.json()["error"]["message"] and own in ids(client, "citric acid", "bm25")
     assert_clean(client)
 
 
