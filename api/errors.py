@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from rag.db import DB_UNAVAILABLE
 from rag.errors import RagError
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,15 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # the catalog's PostgreSQL is away or dropped the connection: the same request may work in a moment
+    log.warning("%s %s -> 503: the database is unavailable: %s", request.method, request.url.path,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    count_error(request, "database_unavailable")
+    return JSONResponse(error_body("database_unavailable", "the catalog database is unavailable (restarting or "
+                                   "unreachable); retry in a moment"), status_code=503, headers={"Retry-After": "2"})
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # the one place a crash becomes a response: log it with its traceback, answer a plain 500
     log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -135,4 +145,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RagError, _rag_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for kind in DB_UNAVAILABLE:
+        app.add_exception_handler(kind, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -4,9 +4,13 @@ a PostgreSQL database (`RAG_CATALOG_URL=postgresql://...`, shared by every store
 
 The stores write one SQL for both: `?` placeholders, column types SQLite maps by affinity
 (`DOUBLE PRECISION`, `BIGINT`), `INSERT ... ON CONFLICT ... DO UPDATE`, and no JSON functions
-(`json_len` is the one place the dialects differ). A `Database` is one connection shared by the
-threads of its store, serialised by its lock; a broken PostgreSQL connection is reopened on the next
-call outside a transaction.
+(`json_len` is the one place the dialects differ). A `Database` lends its store's threads
+connections: a SQLite file has one, shared and serialised (SQLite writes one at a time anyway); a
+PostgreSQL database up to `pool_size` (RAG_PG_POOL_SIZE), opened as threads need them, so the reads of
+concurrent requests run side by side. A thread inside a transaction keeps its connection until the
+transaction ends (nested calls join it). A statement that finds its PostgreSQL connection broken (the
+server restarted, the connection was killed) fails, and the pool's idle connections are closed with
+it: the next statements open new ones.
 
 Schemas are versioned per component (`schema_versions`): a store passes its ordered migration steps
 to `migrate`, which applies those the database has not seen, in one transaction (on PostgreSQL
@@ -19,6 +23,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -32,7 +37,11 @@ from rag.redact import is_postgres_url, redact_url
 
 # what a failing database raises, for the edges that report it (readiness, CLI)
 DB_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, psycopg.Error)
+# what a PostgreSQL that is away (restarting, unreachable, the connection dropped) raises: the API
+# answers 503 with Retry-After, and the pool opens new connections for the next statements
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (psycopg.OperationalError,)
 CONNECT_TIMEOUT_S = 10  # a PostgreSQL that does not answer fails the call instead of hanging it
+DEFAULT_POOL_SIZE = 4  # PostgreSQL connections of one store in one process (RAG_PG_POOL_SIZE)
 _MIGRATION_LOCK = 7_233_001  # pg_advisory_xact_lock key while a release migrates the schema
 
 Row = Any  # sqlite3.Row or dict: both read by column name
@@ -55,21 +64,52 @@ def _wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
             time.sleep(0.02)
 
 
+class _FairSlots:
+    """A counting semaphore that lends in arrival order: a slot given back goes to the longest
+    waiting thread (handed over), never to the thread that gave it back and asks again at once.
+    Python's own Semaphore lets that thread win, and one busy thread then starves the others for
+    seconds (benchmarks/catalog_concurrency.py measured 10 s waits with 4 threads on one connection)."""
+
+    def __init__(self, size: int) -> None:
+        self._free = size
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # set by `__exit__` of the holder that handed its slot over
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._free += 1
+
+
 class SchemaTooNew(RagError):
     """The database was migrated by a newer release than this one."""
 
 
 class Database:
-    """One connection to a SQLite file or a PostgreSQL database; see the module docstring."""
+    """The connections to a SQLite file or a PostgreSQL database; see the module docstring."""
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(self, target: str | Path, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.target = target
         self.dialect = "postgresql" if is_postgres_url(target) else "sqlite"
-        self._lock = threading.RLock()
-        self._depth = 0  # nesting of `transaction` in the holding thread
+        self.pool_size = max(1, pool_size) if self.postgres else 1
+        self._slots = _FairSlots(self.pool_size)
+        self._idle_lock = threading.Lock()
+        self._idle: list[Any] = [self._open()]  # one opened now: a database that cannot be reached fails here
+        self._held = threading.local()  # .conn, .depth: the connection of this thread's open transaction
         self._translated: dict[str, str] = {}
         self._migrated: set[str] = set()
-        self._conn: Any = self._open()
+        self._closed = False
 
     @classmethod
     def of(cls, target: Database | str | Path) -> Database:
@@ -98,14 +138,40 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    def _connection(self) -> Any:
-        if self.postgres and not self._depth and (self._conn.closed or self._conn.broken):
-            self._conn = self._open()
-        return self._conn
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A connection for one statement or transaction: the calling thread's transaction's, else
+        one lent from the pool (waiting, in turn, while all `pool_size` are lent) and given back after."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with self._slots:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None or (self.postgres and (conn.closed or conn.broken)):
+                conn = self._open()
+            try:
+                yield conn
+            finally:
+                with self._idle_lock:
+                    if self._closed:
+                        conn.close()
+                    elif self.postgres and conn.broken:  # the server went away: the idle ones are gone too
+                        conn.close()
+                        for idle in self._idle:
+                            idle.close()
+                        self._idle = []
+                    else:
+                        self._idle.append(conn)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        """Close the connections (those lent now when they come back)."""
+        with self._idle_lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
     # statements ----------------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
@@ -118,23 +184,22 @@ class Database:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """All rows of a SELECT, read by column name."""
-        with self._lock:
-            return self._connection().execute(self._sql(sql), tuple(params)).fetchall()
+        with self._connection() as conn:
+            return conn.execute(self._sql(sql), tuple(params)).fetchall()
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        with self._lock:
-            return self._connection().execute(self._sql(sql), tuple(params)).fetchone()
+        with self._connection() as conn:
+            return conn.execute(self._sql(sql), tuple(params)).fetchone()
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; the number of rows it changed."""
-        with self._lock:
-            return self._connection().execute(self._sql(sql), tuple(params)).rowcount
+        with self._connection() as conn:
+            return conn.execute(self._sql(sql), tuple(params)).rowcount
 
     def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        with self._lock:
-            conn = self._connection()
+        with self._connection() as conn:
             if self.postgres:
                 with conn.cursor() as cur:
                     cur.executemany(self._sql(sql), [tuple(r) for r in rows])
@@ -171,18 +236,13 @@ class Database:
 
     @contextmanager
     def _scope(self, begin: str, first: str | None) -> Iterator[Database]:
-        """A transaction of this connection (SQLite: opened by `begin`; PostgreSQL: `first` is its
-        first statement), or a part of the one the calling thread has open."""
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield self
-                finally:
-                    self._depth -= 1
-                return
-            conn = self._connection()
-            self._depth = 1
+        """A transaction on a connection this thread keeps until it ends (SQLite: opened by `begin`;
+        PostgreSQL: `first` is its first statement), or a part of the one the thread has open."""
+        if getattr(self._held, "conn", None) is not None:
+            yield self
+            return
+        with self._connection() as conn:
+            self._held.conn = conn
             try:
                 if self.postgres:
                     with conn.transaction():
@@ -198,7 +258,7 @@ class Database:
                     raise
                 conn.execute("COMMIT")
             finally:
-                self._depth = 0
+                self._held.conn = None
 
     # schema --------------------------------------------------------------------------------------
     def schema_version(self, component: str) -> int:

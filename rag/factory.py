@@ -90,9 +90,10 @@ class Services:
         return self.settings.catalog_url
 
     def database(self, name: str) -> Database:
-        """A new connection to the database of one store (`catalog`, `api_keys`, `conversations`,
-        `jobs`): `<data_dir>/<name>.sqlite`, or the PostgreSQL catalog that every store shares."""
-        return Database(self.catalog_url or self.data_dir / f"{name}.sqlite")
+        """The database of one store (`catalog`, `api_keys`, `conversations`, `jobs`):
+        `<data_dir>/<name>.sqlite`, or the PostgreSQL catalog that every store shares, with a pool of
+        up to RAG_PG_POOL_SIZE connections."""
+        return Database(self.catalog_url or self.data_dir / f"{name}.sqlite", pool_size=self.settings.pg_pool_size)
 
     @cached_property
     def model_locator(self) -> ModelLocator:
