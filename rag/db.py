@@ -21,9 +21,7 @@ adopted as it is."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -33,6 +31,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from rag.errors import InvalidRequest, RagError
+from rag.pool import ConnectionPool
 from rag.redact import is_postgres_url, redact_url
 
 # what a failing database raises, for the edges that report it (readiness, CLI)
@@ -64,34 +63,6 @@ def _wal(conn: sqlite3.Connection, wait_s: float = 30.0) -> None:
             time.sleep(0.02)
 
 
-class _FairSlots:
-    """A counting semaphore that lends in arrival order: a slot given back goes to the longest
-    waiting thread (handed over), never to the thread that gave it back and asks again at once.
-    Python's own Semaphore lets that thread win, and one busy thread then starves the others for
-    seconds (benchmarks/catalog_concurrency.py measured 10 s waits with 4 threads on one connection)."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._lock = threading.Lock()
-        self._waiters: deque[threading.Event] = deque()
-
-    def __enter__(self) -> None:
-        with self._lock:
-            if self._free and not self._waiters:
-                self._free -= 1
-                return
-            turn = threading.Event()
-            self._waiters.append(turn)
-        turn.wait()  # set by `__exit__` of the holder that handed its slot over
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            if self._waiters:
-                self._waiters.popleft().set()
-            else:
-                self._free += 1
-
-
 class SchemaTooNew(RagError):
     """The database was migrated by a newer release than this one."""
 
@@ -103,13 +74,11 @@ class Database:
         self.target = target
         self.dialect = "postgresql" if is_postgres_url(target) else "sqlite"
         self.pool_size = max(1, pool_size) if self.postgres else 1
-        self._slots = _FairSlots(self.pool_size)
-        self._idle_lock = threading.Lock()
-        self._idle: list[Any] = [self._open()]  # one opened now: a database that cannot be reached fails here
-        self._held = threading.local()  # .conn, .depth: the connection of this thread's open transaction
+        # one connection opened now: a database that cannot be reached fails here
+        self._pool = ConnectionPool(self._open, self.pool_size, first=self._open(),
+                                    broken=(lambda c: c.closed or c.broken) if self.postgres else None)
         self._translated: dict[str, str] = {}
         self._migrated: set[str] = set()
-        self._closed = False
 
     @classmethod
     def of(cls, target: Database | str | Path) -> Database:
@@ -138,40 +107,13 @@ class Database:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    @contextmanager
-    def _connection(self) -> Iterator[Any]:
-        """A connection for one statement or transaction: the calling thread's transaction's, else
-        one lent from the pool (waiting, in turn, while all `pool_size` are lent) and given back after."""
-        held = getattr(self._held, "conn", None)
-        if held is not None:
-            yield held
-            return
-        with self._slots:
-            with self._idle_lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None or (self.postgres and (conn.closed or conn.broken)):
-                conn = self._open()
-            try:
-                yield conn
-            finally:
-                with self._idle_lock:
-                    if self._closed:
-                        conn.close()
-                    elif self.postgres and conn.broken:  # the server went away: the idle ones are gone too
-                        conn.close()
-                        for idle in self._idle:
-                            idle.close()
-                        self._idle = []
-                    else:
-                        self._idle.append(conn)
+    def _connection(self) -> AbstractContextManager[Any]:
+        """A connection for one statement: the thread's transaction's, else one lent from the pool."""
+        return self._pool.connection()
 
     def close(self) -> None:
         """Close the connections (those lent now when they come back)."""
-        with self._idle_lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._pool.close()
 
     # statements ----------------------------------------------------------------------------------
     def _sql(self, sql: str) -> str:
@@ -238,18 +180,15 @@ class Database:
     def _scope(self, begin: str, first: str | None) -> Iterator[Database]:
         """A transaction on a connection this thread keeps until it ends (SQLite: opened by `begin`;
         PostgreSQL: `first` is its first statement), or a part of the one the thread has open."""
-        if getattr(self._held, "conn", None) is not None:
-            yield self
-            return
-        with self._connection() as conn:
-            self._held.conn = conn
-            try:
-                if self.postgres:
-                    with conn.transaction():
-                        if first:
-                            conn.execute(first)
-                        yield self
-                    return
+        with self._pool.holding() as (conn, nested):
+            if nested:
+                yield self
+            elif self.postgres:
+                with conn.transaction():
+                    if first:
+                        conn.execute(first)
+                    yield self
+            else:
                 conn.execute(begin)
                 try:
                     yield self
@@ -257,8 +196,6 @@ class Database:
                     conn.execute("ROLLBACK")
                     raise
                 conn.execute("COMMIT")
-            finally:
-                self._held.conn = None
 
     # schema --------------------------------------------------------------------------------------
     def schema_version(self, component: str) -> int:

@@ -148,7 +148,7 @@ class Services:
             from rag.adapters.pgvector_store import PgVectorStore
 
             return PgVectorStore(s.resolved_pgvector_url, hnsw_m=s.hnsw_m, hnsw_ef_construct=s.hnsw_ef_construct,
-                                 hnsw_ef=s.hnsw_ef)
+                                 hnsw_ef=s.hnsw_ef, pool_size=s.pg_pool_size)
         from rag.adapters.qdrant_store import QdrantClientStore
 
         if backend == "local":

@@ -63,9 +63,9 @@ class Settings(BaseSettings):
     # it in a PostgreSQL database that API replicas on any number of hosts share, with advisory
     # write locks and leased ingest jobs (docs/scaling.md)
     catalog_url: str | None = None
-    # PostgreSQL connections each store (catalog, keys, conversations, jobs) of one process opens
-    # at most, so concurrent requests read side by side (benchmarks/catalog_concurrency.py); a
-    # replica holds up to 4x this many, plus its locks' and pgvector's: keep the total under the
+    # PostgreSQL connections each store (catalog, keys, conversations, jobs, pgvector) of one
+    # process opens at most, so concurrent requests run side by side (benchmarks/pg_concurrency.py);
+    # a replica holds up to 5x this many, plus one per held write lock: keep the total under the
     # server's max_connections
     pg_pool_size: int = Field(4, ge=1, le=64)
     # an ingest job whose replica stopped renewing its lease (killed, host lost) is resumed by

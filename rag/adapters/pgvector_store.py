@@ -21,11 +21,12 @@ pgvector's 1000) and `hnsw.iterative_scan = strict_order`, so a filtered search 
 below Qdrant's filter-aware graph (docs/scaling.md has the numbers); the planner answers a
 selective filter exactly from the payload index when it estimates that cheaper.
 
-One connection per store, guarded by a lock (the way `QdrantClientStore` serialises local mode):
-a search holds it for about a millisecond (benchmarks/pgvector_store.py), far less than embedding
-the query, so one process gains little from a pool, and psycopg_pool would be one more dependency;
-API workers each open their own. A connection that broke (server restart) is replaced on the next
-call. The URL's password never appears in a message (`rag.redact`).
+Connections are lent to the store's threads from a pool (`rag.pool.ConnectionPool`, up to
+`pool_size`: RAG_PG_POOL_SIZE), in the order they asked: a dense search holds one for about a
+millisecond (benchmarks/pgvector_store.py), but a BM25 search over a large knowledge base holds it
+for a few hundred (docs/scaling.md), and concurrent queries should not queue behind it. A
+transaction's nested calls (a BM25 rebuild's) share its connection. A connection that broke (server
+restart) is replaced. The URL's password never appears in a message (`rag.redact`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import numpy as np
 from rag.adapters.filters import FLOAT_FIELDS, SCALAR_FIELDS, pg_float, to_pg
 from rag.adapters.qdrant_store import check_batch
 from rag.errors import EmbeddingMismatch, InvalidRequest, NotFound, StoreError
+from rag.pool import ConnectionPool
 from rag.protocols import CollectionOptions, RecoveryReport
 from rag.redact import redact_url, scrub
 from rag.types import Chunk, Filter, ScoredId
@@ -103,7 +105,8 @@ class PgVectorStore:
     quantization, shards, replicas) are Qdrant's and ignored here."""
 
     def __init__(self, url: str, *, schema: str = SCHEMA, hnsw_m: int = 16, hnsw_ef_construct: int = 100,
-                 hnsw_ef: int | None = None, batch_size: int = 256, connect_timeout: int = 10) -> None:
+                 hnsw_ef: int | None = None, batch_size: int = 256, connect_timeout: int = 10,
+                 pool_size: int = 4) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.url = url
@@ -111,8 +114,9 @@ class PgVectorStore:
         self.hnsw_m, self.hnsw_ef_construct, self.hnsw_ef = hnsw_m, hnsw_ef_construct, hnsw_ef
         self.batch_size = batch_size
         self.connect_timeout = connect_timeout
-        self._lock = threading.RLock()
-        self._conn: Any = None
+        self.pool_size = pool_size
+        self._lock = threading.Lock()  # guards the making of the pool
+        self._pool: ConnectionPool | None = None
         self._ready = False
         self._infos: dict[str, _Info] = {}
 
@@ -121,35 +125,33 @@ class PgVectorStore:
 
     # connection ----------------------------------------------------------------------------
 
-    def _connection(self) -> Any:
-        import psycopg
+    def _connections(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                import psycopg
 
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                log.warning("postgresql connection to %s lost: reconnecting", redact_url(self.url))
-                self._conn.close()
-            self._conn = None
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout)
-        return self._conn
+                self._pool = ConnectionPool(
+                    lambda: psycopg.connect(self.url, autocommit=True, connect_timeout=self.connect_timeout),
+                    self.pool_size, broken=lambda conn: conn.closed or conn.broken)
+            return self._pool
 
     @contextmanager
     def transaction(self, what: str, name: str | None = None) -> Iterator[Any]:
-        """One transaction on the store's connection, under its lock: PostgreSQL errors become
-        StoreError (a table dropped meanwhile: NotFound for collection `name`), URL password scrubbed."""
+        """One transaction on a connection this thread keeps for it (a nested call: a savepoint in
+        the outer one): PostgreSQL errors become StoreError (a table dropped meanwhile: NotFound for
+        collection `name`), URL password scrubbed."""
         import psycopg
 
-        with self._lock:
-            try:
-                conn = self._connection()
-                with conn.transaction():
-                    yield conn
-            except psycopg.errors.UndefinedTable as exc:
-                if name is None:
-                    raise StoreError(f"postgresql {what} failed: {scrub(str(exc), self.url)}") from None
-                self._infos.pop(name, None)
-                raise NotFound(f"collection {name!r} does not exist", field="kb") from None
-            except psycopg.Error as exc:
+        try:
+            with self._connections().holding() as (conn, _), conn.transaction():
+                yield conn
+        except psycopg.errors.UndefinedTable as exc:
+            if name is None:
                 raise StoreError(f"postgresql {what} failed: {scrub(str(exc), self.url)}") from None
+            self._infos.pop(name, None)
+            raise NotFound(f"collection {name!r} does not exist", field="kb") from None
+        except psycopg.Error as exc:
+            raise StoreError(f"postgresql {what} failed: {scrub(str(exc), self.url)}") from None
 
     def _registry(self) -> Any:
         from psycopg import sql
@@ -444,8 +446,8 @@ class PgVectorStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            self._infos.clear()
-            self._ready = False
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+        self._infos.clear()
+        self._ready = False

@@ -1,7 +1,8 @@
 """What the shared contracts do not cover for the pgvector backend (PgVectorStore, PgSparseIndex), on
 the test run's PostgreSQL: odd collection names, the indexes each collection gets, the filters as
 SQL, a new store over the same database, BM25 ranking parity with LocalBM25Index and the Qdrant
-sparse mode (the way test_lexical_parity does it), and the factory wiring a knowledge base on it."""
+sparse mode (the way test_lexical_parity does it), connections lent to several threads, and the
+factory wiring a knowledge base on it."""
 
 from __future__ import annotations
 
@@ -142,11 +143,40 @@ def test_a_new_store_over_the_same_database_sees_everything(pg_url):
 def test_a_lost_connection_is_replaced(store, pg_server):
     store.ensure_collection("kb", DIM)
     with psycopg.connect(pg_server, autocommit=True) as admin:
-        pid = store._conn.info.backend_pid
+        with store._connections().connection() as conn:  # the idle one, lent and given back
+            pid = conn.info.backend_pid
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
     with pytest.raises(StoreError):  # the call that finds it broken fails ...
         store.count("kb")
     assert store.count("kb") == 0  # ... the next one reconnects
+
+
+def test_a_search_runs_while_another_thread_writes_and_nested_calls_share_a_connection(pg_url):
+    import threading
+
+    store = PgVectorStore(pg_url, pool_size=2)
+    store.ensure_collection("kb", DIM)
+    inside, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with store.transaction("hold", "kb"):
+            assert store.count("kb") == 0  # nested: the same connection (a savepoint)
+            inside.set()
+            assert release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert inside.wait(10)
+    try:
+        assert store.count("kb") == 0 and store.collections() == ["kb"]  # answered meanwhile
+    finally:
+        release.set()
+        thread.join()
+    store.close()
+    one = PgVectorStore(pg_url, pool_size=1)  # one connection: nested calls must not ask for a second
+    with one.transaction("outer", "kb"):
+        assert one.count("kb") == 0
+    one.close()
 
 
 def test_errors_never_show_the_password():

@@ -105,7 +105,7 @@ def test_a_connection_given_back_goes_to_the_thread_waiting_longest(pg_url):
         waiter = threading.Thread(target=use, args=("waiter",))
         waiter.start()
         deadline = time.monotonic() + 10
-        while not db._slots._waiters and time.monotonic() < deadline:  # the waiter is in the queue
+        while not db._pool._slots._waiters and time.monotonic() < deadline:  # the waiter is in the queue
             time.sleep(0.01)
     use("holder")  # gave it back and asks again at once
     waiter.join()
