@@ -21,6 +21,7 @@ from rag.testing import HashEmbedder
 from rag.types import Chunk, Filter
 from tests.contract.test_lexical_parity import QUERIES, assert_same, corpus, mean_len
 from tests.contract.test_vector_store_contract import FILTERS, make_chunks, random_unit
+from tests.unit.rag.test_db_pool import held_elsewhere
 
 DIM = 64
 ODD_NAMES = ["my.kb-1", "my.kb-1__v2", "Select", 'quote"d', "kb;DROP TABLE x", "名字", "a" * 64 + "__v12"]
@@ -152,26 +153,14 @@ def test_a_lost_connection_is_replaced(store, pg_server):
 
 
 def test_a_search_runs_while_another_thread_writes_and_nested_calls_share_a_connection(pg_url):
-    import threading
-
     store = PgVectorStore(pg_url, pool_size=2)
     store.ensure_collection("kb", DIM)
-    inside, release = threading.Event(), threading.Event()
 
-    def writer() -> None:
-        with store.transaction("hold", "kb"):
-            assert store.count("kb") == 0  # nested: the same connection (a savepoint)
-            inside.set()
-            assert release.wait(10)
+    def nested() -> None:
+        assert store.count("kb") == 0  # inside the transaction: on its connection
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    assert inside.wait(10)
-    try:
+    with held_elsewhere(lambda: store.transaction("hold", "kb"), nested):
         assert store.count("kb") == 0 and store.collections() == ["kb"]  # answered meanwhile
-    finally:
-        release.set()
-        thread.join()
     store.close()
     one = PgVectorStore(pg_url, pool_size=1)  # one connection: nested calls must not ask for a second
     with one.transaction("outer", "kb"):

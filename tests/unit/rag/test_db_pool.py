@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 import pytest
@@ -32,24 +34,34 @@ def _backends(url: str) -> int:
                             "AND pid <> pg_backend_pid()").fetchone()[0]
 
 
-def test_a_read_runs_while_another_threads_transaction_is_open(db):
-    inside, release = threading.Event(), threading.Event()
+@contextmanager
+def held_elsewhere(scope: Callable[[], AbstractContextManager], inside: Callable[[], None] = lambda: None):
+    """Another thread opens `scope()` and calls `inside` in it; the block runs while it stays open."""
+    entered, release = threading.Event(), threading.Event()
 
-    def writer() -> None:
-        with db.transaction() as tx:
-            tx.execute("INSERT INTO items (name, n) VALUES (?, ?)", ("kettle", 1))
-            assert tx.one("SELECT n FROM items WHERE name=?", ("kettle",))["n"] == 1  # its own write, nested
-            inside.set()
+    def hold() -> None:
+        with scope():
+            inside()
+            entered.set()
             assert release.wait(10)
 
-    thread = threading.Thread(target=writer)
+    thread = threading.Thread(target=hold)
     thread.start()
-    assert inside.wait(10)
+    assert entered.wait(10)
     try:
-        assert db.one("SELECT count(*) AS n FROM items")["n"] == 0  # answered now, and not yet committed
+        yield
     finally:
         release.set()
         thread.join()
+
+
+def test_a_read_runs_while_another_threads_transaction_is_open(db):
+    def write() -> None:
+        db.execute("INSERT INTO items (name, n) VALUES (?, ?)", ("kettle", 1))
+        assert db.one("SELECT n FROM items WHERE name=?", ("kettle",))["n"] == 1  # its own write, nested
+
+    with held_elsewhere(db.transaction, write):
+        assert db.one("SELECT count(*) AS n FROM items")["n"] == 0  # answered now, and not yet committed
     assert db.one("SELECT n FROM items WHERE name=?", ("kettle",))["n"] == 1
 
 
