@@ -16,10 +16,9 @@ A resumed job is marked `interrupted`, then run in the pool: files still staged 
 already indexed with their uploaded bytes are reported as such ("indexed before the server stopped"),
 the others are ingested, and failures put the previous version back, as in a normal job. The job
 record says so (`recovery`). At start, staging folders and `.bak` copies that no unfinished job will
-finish are cleaned up: a backup is dropped when the catalog indexed the file that replaced it, else
-restored; a staging folder younger than `STAGING_GRACE_S` is left, as it may be an upload another
-replica is still receiving. The staged and uploaded files live in `<data_dir>/uploads`: replicas
-on several hosts share it as a volume (docs/scaling.md).
+finish are cleaned up (api/job_files.py, which moves, settles and keeps the files of every job). The
+staged and uploaded files live in `<data_dir>/uploads`: replicas on several hosts share it as a
+volume (docs/scaling.md).
 
 A `reindex` job (no files) re-embeds the knowledge base with the server's model
 (`KnowledgeBases.reindex`, under its write lock; progress: chunks embedded of `chunks_known`). A
@@ -32,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
@@ -44,7 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from api.errors import Conflict
-from api.uploads import RETRY_FOLDER, kb_upload_dir, remove_tree, retry_dir, staging_dir, uploads_root
+from api.job_files import STAGING_GRACE_S, JobFiles  # noqa: F401 (STAGING_GRACE_S: imported from here by tests)
+from api.uploads import remove_tree
 from api.url_import import fetch
 from ingest.runner import IngestProgress, IngestReport
 from ingest.service import build_ingestor
@@ -52,15 +51,12 @@ from rag.chunk_edits import KEEP
 from rag.db import DB_ERRORS, Database
 from rag.errors import InvalidRequest, NotFound, RagError
 from rag.factory import Services
-from rag.ids import sha256_hex
 
 log = logging.getLogger(__name__)
 FINAL = ("succeeded", "partial", "failed")
 UNFINISHED = ("queued", "running", "interrupted")
 OK_STATUSES = ("indexed", "updated", "unchanged")
-BACKUP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<job>job_[0-9a-f]+)\.bak$")
 INDEXED_BEFORE = "indexed before the server stopped"
-STAGING_GRACE_S = 600.0
 MIGRATIONS = [
     ("""CREATE TABLE IF NOT EXISTS jobs (
         id TEXT PRIMARY KEY,
@@ -152,6 +148,7 @@ class JobManager:
         self.on_finish = on_finish
         self.lease_s = lease_s if lease_s is not None else services.settings.job_lease_s
         self.holder = new_holder()
+        self.files = JobFiles(services.data_dir, services.catalog, services.settings.failed_upload_keep_hours)
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}  # jobs this replica runs that are not finished
         self._db = Database.of(db)
@@ -167,7 +164,7 @@ class JobManager:
     def submit(self, job: Job, staged: dict[str, Path]) -> Job:
         """Queue `job`; `staged` maps each file name to its staged copy, in `staging_dir(job.id)`
         (the folder is removed when the job ends)."""
-        folder = staging_dir(self.services.data_dir, job.id)
+        folder = self.files.staging(job.id)
         if any(path.parent != folder for path in staged.values()):
             raise ValueError(f"staged files of {job.id} must be in {folder}")
         job.progress = {"files_total": len(job.files), "files_done": 0, "chunks_known": 0, "chunks_embedded": 0,
@@ -192,36 +189,14 @@ class JobManager:
                 raise InvalidRequest(f"job {job_id} has {old.status}: nothing to retry", field="job_id")
             return self.submit(Job(new_job_id(), old.kb, owner, "queued", time.time(), [], kind="reindex",
                                    retry_of=old.id), {}), []
-        data_dir = self.services.data_dir
         new_id = new_job_id()
-        staging, kept = staging_dir(data_dir, new_id), retry_dir(data_dir, old.kb, old.id)
-        entries: list[dict[str, Any]] = []
-        staged: dict[str, Path] = {}
-        not_retried: list[dict[str, str]] = []
-        for entry in (f for f in old.files if f["status"] not in OK_STATUSES):
-            name, url = entry["filename"], entry.get("url")
-            base = {"filename": name, "status": "queued", **({"url": url} if url else {})}
-            if old.kind == "reparse" and (kb_upload_dir(data_dir, old.kb) / name).is_file():
-                entries.append({**base, "size": (kb_upload_dir(data_dir, old.kb) / name).stat().st_size,
-                                "doc_id": entry.get("doc_id")})
-            elif old.kind != "reparse" and (kept / name).is_file():
-                staging.mkdir(parents=True, exist_ok=True)
-                os.replace(kept / name, staging / name)
-                staged[name] = staging / name
-                entries.append({**base, "size": staged[name].stat().st_size, **({"fetched": True} if url else {})})
-            elif old.kind == "url" and url:
-                entries.append({**base, "size": 0})  # fetched again
-            else:
-                not_retried.append({"file": name, "reason": "its bytes were not kept (removed after "
-                                    "RAG_FAILED_UPLOAD_KEEP_HOURS, or retried already): upload it again"})
-        if not entries:
-            detail = "; ".join(f"{f['file']}: {f['reason']}" for f in not_retried) or "every file was indexed"
+        retried = self.files.retried(old, new_id, OK_STATUSES)
+        if not retried.entries:
+            detail = "; ".join(f"{f['file']}: {f['reason']}" for f in retried.not_retried) or "every file was indexed"
             raise InvalidRequest(f"job {job_id} has no failed file that can be retried ({detail})", field="job_id")
-        if kept.is_dir() and not any(kept.iterdir()):
-            remove_tree(kept)
-        job = Job(new_id, old.kb, owner, "queued", time.time(), entries, tags=old.tags, kind=old.kind,
+        job = Job(new_id, old.kb, owner, "queued", time.time(), retried.entries, tags=old.tags, kind=old.kind,
                   chunking=old.chunking, retry_of=old.id)
-        return self.submit(job, staged), not_retried
+        return self.submit(job, retried.staged), retried.not_retried
 
     def get(self, job_id: str) -> Job:
         with self._lock:
@@ -302,7 +277,7 @@ class JobManager:
         rows = self._db.query("SELECT data, lease_holder, lease_until FROM jobs WHERE status IN (?, ?, ?) "
                               "AND lease_holder<>? ORDER BY created_at", (*UNFINISHED, self.holder))
         if startup:  # before any job runs here: no race on a file
-            self._clean_uploads(keep={json.loads(r["data"])["id"] for r in rows})
+            self.files.clean(keep={json.loads(r["data"])["id"] for r in rows})
         now = time.time()
         for row in rows:
             if row["lease_until"] >= now and not holder_gone(row["lease_holder"]):
@@ -327,33 +302,9 @@ class JobManager:
                 self._save(job)
             self._pool.submit(self._run, job)
 
-    def _clean_uploads(self, keep: set[str]) -> None:
-        root = uploads_root(self.services.data_dir)
-        if not root.is_dir():
-            return
-        staging_root = root / ".staging"
-        for folder in sorted(staging_root.iterdir()) if staging_root.is_dir() else []:
-            if folder.name in keep:
-                continue
-            try:
-                age = time.time() - folder.stat().st_mtime
-            except FileNotFoundError:
-                continue
-            if age >= STAGING_GRACE_S:
-                log.warning("removing the staging folder of a finished or unknown job: %s", folder.name)
-                remove_tree(folder)
-        for kb_dir in sorted(p for p in root.iterdir() if p.is_dir() and p != staging_root):
-            for backup in sorted(kb_dir.glob(".*.bak")):
-                match = BACKUP_RE.match(backup.name)
-                if match is None or match["job"] in keep:
-                    continue
-                log.warning("settling the backup %s left by job %s", backup.name, match["job"])
-                self._settle(kb_dir.name, kb_dir / match["name"], backup, match["job"])
-            self._clean_retries(kb_dir)
-
     def _run(self, job: Job) -> None:
         """Run a job, or resume one the server stopped in (its files may be staged, in place, or both)."""
-        staging = staging_dir(self.services.data_dir, job.id)
+        staging = self.files.staging(job.id)
         kept: set[str] = set()  # files whose uploaded bytes the catalog holds indexed, once settled
         try:
             if job.kind == "reindex":
@@ -365,7 +316,7 @@ class JobManager:
                 if not self.services.kbs.exists(job.kb):
                     raise NotFound(f"knowledge base {job.kb!r} was deleted before the job ran", field="kb")
                 self._update(job, status="running", started_at=job.started_at or time.time())
-                report, before = self._ingest(job, staging, kept)
+                report, before = self._ingest(job, kept)
             self._finish(job, report, before)
         except RagError as exc:
             log.warning("ingest job %s failed: %s", job.id, exc.message)
@@ -376,7 +327,7 @@ class JobManager:
             self._fail(job, "internal error while indexing; the server log has the details", kept)
         finally:
             remove_tree(staging)
-            self._clean_retries(kb_upload_dir(self.services.data_dir, job.kb))
+            self.files.clean_retries(job.kb)
             if self.on_finish is not None:
                 self.on_finish(job)
 
@@ -439,27 +390,14 @@ class JobManager:
                           "reason": "indexed before the job failed" if indexed else reason})
         self._update(job, status="failed", files=files, error=reason, finished_at=time.time(), current_file=None)
 
-    def _ingest(self, job: Job, staging: Path, kept: set[str]) -> tuple[IngestReport, set[str]]:
+    def _ingest(self, job: Job, kept: set[str]) -> tuple[IngestReport, set[str]]:
         """Move the staged files in (the previous version of each kept as a backup) and ingest them.
         Idempotent, so that a resumed job redoes only what is left. Returns the report and the files
         the catalog held indexed with their uploaded bytes before this run (a resumed job's); adds
         to `kept` the files left in place indexed with their uploaded bytes (on an error too)."""
-        upload_dir = kb_upload_dir(self.services.data_dir, job.kb)
-        upload_dir.mkdir(parents=True, exist_ok=True)
         names = [entry["filename"] for entry in job.files]
-        backups: dict[str, Path] = {}
-        targets: list[Path] = []
-        for name in names:
-            target, backup, staged = upload_dir / name, upload_dir / f".{name}.{job.id}.bak", staging / name
-            if staged.exists():
-                if target.exists() and not backup.exists():
-                    os.replace(target, backup)
-                os.replace(staged, target)
-            if backup.exists():
-                backups[name] = backup
-            if target.exists():
-                targets.append(target)
-        before = {t.name for t in targets if job.recovery and self._indexed_as_is(job.kb, t)}
+        moved = self.files.move_in(job.kb, job.id, names)
+        before = {t.name for t in moved.targets if job.recovery and self.files.indexed_as_is(job.kb, t)}
         last_save = [0.0]
 
         entries = {entry["filename"]: entry for entry in job.files}
@@ -498,50 +436,12 @@ class JobManager:
                                       overrides_by="the re-parse's settings: ocr false",
                                       file_tags={d.source: d.tags for d in kept_docs},
                                       titles={d.source: d.title for d in kept_docs if d.title})
-            return ingestor.ingest_files(upload_dir, targets, force=reparse), before
+            return ingestor.ingest_files(moved.folder, moved.targets, force=reparse), before
         finally:
             for name in names:
                 # a re-parsed file is the document's source already: it stays whatever happened
-                if reparse or self._settle(job.kb, upload_dir / name, backups.get(name), job.id):
+                if reparse or self.files.settle(job.kb, moved.folder / name, moved.backups.get(name), job.id):
                     kept.add(name)
-
-    def _indexed_as_is(self, kb: str, target: Path) -> bool:
-        """The catalog holds `target` indexed with exactly its bytes."""
-        record = self.services.catalog.find_doc_by_source(kb, target.name)
-        try:
-            return (record is not None and record.state == "indexed" and target.exists()
-                    and record.content_hash == sha256_hex(target.read_bytes()))
-        except OSError:
-            return False
-
-    def _settle(self, kb: str, target: Path, backup: Path | None, job_id: str) -> bool:
-        """Keep the uploaded file if the catalog indexed exactly its bytes (True); otherwise move it
-        to the job's retry folder and put the previous version back, so the uploads folder always
-        matches the index."""
-        if self._indexed_as_is(kb, target):
-            if backup is not None:
-                backup.unlink(missing_ok=True)
-            return True
-        if target.exists():
-            keep = retry_dir(self.services.data_dir, kb, job_id)
-            keep.mkdir(parents=True, exist_ok=True)
-            os.replace(target, keep / target.name)
-        if backup is not None:
-            os.replace(backup, target)
-        return False
-
-    def _clean_retries(self, kb_dir: Path) -> None:
-        """Remove the kept bytes of failed files older than RAG_FAILED_UPLOAD_KEEP_HOURS."""
-        root = kb_dir / RETRY_FOLDER
-        horizon = time.time() - self.services.settings.failed_upload_keep_hours * 3600
-        for folder in sorted(root.iterdir()) if root.is_dir() else []:
-            try:
-                old = folder.stat().st_mtime < horizon
-            except FileNotFoundError:
-                continue
-            if old:
-                log.info("removing the kept failed files of %s (older than RAG_FAILED_UPLOAD_KEEP_HOURS)", folder.name)
-                remove_tree(folder)
 
     def _finish(self, job: Job, report: IngestReport, before: set[str] = frozenset()) -> None:
         by_source = {f.source: f for f in report.files}

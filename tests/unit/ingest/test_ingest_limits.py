@@ -274,7 +274,7 @@ def test_a_crashed_upload_job_gives_a_short_reason_and_logs_the_detail(tmp_path,
     from api.jobs import JobManager
     from tests.unit.api_helpers import ADMIN, make_app
 
-    def crash(self, job, staging, kept):
+    def crash(self, job, kept):
         raise RuntimeError("boom at <_io.BytesIO object at 0x7f3a> in /srv/secret/path")
 
     monkeypatch.setattr(JobManager, "_ingest", crash)
