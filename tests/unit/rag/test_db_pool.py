@@ -65,7 +65,22 @@ def test_a_read_runs_while_another_threads_transaction_is_open(db):
     assert db.one("SELECT n FROM items WHERE name=?", ("kettle",))["n"] == 1
 
 
+def all_at_once(db: Database, n: int) -> list[int]:
+    """`n` threads, each keeping a connection (a transaction) until all `n` hold one."""
+    barrier = threading.Barrier(n, timeout=10)
+
+    def hold(i: int) -> int:
+        with db.transaction():
+            value = db.one("SELECT ? AS i", (i,))["i"]
+            barrier.wait()
+        return value
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(hold, range(n)))
+
+
 def test_no_more_connections_than_the_pool_size(db, pg_url):
+    assert all_at_once(db, 3) == [0, 1, 2]
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda i: db.one("SELECT pg_sleep(0.02), ? AS i", (i,)), range(40)))
     assert _backends(pg_url) == 3
@@ -73,16 +88,14 @@ def test_no_more_connections_than_the_pool_size(db, pg_url):
 
 def test_connections_the_server_dropped_are_replaced(db, pg_url):
     db.execute("INSERT INTO items (name, n) VALUES (?, ?)", ("cup", 2))
-    with ThreadPoolExecutor(max_workers=3) as pool:  # three connections open and idle
-        list(pool.map(lambda i: db.one("SELECT pg_sleep(0.05), ? AS i", (i,)), range(3)))
+    all_at_once(db, 3)  # three connections open, then idle
     assert _backends(pg_url) == 3
     with psycopg.connect(pg_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                       "AND pid <> pg_backend_pid()")
     with pytest.raises(psycopg.OperationalError):  # the statement that finds it dropped fails ...
         db.one("SELECT n FROM items WHERE name=?", ("cup",))
-    with ThreadPoolExecutor(max_workers=3) as pool:  # ... the next ones get new ones, not the other dropped ones
-        assert list(pool.map(lambda i: db.one("SELECT pg_sleep(0.05), ? AS i", (i,))["i"], range(3))) == [0, 1, 2]
+    assert all_at_once(db, 3) == [0, 1, 2]  # ... the next ones get new ones, not the other dropped ones
 
 
 def test_a_failed_transaction_leaves_nothing_and_frees_its_connection(db):
@@ -91,8 +104,7 @@ def test_a_failed_transaction_leaves_nothing_and_frees_its_connection(db):
             tx.execute("INSERT INTO items (name, n) VALUES (?, ?)", ("pot", 3))
             raise RuntimeError("stop")
     assert db.one("SELECT count(*) AS n FROM items")["n"] == 0
-    with ThreadPoolExecutor(max_workers=3) as pool:  # all three connections can be lent again
-        assert list(pool.map(lambda i: db.one("SELECT ? AS i", (i,))["i"], range(3))) == [0, 1, 2]
+    assert all_at_once(db, 3) == [0, 1, 2]  # all three connections can be lent again
 
 
 def test_sqlite_keeps_one_connection(tmp_path):
