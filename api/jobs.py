@@ -416,11 +416,9 @@ class JobManager:
                 entry.update(status=step.done.status, reason=step.done.reason, chunks_added=step.done.chunks_added)
             save()
 
-        def page_progress(name: str, page: int, pages: int) -> None:
-            """OCR, page by page; `name` is the file's name or stem (of the file OCR reads now)."""
-            named = [e for e in job.files if name in (e["filename"], Path(e["filename"]).stem)]
-            unfinished = [e for e in named if "pages_total" not in e or e["pages_done"] < e["pages_total"]]
-            entry = (unfinished or named or [None])[0]
+        def page_progress(source: str, page: int, pages: int) -> None:
+            """OCR, page by page, of the file `source` (its name in the uploads folder)."""
+            entry = entries.get(source)
             if entry is not None:
                 entry.update(pages_done=page, pages_total=pages)
                 job.current_file = entry["filename"]

@@ -22,7 +22,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from pathlib import Path
 
@@ -325,8 +325,12 @@ class Ingestor:
                 and (not title or old.title == title)):
             return FileResult(source, "unchanged", note=_stopped_note(old.chunker)), 0.0
         ocr_seconds = 0.0
+        ocr = self.ocr
+        if ocr.progress is not None:  # OCR's pages reported under this file's source, not the parser's stem
+            report = ocr.progress
+            ocr = replace(ocr, progress=lambda _name, page, pages: report(source, page, pages))
         try:
-            parsed = parse_bytes(data, path.suffix, path.name, self.limits, self.ocr)
+            parsed = parse_bytes(data, path.suffix, path.name, self.limits, ocr)
             del data
             if title:
                 parsed.title = title

@@ -67,6 +67,20 @@ def test_a_file_skipped_with_ocr_off_is_retried_after_turning_ocr_on(client, app
     assert r.status_code == 422 and r.json()["error"]["field"] == "job_id"
 
 
+def test_ocr_pages_are_counted_on_the_file_that_has_them_when_two_share_a_stem(tmp_path, monkeypatch):
+    from tests.unit.ocr_fixtures import write_multipage_tiff
+
+    monkeypatch.setattr(ocr_module, "_shared", ScriptedEngine())
+    app, _ = make_app(tmp_path, ocr_max_pages=1)  # each file stops after one page: left unfinished
+    pdf = write_image_pdf(tmp_path, "scan.pdf", pages=2).read_bytes()
+    tiff = write_multipage_tiff(tmp_path, "scan.tiff", blanks=()).read_bytes()
+    with TestClient(app) as client:
+        assert client.post("/v1/kbs", json={"name": KB}, headers=ADMIN).status_code == 201
+        job = _upload(client, [("scan.pdf", pdf), ("scan.tiff", tiff)])
+    pages = {e["filename"]: (e.get("pages_done"), e.get("pages_total")) for e in job["files"]}
+    assert pages == {"scan.pdf": (1, 2), "scan.tiff": (1, 3)}, job
+
+
 def test_a_job_failed_by_a_model_outage_is_retried_when_the_model_is_back(client, app_services):
     services = app_services[1]
     embed = services.embedder.encode_corpus

@@ -289,7 +289,7 @@ def test_settings_and_page_progress(tmp_path: Path) -> None:
     docs.mkdir()
     of.write_image_pdf(docs, "long-scan.pdf", pages=3)
     ingestor.ingest_folder(docs)
-    assert pages == [("long-scan", 1, 3), ("long-scan", 2, 3), ("long-scan", 3, 3)]
+    assert pages == [("long-scan.pdf", 1, 3), ("long-scan.pdf", 2, 3), ("long-scan.pdf", 3, 3)]  # the file, not its stem
 
 
 def test_engine_is_shared_by_threads_and_loads_only_when_a_page_needs_it(monkeypatch) -> None:
