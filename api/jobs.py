@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from api.errors import Conflict
-from api.job_files import STAGING_GRACE_S, JobFiles  # noqa: F401 (STAGING_GRACE_S: imported from here by tests)
+from api.job_files import JobFiles
 from api.uploads import remove_tree
 from api.url_import import fetch
 from ingest.runner import IngestProgress, IngestReport

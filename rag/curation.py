@@ -82,7 +82,12 @@ def delete_chunk(kb: KnowledgeBase, chunk_id: str) -> DocRecord:
         raise InvalidRequest(f"chunk {chunk_id!r} comes from the document's file, and a re-ingest writes it "
                              "again: disable it (`disabled: true`) to keep it out of retrieval; only a chunk "
                              "added by hand can be deleted", field="chunk_id")
-    return kb.remove_chunk(doc, edit, [i for i in doc.chunk_ids if parent_of(i) == current.id])
+    return kb.swap_chunk(doc, edit, None, own_ids(doc, current))
+
+
+def own_ids(doc: DocRecord, chunk: Chunk) -> list[str]:
+    """The ids `chunk` has in `doc`: its own and its generated-question vectors'."""
+    return [i for i in doc.chunk_ids if parent_of(i) == chunk.id]
 
 
 def rebuild(kb: KnowledgeBase, doc: DocRecord, current: Chunk, edit: ChunkEdit) -> Chunk:
@@ -100,7 +105,7 @@ def commit(kb: KnowledgeBase, doc: DocRecord, current: Chunk | None, new: Chunk,
     """Write `new` in place of `current` (None: a chunk added) and record `edit` with the swap
     (`KnowledgeBase.swap_chunk`); only the catalog changes when `new` is `current`."""
     replaces = []
-    if current is not None and new.id != current.id:  # the chunk and its generated-question vectors
-        replaces = [i for i in doc.chunk_ids if parent_of(i) == current.id]
+    if current is not None and new.id != current.id:
+        replaces = own_ids(doc, current)
     saved = kb.swap_chunk(doc, edit, new, replaces)
     return CuratedChunk(new, saved, None if edit.empty else edit)

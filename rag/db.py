@@ -73,7 +73,7 @@ class Database:
     def __init__(self, target: str | Path, pool_size: int = DEFAULT_POOL_SIZE) -> None:
         self.target = target
         self.dialect = "postgresql" if is_postgres_url(target) else "sqlite"
-        self.pool_size = max(1, pool_size) if self.postgres else 1
+        self.pool_size = pool_size if self.postgres else 1  # ConnectionPool refuses less than one
         # one connection opened now: a database that cannot be reached fails here
         self._pool = ConnectionPool(self._open, self.pool_size, first=self._open(),
                                     broken=(lambda c: c.closed or c.broken) if self.postgres else None)

@@ -150,12 +150,15 @@ class KnowledgeBase:
         self.catalog.clear_garbage(doc.kb, doc.doc_id)
         return len(garbage)
 
-    def swap_chunk(self, doc: DocRecord, edit: ChunkEdit, new: Chunk, replaces: Sequence[str] = ()) -> DocRecord:
+    def swap_chunk(self, doc: DocRecord, edit: ChunkEdit, new: Chunk | None,
+                   replaces: Sequence[str] = ()) -> DocRecord:
         """A chunk edit (rag/curation.py) on indexed `doc`: when `new` is not yet stored, mark `doc`
         pending with its id, embed and write it (a failure rolls the document back); then record
-        `edit` and swap `new` in for `replaces` in one catalog transaction, and delete those. The
-        document's record after it."""
-        if new.id not in doc.chunk_ids:
+        `edit` and swap `new` in for `replaces` in one catalog transaction, and delete those. `new`
+        None: a chunk added by hand is removed (`replaces`), its edit with it. The document's
+        record after it."""
+        new_id = new.id if new is not None else None
+        if new is not None and new.id not in doc.chunk_ids:
             self.begin_document(doc, [new.id])
             try:
                 self.write([new], self.embedder.encode_corpus([new.match_text]))
@@ -164,19 +167,10 @@ class KnowledgeBase:
                 if pending is not None and pending.state == "pending":
                     self.roll_back(pending)
                 raise
-        saved = self.catalog.save_chunk_edit(edit, new.id, replaces)
+        saved = self.catalog.save_chunk_edit(edit, new_id, replaces)
         if replaces:
-            self.delete([i for i in replaces if i != new.id])
+            self.delete([i for i in replaces if i != new_id])
             self.catalog.clear_garbage(self.name, doc.doc_id)
-        return saved
-
-    def remove_chunk(self, doc: DocRecord, edit: ChunkEdit, chunk_ids: Sequence[str]) -> DocRecord:
-        """Remove the chunk added by hand that `edit` records (`chunk_ids`: it and its extra
-        vectors) from indexed `doc`: out of the live set and its edit deleted in one catalog
-        transaction, then out of the stores. The document's record after it."""
-        saved = self.catalog.save_chunk_edit(edit, None, chunk_ids)
-        self.delete(list(chunk_ids))
-        self.catalog.clear_garbage(self.name, doc.doc_id)
         return saved
 
     def delete_garbage(self, doc: DocRecord) -> int:

@@ -114,7 +114,8 @@ def test_two_api_requests_creating_the_same_kb_at_once(tmp_path):
 def test_a_restart_settles_backups_and_staging_no_job_will_finish(tmp_path):
     """Leftovers of jobs that are finished (or unknown): the staging folder is removed; a backup
     whose replacement the catalog indexed is dropped, one whose replacement it did not is put back."""
-    from api.jobs import STAGING_GRACE_S, JobManager
+    from api.job_files import STAGING_GRACE_S
+    from api.jobs import JobManager
     from api.uploads import kb_upload_dir, staging_dir
     from ingest.service import build_ingestor
     from tests.unit.api_helpers import make_services
